@@ -1,0 +1,59 @@
+"""``python -m core <command>``: one module per command, registered in one table.
+
+Each command module exposes ``HELP`` (one line), ``add_arguments(parser)`` and
+``run(args) -> int``. Modules import heavy libraries (torch) inside ``run`` so that
+``--help`` and argument errors stay instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from typing import NoReturn, Sequence
+
+COMMANDS: dict[str, str] = {
+    "advise": "core.cli.advise",
+    "backbones": "core.cli.backbones",
+    "fetch-weights": "core.cli.fetch_weights",
+    "inspect": "core.cli.inspect",
+    "train": "core.cli.train",
+    "predict": "core.cli.predict",
+    "export": "core.cli.export",
+}
+
+
+class CliError(Exception):
+    """A refused input or a failed run: printed as one line, exit code 1."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        # One line on stderr, exit 2: scripts read the code, people read the line.
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="python -m core", description="Transfer Lab from the command line.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+    for name, module_name in COMMANDS.items():
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name != module_name:
+                raise
+            continue  # a command whose module is not written yet is simply not offered
+        command = sub.add_parser(name, help=module.HELP, description=module.HELP)
+        module.add_arguments(command)
+        command.set_defaults(run=module.run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except CliError as exc:
+        print(f"python -m core {args.command}: {exc}", file=sys.stderr)
+        return 1

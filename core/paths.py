@@ -1,0 +1,24 @@
+"""Where Transfer Lab keeps what it writes: everything lives under one home folder."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+HOME_ENV = "TRANSFER_LAB_HOME"
+DEFAULT_HOME = "~/.transfer_lab"
+
+
+def home() -> Path:
+    """The root of all app storage; tests point ``TRANSFER_LAB_HOME`` at a temp dir."""
+    return Path(os.environ.get(HOME_ENV, DEFAULT_HOME)).expanduser()
+
+
+def datasets_dir() -> Path:
+    """Validated, extracted uploads: ``datasets/<sha256-of-upload>/``."""
+    return home() / "datasets"
+
+
+def runs_dir() -> Path:
+    """One folder per training run: ``runs/<run-id>/``."""
+    return home() / "runs"
