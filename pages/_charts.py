@@ -1,0 +1,162 @@
+"""Plotly figures for the pages: pure functions of plain data, so they test without a server."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+import plotly.graph_objects as go
+
+from core import cases
+
+FATE_COLOURS = {
+    "frozen": "#8A9BB8",
+    "trained": "#2E9E5B",
+    "removed": "#FFFFFF",
+    "new": "#F2A93B",
+}
+FATE_LABELS = {
+    "frozen": "kept, frozen",
+    "trained": "kept, re-trained",
+    "removed": "removed",
+    "new": "new, random init",
+}
+HIGHLIGHT = "#2E6BE6"
+MIN_LOG, MAX_LOG = 1.0, 7.0  # 10 to 10 million images on the matrix's size axis
+
+
+def decision_matrix(num_images: int, similarity: str, chosen_case: int, dividing_line: int) -> go.Figure:
+    """The 2x2 matrix: similarity across, data set size (log scale) up, the user as a star."""
+    line = math.log10(dividing_line)
+    cells = {
+        ("small", "similar"): (0, 1, MIN_LOG, line),
+        ("small", "different"): (1, 2, MIN_LOG, line),
+        ("large", "similar"): (0, 1, line, MAX_LOG),
+        ("large", "different"): (1, 2, line, MAX_LOG),
+    }
+    fig = go.Figure()
+    for case in cases.CASES.values():
+        x0, x1, y0, y1 = cells[(case.size, case.similarity)]
+        chosen = case.number == chosen_case
+        fig.add_shape(
+            type="rect", x0=x0, x1=x1, y0=y0, y1=y1,
+            fillcolor=HIGHLIGHT if chosen else "#EEF2F8",
+            opacity=0.9 if chosen else 1.0,
+            line={"color": "#FFFFFF", "width": 4},
+            layer="below",
+        )
+        fig.add_annotation(
+            x=(x0 + x1) / 2, y=(y0 + y1) / 2,
+            text=f"<b>Case {case.number}</b><br>{case.name}",
+            showarrow=False,
+            font={"size": 15, "color": "#FFFFFF" if chosen else "#1B2333"},
+        )
+    x = {"similar": 0.5, "different": 1.5, "unsure": 1.0}[similarity]
+    y = min(max(math.log10(num_images), MIN_LOG + 0.15), MAX_LOG - 0.15)
+    fig.add_trace(
+        go.Scatter(
+            x=[x], y=[y], mode="markers+text", text=["you"], textposition="middle right",
+            marker={"symbol": "star", "size": 22, "color": "#F2A93B", "line": {"color": "#1B2333", "width": 1.5}},
+            textfont={"size": 14, "color": "#1B2333"},
+            hovertemplate=f"{num_images:,} images, {similarity}<extra></extra>",
+            showlegend=False,
+        )
+    )
+    ticks = list(range(int(MIN_LOG), int(MAX_LOG) + 1))
+    fig.update_xaxes(
+        range=[0, 2], tickvals=[0.5, 1.5], ticktext=["similar to ImageNet", "different from ImageNet"],
+        showgrid=False, zeroline=False, fixedrange=True,
+    )
+    fig.update_yaxes(
+        range=[MIN_LOG, MAX_LOG], tickvals=ticks + [line],
+        ticktext=[f"{10**t:,}" for t in ticks] + [f"<b>{dividing_line:,}</b>"],
+        title="images (log scale)", showgrid=False, zeroline=False, fixedrange=True,
+    )
+    fig.update_layout(height=380, margin={"l": 10, "r": 10, "t": 10, "b": 10}, plot_bgcolor="#FFFFFF")
+    return fig
+
+
+def network_diagram(layer_fates: dict[str, str]) -> go.Figure:
+    """The demo network (3 conv + 3 FC layers) with each layer coloured by what the case does."""
+    names = list(layer_fates)
+    fig = go.Figure()
+    for i, name in enumerate(names):
+        fate = layer_fates[name]
+        conv = name.startswith("conv")
+        height = 1.6 - 0.25 * i if conv else 0.7
+        fig.add_shape(
+            type="rect", x0=i + 0.1, x1=i + 0.9, y0=-height / 2, y1=height / 2,
+            fillcolor=FATE_COLOURS[fate],
+            line={"color": "#D64545" if fate == "removed" else "#1B2333", "width": 2,
+                  "dash": "dash" if fate == "removed" else "solid"},
+        )
+        label = "new FC" if name == "new_fc" else name
+        fig.add_annotation(
+            x=i + 0.5, y=0, showarrow=False,
+            text=f"<s>{label}</s>" if fate == "removed" else f"<b>{label}</b>",
+            font={"color": "#D64545" if fate == "removed" else "#1B2333", "size": 13},
+        )
+        fig.add_annotation(x=i + 0.5, y=-1.0, text=FATE_LABELS[fate], showarrow=False, font={"size": 11})
+    for fate, colour in FATE_COLOURS.items():  # legend entries
+        fig.add_trace(
+            go.Scatter(x=[None], y=[None], mode="markers", name=FATE_LABELS[fate],
+                       marker={"symbol": "square", "size": 14, "color": colour, "line": {"color": "#1B2333", "width": 1}})
+        )
+    fig.update_xaxes(visible=False, range=[0, len(names)], fixedrange=True)
+    fig.update_yaxes(visible=False, range=[-1.2, 1.0], fixedrange=True)
+    fig.update_layout(
+        height=230, margin={"l": 0, "r": 0, "t": 0, "b": 0}, plot_bgcolor="#FFFFFF",
+        legend={"orientation": "h", "y": 1.12, "x": 0},
+    )
+    return fig
+
+
+def accuracy_vs_cost(rows: Sequence[dict[str, Any]]) -> go.Figure:
+    """ImageNet top-1 against GFLOPs (log), one bubble per backbone sized by parameters."""
+    fig = go.Figure()
+    families = sorted({r["family"] for r in rows})
+    for family in families:
+        members = [r for r in rows if r["family"] == family and r["top1"] is not None and r["gflops"]]
+        if not members:
+            continue
+        fig.add_trace(
+            go.Scatter(
+                x=[r["gflops"] for r in members],
+                y=[r["top1"] for r in members],
+                mode="markers",
+                name=family,
+                marker={
+                    "size": [max(6.0, math.sqrt(r["params"] / 1e6) * 3) for r in members],
+                    "sizemode": "diameter", "opacity": 0.75, "line": {"width": 1, "color": "#1B2333"},
+                },
+                customdata=[[r["name"], r["params"] / 1e6, r["input_size"], r["year"]] for r in members],
+                hovertemplate="<b>%{customdata[0]}</b><br>top-1 %{y:.1f}%<br>%{x:.2f} GFLOPs<br>"
+                "%{customdata[1]:.1f}M parameters<br>input %{customdata[2]} px · %{customdata[3]}<extra></extra>",
+            )
+        )
+    fig.update_xaxes(type="log", title="GFLOPs per image (log scale)")
+    fig.update_yaxes(title="ImageNet top-1 accuracy (%)")
+    fig.update_layout(height=460, margin={"l": 10, "r": 10, "t": 30, "b": 10}, legend={"title": "family"})
+    return fig
+
+
+def imagenet_history(rows: Sequence[dict[str, Any]]) -> go.Figure:
+    """Top-5 error by model: the competition results beside torchvision's checkpoints."""
+    fig = go.Figure()
+    for source, colour in (("ILSVRC competition result", HIGHLIGHT), ("torchvision checkpoint", "#8A9BB8")):
+        members = [r for r in rows if r["source"].startswith(source)]
+        fig.add_trace(
+            go.Bar(
+                x=[f"{r['model']}<br>{r['year']}" for r in members],
+                y=[r["top5_error"] for r in members],
+                name=source,
+                marker_color=colour,
+                text=[f"{r['top5_error']:.2f}%" + (f" · {r['layers']} layers" if r["layers"] else "") for r in members],
+                textposition="outside",
+                hovertemplate="%{x}: %{y:.2f}% top-5 error<extra>" + source + "</extra>",
+            )
+        )
+    fig.update_yaxes(title="ImageNet top-5 error (%)", rangemode="tozero")
+    fig.update_layout(barmode="group", height=380, margin={"l": 10, "r": 10, "t": 30, "b": 10},
+                      legend={"orientation": "h", "y": 1.1})
+    return fig

@@ -1,0 +1,100 @@
+"""Backbones: compare the pre-trained networks by accuracy, cost and size, then pick one."""
+
+import pandas as pd
+import streamlit as st
+
+from core import backbones
+from pages._charts import accuracy_vs_cost, imagenet_history
+from pages._common import draft_plan, update_draft_plan
+
+FAMILY_NOTES = {
+    "VGG": "Simple and uniform: stacks of 3x3 convolutions. A common, easy-to-understand start, "
+    "but heavy in parameters and compute.",
+    "GoogLeNet": "Fast for its accuracy thanks to inception modules, which run several filter "
+    "sizes side by side and concatenate them.",
+    "ResNet": "Residual connections let it go deepest (152 layers) and made it the most "
+    "accurate of the classic networks.",
+    "Modern": "MobileNet, EfficientNet and RegNet trade a little accuracy for far less compute; "
+    "ConvNeXt, ViT and Swin push accuracy further at a higher cost.",
+}
+
+
+@st.cache_data(show_spinner="Reading the weights' metadata...")
+def load_catalog() -> pd.DataFrame:
+    return pd.DataFrame([row.to_dict() for row in backbones.catalog()])
+
+
+@st.cache_data
+def load_history() -> list[dict]:
+    return backbones.history()
+
+
+st.title("Which network?")
+st.write(
+    "Every classifier torchvision ships, with the numbers from its own pre-trained weights. "
+    "Accuracy is ImageNet's; a smaller network may fit your problem better, and trains faster."
+)
+
+table = load_catalog()
+filters = st.columns([2, 2, 1])
+families = filters[0].multiselect("Family", sorted(table["family"].unique()), key="families")
+query = filters[1].text_input("Search by name", key="query", placeholder="e.g. resnet")
+available_only = filters[2].toggle("Usable offline / on disk", key="available_only")
+
+shown = table
+if families:
+    shown = shown[shown["family"].isin(families)]
+if query:
+    shown = shown[shown["name"].str.contains(query.strip(), case=False, regex=False)]
+if available_only:
+    shown = shown[shown["on_disk"] | shown["offline"]]
+
+st.caption(f"{len(shown)} of {len(table)} backbones")
+st.dataframe(
+    shown.assign(params=shown["params"] / 1e6),
+    key="catalog",
+    hide_index=True,
+    width="stretch",
+    column_order=["name", "family", "year", "top1", "top5", "params", "gflops", "file_size_mb",
+                  "input_size", "resize_size", "on_disk", "offline"],
+    column_config={
+        "name": st.column_config.TextColumn("Backbone", pinned=True),
+        "top1": st.column_config.ProgressColumn("Top-1 %", min_value=50, max_value=90, format="%.1f"),
+        "top5": st.column_config.NumberColumn("Top-5 %", format="%.1f"),
+        "params": st.column_config.NumberColumn("Params (M)", format="%.1f"),
+        "gflops": st.column_config.NumberColumn("GFLOPs", format="%.2f"),
+        "file_size_mb": st.column_config.NumberColumn("Weights (MB)", format="%.0f"),
+        "input_size": st.column_config.NumberColumn("Input px", help="Crop size the weights expect"),
+        "resize_size": st.column_config.NumberColumn("Resize px"),
+        "year": st.column_config.NumberColumn("Year", format="%d"),
+        "on_disk": st.column_config.CheckboxColumn("On disk", help="Weights already downloaded"),
+        "offline": st.column_config.CheckboxColumn("Offline", help="Weights ship in an installed package"),
+    },
+)
+
+st.subheader("Accuracy against cost")
+st.plotly_chart(accuracy_vs_cost(shown.to_dict("records")), width="stretch", key="scatter")
+
+st.subheader("Pick a backbone")
+names = table["name"].tolist()
+current = draft_plan().get("backbone") or backbones.default_backbone()
+pick = st.selectbox("Backbone for training", names, index=names.index(current), key="pick")
+picked = table.set_index("name").loc[pick]
+st.caption(
+    f"{picked['family']} · {picked['params'] / 1e6:.1f}M parameters · input {picked['input_size']} px · "
+    + ("weights usable offline" if picked["offline"] else "weights on disk" if picked["on_disk"]
+       else "weights download on first use (`python -m core fetch-weights " + pick + "`)")
+)
+if st.button("Use this backbone", type="primary", key="use_backbone", icon=":material/arrow_forward:"):
+    update_draft_plan(backbone=pick)
+    st.switch_page("pages/train.py")
+
+st.subheader("A short history of ImageNet")
+st.caption(
+    "Top-5 error in the ILSVRC classification competition as reported at the time, next to "
+    "torchvision's own checkpoints of the same architectures (trained and evaluated differently)."
+)
+st.plotly_chart(imagenet_history(load_history()), width="stretch", key="history")
+with st.expander("Family notes", expanded=True):
+    for family, note in FAMILY_NOTES.items():
+        st.markdown(f"**{family}.** {note}")
