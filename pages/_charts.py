@@ -52,7 +52,7 @@ def decision_matrix(num_images: int, similarity: str, chosen_case: int, dividing
             font={"size": 15, "color": "#FFFFFF" if chosen else "#1B2333"},
         )
     x = {"similar": 0.5, "different": 1.5, "unsure": 1.0}[similarity]
-    y = min(max(math.log10(num_images), MIN_LOG + 0.15), MAX_LOG - 0.15)
+    y = min(max(math.log10(num_images), MIN_LOG + 0.3), MAX_LOG - 0.3)
     fig.add_trace(
         go.Scatter(
             x=[x], y=[y], mode="markers+text", text=["you"], textposition="middle right",
@@ -62,7 +62,7 @@ def decision_matrix(num_images: int, similarity: str, chosen_case: int, dividing
             showlegend=False,
         )
     )
-    ticks = list(range(int(MIN_LOG), int(MAX_LOG) + 1))
+    ticks = [t for t in range(int(MIN_LOG), int(MAX_LOG) + 1) if abs(t - line) > 0.2]
     fig.update_xaxes(
         range=[0, 2], tickvals=[0.5, 1.5], ticktext=["similar to ImageNet", "different from ImageNet"],
         showgrid=False, zeroline=False, fixedrange=True,

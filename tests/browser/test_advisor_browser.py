@@ -1,0 +1,40 @@
+"""A real browser opens the app, moves the inputs and sees the advice change."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.browser
+
+
+def card(page):  # noqa: ANN001, ANN201
+    return page.locator(".st-key-advice_card h3")
+
+
+def test_advisor_follows_size_and_similarity(page, app_url: str, screenshot_dir: Path | None) -> None:  # noqa: ANN001
+    page.goto(app_url)
+    page.get_by_text("Which transfer-learning approach?").wait_for()
+    assert card(page).inner_text().startswith("Case 1")
+
+    page.get_by_role("slider", name="Images in your data set").press("End")
+    page.wait_for_function("document.querySelector('.st-key-advice_card h3').innerText.startsWith('Case 3')")
+
+    page.locator("[data-testid='stRadio'] label").filter(has_text="Different").click()
+    page.wait_for_function("document.querySelector('.st-key-advice_card h3').innerText.startsWith('Case 4')")
+    assert "from scratch" in card(page).inner_text()
+    if screenshot_dir:
+        page.set_viewport_size({"width": 1400, "height": 1500})
+        page.screenshot(path=str(screenshot_dir / "advisor.png"))
+
+
+def test_backbones_page_shows_the_catalog(page, app_url: str, screenshot_dir: Path | None) -> None:  # noqa: ANN001
+    page.goto(f"{app_url}/backbones")
+    page.get_by_text("Which network?").wait_for()
+    page.get_by_text("backbones", exact=False).first.wait_for()
+    page.locator("[data-testid='stDataFrame']").wait_for()
+    page.locator(".js-plotly-plot").first.wait_for()
+    if screenshot_dir:
+        page.set_viewport_size({"width": 1400, "height": 1500})
+        page.screenshot(path=str(screenshot_dir / "backbones.png"))

@@ -1,0 +1,94 @@
+"""The backbone catalog: exactly torchvision's registry plus the extras, numbers from the weights."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torchvision
+
+from core import backbones
+from core.cli import main
+from core.extras import EXTRA_BACKBONES
+
+
+@pytest.fixture(scope="module")
+def rows() -> dict[str, backbones.BackboneRow]:
+    return {row.name: row for row in backbones.catalog()}
+
+
+def test_catalog_is_torchvision_registry_plus_extras(rows: dict) -> None:
+    expected = set(torchvision.models.list_models(module=torchvision.models)) | set(EXTRA_BACKBONES)
+    assert set(rows) == expected
+    assert len(rows) == len(expected)  # no duplicates
+    assert "efficientnet_lite0" in rows and rows["efficientnet_lite0"].offline
+
+
+@pytest.mark.parametrize("name", ["resnet18", "mobilenet_v3_small", "squeezenet1_1", "googlenet"])
+def test_params_match_the_real_module(rows: dict, name: str) -> None:
+    model = torchvision.models.get_model(name, weights=None)
+    assert rows[name].params == sum(p.numel() for p in model.parameters())
+
+
+def test_offline_extra_params_match_its_module(rows: dict) -> None:
+    from core.adapt import build_model
+
+    model = build_model("efficientnet_lite0", case=4, num_classes=1000, weights="none")
+    assert rows["efficientnet_lite0"].params == sum(p.numel() for p in model.parameters())
+
+
+def test_input_sizes_come_from_the_weights_not_from_folklore(rows: dict) -> None:
+    assert rows["inception_v3"].input_size == 299
+    assert rows["googlenet"].input_size == 224  # the course notes say 299: wrong
+    assert rows["resnet50"].input_size == 224
+    assert rows["vit_h_14"].input_size == 518
+
+
+def test_families_and_years_are_filled_in(rows: dict) -> None:
+    assert rows["resnext50_32x4d"].family == rows["resnet18"].family
+    assert rows["vgg16"].year == 2014 and rows["convnext_tiny"].year == 2022
+    assert all(row.year for row in rows.values())
+
+
+def test_history_labels_each_source() -> None:
+    history = backbones.history()
+    competition = {r["model"]: r for r in history if r["source"] == "ILSVRC competition result"}
+    assert {m: r["top5_error"] for m, r in competition.items()} == {
+        "2011 winner (XRCE)": 26.0, "AlexNet": 15.3, "VGG": 7.3, "GoogLeNet": 6.7, "ResNet": 3.57,
+    }
+    assert [competition[m]["layers"] for m in ("AlexNet", "VGG", "GoogLeNet", "ResNet")] == [8, 19, 22, 152]
+    alexnet_checkpoint = next(r for r in history if r["source"] == "torchvision checkpoint (alexnet)")
+    assert alexnet_checkpoint["top5_error"] == pytest.approx(20.93, abs=0.01)
+
+
+def test_cli_json_is_valid_and_has_the_contract_keys(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["backbones", "--json"]) == 0
+    out = capsys.readouterr().out
+    data = json.loads(out, parse_constant=lambda c: pytest.fail(f"non-JSON constant {c}"))
+    assert len(data) == len(backbones.all_names())
+    inception = next(row for row in data if row["name"] == "inception_v3")
+    assert {"name", "family", "params", "gflops", "top1", "top5", "input_size"} <= inception.keys()
+    assert inception["input_size"] == 299
+
+
+def test_cli_unknown_family_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["backbones", "--family", "Nope"]) == 1
+    assert "unknown family 'Nope'" in capsys.readouterr().err
+
+
+def test_default_backbone_is_the_offline_one_until_weights_are_on_disk(
+    tmp_path, monkeypatch: pytest.MonkeyPatch  # noqa: ANN001
+) -> None:
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    assert backbones.default_backbone() == "efficientnet_lite0"
+    url = torchvision.models.get_model_weights("resnet18").DEFAULT.url
+    checkpoint = tmp_path / "hub" / "checkpoints" / url.rsplit("/", 1)[-1]
+    checkpoint.parent.mkdir(parents=True)
+    checkpoint.write_bytes(b"stand-in")
+    assert backbones.default_backbone() == "resnet18"
+
+
+def test_preprocess_for_uses_the_weights_transforms() -> None:
+    pre = backbones.preprocess_for("inception_v3")
+    assert (pre.resize, pre.crop) == (342, 299)
+    assert backbones.preprocess_for("efficientnet_lite0").crop == 224

@@ -1,0 +1,90 @@
+"""Every page, headless through Streamlit's AppTest: widgets by key, what the user sees."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+APP = str(Path(__file__).resolve().parents[1] / "streamlit_app.py")
+TIMEOUT = 120  # the first run of a page that imports torch takes a while on 2 cores
+
+
+def open_page(page: str | None = None) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
+    if page:
+        at.switch_page(page).run()
+    assert not at.exception, at.exception
+    return at
+
+
+def card_title(at: AppTest) -> str:
+    return at.subheader[0].value
+
+
+def test_advisor_opens_on_case_one_for_a_small_similar_set() -> None:
+    at = open_page()
+    assert at.title[0].value == "Which transfer-learning approach?"
+    assert card_title(at) == "Case 1: feature extraction"
+    assert len(at.get("plotly_chart")) == 2  # the matrix and the network diagram
+
+
+def test_advisor_follows_every_input() -> None:
+    at = open_page()
+    at.radio(key="similarity").set_value("different").run()
+    assert card_title(at) == "Case 2: truncated feature extraction"
+    at.select_slider(key="images").set_value(1_000_000).run()
+    assert card_title(at) == "Case 4: fine-tuning or training from scratch"
+    at.radio(key="similarity").set_value("unsure").run()
+    assert card_title(at) == "Case 3: fine-tuning"
+    assert "case 4" in at.info[0].value
+    at.select_slider(key="dividing_line").set_value(5_000_000).run()
+    assert card_title(at) == "Case 2: truncated feature extraction"
+    assert not at.exception
+
+
+def test_advisor_refuses_more_classes_than_images() -> None:
+    at = open_page()
+    at.select_slider(key="images").set_value(10).run()
+    at.select_slider(key="classes").set_value(50).run()
+    assert "cannot cover 50 classes" in at.error[0].value
+    assert not at.subheader
+
+
+def test_use_this_plan_carries_the_case_to_train() -> None:
+    at = open_page()
+    at.radio(key="similarity").set_value("different").run()
+    at.button(key="use_plan").click().run()
+    assert at.session_state["draft_plan"]["case"] == 2
+    assert at.title[0].value == "Train"
+    assert "Case 2: truncated feature extraction" in [s.value for s in at.subheader]
+
+
+def test_backbones_table_filters_and_pick_carries_to_train() -> None:
+    at = open_page("pages/backbones.py")
+    assert at.title[0].value == "Which network?"
+    total = at.dataframe[0].value.shape[0]
+    assert total >= 81
+    at.multiselect(key="families").set_value(["ResNet"]).run()
+    names = at.dataframe[0].value["name"].tolist()
+    assert "resnet50" in names and "vgg16" not in names
+    at.text_input(key="query").input("resnet1").run()
+    assert set(at.dataframe[0].value["name"]) == {"resnet18", "resnet101", "resnet152"}
+    at.selectbox(key="pick").set_value("resnet50").run()
+    at.button(key="use_backbone").click().run()
+    assert at.session_state["draft_plan"]["backbone"] == "resnet50"
+    assert at.title[0].value == "Train"
+
+
+def test_backbones_offline_filter_keeps_the_offline_backbone() -> None:
+    at = open_page("pages/backbones.py")
+    at.toggle(key="available_only").set_value(True).run()
+    names = at.dataframe[0].value["name"].tolist()
+    assert "efficientnet_lite0" in names
+    assert all(at.dataframe[0].value["on_disk"] | at.dataframe[0].value["offline"])
+
+
+def test_train_page_without_a_plan_points_to_the_other_pages() -> None:
+    at = open_page("pages/train.py")
+    assert "No plan yet" in at.info[0].value
