@@ -64,7 +64,8 @@ def read_image(
     except IngestError:
         raise
     except Image.DecompressionBombError:
-        raise IngestError(f"more than {max_pixels:,} pixels") from None
+        # Raised while opening, past twice Pillow's own limit, before we can read the size.
+        raise IngestError(f"more than {2 * Image.MAX_IMAGE_PIXELS:,} pixels") from None
     except Exception as exc:  # noqa: BLE001 - see the comment above
         raise IngestError(_decode_failure(exc)) from None
 
@@ -120,6 +121,6 @@ def _decode_failure(exc: Exception) -> str:
     text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     if isinstance(exc, Image.UnidentifiedImageError):
         return "not an image, or a format other than " + ", ".join(f.lower() for f in DECODERS)
-    if "truncated" in text:
+    if "truncated" in text.lower():
         return "truncated image"
     return f"damaged image ({text[:120]})"

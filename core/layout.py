@@ -99,16 +99,17 @@ def place(names: list[str]) -> Layout:
 
 
 def _strip_wrappers(paths: list[tuple[str, ...]]) -> tuple[tuple[str, ...], list[tuple[str, ...]]]:
-    """Remove leading folders that every path shares, as long as what remains still names
-    several class folders or a split (one folder of images is a class, not a wrapper)."""
+    """Remove the folders that every path shares, stopping at a split folder, and keeping one
+    level when all images sit in a single folder (that folder is a class, not a wrapper)."""
+    folders = [p[:-1] for p in paths]
     wrapper: tuple[str, ...] = ()
-    while all(len(p) > 2 for p in paths) and len({p[0] for p in paths}) == 1:
-        inner = {p[1].lower() for p in paths}
-        if paths[0][0].lower() in SPLIT_NAMES or (len(inner) < 2 and not inner & SPLIT_NAMES.keys()):
+    for parts in zip(*folders):
+        if len(set(parts)) > 1 or parts[0].lower() in SPLIT_NAMES:
             break
-        wrapper += (paths[0][0],)
-        paths = [p[1:] for p in paths]
-    return wrapper, paths
+        wrapper += (parts[0],)
+    if wrapper and all(folder == wrapper for folder in folders):
+        wrapper = wrapper[:-1]
+    return wrapper, [p[len(wrapper) :] for p in paths]
 
 
 def _split_folders(paths: list[tuple[str, ...]]) -> set[str]:

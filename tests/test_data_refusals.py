@@ -1,0 +1,147 @@
+"""Every way an upload is refused: a one-line IngestError, and nothing left on disk."""
+
+from __future__ import annotations
+
+import io
+import os
+import zipfile
+from pathlib import Path
+
+import pytest
+from fixtures.data.zips import classes, encode, encrypted, make_zip, noise, png
+
+from core.data import IngestError, Limits, ingest
+
+GOOD = classes({"cat": 3, "dog": 3})
+
+
+def refuse(data: bytes, home: Path, match: str, limits: Limits | None = None) -> str:
+    with pytest.raises(IngestError, match=match) as caught:
+        ingest(data, limits=limits)
+    message = str(caught.value)
+    assert "\n" not in message
+    datasets = home / "datasets"
+    assert not datasets.exists() or list(datasets.iterdir()) == [], "a refused upload left files behind"
+    return message
+
+
+def test_a_parent_directory_entry_is_refused_and_nothing_escapes(lab_home: Path, tmp_path: Path) -> None:
+    refuse(make_zip(GOOD | {"cat/../../escaped.png": png(99)}), lab_home, r"'\.\.'")
+    assert not list(tmp_path.rglob("escaped.png"))
+
+
+@pytest.mark.parametrize("name", ["/tmp/absolute.png", "\\windows\\abs.png", "C:/Users/x/abs.png"])
+def test_an_absolute_path_is_refused(lab_home: Path, name: str) -> None:
+    refuse(make_zip(GOOD | {name: png(99)}), lab_home, "absolute path")
+
+
+def test_a_backslash_parent_directory_is_refused(lab_home: Path) -> None:
+    refuse(make_zip(GOOD | {"cat\\..\\..\\evil.png": png(99)}), lab_home, r"'\.\.'")
+
+
+def test_a_symlink_is_refused(lab_home: Path) -> None:
+    refuse(make_zip(GOOD, symlinks={"cat/link.png": "/etc/passwd"}), lab_home, "symbolic link")
+
+
+def test_too_many_uncompressed_bytes_is_a_zip_bomb(lab_home: Path) -> None:
+    limits = Limits(max_total_bytes=1000)
+    refuse(make_zip(GOOD), lab_home, "the limit is 1,000", limits)
+
+
+def test_an_extreme_compression_ratio_is_a_zip_bomb(lab_home: Path) -> None:
+    bomb = b"BM" + bytes(2_000_000)  # a "bmp" of zeros: about 1000:1 under deflate
+    message = refuse(make_zip(GOOD | {"cat/bomb.bmp": bomb}), lab_home, "zip bomb")
+    assert "cat/bomb.bmp" in message
+
+
+def test_the_ratio_limit_spares_small_entries(lab_home: Path) -> None:
+    flat = encode(noise(0, (64, 64)).point(lambda _: 0), "BMP")  # 12 KB of zeros: a real image
+    dataset = ingest(make_zip(GOOD | {"cat/flat.bmp": flat}))
+    assert "cat/flat.bmp" in {s.name for s in dataset.train + dataset.val}
+
+
+def test_too_many_entries_is_refused_before_parsing_them(lab_home: Path) -> None:
+    refuse(make_zip(GOOD), lab_home, "6 entries; the limit is 5", Limits(max_entries=5))
+
+
+def test_a_nested_zip_is_ignored_and_counted(lab_home: Path) -> None:
+    dataset = ingest(make_zip(GOOD | {"cat/more.zip": make_zip(GOOD)}))
+    assert dataset.report.ignored == {"nested archive (not unpacked)": 1}
+    assert any("inside the upload ignored" in w for w in dataset.report.warnings)
+    assert len(dataset.train) + len(dataset.val) == 6
+
+
+def test_an_encrypted_zip_is_refused(lab_home: Path) -> None:
+    refuse(encrypted(make_zip(GOOD)), lab_home, "encrypted")
+
+
+@pytest.mark.parametrize("data", [b"", b"hello, not a zip", png(0)], ids=["empty-file", "text", "png"])
+def test_a_file_that_is_not_a_zip_is_refused(lab_home: Path, data: bytes) -> None:
+    refuse(data, lab_home, "not a zip")
+
+
+def test_a_truncated_zip_is_refused(lab_home: Path) -> None:
+    data = make_zip(GOOD)
+    refuse(data[: len(data) // 2], lab_home, "not a zip")
+
+
+def test_an_empty_zip_is_refused(lab_home: Path) -> None:
+    refuse(make_zip({}), lab_home, "the zip is empty")
+
+
+def test_a_zip_of_folders_only_is_refused(lab_home: Path) -> None:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.mkdir("cat")
+        archive.mkdir("dog")
+    refuse(buffer.getvalue(), lab_home, "holds only folders")
+
+
+def test_a_zip_without_images_is_refused(lab_home: Path) -> None:
+    message = refuse(make_zip({"cat/readme.txt": b"x", ".DS_Store": b"x"}), lab_home, "no images found")
+    assert "1 not an image" in message
+
+
+def test_one_class_only_is_refused(lab_home: Path) -> None:
+    refuse(make_zip(classes({"cat": 5})), lab_home, r"only one class \('cat'\)")
+
+
+def test_a_class_with_one_image_is_refused(lab_home: Path) -> None:
+    refuse(make_zip(classes({"cat": 5, "dog": 1})), lab_home, r"class 'dog' has 1 usable image")
+
+
+def test_a_class_whose_only_other_image_is_corrupt_is_refused(lab_home: Path) -> None:
+    files = classes({"cat": 5, "dog": 1}) | {"dog/broken.png": png(50)[:30]}
+    refuse(make_zip(files), lab_home, r"class 'dog' has 1 usable image")
+
+
+def test_a_class_only_in_val_is_refused(lab_home: Path) -> None:
+    files = classes({"cat": 3, "dog": 3}, prefix="train/") | classes({"cat": 1, "fox": 1}, prefix="val/", start=9)
+    refuse(make_zip(files), lab_home, r"class 'fox' has images in val/ but none in train/")
+
+
+def test_splits_mixed_with_class_folders_are_refused(lab_home: Path) -> None:
+    files = classes({"cat": 3, "dog": 3}, prefix="train/") | classes({"fox": 2}, start=9)
+    refuse(make_zip(files), lab_home, r"split folders \(train\) next to other folders \(fox\)")
+
+
+def test_val_without_train_is_refused(lab_home: Path) -> None:
+    refuse(make_zip(classes({"cat": 3, "dog": 3}, prefix="val/")), lab_home, "no train/ folder")
+
+
+def test_a_missing_path_is_refused(lab_home: Path, tmp_path: Path) -> None:
+    with pytest.raises(IngestError, match="no such file or folder"):
+        ingest(tmp_path / "nope.zip")
+
+
+def test_only_unreadable_images_are_refused_with_examples(lab_home: Path) -> None:
+    files = {"cat/a.png": b"garbage", "dog/b.jpg": b"more garbage"}
+    refuse(make_zip(files), lab_home, r"no readable images \(2 skipped, e\.g\. 'cat/a\.png': not an image")
+
+
+def test_a_zip_path_is_refused_the_same_way_as_its_bytes(lab_home: Path, tmp_path: Path) -> None:
+    path = tmp_path / "one-class.zip"
+    path.write_bytes(make_zip(classes({"cat": 3})))
+    with pytest.raises(IngestError, match="only one class"):
+        ingest(path)
+    assert os.listdir(lab_home / "datasets") == []
