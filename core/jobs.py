@@ -1,0 +1,438 @@
+"""Training runs as jobs: submit a plan, and a worker process of its own trains it.
+
+There is no daemon. ``submit`` writes the run directory and starts ``python -m core.worker
+RUN_DIR`` detached; the workers queue among themselves through files under ``home()/queue``:
+one ticket per waiting run (first submitted, first served) and one lock file per slot, held with
+``flock`` for as long as a run trains. The kernel drops a dead process's locks, so a killed
+worker never keeps its slot.
+
+Every run directory holds ``worker.lock``, locked from the moment of submission (the submitter
+hands the locked descriptor to the worker) until the worker exits. Whoever can take that lock
+knows the worker is gone, pid reuse or not, and is the only one allowed to finish the run's
+status: that is how a crash, a ``kill -9`` or a reboot comes to light, and why two pages reading
+the same run never record its end twice.
+
+This module never imports torch: the web server calls it, and must not initialise CUDA.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import functools
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+from core import paths
+from core.events import EventLog, RunFailed, StatusChanged
+from core.runs import FINAL_STATES, METRICS_FILE, PLAN_FILE, STATUS_FILE
+from core.runs import new_run_id, read_json, run_dir, write_json
+
+MAX_RUNS_ENV = "TRANSFER_LAB_MAX_RUNS"
+DEFAULT_TARGET = "core.train:run"
+ACTIVE_STATES = ("queued", "running")
+
+WORKER_LOG = "worker.log"
+WORKER_LOCK = "worker.lock"
+CANCEL_FILE = "cancel.requested"
+CANCELLED_MESSAGE = "cancelled by the user"
+
+HEARTBEAT_INTERVAL_S = 2.0
+# A worker's heartbeat comes from a thread of its own, so only a frozen process misses it for
+# this long; a busy training step does not.
+HEARTBEAT_TIMEOUT_S = 60.0
+# How long a worker may take to honour SIGTERM before it is killed outright.
+CANCEL_GRACE_S = 10.0
+
+_PROJECT_ROOT = Path(__file__).resolve().parent.parent
+_TARGET_PATTERN = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+
+
+class RunNotFound(LookupError):
+    """No run with that id under the runs folder."""
+
+
+# ---------------------------------------------------------------------------- public API
+
+
+def max_concurrent() -> int:
+    """How many runs may train at once: ``TRANSFER_LAB_MAX_RUNS``, else one per GPU, one on CPU."""
+    raw = os.environ.get(MAX_RUNS_ENV, "").strip()
+    if not raw:
+        return max(1, len(gpu_ids()))
+    if not raw.isdigit() or int(raw) < 1:
+        raise ValueError(f"{MAX_RUNS_ENV}={raw!r}: expected a whole number of runs, 1 or more")
+    return int(raw)
+
+
+def gpu_ids() -> list[str]:
+    """The GPUs a run may use, found without initialising CUDA (the server must never do that)."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is None:
+        return list(_nvidia_smi_gpus())
+    ids = [part.strip() for part in visible.split(",") if part.strip()]
+    # CUDA ignores everything from the first negative entry on: "-1" hides all GPUs.
+    negative = [i for i, part in enumerate(ids) if part.startswith("-")]
+    return ids[: negative[0]] if negative else ids
+
+
+def submit(plan: Mapping[str, Any], *, run_id: str | None = None, target: str = DEFAULT_TARGET) -> str:
+    """Queue ``plan`` as a new run and start its worker; returns the run id at once.
+
+    ``target`` is the training entry point as ``module:function``, called in the worker as
+    ``function(run_dir, emit)``; tests pass small targets of their own.
+    """
+    if not _TARGET_PATTERN.match(target):
+        raise ValueError(f"target {target!r} is not of the form 'package.module:function'")
+    plan = json.loads(json.dumps(dict(plan), allow_nan=False))  # refuse what JSON cannot carry now
+    max_concurrent()  # likewise a bad TRANSFER_LAB_MAX_RUNS, rather than in the worker
+    run_id, directory, lock_fd = _create_run_dir(run_id)
+    try:
+        write_json(directory / PLAN_FILE, plan)
+        record_state(directory, {"pid": None, "heartbeat": None, "submitted": time.time()}, "queued")
+        enqueue(run_id)
+        try:
+            _start_worker(directory, target, lock_fd)
+        except OSError as exc:
+            dequeue(run_id)
+            queued = read_json(directory / STATUS_FILE)
+            record_state(directory, queued, "failed", f"could not start the worker: {exc}")
+            raise
+    finally:
+        os.close(lock_fd)  # the worker holds its own copy of the lock from here on
+    return run_id
+
+
+def status(run_id: str) -> dict[str, Any]:
+    """The run's ``status.json`` plus ``run_id`` and ``queue_position``, after noticing a dead worker."""
+    current = _reconcile(_existing_run_dir(run_id))
+    position = queue_position(run_id) if current.get("state") == "queued" else None
+    return {**current, "run_id": run_id, "queue_position": position}
+
+
+def queue_position(run_id: str) -> int | None:
+    """1 for the next run to start, 2 for the one after it...; None when not waiting."""
+    line = waiting_runs()
+    return line.index(run_id) + 1 if run_id in line else None
+
+
+def cancel(run_id: str) -> None:
+    """Stop a queued or running run: it is marked ``cancelled`` within seconds.
+
+    A finished run stays as it is. A worker that ignores SIGTERM for ``CANCEL_GRACE_S`` is
+    killed the next time anyone reads its status.
+    """
+    directory = _existing_run_dir(run_id)
+    if read_json(directory / STATUS_FILE, {}).get("state") not in ACTIVE_STATES:
+        return
+    with contextlib.suppress(FileExistsError):
+        # The request's time is the file's: a second click must not restart the grace period.
+        (directory / CANCEL_FILE).open("x").close()
+    pid = read_json(directory / STATUS_FILE, {}).get("pid")
+    if pid and worker_alive(directory):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    _reconcile(directory)
+
+
+def list_runs() -> list[dict[str, Any]]:
+    """Every run, newest first, with what a runs table shows: state, plan summary, best accuracy."""
+    line = waiting_runs()
+    rows = []
+    for directory in _run_dirs():
+        run_id, current, plan = directory.name, _reconcile(directory), read_json(directory / PLAN_FILE, {})
+        rows.append(
+            {"run_id": run_id}
+            | {key: current.get(key) for key in ("state", "message", "submitted", "started", "finished")}
+            | {"queue_position": line.index(run_id) + 1 if run_id in line else None}
+            | {key: plan.get(key) for key in ("backbone", "case", "data")}
+            | {"best_val_accuracy": read_json(directory / METRICS_FILE, {}).get("best_val_accuracy")}
+        )
+    rows.sort(key=lambda row: (row["submitted"] or 0.0, row["run_id"]), reverse=True)
+    return rows
+
+
+def recover() -> list[str]:
+    """Mark runs whose worker is gone as ``interrupted``; the app calls this once at start-up.
+
+    Workers outlive the server (they run in sessions of their own), so a run whose worker still
+    holds its lock keeps going and is left alone. Returns the ids of the runs marked.
+    """
+    marked = []
+    for directory in _run_dirs():
+        if read_json(directory / STATUS_FILE, {}).get("state") not in ACTIVE_STATES:
+            continue
+        if _reconcile(directory, gone_state="interrupted").get("state") == "interrupted":
+            marked.append(directory.name)
+    waiting_runs()  # clears tickets whose run folder is gone
+    return marked
+
+
+# ------------------------------------------------- shared with core.worker: state and queue
+
+
+def record_state(
+    directory: Path, current: Mapping[str, Any], state: str, message: str = ""
+) -> dict[str, Any]:
+    """Write a state change to ``status.json`` and append the events that live views follow."""
+    updated = {**current, "state": state, "message": message}
+    if state in FINAL_STATES:
+        updated["finished"] = time.time()
+    write_json(directory / STATUS_FILE, updated)
+    emit = EventLog(directory)
+    if state == "failed":
+        emit(RunFailed(message=message))  # before the final status, which is where views stop
+    emit(StatusChanged(state=state, message=message))
+    return updated
+
+
+def cancel_requested(directory: Path) -> bool:
+    return (directory / CANCEL_FILE).exists()
+
+
+def try_lock(path: Path) -> int | None:
+    """A descriptor holding an exclusive ``flock`` on ``path``, or None if someone holds it."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def worker_alive(directory: Path) -> bool:
+    """Whether the run's worker (or its submitter, until the hand-over) still holds ``worker.lock``."""
+    try:
+        fd = try_lock(directory / WORKER_LOCK)
+    except FileNotFoundError:  # the run folder itself is gone
+        return False
+    if fd is not None:
+        os.close(fd)
+    return fd is None
+
+
+def enqueue(run_id: str) -> None:
+    """Take a ticket behind every run already waiting."""
+    tickets = _tickets_dir()
+    tickets.mkdir(parents=True, exist_ok=True)
+    with _queue_lock():
+        last = max((int(seq) for seq, _ in _tickets()), default=0)
+        (tickets / f"{last + 1:09d}-{run_id}").touch()
+
+
+def dequeue(run_id: str) -> None:
+    for seq, waiting in _tickets():
+        if waiting == run_id:
+            (_tickets_dir() / f"{seq}-{run_id}").unlink(missing_ok=True)
+
+
+def waiting_runs() -> list[str]:
+    """Ids of the runs waiting for a slot, next in line first. Tickets of dead workers are cleared."""
+    line = []
+    for seq, run_id in _tickets():
+        directory = paths.runs_dir() / run_id
+        if worker_alive(directory):
+            line.append(run_id)
+            continue
+        if (directory / STATUS_FILE).exists():
+            _reconcile(directory)
+        (_tickets_dir() / f"{seq}-{run_id}").unlink(missing_ok=True)
+    return line
+
+
+def take_slot(slots: int) -> tuple[int, int] | None:
+    """``(slot, locked descriptor)`` for the first free slot of ``slots``, or None if all are taken."""
+    folder = _queue_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    for slot in range(slots):
+        fd = try_lock(folder / f"slot-{slot}.lock")
+        if fd is not None:
+            return slot, fd
+    return None
+
+
+def log_tail(directory: Path, lines: int = 3, max_chars: int = 300) -> str:
+    """The worker's last words: the final non-empty lines of its log, on one line."""
+    try:
+        with open(directory / WORKER_LOG, "rb") as f:
+            f.seek(max(0, f.seek(0, os.SEEK_END) - 8192))
+            text = f.read().decode(errors="replace")
+    except FileNotFoundError:
+        return ""
+    tail = " | ".join([line.strip() for line in text.splitlines() if line.strip()][-lines:])
+    return tail if len(tail) <= max_chars else "..." + tail[-max_chars:]
+
+
+# ---------------------------------------------------------------------------- internals
+
+
+@functools.cache
+def _nvidia_smi_gpus() -> tuple[str, ...]:
+    try:
+        listing = subprocess.run(
+            ["nvidia-smi", "-L"], capture_output=True, text=True, timeout=10, check=True
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return ()
+    return tuple(re.findall(r"^GPU (\d+):", listing, flags=re.MULTILINE))
+
+
+def _create_run_dir(run_id: str | None) -> tuple[str, Path, int]:
+    """A fresh run folder and a descriptor locking its ``worker.lock``."""
+    paths.runs_dir().mkdir(parents=True, exist_ok=True)
+    for _ in range(100):
+        chosen = run_id or new_run_id()
+        directory = run_dir(chosen)
+        try:
+            directory.mkdir()
+        except FileExistsError:
+            if run_id:
+                raise ValueError(f"run {run_id!r} already exists in {paths.runs_dir()}") from None
+            continue  # two submissions in the same second drew the same suffix
+        lock_fd = try_lock(directory / WORKER_LOCK)
+        if lock_fd is None:
+            raise RuntimeError(f"{directory / WORKER_LOCK} is locked by another process")
+        return chosen, directory, lock_fd
+    raise RuntimeError(f"could not find a free run id in {paths.runs_dir()}")
+
+
+def _start_worker(directory: Path, target: str, lock_fd: int) -> None:
+    env = {
+        **os.environ,
+        paths.HOME_ENV: str(paths.home().resolve()),
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(_PROJECT_ROOT), os.environ.get("PYTHONPATH")])),
+        "PYTHONUNBUFFERED": "1",  # so the log holds the last words of a worker that is killed
+    }
+    command = [sys.executable, "-m", "core.worker", str(directory), "--target", target]
+    command += ["--lock-fd", str(lock_fd)]
+    with open(directory / WORKER_LOG, "ab") as log:
+        worker = subprocess.Popen(
+            command,
+            cwd=directory,  # whatever the run writes by relative path stays in its folder
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            pass_fds=(lock_fd,),
+            start_new_session=True,  # survives the server, and a cancel can kill its whole group
+        )
+    # Reap the worker when it ends, so a long-lived server collects no zombies.
+    threading.Thread(target=worker.wait, name=f"reap-worker-{worker.pid}", daemon=True).start()
+
+
+def _existing_run_dir(run_id: str) -> Path:
+    directory = run_dir(run_id)
+    if not (directory / STATUS_FILE).exists():
+        raise RunNotFound(f"no run {run_id!r} in {paths.runs_dir()}")
+    return directory
+
+
+def _run_dirs() -> Iterator[Path]:
+    if paths.runs_dir().is_dir():
+        yield from (d for d in paths.runs_dir().iterdir() if (d / STATUS_FILE).exists())
+
+
+def _reconcile(directory: Path, gone_state: str = "failed") -> dict[str, Any]:
+    """Finish the status of a run whose worker is gone; kill a worker that hangs or ignores a cancel."""
+    current = read_json(directory / STATUS_FILE, {})
+    if current.get("state") not in ACTIVE_STATES:
+        return current
+    lock_fd = try_lock(directory / WORKER_LOCK)
+    kill_reason = None
+    if lock_fd is None:
+        kill_reason = _reason_to_kill(directory, current)
+        if kill_reason is None:
+            return current
+        _kill_group(current.get("pid"))
+        lock_fd = _wait_for_lock(directory / WORKER_LOCK, timeout_s=5.0)
+        if lock_fd is None:
+            return current
+    try:
+        current = read_json(directory / STATUS_FILE, {})  # the worker may have finished meanwhile
+        if current.get("state") in ACTIVE_STATES:
+            state, message = _verdict(directory, current, gone_state, kill_reason)
+            current = record_state(directory, current, state, message)
+            dequeue(directory.name)
+    finally:
+        os.close(lock_fd)
+    return current
+
+
+def _reason_to_kill(directory: Path, current: Mapping[str, Any]) -> str | None:
+    now = time.time()
+    with contextlib.suppress(FileNotFoundError):
+        if now - (directory / CANCEL_FILE).stat().st_mtime > CANCEL_GRACE_S:
+            return f"the worker ignored the cancel for {CANCEL_GRACE_S:.0f} s"
+    beat = current.get("heartbeat") or current.get("submitted")
+    if beat and now - beat > HEARTBEAT_TIMEOUT_S:
+        return f"the worker stopped responding (no heartbeat for {now - beat:.0f} s) and was killed"
+    return None
+
+
+def _verdict(
+    directory: Path, current: Mapping[str, Any], gone_state: str, kill_reason: str | None
+) -> tuple[str, str]:
+    """The final state and message of a run whose worker is gone."""
+    if cancel_requested(directory):
+        return "cancelled", CANCELLED_MESSAGE
+    if kill_reason:
+        state, reason = "failed", kill_reason
+    elif gone_state == "interrupted":
+        state = "interrupted"
+        reason = f"its worker was gone when the app started (the run was {current['state']})"
+    else:
+        state, reason = "failed", f"the worker (pid {current.get('pid')}) died without reporting"
+    tail = log_tail(directory)
+    return state, f"{reason}; last words: {tail}" if tail else f"{reason}; its log is empty"
+
+
+def _kill_group(pid: int | None) -> None:
+    if not pid:
+        return
+    try:
+        os.killpg(pid, signal.SIGKILL)  # a submitted worker leads its own group: its children go too
+    except ProcessLookupError:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)  # a worker started by hand, in someone else's group
+
+
+def _wait_for_lock(path: Path, timeout_s: float) -> int | None:
+    deadline = time.monotonic() + timeout_s
+    while (fd := try_lock(path)) is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return fd
+
+
+def _queue_dir() -> Path:
+    return paths.home() / "queue"
+
+
+def _tickets_dir() -> Path:
+    return _queue_dir() / "tickets"
+
+
+def _tickets() -> list[tuple[str, str]]:
+    """``(sequence, run id)`` of every ticket, in queue order."""
+    if not _tickets_dir().is_dir():
+        return []
+    names = sorted(p.name for p in _tickets_dir().iterdir() if re.match(r"^\d{9}-", p.name))
+    return [(name[:9], name[10:]) for name in names]
+
+
+@contextlib.contextmanager
+def _queue_lock() -> Iterator[None]:
+    fd = os.open(_queue_dir() / "queue.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)

@@ -1,0 +1,50 @@
+"""Small training targets for the tests of ``core.jobs``: the real worker process runs them.
+
+Each has the training entry point's signature, ``target(run_dir, emit)``, and reads its knobs
+from the run's ``plan.json``, as ``core.train.run`` does.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+from core.events import BatchEnd, Emit, RunDone
+from core.runs import METRICS_FILE, PLAN_FILE, write_json
+
+
+def sleepy(run_dir: Path, emit: Emit) -> dict[str, Any]:
+    """Trains for ``plan["seconds"]``, a batch every 0.1 s, and scores ``plan["accuracy"]``."""
+    plan = json.loads((Path(run_dir) / PLAN_FILE).read_text())
+    steps = max(1, round(plan.get("seconds", 0.3) / 0.1))
+    for step in range(1, steps + 1):
+        time.sleep(0.1)
+        emit(BatchEnd(epoch=1, step=step, steps=steps, loss=1.0 / step, images_per_s=100.0))
+    metrics = {"val_accuracy": plan.get("accuracy", 0.5), "best_val_accuracy": plan.get("accuracy", 0.5)}
+    write_json(Path(run_dir) / METRICS_FILE, metrics)
+    emit(RunDone(best_val_accuracy=metrics["best_val_accuracy"]))
+    return metrics
+
+
+def failing(run_dir: Path, emit: Emit) -> dict[str, Any]:
+    print("loading the data set", flush=True)
+    raise ValueError("learning rate 'fast' is not a number;\nexpected a float")
+
+
+def forever(run_dir: Path, emit: Emit) -> dict[str, Any]:
+    """Never finishes on its own, saying so in its log as it goes."""
+    step = 0
+    while True:
+        step += 1
+        print(f"still training, step {step}", flush=True)
+        emit(BatchEnd(epoch=1, step=step, steps=10**6, loss=1.0, images_per_s=100.0))
+        time.sleep(0.05)
+
+
+def stubborn(run_dir: Path, emit: Emit) -> dict[str, Any]:
+    """Ignores SIGTERM, as a worker stuck in a long native call would."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    return forever(run_dir, emit)

@@ -1,0 +1,319 @@
+"""The job queue, through real worker processes running the small targets of ``helpers_jobs``."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+
+from core import jobs
+from core.events import read_events
+from core.runs import write_json
+
+ROOT = Path(__file__).resolve().parent.parent
+SLEEPY = "tests.helpers_jobs:sleepy"
+FOREVER = "tests.helpers_jobs:forever"
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    home = tmp_path / "home"
+    monkeypatch.setenv("TRANSFER_LAB_HOME", str(home))
+    monkeypatch.setenv("TRANSFER_LAB_MAX_RUNS", "1")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    yield home
+    _kill_workers(home)
+
+
+def _kill_workers(home: Path) -> None:
+    """No test leaves a worker behind, even one that failed half-way."""
+    deadline = time.monotonic() + 5
+    for run in home.glob("runs/*"):
+        while jobs.worker_alive(run) and time.monotonic() < deadline:
+            pid = json.loads((run / "status.json").read_text()).get("pid")
+            if pid:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(pid, signal.SIGKILL)
+            time.sleep(0.05)
+
+
+def wait_until(condition: Callable[[], Any], what: str, timeout_s: float = 20.0) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if value := condition():
+            return value
+        time.sleep(0.05)
+    pytest.fail(f"no {what} within {timeout_s} s")
+
+
+def wait_for_state(run_id: str, state: str, timeout_s: float = 20.0) -> dict[str, Any]:
+    return wait_until(
+        lambda: (s := jobs.status(run_id))["state"] == state and s, f"{run_id} {state}", timeout_s
+    )
+
+
+def process_gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    # The test process started the worker, so an ended one may linger as a zombie until reaped.
+    return Path(f"/proc/{pid}/stat").read_text().split(") ")[-1].startswith("Z")
+
+
+def event_types(run_id: str) -> list[str]:
+    return [e["type"] if e["type"] != "status" else e["state"] for e in read_events(jobs.run_dir(run_id))]
+
+
+def test_a_run_trains_in_its_worker_and_ends_done(home: Path) -> None:
+    run_id = jobs.submit({"seconds": 0.2, "accuracy": 0.75}, target=SLEEPY)
+
+    final = wait_for_state(run_id, "done")
+
+    assert final["pid"] != os.getpid()
+    assert final["submitted"] <= final["started"] <= final["finished"]
+    assert final["message"] == "" and final["queue_position"] is None
+    assert event_types(run_id) == ["queued", "running", "batch", "batch", "done", "done"]
+    assert jobs.list_runs()[0]["best_val_accuracy"] == 0.75
+
+
+def test_a_failing_run_records_a_one_line_message_and_the_traceback(home: Path) -> None:
+    run_id = jobs.submit({}, target="tests.helpers_jobs:failing")
+
+    final = wait_for_state(run_id, "failed")
+
+    assert final["message"] == "ValueError: learning rate 'fast' is not a number; expected a float"
+    log = (jobs.run_dir(run_id) / jobs.WORKER_LOG).read_text()
+    assert "Traceback" in log and "helpers_jobs.py" in log
+    errors = [e for e in read_events(jobs.run_dir(run_id)) if e["type"] == "error"]
+    assert [e["message"] for e in errors] == [final["message"]]
+
+
+def test_a_missing_training_entry_point_fails_the_run_readably(home: Path) -> None:
+    run_id = jobs.submit({}, target="tests.no_such_module:run")
+
+    final = wait_for_state(run_id, "failed")
+
+    assert final["message"] == "ModuleNotFoundError: No module named 'tests.no_such_module'"
+
+
+def test_cancel_stops_a_running_run_within_seconds(home: Path) -> None:
+    run_id = jobs.submit({}, target=FOREVER)
+    pid = wait_for_state(run_id, "running")["pid"]
+
+    asked = time.monotonic()
+    jobs.cancel(run_id)
+    final = wait_for_state(run_id, "cancelled", timeout_s=5)
+
+    assert time.monotonic() - asked < 5
+    assert final["message"] == jobs.CANCELLED_MESSAGE
+    wait_until(lambda: process_gone(pid), "worker exit", timeout_s=5)
+    assert event_types(run_id)[-1] == "cancelled"
+
+
+def test_cancel_kills_a_worker_that_ignores_it(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(jobs, "CANCEL_GRACE_S", 0.5)
+    run_id = jobs.submit({}, target="tests.helpers_jobs:stubborn")
+    pid = wait_for_state(run_id, "running")["pid"]
+    wait_until(lambda: "still training" in jobs.log_tail(jobs.run_dir(run_id)), "training output")
+
+    jobs.cancel(run_id)
+
+    assert wait_for_state(run_id, "cancelled", timeout_s=10)["message"] == jobs.CANCELLED_MESSAGE
+    wait_until(lambda: process_gone(pid), "worker exit", timeout_s=5)
+
+
+def test_a_second_run_waits_in_line_and_starts_after_the_first(home: Path) -> None:
+    first = jobs.submit({"seconds": 1.0}, target=SLEEPY)
+    wait_for_state(first, "running")
+
+    second = jobs.submit({"seconds": 0.1}, target=SLEEPY)
+    queued = jobs.status(second)
+
+    assert queued["state"] == "queued"
+    assert queued["queue_position"] == jobs.queue_position(second) == 1
+    done_second = wait_for_state(second, "done", timeout_s=15)
+    assert done_second["started"] >= jobs.status(first)["finished"]
+
+
+def test_at_most_max_concurrent_runs_train_at_once(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TRANSFER_LAB_MAX_RUNS", "2")
+    runs = [jobs.submit({}, target=FOREVER) for _ in range(3)]
+
+    running = [wait_for_state(run_id, "running") for run_id in runs[:2]]
+    time.sleep(0.5)  # ample time for a third worker to take a slot, were one free
+
+    assert sorted(s["slot"] for s in running) == [0, 1]
+    assert jobs.status(runs[2])["state"] == "queued"
+    assert jobs.queue_position(runs[2]) == 1
+    jobs.cancel(runs[0])
+    wait_for_state(runs[2], "running")
+
+
+def test_cancel_takes_a_queued_run_out_of_the_line(home: Path) -> None:
+    first = jobs.submit({}, target=FOREVER)
+    wait_for_state(first, "running")
+    second = jobs.submit({}, target=FOREVER)
+    third = jobs.submit({}, target=FOREVER)
+    wait_until(lambda: jobs.queue_position(third) == 2, "third run second in line")
+
+    jobs.cancel(second)
+
+    assert wait_for_state(second, "cancelled", timeout_s=5)["queue_position"] is None
+    assert jobs.queue_position(third) == 1
+    assert jobs.status(first)["state"] == "running"
+
+
+def test_a_killed_worker_leaves_its_run_failed_with_its_last_words(home: Path) -> None:
+    run_id = jobs.submit({}, target=FOREVER)
+    pid = wait_for_state(run_id, "running")["pid"]
+    wait_until(lambda: "still training" in jobs.log_tail(jobs.run_dir(run_id)), "training output")
+
+    os.kill(pid, signal.SIGKILL)
+    final = wait_for_state(run_id, "failed", timeout_s=5)
+
+    assert f"the worker (pid {pid}) died without reporting" in final["message"]
+    assert "last words: still training, step" in final["message"]
+    assert event_types(run_id)[-2:] == ["error", "failed"]
+    # Its slot went with it: the next run still gets to train.
+    assert wait_for_state(jobs.submit({"seconds": 0.1}, target=SLEEPY), "done")
+
+
+def test_a_frozen_worker_is_killed_and_marked_failed(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    run_id = jobs.submit({}, target=FOREVER)
+    pid = wait_for_state(run_id, "running")["pid"]
+
+    os.kill(pid, signal.SIGSTOP)
+    monkeypatch.setattr(jobs, "HEARTBEAT_TIMEOUT_S", 0.5)
+    final = wait_for_state(run_id, "failed", timeout_s=10)
+
+    assert "stopped responding" in final["message"]
+    wait_until(lambda: process_gone(pid), "frozen worker killed", timeout_s=5)
+
+
+def test_status_outlives_the_process_that_submitted(home: Path) -> None:
+    def python(code: str) -> str:
+        done = subprocess.run(
+            [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=30, check=True
+        )
+        return done.stdout.strip()
+
+    run_id = python(f"from core import jobs; print(jobs.submit({{'seconds': 1.5}}, target={SLEEPY!r}))")
+    read_status = f"import json; from core import jobs; print(json.dumps(jobs.status({run_id!r})))"
+
+    assert json.loads(python(read_status))["state"] in ("queued", "running")
+    wait_for_state(run_id, "done", timeout_s=15)
+    assert json.loads(python(read_status))["state"] == "done"
+
+
+def test_recover_marks_runs_left_running_as_interrupted(home: Path) -> None:
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    orphan = jobs.run_dir("20260101-000000-dead")
+    write_json(orphan / "status.json", {"state": "running", "pid": gone.pid, "heartbeat": time.time()})
+    (orphan / jobs.WORKER_LOG).write_text("epoch 3/10\n")
+    alive = jobs.submit({}, target=FOREVER)
+    wait_for_state(alive, "running")
+
+    assert jobs.recover() == [orphan.name]
+
+    interrupted = jobs.status(orphan.name)
+    assert interrupted["state"] == "interrupted"
+    assert "last words: epoch 3/10" in interrupted["message"]
+    assert event_types(orphan.name) == ["interrupted"]
+    assert jobs.status(alive)["state"] == "running"
+    assert jobs.recover() == []
+
+
+def test_list_runs_shows_the_newest_first_with_its_plan(home: Path) -> None:
+    plan = {"backbone": "resnet18", "case": 1, "data": "flowers", "seconds": 0.1, "accuracy": 0.9}
+    older = jobs.submit(plan, target=SLEEPY)
+    newer = jobs.submit({**plan, "backbone": "vgg16"}, target=SLEEPY)
+    wait_for_state(newer, "done", timeout_s=15)
+
+    rows = jobs.list_runs()
+
+    assert [r["run_id"] for r in rows] == [newer, older]
+    assert rows[0] | {"run_id": None, "submitted": None, "started": None, "finished": None} == {
+        "run_id": None,
+        "state": "done",
+        "message": "",
+        "submitted": None,
+        "started": None,
+        "finished": None,
+        "queue_position": None,
+        "backbone": "vgg16",
+        "case": 1,
+        "data": "flowers",
+        "best_val_accuracy": 0.9,
+    }
+
+
+def test_nothing_is_written_outside_the_home_folder(
+    home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    elsewhere = {name: tmp_path / name for name in ("user", "tmp", "cwd")}
+    for folder in elsewhere.values():
+        folder.mkdir()
+    monkeypatch.setenv("HOME", str(elsewhere["user"]))
+    monkeypatch.setenv("TMPDIR", str(elsewhere["tmp"]))
+    monkeypatch.chdir(elsewhere["cwd"])
+
+    run_id = jobs.submit({"seconds": 0.1}, target=SLEEPY)
+    wait_for_state(run_id, "done")
+
+    assert {name: list(folder.iterdir()) for name, folder in elsewhere.items()} == {
+        "user": [],
+        "tmp": [],
+        "cwd": [],
+    }
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cwd", "home", "tmp", "user"]
+    assert {p.name for p in jobs.run_dir(run_id).iterdir()} == {
+        "plan.json",
+        "status.json",
+        "events.jsonl",
+        "metrics.json",
+        "worker.log",
+        "worker.lock",
+    }
+
+
+def test_max_concurrent_counts_gpus_unless_told(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("TRANSFER_LAB_MAX_RUNS", raising=False)
+    for visible, expected in [("", 1), ("-1", 1), ("0,1", 2), ("2,-1,3", 1), ("GPU-a1b2,GPU-c3d4", 2)]:
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
+        assert jobs.max_concurrent() == expected, visible
+    monkeypatch.setenv("TRANSFER_LAB_MAX_RUNS", "3")
+    assert jobs.max_concurrent() == 3
+    for bad in ("0", "two", "-1"):
+        monkeypatch.setenv("TRANSFER_LAB_MAX_RUNS", bad)
+        with pytest.raises(ValueError, match=f"TRANSFER_LAB_MAX_RUNS='{bad}'"):
+            jobs.max_concurrent()
+
+
+def test_submit_refuses_what_it_cannot_run(home: Path) -> None:
+    with pytest.raises(ValueError, match="'train' is not of the form 'package.module:function'"):
+        jobs.submit({}, target="train")
+    with pytest.raises(ValueError, match="Out of range float values are not JSON compliant"):
+        jobs.submit({"lr": float("nan")}, target=SLEEPY)
+    with pytest.raises(jobs.RunNotFound, match="no run 'nope'"):
+        jobs.status("nope")
+    assert not (home / "runs").exists() or list((home / "runs").iterdir()) == []
+
+    taken = jobs.submit({"seconds": 0.1}, run_id="mine", target=SLEEPY)
+    with pytest.raises(ValueError, match="run 'mine' already exists"):
+        jobs.submit({}, run_id=taken, target=SLEEPY)
+
+
+def test_the_server_side_never_imports_torch() -> None:
+    code = "import sys, core.jobs, core.worker; print(sorted(m for m in sys.modules if 'torch' in m))"
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=30)
+    assert done.stdout.strip() == "[]", done.stderr
