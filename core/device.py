@@ -1,0 +1,154 @@
+"""Where a run executes: the device, its numeric precision, and its place among torchrun ranks.
+
+Auto-selection prefers CUDA, then Apple's MPS, then the CPU. Reduced precision is used where the
+hardware has units for it: bf16 on CUDA GPUs that support it (fp16 with a gradient scaler
+otherwise), and bf16 on CPUs with AVX-512 BF16 or AMX, where bf16 autocast with channels_last
+trains about three times faster than fp32.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass
+from typing import ContextManager
+
+import torch
+
+PRECISION_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+class DeviceError(ValueError):
+    """A device or precision the plan asks for that this machine cannot give."""
+
+
+@dataclass(frozen=True)
+class Accelerator:
+    """How tensors are placed and computed: one record handed to the loop."""
+
+    device: torch.device
+    precision: str  # "fp32" | "bf16" | "fp16"
+    channels_last: bool
+
+    @property
+    def pin_memory(self) -> bool:
+        return self.device.type == "cuda"
+
+    @property
+    def needs_grad_scaler(self) -> bool:
+        """fp16's narrow range underflows small gradients unless the loss is scaled."""
+        return self.precision == "fp16"
+
+    def autocast(self) -> ContextManager:
+        dtype = PRECISION_DTYPES[self.precision]
+        if dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=dtype)
+
+    def to_device(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.to(self.device, non_blocking=self.pin_memory)
+        if self.channels_last and x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x
+
+    def prepare(self, module: torch.nn.Module) -> torch.nn.Module:
+        module = module.to(self.device)
+        if self.channels_last:
+            module = module.to(memory_format=torch.channels_last)
+        return module
+
+
+def select_device(name: str = "auto", local_rank: int = 0) -> torch.device:
+    """``auto``: CUDA (this rank's GPU under torchrun), then MPS, then CPU; else the one named."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", local_rank % torch.cuda.device_count())
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    device = torch.device(name)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise DeviceError(f"device {name!r} asked for, but torch sees no CUDA GPU; use auto or cpu")
+        if device.index is None:
+            device = torch.device("cuda", local_rank % torch.cuda.device_count())
+        elif device.index >= torch.cuda.device_count():
+            raise DeviceError(
+                f"device {name!r} does not exist: this machine has {torch.cuda.device_count()} GPU(s)"
+            )
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise DeviceError(f"device {name!r} asked for, but MPS is not available; use auto or cpu")
+    return device
+
+
+def cpu_has_bf16() -> bool:
+    """AVX-512 BF16 or AMX: the CPU units that make bf16 autocast fast rather than emulated."""
+    return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+
+
+def choose_precision(device: torch.device, precision: str = "auto") -> str:
+    """The precision a plan's ``auto`` means on this device, or the one asked for, checked."""
+    if precision == "auto":
+        if device.type == "cuda":
+            return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        if device.type == "cpu" and cpu_has_bf16():
+            return "bf16"
+        return "fp32"
+    if precision == "fp16" and device.type != "cuda":
+        raise DeviceError(f"precision 'fp16' needs a CUDA GPU, not {device.type}; use auto, bf16 or fp32")
+    if precision not in PRECISION_DTYPES:
+        raise DeviceError(f"precision {precision!r} is not one of: auto, {', '.join(PRECISION_DTYPES)}")
+    return precision
+
+
+def accelerator(device: str = "auto", precision: str = "auto", local_rank: int = 0) -> Accelerator:
+    """Pick device and precision and set the process-wide switches that go with them."""
+    dev = select_device(device, local_rank)
+    chosen = choose_precision(dev, precision)
+    if dev.type == "cuda":
+        torch.cuda.set_device(dev)
+        torch.backends.cudnn.benchmark = True  # fixed input sizes: let cuDNN pick its fastest kernels
+    # channels_last pays off where convolutions run through cuDNN or oneDNN's reduced precision.
+    channels_last = dev.type == "cuda" or (dev.type == "cpu" and chosen == "bf16")
+    return Accelerator(dev, chosen, channels_last)
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """CUDA raises ``torch.OutOfMemoryError``; MPS a RuntimeError that says so."""
+    return isinstance(exc, torch.OutOfMemoryError) or (
+        isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
+    )
+
+
+def release_cached_memory(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    elif device.type == "mps":
+        torch.mps.empty_cache()
+
+
+@dataclass(frozen=True)
+class Ranks:
+    """This process's place in a torchrun job; one process alone is rank 0 of 1."""
+
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        """Only the main rank writes events and artefacts."""
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world > 1
+
+
+def ranks_from_env() -> Ranks:
+    """What torchrun sets (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``); defaults outside it."""
+    return Ranks(
+        rank=int(os.environ.get("RANK", 0)),
+        world=int(os.environ.get("WORLD_SIZE", 1)),
+        local_rank=int(os.environ.get("LOCAL_RANK", 0)),
+    )

@@ -1,0 +1,77 @@
+"""Device and precision choice: what auto means here, and refusals of what this machine lacks."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from core import device
+from core.device import DeviceError, accelerator, choose_precision, is_out_of_memory, select_device
+
+
+def test_auto_prefers_cuda_then_mps_then_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    assert select_device("auto") == torch.device("cpu")
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
+    assert select_device("auto") == torch.device("mps")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert select_device("auto", local_rank=3) == torch.device("cuda", 1)  # torchrun's local rank
+
+
+def test_an_explicit_device_overrides_auto() -> None:
+    assert select_device("cpu") == torch.device("cpu")
+
+
+def test_asking_for_a_missing_gpu_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(DeviceError, match=r"device 'cuda:0' asked for, but torch sees no CUDA GPU"):
+        select_device("cuda:0")
+
+
+def test_cpus_with_bf16_units_train_in_bf16_with_channels_last(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(device, "cpu_has_bf16", lambda: True)
+    accel = accelerator("cpu")
+    assert (accel.precision, accel.channels_last) == ("bf16", True)
+    assert accel.autocast().fast_dtype == torch.bfloat16
+
+
+def test_cpus_without_bf16_units_stay_in_fp32(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(device, "cpu_has_bf16", lambda: False)
+    accel = accelerator("cpu")
+    assert (accel.precision, accel.channels_last) == ("fp32", False)
+
+
+def test_the_plan_can_turn_reduced_precision_off() -> None:
+    accel = accelerator("cpu", "fp32")
+    assert (accel.precision, accel.channels_last, accel.needs_grad_scaler) == ("fp32", False, False)
+
+
+def test_cuda_without_bf16_falls_back_to_fp16_with_a_grad_scaler(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: False)
+    assert choose_precision(torch.device("cuda", 0)) == "fp16"
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: True)
+    assert choose_precision(torch.device("cuda", 0)) == "bf16"
+
+
+def test_fp16_is_refused_off_cuda() -> None:
+    with pytest.raises(DeviceError, match=r"precision 'fp16' needs a CUDA GPU, not cpu"):
+        choose_precision(torch.device("cpu"), "fp16")
+
+
+def test_out_of_memory_is_recognised_from_cuda_and_mps() -> None:
+    assert is_out_of_memory(torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"))
+    assert is_out_of_memory(RuntimeError("MPS backend out of memory (MPS allocated: 9 GB)"))
+    assert not is_out_of_memory(RuntimeError("mat1 and mat2 shapes cannot be multiplied"))
+
+
+def test_ranks_come_from_torchrun_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RANK", "3")
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    ranks = device.ranks_from_env()
+    assert (ranks.rank, ranks.world, ranks.local_rank, ranks.is_main, ranks.distributed) == (3, 4, 1, False, True)
+    monkeypatch.delenv("RANK")
+    monkeypatch.delenv("WORLD_SIZE")
+    assert device.ranks_from_env().is_main and not device.ranks_from_env().distributed

@@ -1,0 +1,99 @@
+"""Predictions from model/ alone: the top classes of each image, as the model in memory gives them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+from core.cli import main
+from core.export import export_model
+from core.predict import Predictor, image_to_input
+from core.preprocess import Preprocess
+
+PRE = Preprocess(resize=36, crop=32, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
+LABELS = ["red", "green", "blue"]
+
+
+def colour_net() -> nn.Module:
+    """Answers with the image's dominant channel: logits are the mean of each channel, times 4."""
+    linear = nn.Linear(3, 3)
+    with torch.no_grad():
+        linear.weight.copy_(torch.eye(3) * 4)
+        linear.bias.zero_()
+    return nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), linear).eval()
+
+
+@pytest.fixture
+def run_dir(tmp_path: Path) -> Path:
+    export_model(colour_net(), PRE, LABELS, tmp_path / "run" / "model")
+    return tmp_path / "run"
+
+
+def image(tmp_path: Path, name: str, colour: tuple[int, int, int], size: tuple[int, int] = (60, 45)) -> Path:
+    path = tmp_path / name
+    Image.new("RGB", size, colour).save(path)
+    return path
+
+
+def test_each_image_gets_its_top_classes_most_probable_first(run_dir: Path, tmp_path: Path) -> None:
+    files = [image(tmp_path, "r.png", (230, 20, 20)), image(tmp_path, "b.jpg", (10, 30, 220))]
+    predictions = Predictor(run_dir / "model").predict(files, top_k=2)
+    assert [p.top[0][0] for p in predictions] == ["red", "blue"]
+    for p in predictions:
+        assert len(p.top) == 2 and p.top[0][1] > p.top[1][1] > 0
+
+
+def test_predictions_equal_the_model_in_memory_on_the_same_pixels(run_dir: Path, tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    noise = (torch.rand(48, 64, 3) * 255).to(torch.uint8).numpy()
+    path = tmp_path / "noise.png"
+    Image.fromarray(noise).save(path)
+    expected = colour_net()(image_to_input(Image.open(path), PRE)[None]).softmax(1)[0]
+    top = Predictor(run_dir / "model").predict([path], top_k=3)[0].top
+    assert {label: p for label, p in top} == pytest.approx(dict(zip(LABELS, expected.tolist())), abs=1e-6)
+
+
+def test_inputs_follow_preprocess_json(tmp_path: Path) -> None:
+    x = image_to_input(Image.new("RGB", (90, 45), (128, 0, 255)), PRE)
+    assert x.shape == (3, 32, 32)
+    torch.testing.assert_close(x[:, 0, 0], torch.tensor([(128 / 255 - 0.5) / 0.25, -2.0, 2.0]))
+
+
+def test_predict_command_prints_json_per_image(run_dir: Path, tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    green = image(tmp_path, "g.png", (0, 200, 0))
+    assert main(["predict", str(run_dir), str(green), "--json", "--top", "1"]) == 0
+    assert json.loads(capsys.readouterr().out) == [
+        {"file": str(green), "top": [{"label": "green", "probability": pytest.approx(1.0, abs=0.1)}]}
+    ]
+
+
+def test_predict_command_names_an_unreadable_image(run_dir: Path, tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"not an image")
+    assert main(["predict", str(run_dir), str(broken)]) == 1
+    assert capsys.readouterr().err.startswith(f"python -m core predict: cannot read image {broken}")
+
+
+def test_predict_command_refuses_a_folder_without_a_model(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["predict", str(tmp_path), str(image(tmp_path, "x.png", (1, 2, 3)))]) == 1
+    assert "lacks model.pt2" in capsys.readouterr().err
+
+
+def test_inputs_match_what_validation_saw_during_training(tmp_path: Path) -> None:
+    from core.cache import square_pixels
+    from core.transforms import to_model_input
+
+    torch.manual_seed(0)
+    smooth = torch.nn.functional.interpolate(torch.rand(1, 3, 12, 18), size=(200, 300), mode="bilinear")
+    path = tmp_path / "photo.png"
+    Image.fromarray((smooth[0].permute(1, 2, 0) * 255).to(torch.uint8).numpy()).save(path)
+    cached = torch.from_numpy(square_pixels(path, PRE.resize).copy())[None]
+    validation = to_model_input(cached, PRE, train=False)[0]
+    torch.testing.assert_close(image_to_input(Image.open(path), PRE), validation, atol=2 / 255 / 0.25, rtol=0)
