@@ -9,8 +9,9 @@ import signal
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import pytest
 
@@ -24,13 +25,12 @@ FOREVER = "tests.helpers_jobs:forever"
 
 
 @pytest.fixture
-def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    home = tmp_path / "home"
-    monkeypatch.setenv("TRANSFER_LAB_HOME", str(home))
+def home(lab_home: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """The shared temp home, one run at a time, no GPU: the same on every machine."""
     monkeypatch.setenv("TRANSFER_LAB_MAX_RUNS", "1")
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
-    yield home
-    _kill_workers(home)
+    yield lab_home
+    _kill_workers(lab_home)
 
 
 def _kill_workers(home: Path) -> None:
@@ -158,6 +158,17 @@ def test_at_most_max_concurrent_runs_train_at_once(home: Path, monkeypatch: pyte
     wait_for_state(runs[2], "running")
 
 
+def test_simultaneous_submissions_each_get_their_own_place_in_line(home: Path) -> None:
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        runs = list(pool.map(lambda _: jobs.submit({}, target=FOREVER), range(4)))
+
+    wait_until(lambda: any(jobs.status(r)["state"] == "running" for r in runs), "a running run")
+    places = sorted(jobs.queue_position(r) or 0 for r in runs)
+
+    assert places == [0, 1, 2, 3]
+    assert len(set(runs)) == 4
+
+
 def test_cancel_takes_a_queued_run_out_of_the_line(home: Path) -> None:
     first = jobs.submit({}, target=FOREVER)
     wait_for_state(first, "running")
@@ -275,7 +286,7 @@ def test_nothing_is_written_outside_the_home_folder(
         "tmp": [],
         "cwd": [],
     }
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["cwd", "home", "tmp", "user"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cwd", home.name, "tmp", "user"]
     assert {p.name for p in jobs.run_dir(run_id).iterdir()} == {
         "plan.json",
         "status.json",
