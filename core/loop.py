@@ -11,18 +11,19 @@ import math
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Protocol
+from typing import Callable, Protocol, TypeVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from core.device import Accelerator, Ranks
+from core.device import Accelerator, Ranks, is_out_of_memory, release_cached_memory
 
 STEP_DELAY_ENV = "TRANSFER_LAB_STEP_DELAY"
 WARMUP_FRACTION = 0.05
 Batch = tuple[torch.Tensor, torch.Tensor]
 OnBatch = Callable[[int, int, float, float], None]  # step, steps, loss, images_per_s
+T = TypeVar("T")
 
 
 class BatchSource(Protocol):
@@ -158,6 +159,26 @@ def evaluate(model: nn.Module, source: BatchSource, batch_size: int, accel: Acce
     if not logits:
         return torch.zeros(0, 0), torch.zeros(0, dtype=torch.long)
     return torch.cat(logits), torch.cat(labels)
+
+
+def halve_batch_on_oom(
+    work: Callable[[int], T], batch_size: int, warn: Callable[[str], None], device: torch.device
+) -> tuple[T, int]:
+    """``work(batch_size)``, run again at half the batch size after each out-of-memory error.
+
+    Returns the result and the batch size that worked, which the caller keeps for what follows.
+    Memory peaks in the first steps at a fixed input size, so redoing the whole piece of work
+    loses little.
+    """
+    while True:
+        try:
+            return work(batch_size), batch_size
+        except Exception as exc:
+            if not is_out_of_memory(exc) or batch_size <= 2:
+                raise
+        release_cached_memory(device)
+        batch_size //= 2
+        warn(f"out of memory: retrying with batch size {batch_size}")
 
 
 def _sum_over_ranks(values: torch.Tensor, device: torch.device) -> torch.Tensor:

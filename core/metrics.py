@@ -35,7 +35,7 @@ def majority_rate(labels: Sequence[int], num_classes: int) -> float:
 
 
 def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
-    return float((logits.argmax(1) == labels).float().mean()) if len(labels) else 0.0
+    return float((logits.argmax(1) == labels).double().mean()) if len(labels) else 0.0
 
 
 def confusion_matrix(logits: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:

@@ -73,8 +73,9 @@ def test_the_body_learns_slower_than_the_head_in_case_3_only() -> None:
 
 
 def test_augmentations_match_the_transforms() -> None:
-    transforms = pytest.importorskip("core.transforms")
-    assert AUGMENTATIONS == tuple(transforms.AUGMENTATIONS)
+    from core.transforms import AUGMENTATIONS as TRANSFORMS_AUGMENTATIONS
+
+    assert AUGMENTATIONS == TRANSFORMS_AUGMENTATIONS
 
 
 # -- resolve: checks against the backbone's description ---------------------------------------
@@ -88,7 +89,8 @@ def data(tmp_path: Path) -> str:
 
 
 def test_resolve_fills_the_backbone_size_and_default_cut(data: str) -> None:
-    adapt = pytest.importorskip("core.adapt")
+    from core import adapt
+
     plan = Plan(data=data, backbone="efficientnet_lite0", case=2).resolve()
     assert plan.cut == adapt.default_cut("efficientnet_lite0")
     assert plan.image_size == 224
@@ -96,26 +98,24 @@ def test_resolve_fills_the_backbone_size_and_default_cut(data: str) -> None:
 
 
 def test_resolve_refuses_images_too_small_for_the_backbone(data: str) -> None:
-    pytest.importorskip("core.adapt")
     with pytest.raises(PlanError, match=r"inception_v3 needs image_size >= 75 px, not 64"):
         Plan(data=data, backbone="inception_v3", weights="none", image_size=64).resolve()
 
 
 def test_resolve_refuses_a_size_other_than_a_transformers_exact_one(data: str) -> None:
-    pytest.importorskip("core.adapt")
     with pytest.raises(PlanError, match=r"vit_b_16 needs image_size 224 exactly, not 160"):
         Plan(data=data, backbone="vit_b_16", weights="none", image_size=160).resolve()
 
 
 def test_resolve_refuses_a_cut_that_is_not_a_stage(data: str) -> None:
-    adapt = pytest.importorskip("core.adapt")
+    from core import adapt
+
     with pytest.raises(PlanError, match=r"cut 'layer9' is not a stage of resnet18; choose one of: ") as info:
         Plan(data=data, backbone="resnet18", weights="none", case=2, cut="layer9").resolve()
     assert adapt.stages("resnet18")[0] in str(info.value)
 
 
 def test_resolve_refuses_missing_data_and_missing_weights(data: str, tmp_path: Path) -> None:
-    pytest.importorskip("core.adapt")
     with pytest.raises(PlanError, match=r"the plan has no data"):
         Plan(backbone="efficientnet_lite0").resolve()
     with pytest.raises(PlanError, match=r"does not exist"):

@@ -1,0 +1,125 @@
+"""``python -m core train DATA --backbone NAME --case N --epochs E --out RUN_DIR``: one run, here.
+
+Progress is a bar on a terminal and plain lines otherwise, drawn from the same events the run
+writes to ``events.jsonl``. Under ``torchrun`` every rank runs this command; rank 0 alone writes
+the run directory and prints.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import TextIO
+
+HELP = "train a model on a zip or folder of images and write a complete run directory"
+BAR_WIDTH = 24
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("data", metavar="DATA", help="a .zip of images or a folder of class folders")
+    parser.add_argument("--backbone", help="torchvision model name (default: one with weights on disk)")
+    parser.add_argument("--case", type=int, choices=(1, 2, 3, 4), default=1,
+                        help="1 feature extraction, 2 truncated, 3 fine-tuning, 4 fine-tuning or from scratch")
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--out", type=Path, metavar="RUN_DIR", help="the run directory (default: a new run)")
+    parser.add_argument("--weights", default="imagenet", help="imagenet, none (random init) or a state_dict path")
+    parser.add_argument("--cut", help="case 2: the stage after which to cut (default: the family's)")
+    parser.add_argument("--image-size", type=int, help="input side in pixels (default: the backbone's)")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--lr", type=float, default=1e-3, help="learning rate of the new head")
+    parser.add_argument("--body-lr", type=float, help="learning rate of pre-trained layers (cases 3, 4)")
+    parser.add_argument("--augment", choices=("none", "light", "strong"), default="light")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    parser.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto")
+    parser.add_argument("--patience", type=int, default=5, help="stop after this many epochs without progress (0: never)")
+    parser.add_argument("--json", action="store_true", help="print the final metrics as JSON")
+
+
+def run(args: argparse.Namespace) -> int:
+    from core.cli import CliError
+    from core.device import ranks_from_env
+    from core.events import EventLog, RunFailed
+    from core.plan import Plan, PlanError
+    from core.runs import PLAN_FILE, new_run_id, run_dir, write_json
+    from core.train import fit
+
+    try:
+        plan = Plan(
+            data=str(Path(args.data).resolve()), backbone=args.backbone or "", case=args.case,
+            cut=args.cut, weights=args.weights, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+            body_lr=args.body_lr, image_size=args.image_size, augment=args.augment, seed=args.seed,
+            device=args.device, precision=args.precision, patience=args.patience,
+        )
+        plan = plan.resolve()
+    except PlanError as exc:
+        raise CliError(str(exc)) from exc
+    ranks = ranks_from_env()
+    out = (args.out or run_dir(new_run_id())).resolve()
+    if ranks.is_main:
+        if (out / PLAN_FILE).exists():
+            raise CliError(f"{out} already holds a run; choose another --out")
+        write_json(out / PLAN_FILE, plan.to_dict())
+    log, progress = EventLog(out), _Progress(sys.stderr)
+
+    def emit(event) -> None:  # noqa: ANN001 - core.events.Event, imported lazily
+        log(event)
+        progress(event)
+
+    try:
+        result = fit(plan, out, emit)  # on ranks other than 0, fit emits nothing
+    except Exception as exc:  # a failed run: one line for people, the event for the app
+        message = str(exc) or type(exc).__name__
+        if ranks.is_main:
+            log(RunFailed(message=message))
+        raise CliError(f"training failed: {message}") from exc
+    if not ranks.is_main:
+        return 0
+    if args.json:
+        print(json.dumps(result, indent=2, allow_nan=False))
+    else:
+        _summary(result, out, args)
+    return 0
+
+
+class _Progress:
+    """Draws events: a live bar on a terminal, one line per epoch and warning everywhere."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self.live = stream.isatty()
+
+    def __call__(self, event: object) -> None:
+        kind = getattr(event, "type", "")
+        if kind == "batch" and self.live:
+            filled = round(BAR_WIDTH * event.step / event.steps)
+            bar = "#" * filled + "-" * (BAR_WIDTH - filled)
+            self.stream.write(f"\repoch {event.epoch} [{bar}] {event.step}/{event.steps} "
+                              f"loss {event.loss:.3f} {event.images_per_s:.0f} img/s ")
+        elif kind == "epoch":
+            self._line(
+                f"epoch {event.epoch}/{event.epochs}: train loss {event.train_loss:.3f} "
+                f"acc {event.train_accuracy:.1%} | val loss {event.val_loss:.3f} acc {event.val_accuracy:.1%} "
+                f"| lr {event.lr:.2g} | {event.seconds:.1f} s"
+            )
+        elif kind == "warning":
+            self._line(f"warning: {event.message}")
+        self.stream.flush()
+
+    def _line(self, text: str) -> None:
+        clear = "\r\033[K" if self.live else ""
+        self.stream.write(f"{clear}{text}\n")
+
+
+def _summary(result: dict, out: Path, args: argparse.Namespace) -> None:
+    print(f"best validation accuracy {result['best_val_accuracy']:.1%} (epoch {result['best_epoch']}, "
+          f"always answering the most common class: {result['majority_rate']:.1%})")
+    if "test" in result:
+        print(f"test accuracy {result['test']['accuracy']:.1%}")
+    print(f"run directory: {out}")
+    if result.get("suggest") == "from_scratch":
+        print(f"suggestion: train from scratch: python -m core train {args.data} --case 4 --weights none "
+              f"--backbone {result['plan']['backbone']} --epochs {args.epochs}")
+

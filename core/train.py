@@ -1,0 +1,347 @@
+"""One training run, end to end: data, model surgery, the epochs, the best checkpoint, the files.
+
+``run(run_dir, emit)`` is what the worker calls; ``fit(plan, run_dir, emit)`` what the CLI calls.
+Both report through ``emit`` (``BatchEnd``, ``EpochEnd``, ``RunWarning``, ``RunDone``) and raise
+with a readable message on failure. The same code runs under ``torchrun``: every rank trains its
+share of the images with DistributedDataParallel, and rank 0 alone evaluates, emits and writes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from core import metrics
+from core.adapt import aux_weight, build_model, param_groups, split_frozen
+from core.backbones import preprocess_for
+from core.batches import FeatureSource, ImageSource, feature_source
+from core.data import Dataset, ImageCache, Sample, ingest
+from core.device import Accelerator, Ranks, accelerator, ranks_from_env
+from core.events import BatchEnd, Emit, EpochEnd, Event, RunDone, RunWarning
+from core.export import export_model
+from core.loop import Optimisation, epoch_batches, evaluate, halve_batch_on_oom, lr_at, shard, train_one_epoch
+from core.plan import Plan
+from core.runs import METRICS_FILE, MODEL_DIR, PLAN_FILE, read_json, write_json
+
+# Case 4 from pre-trained weights "succeeds" when its best validation accuracy beats always
+# answering the most common class by at least this much; otherwise the course's fallback is offered.
+SUCCESS_MARGIN = 0.05
+# A tie in validation accuracy counts as progress only if the loss falls by at least this much.
+LOSS_MIN_DELTA = 1e-4
+BATCH_EVENT_INTERVAL_S = 0.25  # at most four progress lines a second, and every epoch's last
+
+
+@dataclass(frozen=True)
+class FromScratchSuggested(RunWarning):
+    """A warning that carries the remedy, machine-readable, for the app's button and the CLI."""
+
+    suggest: str = "from_scratch"
+
+
+class TrainingError(RuntimeError):
+    """A run that cannot go on, with a message that says what to change."""
+
+
+def run(run_dir: Path, emit: Emit) -> dict[str, Any]:
+    """Train ``run_dir/plan.json``; write ``metrics.json`` and ``model/``; return the metrics.
+
+    For tests that watch a run live, env ``TRANSFER_LAB_STEP_DELAY`` (float seconds, default 0)
+    is slept after every training batch.
+    """
+    data = read_json(Path(run_dir) / PLAN_FILE)
+    if data is None:
+        raise TrainingError(f"{run_dir} has no {PLAN_FILE}")
+    return fit(Plan.from_dict(data), Path(run_dir), emit)
+
+
+def fit(plan: Plan, run_dir: Path, emit: Emit) -> dict[str, Any]:
+    """Train ``plan``, writing the run directory's metrics and model; return the metrics."""
+    plan = plan.resolve()
+    ranks = ranks_from_env()
+    accel = accelerator(plan.device, plan.precision, ranks.local_rank)
+    if not ranks.is_main:
+        emit = _discard
+    with _process_group(ranks, accel):
+        _seed_everything(plan.seed)
+        training = Training(plan, _ingest(plan, ranks), accel, ranks, emit)
+        training.train()
+        result = training.finish(Path(run_dir)) if ranks.is_main else {}
+    emit(RunDone(best_val_accuracy=training.best_accuracy))
+    return result
+
+
+class Training:
+    """The state of one run between its epochs: model, batch sources, optimiser, best so far."""
+
+    def __init__(self, plan: Plan, dataset: Dataset, accel: Accelerator, ranks: Ranks, emit: Emit) -> None:
+        self.plan, self.dataset, self.accel, self.ranks, self.emit = plan, dataset, accel, ranks, emit
+        self.classes = list(dataset.classes)
+        self.batch_size = plan.batch_size
+        self.pre = preprocess_for(plan.backbone).scaled_to(plan.image_size)
+        self.model = build_model(plan.backbone, plan.case, len(self.classes), plan.weights, plan.cut)
+        self.warnings: list[str] = []
+        self.history: list[dict[str, float]] = []
+        self.best_accuracy, self.best_loss, self.best_epoch = -1.0, float("inf"), -1
+        self.class_weights = self._class_weights()
+        self._build_sources()
+        self.best_state = copy.deepcopy(self.trainable.state_dict())
+
+    # -- set-up ----------------------------------------------------------------------------------
+
+    def _class_weights(self) -> torch.Tensor | None:
+        labels = [s.label for s in self.dataset.train]
+        wanted = self.plan.class_weights == "on" or (
+            self.plan.class_weights == "auto"
+            and metrics.imbalance_ratio(labels, len(self.classes)) >= metrics.IMBALANCE_RATIO
+        )
+        if not wanted:
+            return None
+        return metrics.balanced_class_weights(labels, len(self.classes)).to(self.accel.device)
+
+    def _images(self, samples: list[Sample], *, train: bool) -> ImageSource:
+        cache = ImageCache(samples, self.pre.resize, interpolation=self.pre.interpolation,
+                           cache_dir=self.dataset.cache_dir)
+        augment = self.plan.augment if train else "none"
+        seed = self.plan.seed * 1000 + self.ranks.rank
+        return ImageSource(cache, self.pre, self.accel, train=train, augment=augment, seed=seed)
+
+    def _build_sources(self) -> None:
+        """Frozen bodies embed every image once; trained bodies see decoded images each epoch."""
+        plan, main = self.plan, self.ranks.is_main
+        own = [self.dataset.train[i] for i in shard(len(self.dataset.train), self.ranks, plan.seed)]
+        self.val_files = [self._file(s) for s in self.dataset.val]
+        if not self.dataset.val:
+            raise TrainingError("the validation split is empty: add images or raise val_fraction")
+        if plan.trains_body:
+            self.model = self.accel.prepare(self.model)
+            self.trainable, self.frozen = self.model, None
+            self.train_source = self._images(own, train=True)
+            self.val_source = self._images(self.dataset.val, train=False) if main else None
+            self.test_source = self._images(self.dataset.test, train=False) if main and self.dataset.test else None
+            return
+        body, head = split_frozen(self.model)
+        self.frozen, self.trainable = self.accel.prepare(body), self.accel.prepare(head)
+        views = plan.feature_views if plan.augment != "none" else 1
+        self.train_source = self._embedded(own, train=True, views=views)
+        self.val_source = self._embedded(self.dataset.val, train=False) if main else None
+        self.test_source = self._embedded(self.dataset.test, train=False) if main and self.dataset.test else None
+
+    def _embedded(self, samples: list[Sample], *, train: bool, views: int = 1) -> FeatureSource:
+        images = self._images(samples, train=train)
+        return self._retry_on_oom(lambda size: feature_source(self.frozen, images, views, size, self.accel))
+
+    @staticmethod
+    def _file(sample: Sample) -> str:
+        """The name people know the image by: its path inside the upload."""
+        return sample.name or sample.path.name
+
+    # -- the epochs ------------------------------------------------------------------------------
+
+    def train(self) -> None:
+        plan = self.plan
+        head_only = plan.head_only_epochs
+        opt, stage_start = None, 0
+        for epoch in range(plan.epochs):
+            if epoch in (0, head_only):
+                opt, stage_start = self._start_stage(head_only=epoch < head_only), epoch
+            stage_epochs = (head_only if epoch < head_only else plan.epochs) - stage_start
+            started = time.perf_counter()
+            train_loss, train_accuracy = self._retry_on_oom(
+                lambda size: self._train_epoch(opt, epoch, epoch - stage_start, stage_epochs, size)
+            )
+            record = dict(epoch=epoch + 1, epochs=plan.epochs, train_loss=train_loss,
+                          train_accuracy=train_accuracy, lr=_head_lr(opt))
+            stop = self._validate(record, time.perf_counter() - started) if self.ranks.is_main else False
+            if self._agree(stop):
+                break
+
+    def _train_epoch(
+        self, opt: Optimisation, epoch: int, stage_epoch: int, stage_epochs: int, batch_size: int
+    ) -> tuple[float, float]:
+        batches = epoch_batches(len(self.train_source), batch_size, self.plan.seed, epoch)
+        steps = len(batches) * stage_epochs
+        first = len(batches) * stage_epoch
+        last_event = [0.0]
+
+        def on_batch(step: int, of: int, loss: float, images_per_s: float) -> None:
+            now = time.monotonic()
+            if step == of or now - last_event[0] >= BATCH_EVENT_INTERVAL_S:
+                last_event[0] = now
+                self.emit(BatchEnd(epoch=epoch + 1, step=step, steps=of, loss=loss, images_per_s=images_per_s))
+
+        return train_one_epoch(
+            opt, self.train_source, batches, epoch,
+            lambda step: lr_at(first + step, steps, self.plan.schedule), on_batch, self.ranks,
+        )
+
+    def _validate(self, record: dict[str, Any], seconds: float) -> bool:
+        """Evaluate, report the epoch, keep the best state; say whether to stop early."""
+        logits, labels = self._retry_on_oom(lambda size: evaluate(self.trainable, self.val_source, size, self.accel))
+        val_loss = float(F.cross_entropy(logits, labels))
+        val_accuracy = metrics.accuracy(logits, labels)
+        record.update(val_loss=val_loss, val_accuracy=val_accuracy, seconds=seconds)
+        self.history.append(record)
+        self.emit(EpochEnd(**record))
+        epoch = record["epoch"]
+        tie = val_accuracy == self.best_accuracy
+        if val_accuracy > self.best_accuracy or (tie and val_loss < self.best_loss - LOSS_MIN_DELTA):
+            self.best_accuracy, self.best_loss, self.best_epoch = val_accuracy, val_loss, epoch
+            self.best_state = {k: v.detach().clone() for k, v in self.trainable.state_dict().items()}
+        patience = self.plan.patience
+        in_first_stage = epoch <= self.plan.head_only_epochs
+        return bool(patience) and not in_first_stage and epoch - self.best_epoch >= patience
+
+    def _start_stage(self, head_only: bool) -> Optimisation:
+        """A fresh optimiser for a stage; case 3's first stage trains the new head alone."""
+        plan = self.plan
+        if plan.trains_body:
+            groups = param_groups(self.model, plan.lr, plan.body_learning_rate)
+            if head_only:
+                groups = [g for g in groups if g["name"] == "head"]
+            training = {id(p) for g in groups for p in g["params"]}
+            for p in self.model.parameters():  # no gradients at all for the waiting body
+                p.requires_grad_(id(p) in training)
+        else:
+            groups = [{"params": list(self.trainable.parameters()), "lr": plan.lr}]
+        for g in groups:
+            g["base_lr"] = g["lr"]
+        optimizer = _optimizer(plan.optimizer, groups, plan.weight_decay)
+        aux = aux_weight(self.model) if plan.trains_body else 0.0
+        return Optimisation(self._parallel(self.trainable), optimizer, self.accel, self.class_weights, aux)
+
+    def _parallel(self, module: nn.Module) -> nn.Module:
+        if not self.ranks.distributed:
+            return module
+        device_ids = [self.accel.device.index] if self.accel.device.type == "cuda" else None
+        return DistributedDataParallel(module, device_ids=device_ids)
+
+    def _agree(self, stop: bool) -> bool:
+        """Rank 0 decides on early stopping; the others follow, so that no rank waits alone."""
+        if not self.ranks.distributed:
+            return stop
+        flag = torch.tensor([int(stop)], device=self.accel.device)
+        dist.broadcast(flag, src=0)
+        return bool(flag.item())
+
+    def _retry_on_oom(self, work: Callable[[int], Any]) -> Any:
+        """Run ``work(batch_size)``, halving the batch size on out-of-memory, with a warning.
+
+        Under torchrun an out-of-memory fails the run: one rank retrying alone would hang the rest.
+        """
+        if self.ranks.distributed:
+            return work(self.batch_size)
+        result, self.batch_size = halve_batch_on_oom(work, self.batch_size, self._warn, self.accel.device)
+        return result
+
+    def _warn(self, message: str, event: type[RunWarning] = RunWarning) -> None:
+        self.warnings.append(message)
+        self.emit(event(message=message))
+
+    # -- the result ------------------------------------------------------------------------------
+
+    def finish(self, run_dir: Path) -> dict[str, Any]:
+        """Restore the best state, measure it, export it, and write ``metrics.json``."""
+        self.trainable.load_state_dict(self.best_state)
+        result = self._measure()
+        model = self.model if self.frozen is None else nn.Sequential(self.frozen, self.trainable)
+        export_model(model, self.pre, self.classes, run_dir / MODEL_DIR)
+        write_json(run_dir / METRICS_FILE, result)
+        return result
+
+    def _measure(self) -> dict[str, Any]:
+        logits, labels = evaluate(self.trainable, self.val_source, self.batch_size, self.accel)
+        majority = metrics.majority_rate(labels.tolist(), len(self.classes))
+        last = self.history[-1]
+        result: dict[str, Any] = {
+            "val_accuracy": last["val_accuracy"],
+            "best_val_accuracy": self.best_accuracy,
+            "best_epoch": self.best_epoch,
+            "epochs_run": len(self.history),
+            "majority_rate": majority,
+            "labels": self.classes,
+            **_without_accuracy(metrics.report(logits, labels, self.val_files, self.classes)),
+            "history": self.history,
+            "device": str(self.accel.device),
+            "precision": self.accel.precision,
+            "class_weights": None if self.class_weights is None else self.class_weights.tolist(),
+            "plan": self.plan.to_dict(),
+        }
+        if self.test_source is not None:
+            test_logits, test_labels = evaluate(self.trainable, self.test_source, self.batch_size, self.accel)
+            test_files = [self._file(s) for s in self.dataset.test]
+            result["test"] = metrics.report(test_logits, test_labels, test_files, self.classes)
+        if self.plan.case == 4 and self.plan.weights != "none" and self.best_accuracy < majority + SUCCESS_MARGIN:
+            self._warn(
+                f"case 4 from pre-trained weights did not clearly beat always answering the most common "
+                f"class ({self.best_accuracy:.0%} vs {majority:.0%}): the course's fallback is to train "
+                f"from scratch (weights 'none')",
+                FromScratchSuggested,
+            )
+            result["suggest"] = "from_scratch"
+        result["warnings"] = self.warnings
+        return result
+
+
+def _without_accuracy(report: dict[str, Any]) -> dict[str, Any]:
+    """The kept model's report; its accuracy is ``best_val_accuracy``, its loss ``best_val_loss``."""
+    report = dict(report)
+    report.pop("accuracy")
+    report["best_val_loss"] = report.pop("loss")
+    return report
+
+
+def _head_lr(opt: Optimisation) -> float:
+    """The new head's learning rate: the highest of the groups in every case's scheme."""
+    return max(group["lr"] for group in opt.optimizer.param_groups)
+
+
+def _optimizer(name: str, groups: list[dict], weight_decay: float) -> torch.optim.Optimizer:
+    if name == "sgd":
+        return torch.optim.SGD(groups, momentum=0.9, nesterov=True, weight_decay=weight_decay)
+    if name == "adam":
+        return torch.optim.Adam(groups, weight_decay=weight_decay)
+    return torch.optim.AdamW(groups, weight_decay=weight_decay)
+
+
+def _ingest(plan: Plan, ranks: Ranks) -> Dataset:
+    """Rank 0 ingests first; the others then find the validated copy it left in the store."""
+    if ranks.is_main:
+        dataset = ingest(plan.data, val_fraction=plan.val_fraction, seed=plan.seed)
+    if ranks.distributed:
+        dist.barrier()
+    if not ranks.is_main:
+        dataset = ingest(plan.data, val_fraction=plan.val_fraction, seed=plan.seed)
+    return dataset
+
+
+@contextlib.contextmanager
+def _process_group(ranks: Ranks, accel: Accelerator) -> Iterator[None]:
+    """Join torchrun's process group for the run: nccl between GPUs, gloo between CPUs."""
+    if not ranks.distributed or dist.is_initialized():
+        yield
+        return
+    dist.init_process_group("nccl" if accel.device.type == "cuda" else "gloo")
+    try:
+        yield
+    finally:
+        dist.destroy_process_group()
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _discard(event: Event) -> None:
+    """Ranks other than 0 report nothing: one run, one stream of events."""
