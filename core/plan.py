@@ -143,7 +143,7 @@ class Plan:
         if not Path(self.data).exists():
             raise PlanError(f"data {self.data!r} does not exist: give a zip file or a folder")
         try:
-            min_size, exact_size = adapt.input_size_rule(self.backbone)
+            min_size, exact_size = adapt.input_size_rule(self.backbone, self.case)
             stages = adapt.stages(self.backbone)
             cut = self.cut or (adapt.default_cut(self.backbone) if self.case == 2 else None)
             default_size = backbones.preprocess_for(self.backbone).crop

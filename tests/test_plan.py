@@ -100,6 +100,9 @@ def test_resolve_fills_the_backbone_size_and_default_cut(data: str) -> None:
 def test_resolve_refuses_images_too_small_for_the_backbone(data: str) -> None:
     with pytest.raises(PlanError, match=r"inception_v3 needs image_size >= 75 px, not 64"):
         Plan(data=data, backbone="inception_v3", weights="none", image_size=64).resolve()
+    # Fine-tuning keeps Inception's auxiliary head, which needs the full 299 px.
+    with pytest.raises(PlanError, match=r"inception_v3 needs image_size >= 299 px, not 160"):
+        Plan(data=data, backbone="inception_v3", case=3, weights="none", image_size=160).resolve()
 
 
 def test_resolve_refuses_a_size_other_than_a_transformers_exact_one(data: str) -> None:
