@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import pytest
+from PIL import Image
 
 from core import jobs
 from core.events import read_events
@@ -328,3 +329,34 @@ def test_the_server_side_never_imports_torch() -> None:
     code = "import sys, core.jobs, core.worker; print(sorted(m for m in sys.modules if 'torch' in m))"
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=30)
     assert done.stdout.strip() == "[]", done.stderr
+
+
+def test_a_real_tiny_training_runs_end_to_end_through_the_queue(home: Path, tmp_path: Path) -> None:
+    data = tmp_path / "colours"
+    for label, colour in {"red": (220, 30, 30), "blue": (30, 30, 220)}.items():
+        (data / label).mkdir(parents=True)
+        for i in range(8):
+            shade = tuple(max(0, c - 9 * i) for c in colour)
+            Image.new("RGB", (40, 40), shade).save(data / label / f"{i}.png")
+    plan = {
+        "data": str(data),
+        "backbone": "mobilenet_v3_small",
+        "case": 4,
+        "weights": "none",
+        "epochs": 1,
+        "batch_size": 4,
+        "image_size": 32,
+        "augment": "none",
+        "device": "cpu",
+    }
+
+    run_id = jobs.submit(plan)
+    final = wait_for_state(run_id, "done", timeout_s=120)
+
+    assert final["message"] == ""
+    directory = jobs.run_dir(run_id)
+    assert (directory / "model" / "model.pt2").is_file()
+    assert {"batch", "epoch", "done"} <= set(event_types(run_id))
+    row = jobs.list_runs()[0]
+    assert (row["backbone"], row["case"]) == ("mobilenet_v3_small", 4)
+    assert 0.0 <= row["best_val_accuracy"] <= 1.0
