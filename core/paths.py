@@ -10,8 +10,9 @@ DEFAULT_HOME = "~/.transfer_lab"
 
 
 def home() -> Path:
-    """The root of all app storage; tests point ``TRANSFER_LAB_HOME`` at a temp dir."""
-    return Path(os.environ.get(HOME_ENV, DEFAULT_HOME)).expanduser()
+    """The root of all app storage, absolute (workers run elsewhere); tests point
+    ``TRANSFER_LAB_HOME`` at a temp dir."""
+    return Path(os.environ.get(HOME_ENV, DEFAULT_HOME)).expanduser().resolve()
 
 
 def datasets_dir() -> Path:
