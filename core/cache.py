@@ -10,8 +10,8 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -52,7 +52,9 @@ class ImageCache(torch.utils.data.Dataset):
         if size < 1:
             raise ValueError(f"size must be a positive number of pixels, got {size!r}")
         if interpolation not in RESAMPLING:
-            raise ValueError(f"unknown interpolation {interpolation!r}; choose one of: {', '.join(RESAMPLING)}")
+            raise ValueError(
+                f"unknown interpolation {interpolation!r}; choose one of: {', '.join(RESAMPLING)}"
+            )
         self.samples = list(samples)
         self.size = size
         self.labels = torch.tensor([s.label for s in self.samples], dtype=torch.int64)
@@ -108,7 +110,9 @@ class ImageCache(torch.utils.data.Dataset):
         return f"images-{self.size}-{digest.hexdigest()[:24]}"
 
 
-def square_pixels(path: Path, size: int, resample: Image.Resampling = Image.Resampling.BILINEAR) -> np.ndarray:
+def square_pixels(
+    path: Path, size: int, resample: Image.Resampling = Image.Resampling.BILINEAR
+) -> np.ndarray:
     """The image at ``path`` as uint8 ``[3, size, size]``: shorter side scaled to ``size``, then
     the centre square, done as one resize of the centre square (the same pixels, less work)."""
     try:

@@ -14,4 +14,13 @@ from core.ingest import Dataset, Sample, ingest
 from core.limits import IngestError, Limits
 from core.report import DatasetReport
 
-__all__ = ["Dataset", "DatasetReport", "ImageCache", "IngestError", "Limits", "Sample", "decode_image", "ingest"]
+__all__ = [
+    "Dataset",
+    "DatasetReport",
+    "ImageCache",
+    "IngestError",
+    "Limits",
+    "Sample",
+    "decode_image",
+    "ingest",
+]

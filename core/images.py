@@ -8,7 +8,6 @@ mode (greyscale, palette, alpha, CMYK, 16-bit) turned into 8-bit RGB.
 from __future__ import annotations
 
 import io
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,16 +50,14 @@ def read_image(
     # Decoders of malformed files raise anything from OSError to struct.error or ZeroDivisionError;
     # for untrusted input each of them means "not a usable image", never a crash.
     try:
-        with warnings.catch_warnings():
-            # Our own pixel limit decides; Pillow only warns between 1x and 2x its own.
-            warnings.simplefilter("ignore")
-            with Image.open(fp, formats=DECODERS) as image:
-                info = ImageInfo(image.width, image.height, image.mode, image.format or "")
-                _check_pixels(info, max_pixels)
-                if draft is not None and image.format in ("JPEG", "MPO"):
-                    image.draft("RGB", draft)
-                image.load()
-                return to_rgb(_upright(image)), info
+        with Image.open(fp, formats=DECODERS) as image:
+            info = ImageInfo(image.width, image.height, image.mode, image.format or "")
+            # Pillow only warns between 1x and 2x its MAX_IMAGE_PIXELS: our own limit decides.
+            _check_pixels(info, max_pixels)
+            if draft is not None and image.format in ("JPEG", "MPO"):
+                image.draft("RGB", draft)
+            image.load()
+            return to_rgb(_upright(image)), info
     except IngestError:
         raise
     except Image.DecompressionBombError:

@@ -15,10 +15,11 @@ import re
 import shutil
 import tempfile
 from collections import Counter, defaultdict
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Callable, Iterator
+from typing import BinaryIO
 
 from core import paths, zipsafe
 from core.images import read_image
@@ -199,7 +200,9 @@ def _empty_manifest(source: dict[str, str], layout: Layout) -> Manifest:
     )
 
 
-def _admit(manifest: Manifest, placed: Placed, file: Path, relative: Path, digest: str, limits: Limits) -> bool:
+def _admit(
+    manifest: Manifest, placed: Placed, file: Path, relative: Path, digest: str, limits: Limits
+) -> bool:
     """Decode ``file`` and record it as an image, or as skipped with the reason; say which."""
     try:
         info = read_image(file, max_pixels=limits.max_image_pixels, draft=VALIDATION_DRAFT)[1]
@@ -208,8 +211,15 @@ def _admit(manifest: Manifest, placed: Placed, file: Path, relative: Path, diges
         return False
     manifest.images.append(
         Record(
-            placed.name, relative.as_posix(), placed.label, placed.split, digest,
-            info.width, info.height, info.mode, info.format,
+            placed.name,
+            relative.as_posix(),
+            placed.label,
+            placed.split,
+            digest,
+            info.width,
+            info.height,
+            info.mode,
+            info.format,
         )
     )
     return True
@@ -232,7 +242,8 @@ def _check_classes(manifest: Manifest) -> None:
     for label in labels:
         if usable[label] < 2:
             raise IngestError(
-                f"class {label!r} has {usable[label]} usable image(s) outside test/; each class needs at least 2"
+                f"class {label!r} has {usable[label]} usable image(s) outside test/; "
+                "each class needs at least 2"
             )
 
 
@@ -248,8 +259,13 @@ def _dataset(root: Path, work: Path, manifest: Manifest, val_fraction: float, se
         return [Sample(root / r.path, index[r.label], r.name) for r in ordered]
 
     return Dataset(
-        root, classes, samples(splits["train"]), samples(splits["val"]), samples(splits["test"]),
-        report, cache_dir=work / "cache",
+        root,
+        classes,
+        samples(splits["train"]),
+        samples(splits["val"]),
+        samples(splits["test"]),
+        report,
+        cache_dir=work / "cache",
     )
 
 

@@ -81,7 +81,8 @@ def place(names: list[str]) -> Layout:
     if not candidates:
         found = ", ".join(f"{n} {reason}" for reason, n in ignored.most_common())
         raise IngestError(
-            "no images found: expected class folders of " + "/".join(sorted(e[1:] for e in IMAGE_EXTENSIONS))
+            "no images found: expected class folders of "
+            + "/".join(sorted(e[1:] for e in IMAGE_EXTENSIONS))
             + (f" files (found {found})" if found else " files")
         )
     wrapper, candidates = _strip_wrappers(candidates)

@@ -47,7 +47,9 @@ class DatasetReport:
         return json.dumps(self.to_dict(), indent=2, ensure_ascii=False, allow_nan=False)
 
 
-def build_report(manifest: Manifest, splits: dict[str, list[Record]], classes: list[str], how: str) -> DatasetReport:
+def build_report(
+    manifest: Manifest, splits: dict[str, list[Record]], classes: list[str], how: str
+) -> DatasetReport:
     """The report for ``manifest`` once its images are assigned to ``splits``."""
     counts = {
         split: {label: 0 for label in classes} | dict(Counter(r.label for r in records))

@@ -76,7 +76,9 @@ def _uniform(n: int, low: float, high: float, generator: torch.Generator | None)
     return low + (high - low) * torch.rand(n, generator=generator)
 
 
-def _random_crop(images: torch.Tensor, crop: int, *, flip: bool, generator: torch.Generator | None) -> torch.Tensor:
+def _random_crop(
+    images: torch.Tensor, crop: int, *, flip: bool, generator: torch.Generator | None
+) -> torch.Tensor:
     """A ``crop`` square at a random place in each image (mirrored at random when ``flip``)."""
     n, channels, size, _ = images.shape
     steps = torch.arange(crop)
@@ -90,7 +92,9 @@ def _random_crop(images: torch.Tensor, crop: int, *, flip: bool, generator: torc
     return picked.gather(3, cols.view(n, 1, 1, crop).expand(n, channels, crop, crop))
 
 
-def _random_resized_crop(pixels: torch.Tensor, pre: Preprocess, generator: torch.Generator | None) -> torch.Tensor:
+def _random_resized_crop(
+    pixels: torch.Tensor, pre: Preprocess, generator: torch.Generator | None
+) -> torch.Tensor:
     """A random region (area and aspect ratio drawn per image) resampled to ``pre.crop``, half of
     them mirrored: one ``grid_sample`` for the whole batch."""
     n = pixels.shape[0]

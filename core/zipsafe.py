@@ -100,9 +100,7 @@ def check_sizes(entries: list[Entry], limits: Limits) -> None:
             )
         total += size
     if total > limits.max_total_bytes:
-        raise IngestError(
-            f"the images unpack to {total:,} bytes; the limit is {limits.max_total_bytes:,}"
-        )
+        raise IngestError(f"the images unpack to {total:,} bytes; the limit is {limits.max_total_bytes:,}")
 
 
 def extract(archive: zipfile.ZipFile, entry: Entry, dest: Path, budget: int) -> tuple[int, str]:

@@ -12,8 +12,8 @@ from __future__ import annotations
 import argparse
 import io
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 from PIL import Image
@@ -89,8 +89,12 @@ def _jpeg(pixels: np.ndarray) -> bytes:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=SAMPLES_DIR, help=f"folder for the zips (default {SAMPLES_DIR})")
-    parser.add_argument("names", nargs="*", metavar="NAME", help=f"any of {', '.join(BUILDERS)} (default: all)")
+    parser.add_argument(
+        "--out", type=Path, default=SAMPLES_DIR, help=f"folder for the zips (default {SAMPLES_DIR})"
+    )
+    parser.add_argument(
+        "names", nargs="*", metavar="NAME", help=f"any of {', '.join(BUILDERS)} (default: all)"
+    )
     args = parser.parse_args(argv)
     unknown = sorted(set(args.names) - BUILDERS.keys())
     if unknown:

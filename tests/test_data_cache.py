@@ -35,7 +35,10 @@ def banded(path: Path, size: tuple[int, int], mode: str = "RGB") -> Path:
 
 
 def test_images_are_cropped_to_the_centre_square_and_resized(tmp_path: Path) -> None:
-    samples = [Sample(banded(tmp_path / "wide.png", (40, 20)), 0), Sample(banded(tmp_path / "tall.png", (15, 45)), 1)]
+    samples = [
+        Sample(banded(tmp_path / "wide.png", (40, 20)), 0),
+        Sample(banded(tmp_path / "tall.png", (15, 45)), 1),
+    ]
     cache = ImageCache(samples, 12)
     assert not cache.on_disk
     assert cache.images.shape == (2, 3, 12, 12) and cache.images.dtype == torch.uint8
@@ -151,8 +154,12 @@ def test_ten_thousand_images_ingest_and_cache_with_bounded_memory(lab_home: Path
             archive.writestr(f"class{i % 4}/{i}.png", png(i, (12, 12)))
     result = subprocess.run(
         [sys.executable, "-c", MEASURE, str(upload), str(size)],
-        cwd=ROOT, env={**os.environ, "TRANSFER_LAB_HOME": str(lab_home)},
-        capture_output=True, text=True, timeout=300, check=True,
+        cwd=ROOT,
+        env={**os.environ, "TRANSFER_LAB_HOME": str(lab_home)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
     )
     measured = json.loads(result.stdout)
     assert measured["images"] == count and measured["on_disk"]

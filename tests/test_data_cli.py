@@ -46,7 +46,10 @@ def test_a_refusal_is_one_line_on_stderr_and_exit_1(lab_home: Path, tmp_path: Pa
     assert main(["inspect", str(path), "--json"]) == 1
     captured = capsys.readouterr()
     assert captured.out == ""
-    assert captured.err == "python -m core inspect: only one class ('cat'): a classifier needs at least 2 class folders\n"
+    assert (
+        captured.err
+        == "python -m core inspect: only one class ('cat'): a classifier needs at least 2 class folders\n"
+    )
 
 
 def test_limits_come_from_the_command_line(lab_home: Path, pets: Path, capsys) -> None:
@@ -71,7 +74,11 @@ def test_the_module_runs_as_a_command(lab_home: Path, tmp_path: Path) -> None:
     path.write_bytes(b"not a zip at all")
     result = subprocess.run(
         [sys.executable, "-m", "core", "inspect", str(path), "--json"],
-        cwd=ROOT, env={**os.environ, "TRANSFER_LAB_HOME": str(lab_home)}, capture_output=True, text=True, timeout=120,
+        cwd=ROOT,
+        env={**os.environ, "TRANSFER_LAB_HOME": str(lab_home)},
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 1 and result.stdout == ""
     assert result.stderr == "python -m core inspect: not a zip file\n"

@@ -29,7 +29,9 @@ def labels(dataset: Dataset, split: str = "train") -> set[str]:
     return {dataset.classes[s.label] for s in getattr(dataset, split)}
 
 
-@pytest.mark.parametrize("prefix", ["", "my photos/", "Users/me/pets/"], ids=["root", "wrapper", "deep-wrapper"])
+@pytest.mark.parametrize(
+    "prefix", ["", "my photos/", "Users/me/pets/"], ids=["root", "wrapper", "deep-wrapper"]
+)
 def test_class_folders_at_the_root_or_under_wrappers(lab_home: Path, prefix: str) -> None:
     dataset = ingest(make_zip(classes({"dog": 5, "cat": 5}, prefix=prefix)))
     assert dataset.classes == ["cat", "dog"]
@@ -53,16 +55,27 @@ def test_train_and_val_folders_are_used_as_given(lab_home: Path, val_name: str) 
 
 
 def test_a_test_split_is_kept_apart_and_val_is_made_from_train(lab_home: Path) -> None:
-    files = classes({"cat": 10, "dog": 10}, prefix="train/") | classes({"cat": 3, "dog": 2}, prefix="test/", start=50)
+    files = classes({"cat": 10, "dog": 10}, prefix="train/") | classes(
+        {"cat": 3, "dog": 2}, prefix="test/", start=50
+    )
     dataset = ingest(make_zip(files))
-    assert names(dataset)["test"] == {f"test/cat/{i}.png" for i in range(3)} | {"test/dog/0.png", "test/dog/1.png"}
+    assert names(dataset)["test"] == {f"test/cat/{i}.png" for i in range(3)} | {
+        "test/dog/0.png",
+        "test/dog/1.png",
+    }
     assert dataset.report.counts["val"] == {"cat": 2, "dog": 2}
     assert not names(dataset)["val"] & names(dataset)["test"]
 
 
 def test_clutter_is_ignored_and_counted(lab_home: Path) -> None:
     report = ingest(make_zip(classes({"cat": 3, "dog": 3}) | CLUTTER)).report
-    assert report.ignored == {"__MACOSX": 1, ".DS_Store": 1, "Thumbs.db": 1, "hidden file": 1, "not an image": 1}
+    assert report.ignored == {
+        "__MACOSX": 1,
+        ".DS_Store": 1,
+        "Thumbs.db": 1,
+        "hidden file": 1,
+        "not an image": 1,
+    }
     assert report.skipped == [] and report.num_images == 6
 
 
@@ -73,7 +86,12 @@ def test_images_outside_class_folders_are_skipped_by_name(lab_home: Path) -> Non
 
 def test_decomposed_accents_make_one_class(lab_home: Path) -> None:
     composed, decomposed = "café", unicodedata.normalize("NFD", "café")
-    files = {f"{composed}/a.png": png(1), f"{decomposed}/b.png": png(2), "tea/a.png": png(3), "tea/b.png": png(4)}
+    files = {
+        f"{composed}/a.png": png(1),
+        f"{decomposed}/b.png": png(2),
+        "tea/a.png": png(3),
+        "tea/b.png": png(4),
+    }
     assert ingest(make_zip(files)).classes == ["café", "tea"]
 
 
@@ -94,14 +112,18 @@ def test_val_fraction_sets_the_held_out_share(lab_home: Path) -> None:
 
 
 def test_identical_files_stay_on_one_side_of_our_split(lab_home: Path) -> None:
-    files = classes({"cat": 6, "dog": 6}) | {f"cat/copy{i}.png": png(0) for i in range(4)}  # png(0) is cat/0.png
+    files = classes({"cat": 6, "dog": 6}) | {
+        f"cat/copy{i}.png": png(0) for i in range(4)
+    }  # png(0) is cat/0.png
     for seed in range(5):
         dataset = ingest(make_zip(files), seed=seed)
         assert dataset.report.duplicates["across_splits"] == []
 
 
 def test_duplicates_within_across_classes_and_across_splits_are_reported(lab_home: Path) -> None:
-    files = classes({"cat": 4, "dog": 4}, prefix="train/") | classes({"cat": 2, "dog": 2}, prefix="val/", start=20)
+    files = classes({"cat": 4, "dog": 4}, prefix="train/") | classes(
+        {"cat": 2, "dog": 2}, prefix="val/", start=20
+    )
     files |= {"train/cat/again.png": files["train/cat/1.png"]}  # within a class
     files |= {"train/dog/cat-in-disguise.png": files["train/cat/2.png"]}  # label conflict
     files |= {"val/dog/leaked.png": files["train/dog/3.png"]}  # leakage
@@ -111,18 +133,26 @@ def test_duplicates_within_across_classes_and_across_splits_are_reported(lab_hom
     assert dupes["across_classes"] == [
         {"classes": ["cat", "dog"], "files": ["train/cat/2.png", "train/dog/cat-in-disguise.png"]}
     ]
-    assert dupes["across_splits"] == [{"splits": ["train", "val"], "files": ["train/dog/3.png", "val/dog/leaked.png"]}]
+    assert dupes["across_splits"] == [
+        {"splits": ["train", "val"], "files": ["train/dog/3.png", "val/dog/leaked.png"]}
+    ]
     text = " | ".join(report.warnings)
-    assert "label conflict" in text and "leakage" in text and "2 exact duplicates within classes" in text  # the leaked copy too
+    assert (
+        "label conflict" in text and "leakage" in text and "2 exact duplicates within classes" in text
+    )  # the leaked copy too
 
 
 def test_the_report_warns_about_small_classes_and_imbalance(lab_home: Path) -> None:
     report = ingest(make_zip(classes({"cat": 40, "dog": 4}))).report
     assert report.imbalance == {
-        "largest": {"class": "cat", "images": 40}, "smallest": {"class": "dog", "images": 4}, "ratio": 10.0
+        "largest": {"class": "cat", "images": 40},
+        "smallest": {"class": "dog", "images": 4},
+        "ratio": 10.0,
     }
     assert "fewer than 10 images in class 'dog' (4): expect unstable validation accuracy" in report.warnings
-    assert any(w.startswith("classes are imbalanced: 'cat' has 10.0x the images of 'dog'") for w in report.warnings)
+    assert any(
+        w.startswith("classes are imbalanced: 'cat' has 10.0x the images of 'dog'") for w in report.warnings
+    )
     assert not any("'cat' (" in w for w in report.warnings)
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from unittest import mock
 
 import numpy as np
+import pytest
 from fixtures.data.zips import encode, encrypted, make_zip
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
@@ -26,9 +27,20 @@ from core.data import IngestError, Limits, ingest
 
 LIMITS = Limits(max_total_bytes=2_000_000, max_ratio=50, ratio_min_bytes=64_000, max_image_pixels=2_000)
 MODES = [
-    ("RGB", "JPEG"), ("RGB", "BMP"), ("L", "PNG"), ("LA", "PNG"), ("P", "GIF"), ("RGBA", "WEBP"),
-    ("CMYK", "JPEG"), ("CMYK", "TIFF"), ("I;16", "PNG"), ("I;16", "TIFF"), ("I", "TIFF"),
-    ("F", "TIFF"), ("1", "BMP"), ("RGBA", "PNG"),
+    ("RGB", "JPEG"),
+    ("RGB", "BMP"),
+    ("L", "PNG"),
+    ("LA", "PNG"),
+    ("P", "GIF"),
+    ("RGBA", "WEBP"),
+    ("CMYK", "JPEG"),
+    ("CMYK", "TIFF"),
+    ("I;16", "PNG"),
+    ("I;16", "TIFF"),
+    ("I", "TIFF"),
+    ("F", "TIFF"),
+    ("1", "BMP"),
+    ("RGBA", "PNG"),
 ]
 EXTENSIONS = {"JPEG": "jpg", "BMP": "bmp", "PNG": "png", "GIF": "gif", "WEBP": "webp", "TIFF": "tif"}
 REFUSING = ["climb", "climb-backslash", "absolute", "symlink", "bomb", "encrypted"]
@@ -76,8 +88,14 @@ def hostile_zips(draw: st.DrawFn, outside: Path) -> bytes:
     if draw(st.sampled_from([False, False, False, True])):
         features.append(draw(st.sampled_from(REFUSING)))
     extras = [
-        with_feature(feature, prefix, outside, draw(images()), draw(st.integers(1, 12)),
-                     draw(st.integers(200_000, 1_500_000)))
+        with_feature(
+            feature,
+            prefix,
+            outside,
+            draw(images()),
+            draw(st.integers(1, 12)),
+            draw(st.integers(200_000, 1_500_000)),
+        )
         for feature in features
     ]
     return build(files, extras, encrypt="encrypted" in features)
@@ -86,7 +104,9 @@ def hostile_zips(draw: st.DrawFn, outside: Path) -> bytes:
 Extra = tuple[dict[str, bytes], dict[str, str]]  # (entries, symlinks: name -> target)
 
 
-def with_feature(feature: str, prefix: str, outside: Path, image: tuple[str, bytes], depth: int, bomb: int) -> Extra:
+def with_feature(
+    feature: str, prefix: str, outside: Path, image: tuple[str, bytes], depth: int, bomb: int
+) -> Extra:
     """The entries that add one hostile or awkward ``feature`` to a zip."""
     inside = f"{prefix}class0/"
     extension, data = image
@@ -95,7 +115,10 @@ def with_feature(feature: str, prefix: str, outside: Path, image: tuple[str, byt
     entries = {
         "climb": {"../" * depth + "escaped.png": data},
         "climb-backslash": {inside + "..\\" * depth + "escaped.png": data},
-        "absolute": {str(outside / "class0" / "absolute.png"): data, str(outside / "class1" / "absolute.png"): data},
+        "absolute": {
+            str(outside / "class0" / "absolute.png"): data,
+            str(outside / "class1" / "absolute.png"): data,
+        },
         "bomb": {inside + "bomb.bmp": bytes(bomb)},
         "clutter": {"__MACOSX/._x.png": b"\0\5\26\7", inside + ".DS_Store": b"x", "Thumbs.db": b"x"},
         "nested-zip": {inside + "more.zip": make_zip({"class0/x.png": data})},
@@ -120,13 +143,22 @@ def build(files: dict[str, bytes], extras: list[Extra], *, encrypt: bool = False
 def explicit_examples(outside: Path) -> list[bytes]:
     """Each refusing feature once, every run, whatever Hypothesis happens to draw."""
     image = ("png", encode(make_image("RGB", 4, 4, 0)))
-    files = {f"class{label}/{i}.png": encode(make_image("RGB", 4, 4, 10 * label + i)) for label in (0, 1) for i in (0, 1)}
+    files = {
+        f"class{label}/{i}.png": encode(make_image("RGB", 4, 4, 10 * label + i))
+        for label in (0, 1)
+        for i in (0, 1)
+    }
     return [
-        build(files, [with_feature(feature, "", outside, image, depth=6, bomb=300_000)], encrypt=feature == "encrypted")
+        build(
+            files,
+            [with_feature(feature, "", outside, image, depth=6, bomb=300_000)],
+            encrypt=feature == "encrypted",
+        )
         for feature in REFUSING
     ]
 
 
+@pytest.mark.filterwarnings("ignore::UserWarning")  # Pillow's complaints about damaged images
 def test_hostile_zips_raise_only_ingest_error_and_write_only_under_datasets(tmp_path: Path) -> None:
     outside = tmp_path / "outside"
     outside.mkdir()
@@ -137,7 +169,9 @@ def test_hostile_zips_raise_only_ingest_error_and_write_only_under_datasets(tmp_
     outcomes: list[tuple[bool, bool]] = []  # (accepted, reached image decoding)
 
     @settings(
-        max_examples=80, deadline=None, database=None,
+        max_examples=150,
+        deadline=None,
+        database=None,
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
     )
     @given(data=hostile_zips(outside))
@@ -145,8 +179,10 @@ def test_hostile_zips_raise_only_ingest_error_and_write_only_under_datasets(tmp_
         _reset(tmp_path)  # judge each example alone, so that shrinking finds the real culprit
         home = homes / str(len(outcomes))
         decoder = mock.Mock(wraps=ingest_module.read_image)
-        with mock.patch.dict(os.environ, {"TRANSFER_LAB_HOME": str(home)}), \
-                mock.patch.object(ingest_module, "read_image", decoder):
+        with (
+            mock.patch.dict(os.environ, {"TRANSFER_LAB_HOME": str(home)}),
+            mock.patch.object(ingest_module, "read_image", decoder),
+        ):
             try:
                 dataset = ingest(data, limits=LIMITS)
             except IngestError as exc:

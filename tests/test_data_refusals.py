@@ -116,7 +116,9 @@ def test_a_class_whose_only_other_image_is_corrupt_is_refused(lab_home: Path) ->
 
 
 def test_a_class_only_in_val_is_refused(lab_home: Path) -> None:
-    files = classes({"cat": 3, "dog": 3}, prefix="train/") | classes({"cat": 1, "fox": 1}, prefix="val/", start=9)
+    files = classes({"cat": 3, "dog": 3}, prefix="train/") | classes(
+        {"cat": 1, "fox": 1}, prefix="val/", start=9
+    )
     refuse(make_zip(files), lab_home, r"class 'fox' has images in val/ but none in train/")
 
 

@@ -42,8 +42,12 @@ def pixels_by_name(data: bytes) -> dict[str, np.ndarray]:
 
 
 def test_the_script_rebuilds_the_committed_samples(tmp_path: Path) -> None:
-    subprocess.run([sys.executable, str(ROOT / "scripts" / "make_samples.py"), "--out", str(tmp_path)],
-                   check=True, capture_output=True, timeout=120)
+    subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "make_samples.py"), "--out", str(tmp_path)],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
     for name in SAMPLES:
         committed = pixels_by_name(sample_path(name).read_bytes())
         rebuilt = pixels_by_name((tmp_path / f"{name}.zip").read_bytes())

@@ -14,7 +14,9 @@ DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 
 def batch(n: int = 8, size: int = 20, seed: int = 0) -> torch.Tensor:
-    return torch.randint(0, 256, (n, 3, size, size), dtype=torch.uint8, generator=torch.Generator().manual_seed(seed))
+    return torch.randint(
+        0, 256, (n, 3, size, size), dtype=torch.uint8, generator=torch.Generator().manual_seed(seed)
+    )
 
 
 def pixels(inputs: torch.Tensor, pre: Preprocess = PRE) -> torch.Tensor:
@@ -26,7 +28,9 @@ def pixels(inputs: torch.Tensor, pre: Preprocess = PRE) -> torch.Tensor:
 
 def windows(image: torch.Tensor, crop: int) -> list[torch.Tensor]:
     size = image.shape[-1]
-    return [image[:, y : y + crop, x : x + crop] for y in range(size - crop + 1) for x in range(size - crop + 1)]
+    return [
+        image[:, y : y + crop, x : x + crop] for y in range(size - crop + 1) for x in range(size - crop + 1)
+    ]
 
 
 def matches_some_window(output: torch.Tensor, image: torch.Tensor, crop: int) -> bool:
@@ -59,7 +63,9 @@ def test_training_without_augmentation_takes_random_crops() -> None:
 
 def test_light_augmentation_adds_horizontal_flips() -> None:
     images = batch(n=32)
-    outputs = pixels(to_model_input(images, PRE, train=True, augment="light", generator=torch.Generator().manual_seed(1)))
+    outputs = pixels(
+        to_model_input(images, PRE, train=True, augment="light", generator=torch.Generator().manual_seed(1))
+    )
     plain = [matches_some_window(out, image, 16) for out, image in zip(outputs, images)]
     mirrored = [matches_some_window(out.flip(-1), image, 16) for out, image in zip(outputs, images)]
     assert all(p or m for p, m in zip(plain, mirrored))
@@ -83,7 +89,9 @@ def test_a_seeded_generator_repeats_the_augmentation(augment: str) -> None:
     images = batch()
 
     def run(seed: int) -> torch.Tensor:
-        return to_model_input(images, PRE, train=True, augment=augment, generator=torch.Generator().manual_seed(seed))
+        return to_model_input(
+            images, PRE, train=True, augment=augment, generator=torch.Generator().manual_seed(seed)
+        )
 
     assert torch.equal(run(3), run(3))
     assert not torch.equal(run(3), run(4))

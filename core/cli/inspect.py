@@ -13,9 +13,12 @@ MIB = 1 << 20
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "path", help=f"a .zip of class folders, a folder on this machine, or a bundled sample ({', '.join(SAMPLES)})"
+        "path",
+        help=f"a .zip of class folders, a folder on this machine, or a bundled sample ({', '.join(SAMPLES)})",
     )
-    parser.add_argument("--val-fraction", type=_fraction, default=0.2, help="held out when there is no val/ (default 0.2)")
+    parser.add_argument(
+        "--val-fraction", type=_fraction, default=0.2, help="held out when there is no val/ (default 0.2)"
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of the stratified split (default 0)")
     parser.add_argument("--max-total-mb", type=_positive, help="limit on unpacked image bytes, in MiB")
     parser.add_argument("--max-entries", type=_positive, help="limit on entries in the zip")
@@ -46,7 +49,8 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(report.to_json())
         return 0
-    print(f"{report.source['name']}: {report.num_images:,} images in {len(report.classes)} classes ({report.layout})")
+    name, count = report.source["name"], report.num_images
+    print(f"{name}: {count:,} images in {len(report.classes)} classes ({report.layout})")
     print(f"Split: {report.split}")
     width = max(len("class"), *(len(label) for label in report.classes))
     print(f"  {'class':<{width}}  {'train':>6}  {'val':>6}  {'test':>6}")
