@@ -14,6 +14,7 @@ import random
 import re
 import shutil
 import tempfile
+import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -33,6 +34,7 @@ REPORT_FILENAME = "report.json"
 SYMLINK = "symbolic link (not followed)"
 # Validation needs a full decode (truncation only shows at the end), not full resolution.
 VALIDATION_DRAFT = (1, 1)
+STALE_STAGING_S = 24 * 3600
 
 
 @dataclass(frozen=True)
@@ -307,9 +309,10 @@ def _stratified(records: list[Record], fraction: float, seed: int) -> tuple[list
 
 @contextmanager
 def _staged(final: Path) -> Iterator[Path]:
-    """A fresh folder that becomes ``final`` only if the block succeeds, so a refused or
-    interrupted ingestion leaves nothing behind and no reader ever sees half a dataset."""
+    """A fresh folder that becomes ``final`` only if the block succeeds, so a refused or failed
+    ingestion leaves nothing behind and no reader ever sees half a dataset."""
     final.parent.mkdir(parents=True, exist_ok=True)
+    _sweep_stale_staging(final.parent)
     staging = Path(tempfile.mkdtemp(prefix=f".staging-{final.name[:16]}-", dir=final.parent))
     try:
         yield staging
@@ -324,6 +327,17 @@ def _staged(final: Path) -> Iterator[Path]:
                 raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _sweep_stale_staging(parent: Path) -> None:
+    """Remove staging folders that a killed process left behind; none lives for a day."""
+    cutoff = time.time() - STALE_STAGING_S
+    for folder in parent.glob(".staging-*"):
+        try:
+            if folder.stat().st_mtime < cutoff:
+                shutil.rmtree(folder, ignore_errors=True)
+        except OSError:
+            continue  # gone already: another process swept it
 
 
 def _file_sha256(fp: BinaryIO) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import time
 import zipfile
 from pathlib import Path
 
@@ -147,3 +148,14 @@ def test_a_zip_path_is_refused_the_same_way_as_its_bytes(lab_home: Path, tmp_pat
     with pytest.raises(IngestError, match="only one class"):
         ingest(path)
     assert os.listdir(lab_home / "datasets") == []
+
+
+def test_staging_left_by_a_killed_ingestion_is_swept_after_a_day(lab_home: Path) -> None:
+    datasets = lab_home / "datasets"
+    old, fresh = datasets / ".staging-old", datasets / ".staging-fresh"
+    for folder in (old, fresh):
+        (folder / "images").mkdir(parents=True)
+    day_ago = time.time() - 25 * 3600
+    os.utime(old, (day_ago, day_ago))
+    ingest(make_zip(GOOD))
+    assert not old.exists() and fresh.exists()  # a fresh one may belong to a live ingestion
