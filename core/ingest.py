@@ -66,6 +66,9 @@ def ingest(
 ) -> Dataset:
     """Validate ``source`` (a .zip path, a zip's bytes, or a folder on the server) as a dataset.
 
+    The ``datasets/<sha256>/`` folder of an earlier upload names that upload again, without its
+    bytes: that is how a training worker finds what a page ingested.
+
     Raises :class:`IngestError` with a one-line reason for anything refused. ``val_fraction`` and
     ``seed`` make the stratified validation split when the data has no ``val/`` folder; ``name``
     labels an upload given as bytes in the report.
@@ -79,7 +82,10 @@ def ingest(
             root, work, manifest = _from_zip(io.BytesIO(source), digest, name or "upload", limits, progress)
         else:
             path = Path(source)
-            if path.is_dir():
+            stored = _stored_upload(path)
+            if stored is not None:
+                root, work, manifest = path.resolve(), path.resolve(), stored
+            elif path.is_dir():
                 root, work, manifest = _from_folder(path.resolve(), limits, progress)
             elif path.is_file():
                 with open(path, "rb") as fp:
@@ -90,6 +96,16 @@ def ingest(
         return _dataset(root, work, manifest, val_fraction, seed)
     except OSError as exc:
         raise IngestError(f"could not read or store the data: {exc.strerror or exc}") from None
+
+
+def _stored_upload(path: Path) -> Manifest | None:
+    """The manifest of an upload already unpacked to ``datasets/<sha256>/``, so that a plan can
+    name the upload by that folder (a worker has no copy of the uploaded bytes)."""
+    try:
+        inside = path.resolve().parent == paths.datasets_dir()
+    except OSError:
+        return None
+    return Manifest.load(path) if inside and path.is_dir() else None
 
 
 def _from_zip(

@@ -1,0 +1,25 @@
+"""An uploaded zip, once unpacked, can be named again by its ``datasets/<sha256>/`` folder."""
+
+from core.data import ingest
+from fixtures.data.zips import classes, make_zip
+
+
+def test_a_stored_upload_is_ingested_again_by_its_folder() -> None:
+    upload = make_zip(classes({"cats": 6, "dogs": 6}))
+    first = ingest(upload, name="pets.zip")
+    again = ingest(first.root)  # what a worker gets: the folder, not the bytes
+    assert again.root == first.root
+    assert again.classes == ["cats", "dogs"]
+    assert [s.name for s in again.train] == [s.name for s in first.train]
+    assert [s.name for s in again.val] == [s.name for s in first.val]
+    assert again.report.source["name"] == "pets.zip"
+
+
+def test_an_ordinary_server_folder_is_still_validated_in_place(tmp_path) -> None:  # noqa: ANN001
+    for label in ("a", "b"):
+        (tmp_path / "data" / label).mkdir(parents=True)
+        for i in range(3):
+            (tmp_path / "data" / label / f"{i}.png").write_bytes(classes({label: 3})[f"{label}/{i}.png"])
+    dataset = ingest(tmp_path / "data")
+    assert dataset.root == (tmp_path / "data").resolve()
+    assert dataset.classes == ["a", "b"]
