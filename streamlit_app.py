@@ -2,15 +2,33 @@
 
 import streamlit as st
 
+from core import hardware, jobs
+
 st.set_page_config(page_title="Transfer Lab", page_icon=":material/model_training:", layout="wide")
+
+
+@st.cache_resource
+def recover_runs_once() -> list[str]:
+    """Runs left 'running' by a server that died are marked interrupted, once per server."""
+    return jobs.recover()
+
 
 PAGES = [
     st.Page("pages/advisor.py", title="Advisor", icon=":material/explore:", url_path="advisor", default=True),
     st.Page("pages/backbones.py", title="Backbones", icon=":material/hub:", url_path="backbones"),
     st.Page("pages/train.py", title="Train", icon=":material/model_training:", url_path="train"),
+    st.Page("pages/results.py", title="Results", icon=":material/insights:", url_path="results"),
+    st.Page("pages/predict.py", title="Predict", icon=":material/image_search:", url_path="predict"),
 ]
 
+recover_runs_once()
 page = st.navigation(PAGES)
 with st.sidebar:
-    st.caption("Transfer Lab · pick an approach, pick a network, train it on your images.")
+    st.caption(f":material/memory: {hardware.describe()}")
+    active = [r for r in jobs.list_runs() if r["state"] in ("queued", "running")]
+    for run in active:
+        label = f"{run['run_id']} · {run['backbone']} · {run['state']}"
+        st.page_link("pages/train.py", label=label, icon=":material/sync:", query_params={"run": run["run_id"]})
+    if not active:
+        st.caption("No active runs.")
 page.run()

@@ -160,3 +160,34 @@ def imagenet_history(rows: Sequence[dict[str, Any]]) -> go.Figure:
     fig.update_layout(barmode="group", height=380, margin={"l": 10, "r": 10, "t": 30, "b": 10},
                       legend={"orientation": "h", "y": 1.1})
     return fig
+
+
+def confusion_heatmap(matrix: Sequence[Sequence[int]], labels: Sequence[str]) -> go.Figure:
+    """Rows are true classes. Counts are written in the cells only while they stay legible."""
+    n = len(labels)
+    fig = go.Figure(
+        go.Heatmap(
+            z=matrix, x=list(labels), y=list(labels), colorscale="Blues",
+            text=matrix if n <= 15 else None, texttemplate="%{text}" if n <= 15 else None,
+            hovertemplate="true %{y}<br>predicted %{x}<br>%{z} images<extra></extra>",
+            colorbar={"title": "images"},
+        )
+    )
+    fig.update_xaxes(title="predicted", tickangle=-45 if n > 8 else 0, showticklabels=n <= 60)
+    fig.update_yaxes(title="true", autorange="reversed", showticklabels=n <= 60)
+    side = min(900, max(320, 18 * n + 160))
+    fig.update_layout(height=side, margin={"l": 10, "r": 10, "t": 10, "b": 10})
+    return fig
+
+
+def curves_by_run(histories: dict[str, Sequence[dict[str, Any]]]) -> go.Figure:
+    """Validation accuracy per epoch, one line per run."""
+    fig = go.Figure()
+    for run_id, history in histories.items():
+        fig.add_trace(
+            go.Scatter(x=[h["epoch"] for h in history], y=[h["val_accuracy"] for h in history],
+                       mode="lines+markers", name=run_id)
+        )
+    fig.update_layout(height=320, margin={"l": 10, "r": 10, "t": 10, "b": 10}, xaxis_title="epoch",
+                      yaxis={"title": "validation accuracy", "tickformat": ".0%"})
+    return fig

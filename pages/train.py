@@ -1,19 +1,29 @@
-"""Train: the plan carried from the Advisor and Backbones pages."""
+"""Train: choose data, check the report, set the plan, start, and watch the run live."""
+
+from __future__ import annotations
 
 import streamlit as st
 
-from core import cases
-from pages._common import draft_plan
+from core import jobs
+from pages import _live, _plan_form
+from pages._data import choose_dataset, show_report
 
 st.title("Train")
-plan = draft_plan()
-if not plan:
-    st.info("No plan yet: pick a case on the **Advisor** page and a network on the **Backbones** page.")
-else:
-    with st.container(border=True, key="draft_plan_card"):
-        if "case" in plan:
-            st.subheader(f"Case {plan['case']}: {cases.CASES[plan['case']].name}")
-        if "backbone" in plan:
-            st.markdown(f"Backbone: **{plan['backbone']}**")
-        st.json(plan, expanded=False)
-st.caption("Uploading a data set and training in the browser arrive with the training engine.")
+
+run_id = st.query_params.get("run")
+if run_id:
+    _live.show_run(run_id)
+    st.stop()
+
+dataset = choose_dataset()
+if dataset is None:
+    st.stop()
+show_report(dataset)
+
+plan = _plan_form.plan_form(dataset)
+if plan is None:
+    st.stop()
+if st.button("Start training", type="primary", key="start", icon=":material/play_arrow:"):
+    new_run = jobs.submit(plan.to_dict())
+    st.query_params["run"] = new_run
+    st.rerun()

@@ -1,0 +1,44 @@
+"""The model bundle a user downloads: ``model/`` of a run plus a README that runs it."""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from pathlib import Path
+
+from core.runs import MODEL_DIR, read_json
+
+# Five lines that need torch, torchvision and pillow, and none of Transfer Lab's code.
+SNIPPET = """\
+import json, torch, torchvision.transforms as T, PIL.Image
+p, labels = (json.load(open(f)) for f in ("preprocess.json", "labels.json"))
+model = torch.export.load("model.pt2").module()
+x = T.Compose([T.Resize(p["resize"]), T.CenterCrop(p["crop"]), T.ToTensor(), T.Normalize(p["mean"], p["std"])])(PIL.Image.open("photo.jpg").convert("RGB"))
+print(labels[model(x[None]).argmax()])
+"""
+
+
+def readme(run_dir: Path) -> str:
+    plan = read_json(Path(run_dir) / "plan.json", {})
+    labels = read_json(Path(run_dir) / MODEL_DIR / "labels.json", [])
+    return (
+        f"# Transfer Lab model: {plan.get('backbone', '?')}, case {plan.get('case', '?')}\n\n"
+        f"Classes: {', '.join(labels)}.\n\n"
+        "`model.pt2` is a `torch.export` program: float32 images `[N, 3, crop, crop]` in, logits out.\n"
+        "`preprocess.json` says how to prepare an image, `labels.json` names the outputs.\n\n"
+        "```python\n" + SNIPPET + "```\n"
+    )
+
+
+def model_bundle(run_dir: Path) -> bytes:
+    """A zip of the run's exported model and a README; raises FileNotFoundError without one."""
+    model_dir = Path(run_dir) / MODEL_DIR
+    files = sorted(p for p in model_dir.iterdir() if p.is_file()) if model_dir.is_dir() else []
+    if not files:
+        raise FileNotFoundError(f"{run_dir} has no exported model: did the run finish?")
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for path in files:
+            archive.write(path, path.name)
+        archive.writestr("README.md", readme(run_dir))
+    return buffer.getvalue()

@@ -1,0 +1,98 @@
+"""The Train page's plan step: every choice pre-filled, each with a word on when to change it."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from core import adapt, backbones, cases, weights
+from core.data import Dataset
+from core.plan import AUGMENTATIONS, Plan, PlanError
+from core.samples import SAMPLES
+from pages._common import draft_plan
+
+HELP = {
+    "case": "From the Advisor: 1 and 2 freeze the pre-trained network (small data), 3 and 4 re-train it.",
+    "backbone": "Bigger networks are more accurate and slower. Those marked offline need no download.",
+    "cut": "Case 2 keeps the network up to this stage. Earlier: more generic features, for data far from ImageNet.",
+    "weights": "ImageNet: start from pre-trained weights. None: random init, case 4's fallback when "
+    "pre-trained init does not give a successful model.",
+    "epochs": "Passes over the training images. Cases 1 and 2 are cheap per epoch: use more.",
+    "batch_size": "Images per step. Lower it if memory runs out (a GPU run halves it by itself).",
+    "lr": "Learning rate of the new layer. Case 3 trains the pre-trained layers at a tenth of it.",
+    "image_size": "Pixels per side fed to the network. Smaller is faster; the weights were trained at the default.",
+    "augment": "Random crops, flips and colour changes against over-fitting. Strong for small data sets.",
+    "val_fraction": "Share of images held out to measure accuracy, when the data has no val/ folder.",
+}
+
+
+def plan_form(dataset: Dataset) -> Plan | None:
+    """A resolved plan for ``dataset`` from the widgets, or ``None`` with the reason shown."""
+    draft = draft_plan()
+    with st.container(border=True, key="plan_form"):
+        st.subheader("Plan")
+        left, middle, right = st.columns(3)
+        case = left.radio(
+            "Case", list(cases.CASES), index=list(cases.CASES).index(draft.get("case") or _advised_case(dataset)),
+            format_func=lambda n: f"{n}: {cases.CASES[n].name}", key="plan_case", help=HELP["case"],
+        )
+        names = backbones.all_names()
+        default = draft.get("backbone") or backbones.default_backbone()
+        backbone = middle.selectbox(
+            "Backbone", names, index=names.index(default), key="plan_backbone", help=HELP["backbone"],
+            format_func=_label_backbone,
+        )
+        cut = None
+        if case == 2:
+            stages = adapt.stages(backbone)
+            cut = middle.selectbox("Cut after", stages, index=stages.index(adapt.default_cut(backbone)),
+                                   key="plan_cut", help=HELP["cut"])
+        weight_choice = middle.radio("Weights", ["imagenet", "none"], horizontal=True, key="plan_weights",
+                                     help=HELP["weights"],
+                                     index=["imagenet", "none"].index(draft.get("weights", "imagenet")))
+        min_size, exact = adapt.input_size_rule(backbone)
+        size_default = exact or backbones.preprocess_for(backbone).crop
+        image_size = right.number_input(
+            "Image size (px)", min_value=max(min_size, 32), max_value=1024, value=size_default, step=16,
+            key=f"plan_image_size_{backbone}", help=HELP["image_size"], disabled=exact is not None,
+        )
+        epochs = left.number_input("Epochs", 1, 500, value=draft.get("epochs", 10 if case <= 2 else 5),
+                                   key="plan_epochs", help=HELP["epochs"])
+        batch_size = right.select_slider("Batch size", [4, 8, 16, 32, 64, 128, 256],
+                                         value=draft.get("batch_size", 32), key="plan_batch", help=HELP["batch_size"])
+        lr = right.select_slider("Learning rate", [1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2],
+                                 value=draft.get("lr", 1e-3), format_func=lambda v: f"{v:g}", key="plan_lr",
+                                 help=HELP["lr"])
+        augment = left.selectbox("Augmentation", AUGMENTATIONS, index=AUGMENTATIONS.index(draft.get("augment", "light")),
+                                 key="plan_augment", help=HELP["augment"])
+        val_fraction = right.slider("Validation share", 0.1, 0.5, value=draft.get("val_fraction", 0.2),
+                                    step=0.05, key="plan_val", help=HELP["val_fraction"],
+                                    disabled=not _needs_split(dataset))
+    try:
+        return Plan(
+            data=str(dataset.root), backbone=backbone, case=case, cut=cut, weights=weight_choice,
+            epochs=int(epochs), batch_size=int(batch_size), lr=float(lr), image_size=int(image_size),
+            augment=augment, val_fraction=float(val_fraction),
+        ).resolve()
+    except PlanError as exc:
+        st.error(str(exc), icon=":material/error:")
+        return None
+
+
+def _advised_case(dataset: Dataset) -> int:
+    """The Advisor's case for this data set; a sample knows its similarity, an upload is 'unsure'."""
+    source = dataset.report.source
+    sample = SAMPLES.get(source.get("name", "")) or next(
+        (s for s in SAMPLES.values() if s.title == source.get("name")), None)
+    similarity = sample.similarity if sample else "unsure"
+    images = max(dataset.report.num_images, len(dataset.classes))
+    return cases.recommend(images, len(dataset.classes), similarity).case
+
+
+def _needs_split(dataset: Dataset) -> bool:
+    return not dataset.report.counts.get("val") or not any(dataset.report.counts["val"].values())
+
+
+def _label_backbone(name: str) -> str:
+    if name in backbones.EXTRA_BACKBONES:
+        return f"{name} (offline)"
+    return f"{name} (on disk)" if weights.weights_on_disk(name) else name

@@ -1,0 +1,63 @@
+"""Predict: try a trained model on new images, with the preprocessing its run used."""
+
+from __future__ import annotations
+
+import plotly.graph_objects as go
+import streamlit as st
+
+from core import jobs
+from core.data import IngestError, decode_image
+from core.predict import Predictor
+from core.runs import MODEL_DIR, run_dir
+
+
+@st.cache_resource(max_entries=4, show_spinner="Loading the model...")
+def predictor(run_id: str) -> Predictor:
+    return Predictor(run_dir(run_id) / MODEL_DIR)
+
+
+def top_classes_chart(top: tuple[tuple[str, float], ...]) -> go.Figure:
+    labels = [label for label, _ in top][::-1]
+    fig = go.Figure(go.Bar(x=[p for _, p in top][::-1], y=labels, orientation="h",
+                           text=[f"{p:.1%}" for _, p in top][::-1], textposition="auto"))
+    fig.update_layout(height=60 + 36 * len(top), margin={"l": 10, "r": 10, "t": 10, "b": 10},
+                      xaxis={"range": [0, 1], "tickformat": ".0%"})
+    return fig
+
+
+st.title("Predict")
+done = [r for r in jobs.list_runs() if r["state"] == "done"]
+if not done:
+    st.info("No finished run yet: train one on the **Train** page.")
+    st.stop()
+
+labels = {r["run_id"]: f"{r['run_id']} · {r['backbone']} · case {r['case']} · {(r['best_val_accuracy'] or 0):.0%}"
+          for r in done}
+wanted = st.query_params.get("run")
+ids = list(labels)
+run_id = st.selectbox("Model", ids, index=ids.index(wanted) if wanted in ids else 0,
+                      format_func=labels.get, key="model")
+model = predictor(run_id)
+st.caption(f"Classes: {', '.join(model.labels)} · input {model.pre.crop} px")
+
+uploads = st.file_uploader("Images", type=["jpg", "jpeg", "png", "bmp", "gif", "webp", "tif", "tiff"],
+                           accept_multiple_files=True, key="images")
+shots = []
+if st.toggle("Use the camera", key="camera_on", help="Browsers allow the camera only over HTTPS or on localhost."):
+    shot = st.camera_input("Take a photo", key="camera")
+    shots = [shot] if shot else []
+
+for upload in [*(uploads or []), *shots]:
+    try:
+        image = decode_image(upload.getvalue())
+    except (IngestError, OSError) as exc:
+        st.error(f"{upload.name}: {exc}")
+        continue
+    [prediction] = model.predict([image], top_k=5)
+    left, right = st.columns([1, 2])
+    left.image(image, caption=upload.name, width="stretch")
+    with right:
+        best, probability = prediction.top[0]
+        st.markdown(f"### {best}  \n{probability:.1%} confident")
+        st.plotly_chart(top_classes_chart(prediction.top), width="stretch", key=f"bars_{upload.name}_{id(upload)}",
+                        config={"displayModeBar": False})

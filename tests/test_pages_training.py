@@ -1,0 +1,155 @@
+"""Train, Results and Predict pages in every state a user meets, headless through AppTest."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from PIL import Image
+from streamlit.testing.v1 import AppTest
+
+from core import jobs
+from core.events import EventLog
+from core.runs import new_run_id, run_dir, write_json
+from core.samples import sample_path
+
+APP = str(Path(__file__).resolve().parents[1] / "streamlit_app.py")
+TIMEOUT = 180
+TINY_PLAN = {"backbone": "efficientnet_lite0", "case": 1, "epochs": 2, "batch_size": 16,
+             "image_size": 64, "augment": "none", "device": "cpu"}
+
+
+def open_page(page: str, **query: str) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    for key, value in query.items():
+        at.query_params[key] = value
+    at.run()
+    at.switch_page(page).run()
+    assert not at.exception, at.exception
+    return at
+
+
+@pytest.fixture(scope="session")
+def finished_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real (tiny) case-1 run on the faces sample, trained once for the whole session."""
+    import os
+
+    from core import train
+
+    home = tmp_path_factory.mktemp("trained_home")
+    old = os.environ.get("TRANSFER_LAB_HOME")
+    os.environ["TRANSFER_LAB_HOME"] = str(home)
+    try:
+        run_id = new_run_id()
+        directory = run_dir(run_id)
+        directory.mkdir(parents=True)
+        write_json(directory / "plan.json", {**TINY_PLAN, "data": str(sample_path("faces"))})
+        jobs.record_state(directory, {"pid": None, "submitted": 0.0, "started": 0.0}, "running")
+        train.run(directory, EventLog(directory))
+        jobs.record_state(directory, {"pid": None, "submitted": 0.0, "started": 0.0, "finished": 30.0}, "done")
+    finally:
+        if old is None:
+            os.environ.pop("TRANSFER_LAB_HOME")
+        else:
+            os.environ["TRANSFER_LAB_HOME"] = old
+    return directory
+
+
+@pytest.fixture
+def trained(finished_run: Path, lab_home: Path) -> str:
+    """The finished run, copied into this test's own storage."""
+    shutil.copytree(finished_run, lab_home / "runs" / finished_run.name)
+    return finished_run.name
+
+
+def test_train_page_shows_the_sample_report_and_a_prefilled_plan() -> None:
+    at = open_page("pages/train.py")
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Classes"] == "2" and metrics["Training images"] == "160"
+    assert at.radio(key="plan_case").value == 1  # faces are small and similar: case 1
+    assert at.selectbox(key="plan_backbone").value == "efficientnet_lite0"
+
+
+def test_plan_from_the_advisor_is_prefilled() -> None:
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    at.session_state["draft_plan"] = {"case": 2}
+    at.run()
+    at.switch_page("pages/train.py").run()
+    assert at.radio(key="plan_case").value == 2
+    assert at.selectbox(key="plan_cut").value  # case 2 offers the backbone's stages
+
+
+def test_a_refused_folder_is_a_message_not_a_traceback(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    only = tmp_path / "data" / "one_class" / "cats"
+    only.mkdir(parents=True)
+    for i in range(3):
+        Image.new("RGB", (8, 8), (i, 0, 0)).save(only / f"{i}.png")
+    monkeypatch.setenv("TRANSFER_LAB_DATA_ROOT", str(tmp_path / "data"))
+    at = open_page("pages/train.py")
+    at.segmented_control(key="source").set_value("folder").run()
+    at.text_input(key="folder").input("one_class").run()
+    assert not at.exception
+    assert "cannot be used" in at.error[0].value and "class" in at.error[0].value
+
+
+def test_a_folder_outside_the_data_root_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "data").mkdir()
+    monkeypatch.setenv("TRANSFER_LAB_DATA_ROOT", str(tmp_path / "data"))
+    at = open_page("pages/train.py")
+    at.segmented_control(key="source").set_value("folder").run()
+    at.text_input(key="folder").input("../../etc").run()
+    assert "outside" in at.error[0].value
+
+
+def test_a_queued_run_says_its_place(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TRANSFER_LAB_MAX_RUNS", "1")
+    first = jobs.submit({"seconds": 30}, target="tests.helpers_jobs:forever")
+    second = jobs.submit({"seconds": 1}, target="tests.helpers_jobs:sleepy")
+    try:
+        at = open_page("pages/train.py", run=second)
+        assert any("place 1 in the queue" in m.value for m in at.markdown)
+    finally:
+        jobs.cancel(second)
+        jobs.cancel(first)
+
+
+def test_a_failed_run_shows_its_reason() -> None:
+    run = jobs.submit({}, target="tests.helpers_jobs:failing")
+    _wait_final(run)
+    at = open_page("pages/train.py", run=run)
+    assert any("failed" in m.value for m in at.markdown)
+    assert any("learning rate 'fast'" in e.value for e in at.error)
+
+
+def test_a_done_run_links_to_results(trained: str) -> None:
+    at = open_page("pages/train.py", run=trained)
+    assert any("**done**" in m.value for m in at.markdown)
+    assert "Training finished" in at.success[0].value
+
+
+def test_results_empty_then_with_a_run(trained: str, lab_home: Path) -> None:
+    at = open_page("pages/results.py")
+    assert at.dataframe[0].value.shape[0] == 1
+    assert at.metric[0].label == "Best val accuracy"
+    assert at.get("plotly_chart")  # curves and the confusion matrix
+    assert at.get("download_button")
+
+
+def test_results_without_runs_points_to_train() -> None:
+    at = open_page("pages/results.py")
+    assert "No runs yet" in at.info[0].value
+
+
+def test_predict_without_runs_and_with_one(trained: str) -> None:
+    at = open_page("pages/predict.py")
+    assert at.selectbox(key="model").value == trained
+    assert "faces" in at.caption[0].value or "Classes:" in at.caption[0].value
+
+
+def _wait_final(run: str, timeout: float = 30) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while jobs.status(run)["state"] not in ("done", "failed", "cancelled") and time.monotonic() < deadline:
+        time.sleep(0.2)
