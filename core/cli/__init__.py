@@ -17,6 +17,7 @@ COMMANDS: dict[str, str] = {
     "backbones": "core.cli.backbones",
     "fetch-weights": "core.cli.fetch_weights",
     "inspect": "core.cli.inspect",
+    "estimate": "core.cli.estimate",
     "train": "core.cli.train",
     "predict": "core.cli.predict",
     "export": "core.cli.export",

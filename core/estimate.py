@@ -1,0 +1,99 @@
+"""How long a plan will take here, from timing real batches of its own data on its own device.
+
+The Train page shows this before the user starts. It runs in a process of its own (``python -m
+core estimate``) so that the web server never initialises CUDA.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+
+from core import adapt
+from core.backbones import preprocess_for
+from core.batches import ImageSource
+from core.cache import ImageCache
+from core.data import ingest
+from core.device import accelerator
+from core.loop import Optimisation
+from core.plan import Plan
+
+
+@dataclass(frozen=True)
+class Estimate:
+    prepare_s: float  # before the first epoch: decoding images (and, cases 1-2, caching features)
+    epoch_s: float  # each epoch after that
+    train_images: int
+    val_images: int
+    device: str
+    precision: str
+
+    @property
+    def first_epoch_s(self) -> float:
+        return self.prepare_s + self.epoch_s
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self) | {"first_epoch_s": self.first_epoch_s}
+
+
+def estimate(plan: Plan, batches: int = 2) -> Estimate:
+    """Time ``batches`` real batches (the first one warms up, the last one counts)."""
+    plan = plan.resolve()
+    dataset = ingest(plan.data, val_fraction=plan.val_fraction, seed=plan.seed)
+    accel = accelerator(plan.device, plan.precision)
+    pre = preprocess_for(plan.backbone).scaled_to(plan.image_size)
+    count = min(len(dataset.train), batches * plan.batch_size)
+    started = time.perf_counter()
+    cache = ImageCache(dataset.train[:count], pre.resize, interpolation=pre.interpolation)
+    decode_per_image = (time.perf_counter() - started) / count
+    source = ImageSource(cache, pre, accel, train=True, augment=plan.augment)
+    chunks = [torch.arange(i, min(i + plan.batch_size, count)) for i in range(0, count, plan.batch_size)]
+    model = adapt.build_model(plan.backbone, plan.case, len(dataset.classes), plan.weights, plan.cut)
+    n_train, n_val = len(dataset.train), len(dataset.val) + len(dataset.test)
+    decode = decode_per_image * (n_train + n_val)
+    if plan.trains_body:
+        train_per_image = _train_step_seconds(model, source, chunks, accel)
+        eval_per_image = _forward_seconds(accel.prepare(model), source, chunks[-1], accel)
+        epoch = train_per_image * n_train + eval_per_image * n_val
+        prepare = decode
+    else:
+        body, _ = adapt.split_frozen(model)
+        views = plan.feature_views if plan.augment != "none" else 1
+        embed_per_image = _forward_seconds(accel.prepare(body), source, chunks[-1], accel)
+        prepare = decode + embed_per_image * (n_train * views + n_val)
+        epoch = 0.0  # the head trains on cached features: negligible next to the preparation
+    return Estimate(prepare, epoch, n_train, n_val, str(accel.device), accel.precision)
+
+
+def _train_step_seconds(model: torch.nn.Module, source: ImageSource, chunks: list, accel) -> float:  # noqa: ANN001
+    model = accel.prepare(model).train()
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    opt = Optimisation(model, torch.optim.AdamW(trainable, lr=1e-4), accel, aux_weight=adapt.aux_weight(model))
+    seconds = 0.0
+    for indices in chunks:
+        inputs, labels = source.load(indices, epoch=0)
+        seconds = _timed(lambda: opt.step(inputs, labels), accel)
+    return seconds / len(chunks[-1])
+
+
+@torch.no_grad()
+def _forward_seconds(module: torch.nn.Module, source: ImageSource, indices: torch.Tensor, accel) -> float:  # noqa: ANN001
+    module.eval()
+    inputs, _ = source.load(indices, epoch=0)
+    with accel.autocast():
+        module(inputs)  # warm-up: first calls pick kernels and allocate
+        seconds = _timed(lambda: module(inputs), accel)
+    return seconds / len(indices)
+
+
+def _timed(work, accel) -> float:  # noqa: ANN001
+    if accel.device.type == "cuda":
+        torch.cuda.synchronize(accel.device)
+    started = time.perf_counter()
+    work()
+    if accel.device.type == "cuda":
+        torch.cuda.synchronize(accel.device)
+    return time.perf_counter() - started
