@@ -6,8 +6,11 @@ core estimate``) so that the web server never initialises CUDA.
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 import torch
@@ -66,6 +69,20 @@ def estimate(plan: Plan, batches: int = 2) -> Estimate:
         prepare = decode + embed_per_image * (n_train * views + n_val)
         epoch = 0.0  # the head trains on cached features: negligible next to the preparation
     return Estimate(prepare, epoch, n_train, n_val, str(accel.device), accel.precision)
+
+
+def estimate_in_subprocess(plan: dict[str, Any], timeout_s: float = 600) -> Estimate:
+    """``estimate`` in a fresh process: what the web server calls, since timing a GPU batch
+    initialises CUDA. Raises ``RuntimeError`` with the command's one-line message on failure."""
+    result = subprocess.run(
+        [sys.executable, "-m", "core", "estimate", json.dumps(plan), "--json"],
+        capture_output=True, text=True, timeout=timeout_s,
+    )
+    if result.returncode != 0:
+        lines = result.stderr.strip().splitlines() or [f"exit code {result.returncode}"]
+        raise RuntimeError(lines[-1])
+    data = json.loads(result.stdout)
+    return Estimate(**{f.name: data[f.name] for f in fields(Estimate)})
 
 
 def _train_step_seconds(model: torch.nn.Module, source: ImageSource, chunks: list, accel) -> float:  # noqa: ANN001

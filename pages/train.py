@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import subprocess
+
 import streamlit as st
 
 from core import jobs
+from core.estimate import estimate_in_subprocess
 from pages import _live, _plan_form
 from pages._data import choose_dataset, show_report
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds / 60:.1f} min" if seconds >= 90 else f"{seconds:.0f} s"
+
 
 st.title("Train")
 
@@ -23,7 +31,21 @@ show_report(dataset)
 plan = _plan_form.plan_form(dataset)
 if plan is None:
     st.stop()
-if st.button("Start training", type="primary", key="start", icon=":material/play_arrow:"):
+estimate_col, start_col = st.columns([3, 1])
+if estimate_col.button("Estimate time", key="estimate", icon=":material/timer:",
+                       help="Times two real batches of your data on this machine."):
+    with st.spinner("Timing two batches..."):
+        try:
+            guess = estimate_in_subprocess(plan.to_dict())
+            estimate_col.info(
+                f"About {_duration(guess.prepare_s)} to prepare (decode images"
+                f"{', compute features' if plan.case <= 2 else ''}), then {_duration(guess.epoch_s)} "
+                f"per epoch on {guess.device} ({guess.precision}): {_duration(guess.prepare_s + guess.epoch_s * plan.epochs)} in all.",
+                icon=":material/timer:",
+            )
+        except (RuntimeError, subprocess.TimeoutExpired) as exc:
+            estimate_col.warning(f"Could not estimate: {exc}")
+if start_col.button("Start training", type="primary", key="start", icon=":material/play_arrow:"):
     new_run = jobs.submit(plan.to_dict())
     st.query_params["run"] = new_run
     st.rerun()

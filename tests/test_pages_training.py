@@ -153,3 +153,11 @@ def _wait_final(run: str, timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
     while jobs.status(run)["state"] not in ("done", "failed", "cancelled") and time.monotonic() < deadline:
         time.sleep(0.2)
+
+
+def test_estimate_button_times_real_batches(monkeypatch: pytest.MonkeyPatch) -> None:
+    at = open_page("pages/train.py")
+    at.number_input(key="plan_image_size_efficientnet_lite0").set_value(64).run()
+    at.button(key="estimate").click().run()
+    assert not at.exception
+    assert "to prepare" in at.info[0].value and "per epoch on cpu" in at.info[0].value
