@@ -83,6 +83,19 @@ class Optimisation:
             self.accel.device.type, enabled=self.accel.needs_grad_scaler
         )
 
+    def train_mode(self) -> None:
+        """Training mode, except for BatchNorm layers whose parameters are frozen.
+
+        A frozen layer's running statistics are part of what was frozen: updating them from
+        a few small batches would shift the features under the head being trained.
+        """
+        self.model.train()
+        for module in self.model.modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm) and not any(
+                p.requires_grad for p in module.parameters(recurse=False)
+            ):
+                module.eval()
+
     def loss(self, output: torch.Tensor | tuple, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Loss and main logits. GoogLeNet and Inception v3 return their auxiliary logits too in
         training; those add to the loss with the family's weight (0.3 / 0.4), as in the papers."""
@@ -123,7 +136,7 @@ def train_one_epoch(
     ranks: Ranks,
 ) -> tuple[float, float]:
     """One pass over ``batches``; returns mean loss and accuracy over all ranks' samples."""
-    opt.model.train()
+    opt.train_mode()
     delay = float(os.environ.get(STEP_DELAY_ENV) or 0)
     totals = torch.zeros(3, dtype=torch.float64)  # loss sum, correct, seen
     started = time.perf_counter()

@@ -39,7 +39,11 @@ from core.runs import METRICS_FILE, MODEL_DIR, PLAN_FILE, read_json, write_json
 SUCCESS_MARGIN = 0.05
 # A tie in validation accuracy counts as progress only if the loss falls by at least this much.
 LOSS_MIN_DELTA = 1e-4
-BATCH_EVENT_INTERVAL_S = 0.25  # at most four progress lines a second, and every epoch's last
+BATCH_EVENT_INTERVAL_S = 0.25
+# Weights ported from TensorFlow (EfficientNet-Lite, MobileNetV3) move BatchNorm's running
+# statistics by 1 % a step; fine-tuned on a new data set they would still describe ImageNet
+# after hundreds of steps, and evaluation would normalise with the wrong numbers.
+MIN_BN_MOMENTUM = 0.1  # at most four progress lines a second, and every epoch's last
 
 
 @dataclass(frozen=True)
@@ -125,6 +129,7 @@ class Training:
             raise TrainingError("the validation split is empty: add images or raise val_fraction")
         if plan.trains_body:
             self.model = self.accel.prepare(self.model)
+            _quicken_batch_norm(self.model)
             self.trainable, self.frozen = self.model, None
             self.train_source = self._images(own, train=True)
             self.val_source = self._images(self.dataset.val, train=False) if main else None
@@ -203,12 +208,16 @@ class Training:
         return bool(patience) and not in_first_stage and epoch - self.best_epoch >= patience
 
     def _start_stage(self, head_only: bool) -> Optimisation:
-        """A fresh optimiser for a stage; case 3's first stage trains the new head alone."""
+        """A fresh optimiser for a stage; case 3's first stage trains the new head alone.
+
+        Alone but for BatchNorm, as fastai's ``freeze`` leaves it: normalising with batch
+        statistics from the start means nothing shifts under the head when the body joins in.
+        """
         plan = self.plan
         if plan.trains_body:
             groups = param_groups(self.model, plan.lr, plan.body_learning_rate)
             if head_only:
-                groups = [g for g in groups if g["name"] == "head"]
+                groups = _head_and_norms(self.model, groups)
             training = {id(p) for g in groups for p in g["params"]}
             for p in self.model.parameters():  # no gradients at all for the waiting body
                 p.requires_grad_(id(p) in training)
@@ -291,6 +300,26 @@ class Training:
             result["suggest"] = "from_scratch"
         result["warnings"] = self.warnings
         return result
+
+
+def _head_and_norms(model: nn.Module, groups: list[dict]) -> list[dict]:
+    """The head's group and, at the body's rate, the body's BatchNorm weights and biases."""
+    head = next(g for g in groups if g["name"] == "head")
+    body = [g for g in groups if g["name"] == "body"]
+    if not body:
+        return [head]
+    norm_ids = {
+        id(p) for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
+        for p in m.parameters(recurse=False)
+    }
+    norms = [p for p in body[0]["params"] if id(p) in norm_ids]
+    return [head, {**body[0], "name": "body_norms", "params": norms}]
+
+
+def _quicken_batch_norm(model: nn.Module) -> None:
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.momentum is not None:
+            module.momentum = max(module.momentum, MIN_BN_MOMENTUM)
 
 
 def _without_accuracy(report: dict[str, Any]) -> dict[str, Any]:

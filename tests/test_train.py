@@ -3,16 +3,30 @@ metrics), then every case end to end on the bundled digits."""
 
 from __future__ import annotations
 
+import contextlib
+import io
+import json
+import time
+import zipfile
 from collections import namedtuple
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Iterator, Sequence
 
 import pytest
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from torch import nn
 
 from core import metrics
+from core.cli import main
 from core.device import Accelerator, Ranks
+from core.events import read_events
 from core.loop import Optimisation, epoch_batches, halve_batch_on_oom, lr_at, shard
+from core.plan import Plan
+from core.samples import sample_path
+from core.train import fit
 
 
 def test_an_epoch_sees_every_sample_once_in_a_new_order() -> None:
@@ -115,3 +129,203 @@ def test_imbalance_gives_rare_classes_more_weight() -> None:
     weights = metrics.balanced_class_weights(labels, 2)
     assert weights[1] / weights[0] == pytest.approx(9.0)
     assert metrics.majority_rate(labels, 2) == pytest.approx(0.9)
+
+
+def test_step_delay_slows_each_training_batch_for_live_tests(monkeypatch: pytest.MonkeyPatch) -> None:
+    from core.batches import FeatureSource
+    from core.loop import train_one_epoch
+
+    accel = Accelerator(torch.device("cpu"), "fp32", channels_last=False)
+    head = nn.Linear(4, 2)
+    optimizer = torch.optim.SGD([{"params": head.parameters(), "lr": 0.1, "base_lr": 0.1}])
+    source = FeatureSource([torch.randn(8, 4)], torch.tensor([0, 1] * 4), accel)
+    steps = []
+    monkeypatch.setenv("TRANSFER_LAB_STEP_DELAY", "0.05")
+    started = time.perf_counter()
+    train_one_epoch(Optimisation(head, optimizer, accel), source, epoch_batches(8, 2, 0, 0), 0,
+                    lambda step: 1.0, lambda step, of, loss, rate: steps.append(step), Ranks())
+    assert steps == [1, 2, 3, 4]
+    assert time.perf_counter() - started >= 4 * 0.05
+
+
+# -- end to end on the bundled digits ----------------------------------------------------------------
+# EfficientNet-Lite0 is the one pre-trained backbone that works offline. Images are 8x8 digits shown
+# at 64 px (48 px where the whole network trains), on subsets that keep each run to seconds.
+
+LITE0 = {"backbone": "efficientnet_lite0", "image_size": 64, "batch_size": 32, "augment": "none"}
+
+
+def digits_folder(root: Path, per_class: int, classes: Sequence[str] = tuple("0123456789")) -> Path:
+    """The first ``per_class`` images of each digit, as class folders."""
+    with zipfile.ZipFile(sample_path("digits")) as archive:
+        for name in sorted(archive.namelist()):
+            label = name.split("/")[0]
+            if label in classes and len(list((root / label).glob("*.png"))) < per_class:
+                (root / label).mkdir(parents=True, exist_ok=True)
+                (root / name).write_bytes(archive.read(name))
+    return root
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """One storage home for the module's shared runs (the per-test home is function-scoped)."""
+    with pytest.MonkeyPatch.context() as patch:
+        folder = tmp_path_factory.mktemp("home")
+        patch.setenv("TRANSFER_LAB_HOME", str(folder))
+        yield folder
+
+
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return digits_folder(tmp_path_factory.mktemp("digits"), per_class=50)
+
+
+@pytest.fixture(scope="module")
+def five_digits(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """0 to 4, 30 of each: where the whole network trains, fewer images keep the run short."""
+    return digits_folder(tmp_path_factory.mktemp("five_digits"), per_class=30, classes=tuple("01234"))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread() -> Iterator[None]:
+    """Two OpenMP threads on two shared cores stall each other when anything else runs."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def case1(home: Path, digits: Path, tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
+    """Case 1 through the CLI, as a user runs it, with spies on the body and on the export."""
+    import core.train as train
+
+    run_dir = tmp_path_factory.mktemp("case1") / "run"
+    seen = SimpleNamespace(images=0, exported=None, hook=None)
+
+    def counting_split(model: nn.Module) -> tuple[nn.Module, nn.Module]:
+        body, head = real_split(model)
+        seen.hook = body.register_forward_pre_hook(
+            lambda module, args: setattr(seen, "images", seen.images + len(args[0])))
+        return body, head
+
+    def keeping_export(model: nn.Module, *args: object) -> Path:
+        seen.hook.remove()  # the spy stays out of the exported program
+        seen.exported = model
+        return real_export(model, *args)
+
+    real_split, real_export = train.split_frozen, train.export_model
+    out, err = io.StringIO(), io.StringIO()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(train, "split_frozen", counting_split)
+        patch.setattr(train, "export_model", keeping_export)
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = main(["train", str(digits), "--backbone", "efficientnet_lite0", "--case", "1", "--epochs", "3",
+                         "--image-size", "64", "--lr", "1e-2", "--augment", "none", "--precision", "bf16",
+                         "--out", str(run_dir)])
+    assert code == 0, err.getvalue()
+    metrics_ = json.loads((run_dir / "metrics.json").read_text())
+    return SimpleNamespace(run_dir=run_dir, metrics=metrics_, events=read_events(run_dir), stdout=out.getvalue(),
+                           stderr=err.getvalue(), body_images=seen.images, exported=seen.exported)
+
+
+def test_case_1_on_pre_trained_features_is_well_above_chance_in_3_epochs(case1: SimpleNamespace) -> None:
+    assert case1.metrics["epochs_run"] == 3
+    assert case1.metrics["best_val_accuracy"] >= 0.6  # chance: 0.1
+
+
+def test_case_1_runs_the_frozen_body_once_per_image(case1: SimpleNamespace) -> None:
+    assert case1.body_images == 500  # 400 training and 100 validation images, for 3 epochs
+
+
+def test_the_run_directory_is_complete(case1: SimpleNamespace) -> None:
+    files = {p.relative_to(case1.run_dir).as_posix() for p in case1.run_dir.rglob("*") if p.is_file()}
+    assert files == {"plan.json", "events.jsonl", "metrics.json",
+                     "model/model.pt2", "model/labels.json", "model/preprocess.json"}
+    plan = json.loads((case1.run_dir / "plan.json").read_text())
+    assert (plan["backbone"], plan["case"], plan["image_size"]) == ("efficientnet_lite0", 1, 64)
+
+
+def test_metrics_describe_the_kept_model(case1: SimpleNamespace) -> None:
+    m = case1.metrics
+    assert m["labels"] == list("0123456789")
+    assert m["val_accuracy"] == m["history"][-1]["val_accuracy"] and m["best_val_accuracy"] >= m["val_accuracy"]
+    confusion = torch.tensor(m["confusion_matrix"])
+    assert confusion.sum() == 100 and confusion.diag().sum() / 100 == pytest.approx(m["best_val_accuracy"], abs=0.011)
+    assert [m["per_class"][c]["support"] for c in m["labels"]] == confusion.sum(1).tolist()  # rows: true classes
+    worst = m["top_losses"][0]
+    assert worst["true"] != worst["predicted"] and 0 < worst["confidence"] <= 1
+    assert worst["file"].endswith(".png") and worst["file"].split("/")[0] == worst["true"]
+    assert m["class_weights"] is None and m["precision"] == "bf16" and "test" not in m
+
+
+def test_events_stream_batches_epochs_and_done(case1: SimpleNamespace) -> None:
+    events = case1.events
+    batches = [e for e in events if e["type"] == "batch"]
+    assert batches and all(e["steps"] == 13 and e["loss"] > 0 and e["images_per_s"] > 0 for e in batches)
+    epochs = [e for e in events if e["type"] == "epoch"]
+    assert [e["epoch"] for e in epochs] == [1, 2, 3] and all(e["epochs"] == 3 for e in epochs)
+    assert set(epochs[0]) >= {"train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "seconds", "time"}
+    assert events[-1] == {**events[-1], "type": "done", "best_val_accuracy": case1.metrics["best_val_accuracy"]}
+
+
+def test_the_cli_prints_plain_lines_off_a_terminal(case1: SimpleNamespace) -> None:
+    assert "\r" not in case1.stderr
+    assert [line.split(":")[0] for line in case1.stderr.splitlines()] == ["epoch 1/3", "epoch 2/3", "epoch 3/3"]
+    assert case1.stdout.startswith("best validation accuracy ")
+
+
+def test_the_exported_program_predicts_what_the_model_in_memory_predicts(case1: SimpleNamespace, digits: Path) -> None:
+    from core.cache import ImageCache
+    from core.export import load_model
+    from core.ingest import Sample
+    from core.transforms import to_model_input
+
+    program, pre, labels = load_model(case1.run_dir / "model")
+    samples = [Sample(path, int(path.parent.name)) for path in sorted(digits.glob("*/*.png"))[::25]]
+    inputs = to_model_input(ImageCache(samples, pre.resize).images, pre, train=False)
+    with torch.no_grad():
+        expected = case1.exported.eval()(inputs)
+    torch.testing.assert_close(program(inputs), expected, atol=1e-4, rtol=1e-4)
+
+
+def test_bf16_on_cpu_lands_within_2_points_of_fp32(case1: SimpleNamespace, digits: Path, tmp_path: Path) -> None:
+    plan = Plan.from_dict({**LITE0, "data": str(digits), "case": 1, "epochs": 3, "lr": 1e-2, "precision": "fp32"})
+    fp32 = fit(plan, tmp_path / "fp32", lambda event: None)
+    assert fp32["precision"] == "fp32"
+    assert abs(case1.metrics["best_val_accuracy"] - fp32["best_val_accuracy"]) <= 0.02
+
+
+@pytest.mark.parametrize("case", [2, 3, 4])
+def test_cases_2_3_and_4_beat_chance_clearly(case: int, home: Path, five_digits: Path, tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """Also: case 3 trains the new head alone for its first epoch (fastai's fine_tune); case 4 does not."""
+    import core.train as train
+
+    models, body, head = [], [], []
+
+    def keeping_build(*args: object, **kwargs: object) -> nn.Module:
+        models.append(real_build(*args, **kwargs))
+        record(None)
+        return models[0]
+
+    def record(event: object) -> None:
+        if case in (3, 4) and (event is None or getattr(event, "type", "") == "epoch"):
+            parameters = dict(models[0].named_parameters())
+            body.append(parameters["_conv_stem.weight"].detach().float().clone())
+            head.append(parameters["_fc.weight"].detach().float().clone() if "_fc.weight" in parameters else None)
+
+    real_build = train.build_model
+    monkeypatch.setattr(train, "build_model", keeping_build)
+    # Training the whole of EfficientNet's depthwise convolutions is faster in fp32 on CPUs.
+    size, lr, precision = (64, 1e-2, "bf16") if case == 2 else (48, 3e-3, "fp32")
+    plan = Plan.from_dict({**LITE0, "data": str(five_digits), "case": case, "epochs": 3, "image_size": size,
+                           "batch_size": 16, "lr": lr, "precision": precision})
+    result = fit(plan, tmp_path / "run", record)
+    assert result["best_val_accuracy"] >= 0.4  # chance: 0.2
+    assert (tmp_path / "run" / "model" / "model.pt2").is_file()
+    if case == 3:
+        assert torch.equal(body[1], body[0]) and not torch.equal(head[1], head[0])
+        assert not torch.equal(body[2], body[1])
+    if case == 4:
+        assert not torch.equal(body[1], body[0])
