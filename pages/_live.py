@@ -145,7 +145,8 @@ def _curves(epochs: list[dict[str, Any]]) -> go.Figure:
                              mode="lines+markers", yaxis="y2", line={"dash": "dot"}))
     fig.update_layout(
         height=320, margin={"l": 10, "r": 10, "t": 30, "b": 10}, xaxis_title="epoch",
-        yaxis={"title": "loss"}, yaxis2={"title": "accuracy", "overlaying": "y", "side": "right", "range": [0, 1]},
+        yaxis={"title": "loss"}, yaxis2={"title": "accuracy", "overlaying": "y", "side": "right", "range": [0, 1.02],
+                "tickformat": ".0%"},
         legend={"orientation": "h", "y": 1.15},
     )
     return fig

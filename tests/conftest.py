@@ -58,9 +58,10 @@ def app_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     port = _free_port()
     home = tmp_path_factory.mktemp("browser_home")
     log = open(home / "server.log", "w")
-    env = {**os.environ, "TRANSFER_LAB_HOME": str(home)}
+    # Workers sleep after each batch so that a tiny run lasts long enough to watch it live.
+    env = {**os.environ, "TRANSFER_LAB_HOME": str(home), "TRANSFER_LAB_STEP_DELAY": "0.3"}
     process = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", str(ROOT / "streamlit_app.py"),
+        [sys.executable, str(ROOT / "scripts" / "serve.py"),
          "--server.address", "127.0.0.1", "--server.port", str(port), "--server.headless", "true"],
         cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
     )

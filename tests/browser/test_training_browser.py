@@ -1,0 +1,74 @@
+"""The whole path in a real browser: upload, train live, inspect, download, predict.
+
+The server's workers sleep ``TRANSFER_LAB_STEP_DELAY`` after each batch (set for the browser
+server in conftest), so a tiny run lasts long enough to watch its progress move.
+"""
+
+from __future__ import annotations
+
+import time
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from core.samples import sample_path
+
+pytestmark = pytest.mark.browser
+
+
+def progress_text(page) -> str:  # noqa: ANN001
+    return " | ".join(page.locator(".st-key-run_status [data-testid='stProgress']").all_inner_texts())
+
+
+def test_upload_train_watch_inspect_download_predict(
+    page, app_url: str, tmp_path: Path, screenshot_dir: Path | None  # noqa: ANN001
+) -> None:
+    page.goto(f"{app_url}/train")
+    page.get_by_text("Training images").wait_for(timeout=120_000)  # the first visit imports torch
+    page.get_by_text("Upload a zip", exact=True).click()
+    page.locator("input[type='file']").set_input_files(str(sample_path("faces")))
+    page.get_by_text("Training images").wait_for(timeout=60_000)
+    size = page.get_by_role("spinbutton", name="Image size (px)")
+    size.fill("96")
+    size.press("Enter")
+    epochs = page.get_by_role("spinbutton", name="Epochs")
+    epochs.fill("4")
+    epochs.press("Enter")
+    page.get_by_role("button", name="Start training").click()
+
+    # Live progress: the page redraws from the run directory while the worker trains.
+    page.locator(".st-key-run_status").wait_for(timeout=60_000)
+    seen: set[str] = set()
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        text = progress_text(page)
+        if text and text not in seen:
+            seen.add(text)
+            if screenshot_dir and len(seen) == 3:
+                page.screenshot(path=str(screenshot_dir / "train.png"))
+        if page.get_by_text("Training finished").count():
+            break
+        time.sleep(0.5)
+    assert len(seen) >= 2, f"progress never moved: {seen}"
+
+    page.get_by_text("Open Results").click()
+    page.get_by_text("Confusion matrix").wait_for(timeout=60_000)
+    page.locator(".st-key-confusion .js-plotly-plot, [data-testid='stPlotlyChart']").first.wait_for()
+    with page.expect_download() as download:
+        page.get_by_role("button", name="Download the model").click()
+    bundle = tmp_path / "bundle.zip"
+    download.value.save_as(bundle)
+    assert {"model.pt2", "labels.json", "preprocess.json", "README.md"} <= set(zipfile.ZipFile(bundle).namelist())
+    if screenshot_dir:
+        page.screenshot(path=str(screenshot_dir / "results.png"))
+
+    face = tmp_path / "face.png"
+    face.write_bytes(zipfile.ZipFile(sample_path("faces")).read("face/000.png"))
+    page.goto(f"{app_url}/predict")
+    page.locator("input[type='file']").set_input_files(str(face))
+    verdict = page.locator("h3").filter(has_text="face")
+    verdict.first.wait_for(timeout=60_000)
+    assert verdict.first.inner_text().strip() in {"face", "not_face"}
+    if screenshot_dir:
+        page.screenshot(path=str(screenshot_dir / "predict.png"))
