@@ -16,13 +16,14 @@ are part of what was frozen. Every model records what was done to it in ``model.
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass
 from itertools import chain
 
 import torch
-from torch import nn
+import torchvision
+from torch import fx, nn
 from torchvision.models import get_model, get_model_weights
-from torchvision.models.feature_extraction import create_feature_extractor
 
 from core.extras import EXTRA_BACKBONES
 from core.families import AuxHeads, Family, family_of
@@ -269,12 +270,7 @@ def _drop_aux(model: nn.Module, aux: AuxHeads) -> None:
 
 
 def _truncated(model: nn.Module, backbone: str, family: Family, cut: str, num_classes: int) -> Truncated:
-    """Trace the backbone's own forward and keep it up to ``cut``; later stages are not copied."""
-    trunk = create_feature_extractor(model, return_nodes={cut: "features"}, suppress_diff_warning=True)
-    for graph in (trunk.train_graph, trunk.eval_graph):  # return the tensor itself, not a dict
-        output = next(node for node in graph.nodes if node.op == "output")
-        output.args = (output.args[0]["features"],)
-    trunk.recompile()
+    trunk = _trunk(model, cut)
     _freeze(trunk)
     pool = GlobalAvgPool(POOL_DIMS[family.layout])
     weight = next(trunk.parameters())
@@ -284,17 +280,47 @@ def _truncated(model: nn.Module, backbone: str, family: Family, cut: str, num_cl
     return truncated
 
 
+def _trunk(model: nn.Module, cut: str) -> fx.GraphModule:
+    """The backbone's own forward, traced in eval mode and stopped after the stage ``cut``.
+
+    The stage's output is the last operation run inside it (as torchvision's feature extractor
+    defines it). Everything after goes, checks included (ViT asserts the shape of each encoder
+    layer's input, which would keep later layers running), so later stages are not even copied.
+    The eval trace suits a frozen trunk: no train-only branches such as stochastic depth.
+    """
+    model.eval()
+    graph = fx.Tracer(autowrap_modules=(math, torchvision.ops)).trace(model)
+    inside = [node for node in graph.nodes if cut in _module_paths(node)]
+    if not inside:
+        raise LookupError(f"stage {cut!r} runs no operation in {type(model).__name__}'s forward")
+    features = inside[-1]
+    output = next(node for node in graph.nodes if node.op == "output")
+    output.args = (features,)
+    for node in reversed(list(graph.nodes)):
+        if node is features:
+            break
+        if node is not output:
+            graph.erase_node(node)
+    trunk = fx.GraphModule(model, graph, class_name=f"{type(model).__name__}Trunk")
+    trunk.graph.eliminate_dead_code()
+    trunk.delete_all_unused_submodules()
+    trunk.recompile()
+    return trunk
+
+
+def _module_paths(node: fx.Node) -> set[str]:
+    """The dotted paths of the modules whose forward ran ``node`` (the tracer records them)."""
+    return {path for path, _ in node.meta.get("nn_module_stack", {}).values()}
+
+
 def _feature_width(trunk: nn.Module, pool: nn.Module, backbone: str) -> int:
     """The pooled feature width at the cut, from a forward pass on the meta device (no compute)."""
     min_size, exact = input_size_rule(backbone, case=2)
     size = exact or max(min_size, 224)
     tensors = chain(trunk.named_parameters(), trunk.named_buffers())
     meta = {name: torch.empty_like(t, device="meta") for name, t in tensors}
-    was_training = trunk.training
-    trunk.eval()
     with torch.no_grad():
         features = torch.func.functional_call(trunk, meta, (torch.empty(1, 3, size, size, device="meta"),))
-    trunk.train(was_training)
     return pool(features).shape[-1]
 
 
@@ -338,5 +364,5 @@ def _with_replaced(module: nn.Module, path: str, replacement: nn.Module) -> nn.M
 def _surgery(model: nn.Module) -> Surgery:
     surgery = getattr(model, "surgery", None)
     if not isinstance(surgery, Surgery):
-        raise ValueError(f"this {type(model).__name__} was not built by core.adapt.build_model")
+        raise TypeError(f"this {type(model).__name__} was not built by core.adapt.build_model")
     return surgery

@@ -17,9 +17,10 @@ measured on the module the way torchvision counts them (multiply-adds; the READM
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 from core.preprocess import Preprocess
 

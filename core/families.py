@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 
 from core.extras import EXTRA_BACKBONES
 
@@ -173,7 +173,7 @@ FAMILIES: tuple[Family, ...] = (
 )
 
 
-@lru_cache(maxsize=1)
+@cache
 def torchvision_names() -> tuple[str, ...]:
     """Every classification model in torchvision's registry."""
     import torchvision
@@ -186,7 +186,7 @@ def backbone_names() -> tuple[str, ...]:
     return torchvision_names() + tuple(sorted(EXTRA_BACKBONES))
 
 
-@lru_cache(maxsize=None)
+@cache
 def family_of(backbone: str) -> Family:
     """The description that covers ``backbone``; ValueError naming the valid choices if none."""
     names = backbone_names()

@@ -16,6 +16,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import torch
+from torchvision.models import WeightsEnum, get_model_weights
 
 from core.extras import EXTRA_BACKBONES
 from core.families import family_of
@@ -118,9 +119,7 @@ def _extra_file(backbone: str) -> Path:
     return extra.weights_file()
 
 
-def _weights_enum(backbone: str):  # noqa: ANN202 - a torchvision WeightsEnum member
-    from torchvision.models import get_model_weights
-
+def _weights_enum(backbone: str) -> WeightsEnum:
     return get_model_weights(backbone).DEFAULT
 
 
