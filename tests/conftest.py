@@ -32,6 +32,38 @@ def lab_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return home
 
 
+TINY_PLAN = {"backbone": "efficientnet_lite0", "case": 1, "epochs": 2, "batch_size": 16,
+             "image_size": 64, "augment": "none", "device": "cpu"}
+
+
+@pytest.fixture(scope="session")
+def finished_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real (tiny) case-1 run on the faces sample, trained once for the whole session."""
+    from core import jobs, train
+    from core.events import EventLog
+    from core.runs import new_run_id, run_dir, write_json
+    from core.samples import sample_path
+
+    home = tmp_path_factory.mktemp("trained_home")
+    old = os.environ.get("TRANSFER_LAB_HOME")
+    os.environ["TRANSFER_LAB_HOME"] = str(home)
+    try:
+        run_id = new_run_id()
+        directory = run_dir(run_id)
+        directory.mkdir(parents=True)
+        write_json(directory / "plan.json", {**TINY_PLAN, "data": str(sample_path("faces"))})
+        jobs.record_state(directory, {"pid": None, "submitted": 0.0, "started": 0.0}, "running")
+        train.run(directory, EventLog(directory))
+        jobs.record_state(directory, {"pid": None, "submitted": 0.0, "started": 0.0, "finished": 30.0}, "done")
+    finally:
+        if old is None:
+            os.environ.pop("TRANSFER_LAB_HOME")
+        else:
+            os.environ["TRANSFER_LAB_HOME"] = old
+    return directory
+
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -10,14 +11,9 @@ from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 from core import jobs
-from core.events import EventLog
-from core.runs import new_run_id, run_dir, write_json
-from core.samples import sample_path
 
 APP = str(Path(__file__).resolve().parents[1] / "streamlit_app.py")
 TIMEOUT = 180
-TINY_PLAN = {"backbone": "efficientnet_lite0", "case": 1, "epochs": 2, "batch_size": 16,
-             "image_size": 64, "augment": "none", "device": "cpu"}
 
 
 def open_page(page: str, **query: str) -> AppTest:
@@ -28,32 +24,6 @@ def open_page(page: str, **query: str) -> AppTest:
     at.switch_page(page).run()
     assert not at.exception, at.exception
     return at
-
-
-@pytest.fixture(scope="session")
-def finished_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A real (tiny) case-1 run on the faces sample, trained once for the whole session."""
-    import os
-
-    from core import train
-
-    home = tmp_path_factory.mktemp("trained_home")
-    old = os.environ.get("TRANSFER_LAB_HOME")
-    os.environ["TRANSFER_LAB_HOME"] = str(home)
-    try:
-        run_id = new_run_id()
-        directory = run_dir(run_id)
-        directory.mkdir(parents=True)
-        write_json(directory / "plan.json", {**TINY_PLAN, "data": str(sample_path("faces"))})
-        jobs.record_state(directory, {"pid": None, "submitted": 0.0, "started": 0.0}, "running")
-        train.run(directory, EventLog(directory))
-        jobs.record_state(directory, {"pid": None, "submitted": 0.0, "started": 0.0, "finished": 30.0}, "done")
-    finally:
-        if old is None:
-            os.environ.pop("TRANSFER_LAB_HOME")
-        else:
-            os.environ["TRANSFER_LAB_HOME"] = old
-    return directory
 
 
 @pytest.fixture
@@ -161,3 +131,19 @@ def test_estimate_button_times_real_batches(monkeypatch: pytest.MonkeyPatch) -> 
     at.button(key="estimate").click().run()
     assert not at.exception
     assert "to prepare" in at.info[0].value and "per epoch on cpu" in at.info[0].value
+
+
+def test_case_four_that_failed_offers_a_from_scratch_rerun(trained: str, lab_home: Path) -> None:
+    metrics_file = lab_home / "runs" / trained / "metrics.json"
+    metrics = json.loads(metrics_file.read_text())
+    metrics_file.write_text(json.dumps({**metrics, "suggest": "from_scratch"}))
+    at = open_page("pages/results.py")
+    assert "train from scratch" in at.warning[0].value
+    at.button(key="rerun_scratch").click().run()
+    rerun = next(r for r in jobs.list_runs() if r["run_id"] != trained)
+    try:
+        plan = json.loads((lab_home / "runs" / rerun["run_id"] / "plan.json").read_text())
+        assert plan["weights"] == "none" and plan["backbone"] == "efficientnet_lite0"
+        assert at.title[0].value == "Train"
+    finally:
+        jobs.cancel(rerun["run_id"])

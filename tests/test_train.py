@@ -329,3 +329,114 @@ def test_cases_2_3_and_4_beat_chance_clearly(case: int, home: Path, five_digits:
         assert not torch.equal(body[2], body[1])
     if case == 4:
         assert not torch.equal(body[1], body[0])
+
+
+def test_googlenet_trains_with_its_auxiliary_heads_weighted_0_3(home: Path, five_digits: Path, tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    seen = []
+    real_loss = Optimisation.loss
+
+    def spying_loss(self: Optimisation, output: object, labels: torch.Tensor) -> object:
+        seen.append((type(output).__name__, self.aux_weight))
+        return real_loss(self, output, labels)
+
+    monkeypatch.setattr(Optimisation, "loss", spying_loss)
+    plan = Plan(data=str(five_digits), backbone="googlenet", case=4, weights="none", epochs=1, image_size=32,
+                batch_size=32, augment="none", precision="fp32")
+    fit(plan, tmp_path / "run", lambda event: None)
+    assert set(seen) == {("GoogLeNetOutputs", 0.3)}
+    from core.export import load_model
+
+    program, _, labels = load_model(tmp_path / "run" / "model")
+    assert program(torch.zeros(3, 3, 32, 32)).shape == (3, len(labels))  # evaluation: logits only
+
+
+def test_out_of_memory_halves_the_batch_and_the_run_goes_on(home: Path, five_digits: Path, tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    import core.train as train
+
+    class SmallMemory(nn.Module):
+        """A head that runs out of memory on training batches of more than 8."""
+
+        def __init__(self, head: nn.Module) -> None:
+            super().__init__()
+            self.head = head
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            if self.training and x.shape[0] > 8:
+                raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 MiB")
+            return self.head(x)
+
+    real_split = train.split_frozen
+    monkeypatch.setattr(train, "split_frozen", lambda model: (real_split(model)[0], SmallMemory(real_split(model)[1])))
+    events = []
+    plan = Plan.from_dict({**LITE0, "data": str(five_digits), "case": 1, "epochs": 1, "batch_size": 32})
+    result = fit(plan, tmp_path / "run", events.append)
+    warnings = [e.message for e in events if e.type == "warning"]
+    assert warnings == ["out of memory: retrying with batch size 16", "out of memory: retrying with batch size 8"]
+    assert {e.steps for e in events if e.type == "batch"} == {15}  # 120 training images, 8 at a time
+    assert result["warnings"] == warnings and result["epochs_run"] == 1
+
+
+def noise_folder(root: Path, counts: dict[str, int], size: int = 24) -> Path:
+    """Random pixels in class folders: nothing to learn."""
+    generator = torch.Generator().manual_seed(0)
+    for label, count in counts.items():
+        (root / label).mkdir(parents=True)
+        for i in range(count):
+            pixels = torch.randint(0, 256, (size, size, 3), dtype=torch.uint8, generator=generator)
+            Image.fromarray(pixels.numpy()).save(root / label / f"{i}.png")
+    return root
+
+
+def test_case_4_that_fails_from_pre_trained_weights_suggests_training_from_scratch(
+    home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import core.train as train
+
+    monkeypatch.setattr(train, "export_model", lambda *args: None)  # export is tested elsewhere
+    data = noise_folder(tmp_path / "noise", {"cats": 20, "dogs": 5})
+    events = []
+    plan = Plan.from_dict({**LITE0, "data": str(data), "case": 4, "epochs": 1, "image_size": 32, "batch_size": 8,
+                           "precision": "fp32"})
+    result = fit(plan, tmp_path / "run", events.append)
+    assert result["suggest"] == "from_scratch"
+    [warning] = [e.to_dict() for e in events if e.type == "warning"]
+    assert warning["suggest"] == "from_scratch" and "train from scratch (weights 'none')" in warning["message"]
+    assert result["warnings"] == [warning["message"]]
+
+
+@pytest.fixture(scope="module")
+def stalled(home: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """Case 1 on imbalanced digits (30 zeros, 6 ones) at a learning rate too small to change anything."""
+    import core.train as train
+
+    root = tmp_path_factory.mktemp("stalled")
+    data = digits_folder(root / "digits", per_class=30, classes=("0",))
+    digits_folder(data, per_class=6, classes=("1",))
+    plan = Plan.from_dict({**LITE0, "data": str(data), "case": 1, "epochs": 6, "lr": 1e-9, "patience": 1})
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(train, "export_model", lambda *args: None)
+        return fit(plan, root / "run", lambda event: None)
+
+
+def test_a_run_that_stops_improving_stops_early(stalled: dict) -> None:
+    assert (stalled["epochs_run"], stalled["best_epoch"]) == (2, 1)
+
+
+def test_large_imbalance_weights_the_rare_class(stalled: dict) -> None:
+    weights = dict(zip(stalled["labels"], stalled["class_weights"]))
+    assert weights["1"] / weights["0"] == pytest.approx(24 / 5, rel=0.01)  # 24 zeros, 5 ones train
+
+
+def test_the_same_seed_gives_the_same_run(home: Path, five_digits: Path, tmp_path: Path,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    import core.train as train
+
+    monkeypatch.setattr(train, "export_model", lambda *args: None)
+    plan = Plan.from_dict({**LITE0, "data": str(five_digits), "case": 1, "epochs": 2, "augment": "light",
+                           "feature_views": 2, "seed": 7})
+    runs = [fit(plan, tmp_path / name, lambda event: None) for name in ("first", "second")]
+    first, second = ([{k: v for k, v in epoch.items() if k != "seconds"} for epoch in r["history"]] for r in runs)
+    assert first == second
+    assert runs[0]["confusion_matrix"] == runs[1]["confusion_matrix"]

@@ -1,0 +1,128 @@
+"""Under torchrun: two gloo processes share the images, and rank 0 alone writes the run directory.
+
+Run by pytest, this file starts ``torchrun --nproc-per-node 2`` on itself; run by torchrun, its
+``__main__`` block is one rank: it records which training samples it sees and forbids rank 1
+every write into the run directory, then trains.
+"""
+
+from __future__ import annotations
+
+import builtins
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+TORCHRUN = Path(sys.executable).with_name("torchrun")
+PLAN = {"backbone": "efficientnet_lite0", "case": 1, "epochs": 2, "image_size": 64, "batch_size": 16,
+        "lr": 3e-3, "augment": "none", "precision": "fp32"}
+
+
+def test_two_processes_share_each_epoch_and_rank_0_alone_writes(tmp_path: Path, lab_home: Path) -> None:
+    from core.events import read_events
+    from core.plan import Plan
+    from core.samples import sample_path
+    from core.train import fit
+
+    data = str(sample_path("digits"))
+    run_dir, log_dir = tmp_path / "run", tmp_path / "seen"
+    run_dir.mkdir()
+    log_dir.mkdir()
+    plan = Plan.from_dict({**PLAN, "data": data})
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TRANSFER_LAB_HOME": str(lab_home)}
+    completed = subprocess.run(
+        [str(TORCHRUN), "--standalone", "--nproc-per-node", "2", __file__, str(run_dir), str(log_dir),
+         json.dumps(plan.to_dict())],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+
+    seen = [json.loads((log_dir / f"rank{rank}.json").read_text()) for rank in (0, 1)]
+    train_size = seen[0]["train_size"]
+    for epoch in ("0", "1"):
+        both = seen[0]["epochs"][epoch] + seen[1]["epochs"][epoch]
+        assert sorted(both) == list(range(train_size))  # every sample once, none twice
+        assert seen[0]["epochs"][epoch] and seen[1]["epochs"][epoch]
+    assert seen[1]["writes"] == []
+
+    events = read_events(run_dir)
+    assert [e["epoch"] for e in events if e["type"] == "epoch"] == [1, 2]  # one stream, not two
+    assert [e["type"] for e in events].count("done") == 1
+    assert (run_dir / "model" / "model.pt2").is_file()
+    two = json.loads((run_dir / "metrics.json").read_text())["best_val_accuracy"]
+
+    alone = tmp_path / "alone"
+    one = fit(plan, alone, lambda event: None)["best_val_accuracy"]
+    assert two > 0.5 and one > 0.5
+    assert abs(two - one) < 0.15
+
+
+def _one_rank(run_dir: Path, log_dir: Path, plan_json: str) -> None:
+    """One torchrun rank: train, noting the samples seen, and (rank 1) refusing run-dir writes."""
+    import core.train as train
+    from core.device import ranks_from_env
+    from core.events import EventLog
+    from core.plan import Plan
+
+    ranks = ranks_from_env()
+    record: dict = {"epochs": {}, "writes": []}
+    shares: list[list[int]] = []
+
+    def shard(count, ranks_, seed):  # noqa: ANN001, ANN202 - a spy with the real signature
+        share = real_shard(count, ranks_, seed)
+        record["train_size"] = count
+        shares.append(share)
+        return share
+
+    def epoch_batches(count, batch_size, seed, epoch):  # noqa: ANN001, ANN202
+        batches = real_batches(count, batch_size, seed, epoch)
+        record["epochs"][epoch] = [shares[0][i] for b in batches for i in b.tolist()]
+        return batches
+
+    real_shard, real_batches = train.shard, train.epoch_batches
+    train.shard, train.epoch_batches = shard, epoch_batches
+    if not ranks.is_main:
+        _forbid_writes_under(run_dir, record["writes"])
+    try:
+        train.fit(Plan.from_dict(json.loads(plan_json)), run_dir, EventLog(run_dir) if ranks.is_main else print)
+    finally:
+        (log_dir / f"rank{ranks.rank}.json").write_text(json.dumps(record))
+
+
+def _forbid_writes_under(folder: Path, writes: list[str]) -> None:
+    folder = str(folder.resolve())
+    real_open, real_os_open = builtins.open, os.open
+
+    def guard(path: object, writing: bool) -> None:
+        if writing and os.path.abspath(str(path)).startswith(folder):
+            writes.append(str(path))
+            raise PermissionError(f"rank 1 tried to write {path}")
+
+    def checked_open(file, mode="r", *args, **kwargs):  # noqa: ANN001, ANN202
+        guard(file, any(c in mode for c in "wax+"))
+        return real_open(file, mode, *args, **kwargs)
+
+    def checked_os_open(path, flags, *args, **kwargs):  # noqa: ANN001, ANN202
+        guard(path, bool(flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT)))
+        return real_os_open(path, flags, *args, **kwargs)
+
+    builtins.open, os.open = checked_open, checked_os_open
+    for name in ("mkdir", "rename", "replace", "unlink"):
+        original = getattr(os, name)
+
+        def checked(path, *args, _original=original, **kwargs):  # noqa: ANN001, ANN202
+            guard(path, True)
+            return _original(path, *args, **kwargs)
+
+        setattr(os, name, checked)
+
+
+if __name__ == "__main__":
+    _one_rank(Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3])
+elif shutil.which(str(TORCHRUN)) is None:
+    pytest.skip(f"no torchrun next to {sys.executable}", allow_module_level=True)
