@@ -42,7 +42,9 @@ class Family:
     stages: tuple[str, ...]  # ordered dotted module names; case 2 may cut after any of them
     default_cut: str  # a member of stages
     pattern: str = ""  # regular expression over registry names that this description covers
-    layout: str = "nchw"  # how a stage's output is laid out, for case 2's global pooling
+    # How a stage's output is laid out, for case 2's global average pooling: nchw, nhwc (Swin),
+    # or tokens (ViT's [batch, tokens, width], averaged over every token, class token included).
+    layout: str = "nchw"
     exact_size: bool = False  # position embeddings or windows fix the input size at build time
     transform_input: bool = False  # the weights expect torchvision's transform_input=True
     size_kwarg: str | None = None  # builder argument that must match the weights' input size
