@@ -197,7 +197,7 @@ def _extra_row(name: str) -> BackboneRow:
         top5=_finite(extra.top5),
         input_size=extra.preprocess.crop,
         resize_size=extra.preprocess.resize,
-        min_size=extra.preprocess.crop,
+        min_size=extra.min_size,
         weights=f"{name} (package)",
         on_disk=extra.weights_available(),
         offline=extra.weights_available(),

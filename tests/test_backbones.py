@@ -44,6 +44,7 @@ def test_input_sizes_come_from_the_weights_not_from_folklore(rows: dict) -> None
     assert rows["googlenet"].input_size == 224  # the course notes say 299: wrong
     assert rows["resnet50"].input_size == 224
     assert rows["vit_h_14"].input_size == 518
+    assert rows["efficientnet_lite0"].min_size == 32  # any size from 32 px up, 224 by default
 
 
 def test_families_and_years_are_filled_in(rows: dict) -> None:
