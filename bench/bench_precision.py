@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/bench_precision.py [--model resnet18] [--size 224] [--batch 32]
 
+Any backbone the surgery knows works (``--model efficientnet_lite0``), with random weights.
 The ratios are what matter: both precisions run in the same process on the same machine, one
 after the other, with the same random inputs. On CPUs without bf16 units (AVX-512 BF16 / AMX)
 bf16 is emulated and slower; ``core.device`` then stays in fp32.
@@ -16,16 +17,16 @@ import time
 from pathlib import Path
 
 import torch
-import torchvision
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from core.adapt import build_model  # noqa: E402
 from core.device import Accelerator, cpu_has_bf16, select_device  # noqa: E402
 
 
 def images_per_second(accel: Accelerator, model_name: str, size: int, batch: int, steps: int, train: bool) -> float:
     torch.manual_seed(0)
-    model = accel.prepare(torchvision.models.get_model(model_name, weights=None, num_classes=10))
+    model = accel.prepare(build_model(model_name, 4, 10, weights="none"))
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     inputs = accel.to_device(torch.randn(batch, 3, size, size))
     labels = torch.randint(0, 10, (batch,), device=accel.device)

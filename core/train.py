@@ -169,6 +169,9 @@ class Training:
                           train_accuracy=train_accuracy, lr=_head_lr(opt))
             stop = self._validate(record, time.perf_counter() - started) if self.ranks.is_main else False
             if self._agree(stop):
+                waited = f"{plan.patience} epoch{'s' * (plan.patience > 1)}"
+                self._warn(f"stopped early after epoch {epoch + 1} of {plan.epochs}: no better validation "
+                           f"accuracy for {waited}; keeping epoch {self.best_epoch}")
                 break
 
     def _train_epoch(

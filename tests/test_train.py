@@ -422,6 +422,8 @@ def stalled(home: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
 
 def test_a_run_that_stops_improving_stops_early(stalled: dict) -> None:
     assert (stalled["epochs_run"], stalled["best_epoch"]) == (2, 1)
+    assert stalled["warnings"] == [
+        "stopped early after epoch 2 of 6: no better validation accuracy for 1 epoch; keeping epoch 1"]
 
 
 def test_large_imbalance_weights_the_rare_class(stalled: dict) -> None:
@@ -440,3 +442,82 @@ def test_the_same_seed_gives_the_same_run(home: Path, five_digits: Path, tmp_pat
     first, second = ([{k: v for k, v in epoch.items() if k != "seconds"} for epoch in r["history"]] for r in runs)
     assert first == second
     assert runs[0]["confusion_matrix"] == runs[1]["confusion_matrix"]
+
+
+def test_a_test_split_is_measured_once_at_the_end(home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import core.train as train
+
+    monkeypatch.setattr(train, "export_model", lambda *args: None)
+    source = digits_folder(tmp_path / "digits", per_class=16, classes=tuple("012"))
+    for label in "012":
+        for i, image in enumerate(sorted((source / label).glob("*.png"))):
+            split = "test" if i < 4 else "train"
+            (tmp_path / "data" / split / label).mkdir(parents=True, exist_ok=True)
+            image.rename(tmp_path / "data" / split / label / image.name)
+    plan = Plan.from_dict({**LITE0, "data": str(tmp_path / "data"), "case": 1, "epochs": 2, "lr": 1e-2})
+    result = fit(plan, tmp_path / "run", lambda event: None)
+    test = result["test"]
+    assert sum(map(sum, test["confusion_matrix"])) == 12
+    assert set(test["per_class"]) == {"0", "1", "2"} and 0 <= test["accuracy"] <= 1
+    assert all(row["file"].startswith("test/") for row in test["top_losses"])
+
+
+def test_run_trains_the_plan_in_the_run_directory(home: Path, five_digits: Path, tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """What the worker calls: the plan comes from ``plan.json``, the metrics go to ``metrics.json``."""
+    import core.train as train
+    from core.runs import write_json
+
+    monkeypatch.setattr(train, "export_model", lambda *args: None)
+    write_json(tmp_path / "plan.json", {**LITE0, "data": str(five_digits), "epochs": 1})
+    events = []
+    result = train.run(tmp_path, events.append)
+    assert json.loads((tmp_path / "metrics.json").read_text()) == result
+    assert [e.type for e in events][-2:] == ["epoch", "done"]
+
+
+def test_run_refuses_a_directory_without_a_plan(tmp_path: Path) -> None:
+    import core.train as train
+
+    with pytest.raises(train.TrainingError, match=r"has no plan.json"):
+        train.run(tmp_path, lambda event: None)
+
+
+def test_train_command_refuses_bad_plans_in_one_line(five_digits: Path, tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["train", str(five_digits), "--backbone", "efficientnet_lite0", "--case", "1",
+                 "--cut", "blocks.3", "--out", str(tmp_path / "run")]) == 1
+    assert capsys.readouterr().err == (
+        "python -m core train: cut 'blocks.3' applies to case 2 (truncated feature extraction) only; "
+        "remove it or choose case 2\n")
+    assert not (tmp_path / "run").exists()
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "plan.json").write_text("{}")
+    assert main(["train", str(five_digits), "--backbone", "efficientnet_lite0", "--out", str(tmp_path / "old")]) == 1
+    assert "already holds a run; choose another --out" in capsys.readouterr().err
+
+
+def test_train_command_records_a_failed_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = digits_folder(tmp_path / "one_class", per_class=5, classes=("7",))
+    assert main(["train", str(data), "--backbone", "efficientnet_lite0", "--out", str(tmp_path / "run")]) == 1
+    error = capsys.readouterr().err
+    assert error.startswith("python -m core train: training failed: only one class ('7')")
+    assert read_events(tmp_path / "run")[-1]["type"] == "error"
+
+
+def test_progress_draws_a_bar_on_a_terminal() -> None:
+    from core.cli.train import _Progress
+    from core.events import BatchEnd, EpochEnd
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    screen = Terminal()
+    progress = _Progress(screen)
+    progress(BatchEnd(epoch=1, step=5, steps=10, loss=0.5, images_per_s=120.0))
+    progress(EpochEnd(epoch=1, epochs=2, train_loss=0.5, train_accuracy=0.8, val_loss=0.6, val_accuracy=0.75,
+                      lr=1e-3, seconds=2.0))
+    drawn = screen.getvalue()
+    assert drawn.startswith("\repoch 1 [" + "#" * 12 + "-" * 12 + "] 5/10 loss 0.500 120 img/s")
+    assert "\r\033[Kepoch 1/2: train loss 0.500 acc 80.0% | val loss 0.600 acc 75.0%" in drawn
