@@ -20,11 +20,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from core.adapt import build_model  # noqa: E402
-from core.device import Accelerator, cpu_has_bf16, select_device  # noqa: E402
+from core.adapt import build_model
+from core.device import Accelerator, cpu_has_bf16, select_device
 
 
-def images_per_second(accel: Accelerator, model_name: str, size: int, batch: int, steps: int, train: bool) -> float:
+def images_per_second(
+    accel: Accelerator, model_name: str, size: int, batch: int, steps: int, train: bool
+) -> float:
     torch.manual_seed(0)
     model = accel.prepare(build_model(model_name, 4, 10, weights="none"))
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
@@ -68,22 +70,35 @@ def main() -> None:
     device = select_device(args.device)
     reduced = Accelerator(device, "bf16", channels_last=True)
     plain = Accelerator(device, "fp32", channels_last=False)
-    results = {"model": args.model, "size": args.size, "batch": args.batch, "device": str(device),
-               "threads": torch.get_num_threads(), "cpu_bf16_units": cpu_has_bf16()}
+    results = {
+        "model": args.model,
+        "size": args.size,
+        "batch": args.batch,
+        "device": str(device),
+        "threads": torch.get_num_threads(),
+        "cpu_bf16_units": cpu_has_bf16(),
+    }
     for mode, train in (("train", True), ("inference", False)):
         fp32 = images_per_second(plain, args.model, args.size, args.batch, args.steps, train)
         bf16 = images_per_second(reduced, args.model, args.size, args.batch, args.steps, train)
-        results[mode] = {"fp32_img_s": round(fp32, 1), "bf16_channels_last_img_s": round(bf16, 1),
-                         "speedup": round(bf16 / fp32, 2)}
+        results[mode] = {
+            "fp32_img_s": round(fp32, 1),
+            "bf16_channels_last_img_s": round(bf16, 1),
+            "speedup": round(bf16 / fp32, 2),
+        }
     if args.json:
         print(json.dumps(results, indent=2))
         return
-    print(f"{args.model} at {args.size} px, batch {args.batch}, {results['device']}, "
-          f"{results['threads']} threads, bf16 units: {results['cpu_bf16_units']}")
+    print(
+        f"{args.model} at {args.size} px, batch {args.batch}, {results['device']}, "
+        f"{results['threads']} threads, bf16 units: {results['cpu_bf16_units']}"
+    )
     for mode in ("train", "inference"):
         r = results[mode]
-        print(f"  {mode:<9} fp32 {r['fp32_img_s']:>7.1f} img/s   bf16+channels_last "
-              f"{r['bf16_channels_last_img_s']:>7.1f} img/s   x{r['speedup']:.2f}")
+        print(
+            f"  {mode:<9} fp32 {r['fp32_img_s']:>7.1f} img/s   bf16+channels_last "
+            f"{r['bf16_channels_last_img_s']:>7.1f} img/s   x{r['speedup']:.2f}"
+        )
 
 
 if __name__ == "__main__":

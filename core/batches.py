@@ -6,7 +6,7 @@ epoch after that trains the head on the cached features and costs almost nothing
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -22,8 +22,14 @@ class ImageSource:
     """Model inputs made on the device from a cache of resized uint8 images."""
 
     def __init__(
-        self, cache: ImageCache, pre: Preprocess, accel: Accelerator,
-        *, train: bool, augment: str = "none", seed: int = 0,
+        self,
+        cache: ImageCache,
+        pre: Preprocess,
+        accel: Accelerator,
+        *,
+        train: bool,
+        augment: str = "none",
+        seed: int = 0,
     ) -> None:
         self.cache, self.pre, self.accel = cache, pre, accel
         self.train, self.augment = train, augment
@@ -40,7 +46,9 @@ class ImageSource:
         device, non_blocking = self.accel.device, self.accel.pin_memory
         # Augment on the device, from uint8 that travels four times lighter than floats.
         pixels = pixels.to(device, non_blocking=non_blocking)
-        inputs = to_model_input(pixels, self.pre, train=self.train, augment=self.augment, generator=self.generator)
+        inputs = to_model_input(
+            pixels, self.pre, train=self.train, augment=self.augment, generator=self.generator
+        )
         return self.accel.to_device(inputs), labels.to(device, non_blocking=non_blocking)
 
 
@@ -75,7 +83,11 @@ def embed(body: nn.Module, source: ImageSource, batch_size: int, accel: Accelera
 
 
 def feature_source(
-    body: nn.Module, images: ImageSource, views: int, batch_size: int, accel: Accelerator,
+    body: nn.Module,
+    images: ImageSource,
+    views: int,
+    batch_size: int,
+    accel: Accelerator,
 ) -> FeatureSource:
     """Run the body once per image and view. An augmenting source gives a new view each pass."""
     cached = [embed(body, images, batch_size, accel) for _ in range(views)]

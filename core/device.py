@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import ContextManager
 
 import torch
 
@@ -39,7 +39,7 @@ class Accelerator:
         """fp16's narrow range underflows small gradients unless the loss is scaled."""
         return self.precision == "fp16"
 
-    def autocast(self) -> ContextManager:
+    def autocast(self) -> AbstractContextManager:
         dtype = PRECISION_DTYPES[self.precision]
         if dtype is None:
             return contextlib.nullcontext()
@@ -148,7 +148,7 @@ class Ranks:
 def ranks_from_env() -> Ranks:
     """What torchrun sets (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``); defaults outside it."""
     return Ranks(
-        rank=int(os.environ.get("RANK", 0)),
-        world=int(os.environ.get("WORLD_SIZE", 1)),
-        local_rank=int(os.environ.get("LOCAL_RANK", 0)),
+        rank=int(os.environ.get("RANK", "0")),
+        world=int(os.environ.get("WORLD_SIZE", "1")),
+        local_rank=int(os.environ.get("LOCAL_RANK", "0")),
     )

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import copy
 import importlib.util
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import torch
 from torch import nn
@@ -80,7 +80,11 @@ def export_onnx(model_dir: Path) -> Path:
     path = model_dir / ONNX_FILE
     # One self-contained file: external weight files only matter past ONNX's 2 GB limit.
     torch.onnx.export(
-        program, f=str(path), input_names=["images"], output_names=["logits"], dynamo=True,
+        program,
+        f=str(path),
+        input_names=["images"],
+        output_names=["logits"],
+        dynamo=True,
         external_data=False,
     )
     return path

@@ -10,8 +10,9 @@ import contextlib
 import math
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable, Protocol, TypeVar
+from typing import Protocol, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -79,9 +80,7 @@ class Optimisation:
     scaler: torch.amp.GradScaler = field(init=False)
 
     def __post_init__(self) -> None:
-        self.scaler = torch.amp.GradScaler(
-            self.accel.device.type, enabled=self.accel.needs_grad_scaler
-        )
+        self.scaler = torch.amp.GradScaler(self.accel.device.type, enabled=self.accel.needs_grad_scaler)
 
     def train_mode(self) -> None:
         """Training mode, except for BatchNorm layers whose parameters are frozen.
@@ -200,4 +199,3 @@ def _sum_over_ranks(values: torch.Tensor, device: torch.device) -> torch.Tensor:
     on_device = values.to(device)  # nccl reduces GPU tensors only
     dist.all_reduce(on_device)
     return on_device.cpu()
-

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -65,7 +66,10 @@ def per_class(confusion: torch.Tensor, names: Sequence[str]) -> dict[str, dict[s
 
 
 def top_losses(
-    logits: torch.Tensor, labels: torch.Tensor, files: Sequence[str], names: Sequence[str],
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    files: Sequence[str],
+    names: Sequence[str],
     k: int = TOP_LOSSES,
 ) -> list[dict[str, Any]]:
     """The ``k`` examples the model is most wrong about, worst first: where to look for bad labels."""
@@ -74,13 +78,15 @@ def top_losses(
     rows = []
     for i in losses.argsort(descending=True)[:k].tolist():
         predicted = int(probabilities[i].argmax())
-        rows.append({
-            "file": files[i],
-            "true": names[int(labels[i])],
-            "predicted": names[predicted],
-            "confidence": round(float(probabilities[i, predicted]), 4),
-            "loss": round(float(losses[i]), 4),
-        })
+        rows.append(
+            {
+                "file": files[i],
+                "true": names[int(labels[i])],
+                "predicted": names[predicted],
+                "confidence": round(float(probabilities[i, predicted]), 4),
+                "loss": round(float(losses[i]), 4),
+            }
+        )
     return rows
 
 

@@ -83,8 +83,7 @@ class Plan:
             raise PlanError(f"val_fraction {self.val_fraction} must lie between 0 and 1")
         if self.freeze_epochs is not None and not 0 <= self.freeze_epochs < self.epochs:
             raise PlanError(
-                f"freeze_epochs {self.freeze_epochs} must be at least 0 and less than "
-                f"epochs ({self.epochs})"
+                f"freeze_epochs {self.freeze_epochs} must be at least 0 and less than epochs ({self.epochs})"
             )
         if self.cut is not None and self.case != 2:
             raise PlanError(
@@ -159,9 +158,7 @@ class Plan:
                 f"cut {cut!r} is not a stage of {self.backbone}; choose one of: {', '.join(stages)}"
             )
         if self.weights not in ("imagenet", "none") and not Path(self.weights).is_file():
-            raise PlanError(
-                f"weights {self.weights!r} is neither 'imagenet', 'none' nor a state_dict file"
-            )
+            raise PlanError(f"weights {self.weights!r} is neither 'imagenet', 'none' nor a state_dict file")
         if self.weights == "imagenet" and not weights.weights_on_disk(self.backbone):
             raise PlanError(
                 f"no ImageNet weights for {self.backbone} on this machine: fetch them with "

@@ -7,9 +7,10 @@ write, so it doubles as the proof that they are enough.
 from __future__ import annotations
 
 import io
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -57,7 +58,7 @@ def image_to_input(image: Image.Image, pre: Preprocess) -> torch.Tensor:
         (pre.resize, pre.resize), RESAMPLING[pre.interpolation], box=(left, top, left + side, top + side)
     )
     pixels = torch.from_numpy(np.asarray(square, dtype=np.uint8).copy()).permute(2, 0, 1)
-    offset = int(round((pre.resize - pre.crop) / 2.0))  # torchvision's CenterCrop rounding
+    offset = round((pre.resize - pre.crop) / 2.0)  # torchvision's CenterCrop rounding
     pixels = pixels[:, offset : offset + pre.crop, offset : offset + pre.crop].float() / 255
     mean = torch.tensor(pre.mean).view(3, 1, 1)
     std = torch.tensor(pre.std).view(3, 1, 1)

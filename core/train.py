@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import random
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -114,33 +116,35 @@ class Training:
         return metrics.balanced_class_weights(labels, len(self.classes)).to(self.accel.device)
 
     def _images(self, samples: list[Sample], *, train: bool) -> ImageSource:
-        cache = ImageCache(samples, self.pre.resize, interpolation=self.pre.interpolation,
-                           cache_dir=self.dataset.cache_dir)
+        cache = ImageCache(
+            samples, self.pre.resize, interpolation=self.pre.interpolation, cache_dir=self.dataset.cache_dir
+        )
         augment = self.plan.augment if train else "none"
         seed = self.plan.seed * 1000 + self.ranks.rank
         return ImageSource(cache, self.pre, self.accel, train=train, augment=augment, seed=seed)
 
     def _build_sources(self) -> None:
         """Frozen bodies embed every image once; trained bodies see decoded images each epoch."""
-        plan, main = self.plan, self.ranks.is_main
-        own = [self.dataset.train[i] for i in shard(len(self.dataset.train), self.ranks, plan.seed)]
-        self.val_files = [self._file(s) for s in self.dataset.val]
-        if not self.dataset.val:
+        plan, dataset = self.plan, self.dataset
+        if not dataset.val:
             raise TrainingError("the validation split is empty: add images or raise val_fraction")
+        own = [dataset.train[i] for i in shard(len(dataset.train), self.ranks, plan.seed)]
+        self.val_files = [self._file(s) for s in dataset.val]
         if plan.trains_body:
             self.model = self.accel.prepare(self.model)
             _quicken_batch_norm(self.model)
             self.trainable, self.frozen = self.model, None
-            self.train_source = self._images(own, train=True)
-            self.val_source = self._images(self.dataset.val, train=False) if main else None
-            self.test_source = self._images(self.dataset.test, train=False) if main and self.dataset.test else None
-            return
-        body, head = split_frozen(self.model)
-        self.frozen, self.trainable = self.accel.prepare(body), self.accel.prepare(head)
-        views = plan.feature_views if plan.augment != "none" else 1
-        self.train_source = self._embedded(own, train=True, views=views)
-        self.val_source = self._embedded(self.dataset.val, train=False) if main else None
-        self.test_source = self._embedded(self.dataset.test, train=False) if main and self.dataset.test else None
+            source = self._images
+            self.train_source = source(own, train=True)
+        else:
+            body, head = split_frozen(self.model)
+            self.frozen, self.trainable = self.accel.prepare(body), self.accel.prepare(head)
+            source = self._embedded
+            views = plan.feature_views if plan.augment != "none" else 1
+            self.train_source = source(own, train=True, views=views)
+        main = self.ranks.is_main  # only rank 0 evaluates
+        self.val_source = source(dataset.val, train=False) if main else None
+        self.test_source = source(dataset.test, train=False) if main and dataset.test else None
 
     def _embedded(self, samples: list[Sample], *, train: bool, views: int = 1) -> FeatureSource:
         images = self._images(samples, train=train)
@@ -163,15 +167,22 @@ class Training:
             stage_epochs = (head_only if epoch < head_only else plan.epochs) - stage_start
             started = time.perf_counter()
             train_loss, train_accuracy = self._retry_on_oom(
-                lambda size: self._train_epoch(opt, epoch, epoch - stage_start, stage_epochs, size)
+                functools.partial(self._train_epoch, opt, epoch, epoch - stage_start, stage_epochs)
             )
-            record = dict(epoch=epoch + 1, epochs=plan.epochs, train_loss=train_loss,
-                          train_accuracy=train_accuracy, lr=_head_lr(opt))
+            record = {
+                "epoch": epoch + 1,
+                "epochs": plan.epochs,
+                "train_loss": train_loss,
+                "train_accuracy": train_accuracy,
+                "lr": _head_lr(opt),
+            }
             stop = self._validate(record, time.perf_counter() - started) if self.ranks.is_main else False
             if self._agree(stop):
                 waited = f"{plan.patience} epoch{'s' * (plan.patience > 1)}"
-                self._warn(f"stopped early after epoch {epoch + 1} of {plan.epochs}: no better validation "
-                           f"accuracy for {waited}; keeping epoch {self.best_epoch}")
+                self._warn(
+                    f"stopped early after epoch {epoch + 1} of {plan.epochs}: no better validation "
+                    f"accuracy for {waited}; keeping epoch {self.best_epoch}"
+                )
                 break
 
     def _train_epoch(
@@ -186,16 +197,25 @@ class Training:
             now = time.monotonic()
             if step == of or now - last_event[0] >= BATCH_EVENT_INTERVAL_S:
                 last_event[0] = now
-                self.emit(BatchEnd(epoch=epoch + 1, step=step, steps=of, loss=loss, images_per_s=images_per_s))
+                self.emit(
+                    BatchEnd(epoch=epoch + 1, step=step, steps=of, loss=loss, images_per_s=images_per_s)
+                )
 
         return train_one_epoch(
-            opt, self.train_source, batches, epoch,
-            lambda step: lr_at(first + step, steps, self.plan.schedule), on_batch, self.ranks,
+            opt,
+            self.train_source,
+            batches,
+            epoch,
+            lambda step: lr_at(first + step, steps, self.plan.schedule),
+            on_batch,
+            self.ranks,
         )
 
     def _validate(self, record: dict[str, Any], seconds: float) -> bool:
         """Evaluate, report the epoch, keep the best state; say whether to stop early."""
-        logits, labels = self._retry_on_oom(lambda size: evaluate(self.trainable, self.val_source, size, self.accel))
+        logits, labels = self._retry_on_oom(
+            lambda size: evaluate(self.trainable, self.val_source, size, self.accel)
+        )
         val_loss = float(F.cross_entropy(logits, labels))
         val_accuracy = metrics.accuracy(logits, labels)
         record.update(val_loss=val_loss, val_accuracy=val_accuracy, seconds=seconds)
@@ -293,7 +313,11 @@ class Training:
             test_logits, test_labels = evaluate(self.trainable, self.test_source, self.batch_size, self.accel)
             test_files = [self._file(s) for s in self.dataset.test]
             result["test"] = metrics.report(test_logits, test_labels, test_files, self.classes)
-        if self.plan.case == 4 and self.plan.weights != "none" and self.best_accuracy < majority + SUCCESS_MARGIN:
+        if (
+            self.plan.case == 4
+            and self.plan.weights != "none"
+            and self.best_accuracy < majority + SUCCESS_MARGIN
+        ):
             self._warn(
                 f"case 4 from pre-trained weights did not clearly beat always answering the most common "
                 f"class ({self.best_accuracy:.0%} vs {majority:.0%}): the course's fallback is to train "
@@ -312,7 +336,9 @@ def _head_and_norms(model: nn.Module, groups: list[dict]) -> list[dict]:
     if not body:
         return [head]
     norm_ids = {
-        id(p) for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
+        id(p)
+        for m in model.modules()
+        if isinstance(m, nn.modules.batchnorm._BatchNorm)
         for p in m.parameters(recurse=False)
     }
     norms = [p for p in body[0]["params"] if id(p) in norm_ids]

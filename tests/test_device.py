@@ -71,7 +71,13 @@ def test_ranks_come_from_torchrun_environment(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setenv("WORLD_SIZE", "4")
     monkeypatch.setenv("LOCAL_RANK", "1")
     ranks = device.ranks_from_env()
-    assert (ranks.rank, ranks.world, ranks.local_rank, ranks.is_main, ranks.distributed) == (3, 4, 1, False, True)
+    assert (ranks.rank, ranks.world, ranks.local_rank, ranks.is_main, ranks.distributed) == (
+        3,
+        4,
+        1,
+        False,
+        True,
+    )
     monkeypatch.delenv("RANK")
     monkeypatch.delenv("WORLD_SIZE")
     assert device.ranks_from_env().is_main and not device.ranks_from_env().distributed

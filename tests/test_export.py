@@ -21,8 +21,12 @@ LABELS = ["cat", "dog", "owl"]
 def small_net() -> nn.Module:
     torch.manual_seed(0)
     return nn.Sequential(
-        nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, len(LABELS)),
+        nn.Conv2d(3, 8, 3, padding=1),
+        nn.BatchNorm2d(8),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(8, len(LABELS)),
     ).eval()
 
 
@@ -41,7 +45,12 @@ def test_the_model_directory_holds_what_anyone_needs_to_run_it(tmp_path: Path) -
     assert sorted(p.name for p in tmp_path.iterdir()) == ["labels.json", "model.pt2", "preprocess.json"]
     assert json.loads((tmp_path / "labels.json").read_text()) == LABELS
     assert set(json.loads((tmp_path / "preprocess.json").read_text())) == {
-        "resize", "crop", "mean", "std", "interpolation"}
+        "resize",
+        "crop",
+        "mean",
+        "std",
+        "interpolation",
+    }
 
 
 def test_a_model_trained_in_bf16_channels_last_exports_as_portable_fp32(tmp_path: Path) -> None:
@@ -58,14 +67,17 @@ def test_a_directory_without_a_model_names_what_is_missing(tmp_path: Path) -> No
         load_model(tmp_path)
 
 
-def test_onnx_without_its_packages_says_what_to_install(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                        capsys: pytest.CaptureFixture[str]) -> None:
+def test_onnx_without_its_packages_says_what_to_install(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     export_model(small_net(), PRE, LABELS, tmp_path / "model")
     monkeypatch.setattr(export, "onnx_available", lambda: False)
     assert main(["export", str(tmp_path), "--onnx"]) == 1
     error = capsys.readouterr().err.strip()
-    assert error == ("python -m core export: ONNX export needs the packages onnx and onnxscript: "
-                     "pip install onnx onnxscript")
+    assert error == (
+        "python -m core export: ONNX export needs the packages onnx and onnxscript: "
+        "pip install onnx onnxscript"
+    )
 
 
 def test_onnx_export_runs_where_its_packages_are_installed(tmp_path: Path) -> None:
@@ -84,6 +96,8 @@ def test_export_command_lists_the_model_files(tmp_path: Path, capsys: pytest.Cap
     assert listing["labels"] == LABELS
 
 
-def test_export_command_refuses_a_run_without_a_model(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_export_command_refuses_a_run_without_a_model(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(["export", str(tmp_path)]) == 1
     assert "is it the model/ of a finished run?" in capsys.readouterr().err

@@ -11,8 +11,19 @@ from core.plan import AUGMENTATIONS, Plan, PlanError
 
 
 def test_json_round_trip_gives_the_same_plan() -> None:
-    plan = Plan(data="/data/cats.zip", backbone="resnet50", case=3, epochs=4, lr=3e-4, body_lr=1e-5,
-                image_size=160, augment="strong", device="cuda:1", precision="bf16", patience=2)
+    plan = Plan(
+        data="/data/cats.zip",
+        backbone="resnet50",
+        case=3,
+        epochs=4,
+        lr=3e-4,
+        body_lr=1e-5,
+        image_size=160,
+        augment="strong",
+        device="cuda:1",
+        precision="bf16",
+        patience=2,
+    )
     assert Plan.from_dict(json.loads(json.dumps(plan.to_dict()))) == plan
 
 

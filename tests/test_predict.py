@@ -64,8 +64,9 @@ def test_inputs_follow_preprocess_json(tmp_path: Path) -> None:
     torch.testing.assert_close(x[:, 0, 0], torch.tensor([(128 / 255 - 0.5) / 0.25, -2.0, 2.0]))
 
 
-def test_predict_command_prints_json_per_image(run_dir: Path, tmp_path: Path,
-                                               capsys: pytest.CaptureFixture[str]) -> None:
+def test_predict_command_prints_json_per_image(
+    run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     green = image(tmp_path, "g.png", (0, 200, 0))
     assert main(["predict", str(run_dir), str(green), "--json", "--top", "1"]) == 0
     assert json.loads(capsys.readouterr().out) == [
@@ -73,15 +74,18 @@ def test_predict_command_prints_json_per_image(run_dir: Path, tmp_path: Path,
     ]
 
 
-def test_predict_command_names_an_unreadable_image(run_dir: Path, tmp_path: Path,
-                                                   capsys: pytest.CaptureFixture[str]) -> None:
+def test_predict_command_names_an_unreadable_image(
+    run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(b"not an image")
     assert main(["predict", str(run_dir), str(broken)]) == 1
     assert capsys.readouterr().err.startswith(f"python -m core predict: cannot read image {broken}")
 
 
-def test_predict_command_refuses_a_folder_without_a_model(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_predict_command_refuses_a_folder_without_a_model(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(["predict", str(tmp_path), str(image(tmp_path, "x.png", (1, 2, 3)))]) == 1
     assert "lacks model.pt2" in capsys.readouterr().err
 

@@ -20,11 +20,18 @@ BAR_WIDTH = 24
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("data", metavar="DATA", help="a .zip of images or a folder of class folders")
     parser.add_argument("--backbone", help="torchvision model name (default: one with weights on disk)")
-    parser.add_argument("--case", type=int, choices=(1, 2, 3, 4), default=1,
-                        help="1 feature extraction, 2 truncated, 3 fine-tuning, 4 fine-tuning or from scratch")
+    parser.add_argument(
+        "--case",
+        type=int,
+        choices=(1, 2, 3, 4),
+        default=1,
+        help="1 feature extraction, 2 truncated, 3 fine-tuning, 4 fine-tuning or from scratch",
+    )
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--out", type=Path, metavar="RUN_DIR", help="the run directory (default: a new run)")
-    parser.add_argument("--weights", default="imagenet", help="imagenet, none (random init) or a state_dict path")
+    parser.add_argument(
+        "--weights", default="imagenet", help="imagenet, none (random init) or a state_dict path"
+    )
     parser.add_argument("--cut", help="case 2: the stage after which to cut (default: the family's)")
     parser.add_argument("--image-size", type=int, help="input side in pixels (default: the backbone's)")
     parser.add_argument("--batch-size", type=int, default=32)
@@ -34,7 +41,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     parser.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto")
-    parser.add_argument("--patience", type=int, default=5, help="stop after this many epochs without progress (0: never)")
+    parser.add_argument(
+        "--patience", type=int, default=5, help="stop after this many epochs without progress (0: never)"
+    )
     parser.add_argument("--json", action="store_true", help="print the final metrics as JSON")
 
 
@@ -48,10 +57,21 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         plan = Plan(
-            data=str(Path(args.data).resolve()), backbone=args.backbone or "", case=args.case,
-            cut=args.cut, weights=args.weights, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-            body_lr=args.body_lr, image_size=args.image_size, augment=args.augment, seed=args.seed,
-            device=args.device, precision=args.precision, patience=args.patience,
+            data=str(Path(args.data).resolve()),
+            backbone=args.backbone or "",
+            case=args.case,
+            cut=args.cut,
+            weights=args.weights,
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            lr=args.lr,
+            body_lr=args.body_lr,
+            image_size=args.image_size,
+            augment=args.augment,
+            seed=args.seed,
+            device=args.device,
+            precision=args.precision,
+            patience=args.patience,
         )
         plan = plan.resolve()
     except PlanError as exc:
@@ -64,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
         write_json(out / PLAN_FILE, plan.to_dict())
     log, progress = EventLog(out), _Progress(sys.stderr)
 
-    def emit(event) -> None:  # noqa: ANN001 - core.events.Event, imported lazily
+    def emit(event) -> None:
         log(event)
         progress(event)
 
@@ -96,8 +116,10 @@ class _Progress:
         if kind == "batch" and self.live:
             filled = round(BAR_WIDTH * event.step / event.steps)
             bar = "#" * filled + "-" * (BAR_WIDTH - filled)
-            self.stream.write(f"\repoch {event.epoch} [{bar}] {event.step}/{event.steps} "
-                              f"loss {event.loss:.3f} {event.images_per_s:.0f} img/s ")
+            self.stream.write(
+                f"\repoch {event.epoch} [{bar}] {event.step}/{event.steps} "
+                f"loss {event.loss:.3f} {event.images_per_s:.0f} img/s "
+            )
         elif kind == "epoch":
             self._line(
                 f"epoch {event.epoch}/{event.epochs}: train loss {event.train_loss:.3f} "
@@ -114,12 +136,15 @@ class _Progress:
 
 
 def _summary(result: dict, out: Path, args: argparse.Namespace) -> None:
-    print(f"best validation accuracy {result['best_val_accuracy']:.1%} (epoch {result['best_epoch']}, "
-          f"always answering the most common class: {result['majority_rate']:.1%})")
+    print(
+        f"best validation accuracy {result['best_val_accuracy']:.1%} (epoch {result['best_epoch']}, "
+        f"always answering the most common class: {result['majority_rate']:.1%})"
+    )
     if "test" in result:
         print(f"test accuracy {result['test']['accuracy']:.1%}")
     print(f"run directory: {out}")
     if result.get("suggest") == "from_scratch":
-        print(f"suggestion: train from scratch: python -m core train {args.data} --case 4 --weights none "
-              f"--backbone {result['plan']['backbone']} --epochs {args.epochs}")
-
+        print(
+            f"suggestion: train from scratch: python -m core train {args.data} --case 4 --weights none "
+            f"--backbone {result['plan']['backbone']} --epochs {args.epochs}"
+        )
