@@ -28,6 +28,17 @@ class CliError(Exception):
     """A refused input or a failed run: printed as one line, exit code 1."""
 
 
+def positive_int(text: str) -> int:
+    """An argparse type for counts; people write 10,000 or 10_000."""
+    try:
+        value = int(text.replace(",", "").replace("_", ""))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {value}")
+    return value
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         # One line on stderr, exit 2: scripts read the code, people read the line.

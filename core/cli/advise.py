@@ -6,17 +6,18 @@ import argparse
 import json
 
 from core import cases
+from core.cli import positive_int
 
 HELP = "recommend a transfer-learning case for a data set's size and similarity to ImageNet"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--images", type=_positive_int, required=True, help="number of images")
-    parser.add_argument("--classes", type=_positive_int, required=True, help="number of classes")
+    parser.add_argument("--images", type=positive_int, required=True, help="number of images")
+    parser.add_argument("--classes", type=positive_int, required=True, help="number of classes")
     parser.add_argument("--similarity", choices=cases.SIMILARITIES, required=True)
     parser.add_argument(
         "--dividing-line",
-        type=_positive_int,
+        type=positive_int,
         default=cases.DEFAULT_DIVIDING_LINE,
         help=f"images below which a data set counts as small (default {cases.DEFAULT_DIVIDING_LINE:,})",
     )
@@ -40,13 +41,3 @@ def run(args: argparse.Namespace) -> int:
     if advice.alternatives:
         print("Also consider: " + ", ".join(f"case {c} ({cases.CASES[c].name})" for c in advice.alternatives))
     return 0
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text.replace(",", "").replace("_", ""))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {value}")
-    return value

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from core.cli import positive_int
 from core.samples import SAMPLES, sample_path
 
 HELP = "validate a zip of class folders (or a folder) and print its dataset report"
@@ -20,10 +21,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--val-fraction", type=_fraction, default=0.2, help="held out when there is no val/ (default 0.2)"
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the stratified split (default 0)")
-    parser.add_argument("--max-total-mb", type=_positive, help="limit on unpacked image bytes, in MiB")
-    parser.add_argument("--max-entries", type=_positive, help="limit on entries in the zip")
-    parser.add_argument("--max-ratio", type=_positive, help="limit on one entry's compression ratio")
-    parser.add_argument("--max-image-pixels", type=_positive, help="larger images are skipped")
+    parser.add_argument("--max-total-mb", type=positive_int, help="limit on unpacked image bytes, in MiB")
+    parser.add_argument("--max-entries", type=positive_int, help="limit on entries in the zip")
+    parser.add_argument("--max-ratio", type=positive_int, help="limit on one entry's compression ratio")
+    parser.add_argument("--max-image-pixels", type=positive_int, help="larger images are skipped")
     parser.add_argument("--json", action="store_true", help="print the report as one JSON object")
 
 
@@ -74,14 +75,4 @@ def _fraction(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected a number between 0 and 1, got {text!r}") from None
     if not 0 < value < 1:
         raise argparse.ArgumentTypeError(f"expected a number between 0 and 1 (exclusive), got {value}")
-    return value
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text.replace(",", "").replace("_", ""))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {value}")
     return value
