@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import functools
 import json
 import os
 import re
@@ -31,7 +30,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
-from core import paths
+from core import hardware, paths
 from core.events import EventLog, RunFailed, StatusChanged
 from core.runs import FINAL_STATES, METRICS_FILE, PLAN_FILE, STATUS_FILE
 from core.runs import new_run_id, read_json, run_dir, write_json
@@ -77,7 +76,7 @@ def gpu_ids() -> list[str]:
     """The GPUs a run may use, found without initialising CUDA (the server must never do that)."""
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     if visible is None:
-        return list(_nvidia_smi_gpus())
+        return [str(index) for index in range(len(hardware.gpu_names()))]
     ids = [part.strip() for part in visible.split(",") if part.strip()]
     # CUDA ignores everything from the first negative entry on: "-1" hides all GPUs.
     negative = [i for i, part in enumerate(ids) if part.startswith("-")]
@@ -273,17 +272,6 @@ def log_tail(directory: Path, lines: int = 3, max_chars: int = 300) -> str:
 
 
 # ---------------------------------------------------------------------------- internals
-
-
-@functools.cache
-def _nvidia_smi_gpus() -> tuple[str, ...]:
-    try:
-        listing = subprocess.run(
-            ["nvidia-smi", "-L"], capture_output=True, text=True, timeout=10, check=True
-        ).stdout
-    except (OSError, subprocess.SubprocessError):
-        return ()
-    return tuple(re.findall(r"^GPU (\d+):", listing, flags=re.MULTILINE))
 
 
 def _create_run_dir(run_id: str | None) -> tuple[str, Path, int]:

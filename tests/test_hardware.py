@@ -1,0 +1,47 @@
+"""The device line in the sidebar and the GPU count of the queue, found without torch or CUDA."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from core import hardware, jobs
+
+
+@pytest.fixture
+def fake_smi(monkeypatch: pytest.MonkeyPatch):  # noqa: ANN201
+    """Pretend ``nvidia-smi`` lists the given GPUs (None: no driver)."""
+
+    def install(names: list[str] | None) -> None:
+        def run(command, **kwargs):  # noqa: ANN001, ANN003, ANN202
+            if names is None:
+                raise FileNotFoundError(command[0])
+            return subprocess.CompletedProcess(command, 0, stdout="".join(f"{n}\n" for n in names))
+
+        hardware.gpu_names.cache_clear()
+        monkeypatch.setattr(hardware.subprocess, "run", run)
+        monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+
+    yield install
+    hardware.gpu_names.cache_clear()
+
+
+def test_gpus_are_named_and_counted(fake_smi) -> None:  # noqa: ANN001
+    fake_smi(["NVIDIA H100 80GB HBM3", "NVIDIA H100 80GB HBM3"])
+    assert hardware.describe() == "2x NVIDIA H100 80GB HBM3"
+    assert jobs.gpu_ids() == ["0", "1"]
+    assert jobs.max_concurrent() == 2
+
+
+def test_without_a_driver_the_cpu_is_described(fake_smi) -> None:  # noqa: ANN001
+    fake_smi(None)
+    assert hardware.describe().startswith("CPU: ")
+    assert jobs.gpu_ids() == [] and jobs.max_concurrent() == 1
+
+
+def test_finding_the_device_loads_no_torch() -> None:
+    code = "import sys, core.hardware as h; h.describe(); print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
