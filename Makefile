@@ -16,7 +16,8 @@ test: $(VENV)/.dev
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: $(VENV)/.dev
-	$(BIN)/python bench/run_all.py
+	$(BIN)/python bench/bench_precision.py
+	$(BIN)/python bench/bench_estimate.py
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
