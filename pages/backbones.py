@@ -59,6 +59,7 @@ st.dataframe(
                   "input_size", "resize_size", "on_disk", "offline"],
     column_config={
         "name": st.column_config.TextColumn("Backbone", pinned=True),
+        "family": st.column_config.TextColumn("Family"),
         "top1": st.column_config.ProgressColumn("Top-1 %", min_value=50, max_value=90, format="%.1f"),
         "top5": st.column_config.NumberColumn("Top-5 %", format="%.1f"),
         "params": st.column_config.NumberColumn("Params (M)", format="%.1f"),

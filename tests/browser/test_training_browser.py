@@ -17,6 +17,12 @@ from core.samples import sample_path
 pytestmark = pytest.mark.browser
 
 
+def settle(page) -> None:  # noqa: ANN001
+    """Wait until the app has finished the rerun a widget change started."""
+    page.wait_for_timeout(300)
+    page.locator("[data-testid='stStatusWidget']").wait_for(state="hidden", timeout=60_000)
+
+
 def progress_text(page) -> str:  # noqa: ANN001
     return " | ".join(page.locator(".st-key-run_status [data-testid='stProgress']").all_inner_texts())
 
@@ -32,9 +38,11 @@ def test_upload_train_watch_inspect_download_predict(
     size = page.get_by_role("spinbutton", name="Image size (px)")
     size.fill("96")
     size.press("Enter")
+    settle(page)
     epochs = page.get_by_role("spinbutton", name="Epochs")
     epochs.fill("4")
     epochs.press("Enter")
+    settle(page)
     page.get_by_role("button", name="Start training").click()
 
     # Live progress: the page redraws from the run directory while the worker trains.
@@ -51,6 +59,7 @@ def test_upload_train_watch_inspect_download_predict(
             break
         time.sleep(0.5)
     assert len(seen) >= 2, f"progress never moved: {seen}"
+    assert any("of 4 epochs" in text for text in seen), seen  # the plan as the user set it
 
     page.get_by_text("Open Results").click()
     page.get_by_text("Confusion matrix").wait_for(timeout=60_000)
