@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -11,6 +13,8 @@ from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 from core import jobs
+from core.events import read_events
+from core.runs import run_dir
 
 APP = str(Path(__file__).resolve().parents[1] / "streamlit_app.py")
 TIMEOUT = 180
@@ -86,7 +90,7 @@ def test_a_queued_run_says_its_place(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_a_failed_run_shows_its_reason() -> None:
     run = jobs.submit({}, target="tests.helpers_jobs:failing")
-    _wait_final(run)
+    wait_until(lambda: _final(run))
     at = open_page("pages/train.py", run=run)
     assert any("failed" in m.value for m in at.markdown)
     assert any("learning rate 'fast'" in e.value for e in at.error)
@@ -117,13 +121,6 @@ def test_predict_without_runs_and_with_one(trained: str) -> None:
     assert "faces" in at.caption[0].value or "Classes:" in at.caption[0].value
 
 
-def _wait_final(run: str, timeout: float = 30) -> None:
-    import time
-
-    deadline = time.monotonic() + timeout
-    while jobs.status(run)["state"] not in ("done", "failed", "cancelled") and time.monotonic() < deadline:
-        time.sleep(0.2)
-
 
 def test_estimate_button_times_real_batches(monkeypatch: pytest.MonkeyPatch) -> None:
     at = open_page("pages/train.py")
@@ -147,3 +144,29 @@ def test_case_four_that_failed_offers_a_from_scratch_rerun(trained: str, lab_hom
         assert at.title[0].value == "Train"
     finally:
         jobs.cancel(rerun["run_id"])
+
+
+def test_a_running_run_shows_progress_and_cancels() -> None:
+    run = jobs.submit({}, target="tests.helpers_jobs:forever")
+    try:
+        wait_until(lambda: any(e["type"] == "batch" for e in read_events(run_dir(run))))
+        at = open_page("pages/train.py", run=run)
+        assert any("**running**" in m.value for m in at.markdown)
+        assert "Epoch 1" in at.get("progress")[0].proto.text
+        at.button(key="cancel").click().run()
+        wait_until(lambda: _final(run))
+        assert jobs.status(run)["state"] == "cancelled"
+    finally:
+        jobs.cancel(run)
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError("the run never got there")
+        time.sleep(0.2)
+
+
+def _final(run: str) -> bool:
+    return jobs.status(run)["state"] in ("done", "failed", "cancelled")
