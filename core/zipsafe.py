@@ -20,9 +20,13 @@ from typing import BinaryIO
 from core.limits import IngestError, Limits
 
 CHUNK = 1 << 20
+_CENTRAL_HEADER = b"PK\x01\x02"
 _END_RECORD = b"PK\x05\x06"
 _ZIP64_LOCATOR = b"PK\x06\x07"
 _ZIP64_END_RECORD = b"PK\x06\x06"
+_HEADER_LEN = 46  # a central-directory header before its name, extra field and comment
+_END_LEN = 22  # the end record before its comment
+_ZIP64_TAIL = 56 + 20  # zip64 end record and locator, just before the end record
 _DRIVE = re.compile(r"^[A-Za-z]:")
 # What a damaged or unsupported entry raises while being read.
 _ENTRY_ERRORS = (zipfile.BadZipFile, zlib.error, lzma.LZMAError, EOFError, NotImplementedError)
@@ -43,9 +47,11 @@ class Entry:
 def open_zip(fp: BinaryIO, limits: Limits) -> zipfile.ZipFile:
     """Open ``fp`` as a zip, refusing one with more entries than the limit before parsing it:
     ``ZipFile`` builds an object per entry, so a million empty entries would cost gigabytes."""
-    declared = _declared_entries(fp)
-    if declared > limits.max_entries:
-        raise IngestError(f"the zip has {declared:,} entries; the limit is {limits.max_entries:,}")
+    directory = _central_directory(fp)
+    limit = limits.max_entries
+    if _count_records(fp, directory, stop=limit + 1) > limit:
+        shown = f"{directory.declared:,}" if directory.declared > limit else f"more than {limit:,}"
+        raise IngestError(f"the zip has {shown} entries; the limit is {limit:,}")
     try:
         return zipfile.ZipFile(fp)
     except (zipfile.BadZipFile, OSError, ValueError, EOFError, struct.error) as exc:
@@ -132,22 +138,63 @@ def _is_symlink(info: zipfile.ZipInfo) -> bool:
     return info.create_system == 3 and stat.S_ISLNK(info.external_attr >> 16)
 
 
-def _declared_entries(fp: BinaryIO) -> int:
-    """The entry count from the end-of-central-directory record (zip64 aware)."""
+@dataclass(frozen=True)
+class _Directory:
+    """Where ``zipfile`` will look for the central directory, and the entry count it claims."""
+
+    start: int
+    size: int
+    declared: int
+
+
+def _central_directory(fp: BinaryIO) -> _Directory:
+    """The central directory as ``zipfile`` locates it: from the end record's size field
+    (zip64's when present), counting back from the record, so data prepended to the zip and a
+    wrong offset field move it the same way for both of us."""
+    end_at, end = _end_record(fp)
+    declared, size = struct.unpack_from("<HI", end, 10)
+    start = end_at - size
+    fp.seek(max(end_at - _ZIP64_TAIL, 0))
+    zip64 = fp.read(_ZIP64_TAIL)
+    if end_at >= _ZIP64_TAIL and zip64[:4] == _ZIP64_END_RECORD and zip64[56:60] == _ZIP64_LOCATOR:
+        declared, size = struct.unpack_from("<QQ", zip64, 32)
+        start = end_at - _ZIP64_TAIL - size
+    fp.seek(0)
+    return _Directory(start, size, declared)
+
+
+def _end_record(fp: BinaryIO) -> tuple[int, bytes]:
+    """(offset, bytes) of the end-of-central-directory record, found the way ``zipfile`` does:
+    at the very end when there is no comment, else the last signature in the final 64 KiB."""
     fp.seek(0, 2)
     size = fp.tell()
-    tail_len = min(size, 22 + 0xFFFF + 20)  # end record + longest comment + zip64 locator
-    fp.seek(size - tail_len)
-    tail = fp.read(tail_len)
+    fp.seek(max(size - _END_LEN, 0))
+    last = fp.read(_END_LEN)
+    if len(last) == _END_LEN and last[:4] == _END_RECORD and last[-2:] == b"\0\0":
+        return size - _END_LEN, last
+    tail_at = max(size - (1 << 16) - _END_LEN, 0)
+    fp.seek(tail_at)
+    tail = fp.read()
     at = tail.rfind(_END_RECORD)
-    if at < 0 or len(tail) - at < 22:
+    if at < 0 or len(tail) - at < _END_LEN:
         raise IngestError("not a zip file")
-    count = struct.unpack_from("<H", tail, at + 10)[0]
-    locator = at - 20
-    if count == 0xFFFF and locator >= 0 and tail[locator : locator + 4] == _ZIP64_LOCATOR:
-        fp.seek(struct.unpack_from("<Q", tail, locator + 8)[0])
-        record = fp.read(56)
-        if len(record) == 56 and record[:4] == _ZIP64_END_RECORD:
-            count = struct.unpack_from("<Q", record, 32)[0]
+    return tail_at + at, tail[at : at + _END_LEN]
+
+
+def _count_records(fp: BinaryIO, directory: _Directory, stop: int) -> int:
+    """The central-directory headers ``zipfile`` would parse, counted up to ``stop`` without
+    reading their names: the cost is bounded by the limit, not by what the zip claims."""
+    if directory.start < 0:
+        return 0  # zipfile refuses the offset itself
+    fp.seek(directory.start)
+    count = consumed = 0
+    while consumed < directory.size and count < stop:
+        header = fp.read(_HEADER_LEN)
+        if len(header) < _HEADER_LEN or header[:4] != _CENTRAL_HEADER:
+            break  # damaged: zipfile stops here too, and says why
+        name, extra, comment = struct.unpack_from("<3H", header, 28)
+        fp.seek(name + extra + comment, 1)
+        consumed += _HEADER_LEN + name + extra + comment
+        count += 1
     fp.seek(0)
     return count

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import io
 import os
+import struct
 import time
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -63,6 +65,48 @@ def test_the_ratio_limit_spares_small_entries(lab_home: Path) -> None:
 
 def test_too_many_entries_is_refused_before_parsing_them(lab_home: Path) -> None:
     refuse(make_zip(GOOD), lab_home, "6 entries; the limit is 5", Limits(max_entries=5))
+
+
+def lying_count(data: bytes, count: int = 1) -> bytes:
+    """``data`` with the end record's entry counts rewritten; ``zipfile`` never reads them."""
+    at = data.rfind(b"PK\x05\x06")
+    return data[: at + 8] + struct.pack("<HH", count, count) + data[at + 12 :]
+
+
+def as_zip64(data: bytes, count: int = 1) -> bytes:
+    """``data`` rewritten with zip64 end records that claim ``count`` entries."""
+    at = data.rfind(b"PK\x05\x06")
+    size, offset = struct.unpack_from("<II", data, at + 12)
+    record = struct.pack("<4sQ2H2L4Q", b"PK\x06\x06", 44, 45, 45, 0, 0, count, count, size, offset)
+    locator = struct.pack("<4sLQL", b"PK\x06\x07", 0, at, 1)
+    end = data[at : at + 8] + struct.pack("<HHII", 0xFFFF, 0xFFFF, 0xFFFFFFFF, 0xFFFFFFFF) + data[at + 20 :]
+    return data[:at] + record + locator + end
+
+
+def empty_entries(n: int) -> bytes:
+    return make_zip(GOOD | {f"cat/empty{i:03d}.txt": b"" for i in range(n)})
+
+
+@pytest.mark.parametrize(
+    "forge", [lying_count, as_zip64, lambda data: b"self-extractor stub" + lying_count(data)],
+    ids=["end-record", "zip64-end-record", "prefixed"],
+)
+def test_a_zip_that_understates_its_entries_is_refused_before_parsing_them(
+    lab_home: Path, monkeypatch: pytest.MonkeyPatch, forge: Callable[[bytes], bytes]
+) -> None:
+    data = forge(empty_entries(500))
+    assert len(zipfile.ZipFile(io.BytesIO(data)).infolist()) == 506  # what zipfile would build
+
+    def parse_nothing(*args: object, **kwargs: object) -> None:
+        raise AssertionError("zipfile.ZipFile was built before the entry limit refused the zip")
+
+    monkeypatch.setattr(zipfile, "ZipFile", parse_nothing)
+    refuse(data, lab_home, "more than 100 entries; the limit is 100", Limits(max_entries=100))
+
+
+def test_an_honest_zip64_layout_is_read(lab_home: Path) -> None:
+    dataset = ingest(as_zip64(make_zip(GOOD), count=6))
+    assert len(dataset.train) + len(dataset.val) == 6
 
 
 def test_a_nested_zip_is_ignored_and_counted(lab_home: Path) -> None:
