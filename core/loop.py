@@ -22,9 +22,20 @@ from core.device import Accelerator, Ranks, is_out_of_memory, release_cached_mem
 
 STEP_DELAY_ENV = "TRANSFER_LAB_STEP_DELAY"
 WARMUP_FRACTION = 0.05
+# Under fp16 the grad scaler skips a step whose loss overflowed and lowers its scale; this many
+# skipped steps in a row means the weights themselves have blown up, and skipping will not end.
+MAX_SKIPPED_STEPS = 10
 Batch = tuple[torch.Tensor, torch.Tensor]
 OnBatch = Callable[[int, int, float, float], None]  # step, steps, loss, images_per_s
 T = TypeVar("T")
+
+
+class Diverged(ArithmeticError):
+    """A training step whose loss is not a finite number: the weights are no longer usable."""
+
+    def __init__(self, step: int, loss: float) -> None:
+        super().__init__(f"the loss is {loss} at step {step}")
+        self.step, self.loss = step, loss
 
 
 class BatchSource(Protocol):
@@ -134,10 +145,16 @@ def train_one_epoch(
     on_batch: OnBatch,
     ranks: Ranks,
 ) -> tuple[float, float]:
-    """One pass over ``batches``; returns mean loss and accuracy over all ranks' samples."""
+    """One pass over ``batches``; returns mean loss and accuracy over all ranks' samples.
+
+    Raises ``Diverged`` at a step whose loss is not finite, unless fp16's grad scaler skipped
+    that step (it skips any step with non-finite gradients): then the step counts for nothing
+    and goes unreported, up to ``MAX_SKIPPED_STEPS`` in a row.
+    """
     opt.train_mode()
     delay = float(os.environ.get(STEP_DELAY_ENV) or 0)
     totals = torch.zeros(3, dtype=torch.float64)  # loss sum, correct, seen
+    skipped = 0
     started = time.perf_counter()
     # Ranks' shares differ by a sample, so their batch counts can differ by one: Join lets the
     # rank that finishes first shadow the other's gradient all-reduce instead of hanging.
@@ -147,6 +164,12 @@ def train_one_epoch(
             opt.set_lr(lr_factor(step))
             inputs, labels = source.load(indices, epoch)
             loss_sum, correct = opt.step(inputs, labels)
+            if not math.isfinite(loss_sum):
+                skipped += 1
+                if not opt.scaler.is_enabled() or skipped > MAX_SKIPPED_STEPS:
+                    raise Diverged(step + 1, loss_sum / len(labels))
+                continue
+            skipped = 0
             totals += torch.tensor([loss_sum, correct, len(labels)], dtype=torch.float64)
             if delay:
                 time.sleep(delay)

@@ -32,7 +32,16 @@ from core.data import Dataset, ImageCache, Sample, ingest
 from core.device import Accelerator, Ranks, accelerator, ranks_from_env
 from core.events import BatchEnd, Emit, EpochEnd, Event, RunDone, RunWarning
 from core.export import export_model
-from core.loop import Optimisation, epoch_batches, evaluate, halve_batch_on_oom, lr_at, shard, train_one_epoch
+from core.loop import (
+    Diverged,
+    Optimisation,
+    epoch_batches,
+    evaluate,
+    halve_batch_on_oom,
+    lr_at,
+    shard,
+    train_one_epoch,
+)
 from core.plan import Plan
 from core.runs import METRICS_FILE, MODEL_DIR, PLAN_FILE, read_json, write_json
 
@@ -201,15 +210,21 @@ class Training:
                     BatchEnd(epoch=epoch + 1, step=step, steps=of, loss=loss, images_per_s=images_per_s)
                 )
 
-        return train_one_epoch(
-            opt,
-            self.train_source,
-            batches,
-            epoch,
-            lambda step: lr_at(first + step, steps, self.plan.schedule),
-            on_batch,
-            self.ranks,
-        )
+        try:
+            return train_one_epoch(
+                opt,
+                self.train_source,
+                batches,
+                epoch,
+                lambda step: lr_at(first + step, steps, self.plan.schedule),
+                on_batch,
+                self.ranks,
+            )
+        except Diverged as exc:
+            raise TrainingError(
+                f"training diverged at epoch {epoch + 1}, step {exc.step} (loss is {exc.loss}): "
+                f"lower the learning rate (now {self.plan.lr:g})"
+            ) from exc
 
     def _validate(self, record: dict[str, Any], seconds: float) -> bool:
         """Evaluate, report the epoch, keep the best state; say whether to stop early."""

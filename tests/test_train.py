@@ -7,10 +7,11 @@ import contextlib
 import io
 import itertools
 import json
+import math
 import time
 import zipfile
 from collections import namedtuple
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -164,6 +165,68 @@ def test_step_delay_slows_each_training_batch_for_live_tests(monkeypatch: pytest
     )
     assert steps == [1, 2, 3, 4]
     assert time.perf_counter() - started >= 4 * 0.05
+
+
+def nan_loss(bad: Callable[[int], bool]) -> Callable[..., tuple[torch.Tensor, torch.Tensor]]:
+    """``Optimisation.loss``, but NaN on the calls (counted from 1) that ``bad`` picks."""
+    real_loss, calls = Optimisation.loss, itertools.count(1)
+
+    def loss(
+        self: Optimisation, output: torch.Tensor, labels: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        value, logits = real_loss(self, output, labels)
+        return (value * math.nan if bad(next(calls)) else value), logits
+
+    return loss
+
+
+def tiny_epoch(precision: str, steps: int) -> tuple[list[tuple[int, float]], tuple[float, float]]:
+    """One epoch of a linear head on random features; returns the reported (step, loss) and the result."""
+    from core.batches import FeatureSource
+    from core.loop import train_one_epoch
+
+    accel = Accelerator(torch.device("cpu"), precision, channels_last=False)
+    head = nn.Linear(4, 2)
+    optimizer = torch.optim.SGD([{"params": head.parameters(), "lr": 0.1, "base_lr": 0.1}])
+    source = FeatureSource([torch.randn(2 * steps, 4)], torch.tensor([0, 1] * steps), accel)
+    reported = []
+    result = train_one_epoch(
+        Optimisation(head, optimizer, accel),
+        source,
+        epoch_batches(2 * steps, 2, 0, 0),
+        0,
+        lambda step: 1.0,
+        lambda step, of, loss, rate: reported.append((step, loss)),
+        Ranks(),
+    )
+    return reported, result
+
+
+def test_a_non_finite_loss_stops_the_epoch_at_its_step(monkeypatch: pytest.MonkeyPatch) -> None:
+    from core.loop import Diverged
+
+    monkeypatch.setattr(Optimisation, "loss", nan_loss(lambda call: call >= 3))
+    with pytest.raises(Diverged) as diverged:
+        tiny_epoch("fp32", steps=4)
+    assert (diverged.value.step, math.isnan(diverged.value.loss)) == (3, True)
+
+
+def test_under_fp16_the_grad_scaler_skips_a_non_finite_step_unreported(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(Optimisation, "loss", nan_loss(lambda call: call == 2))
+    reported, (loss, _) = tiny_epoch("fp16", steps=4)
+    assert [step for step, _ in reported] == [1, 3, 4]
+    assert all(math.isfinite(value) for _, value in reported) and math.isfinite(loss)
+
+
+def test_under_fp16_a_loss_that_stays_non_finite_still_diverges(monkeypatch: pytest.MonkeyPatch) -> None:
+    from core.loop import MAX_SKIPPED_STEPS, Diverged
+
+    monkeypatch.setattr(Optimisation, "loss", nan_loss(lambda call: call >= 2))
+    with pytest.raises(Diverged) as diverged:
+        tiny_epoch("fp16", steps=MAX_SKIPPED_STEPS + 5)
+    assert diverged.value.step == 2 + MAX_SKIPPED_STEPS  # steps 2 to 11 skipped, then no more
 
 
 # -- end to end on the bundled digits ----------------------------------------------------------------
@@ -484,6 +547,23 @@ def test_out_of_memory_halves_the_batch_and_the_run_goes_on(
     ]
     assert {e.steps for e in events if e.type == "batch"} == {15}  # 120 training images, 8 at a time
     assert result["warnings"] == warnings and result["epochs_run"] == 1
+
+
+def test_a_diverging_run_fails_saying_where_and_what_to_change(
+    home: Path, five_digits: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from core import train
+    from core.events import EventLog
+
+    monkeypatch.setattr(Optimisation, "loss", nan_loss(lambda call: call >= 3))
+    plan = Plan.from_dict({**LITE0, "data": str(five_digits), "case": 1, "epochs": 1, "lr": 1e-2})
+    (tmp_path / "run").mkdir()
+    with pytest.raises(train.TrainingError) as error:
+        fit(plan, tmp_path / "run", EventLog(tmp_path / "run"))  # the JSON log refuses NaN
+    assert str(error.value) == (
+        "training diverged at epoch 1, step 3 (loss is nan): lower the learning rate (now 0.01)"
+    )
+    assert [e["step"] for e in read_events(tmp_path / "run") if e["type"] == "batch"] in ([1], [1, 2])
 
 
 def noise_folder(root: Path, counts: dict[str, int], size: int = 24) -> Path:
