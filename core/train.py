@@ -50,11 +50,11 @@ from core.runs import METRICS_FILE, MODEL_DIR, PLAN_FILE, read_json, write_json
 SUCCESS_MARGIN = 0.05
 # A tie in validation accuracy counts as progress only if the loss falls by at least this much.
 LOSS_MIN_DELTA = 1e-4
-BATCH_EVENT_INTERVAL_S = 0.25
+BATCH_EVENT_INTERVAL_S = 0.25  # at most four progress lines a second, and every epoch's last
 # Weights ported from TensorFlow (EfficientNet-Lite, MobileNetV3) move BatchNorm's running
 # statistics by 1 % a step; fine-tuned on a new data set they would still describe ImageNet
 # after hundreds of steps, and evaluation would normalise with the wrong numbers.
-MIN_BN_MOMENTUM = 0.1  # at most four progress lines a second, and every epoch's last
+MIN_BN_MOMENTUM = 0.1
 
 
 @dataclass(frozen=True)
