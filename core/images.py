@@ -57,7 +57,7 @@ def read_image(
             if draft is not None and image.format in ("JPEG", "MPO"):
                 image.draft("RGB", draft)
             image.load()
-            return to_rgb(_upright(image)), info
+            return upright_rgb(image), info
     except IngestError:
         raise
     except Image.DecompressionBombError:
@@ -70,6 +70,11 @@ def read_image(
 def decode_image(source: str | Path | bytes, *, max_pixels: int = Limits.max_image_pixels) -> Image.Image:
     """The RGB picture in ``source`` (a path or the file's bytes), normalised as for training."""
     return read_image(source, max_pixels=max_pixels)[0]
+
+
+def upright_rgb(image: Image.Image) -> Image.Image:
+    """``image`` turned by its EXIF orientation, then :func:`to_rgb`: what training sees of it."""
+    return to_rgb(_upright(image))
 
 
 def to_rgb(image: Image.Image) -> Image.Image:

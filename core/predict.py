@@ -6,7 +6,6 @@ write, so it doubles as the proof that they are enough.
 
 from __future__ import annotations
 
-import io
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,18 +13,15 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image
 
+from core.cache import RESAMPLING
 from core.export import load_model
+from core.images import decode_image, upright_rgb
+from core.limits import IngestError
 from core.preprocess import Preprocess
 
 ImageInput = str | Path | bytes | Image.Image
-RESAMPLING = {
-    "nearest": Image.Resampling.NEAREST,
-    "bilinear": Image.Resampling.BILINEAR,
-    "bicubic": Image.Resampling.BICUBIC,
-    "lanczos": Image.Resampling.LANCZOS,
-}
 
 
 class PredictError(ValueError):
@@ -47,10 +43,12 @@ class Prediction:
 def image_to_input(image: Image.Image, pre: Preprocess) -> torch.Tensor:
     """``[3, crop, crop]`` float32: upright RGB, shorter side to ``resize``, centre crop, normalise.
 
-    The centre square is resized in one step (the same pixels as resizing the shorter side and
-    cropping), as the training cache does, so predictions see what validation saw.
+    The image is made RGB exactly as training decoded its images (alpha flattened onto white,
+    16-bit scaled to 8), and the centre square is resized in one step (the same pixels as
+    resizing the shorter side and cropping), as the training cache does, so predictions see
+    what validation saw.
     """
-    image = ImageOps.exif_transpose(image).convert("RGB")
+    image = upright_rgb(image)
     width, height = image.size
     side = min(width, height)
     left, top = (width - side) // 2, (height - side) // 2
@@ -91,15 +89,13 @@ class Predictor:
 
 
 def _open(image: ImageInput) -> Image.Image:
+    """A path or the file's bytes decoded as training decoded its images; a picture as is."""
     if isinstance(image, Image.Image):
         return image
     try:
-        source = io.BytesIO(image) if isinstance(image, bytes) else image
-        with Image.open(source) as opened:
-            opened.load()
-            return opened
-    except (OSError, UnidentifiedImageError) as exc:
-        raise PredictError(f"cannot read image {_name(image)}: {exc}") from exc
+        return decode_image(image)
+    except IngestError as exc:  # read_image turns every decoder failure into one
+        raise PredictError(f"cannot read image {_name(image)}: {exc}") from None
 
 
 def _name(image: ImageInput) -> str:

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import io
 import json
+import struct
+import zlib
+from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -12,8 +17,10 @@ from torch import nn
 
 from core.cli import main
 from core.export import export_model
-from core.predict import Predictor, image_to_input
+from core.cache import square_pixels
+from core.predict import PredictError, Predictor, image_to_input
 from core.preprocess import Preprocess
+from core.transforms import to_model_input
 
 PRE = Preprocess(resize=36, crop=32, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
 LABELS = ["red", "green", "blue"]
@@ -91,9 +98,6 @@ def test_predict_command_refuses_a_folder_without_a_model(
 
 
 def test_inputs_match_what_validation_saw_during_training(tmp_path: Path) -> None:
-    from core.cache import square_pixels
-    from core.transforms import to_model_input
-
     torch.manual_seed(0)
     smooth = torch.nn.functional.interpolate(torch.rand(1, 3, 12, 18), size=(200, 300), mode="bilinear")
     path = tmp_path / "photo.png"
@@ -101,3 +105,61 @@ def test_inputs_match_what_validation_saw_during_training(tmp_path: Path) -> Non
     cached = torch.from_numpy(square_pixels(path, PRE.resize).copy())[None]
     validation = to_model_input(cached, PRE, train=False)[0]
     torch.testing.assert_close(image_to_input(Image.open(path), PRE), validation, atol=2 / 255 / 0.25, rtol=0)
+
+
+def seen_by_model(run_dir: Path, source: object) -> torch.Tensor:
+    """The input the exported model receives for ``source``."""
+    predictor = Predictor(run_dir / "model")
+    seen = []
+    probabilities = predictor.probabilities
+    predictor.probabilities = lambda inputs: seen.append(inputs) or probabilities(inputs)
+    predictor.predict([source])
+    return seen[0][0]
+
+
+def transparent_red(path: Path) -> None:
+    Image.new("RGBA", (40, 40), (255, 0, 0, 0)).save(path)
+
+
+def deep_grey(path: Path) -> None:
+    """A 16-bit PNG whose left half is a quarter of its right half's brightness."""
+    pixels = np.full((40, 40), 4000, dtype=np.uint16)
+    pixels[:, :20] = 1000
+    Image.fromarray(pixels).save(path)
+
+
+@pytest.mark.parametrize("make", [transparent_red, deep_grey], ids=["transparent-rgba", "16-bit"])
+@pytest.mark.parametrize("kind", ["path", "bytes", "pil"])
+def test_unusual_modes_reach_the_model_as_training_saw_them(
+    run_dir: Path, tmp_path: Path, make: Callable[[Path], None], kind: str
+) -> None:
+    path = tmp_path / "odd.png"
+    make(path)
+    source = {"path": path, "bytes": path.read_bytes(), "pil": Image.open(path)}[kind]
+    cached = torch.from_numpy(square_pixels(path, PRE.resize).copy())[None]
+    validation = to_model_input(cached, PRE, train=False)[0]
+    torch.testing.assert_close(seen_by_model(run_dir, source), validation, atol=2 / 255 / 0.25, rtol=0)
+
+
+def huge_png() -> bytes:
+    """A valid PNG whose header claims 20000 x 20000 pixels: Pillow calls it a decompression bomb."""
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(buffer, "PNG")
+    data = buffer.getvalue()
+    header = b"IHDR" + struct.pack(">II", 20000, 20000) + data[24:29]
+    return data[:12] + header + struct.pack(">I", zlib.crc32(header)) + data[33:]
+
+
+def test_an_image_past_the_pixel_limit_is_a_predict_error(run_dir: Path) -> None:
+    with pytest.raises(PredictError, match="cannot read image <bytes>: more than"):
+        Predictor(run_dir / "model").predict([huge_png()])
+
+
+def test_predict_command_refuses_a_decompression_bomb_in_one_line(
+    run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bomb = tmp_path / "bomb.png"
+    bomb.write_bytes(huge_png())
+    assert main(["predict", str(run_dir), str(bomb)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"python -m core predict: cannot read image {bomb}: more than") and err.count("\n") == 1
