@@ -48,6 +48,9 @@ HEARTBEAT_INTERVAL_S = 2.0
 # A worker's heartbeat comes from a thread of its own, so only a frozen process misses it for
 # this long; a busy training step does not.
 HEARTBEAT_TIMEOUT_S = 60.0
+# How long a reader waits for a busy ``worker.lock`` before it considers killing the holder: long
+# enough for another reader, who holds it only while recording a dead worker's end, to finish.
+LOCK_PATIENCE_S = 0.5
 # How long a worker may take to honour SIGTERM before it is killed outright.
 CANCEL_GRACE_S = 10.0
 
@@ -136,7 +139,7 @@ def cancel(run_id: str) -> None:
         # The request's time is the file's: a second click must not restart the grace period.
         (directory / CANCEL_FILE).open("x").close()
     pid = read_json(directory / STATUS_FILE, {}).get("pid")
-    if pid and worker_alive(directory):
+    if pid and _is_worker_of(pid, directory):
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)
     _reconcile(directory)
@@ -300,7 +303,8 @@ def _start_worker(directory: Path, target: str, lock_fd: int) -> None:
         "PYTHONPATH": os.pathsep.join(filter(None, [str(_PROJECT_ROOT), os.environ.get("PYTHONPATH")])),
         "PYTHONUNBUFFERED": "1",  # so the log holds the last words of a worker that is killed
     }
-    command = [sys.executable, "-m", "core.worker", str(directory), "--target", target]
+    # An absolute folder, which is also how a reader tells this worker from a stranger with a recycled pid.
+    command = [sys.executable, "-m", "core.worker", str(directory.resolve()), "--target", target]
     command += ["--lock-fd", str(lock_fd)]
     with open(directory / WORKER_LOG, "ab") as log:
         worker = subprocess.Popen(
@@ -340,7 +344,13 @@ def _reconcile(directory: Path, gone_state: str = "failed") -> dict[str, Any]:
         kill_reason = _reason_to_kill(directory, current)
         if kill_reason is None:
             return current
-        _kill_group(current.get("pid"))
+        # The holder may be another reader recording this run's end, its worker long dead.
+        lock_fd = _wait_for_lock(directory / WORKER_LOCK, timeout_s=LOCK_PATIENCE_S)
+    if lock_fd is None:
+        pid = current.get("pid")
+        if not pid or not _is_worker_of(pid, directory):
+            return current  # whoever holds the lock, that pid is no longer ours to kill
+        _kill_group(pid)
         lock_fd = _wait_for_lock(directory / WORKER_LOCK, timeout_s=5.0)
         if lock_fd is None:
             return current
@@ -383,9 +393,28 @@ def _verdict(
     return state, f"{reason}; last words: {tail}" if tail else f"{reason}; its log is empty"
 
 
-def _kill_group(pid: int | None) -> None:
-    if not pid:
-        return
+def _is_worker_of(pid: int, directory: Path) -> bool:
+    """Whether ``pid`` is still a ``core.worker`` of ``directory``, so that signalling it hits no stranger.
+
+    A dead worker's pid may by now belong to anyone. Where there is no ``/proc`` (macOS), ``ps``
+    tells; a worker started by hand with a relative folder is then not recognised, and not killed.
+    """
+    wanted = os.path.realpath(directory)
+    proc = Path(f"/proc/{pid}")
+    if Path("/proc/self/cmdline").exists():
+        try:
+            args = [os.fsdecode(arg) for arg in (proc / "cmdline").read_bytes().split(b"\0")]
+            cwd = os.readlink(proc / "cwd")
+        except OSError:  # gone, a zombie, or someone else's process: not ours in any case
+            return False
+        folders = [os.path.realpath(os.path.join(cwd, arg)) for arg in args if arg]
+    else:
+        ps = subprocess.run(["ps", "-o", "command=", "-p", str(pid)], capture_output=True, text=True)
+        args = folders = ps.stdout.split()
+    return "core.worker" in args and wanted in folders
+
+
+def _kill_group(pid: int) -> None:
     try:
         os.killpg(pid, signal.SIGKILL)  # a submitted worker leads its own group: its children go too
     except ProcessLookupError:

@@ -211,6 +211,52 @@ def test_a_frozen_worker_is_killed_and_marked_failed(home: Path, monkeypatch: py
     wait_until(lambda: process_gone(pid), "frozen worker killed", timeout_s=5)
 
 
+@pytest.fixture
+def stranger() -> Iterator[subprocess.Popen]:
+    """An unrelated process, as a dead worker's recycled pid may belong to by now."""
+    process = subprocess.Popen(["sleep", "30"], start_new_session=True)
+    yield process
+    process.kill()
+    process.wait()
+
+
+def orphan_run(pid: int, **status: Any) -> Path:
+    """A run left ``running`` by a worker that died long ago, its pid now someone else's."""
+    directory = jobs.run_dir("20260101-000000-dead")
+    an_hour_ago = time.time() - 3600
+    write_json(directory / "status.json", {"state": "running", "pid": pid, "heartbeat": an_hour_ago} | status)
+    (directory / jobs.WORKER_LOG).write_text("epoch 3/10\n")
+    return directory
+
+
+def test_a_stale_run_never_gets_a_stranger_with_its_old_pid_killed(
+    home: Path, stranger: subprocess.Popen
+) -> None:
+    orphan = orphan_run(stranger.pid)
+    held = jobs.try_lock(orphan / jobs.WORKER_LOCK)  # another page, recording the run's end
+
+    assert jobs.status(orphan.name)["state"] == "running"
+    os.close(held)
+    final = jobs.status(orphan.name)
+
+    assert stranger.poll() is None
+    assert final["state"] == "failed"
+    assert f"the worker (pid {stranger.pid}) died without reporting" in final["message"]
+
+
+def test_cancelling_a_run_whose_worker_is_gone_signals_no_stranger(
+    home: Path, stranger: subprocess.Popen
+) -> None:
+    orphan = orphan_run(stranger.pid, heartbeat=time.time())
+    held = jobs.try_lock(orphan / jobs.WORKER_LOCK)
+
+    jobs.cancel(orphan.name)
+    os.close(held)
+
+    assert stranger.poll() is None
+    assert jobs.status(orphan.name)["state"] == "cancelled"
+
+
 def test_status_outlives_the_process_that_submitted(home: Path) -> None:
     def python(code: str) -> str:
         done = subprocess.run(
