@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from core import metrics
+from core import metrics, paths
 from core.cli import main
 from core.device import Accelerator, Ranks
 from core.events import read_events
@@ -732,12 +732,50 @@ def test_train_command_refuses_bad_plans_in_one_line(
     assert "already holds a run; choose another --out" in capsys.readouterr().err
 
 
-def test_train_command_records_a_failed_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_command_line_run_is_listed_with_the_app_s_runs(
+    five_digits: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from core import jobs, train
+
+    monkeypatch.setattr(train, "export_model", lambda *args: None)
+    monkeypatch.setattr(jobs, "HEARTBEAT_INTERVAL_S", 0.05)
+    real_fit, seen_while_training = train.fit, []
+
+    def watched_fit(plan: Plan, run_dir: Path, emit: object) -> dict:
+        seen_while_training.extend(jobs.list_runs())
+        result = real_fit(plan, run_dir, emit)
+        seen_while_training.append(json.loads((run_dir / "status.json").read_text()))
+        return result
+
+    monkeypatch.setattr(train, "fit", watched_fit)
+    argv = ["train", str(five_digits), "--backbone", "efficientnet_lite0", "--image-size", "64"]
+    assert main([*argv, "--epochs", "1", "--augment", "none"]) == 0, capsys.readouterr().err
+    running, after_training = seen_while_training
+    assert running["state"] == "running" and running["backbone"] == "efficientnet_lite0"
+    assert after_training["heartbeat"] > after_training["started"]  # what tells the app it lives
+    [row] = jobs.list_runs()
+    assert row["run_id"] == running["run_id"] and row["state"] == "done"
+    assert row["started"] <= row["finished"] and row["message"] == ""
+    metrics_ = json.loads((paths.runs_dir() / row["run_id"] / "metrics.json").read_text())
+    assert row["best_val_accuracy"] == metrics_["best_val_accuracy"] > 0.2  # chance: 0.2
+    assert [e["state"] for e in read_events(paths.runs_dir() / row["run_id"]) if e["type"] == "status"] == [
+        "running",
+        "done",
+    ]
+
+
+def test_train_command_records_a_failed_run(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    from core import jobs
+
     data = digits_folder(tmp_path / "one_class", per_class=5, classes=("7",))
-    assert main(["train", str(data), "--backbone", "efficientnet_lite0", "--out", str(tmp_path / "run")]) == 1
+    assert main(["train", str(data), "--backbone", "efficientnet_lite0"]) == 1
     error = capsys.readouterr().err
     assert error.startswith("python -m core train: training failed: only one class ('7')")
-    assert read_events(tmp_path / "run")[-1]["type"] == "error"
+    [row] = jobs.list_runs()
+    assert row["state"] == "failed" and error.strip().endswith(row["message"])
+    assert row["message"].startswith("only one class ('7')")
+    events = read_events(paths.runs_dir() / row["run_id"])
+    assert [e["type"] for e in events][-2:] == ["error", "status"]
 
 
 def test_progress_draws_a_bar_on_a_terminal() -> None:

@@ -1,17 +1,23 @@
 """``python -m core train DATA --backbone NAME --case N --epochs E --out RUN_DIR``: one run, here.
 
 Progress is a bar on a terminal and plain lines otherwise, drawn from the same events the run
-writes to ``events.jsonl``. Under ``torchrun`` every rank runs this command; rank 0 alone writes
-the run directory and prints.
+writes to ``events.jsonl``. The run keeps ``status.json`` as a worker would, so that the app lists
+it with its own runs. Under ``torchrun`` every rank runs this command; rank 0 alone writes the run
+directory and prints.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import sys
+import threading
+import time
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 HELP = "train a model on a zip or folder of images and write a complete run directory"
 BAR_WIDTH = 24
@@ -50,7 +56,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from core.cli import CliError
     from core.device import ranks_from_env
-    from core.events import EventLog, RunFailed
+    from core.events import EventLog
     from core.plan import Plan, PlanError
     from core.runs import PLAN_FILE, new_run_id, run_dir, write_json
     from core.train import fit
@@ -89,12 +95,10 @@ def run(args: argparse.Namespace) -> int:
         progress(event)
 
     try:
-        result = fit(plan, out, emit)  # on ranks other than 0, fit emits nothing
-    except Exception as exc:  # a failed run: one line for people, the event for the app
-        message = str(exc) or type(exc).__name__
-        if ranks.is_main:
-            log(RunFailed(message=message))
-        raise CliError(f"training failed: {message}") from exc
+        with _kept_status(out) if ranks.is_main else contextlib.nullcontext():
+            result = fit(plan, out, emit)  # on ranks other than 0, fit emits nothing
+    except Exception as exc:  # a failed run: one line for people, the status for the app
+        raise CliError(f"training failed: {_one_line(exc)}") from exc
     if not ranks.is_main:
         return 0
     if args.json:
@@ -102,6 +106,55 @@ def run(args: argparse.Namespace) -> int:
     else:
         _summary(result, out, args)
     return 0
+
+
+@contextlib.contextmanager
+def _kept_status(directory: Path) -> Iterator[None]:
+    """``status.json`` as a worker keeps it: ``running`` while the block runs, then ``done``,
+    ``failed`` with the error's message, or ``cancelled`` on Ctrl-C.
+
+    Meanwhile the run holds ``worker.lock`` and stamps ``heartbeat``, which is how the app tells
+    a live run from a dead one: without them, the first page to list the runs would mark this
+    one failed.
+    """
+    from core import jobs
+    from core.cli import CliError
+
+    lock_fd = jobs.try_lock(directory / jobs.WORKER_LOCK)
+    if lock_fd is None:
+        raise CliError(f"another process is training in {directory}")
+    now = time.time()
+    current = {"pid": os.getpid(), "submitted": now, "started": now, "heartbeat": now}
+    current = jobs.record_state(directory, current, "running")
+    halted = threading.Event()
+    heartbeat = threading.Thread(target=_stamp_heartbeat, args=(directory, current, halted), daemon=True)
+    heartbeat.start()
+    try:
+        yield
+        state, message = "done", ""
+    except KeyboardInterrupt:
+        state, message = "cancelled", jobs.CANCELLED_MESSAGE
+        raise
+    except BaseException as exc:
+        state, message = "failed", _one_line(exc)
+        raise
+    finally:
+        halted.set()
+        heartbeat.join()
+        jobs.record_state(directory, current, state, message)
+        os.close(lock_fd)
+
+
+def _stamp_heartbeat(directory: Path, current: Mapping[str, Any], halted: threading.Event) -> None:
+    from core import jobs
+    from core.runs import STATUS_FILE, write_json
+
+    while not halted.wait(jobs.HEARTBEAT_INTERVAL_S):
+        write_json(directory / STATUS_FILE, {**current, "heartbeat": time.time()})
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 class _Progress:
