@@ -188,10 +188,11 @@ def record_state(
     updated = {**current, "state": state, "message": message}
     if state in FINAL_STATES:
         updated["finished"] = time.time()
-    write_json(directory / STATUS_FILE, updated)
     emit = EventLog(directory)
     if state == "failed":
-        emit(RunFailed(message=message))  # before the final status, which is where views stop
+        # First, so that whoever sees the final status, in status.json or in the events, finds it.
+        emit(RunFailed(message=message))
+    write_json(directory / STATUS_FILE, updated)
     emit(StatusChanged(state=state, message=message))
     return updated
 

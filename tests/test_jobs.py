@@ -98,6 +98,24 @@ def test_a_failing_run_records_a_one_line_message_and_the_traceback(home: Path) 
     assert [e["message"] for e in errors] == [final["message"]]
 
 
+def test_the_error_is_in_the_events_by_the_time_the_status_says_failed(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    directory = jobs.run_dir("20260101-000000-boom")
+    directory.mkdir(parents=True)
+    events_when_failed = []
+
+    def write_and_look(path: Path, data: Any) -> None:
+        write_json(path, data)
+        if path.name == "status.json" and data["state"] == "failed":
+            events_when_failed.append([e["type"] for e in read_events(directory)])
+
+    monkeypatch.setattr(jobs, "write_json", write_and_look)
+    jobs.record_state(directory, {"state": "running"}, "failed", "ValueError: boom")
+
+    assert events_when_failed == [["error"]]
+
+
 def test_a_missing_training_entry_point_fails_the_run_readably(home: Path) -> None:
     run_id = jobs.submit({}, target="tests.no_such_module:run")
 
