@@ -13,10 +13,10 @@ from functools import lru_cache
 from typing import Any
 
 import torchvision
-from torchvision.models import get_model_weights, list_models
+from torchvision.models import get_model_weights
 
 from core.extras import EXTRA_BACKBONES
-from core.families import family_of
+from core.families import backbone_names, family_of, torchvision_names
 from core.preprocess import Preprocess
 from core.weights import weights_on_disk
 
@@ -82,15 +82,6 @@ class BackboneRow:
         return asdict(self)
 
 
-def torchvision_names() -> list[str]:
-    """Every classification model torchvision registers."""
-    return list_models(module=torchvision.models)
-
-
-def all_names() -> list[str]:
-    return torchvision_names() + sorted(EXTRA_BACKBONES)
-
-
 def paper_of(name: str) -> tuple[int | None, str]:
     matches = [p for p in PAPERS if name.startswith(p[0])]
     if not matches:
@@ -125,7 +116,7 @@ def row(name: str) -> BackboneRow:
     if name in EXTRA_BACKBONES:
         return _extra_row(name)
     if name not in torchvision_names():
-        raise ValueError(f"unknown backbone {name!r}; choose one of: {', '.join(all_names())}")
+        raise ValueError(f"unknown backbone {name!r}; choose one of: {', '.join(backbone_names())}")
     return _torchvision_row(name)
 
 

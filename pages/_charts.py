@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import math
 from typing import Any, Sequence
 
@@ -165,9 +166,10 @@ def imagenet_history(rows: Sequence[dict[str, Any]]) -> go.Figure:
 def confusion_heatmap(matrix: Sequence[Sequence[int]], labels: Sequence[str]) -> go.Figure:
     """Rows are true classes. Counts are written in the cells only while they stay legible."""
     n = len(labels)
+    labels = [html.escape(label) for label in labels]  # plotly renders tags such as <a href> in text
     fig = go.Figure(
         go.Heatmap(
-            z=matrix, x=list(labels), y=list(labels), colorscale="Blues",
+            z=matrix, x=labels, y=labels, colorscale="Blues",
             text=matrix if n <= 15 else None, texttemplate="%{text}" if n <= 15 else None,
             hovertemplate="true %{y}<br>predicted %{x}<br>%{z} images<extra></extra>",
             colorbar={"title": "images"},

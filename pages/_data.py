@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import html
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import plotly.graph_objects as go
@@ -10,10 +12,13 @@ import streamlit as st
 
 from core.data import Dataset, IngestError, ingest
 from core.samples import SAMPLES, sample_path
+from pages._common import escape
+from pages._plan_form import DEFAULT_VAL, VAL_KEY
 
 DATA_ROOT_ENV = "TRANSFER_LAB_DATA_ROOT"  # set it to let users train on folders under it
 SOURCES = {"sample": "Sample data set", "upload": "Upload a zip", "folder": "Folder on the server"}
 GRID_CLASSES, GRID_IMAGES = 8, 6
+LAST_UPLOAD = "last_upload"
 
 
 def choose_dataset() -> Dataset | None:
@@ -21,56 +26,90 @@ def choose_dataset() -> Dataset | None:
     sources = [key for key in SOURCES if key != "folder" or os.environ.get(DATA_ROOT_ENV)]
     source = st.segmented_control(
         "Data", sources, format_func=SOURCES.get, default="sample", required=True, key="source",
+        persist_state="session",
         help="A zip with one folder per class (optionally inside train/ and val/ folders). "
         "Uploads are held in the server's memory: use a server folder for very large data.",
     )
     if source == "upload":
-        upload = st.file_uploader("Zip of images, one folder per class", type=["zip"], key="upload")
-        if upload is None:
-            st.info("Upload a zip, or pick a sample data set to try the app first.")
-            return None
-        return _ingest_once(("upload", upload.name, upload.size), lambda: upload.getvalue(), upload.name)
+        return _uploaded()
     if source == "folder":
         return _server_folder()
-    name = st.selectbox(
-        "Sample data set", list(SAMPLES), key="sample",
-        format_func=lambda key: SAMPLES[key].title,
-    )
+    name = st.selectbox("Sample data set", list(SAMPLES), key="sample", persist_state="session",
+                        format_func=lambda key: SAMPLES[key].title)
     sample = SAMPLES[name]
     st.caption(f"{sample.description} Source: {sample.source} ({sample.licence}).")
-    return _ingest_once(("sample", name), lambda: sample_path(name), sample.title)
+    return _ingest(("sample", name), lambda: sample_path(name), sample.title)
+
+
+def _uploaded() -> Dataset | None:
+    """The zip in the uploader, else the one uploaded earlier in this session (a file uploader
+    forgets its file when the user visits another page; the data set is still on disk)."""
+    upload = st.file_uploader("Zip of images, one folder per class", type=["zip"], key="upload")
+    if upload is not None:
+        st.session_state[LAST_UPLOAD] = (("upload", upload.file_id), upload.name)
+        return _ingest(("upload", upload.file_id), upload.getvalue, upload.name)
+    if LAST_UPLOAD in st.session_state:
+        identity, name = st.session_state[LAST_UPLOAD]
+        st.caption(f"Using your earlier upload, {escape(name)}. Upload another zip to replace it.")
+        return _ingest(identity, None, name)
+    st.info("Upload a zip, or pick a sample data set to try the app first.")
+    return None
 
 
 def _server_folder() -> Dataset | None:
     root = Path(os.environ[DATA_ROOT_ENV]).resolve()
-    relative = st.text_input(f"Folder under `{root}`", key="folder", placeholder="e.g. flowers/")
+    relative = st.text_input(f"Folder under `{root}`", key="folder", persist_state="session",
+                             placeholder="e.g. flowers/")
     if not relative:
         return None
     folder = (root / relative).resolve()
     if not folder.is_relative_to(root):
-        st.error(f"{relative!r} is outside {root}: choose a folder under it.")
+        st.error(f"{escape(relative)} is outside {escape(root)}: choose a folder under it.")
         return None
-    return _ingest_once(("folder", str(folder)), lambda: folder, str(folder))
+    # A refusal is not remembered: the folder may be fixed by the time the user looks again.
+    return _ingest(("folder", str(folder)), lambda: folder, str(folder), cache_errors=False)
 
 
-def _ingest_once(identity: tuple, load, label: str) -> Dataset | None:  # noqa: ANN001 - a thunk
-    """Ingest once per source per session; the data set itself is cached on disk by content."""
+def _ingest(
+    identity: tuple, load: Callable[[], object] | None, label: str, *, cache_errors: bool = True
+) -> Dataset | None:
+    """Ingest once per source and validation share in this session, with a progress bar.
+
+    The data set itself is cached on disk by content; the session keeps the result so that a
+    rerun costs nothing, and re-splits (cheaply) when the user moves the validation share.
+    """
+    val_fraction = st.session_state.get(VAL_KEY, DEFAULT_VAL)
     cache = st.session_state.setdefault("datasets", {})
-    if identity not in cache:
-        progress = st.progress(0.0, text=f"Checking {label}...")
+    key = (identity, val_fraction)
+    if key not in cache:
+        source = load() if load else _source_of(cache, identity)
+        if source is None:
+            return None
+        progress = st.progress(0.0, text=f"Checking {escape(label)}...")
         try:
-            cache[identity] = ingest(
-                load(), name=label,
-                progress=lambda done, total: progress.progress(done / max(total, 1), text=f"Checked {done:,} of {total:,} images"),
+            cache[key] = ingest(
+                source, name=label, val_fraction=val_fraction,
+                progress=lambda done, total: progress.progress(
+                    done / max(total, 1), text=f"Checked {done:,} of {total:,} images"),
             )
         except IngestError as exc:
-            cache[identity] = exc
+            cache[key] = exc
         progress.empty()
-    result = cache[identity]
+    result = cache[key]
     if isinstance(result, IngestError):
-        st.error(f"This data cannot be used: {result}", icon=":material/block:")
+        if not cache_errors:
+            del cache[key]
+        st.error(f"This data cannot be used: {escape(result)}", icon=":material/block:")
         return None
     return result
+
+
+def _source_of(cache: dict, identity: tuple) -> Path | None:
+    """An earlier upload's folder under datasets/, which ingest accepts in place of its bytes."""
+    for (known, _), result in cache.items():
+        if known == identity and isinstance(result, Dataset):
+            return result.root
+    return None
 
 
 def show_report(dataset: Dataset) -> None:
@@ -84,7 +123,7 @@ def show_report(dataset: Dataset) -> None:
         columns[3].metric("Skipped files", len(report.skipped))
         st.caption(f"Layout: {report.layout}. Validation split: {report.split}.")
         for warning in report.warnings:
-            st.warning(warning, icon=":material/warning:")
+            st.warning(escape(warning), icon=":material/warning:")
         st.plotly_chart(_counts_chart(report.counts), width="stretch", key="counts",
                         config={"displayModeBar": False})
         _image_grid(dataset)
@@ -97,7 +136,8 @@ def _counts_chart(counts: dict[str, dict[str, int]]) -> go.Figure:
     fig = go.Figure()
     for split, per_class in counts.items():
         if any(per_class.values()):
-            fig.add_trace(go.Bar(x=list(per_class), y=list(per_class.values()), name=split))
+            names = [html.escape(label) for label in per_class]  # plotly renders tags in labels
+            fig.add_trace(go.Bar(x=names, y=list(per_class.values()), name=split))
     fig.update_layout(barmode="stack", height=260, margin={"l": 10, "r": 10, "t": 10, "b": 10},
                       yaxis_title="images", legend={"orientation": "h", "y": 1.15})
     return fig
@@ -110,5 +150,5 @@ def _image_grid(dataset: Dataset) -> None:
     for label in shown:
         index = classes.index(label)
         files = [s.path for s in dataset.train if s.label == index][:GRID_IMAGES]
-        st.markdown(f"**{label}**")
+        st.markdown(f"**{escape(label)}**")
         st.image([str(f) for f in files], width=96)

@@ -16,6 +16,7 @@ import streamlit as st
 from core import jobs
 from core.events import EventReader
 from core.runs import FINAL_STATES, run_dir
+from pages._common import escape
 
 POLL_SECONDS = 1.0
 STATE_ICONS = {
@@ -33,14 +34,12 @@ class RunView:
     last_batch: dict[str, Any] | None = None
     warnings: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
-    started: float | None = None
 
     def update(self) -> None:
         for event in self.reader.new_events():
             kind = event["type"]
             if kind == "batch":
                 self.last_batch = event
-                self.started = self.started or event["time"]
             elif kind == "epoch":
                 self.epochs.append(event)
             elif kind == "warning":
@@ -84,7 +83,7 @@ def _render(run_id: str, view: RunView, status: dict[str, Any]) -> None:
     state = status["state"]
     with st.container(border=True, key="run_status"):
         st.subheader(f"Run {run_id}")
-        line = f"**{state}**" + (f": {status['message']}" if status.get("message") else "")
+        line = f"**{state}**" + (f": {escape(status['message'])}" if status.get("message") else "")
         if state == "queued" and status.get("queue_position"):
             line = f"**queued**: place {status['queue_position']} in the queue"
         st.markdown(f"{STATE_ICONS.get(state, '')} {line}")
@@ -93,9 +92,9 @@ def _render(run_id: str, view: RunView, status: dict[str, Any]) -> None:
             jobs.cancel(run_id)
             st.rerun()
     for message in view.warnings:
-        st.warning(message, icon=":material/warning:")
+        st.warning(escape(message), icon=":material/warning:")
     for message in view.errors:
-        st.error(message, icon=":material/error:")
+        st.error(escape(message), icon=":material/error:")
     if view.epochs:
         st.plotly_chart(_curves(view.epochs), width="stretch", key=f"curves_{len(view.epochs)}",
                         config={"displayModeBar": False})

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import streamlit as st
 
-from core import adapt, backbones, cases, weights
+from core import adapt, backbones, cases, families, weights
 from core.data import Dataset
 from core.plan import AUGMENTATIONS, Plan, PlanError
 from core.samples import SAMPLES
 from pages._common import draft_plan
+
+VAL_KEY, DEFAULT_VAL = "plan_val", 0.2  # the data step reads it too: the report shows this split
 
 HELP = {
     "case": "From the Advisor: 1 and 2 freeze the pre-trained network (small data), 3 and 4 re-train it.",
@@ -26,47 +28,47 @@ HELP = {
 
 
 def plan_form(dataset: Dataset) -> Plan | None:
-    """A resolved plan for ``dataset`` from the widgets, or ``None`` with the reason shown."""
+    """A resolved plan for ``dataset`` from the widgets, or ``None`` with the reason shown.
+
+    Every widget keeps its value for the session (across page switches); a widget's first value
+    comes from the draft plan (Advisor, Backbones) or from the data set.
+    """
     draft = draft_plan()
     with st.container(border=True, key="plan_form"):
         st.subheader("Plan")
         left, middle, right = st.columns(3)
         case = left.radio(
-            "Case", list(cases.CASES), index=list(cases.CASES).index(draft.get("case") or _advised_case(dataset)),
-            format_func=lambda n: f"{n}: {cases.CASES[n].name}", key="plan_case", help=HELP["case"],
+            "Case", list(cases.CASES), format_func=lambda n: f"{n}: {cases.CASES[n].name}",
+            **_state("plan_case", draft.get("case") or _advised_case(dataset)), help=HELP["case"],
         )
-        names = backbones.all_names()
-        default = draft.get("backbone") or backbones.default_backbone()
         backbone = middle.selectbox(
-            "Backbone", names, index=names.index(default), key="plan_backbone", help=HELP["backbone"],
-            format_func=_label_backbone,
+            "Backbone", list(families.backbone_names()), format_func=_label_backbone,
+            **_state("plan_backbone", draft.get("backbone") or backbones.default_backbone()),
+            help=HELP["backbone"],
         )
         cut = None
         if case == 2:
-            stages = adapt.stages(backbone)
-            cut = middle.selectbox("Cut after", stages, index=stages.index(adapt.default_cut(backbone)),
-                                   key="plan_cut", help=HELP["cut"])
-        weight_choice = middle.radio("Weights", ["imagenet", "none"], horizontal=True, key="plan_weights",
-                                     help=HELP["weights"],
-                                     index=["imagenet", "none"].index(draft.get("weights", "imagenet")))
-        min_size, exact = adapt.input_size_rule(backbone)
-        size_default = exact or backbones.preprocess_for(backbone).crop
+            cut = middle.selectbox("Cut after", adapt.stages(backbone), help=HELP["cut"],
+                                   **_state(f"plan_cut_{backbone}", adapt.default_cut(backbone)))
+        weight_choice = middle.radio("Weights", ["imagenet", "none"], horizontal=True, help=HELP["weights"],
+                                     **_state("plan_weights", draft.get("weights", "imagenet")))
+        min_size, exact = adapt.input_size_rule(backbone, case)
         image_size = right.number_input(
-            "Image size (px)", min_value=max(min_size, 32), max_value=1024, value=size_default, step=16,
-            key=f"plan_image_size_{backbone}", help=HELP["image_size"], disabled=exact is not None,
+            "Image size (px)", min_value=max(min_size, 32), max_value=1024, step=16, help=HELP["image_size"],
+            disabled=exact is not None,
+            **_state(f"plan_image_size_{backbone}", exact or backbones.preprocess_for(backbone).crop),
         )
-        epochs = left.number_input("Epochs", 1, 500, value=draft.get("epochs", 10 if case <= 2 else 5),
-                                   key="plan_epochs", help=HELP["epochs"])
-        batch_size = right.select_slider("Batch size", [4, 8, 16, 32, 64, 128, 256],
-                                         value=draft.get("batch_size", 32), key="plan_batch", help=HELP["batch_size"])
+        epochs = left.number_input("Epochs", 1, 500, help=HELP["epochs"],
+                                   **_state("plan_epochs", draft.get("epochs", 10 if case <= 2 else 5)))
+        batch_size = right.select_slider("Batch size", [4, 8, 16, 32, 64, 128, 256], help=HELP["batch_size"],
+                                         **_state("plan_batch_size", draft.get("batch_size", 32)))
         lr = right.select_slider("Learning rate", [1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2],
-                                 value=draft.get("lr", 1e-3), format_func=lambda v: f"{v:g}", key="plan_lr",
-                                 help=HELP["lr"])
-        augment = left.selectbox("Augmentation", AUGMENTATIONS, index=AUGMENTATIONS.index(draft.get("augment", "light")),
-                                 key="plan_augment", help=HELP["augment"])
-        val_fraction = right.slider("Validation share", 0.1, 0.5, value=draft.get("val_fraction", 0.2),
-                                    step=0.05, key="plan_val", help=HELP["val_fraction"],
-                                    disabled=not _needs_split(dataset))
+                                 format_func=lambda v: f"{v:g}", help=HELP["lr"],
+                                 **_state("plan_lr", draft.get("lr", 1e-3)))
+        augment = left.selectbox("Augmentation", AUGMENTATIONS, help=HELP["augment"],
+                                 **_state("plan_augment", draft.get("augment", "light")))
+        val_fraction = right.slider("Validation share", 0.1, 0.5, step=0.05, help=HELP["val_fraction"],
+                                    disabled=not _needs_split(dataset), **_state(VAL_KEY, DEFAULT_VAL))
     try:
         return Plan(
             data=str(dataset.root), backbone=backbone, case=case, cut=cut, weights=weight_choice,
@@ -76,6 +78,12 @@ def plan_form(dataset: Dataset) -> Plan | None:
     except PlanError as exc:
         st.error(str(exc), icon=":material/error:")
         return None
+
+
+def _state(key: str, first_value: object) -> dict[str, object]:
+    """Widget arguments that give it ``first_value`` once and keep the user's choice after."""
+    st.session_state.setdefault(key, first_value)
+    return {"key": key, "persist_state": "session"}
 
 
 def _advised_case(dataset: Dataset) -> int:
@@ -89,7 +97,8 @@ def _advised_case(dataset: Dataset) -> int:
 
 
 def _needs_split(dataset: Dataset) -> bool:
-    return not dataset.report.counts.get("val") or not any(dataset.report.counts["val"].values())
+    """Whether we make the validation split (the data brought no val/ folder of its own)."""
+    return dataset.report.split.startswith("stratified")
 
 
 def _label_backbone(name: str) -> str:

@@ -4,16 +4,30 @@ from __future__ import annotations
 
 import plotly.graph_objects as go
 import streamlit as st
+from PIL import Image
 
 from core import jobs
 from core.data import IngestError, decode_image
 from core.predict import Predictor
 from core.runs import MODEL_DIR, run_dir
+from pages._common import escape
+
+THUMBNAIL = 512
 
 
 @st.cache_resource(max_entries=4, show_spinner="Loading the model...")
 def predictor(run_id: str) -> Predictor:
     return Predictor(run_dir(run_id) / MODEL_DIR)
+
+
+@st.cache_data(max_entries=256, show_spinner=False)
+def classify(run_id: str, file_id: str, _data: bytes) -> tuple[tuple[tuple[str, float], ...], Image.Image]:
+    """Top classes of one upload and a thumbnail of it as the model saw it (upright, RGB),
+    computed once per model and upload rather than on every rerun."""
+    image = decode_image(_data)
+    [prediction] = predictor(run_id).predict([image], top_k=5)
+    image.thumbnail((THUMBNAIL, THUMBNAIL))
+    return prediction.top, image
 
 
 def top_classes_chart(top: tuple[tuple[str, float], ...]) -> go.Figure:
@@ -38,7 +52,7 @@ ids = list(labels)
 run_id = st.selectbox("Model", ids, index=ids.index(wanted) if wanted in ids else 0,
                       format_func=labels.get, key="model")
 model = predictor(run_id)
-st.caption(f"Classes: {', '.join(model.labels)} · input {model.pre.crop} px")
+st.caption(f"Classes: {escape(', '.join(model.labels))} · input {model.pre.crop} px")
 
 uploads = st.file_uploader("Images", type=["jpg", "jpeg", "png", "bmp", "gif", "webp", "tif", "tiff"],
                            accept_multiple_files=True, key="images")
@@ -49,15 +63,14 @@ if st.toggle("Use the camera", key="camera_on", help="Browsers allow the camera 
 
 for upload in [*(uploads or []), *shots]:
     try:
-        image = decode_image(upload.getvalue())
+        top, thumbnail = classify(run_id, upload.file_id, upload.getvalue())
     except (IngestError, OSError) as exc:
-        st.error(f"{upload.name}: {exc}")
+        st.error(f"{escape(upload.name)}: {escape(exc)}")
         continue
-    [prediction] = model.predict([image], top_k=5)
     left, right = st.columns([1, 2])
-    left.image(image, caption=upload.name, width="stretch")
+    left.image(thumbnail, caption=escape(upload.name), width="stretch")
     with right:
-        best, probability = prediction.top[0]
-        st.markdown(f"### {best}  \n{probability:.1%} confident")
-        st.plotly_chart(top_classes_chart(prediction.top), width="stretch", key=f"bars_{upload.name}_{id(upload)}",
+        best, probability = top[0]
+        st.markdown(f"### {escape(best)}  \n{probability:.1%} confident")
+        st.plotly_chart(top_classes_chart(top), width="stretch", key=f"bars_{upload.file_id}",
                         config={"displayModeBar": False})

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import functools
+from pathlib import Path
+
 import pandas as pd
 import streamlit as st
 
@@ -9,6 +12,17 @@ from core import bundle, jobs
 from core.data import IngestError, ingest
 from core.runs import METRICS_FILE, read_json, run_dir
 from pages._charts import confusion_heatmap, curves_by_run
+from pages._common import escape
+
+
+@st.cache_resource(max_entries=8)
+def image_paths(data: str, val_fraction: float, seed: int) -> dict[str, Path]:
+    """Where each image of a run's data set lives, by the name metrics.json gives it."""
+    try:
+        dataset = ingest(data, val_fraction=val_fraction, seed=seed)
+    except IngestError:
+        return {}
+    return {s.name or s.path.name: s.path for s in dataset.train + dataset.val + dataset.test}
 
 st.title("Results")
 
@@ -74,21 +88,20 @@ wrong = [row for row in metrics["top_losses"] if row["true"] != row["predicted"]
 if not wrong:
     st.caption("No validation image was misclassified.")
 else:
-    try:
-        dataset = ingest(metrics["plan"]["data"], val_fraction=metrics["plan"]["val_fraction"],
-                         seed=metrics["plan"]["seed"])
-        paths = {s.name or s.path.name: s.path for s in dataset.train + dataset.val + dataset.test}
-    except IngestError:
-        paths = {}
+    plan = metrics["plan"]
+    paths = image_paths(plan["data"], plan["val_fraction"], plan["seed"])
     columns = st.columns(6)
     for i, row in enumerate(wrong[:12]):
         with columns[i % 6]:
             if row["file"] in paths:
                 st.image(str(paths[row["file"]]), width="stretch")
-            st.caption(f"**{row['predicted']}** ({row['confidence']:.0%}), truly {row['true']} · {row['file']}")
+            st.caption(f"**{escape(row['predicted'])}** ({row['confidence']:.0%}), "
+                       f"truly {escape(row['true'])} · {escape(row['file'])}")
 
 st.download_button(
-    "Download the model", data=bundle.model_bundle(run_dir(chosen)), file_name=f"transfer-lab-{chosen}.zip",
+    # Built when clicked, not on every rerun: a VGG bundle is half a gigabyte.
+    "Download the model", data=functools.partial(bundle.model_bundle, run_dir(chosen)),
+    file_name=f"transfer-lab-{chosen}.zip",
     mime="application/zip", key="download", type="primary", icon=":material/download:",
 )
 st.caption("A zip of model.pt2, labels.json, preprocess.json and a README with a five-line Python snippet.")

@@ -10,6 +10,7 @@ import torchvision
 from core import backbones
 from core.cli import main
 from core.extras import EXTRA_BACKBONES
+from core.families import backbone_names
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +69,7 @@ def test_cli_json_is_valid_and_has_the_contract_keys(capsys: pytest.CaptureFixtu
     assert main(["backbones", "--json"]) == 0
     out = capsys.readouterr().out
     data = json.loads(out, parse_constant=lambda c: pytest.fail(f"non-JSON constant {c}"))
-    assert len(data) == len(backbones.all_names())
+    assert len(data) == len(backbone_names())
     inception = next(row for row in data if row["name"] == "inception_v3")
     assert {"name", "family", "params", "gflops", "top1", "top5", "input_size"} <= inception.keys()
     assert inception["input_size"] == 299

@@ -51,7 +51,7 @@ def test_plan_from_the_advisor_is_prefilled() -> None:
     at.run()
     at.switch_page("pages/train.py").run()
     assert at.radio(key="plan_case").value == 2
-    assert at.selectbox(key="plan_cut").value  # case 2 offers the backbone's stages
+    assert at.selectbox(key="plan_cut_efficientnet_lite0").value  # case 2 offers its stages
 
 
 def test_a_refused_folder_is_a_message_not_a_traceback(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -170,3 +170,41 @@ def wait_until(condition: Callable[[], bool], timeout: float = 30) -> None:
 
 def _final(run: str) -> bool:
     return jobs.status(run)["state"] in ("done", "failed", "cancelled")
+
+
+def test_the_plan_survives_a_visit_to_another_page() -> None:
+    at = open_page("pages/train.py")
+    at.number_input(key="plan_epochs").set_value(7).run()
+    at.switch_page("pages/advisor.py").run()
+    at.switch_page("pages/train.py").run()
+    assert at.number_input(key="plan_epochs").value == 7
+
+
+def test_use_this_plan_overrides_a_case_chosen_earlier() -> None:
+    at = open_page("pages/train.py")
+    assert at.radio(key="plan_case").value == 1
+    at.switch_page("pages/advisor.py").run()
+    at.radio(key="similarity").set_value("different").run()
+    at.button(key="use_plan").click().run()
+    assert at.radio(key="plan_case").value == 2
+
+
+def test_the_report_shows_the_split_that_will_train() -> None:
+    at = open_page("pages/train.py")
+    at.slider(key="plan_val").set_value(0.5).run()
+    metrics = {m.label: m.value for m in at.metric}
+    assert (metrics["Training images"], metrics["Validation images"]) == ("100", "100")
+
+
+def test_names_inside_an_upload_are_shown_literally(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for label in ("[click](http://evil)", "plain"):
+        folder = tmp_path / "data" / "set" / label
+        folder.mkdir(parents=True)
+        for i in range(3):
+            Image.new("RGB", (8, 8), (i * 40, 0, 0)).save(folder / f"{i}.png")
+    monkeypatch.setenv("TRANSFER_LAB_DATA_ROOT", str(tmp_path / "data"))
+    at = open_page("pages/train.py")
+    at.segmented_control(key="source").set_value("folder").run()
+    at.text_input(key="folder").input("set").run()
+    labels = [m.value for m in at.markdown if "click" in m.value]
+    assert labels and all(r"\[click\]\(http\:" in value for value in labels)
