@@ -6,6 +6,7 @@ core estimate``) so that the web server never initialises CUDA.
 
 from __future__ import annotations
 
+import functools
 import json
 import subprocess
 import sys
@@ -20,7 +21,7 @@ from core.backbones import preprocess_for
 from core.batches import ImageSource
 from core.cache import ImageCache
 from core.data import ingest
-from core.device import accelerator
+from core.device import Accelerator, accelerator
 from core.loop import Optimisation
 from core.plan import Plan
 
@@ -43,22 +44,28 @@ class Estimate:
 
 
 def estimate(plan: Plan, batches: int = 2) -> Estimate:
-    """Time ``batches`` real batches (the first one warms up, the last one counts)."""
+    """Time up to ``batches`` real batches: the first one warms up, the last one counts.
+
+    Every batch is full (the whole training set, when that is smaller than one): a short
+    remainder would spread the fixed cost of a step over fewer images and overstate the cost of
+    each, and a batch of one fails BatchNorm in training.
+    """
     plan = plan.resolve()
     dataset = ingest(plan.data, val_fraction=plan.val_fraction, seed=plan.seed)
     accel = accelerator(plan.device, plan.precision)
     pre = preprocess_for(plan.backbone).scaled_to(plan.image_size)
-    count = min(len(dataset.train), batches * plan.batch_size)
+    n_train, n_val = len(dataset.train), len(dataset.val) + len(dataset.test)
+    size = min(plan.batch_size, n_train)
+    chunks = list(torch.arange(min(batches, n_train // size) * size).split(size))
+    count = len(chunks) * size
     started = time.perf_counter()
     cache = ImageCache(dataset.train[:count], pre.resize, interpolation=pre.interpolation)
     decode_per_image = (time.perf_counter() - started) / count
     source = ImageSource(cache, pre, accel, train=True, augment=plan.augment)
-    chunks = [torch.arange(i, min(i + plan.batch_size, count)) for i in range(0, count, plan.batch_size)]
     model = adapt.build_model(plan.backbone, plan.case, len(dataset.classes), plan.weights, plan.cut)
-    n_train, n_val = len(dataset.train), len(dataset.val) + len(dataset.test)
     decode = decode_per_image * (n_train + n_val)
     if plan.trains_body:
-        train_per_image = _train_step_seconds(model, source, chunks, accel)
+        train_per_image = _train_step_seconds(model, source, chunks[0], chunks[-1], accel)
         eval_per_image = _forward_seconds(accel.prepare(model), source, chunks[-1], accel)
         epoch = train_per_image * n_train + eval_per_image * n_val
         prepare = decode
@@ -85,15 +92,23 @@ def estimate_in_subprocess(plan: dict[str, Any], timeout_s: float = 600) -> Esti
     return Estimate(**{f.name: data[f.name] for f in fields(Estimate)})
 
 
-def _train_step_seconds(model: torch.nn.Module, source: ImageSource, chunks: list, accel) -> float:  # noqa: ANN001
+def _train_step_seconds(
+    model: torch.nn.Module,
+    source: ImageSource,
+    warm_up: torch.Tensor,
+    timed: torch.Tensor,
+    accel: Accelerator,
+) -> float:
+    """Seconds per image of a training step on ``timed``, after a first step on ``warm_up``
+    (which may be the same batch): first calls pick kernels and allocate."""
     model = accel.prepare(model).train()
     trainable = [p for p in model.parameters() if p.requires_grad]
     opt = Optimisation(model, torch.optim.AdamW(trainable, lr=1e-4), accel, aux_weight=adapt.aux_weight(model))
     seconds = 0.0
-    for indices in chunks:
+    for indices in (warm_up, timed):
         inputs, labels = source.load(indices, epoch=0)
-        seconds = _timed(lambda: opt.step(inputs, labels), accel)
-    return seconds / len(chunks[-1])
+        seconds = _timed(functools.partial(opt.step, inputs, labels), accel)
+    return seconds / len(timed)
 
 
 @torch.no_grad()
