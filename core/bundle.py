@@ -26,7 +26,12 @@ def readme(run_dir: Path) -> str:
         f"Classes: {', '.join(labels)}.\n\n"
         "`model.pt2` is a `torch.export` program: float32 images `[N, 3, crop, crop]` in, logits out.\n"
         "`preprocess.json` says how to prepare an image, `labels.json` names the outputs.\n\n"
-        "```python\n" + SNIPPET + "```\n"
+        "```python\n" + SNIPPET + "```\n\n"
+        "In training, photos were turned upright by their EXIF orientation, transparent pixels were\n"
+        "composited on white and 16-bit images scaled to 8 bits (by their brightest pixel). The\n"
+        "snippet's `.convert(\"RGB\")` does none of this: for such images, apply\n"
+        "`PIL.ImageOps.exif_transpose`, flatten alpha onto white and scale to 8 bits first, or the\n"
+        "model will see different pixels.\n"
     )
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from core.bundle import SNIPPET, model_bundle
+from core.bundle import SNIPPET, model_bundle, readme
 from core.samples import sample_path
 
 
@@ -31,3 +31,9 @@ def test_the_readme_snippet_classifies_a_photo(finished_run: Path, tmp_path: Pat
 def test_a_run_without_a_model_has_no_bundle(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="no exported model"):
         model_bundle(tmp_path)
+
+
+def test_the_readme_says_how_training_decoded_unusual_images(tmp_path: Path) -> None:
+    text = " ".join(readme(tmp_path).split())
+    assert "transparent pixels were composited on white" in text
+    assert "16-bit images scaled to 8 bits" in text
