@@ -11,6 +11,7 @@ import json
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
@@ -83,7 +84,10 @@ def estimate_in_subprocess(plan: dict[str, Any], timeout_s: float = 600) -> Esti
     initialises CUDA. Raises ``RuntimeError`` with the command's one-line message on failure."""
     result = subprocess.run(
         [sys.executable, "-m", "core", "estimate", json.dumps(plan), "--json"],
-        capture_output=True, text=True, timeout=timeout_s,
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        check=False,
     )
     if result.returncode != 0:
         lines = result.stderr.strip().splitlines() or [f"exit code {result.returncode}"]
@@ -103,7 +107,9 @@ def _train_step_seconds(
     (which may be the same batch): first calls pick kernels and allocate."""
     model = accel.prepare(model).train()
     trainable = [p for p in model.parameters() if p.requires_grad]
-    opt = Optimisation(model, torch.optim.AdamW(trainable, lr=1e-4), accel, aux_weight=adapt.aux_weight(model))
+    opt = Optimisation(
+        model, torch.optim.AdamW(trainable, lr=1e-4), accel, aux_weight=adapt.aux_weight(model)
+    )
     seconds = 0.0
     for indices in (warm_up, timed):
         inputs, labels = source.load(indices, epoch=0)
@@ -112,7 +118,9 @@ def _train_step_seconds(
 
 
 @torch.no_grad()
-def _forward_seconds(module: torch.nn.Module, source: ImageSource, indices: torch.Tensor, accel) -> float:  # noqa: ANN001
+def _forward_seconds(
+    module: torch.nn.Module, source: ImageSource, indices: torch.Tensor, accel: Accelerator
+) -> float:
     module.eval()
     inputs, _ = source.load(indices, epoch=0)
     with accel.autocast():
@@ -121,7 +129,7 @@ def _forward_seconds(module: torch.nn.Module, source: ImageSource, indices: torc
     return seconds / len(indices)
 
 
-def _timed(work, accel) -> float:  # noqa: ANN001
+def _timed(work: Callable[[], object], accel: Accelerator) -> float:
     if accel.device.type == "cuda":
         torch.cuda.synchronize(accel.device)
     started = time.perf_counter()
