@@ -55,6 +55,10 @@ LOCK_PATIENCE_S = 0.5
 CANCEL_GRACE_S = 10.0
 
 _PROJECT_ROOT = Path(__file__).resolve().parent.parent
+# What a runs table shows from each run's files; only these fields are kept in _summaries.
+_SUMMARY_FIELDS = {PLAN_FILE: ("backbone", "case", "data"), METRICS_FILE: ("best_val_accuracy",)}
+# path -> (the file's stat stamp, its summary fields): a finished run's files are parsed once.
+_summaries: dict[Path, tuple[tuple[int, int, int] | None, dict[str, Any]]] = {}
 _TARGET_PATTERN = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 
 
@@ -146,20 +150,31 @@ def cancel(run_id: str) -> None:
 
 
 def list_runs() -> list[dict[str, Any]]:
-    """Every run, newest first, with what a runs table shows: state, plan summary, best accuracy."""
+    """Every run, newest first, with what a runs table shows: state, plan summary, best accuracy.
+
+    Plans and metrics are parsed again only when their files change, so a long history of
+    finished runs costs a ``stat`` each.
+    """
     line = waiting_runs()
-    rows = []
-    for directory in _run_dirs():
-        run_id, current, plan = directory.name, _reconcile(directory), read_json(directory / PLAN_FILE, {})
-        rows.append(
-            {"run_id": run_id}
-            | {key: current.get(key) for key in ("state", "message", "submitted", "started", "finished")}
-            | {"queue_position": line.index(run_id) + 1 if run_id in line else None}
-            | {key: plan.get(key) for key in ("backbone", "case", "data")}
-            | {"best_val_accuracy": read_json(directory / METRICS_FILE, {}).get("best_val_accuracy")}
-        )
-    rows.sort(key=lambda row: (row["submitted"] or 0.0, row["run_id"]), reverse=True)
-    return rows
+    rows = [
+        _row(directory, _reconcile(directory), line) | _summary(directory / METRICS_FILE)
+        for directory in _run_dirs()
+    ]
+    return _newest_first(rows)
+
+
+def active_runs() -> list[dict[str, Any]]:
+    """The queued and running runs, newest first: ``list_runs`` rows without ``best_val_accuracy``.
+
+    Cheap enough for every rerun of every page: besides each ``status.json``, it reads only the
+    plans of active runs, and checks only their workers.
+    """
+    active = [d for d in _run_dirs() if read_json(d / STATUS_FILE, {}).get("state") in ACTIVE_STATES]
+    if not active:
+        return []
+    line = waiting_runs()
+    rows = [_row(directory, _reconcile(directory), line) for directory in active]
+    return _newest_first([row for row in rows if row["state"] in ACTIVE_STATES])
 
 
 def recover() -> list[str]:
@@ -332,6 +347,40 @@ def _existing_run_dir(run_id: str) -> Path:
 def _run_dirs() -> Iterator[Path]:
     if paths.runs_dir().is_dir():
         yield from (d for d in paths.runs_dir().iterdir() if (d / STATUS_FILE).exists())
+
+
+def _row(directory: Path, current: Mapping[str, Any], line: list[str]) -> dict[str, Any]:
+    """A runs table's row, from the run's status, its place in ``line`` and its plan."""
+    run_id = directory.name
+    return (
+        {"run_id": run_id}
+        | {key: current.get(key) for key in ("state", "message", "submitted", "started", "finished")}
+        | {"queue_position": line.index(run_id) + 1 if run_id in line else None}
+        | _summary(directory / PLAN_FILE)
+    )
+
+
+def _newest_first(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return sorted(rows, key=lambda row: (row["submitted"] or 0.0, row["run_id"]), reverse=True)
+
+
+def _summary(path: Path) -> dict[str, Any]:
+    """The runs table's fields of a plan or metrics file, parsed only when the file has changed."""
+    stamp = _stamp(path)  # before reading: a file replaced in between is read again next time
+    cached = _summaries.get(path)
+    if cached is None or cached[0] != stamp:
+        data = read_json(path, {}) if stamp else {}
+        cached = _summaries[path] = (stamp, {key: data.get(key) for key in _SUMMARY_FIELDS[path.name]})
+    return dict(cached[1])
+
+
+def _stamp(path: Path) -> tuple[int, int, int] | None:
+    """What changes whenever ``write_json`` replaces the file, even within one clock tick: its inode."""
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        return None
+    return info.st_mtime_ns, info.st_ino, info.st_size
 
 
 def _reconcile(directory: Path, gone_state: str = "failed") -> dict[str, Any]:

@@ -18,7 +18,7 @@ from PIL import Image
 
 from core import jobs
 from core.events import read_events
-from core.runs import write_json
+from core.runs import read_json, write_json
 
 ROOT = Path(__file__).resolve().parent.parent
 SLEEPY = "tests.helpers_jobs:sleepy"
@@ -331,6 +331,60 @@ def test_list_runs_shows_the_newest_first_with_its_plan(home: Path) -> None:
         "data": "flowers",
         "best_val_accuracy": 0.9,
     }
+
+
+def finished_run(run_id: str, accuracy: float) -> Path:
+    directory = jobs.run_dir(run_id)
+    write_json(directory / "status.json", {"state": "done", "pid": None, "submitted": 1.0, "message": ""})
+    write_json(directory / "plan.json", {"backbone": "resnet18", "case": 2, "data": "flowers"})
+    write_json(directory / "metrics.json", {"best_val_accuracy": accuracy, "history": [{"epoch": 1}]})
+    return directory
+
+
+@pytest.fixture
+def files_read(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """``run/file`` for every JSON file ``core.jobs`` parses from here on."""
+    read: list[str] = []
+
+    def spy(path: Path, default: Any = None) -> Any:
+        read.append(f"{path.parent.name}/{path.name}")
+        return read_json(path, default)
+
+    monkeypatch.setattr(jobs, "read_json", spy)
+    return read
+
+
+def test_active_runs_lists_the_running_run_and_reads_nothing_of_finished_ones(
+    home: Path, files_read: list[str]
+) -> None:
+    finished = finished_run("20260101-000000-done", 0.9).name
+    running = jobs.submit({"backbone": "vgg16", "case": 1}, target=FOREVER)
+    wait_for_state(running, "running")
+    files_read.clear()
+
+    active = jobs.active_runs()
+
+    assert [(r["run_id"], r["state"], r["backbone"], r["case"]) for r in active] == [
+        (running, "running", "vgg16", 1)
+    ]
+    assert "best_val_accuracy" not in active[0]
+    assert f"{finished}/status.json" in files_read
+    assert [name for name in files_read if not name.endswith("/status.json")] == [f"{running}/plan.json"]
+
+
+def test_list_runs_parses_a_finished_run_once_until_its_files_change(
+    home: Path, files_read: list[str]
+) -> None:
+    run = finished_run("20260101-000000-done", 0.75)
+
+    first, second = jobs.list_runs(), jobs.list_runs()
+    write_json(run / "metrics.json", {"best_val_accuracy": 0.8})
+    third = jobs.list_runs()
+
+    assert [rows[0]["best_val_accuracy"] for rows in (first, second, third)] == [0.75, 0.75, 0.8]
+    assert first == second and (first[0]["backbone"], first[0]["case"]) == ("resnet18", 2)
+    assert files_read.count(f"{run.name}/metrics.json") == 2
+    assert files_read.count(f"{run.name}/plan.json") == 1
 
 
 def test_nothing_is_written_outside_the_home_folder(
