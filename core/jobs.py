@@ -459,8 +459,12 @@ def _is_worker_of(pid: int, directory: Path) -> bool:
             return False
         folders = [os.path.realpath(os.path.join(cwd, arg)) for arg in args if arg]
     else:
-        ps = subprocess.run(["ps", "-o", "command=", "-p", str(pid)], capture_output=True, text=True)
-        args = folders = ps.stdout.split()
+        try:
+            command = ["ps", "-o", "command=", "-p", str(pid)]
+            ps = subprocess.run(command, capture_output=True, text=True, check=False)
+        except OSError:  # no ps either: better a hung run than a stranger killed
+            return False
+        args = folders = ps.stdout.split()  # empty when the pid is gone
     return "core.worker" in args and wanted in folders
 
 
