@@ -25,7 +25,7 @@ recover_runs_once()
 page = st.navigation(PAGES)
 with st.sidebar:
     st.caption(f":material/memory: {hardware.describe()}")
-    active = [r for r in jobs.list_runs() if r["state"] in ("queued", "running")]
+    active = jobs.active_runs()
     for run in active:
         label = f"{run['run_id']} · {run['backbone']} · {run['state']}"
         st.page_link("pages/train.py", label=label, icon=":material/sync:", query_params={"run": run["run_id"]})
