@@ -350,6 +350,8 @@ def test_the_run_directory_is_complete(case1: SimpleNamespace) -> None:
     files = {p.relative_to(case1.run_dir).as_posix() for p in case1.run_dir.rglob("*") if p.is_file()}
     assert files == {
         "plan.json",
+        "status.json",
+        "worker.lock",
         "events.jsonl",
         "metrics.json",
         "model/model.pt2",
@@ -394,11 +396,9 @@ def test_events_stream_batches_epochs_and_done(case1: SimpleNamespace) -> None:
         "seconds",
         "time",
     }
-    assert events[-1] == {
-        **events[-1],
-        "type": "done",
-        "best_val_accuracy": case1.metrics["best_val_accuracy"],
-    }
+    done, status = events[-2:]
+    assert done == {**done, "type": "done", "best_val_accuracy": case1.metrics["best_val_accuracy"]}
+    assert status == {**status, "type": "status", "state": "done"}
 
 
 def test_the_cli_prints_plain_lines_off_a_terminal(case1: SimpleNamespace) -> None:
