@@ -18,16 +18,10 @@ import torch
 from PIL import Image
 
 from core import paths
-from core.images import read_image
+from core.images import RESAMPLING, read_image
 from core.ingest import Sample
 from core.limits import GIB, IngestError
 
-RESAMPLING = {
-    "nearest": Image.Resampling.NEAREST,
-    "bilinear": Image.Resampling.BILINEAR,
-    "bicubic": Image.Resampling.BICUBIC,
-    "lanczos": Image.Resampling.LANCZOS,
-}
 DEFAULT_MAX_RAM_BYTES = 1 * GIB
 
 

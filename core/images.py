@@ -23,6 +23,14 @@ DECODERS = ("JPEG", "PNG", "BMP", "GIF", "WEBP", "TIFF")
 HIGH_DEPTH_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I", "F"})
 ALPHA_MODES = frozenset({"RGBA", "LA", "PA", "RGBa", "La"})
 BACKGROUND = (255, 255, 255)  # transparent pixels become white, as a browser shows them
+# Pillow's filter for each interpolation name a preprocess may give, shared by the image cache
+# and prediction so that both shrink pictures the same way.
+RESAMPLING = {
+    "nearest": Image.Resampling.NEAREST,
+    "bilinear": Image.Resampling.BILINEAR,
+    "bicubic": Image.Resampling.BICUBIC,
+    "lanczos": Image.Resampling.LANCZOS,
+}
 
 
 @dataclass(frozen=True)

@@ -15,9 +15,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from core.cache import RESAMPLING
 from core.export import load_model
-from core.images import decode_image, upright_rgb
+from core.images import RESAMPLING, decode_image, upright_rgb
 from core.limits import IngestError
 from core.preprocess import Preprocess
 
