@@ -26,8 +26,9 @@ from core import paths, zipsafe
 from core.images import read_image
 from core.layout import Layout, Placed, place
 from core.limits import IngestError, Limits
-from core.manifest import Manifest, Record, write_atomic
+from core.manifest import Manifest, Record
 from core.report import DatasetReport, build_report
+from core.runs import write_text_atomic
 
 Progress = Callable[[int, int], None]  # (images checked, images to check)
 REPORT_FILENAME = "report.json"
@@ -269,7 +270,7 @@ def _dataset(root: Path, work: Path, manifest: Manifest, val_fraction: float, se
     classes = sorted({r.label for r in manifest.images})
     splits, how = _assign(manifest.images, val_fraction, seed)
     report = build_report(manifest, splits, classes, how)
-    write_atomic(work / REPORT_FILENAME, report.to_json())
+    write_text_atomic(work / REPORT_FILENAME, report.to_json())
     index = {label: i for i, label in enumerate(classes)}
 
     def samples(records: list[Record]) -> list[Sample]:

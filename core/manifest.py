@@ -7,10 +7,10 @@ seed, another validation fraction) reads this file instead of unpacking and deco
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+from core.runs import write_text_atomic
 
 VERSION = 1
 FILENAME = "manifest.json"
@@ -42,7 +42,7 @@ class Manifest:
 
     def save(self, folder: Path) -> None:
         data = {"version": VERSION, **asdict(self)}
-        write_atomic(folder / FILENAME, json.dumps(data, ensure_ascii=False))
+        write_text_atomic(folder / FILENAME, json.dumps(data, ensure_ascii=False))
 
     @classmethod
     def load(cls, folder: Path) -> Manifest | None:
@@ -62,14 +62,3 @@ class Manifest:
         except (OSError, ValueError, KeyError, TypeError):
             return None
 
-
-def write_atomic(path: Path, text: str) -> None:
-    """Readers see the old file or the new one, never half of one."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            out.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
