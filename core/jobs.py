@@ -1,10 +1,9 @@
 """Training runs as jobs: submit a plan, and a worker process of its own trains it.
 
-There is no daemon. ``submit`` writes the run directory and starts ``python -m core.worker
-RUN_DIR`` detached; the workers queue among themselves through files under ``home()/queue``:
-one ticket per waiting run (first submitted, first served) and one lock file per slot, held with
-``flock`` for as long as a run trains. The kernel drops a dead process's locks, so a killed
-worker never keeps its slot.
+This is the API the app, the command line and the worker use: submit, status, cancel, the runs
+table, start-up recovery, and how a run's state is recorded. There is no daemon. ``submit``
+writes the run directory and starts ``python -m core.worker RUN_DIR`` detached; the workers then
+take turns through the tickets and slot locks of ``core.queue``, the layer below this one.
 
 Every run directory holds ``worker.lock``, locked from the moment of submission (the submitter
 hands the locked descriptor to the worker) until the worker exits. Whoever can take that lock
@@ -18,7 +17,6 @@ This module never imports torch: the web server calls it, and must not initialis
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import re
@@ -30,8 +28,9 @@ import time
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
-from core import hardware, paths
+from core import hardware, paths, queue
 from core.events import EventLog, RunFailed, StatusChanged
+from core.queue import WORKER_LOCK, try_lock  # by name: core.cli.train locks a run through core.jobs
 from core.runs import FINAL_STATES, METRICS_FILE, PLAN_FILE, STATUS_FILE
 from core.runs import new_run_id, read_json, run_dir, write_json
 
@@ -40,7 +39,6 @@ DEFAULT_TARGET = "core.train:run"
 ACTIVE_STATES = ("queued", "running")
 
 WORKER_LOG = "worker.log"
-WORKER_LOCK = "worker.lock"
 CANCEL_FILE = "cancel.requested"
 CANCELLED_MESSAGE = "cancelled by the user"
 
@@ -104,11 +102,11 @@ def submit(plan: Mapping[str, Any], *, run_id: str | None = None, target: str = 
     try:
         write_json(directory / PLAN_FILE, plan)
         record_state(directory, {"pid": None, "heartbeat": None, "submitted": time.time()}, "queued")
-        enqueue(run_id)
+        queue.enqueue(run_id)
         try:
             _start_worker(directory, target, lock_fd)
         except OSError as exc:
-            dequeue(run_id)
+            queue.dequeue(run_id)
             queued = read_json(directory / STATUS_FILE)
             record_state(directory, queued, "failed", f"could not start the worker: {exc}")
             raise
@@ -143,7 +141,7 @@ def cancel(run_id: str) -> None:
         # The request's time is the file's: a second click must not restart the grace period.
         (directory / CANCEL_FILE).open("x").close()
     pid = read_json(directory / STATUS_FILE, {}).get("pid")
-    if pid and _is_worker_of(pid, directory):
+    if pid and queue.is_worker_of(pid, directory):
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)
     _reconcile(directory)
@@ -193,7 +191,7 @@ def recover() -> list[str]:
     return marked
 
 
-# ------------------------------------------------- shared with core.worker: state and queue
+# ------------------------------------------------- shared with core.worker: state and line
 
 
 def record_state(
@@ -216,66 +214,9 @@ def cancel_requested(directory: Path) -> bool:
     return (directory / CANCEL_FILE).exists()
 
 
-def try_lock(path: Path) -> int | None:
-    """A descriptor holding an exclusive ``flock`` on ``path``, or None if someone holds it."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        return None
-    return fd
-
-
-def worker_alive(directory: Path) -> bool:
-    """Whether the run's worker (or its submitter, until the hand-over) still holds ``worker.lock``."""
-    try:
-        fd = try_lock(directory / WORKER_LOCK)
-    except FileNotFoundError:  # the run folder itself is gone
-        return False
-    if fd is not None:
-        os.close(fd)
-    return fd is None
-
-
-def enqueue(run_id: str) -> None:
-    """Take a ticket behind every run already waiting."""
-    tickets = _tickets_dir()
-    tickets.mkdir(parents=True, exist_ok=True)
-    with _queue_lock():
-        last = max((int(seq) for seq, _ in _tickets()), default=0)
-        (tickets / f"{last + 1:09d}-{run_id}").touch()
-
-
-def dequeue(run_id: str) -> None:
-    for seq, waiting in _tickets():
-        if waiting == run_id:
-            (_tickets_dir() / f"{seq}-{run_id}").unlink(missing_ok=True)
-
-
 def waiting_runs() -> list[str]:
-    """Ids of the runs waiting for a slot, next in line first. Tickets of dead workers are cleared."""
-    line = []
-    for seq, run_id in _tickets():
-        directory = paths.runs_dir() / run_id
-        if worker_alive(directory):
-            line.append(run_id)
-            continue
-        if (directory / STATUS_FILE).exists():
-            _reconcile(directory)
-        (_tickets_dir() / f"{seq}-{run_id}").unlink(missing_ok=True)
-    return line
-
-
-def take_slot(slots: int) -> tuple[int, int] | None:
-    """``(slot, locked descriptor)`` for the first free slot of ``slots``, or None if all are taken."""
-    folder = _queue_dir()
-    folder.mkdir(parents=True, exist_ok=True)
-    for slot in range(slots):
-        fd = try_lock(folder / f"slot-{slot}.lock")
-        if fd is not None:
-            return slot, fd
-    return None
+    """Ids of the runs waiting for a slot, next in line first; a dead worker's run is finished."""
+    return queue.waiting_runs(on_gone=_settle_orphan)
 
 
 def log_tail(directory: Path, lines: int = 3, max_chars: int = 300) -> str:
@@ -395,13 +336,13 @@ def _reconcile(directory: Path, gone_state: str = "failed") -> dict[str, Any]:
         if kill_reason is None:
             return current
         # The holder may be another reader recording this run's end, its worker long dead.
-        lock_fd = _wait_for_lock(directory / WORKER_LOCK, timeout_s=LOCK_PATIENCE_S)
+        lock_fd = queue.wait_for_lock(directory / WORKER_LOCK, timeout_s=LOCK_PATIENCE_S)
     if lock_fd is None:
         pid = current.get("pid")
-        if not pid or not _is_worker_of(pid, directory):
+        if not pid or not queue.is_worker_of(pid, directory):
             return current  # whoever holds the lock, that pid is no longer ours to kill
-        _kill_group(pid)
-        lock_fd = _wait_for_lock(directory / WORKER_LOCK, timeout_s=5.0)
+        queue.kill_group(pid)
+        lock_fd = queue.wait_for_lock(directory / WORKER_LOCK, timeout_s=5.0)
         if lock_fd is None:
             return current
     try:
@@ -409,10 +350,16 @@ def _reconcile(directory: Path, gone_state: str = "failed") -> dict[str, Any]:
         if current.get("state") in ACTIVE_STATES:
             state, message = _verdict(directory, current, gone_state, kill_reason)
             current = record_state(directory, current, state, message)
-            dequeue(directory.name)
+            queue.dequeue(directory.name)
     finally:
         os.close(lock_fd)
     return current
+
+
+def _settle_orphan(directory: Path) -> None:
+    """A ticket outlived its worker: record how its run ended, if the run's folder is still there."""
+    if (directory / STATUS_FILE).exists():
+        _reconcile(directory)
 
 
 def _reason_to_kill(directory: Path, current: Mapping[str, Any]) -> str | None:
@@ -441,69 +388,3 @@ def _verdict(
         state, reason = "failed", f"the worker (pid {current.get('pid')}) died without reporting"
     tail = log_tail(directory)
     return state, f"{reason}; last words: {tail}" if tail else f"{reason}; its log is empty"
-
-
-def _is_worker_of(pid: int, directory: Path) -> bool:
-    """Whether ``pid`` is still a ``core.worker`` of ``directory``, so that signalling it hits no stranger.
-
-    A dead worker's pid may by now belong to anyone. Where there is no ``/proc`` (macOS), ``ps``
-    tells; a worker started by hand with a relative folder is then not recognised, and not killed.
-    """
-    wanted = os.path.realpath(directory)
-    proc = Path(f"/proc/{pid}")
-    if Path("/proc/self/cmdline").exists():
-        try:
-            args = [os.fsdecode(arg) for arg in (proc / "cmdline").read_bytes().split(b"\0")]
-            cwd = os.readlink(proc / "cwd")
-        except OSError:  # gone, a zombie, or someone else's process: not ours in any case
-            return False
-        folders = [os.path.realpath(os.path.join(cwd, arg)) for arg in args if arg]
-    else:
-        try:
-            command = ["ps", "-o", "command=", "-p", str(pid)]
-            ps = subprocess.run(command, capture_output=True, text=True, check=False)
-        except OSError:  # no ps either: better a hung run than a stranger killed
-            return False
-        args = folders = ps.stdout.split()  # empty when the pid is gone
-    return "core.worker" in args and wanted in folders
-
-
-def _kill_group(pid: int) -> None:
-    try:
-        os.killpg(pid, signal.SIGKILL)  # a submitted worker leads its own group: its children go too
-    except ProcessLookupError:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)  # a worker started by hand, in someone else's group
-
-
-def _wait_for_lock(path: Path, timeout_s: float) -> int | None:
-    deadline = time.monotonic() + timeout_s
-    while (fd := try_lock(path)) is None and time.monotonic() < deadline:
-        time.sleep(0.05)
-    return fd
-
-
-def _queue_dir() -> Path:
-    return paths.home() / "queue"
-
-
-def _tickets_dir() -> Path:
-    return _queue_dir() / "tickets"
-
-
-def _tickets() -> list[tuple[str, str]]:
-    """``(sequence, run id)`` of every ticket, in queue order."""
-    if not _tickets_dir().is_dir():
-        return []
-    names = sorted(p.name for p in _tickets_dir().iterdir() if re.match(r"^\d{9}-", p.name))
-    return [(name[:9], name[10:]) for name in names]
-
-
-@contextlib.contextmanager
-def _queue_lock() -> Iterator[None]:
-    fd = os.open(_queue_dir() / "queue.lock", os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)

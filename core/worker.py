@@ -20,7 +20,7 @@ import traceback
 from pathlib import Path
 from typing import Any, Callable
 
-from core import jobs
+from core import jobs, queue
 from core.events import EventLog
 from core.runs import STATUS_FILE, read_json, write_json
 
@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
         state, message = _run(directory, args.target, status)
     finally:
         heartbeat.halt()
-        jobs.dequeue(directory.name)
+        queue.dequeue(directory.name)
     status.set_state(state, message)
     return 1 if state == "failed" else 0
 
@@ -80,17 +80,17 @@ def _wait_for_slot(directory: Path, status: _StatusFile) -> None:
     """Block until this run is first in line and a slot is free; the slot is held until exit."""
     run_id = directory.name
     if run_id not in jobs.waiting_runs():
-        jobs.enqueue(run_id)
+        queue.enqueue(run_id)
     slots = jobs.max_concurrent()
     while True:
         if jobs.cancel_requested(directory):
             raise Cancelled
         line = jobs.waiting_runs()
-        taken = jobs.take_slot(slots) if line[:1] == [run_id] else None
+        taken = queue.take_slot(slots) if line[:1] == [run_id] else None
         if taken is not None:
             break
         time.sleep(QUEUE_POLL_S)
-    jobs.dequeue(run_id)
+    queue.dequeue(run_id)
     slot, _held_until_exit = taken
     gpus = jobs.gpu_ids()
     # One run per GPU: the run in slot k sees only GPU k, as its cuda:0.
@@ -119,7 +119,7 @@ def _on_sigterm(signum: int, frame: Any) -> None:
 def _hold_run_lock(directory: Path, lock_fd: int | None) -> None:
     """Keep ``worker.lock`` locked until exit: while it is, everyone knows this worker lives."""
     if lock_fd is None:  # started by hand rather than by submit
-        lock_fd = jobs.try_lock(directory / jobs.WORKER_LOCK)
+        lock_fd = queue.try_lock(directory / queue.WORKER_LOCK)
         if lock_fd is None:
             raise SystemExit(f"another worker already runs {directory}")
     os.set_inheritable(lock_fd, False)  # a program the training starts must not keep it alive

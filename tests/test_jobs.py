@@ -16,7 +16,7 @@ from typing import Any, Callable, Iterator
 import pytest
 from PIL import Image
 
-from core import jobs
+from core import jobs, queue
 from core.events import read_events
 from core.runs import read_json, write_json
 
@@ -38,7 +38,7 @@ def _kill_workers(home: Path) -> None:
     """No test leaves a worker behind, even one that failed half-way."""
     deadline = time.monotonic() + 5
     for run in home.glob("runs/*"):
-        while jobs.worker_alive(run) and time.monotonic() < deadline:
+        while queue.worker_alive(run) and time.monotonic() < deadline:
             pid = json.loads((run / "status.json").read_text()).get("pid")
             if pid:
                 with contextlib.suppress(ProcessLookupError):
@@ -444,7 +444,7 @@ def test_submit_refuses_what_it_cannot_run(home: Path) -> None:
 
 
 def test_the_server_side_never_imports_torch() -> None:
-    code = "import sys, core.jobs, core.worker; print(sorted(m for m in sys.modules if 'torch' in m))"
+    code = "import sys, core.jobs, core.queue, core.worker; print([m for m in sys.modules if 'torch' in m])"
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=30)
     assert done.stdout.strip() == "[]", done.stderr
 
