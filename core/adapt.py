@@ -25,11 +25,11 @@ import torchvision
 from torch import fx, nn
 from torchvision.models import get_model, get_model_weights
 
+from core.cases import CASE_NUMBERS
 from core.extras import EXTRA_BACKBONES
 from core.families import AuxHeads, Family, family_of
 from core.weights import imagenet_state_dict, load_state_dict_file
 
-CASES = (1, 2, 3, 4)
 # How each layout's spatial (or token) dimensions are averaged away in case 2.
 POOL_DIMS = {"nchw": (2, 3), "nhwc": (1, 2), "tokens": (1,)}
 
@@ -178,8 +178,8 @@ def default_cut(backbone: str) -> str:
 
 
 def _check_arguments(backbone: str, family: Family, case: int, num_classes: int, cut: str | None) -> None:
-    if case not in CASES:
-        raise ValueError(f"unknown case {case!r}; choose one of: {', '.join(map(str, CASES))}")
+    if case not in CASE_NUMBERS:
+        raise ValueError(f"unknown case {case!r}; choose one of: {', '.join(map(str, CASE_NUMBERS))}")
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
         raise ValueError(f"num_classes must be an integer >= 2, not {num_classes!r}")
     if cut is not None and case != 2:

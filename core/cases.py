@@ -135,6 +135,7 @@ CASES: dict[int, Case] = {
         layer_fates=("trained", "trained", "trained", "trained", "trained", "removed"),
     ),
 }
+CASE_NUMBERS: tuple[int, ...] = tuple(CASES)  # 1, 2, 3, 4: the choices a plan or a model build accepts
 
 
 @dataclass(frozen=True)

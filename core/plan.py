@@ -12,7 +12,8 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
-CASES = (1, 2, 3, 4)
+from core.cases import CASE_NUMBERS
+
 OPTIMIZERS = ("adamw", "sgd", "adam")
 SCHEDULES = ("cosine", "constant")
 AUGMENTATIONS = ("none", "light", "strong")  # the recipes of core.transforms.AUGMENTATIONS
@@ -63,7 +64,7 @@ class Plan:
 
     def __post_init__(self) -> None:
         _check_types(self)
-        _choice("case", self.case, CASES)
+        _choice("case", self.case, CASE_NUMBERS)
         _choice("optimizer", self.optimizer, OPTIMIZERS)
         _choice("schedule", self.schedule, SCHEDULES)
         _choice("augment", self.augment, AUGMENTATIONS)

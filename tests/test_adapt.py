@@ -20,6 +20,7 @@ from torchvision.models.regnet import BlockParams
 
 from core import adapt
 from core.adapt import FrozenBatchNorm2d, Truncated, build_model, split_frozen
+from core.cases import CASE_NUMBERS
 from core.families import FAMILIES, Family, backbone_names, family_of, torchvision_names
 
 # The smallest model of every family.
@@ -29,7 +30,6 @@ REPRESENTATIVES = (
     "shufflenet_v2_x0_5", "squeezenet1_1", "densenet121", "regnet_x_400mf", "convnext_tiny",
     "vit_b_32", "swin_t", "maxvit_t", "efficientnet_lite0",
 )
-CASES = (1, 2, 3, 4)
 
 
 @pytest.fixture(autouse=True)
@@ -97,7 +97,7 @@ def test_every_classifier_gets_a_new_head_and_its_stages_run_in_order(backbone: 
 # -- one model per family, each case: structure (meta) -------------------------------------------
 
 
-@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("case", CASE_NUMBERS)
 @pytest.mark.parametrize("backbone", REPRESENTATIVES)
 def test_case_output_shape_and_exact_trainable_parameters(backbone: str, case: int) -> None:
     family = family_of(backbone)
@@ -127,7 +127,7 @@ def assert_nothing_past_the_cut(model: nn.Module, family: Family, cut: str) -> N
 def test_aux_heads_are_replaced_in_cases_3_and_4_and_gone_in_1_and_2(backbone: str) -> None:
     family = family_of(backbone)
     weight = {"googlenet": 0.3, "inception_v3": 0.4}[backbone]
-    for case in CASES:
+    for case in CASE_NUMBERS:
         model = on_meta(backbone, case, 5).train()
         output = model(input_for(backbone, case, batch=2))
         if case in (3, 4):
@@ -144,7 +144,7 @@ def test_aux_heads_are_replaced_in_cases_3_and_4_and_gone_in_1_and_2(backbone: s
 @pytest.mark.parametrize("backbone", ["resnet18", "googlenet", "efficientnet_lite0"])
 def test_param_groups_give_new_layers_the_head_rate(backbone: str) -> None:
     family = family_of(backbone)
-    for case in CASES:
+    for case in CASE_NUMBERS:
         model = on_meta(backbone, case, 4)
         model.requires_grad_(False)  # a trainer's warm-up does not change what is trainable
         groups = {g["name"]: g for g in adapt.param_groups(model, head_lr=1e-2, body_lr=1e-4)}
