@@ -61,4 +61,3 @@ class Manifest:
             )
         except (OSError, ValueError, KeyError, TypeError):
             return None
-
