@@ -16,7 +16,8 @@ from core.cases import CASE_NUMBERS
 
 OPTIMIZERS = ("adamw", "sgd", "adam")
 SCHEDULES = ("cosine", "constant")
-AUGMENTATIONS = ("none", "light", "strong")  # the recipes of core.transforms.AUGMENTATIONS
+# The recipes of core.transforms.to_model_input, named here so that plans and pages need no torch.
+AUGMENTATIONS: tuple[str, ...] = ("none", "light", "strong")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 CLASS_WEIGHTING = ("auto", "on", "off")
 DEVICES = ("auto", "cpu", "cuda", "mps")  # plus "cuda:N"

@@ -13,11 +13,11 @@ import torch
 import torch.nn.functional as F
 
 from core.images import decode_image
+from core.plan import AUGMENTATIONS
 from core.preprocess import Preprocess
 
 __all__ = ["AUGMENTATIONS", "decode_image", "to_model_input"]
 
-AUGMENTATIONS: tuple[str, ...] = ("none", "light", "strong")
 # "strong": a random resized crop (torchvision's default area range (0.08, 1) is meant for
 # ImageNet-sized data; small data sets lose too much of each image), flips, colour jitter.
 STRONG_AREA = (0.25, 1.0)

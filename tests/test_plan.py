@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from core.plan import AUGMENTATIONS, Plan, PlanError
+from core.plan import Plan, PlanError
 
 
 def test_json_round_trip_gives_the_same_plan() -> None:
@@ -81,12 +81,6 @@ def test_the_body_learns_slower_than_the_head_in_case_3_only() -> None:
     assert Plan(case=3, lr=1e-3).body_learning_rate == pytest.approx(1e-4)
     assert Plan(case=4, lr=1e-3).body_learning_rate == pytest.approx(1e-3)
     assert Plan(case=3, lr=1e-3, body_lr=5e-4).body_learning_rate == pytest.approx(5e-4)
-
-
-def test_augmentations_match_the_transforms() -> None:
-    from core.transforms import AUGMENTATIONS as TRANSFORMS_AUGMENTATIONS
-
-    assert AUGMENTATIONS == TRANSFORMS_AUGMENTATIONS
 
 
 # -- resolve: checks against the backbone's description ---------------------------------------
