@@ -12,11 +12,8 @@ import math
 import torch
 import torch.nn.functional as F
 
-from core.images import decode_image
 from core.plan import AUGMENTATIONS
 from core.preprocess import Preprocess
-
-__all__ = ["AUGMENTATIONS", "decode_image", "to_model_input"]
 
 # "strong": a random resized crop (torchvision's default area range (0.08, 1) is meant for
 # ImageNet-sized data; small data sets lose too much of each image), flips, colour jitter.
