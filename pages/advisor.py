@@ -20,21 +20,21 @@ st.write(
 inputs, outputs = st.columns([1, 2], gap="large")
 with inputs:
     num_images = st.select_slider(
-        "Images in your data set", options=IMAGE_STEPS, value=2000, key="images",
+        "Images in your data set", options=IMAGE_STEPS, value=2000, key="images", persist_state="session",
         format_func=lambda n: f"{n:,}", help="Log scale. Count all images over all classes.",
     )
     num_classes = st.select_slider(
-        "Classes", options=CLASS_STEPS, value=5, key="classes", format_func=lambda n: f"{n:,}",
+        "Classes", options=CLASS_STEPS, value=5, key="classes", persist_state="session", format_func=lambda n: f"{n:,}",
     )
     similarity = st.radio(
-        "Similar to ImageNet?", options=list(SIMILARITY_LABELS), key="similarity", horizontal=True,
+        "Similar to ImageNet?", options=list(SIMILARITY_LABELS), key="similarity", persist_state="session", horizontal=True,
         format_func=SIMILARITY_LABELS.get, captions=None,
     )
     st.caption(cases.SIMILARITY_EXAMPLES[similarity])
     with st.expander("Where does *small* end?"):
         dividing_line = st.select_slider(
             "Dividing line (images)", options=LINE_STEPS, value=cases.DEFAULT_DIVIDING_LINE,
-            key="dividing_line", format_func=lambda n: f"{n:,}",
+            key="dividing_line", persist_state="session", format_func=lambda n: f"{n:,}",
         )
         st.caption(
             "This line is subjective. The course calls ~2,000 images small and ~1,000,000 large; "

@@ -37,9 +37,9 @@ st.write(
 
 table = load_catalog()
 filters = st.columns([2, 2, 1])
-families = filters[0].multiselect("Family", sorted(table["family"].unique()), key="families")
-query = filters[1].text_input("Search by name", key="query", placeholder="e.g. resnet")
-available_only = filters[2].toggle("Usable offline / on disk", key="available_only")
+families = filters[0].multiselect("Family", sorted(table["family"].unique()), key="families", persist_state="session")
+query = filters[1].text_input("Search by name", key="query", persist_state="session", placeholder="e.g. resnet")
+available_only = filters[2].toggle("Usable offline / on disk", key="available_only", persist_state="session")
 
 shown = table
 if families:
@@ -79,7 +79,7 @@ st.plotly_chart(accuracy_vs_cost(shown.to_dict("records")), width="stretch", key
 st.subheader("Pick a backbone")
 names = table["name"].tolist()
 current = draft_plan().get("backbone") or backbones.default_backbone()
-pick = st.selectbox("Backbone for training", names, index=names.index(current), key="pick")
+pick = st.selectbox("Backbone for training", names, index=names.index(current), key="pick", persist_state="session")
 picked = table.set_index("name").loc[pick]
 st.caption(
     f"{picked['family']} · {picked['params'] / 1e6:.1f}M parameters · input {picked['input_size']} px · "

@@ -86,3 +86,12 @@ def test_backbones_offline_filter_keeps_the_offline_backbone() -> None:
     names = at.dataframe[0].value["name"].tolist()
     assert "efficientnet_lite0" in names
     assert all(at.dataframe[0].value["on_disk"] | at.dataframe[0].value["offline"])
+
+
+def test_advisor_inputs_survive_a_visit_to_another_page() -> None:
+    at = open_page()
+    at.select_slider(key="images").set_value(500_000).run()
+    at.switch_page("pages/backbones.py").run()
+    at.switch_page("pages/advisor.py").run()
+    assert at.select_slider(key="images").value == 500_000
+    assert card_title(at) == "Case 3: fine-tuning"
