@@ -18,9 +18,11 @@ pytestmark = pytest.mark.browser
 
 
 def settle(page) -> None:  # noqa: ANN001
-    """Wait until the app has finished the rerun a widget change started."""
+    """Wait until the app has finished the rerun a widget change started and has removed the
+    previous run's (stale) elements, so that each label names one widget again."""
     page.wait_for_timeout(300)
     page.locator("[data-testid='stStatusWidget']").wait_for(state="hidden", timeout=60_000)
+    page.wait_for_function("document.querySelectorAll('[data-stale=\"true\"]').length === 0")
 
 
 def progress_text(page) -> str:  # noqa: ANN001
@@ -35,6 +37,7 @@ def test_upload_train_watch_inspect_download_predict(
     page.get_by_text("Upload a zip", exact=True).click()
     page.locator("input[type='file']").set_input_files(str(sample_path("faces")))
     page.get_by_text("Training images").wait_for(timeout=60_000)
+    settle(page)
     size = page.get_by_role("spinbutton", name="Image size (px)")
     size.fill("96")
     size.press("Enter")
@@ -79,5 +82,7 @@ def test_upload_train_watch_inspect_download_predict(
     verdict = page.locator("h3").filter(has_text="face")
     verdict.first.wait_for(timeout=60_000)
     assert verdict.first.inner_text().strip() in {"face", "not_face"}
+    page.locator("[data-testid='stImage'] img").first.wait_for()  # the photo as the model saw it
+    page.locator(".js-plotly-plot").first.wait_for()  # and its top classes
     if screenshot_dir:
         page.screenshot(path=str(screenshot_dir / "predict.png"))
