@@ -9,6 +9,7 @@ import streamlit as st
 from core import jobs
 from core.estimate import estimate_in_subprocess
 from pages import _live, _plan_form
+from pages._common import escape
 from pages._data import choose_dataset, show_report
 
 
@@ -44,7 +45,7 @@ if estimate_col.button("Estimate time", key="estimate", icon=":material/timer:",
                 icon=":material/timer:",
             )
         except (RuntimeError, subprocess.TimeoutExpired) as exc:
-            estimate_col.warning(f"Could not estimate: {exc}")
+            estimate_col.warning(f"Could not estimate: {escape(exc)}")
 if start_col.button("Start training", type="primary", key="start", icon=":material/play_arrow:"):
     new_run = jobs.submit(plan.to_dict())
     st.query_params["run"] = new_run
