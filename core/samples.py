@@ -6,7 +6,9 @@ inside scikit-image and scikit-learn) and goes through the same ``ingest`` as an
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 SAMPLES_DIR = Path(__file__).resolve().parents[1] / "samples"
@@ -71,3 +73,15 @@ def sample_path(name: str) -> Path:
     if name not in SAMPLES:
         raise ValueError(f"unknown sample {name!r}; choose one of: {', '.join(SAMPLES)}")
     return SAMPLES_DIR / f"{name}.zip"
+
+
+@lru_cache(maxsize=1)
+def _digests() -> dict[str, str]:
+    return {hashlib.sha256(sample_path(name).read_bytes()).hexdigest(): name for name in SAMPLES}
+
+
+def sample_for_digest(sha256: str) -> SampleSet | None:
+    """The sample whose zip has this content hash: a data set's report names its source by
+    hash, whatever file name it was first ingested under."""
+    name = _digests().get(sha256)
+    return SAMPLES[name] if name else None

@@ -7,7 +7,7 @@ import streamlit as st
 from core import adapt, backbones, cases, families, weights
 from core.data import Dataset
 from core.plan import AUGMENTATIONS, Plan, PlanError
-from core.samples import SAMPLES
+from core.samples import sample_for_digest
 from pages._common import draft_plan
 
 VAL_KEY, DEFAULT_VAL = "plan_val", 0.2  # the data step reads it too: the report shows this split
@@ -88,9 +88,7 @@ def _state(key: str, first_value: object) -> dict[str, object]:
 
 def _advised_case(dataset: Dataset) -> int:
     """The Advisor's case for this data set; a sample knows its similarity, an upload is 'unsure'."""
-    source = dataset.report.source
-    sample = SAMPLES.get(source.get("name", "")) or next(
-        (s for s in SAMPLES.values() if s.title == source.get("name")), None)
+    sample = sample_for_digest(dataset.report.source.get("sha256", ""))
     similarity = sample.similarity if sample else "unsure"
     images = max(dataset.report.num_images, len(dataset.classes))
     return cases.recommend(images, len(dataset.classes), similarity).case

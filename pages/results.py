@@ -34,7 +34,7 @@ if not runs:
 
 table = pd.DataFrame(runs)
 table["data"] = table["data"].fillna("").map(lambda p: p.rstrip("/").rsplit("/", 1)[-1])
-table["minutes"] = ((table["finished"].fillna(pd.NA) - table["started"]) / 60).round(1)
+table["minutes"] = ((table["finished"] - table["started"]) / 60).round(1)
 st.dataframe(
     table[["run_id", "state", "backbone", "case", "data", "best_val_accuracy", "minutes"]],
     hide_index=True, width="stretch", key="runs",

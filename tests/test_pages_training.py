@@ -15,6 +15,7 @@ from streamlit.testing.v1 import AppTest
 from core import jobs
 from core.events import read_events
 from core.runs import run_dir
+from core.samples import sample_path
 
 APP = str(Path(__file__).resolve().parents[1] / "streamlit_app.py")
 TIMEOUT = 180
@@ -208,3 +209,11 @@ def test_names_inside_an_upload_are_shown_literally(tmp_path: Path, monkeypatch:
     at.text_input(key="folder").input("set").run()
     labels = [m.value for m in at.markdown if "click" in m.value]
     assert labels and all(r"\[click\]\(http\:" in value for value in labels)
+
+
+def test_a_sample_first_ingested_under_its_file_name_still_gets_its_advice() -> None:
+    from core.data import ingest
+
+    ingest(sample_path("faces"))  # as a worker or the CLI would: the report names "faces.zip"
+    at = open_page("pages/train.py")
+    assert at.radio(key="plan_case").value == 1  # faces resemble ImageNet and are few: case 1
