@@ -10,6 +10,7 @@ from core.plan import AUGMENTATIONS, Plan, PlanError
 from core.samples import sample_for_digest
 from pages._common import draft_plan
 
+ADVISED_FOR = "plan_case_advised_for"  # the data set the case was last advised for
 VAL_KEY, DEFAULT_VAL = "plan_val", 0.2  # the data step reads it too: the report shows this split
 
 HELP = {
@@ -34,12 +35,13 @@ def plan_form(dataset: Dataset) -> Plan | None:
     comes from the draft plan (Advisor, Backbones) or from the data set.
     """
     draft = draft_plan()
+    _advise_on_new_data(dataset, draft)
     with st.container(border=True, key="plan_form"):
         st.subheader("Plan")
         left, middle, right = st.columns(3)
         case = left.radio(
             "Case", list(cases.CASES), format_func=lambda n: f"{n}: {cases.CASES[n].name}",
-            **_state("plan_case", draft.get("case") or _advised_case(dataset)), help=HELP["case"],
+            key="plan_case", persist_state="session", help=HELP["case"],
         )
         backbone = middle.selectbox(
             "Backbone", list(families.backbone_names()), format_func=_label_backbone,
@@ -84,6 +86,14 @@ def _state(key: str, first_value: object) -> dict[str, object]:
     """Widget arguments that give it ``first_value`` once and keep the user's choice after."""
     st.session_state.setdefault(key, first_value)
     return {"key": key, "persist_state": "session"}
+
+
+def _advise_on_new_data(dataset: Dataset, draft: dict) -> None:
+    """New data, new advice: the case follows the data set unless the Advisor chose it."""
+    digest = dataset.report.source.get("sha256")
+    if st.session_state.get(ADVISED_FOR) != digest:
+        st.session_state[ADVISED_FOR] = digest
+        st.session_state["plan_case"] = draft.get("case") or _advised_case(dataset)
 
 
 def _advised_case(dataset: Dataset) -> int:

@@ -217,3 +217,10 @@ def test_a_sample_first_ingested_under_its_file_name_still_gets_its_advice() -> 
     ingest(sample_path("faces"))  # as a worker or the CLI would: the report names "faces.zip"
     at = open_page("pages/train.py")
     assert at.radio(key="plan_case").value == 1  # faces resemble ImageNet and are few: case 1
+
+
+def test_another_data_set_brings_its_own_advice() -> None:
+    at = open_page("pages/train.py")
+    assert at.radio(key="plan_case").value == 1  # faces: small, similar to ImageNet
+    at.selectbox(key="sample").set_value("digits").run()
+    assert at.radio(key="plan_case").value == 2  # digits: small, unlike ImageNet
