@@ -1,6 +1,6 @@
 # Two commands do everything on a fresh machine:
 #   make run    create .venv if missing, install, start the app
-#   make test   the same set-up plus test tools and a browser, then the whole test suite
+#   make test   the same set-up plus test tools and a browser, lint, then the whole test suite
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
@@ -12,6 +12,8 @@ run: $(VENV)/.runtime
 	$(BIN)/python scripts/serve.py --server.port $(PORT)
 
 test: $(VENV)/.dev
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	scripts/ensure-browser.sh
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 

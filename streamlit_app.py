@@ -28,7 +28,9 @@ with st.sidebar:
     active = jobs.active_runs()
     for run in active:
         label = f"{run['run_id']} · {run['backbone']} · {run['state']}"
-        st.page_link("pages/train.py", label=label, icon=":material/sync:", query_params={"run": run["run_id"]})
+        st.page_link(
+            "pages/train.py", label=label, icon=":material/sync:", query_params={"run": run["run_id"]}
+        )
     if not active:
         st.caption("No active runs.")
 page.run()

@@ -18,10 +18,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from core.estimate import estimate  # noqa: E402
-from core.events import EpochEnd, Event  # noqa: E402
-from core.plan import Plan  # noqa: E402
-from core.train import fit  # noqa: E402
+from core.estimate import estimate
+from core.events import EpochEnd, Event
+from core.plan import Plan
+from core.train import fit
 
 
 def first_epoch_seconds(plan: Plan) -> float:
@@ -44,12 +44,25 @@ def main() -> None:
     args = parser.parse_args()
     rows = []
     for case in (1, 3):
-        plan = Plan(data=args.data, backbone=args.backbone, case=case, epochs=1, image_size=args.size,
-                    batch_size=32, augment="none")
+        plan = Plan(
+            data=args.data,
+            backbone=args.backbone,
+            case=case,
+            epochs=1,
+            image_size=args.size,
+            batch_size=32,
+            augment="none",
+        )
         guess = estimate(plan).first_epoch_s
         real = first_epoch_seconds(plan)
-        rows.append({"case": case, "estimate_s": round(guess, 2), "real_s": round(real, 2),
-                     "ratio": round(guess / real, 2)})
+        rows.append(
+            {
+                "case": case,
+                "estimate_s": round(guess, 2),
+                "real_s": round(real, 2),
+                "ratio": round(guess / real, 2),
+            }
+        )
         print(json.dumps(rows[-1]), flush=True)
 
 

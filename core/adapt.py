@@ -141,7 +141,10 @@ def param_groups(model: nn.Module, head_lr: float, body_lr: float) -> list[dict]
     new = {id(p) for path in surgery.new_layers for p in model.get_submodule(path).parameters()}
     head = [p for p in model.parameters() if id(p) in new]
     body = [] if surgery.frozen_body else [p for p in model.parameters() if id(p) not in new]
-    groups = [{"name": "head", "params": head, "lr": head_lr}, {"name": "body", "params": body, "lr": body_lr}]
+    groups = [
+        {"name": "head", "params": head, "lr": head_lr},
+        {"name": "body", "params": body, "lr": body_lr},
+    ]
     return [g for g in groups if g["params"]]
 
 
@@ -183,9 +186,13 @@ def _check_arguments(backbone: str, family: Family, case: int, num_classes: int,
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
         raise ValueError(f"num_classes must be an integer >= 2, not {num_classes!r}")
     if cut is not None and case != 2:
-        raise ValueError(f"cut {cut!r} applies to case 2 (truncated feature extraction) only, not case {case}")
+        raise ValueError(
+            f"cut {cut!r} applies to case 2 (truncated feature extraction) only, not case {case}"
+        )
     if cut is not None and cut not in family.stages:
-        raise ValueError(f"cut {cut!r} is not a stage of {backbone}; choose one of: {', '.join(family.stages)}")
+        raise ValueError(
+            f"cut {cut!r} is not a stage of {backbone}; choose one of: {', '.join(family.stages)}"
+        )
 
 
 def _initialised(backbone: str, family: Family, weights: str, keep_aux: bool) -> nn.Module:
@@ -231,19 +238,26 @@ def _load_checked(model: nn.Module, state: dict, backbone: str, family: Family, 
     expected = model.state_dict()
     replaced = (family.head,) + (family.aux.layers + family.aux.modules if family.aux else ())
     prefixes = tuple(f"{path}." for path in replaced)
-    missing = [k for k in expected if k not in state and not k.startswith(prefixes)
-               and not k.endswith("num_batches_tracked")]
+    missing = [
+        k
+        for k in expected
+        if k not in state and not k.startswith(prefixes) and not k.endswith("num_batches_tracked")
+    ]
     unexpected = [k for k in state if k not in expected]
-    reshaped = [k for k in state if k in expected and state[k].shape != expected[k].shape
-                and not k.startswith(prefixes)]
+    reshaped = [
+        k
+        for k in state
+        if k in expected and state[k].shape != expected[k].shape and not k.startswith(prefixes)
+    ]
     if missing or unexpected or reshaped:
         raise ValueError(_mismatch(source, backbone, missing, unexpected, reshaped, state, expected))
     fitting = {k: v for k, v in state.items() if v.shape == expected[k].shape}
     model.load_state_dict(fitting, strict=False)
 
 
-def _mismatch(source: str, backbone: str, missing: list, unexpected: list, reshaped: list,
-              state: dict, expected: dict) -> str:
+def _mismatch(
+    source: str, backbone: str, missing: list, unexpected: list, reshaped: list, state: dict, expected: dict
+) -> str:
     def some(keys: list) -> str:
         return ", ".join(keys[:3]) + (", ..." if len(keys) > 3 else "")
 
@@ -254,8 +268,10 @@ def _mismatch(source: str, backbone: str, missing: list, unexpected: list, resha
         parts.append(f"{len(unexpected)} unexpected keys in the file ({some(unexpected)})")
     if reshaped:
         k = reshaped[0]
-        parts.append(f"{len(reshaped)} keys with other shapes ({k}: file {tuple(state[k].shape)}, "
-                     f"{backbone} {tuple(expected[k].shape)})")
+        parts.append(
+            f"{len(reshaped)} keys with other shapes ({k}: file {tuple(state[k].shape)}, "
+            f"{backbone} {tuple(expected[k].shape)})"
+        )
     hint = ""
     if unexpected and all(k.startswith("module.") for k in unexpected):
         hint = "; its keys start with 'module.' (saved from DataParallel): strip that prefix"
@@ -274,7 +290,9 @@ def _truncated(model: nn.Module, backbone: str, family: Family, cut: str, num_cl
     _freeze(trunk)
     pool = GlobalAvgPool(POOL_DIMS[family.layout])
     weight = next(trunk.parameters())
-    fc = nn.Linear(_feature_width(trunk, pool, backbone), num_classes, device=weight.device, dtype=weight.dtype)
+    fc = nn.Linear(
+        _feature_width(trunk, pool, backbone), num_classes, device=weight.device, dtype=weight.dtype
+    )
     truncated = Truncated(trunk, pool, fc)
     truncated.surgery = Surgery(backbone, 2, num_classes, cut, ("fc",))
     return truncated
@@ -341,9 +359,13 @@ def _replace_layer(model: nn.Module, path: str, num_classes: int) -> None:
     if isinstance(old, nn.Linear):
         new: nn.Module = nn.Linear(old.in_features, num_classes, bias=bias, **factory)
     elif isinstance(old, nn.Conv2d):
-        new = nn.Conv2d(old.in_channels, num_classes, old.kernel_size, old.stride, old.padding, bias=bias, **factory)
+        new = nn.Conv2d(
+            old.in_channels, num_classes, old.kernel_size, old.stride, old.padding, bias=bias, **factory
+        )
     else:
-        raise TypeError(f"cannot replace {path} ({type(old).__name__}): only Linear and Conv2d heads are supported")
+        raise TypeError(
+            f"cannot replace {path} ({type(old).__name__}): only Linear and Conv2d heads are supported"
+        )
     _set_submodule(model, path, new)
 
 

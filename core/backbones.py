@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from functools import lru_cache
+from functools import cache
 from typing import Any
 
 import torchvision
@@ -90,7 +90,7 @@ def paper_of(name: str) -> tuple[int | None, str]:
     return year, paper
 
 
-@lru_cache(maxsize=None)
+@cache
 def preprocess_for(backbone: str) -> Preprocess:
     """Resize, crop and normalisation exactly as the backbone's weights were evaluated."""
     if backbone in EXTRA_BACKBONES:

@@ -29,7 +29,7 @@ def readme(run_dir: Path) -> str:
         "```python\n" + SNIPPET + "```\n\n"
         "In training, photos were turned upright by their EXIF orientation, transparent pixels were\n"
         "composited on white and 16-bit images scaled to 8 bits (by their brightest pixel). The\n"
-        "snippet's `.convert(\"RGB\")` does none of this: for such images, apply\n"
+        'snippet\'s `.convert("RGB")` does none of this: for such images, apply\n'
         "`PIL.ImageOps.exif_transpose`, flatten alpha onto white and scale to 8 bits first, or the\n"
         "model will see different pixels.\n"
     )

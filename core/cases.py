@@ -26,8 +26,7 @@ SIMILARITY_EXAMPLES = {
     "cars, food, furniture.",
     "different": "Images unlike ImageNet's photos: flowers vs dogs is already a stretch; X-rays, "
     "satellite tiles, microscopy and handwriting are far from it.",
-    "unsure": "Not sure: the advice takes the option that holds up either way and names the "
-    "alternative.",
+    "unsure": "Not sure: the advice takes the option that holds up either way and names the alternative.",
 }
 
 # A demo network (3 conv + 3 FC layers) that the Advisor page draws, coloured by each case.
@@ -122,11 +121,15 @@ CASES: dict[int, Case] = {
         steps=(
             "Remove the last fully connected layer.",
             "Add a new fully connected layer with one output per new class, randomly initialised.",
-            "Initialise the rest of the network from the pre-trained weights (it may make "
-            "training faster).",
+            (
+                "Initialise the rest of the network from the pre-trained weights (it may make "
+                "training faster)."
+            ),
             "Re-train the whole network.",
-            "If that does not give a successful model, re-train from scratch: random "
-            "initialisation for every layer.",
+            (
+                "If that does not give a successful model, re-train from scratch: random "
+                "initialisation for every layer."
+            ),
         ),
         reasoning="With plenty of data, the whole network can be re-trained without over-fitting. "
         "The images differ from ImageNet, so its features may not help; pre-trained weights "

@@ -25,14 +25,23 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any
 
 from core import hardware, paths, queue
 from core.events import EventLog, RunFailed, StatusChanged
 from core.queue import WORKER_LOCK, try_lock  # by name: core.cli.train locks a run through core.jobs
-from core.runs import FINAL_STATES, METRICS_FILE, PLAN_FILE, STATUS_FILE
-from core.runs import new_run_id, read_json, run_dir, write_json
+from core.runs import (
+    FINAL_STATES,
+    METRICS_FILE,
+    PLAN_FILE,
+    STATUS_FILE,
+    new_run_id,
+    read_json,
+    run_dir,
+    write_json,
+)
 
 MAX_RUNS_ENV = "TRANSFER_LAB_MAX_RUNS"
 DEFAULT_TARGET = "core.train:run"

@@ -41,7 +41,7 @@ def to_model_input(
     """
     _check(images, pre, augment)
     if not train:
-        top = int(round((pre.resize - pre.crop) / 2.0))  # torchvision's CenterCrop rounding
+        top = round((pre.resize - pre.crop) / 2.0)  # torchvision's CenterCrop rounding
         pixels = images[:, :, top : top + pre.crop, top : top + pre.crop].float() / 255
     elif augment == "strong":
         pixels = _random_resized_crop(images.float() / 255, pre, generator)

@@ -17,8 +17,9 @@ import sys
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from core import jobs, queue
 from core.events import EventLog
@@ -67,7 +68,7 @@ def _run(directory: Path, target: str, status: _StatusFile) -> tuple[str, str]:
         return "done", ""
     except Cancelled:
         return "cancelled", jobs.CANCELLED_MESSAGE
-    except BaseException as exc:  # the worker exists to record how a run ended, however it did
+    except BaseException as exc:  # noqa: BLE001 - the worker exists to record how a run ended, however it did
         if jobs.cancel_requested(directory):  # the cancel surfaced as another exception
             return "cancelled", jobs.CANCELLED_MESSAGE
         traceback.print_exc()

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import html
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import plotly.graph_objects as go
 
@@ -40,14 +41,19 @@ def decision_matrix(num_images: int, similarity: str, chosen_case: int, dividing
         x0, x1, y0, y1 = cells[(case.size, case.similarity)]
         chosen = case.number == chosen_case
         fig.add_shape(
-            type="rect", x0=x0, x1=x1, y0=y0, y1=y1,
+            type="rect",
+            x0=x0,
+            x1=x1,
+            y0=y0,
+            y1=y1,
             fillcolor=HIGHLIGHT if chosen else "#EEF2F8",
             opacity=0.9 if chosen else 1.0,
             line={"color": "#FFFFFF", "width": 4},
             layer="below",
         )
         fig.add_annotation(
-            x=(x0 + x1) / 2, y=(y0 + y1) / 2,
+            x=(x0 + x1) / 2,
+            y=(y0 + y1) / 2,
             text=f"<b>Case {case.number}</b><br>{case.name}",
             showarrow=False,
             font={"size": 15, "color": "#FFFFFF" if chosen else "#1B2333"},
@@ -56,8 +62,17 @@ def decision_matrix(num_images: int, similarity: str, chosen_case: int, dividing
     y = min(max(math.log10(num_images), MIN_LOG + 0.3), MAX_LOG - 0.3)
     fig.add_trace(
         go.Scatter(
-            x=[x], y=[y], mode="markers+text", text=["you"], textposition="middle right",
-            marker={"symbol": "star", "size": 22, "color": "#F2A93B", "line": {"color": "#1B2333", "width": 1.5}},
+            x=[x],
+            y=[y],
+            mode="markers+text",
+            text=["you"],
+            textposition="middle right",
+            marker={
+                "symbol": "star",
+                "size": 22,
+                "color": "#F2A93B",
+                "line": {"color": "#1B2333", "width": 1.5},
+            },
             textfont={"size": 14, "color": "#1B2333"},
             hovertemplate=f"{num_images:,} images, {similarity}<extra></extra>",
             showlegend=False,
@@ -65,13 +80,21 @@ def decision_matrix(num_images: int, similarity: str, chosen_case: int, dividing
     )
     ticks = [t for t in range(int(MIN_LOG), int(MAX_LOG) + 1) if abs(t - line) > 0.2]
     fig.update_xaxes(
-        range=[0, 2], tickvals=[0.5, 1.5], ticktext=["similar to ImageNet", "different from ImageNet"],
-        showgrid=False, zeroline=False, fixedrange=True,
+        range=[0, 2],
+        tickvals=[0.5, 1.5],
+        ticktext=["similar to ImageNet", "different from ImageNet"],
+        showgrid=False,
+        zeroline=False,
+        fixedrange=True,
     )
     fig.update_yaxes(
-        range=[MIN_LOG, MAX_LOG], tickvals=ticks + [line],
+        range=[MIN_LOG, MAX_LOG],
+        tickvals=ticks + [line],
         ticktext=[f"{10**t:,}" for t in ticks] + [f"<b>{dividing_line:,}</b>"],
-        title="images (log scale)", showgrid=False, zeroline=False, fixedrange=True,
+        title="images (log scale)",
+        showgrid=False,
+        zeroline=False,
+        fixedrange=True,
     )
     fig.update_layout(height=380, margin={"l": 10, "r": 10, "t": 10, "b": 10}, plot_bgcolor="#FFFFFF")
     return fig
@@ -86,27 +109,48 @@ def network_diagram(layer_fates: dict[str, str]) -> go.Figure:
         conv = name.startswith("conv")
         height = 1.6 - 0.25 * i if conv else 0.7
         fig.add_shape(
-            type="rect", x0=i + 0.1, x1=i + 0.9, y0=-height / 2, y1=height / 2,
+            type="rect",
+            x0=i + 0.1,
+            x1=i + 0.9,
+            y0=-height / 2,
+            y1=height / 2,
             fillcolor=FATE_COLOURS[fate],
-            line={"color": "#D64545" if fate == "removed" else "#1B2333", "width": 2,
-                  "dash": "dash" if fate == "removed" else "solid"},
+            line={
+                "color": "#D64545" if fate == "removed" else "#1B2333",
+                "width": 2,
+                "dash": "dash" if fate == "removed" else "solid",
+            },
         )
         label = "new FC" if name == "new_fc" else name
         fig.add_annotation(
-            x=i + 0.5, y=0, showarrow=False,
+            x=i + 0.5,
+            y=0,
+            showarrow=False,
             text=f"<s>{label}</s>" if fate == "removed" else f"<b>{label}</b>",
             font={"color": "#D64545" if fate == "removed" else "#1B2333", "size": 13},
         )
         fig.add_annotation(x=i + 0.5, y=-1.0, text=FATE_LABELS[fate], showarrow=False, font={"size": 11})
     for fate, colour in FATE_COLOURS.items():  # legend entries
         fig.add_trace(
-            go.Scatter(x=[None], y=[None], mode="markers", name=FATE_LABELS[fate],
-                       marker={"symbol": "square", "size": 14, "color": colour, "line": {"color": "#1B2333", "width": 1}})
+            go.Scatter(
+                x=[None],
+                y=[None],
+                mode="markers",
+                name=FATE_LABELS[fate],
+                marker={
+                    "symbol": "square",
+                    "size": 14,
+                    "color": colour,
+                    "line": {"color": "#1B2333", "width": 1},
+                },
+            )
         )
     fig.update_xaxes(visible=False, range=[0, len(names)], fixedrange=True)
     fig.update_yaxes(visible=False, range=[-1.2, 1.0], fixedrange=True)
     fig.update_layout(
-        height=230, margin={"l": 0, "r": 0, "t": 0, "b": 0}, plot_bgcolor="#FFFFFF",
+        height=230,
+        margin={"l": 0, "r": 0, "t": 0, "b": 0},
+        plot_bgcolor="#FFFFFF",
         legend={"orientation": "h", "y": 1.12, "x": 0},
     )
     return fig
@@ -128,7 +172,9 @@ def accuracy_vs_cost(rows: Sequence[dict[str, Any]]) -> go.Figure:
                 name=family,
                 marker={
                     "size": [max(6.0, math.sqrt(r["params"] / 1e6) * 3) for r in members],
-                    "sizemode": "diameter", "opacity": 0.75, "line": {"width": 1, "color": "#1B2333"},
+                    "sizemode": "diameter",
+                    "opacity": 0.75,
+                    "line": {"width": 1, "color": "#1B2333"},
                 },
                 customdata=[[r["name"], r["params"] / 1e6, r["input_size"], r["year"]] for r in members],
                 hovertemplate="<b>%{customdata[0]}</b><br>top-1 %{y:.1f}%<br>%{x:.2f} GFLOPs<br>"
@@ -152,14 +198,21 @@ def imagenet_history(rows: Sequence[dict[str, Any]]) -> go.Figure:
                 y=[r["top5_error"] for r in members],
                 name=source,
                 marker_color=colour,
-                text=[f"{r['top5_error']:.2f}%" + (f" · {r['layers']} layers" if r["layers"] else "") for r in members],
+                text=[
+                    f"{r['top5_error']:.2f}%" + (f" · {r['layers']} layers" if r["layers"] else "")
+                    for r in members
+                ],
                 textposition="outside",
                 hovertemplate="%{x}: %{y:.2f}% top-5 error<extra>" + source + "</extra>",
             )
         )
     fig.update_yaxes(title="ImageNet top-5 error (%)", rangemode="tozero")
-    fig.update_layout(barmode="group", height=380, margin={"l": 10, "r": 10, "t": 30, "b": 10},
-                      legend={"orientation": "h", "y": 1.1})
+    fig.update_layout(
+        barmode="group",
+        height=380,
+        margin={"l": 10, "r": 10, "t": 30, "b": 10},
+        legend={"orientation": "h", "y": 1.1},
+    )
     return fig
 
 
@@ -169,8 +222,12 @@ def confusion_heatmap(matrix: Sequence[Sequence[int]], labels: Sequence[str]) ->
     labels = [html.escape(label) for label in labels]  # plotly renders tags such as <a href> in text
     fig = go.Figure(
         go.Heatmap(
-            z=matrix, x=labels, y=labels, colorscale="Blues",
-            text=matrix if n <= 15 else None, texttemplate="%{text}" if n <= 15 else None,
+            z=matrix,
+            x=labels,
+            y=labels,
+            colorscale="Blues",
+            text=matrix if n <= 15 else None,
+            texttemplate="%{text}" if n <= 15 else None,
             hovertemplate="true %{y}<br>predicted %{x}<br>%{z} images<extra></extra>",
             colorbar={"title": "images"},
         )
@@ -187,9 +244,17 @@ def curves_by_run(histories: dict[str, Sequence[dict[str, Any]]]) -> go.Figure:
     fig = go.Figure()
     for run_id, history in histories.items():
         fig.add_trace(
-            go.Scatter(x=[h["epoch"] for h in history], y=[h["val_accuracy"] for h in history],
-                       mode="lines+markers", name=run_id)
+            go.Scatter(
+                x=[h["epoch"] for h in history],
+                y=[h["val_accuracy"] for h in history],
+                mode="lines+markers",
+                name=run_id,
+            )
         )
-    fig.update_layout(height=320, margin={"l": 10, "r": 10, "t": 10, "b": 10}, xaxis_title="epoch",
-                      yaxis={"title": "validation accuracy", "tickformat": ".0%"})
+    fig.update_layout(
+        height=320,
+        margin={"l": 10, "r": 10, "t": 10, "b": 10},
+        xaxis_title="epoch",
+        yaxis={"title": "validation accuracy", "tickformat": ".0%"},
+    )
     return fig

@@ -25,7 +25,12 @@ def choose_dataset() -> Dataset | None:
     """The data set the user picked, validated; ``None`` (with a message) until there is one."""
     sources = [key for key in SOURCES if key != "folder" or os.environ.get(DATA_ROOT_ENV)]
     source = st.segmented_control(
-        "Data", sources, format_func=SOURCES.get, default="sample", required=True, key="source",
+        "Data",
+        sources,
+        format_func=SOURCES.get,
+        default="sample",
+        required=True,
+        key="source",
         persist_state="session",
         help="A zip with one folder per class (optionally inside train/ and val/ folders). "
         "Uploads are held in the server's memory: use a server folder for very large data.",
@@ -34,8 +39,13 @@ def choose_dataset() -> Dataset | None:
         return _uploaded()
     if source == "folder":
         return _server_folder()
-    name = st.selectbox("Sample data set", list(SAMPLES), key="sample", persist_state="session",
-                        format_func=lambda key: SAMPLES[key].title)
+    name = st.selectbox(
+        "Sample data set",
+        list(SAMPLES),
+        key="sample",
+        persist_state="session",
+        format_func=lambda key: SAMPLES[key].title,
+    )
     sample = SAMPLES[name]
     st.caption(f"{sample.description} Source: {sample.source} ({sample.licence}).")
     return _ingest(("sample", name), lambda: sample_path(name), sample.title)
@@ -58,8 +68,9 @@ def _uploaded() -> Dataset | None:
 
 def _server_folder() -> Dataset | None:
     root = Path(os.environ[DATA_ROOT_ENV]).resolve()
-    relative = st.text_input(f"Folder under `{root}`", key="folder", persist_state="session",
-                             placeholder="e.g. flowers/")
+    relative = st.text_input(
+        f"Folder under `{root}`", key="folder", persist_state="session", placeholder="e.g. flowers/"
+    )
     if not relative:
         return None
     folder = (root / relative).resolve()
@@ -88,9 +99,12 @@ def _ingest(
         progress = st.progress(0.0, text=f"Checking {escape(label)}...")
         try:
             cache[key] = ingest(
-                source, name=label, val_fraction=val_fraction,
+                source,
+                name=label,
+                val_fraction=val_fraction,
                 progress=lambda done, total: progress.progress(
-                    done / max(total, 1), text=f"Checked {done:,} of {total:,} images"),
+                    done / max(total, 1), text=f"Checked {done:,} of {total:,} images"
+                ),
             )
         except IngestError as exc:
             cache[key] = exc
@@ -124,8 +138,9 @@ def show_report(dataset: Dataset) -> None:
         st.caption(f"Layout: {report.layout}. Validation split: {report.split}.")
         for warning in report.warnings:
             st.warning(escape(warning), icon=":material/warning:")
-        st.plotly_chart(_counts_chart(report.counts), width="stretch", key="counts",
-                        config={"displayModeBar": False})
+        st.plotly_chart(
+            _counts_chart(report.counts), width="stretch", key="counts", config={"displayModeBar": False}
+        )
         _image_grid(dataset)
         if report.skipped:
             with st.expander(f"{len(report.skipped)} skipped files"):
@@ -138,15 +153,23 @@ def _counts_chart(counts: dict[str, dict[str, int]]) -> go.Figure:
         if any(per_class.values()):
             names = [html.escape(label) for label in per_class]  # plotly renders tags in labels
             fig.add_trace(go.Bar(x=names, y=list(per_class.values()), name=split))
-    fig.update_layout(barmode="stack", height=260, margin={"l": 10, "r": 10, "t": 10, "b": 10},
-                      yaxis_title="images", legend={"orientation": "h", "y": 1.15})
+    fig.update_layout(
+        barmode="stack",
+        height=260,
+        margin={"l": 10, "r": 10, "t": 10, "b": 10},
+        yaxis_title="images",
+        legend={"orientation": "h", "y": 1.15},
+    )
     return fig
 
 
 def _image_grid(dataset: Dataset) -> None:
     classes = dataset.classes
-    shown = classes if len(classes) <= GRID_CLASSES else st.multiselect(
-        "Show images of", classes, default=classes[:GRID_CLASSES], key="grid_classes")
+    shown = (
+        classes
+        if len(classes) <= GRID_CLASSES
+        else st.multiselect("Show images of", classes, default=classes[:GRID_CLASSES], key="grid_classes")
+    )
     for label in shown:
         index = classes.index(label)
         files = [s.path for s in dataset.train if s.label == index][:GRID_IMAGES]

@@ -20,8 +20,12 @@ from pages._common import escape
 
 POLL_SECONDS = 1.0
 STATE_ICONS = {
-    "queued": ":material/schedule:", "running": ":material/sync:", "done": ":material/check_circle:",
-    "failed": ":material/error:", "cancelled": ":material/cancel:", "interrupted": ":material/pause_circle:",
+    "queued": ":material/schedule:",
+    "running": ":material/sync:",
+    "done": ":material/check_circle:",
+    "failed": ":material/error:",
+    "cancelled": ":material/cancel:",
+    "interrupted": ":material/pause_circle:",
 }
 
 
@@ -96,12 +100,17 @@ def _render(run_id: str, view: RunView, status: dict[str, Any]) -> None:
     for message in view.errors:
         st.error(escape(message), icon=":material/error:")
     if view.epochs:
-        st.plotly_chart(_curves(view.epochs), width="stretch", key=f"curves_{len(view.epochs)}",
-                        config={"displayModeBar": False})
+        st.plotly_chart(
+            _curves(view.epochs),
+            width="stretch",
+            key=f"curves_{len(view.epochs)}",
+            config={"displayModeBar": False},
+        )
     if state == "done":
         st.success("Training finished. See the confusion matrix and download the model on **Results**.")
-        st.page_link("pages/results.py", label="Open Results", icon=":material/insights:",
-                     query_params={"run": run_id})
+        st.page_link(
+            "pages/results.py", label="Open Results", icon=":material/insights:", query_params={"run": run_id}
+        )
 
 
 def _progress(view: RunView, state: str) -> None:
@@ -112,7 +121,9 @@ def _progress(view: RunView, state: str) -> None:
         return
     total_epochs = epochs[-1]["epochs"] if epochs else None
     epoch_fraction = batch["step"] / max(batch["steps"], 1)
-    st.progress(min(epoch_fraction, 1.0), text=f"Epoch {batch['epoch']} · step {batch['step']} of {batch['steps']}")
+    st.progress(
+        min(epoch_fraction, 1.0), text=f"Epoch {batch['epoch']} · step {batch['step']} of {batch['steps']}"
+    )
     if total_epochs:
         done = len(epochs)
         st.progress(done / total_epochs, text=f"{done} of {total_epochs} epochs")
@@ -136,16 +147,42 @@ def _eta(view: RunView, state: str) -> str:
 def _curves(epochs: list[dict[str, Any]]) -> go.Figure:
     x = [e["epoch"] for e in epochs]
     fig = go.Figure()
-    fig.add_trace(go.Scatter(x=x, y=[e["train_loss"] for e in epochs], name="train loss", mode="lines+markers"))
+    fig.add_trace(
+        go.Scatter(x=x, y=[e["train_loss"] for e in epochs], name="train loss", mode="lines+markers")
+    )
     fig.add_trace(go.Scatter(x=x, y=[e["val_loss"] for e in epochs], name="val loss", mode="lines+markers"))
-    fig.add_trace(go.Scatter(x=x, y=[e["train_accuracy"] for e in epochs], name="train accuracy",
-                             mode="lines+markers", yaxis="y2", line={"dash": "dot"}))
-    fig.add_trace(go.Scatter(x=x, y=[e["val_accuracy"] for e in epochs], name="val accuracy",
-                             mode="lines+markers", yaxis="y2", line={"dash": "dot"}))
+    fig.add_trace(
+        go.Scatter(
+            x=x,
+            y=[e["train_accuracy"] for e in epochs],
+            name="train accuracy",
+            mode="lines+markers",
+            yaxis="y2",
+            line={"dash": "dot"},
+        )
+    )
+    fig.add_trace(
+        go.Scatter(
+            x=x,
+            y=[e["val_accuracy"] for e in epochs],
+            name="val accuracy",
+            mode="lines+markers",
+            yaxis="y2",
+            line={"dash": "dot"},
+        )
+    )
     fig.update_layout(
-        height=320, margin={"l": 10, "r": 10, "t": 30, "b": 10}, xaxis_title="epoch",
-        yaxis={"title": "loss"}, yaxis2={"title": "accuracy", "overlaying": "y", "side": "right", "range": [0, 1.02],
-                "tickformat": ".0%"},
+        height=320,
+        margin={"l": 10, "r": 10, "t": 30, "b": 10},
+        xaxis_title="epoch",
+        yaxis={"title": "loss"},
+        yaxis2={
+            "title": "accuracy",
+            "overlaying": "y",
+            "side": "right",
+            "range": [0, 1.02],
+            "tickformat": ".0%",
+        },
         legend={"orientation": "h", "y": 1.15},
     )
     return fig

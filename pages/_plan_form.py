@@ -40,42 +40,93 @@ def plan_form(dataset: Dataset) -> Plan | None:
         st.subheader("Plan")
         left, middle, right = st.columns(3)
         case = left.radio(
-            "Case", list(cases.CASES), format_func=lambda n: f"{n}: {cases.CASES[n].name}",
-            key="plan_case", persist_state="session", help=HELP["case"],
+            "Case",
+            list(cases.CASES),
+            format_func=lambda n: f"{n}: {cases.CASES[n].name}",
+            key="plan_case",
+            persist_state="session",
+            help=HELP["case"],
         )
         backbone = middle.selectbox(
-            "Backbone", list(families.backbone_names()), format_func=_label_backbone,
+            "Backbone",
+            list(families.backbone_names()),
+            format_func=_label_backbone,
             **_state("plan_backbone", draft.get("backbone") or backbones.default_backbone()),
             help=HELP["backbone"],
         )
         cut = None
         if case == 2:
-            cut = middle.selectbox("Cut after", adapt.stages(backbone), help=HELP["cut"],
-                                   **_state(f"plan_cut_{backbone}", adapt.default_cut(backbone)))
-        weight_choice = middle.radio("Weights", ["imagenet", "none"], horizontal=True, help=HELP["weights"],
-                                     **_state("plan_weights", draft.get("weights", "imagenet")))
+            cut = middle.selectbox(
+                "Cut after",
+                adapt.stages(backbone),
+                help=HELP["cut"],
+                **_state(f"plan_cut_{backbone}", adapt.default_cut(backbone)),
+            )
+        weight_choice = middle.radio(
+            "Weights",
+            ["imagenet", "none"],
+            horizontal=True,
+            help=HELP["weights"],
+            **_state("plan_weights", draft.get("weights", "imagenet")),
+        )
         min_size, exact = adapt.input_size_rule(backbone, case)
         image_size = right.number_input(
-            "Image size (px)", min_value=max(min_size, 32), max_value=1024, step=16, help=HELP["image_size"],
+            "Image size (px)",
+            min_value=max(min_size, 32),
+            max_value=1024,
+            step=16,
+            help=HELP["image_size"],
             disabled=exact is not None,
             **_state(f"plan_image_size_{backbone}", exact or backbones.preprocess_for(backbone).crop),
         )
-        epochs = left.number_input("Epochs", 1, 500, help=HELP["epochs"],
-                                   **_state("plan_epochs", draft.get("epochs", 10 if case <= 2 else 5)))
-        batch_size = right.select_slider("Batch size", [4, 8, 16, 32, 64, 128, 256], help=HELP["batch_size"],
-                                         **_state("plan_batch_size", draft.get("batch_size", 32)))
-        lr = right.select_slider("Learning rate", [1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2],
-                                 format_func=lambda v: f"{v:g}", help=HELP["lr"],
-                                 **_state("plan_lr", draft.get("lr", 1e-3)))
-        augment = left.selectbox("Augmentation", AUGMENTATIONS, help=HELP["augment"],
-                                 **_state("plan_augment", draft.get("augment", "light")))
-        val_fraction = right.slider("Validation share", 0.1, 0.5, step=0.05, help=HELP["val_fraction"],
-                                    disabled=not _needs_split(dataset), **_state(VAL_KEY, DEFAULT_VAL))
+        epochs = left.number_input(
+            "Epochs",
+            1,
+            500,
+            help=HELP["epochs"],
+            **_state("plan_epochs", draft.get("epochs", 10 if case <= 2 else 5)),
+        )
+        batch_size = right.select_slider(
+            "Batch size",
+            [4, 8, 16, 32, 64, 128, 256],
+            help=HELP["batch_size"],
+            **_state("plan_batch_size", draft.get("batch_size", 32)),
+        )
+        lr = right.select_slider(
+            "Learning rate",
+            [1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2],
+            format_func=lambda v: f"{v:g}",
+            help=HELP["lr"],
+            **_state("plan_lr", draft.get("lr", 1e-3)),
+        )
+        augment = left.selectbox(
+            "Augmentation",
+            AUGMENTATIONS,
+            help=HELP["augment"],
+            **_state("plan_augment", draft.get("augment", "light")),
+        )
+        val_fraction = right.slider(
+            "Validation share",
+            0.1,
+            0.5,
+            step=0.05,
+            help=HELP["val_fraction"],
+            disabled=not _needs_split(dataset),
+            **_state(VAL_KEY, DEFAULT_VAL),
+        )
     try:
         return Plan(
-            data=str(dataset.root), backbone=backbone, case=case, cut=cut, weights=weight_choice,
-            epochs=int(epochs), batch_size=int(batch_size), lr=float(lr), image_size=int(image_size),
-            augment=augment, val_fraction=float(val_fraction),
+            data=str(dataset.root),
+            backbone=backbone,
+            case=case,
+            cut=cut,
+            weights=weight_choice,
+            epochs=int(epochs),
+            batch_size=int(batch_size),
+            lr=float(lr),
+            image_size=int(image_size),
+            augment=augment,
+            val_fraction=float(val_fraction),
         ).resolve()
     except PlanError as exc:
         st.error(str(exc), icon=":material/error:")

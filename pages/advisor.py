@@ -7,7 +7,7 @@ from pages._charts import decision_matrix, network_diagram
 from pages._common import update_draft_plan
 
 IMAGE_STEPS = [n * 10**e for e in range(1, 8) for n in (1, 2, 5)][:-2]  # 10 ... 10,000,000
-CLASS_STEPS = [n * 10**e for e in range(0, 5) for n in (1, 2, 5)][1:-2]  # 2 ... 20,000
+CLASS_STEPS = [n * 10**e for e in range(5) for n in (1, 2, 5)][1:-2]  # 2 ... 20,000
 LINE_STEPS = [n * 10**e for e in range(2, 7) for n in (1, 2, 5)]  # 100 ... 5,000,000
 SIMILARITY_LABELS = {"similar": "Similar", "different": "Different", "unsure": "Not sure"}
 
@@ -20,21 +20,40 @@ st.write(
 inputs, outputs = st.columns([1, 2], gap="large")
 with inputs:
     num_images = st.select_slider(
-        "Images in your data set", options=IMAGE_STEPS, value=2000, key="images", persist_state="session",
-        format_func=lambda n: f"{n:,}", help="Log scale. Count all images over all classes.",
+        "Images in your data set",
+        options=IMAGE_STEPS,
+        value=2000,
+        key="images",
+        persist_state="session",
+        format_func=lambda n: f"{n:,}",
+        help="Log scale. Count all images over all classes.",
     )
     num_classes = st.select_slider(
-        "Classes", options=CLASS_STEPS, value=5, key="classes", persist_state="session", format_func=lambda n: f"{n:,}",
+        "Classes",
+        options=CLASS_STEPS,
+        value=5,
+        key="classes",
+        persist_state="session",
+        format_func=lambda n: f"{n:,}",
     )
     similarity = st.radio(
-        "Similar to ImageNet?", options=list(SIMILARITY_LABELS), key="similarity", persist_state="session", horizontal=True,
-        format_func=SIMILARITY_LABELS.get, captions=None,
+        "Similar to ImageNet?",
+        options=list(SIMILARITY_LABELS),
+        key="similarity",
+        persist_state="session",
+        horizontal=True,
+        format_func=SIMILARITY_LABELS.get,
+        captions=None,
     )
     st.caption(cases.SIMILARITY_EXAMPLES[similarity])
     with st.expander("Where does *small* end?"):
         dividing_line = st.select_slider(
-            "Dividing line (images)", options=LINE_STEPS, value=cases.DEFAULT_DIVIDING_LINE,
-            key="dividing_line", persist_state="session", format_func=lambda n: f"{n:,}",
+            "Dividing line (images)",
+            options=LINE_STEPS,
+            value=cases.DEFAULT_DIVIDING_LINE,
+            key="dividing_line",
+            persist_state="session",
+            format_func=lambda n: f"{n:,}",
         )
         st.caption(
             "This line is subjective. The course calls ~2,000 images small and ~1,000,000 large; "
@@ -52,7 +71,9 @@ case = cases.CASES[advice.case]
 with outputs:
     st.plotly_chart(
         decision_matrix(num_images, similarity, advice.case, dividing_line),
-        width="stretch", config={"displayModeBar": False}, key="matrix",
+        width="stretch",
+        config={"displayModeBar": False},
+        key="matrix",
     )
 
 with st.container(border=True, key="advice_card"):
@@ -63,12 +84,13 @@ with st.container(border=True, key="advice_card"):
     right.markdown(f"**Why.** {advice.rationale}")
     if advice.alternatives:
         right.info(
-            "Also worth a try: "
-            + "; ".join(f"case {n} ({cases.CASES[n].name})" for n in advice.alternatives)
+            "Also worth a try: " + "; ".join(f"case {n} ({cases.CASES[n].name})" for n in advice.alternatives)
         )
     st.plotly_chart(
-        network_diagram(case.to_dict()["layers"]), width="stretch",
-        config={"displayModeBar": False}, key="network",
+        network_diagram(case.to_dict()["layers"]),
+        width="stretch",
+        config={"displayModeBar": False},
+        key="network",
     )
     if st.button("Use this plan", type="primary", key="use_plan", icon=":material/arrow_forward:"):
         update_draft_plan(case=advice.case)

@@ -37,8 +37,12 @@ st.write(
 
 table = load_catalog()
 filters = st.columns([2, 2, 1])
-families = filters[0].multiselect("Family", sorted(table["family"].unique()), key="families", persist_state="session")
-query = filters[1].text_input("Search by name", key="query", persist_state="session", placeholder="e.g. resnet")
+families = filters[0].multiselect(
+    "Family", sorted(table["family"].unique()), key="families", persist_state="session"
+)
+query = filters[1].text_input(
+    "Search by name", key="query", persist_state="session", placeholder="e.g. resnet"
+)
 available_only = filters[2].toggle("Usable offline / on disk", key="available_only", persist_state="session")
 
 shown = table
@@ -55,8 +59,20 @@ st.dataframe(
     key="catalog",
     hide_index=True,
     width="stretch",
-    column_order=["name", "family", "year", "top1", "top5", "params", "gflops", "file_size_mb",
-                  "input_size", "resize_size", "on_disk", "offline"],
+    column_order=[
+        "name",
+        "family",
+        "year",
+        "top1",
+        "top5",
+        "params",
+        "gflops",
+        "file_size_mb",
+        "input_size",
+        "resize_size",
+        "on_disk",
+        "offline",
+    ],
     column_config={
         "name": st.column_config.TextColumn("Backbone", pinned=True),
         "family": st.column_config.TextColumn("Family"),
@@ -79,12 +95,19 @@ st.plotly_chart(accuracy_vs_cost(shown.to_dict("records")), width="stretch", key
 st.subheader("Pick a backbone")
 names = table["name"].tolist()
 current = draft_plan().get("backbone") or backbones.default_backbone()
-pick = st.selectbox("Backbone for training", names, index=names.index(current), key="pick", persist_state="session")
+pick = st.selectbox(
+    "Backbone for training", names, index=names.index(current), key="pick", persist_state="session"
+)
 picked = table.set_index("name").loc[pick]
 st.caption(
     f"{picked['family']} · {picked['params'] / 1e6:.1f}M parameters · input {picked['input_size']} px · "
-    + ("weights usable offline" if picked["offline"] else "weights on disk" if picked["on_disk"]
-       else "weights download on first use (`python -m core fetch-weights " + pick + "`)")
+    + (
+        "weights usable offline"
+        if picked["offline"]
+        else "weights on disk"
+        if picked["on_disk"]
+        else "weights download on first use (`python -m core fetch-weights " + pick + "`)"
+    )
 )
 if st.button("Use this backbone", type="primary", key="use_backbone", icon=":material/arrow_forward:"):
     update_draft_plan(backbone=pick)

@@ -32,10 +32,20 @@ def classify(run_id: str, file_id: str, _data: bytes) -> tuple[tuple[tuple[str, 
 
 def top_classes_chart(top: tuple[tuple[str, float], ...]) -> go.Figure:
     labels = [label for label, _ in top][::-1]
-    fig = go.Figure(go.Bar(x=[p for _, p in top][::-1], y=labels, orientation="h",
-                           text=[f"{p:.1%}" for _, p in top][::-1], textposition="auto"))
-    fig.update_layout(height=60 + 36 * len(top), margin={"l": 10, "r": 10, "t": 10, "b": 10},
-                      xaxis={"range": [0, 1], "tickformat": ".0%"})
+    fig = go.Figure(
+        go.Bar(
+            x=[p for _, p in top][::-1],
+            y=labels,
+            orientation="h",
+            text=[f"{p:.1%}" for _, p in top][::-1],
+            textposition="auto",
+        )
+    )
+    fig.update_layout(
+        height=60 + 36 * len(top),
+        margin={"l": 10, "r": 10, "t": 10, "b": 10},
+        xaxis={"range": [0, 1], "tickformat": ".0%"},
+    )
     return fig
 
 
@@ -45,19 +55,28 @@ if not done:
     st.info("No finished run yet: train one on the **Train** page.")
     st.stop()
 
-labels = {r["run_id"]: f"{r['run_id']} · {r['backbone']} · case {r['case']} · {(r['best_val_accuracy'] or 0):.0%}"
-          for r in done}
+labels = {
+    r["run_id"]: f"{r['run_id']} · {r['backbone']} · case {r['case']} · {(r['best_val_accuracy'] or 0):.0%}"
+    for r in done
+}
 wanted = st.query_params.get("run")
 ids = list(labels)
-run_id = st.selectbox("Model", ids, index=ids.index(wanted) if wanted in ids else 0,
-                      format_func=labels.get, key="model")
+run_id = st.selectbox(
+    "Model", ids, index=ids.index(wanted) if wanted in ids else 0, format_func=labels.get, key="model"
+)
 model = predictor(run_id)
 st.caption(f"Classes: {escape(', '.join(model.labels))} · input {model.pre.crop} px")
 
-uploads = st.file_uploader("Images", type=["jpg", "jpeg", "png", "bmp", "gif", "webp", "tif", "tiff"],
-                           accept_multiple_files=True, key="images")
+uploads = st.file_uploader(
+    "Images",
+    type=["jpg", "jpeg", "png", "bmp", "gif", "webp", "tif", "tiff"],
+    accept_multiple_files=True,
+    key="images",
+)
 shots = []
-if st.toggle("Use the camera", key="camera_on", help="Browsers allow the camera only over HTTPS or on localhost."):
+if st.toggle(
+    "Use the camera", key="camera_on", help="Browsers allow the camera only over HTTPS or on localhost."
+):
     shot = st.camera_input("Take a photo", key="camera")
     shots = [shot] if shot else []
 
@@ -72,5 +91,9 @@ for upload in [*(uploads or []), *shots]:
     with right:
         best, probability = top[0]
         st.markdown(f"### {escape(best)}  \n{probability:.1%} confident")
-        st.plotly_chart(top_classes_chart(top), width="stretch", key=f"bars_{upload.file_id}",
-                        config={"displayModeBar": False})
+        st.plotly_chart(
+            top_classes_chart(top),
+            width="stretch",
+            key=f"bars_{upload.file_id}",
+            config={"displayModeBar": False},
+        )

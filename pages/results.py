@@ -24,6 +24,7 @@ def image_paths(data: str, val_fraction: float, seed: int) -> dict[str, Path]:
         return {}
     return {s.name or s.path.name: s.path for s in dataset.train + dataset.val + dataset.test}
 
+
 st.title("Results")
 
 runs = jobs.list_runs()
@@ -37,10 +38,14 @@ table["data"] = table["data"].fillna("").map(lambda p: p.rstrip("/").rsplit("/",
 table["minutes"] = ((table["finished"] - table["started"]) / 60).round(1)
 st.dataframe(
     table[["run_id", "state", "backbone", "case", "data", "best_val_accuracy", "minutes"]],
-    hide_index=True, width="stretch", key="runs",
+    hide_index=True,
+    width="stretch",
+    key="runs",
     column_config={
-        "run_id": "Run", "best_val_accuracy": st.column_config.ProgressColumn(
-            "Best val accuracy", min_value=0.0, max_value=1.0, format="percent"),
+        "run_id": "Run",
+        "best_val_accuracy": st.column_config.ProgressColumn(
+            "Best val accuracy", min_value=0.0, max_value=1.0, format="percent"
+        ),
         "minutes": st.column_config.NumberColumn("Minutes", format="%.1f"),
     },
 )
@@ -66,8 +71,11 @@ cols[2].metric("Epochs", metrics["epochs_run"])
 cols[3].metric("Device", f"{metrics['device']} · {metrics['precision']}")
 
 if metrics.get("suggest") == "from_scratch":
-    st.warning("Pre-trained init did not give a successful model. The course's fallback for case 4 "
-               "is to train from scratch.", icon=":material/restart_alt:")
+    st.warning(
+        "Pre-trained init did not give a successful model. The course's fallback for case 4 "
+        "is to train from scratch.",
+        icon=":material/restart_alt:",
+    )
     if st.button("Re-run from scratch", key="rerun_scratch", type="primary"):
         new_run = jobs.submit({**read_json(run_dir(chosen) / "plan.json"), "weights": "none"})
         st.switch_page("pages/train.py", query_params={"run": new_run})
@@ -75,8 +83,9 @@ if metrics.get("suggest") == "from_scratch":
 left, right = st.columns([3, 2], gap="large")
 with left:
     st.subheader("Confusion matrix")
-    st.plotly_chart(confusion_heatmap(metrics["confusion_matrix"], metrics["labels"]), width="stretch",
-                    key="confusion")
+    st.plotly_chart(
+        confusion_heatmap(metrics["confusion_matrix"], metrics["labels"]), width="stretch", key="confusion"
+    )
 with right:
     st.subheader("Per class")
     st.dataframe(pd.DataFrame(metrics["per_class"]).T, width="stretch", key="per_class")
@@ -95,13 +104,19 @@ else:
         with columns[i % 6]:
             if row["file"] in paths:
                 st.image(str(paths[row["file"]]), width="stretch")
-            st.caption(f"**{escape(row['predicted'])}** ({row['confidence']:.0%}), "
-                       f"truly {escape(row['true'])} · {escape(row['file'])}")
+            st.caption(
+                f"**{escape(row['predicted'])}** ({row['confidence']:.0%}), "
+                f"truly {escape(row['true'])} · {escape(row['file'])}"
+            )
 
 st.download_button(
     # Built when clicked, not on every rerun: a VGG bundle is half a gigabyte.
-    "Download the model", data=functools.partial(bundle.model_bundle, run_dir(chosen)),
+    "Download the model",
+    data=functools.partial(bundle.model_bundle, run_dir(chosen)),
     file_name=f"transfer-lab-{chosen}.zip",
-    mime="application/zip", key="download", type="primary", icon=":material/download:",
+    mime="application/zip",
+    key="download",
+    type="primary",
+    icon=":material/download:",
 )
 st.caption("A zip of model.pt2, labels.json, preprocess.json and a README with a five-line Python snippet.")

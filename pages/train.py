@@ -33,8 +33,12 @@ plan = _plan_form.plan_form(dataset)
 if plan is None:
     st.stop()
 estimate_col, start_col = st.columns([3, 1])
-if estimate_col.button("Estimate time", key="estimate", icon=":material/timer:",
-                       help="Times two real batches of your data on this machine."):
+if estimate_col.button(
+    "Estimate time",
+    key="estimate",
+    icon=":material/timer:",
+    help="Times two real batches of your data on this machine.",
+):
     with st.spinner("Timing two batches..."):
         try:
             guess = estimate_in_subprocess(plan.to_dict())

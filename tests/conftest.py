@@ -8,8 +8,8 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -32,8 +32,15 @@ def lab_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return home
 
 
-TINY_PLAN = {"backbone": "efficientnet_lite0", "case": 1, "epochs": 2, "batch_size": 16,
-             "image_size": 64, "augment": "none", "device": "cpu"}
+TINY_PLAN = {
+    "backbone": "efficientnet_lite0",
+    "case": 1,
+    "epochs": 2,
+    "batch_size": 16,
+    "image_size": 64,
+    "augment": "none",
+    "device": "cpu",
+}
 
 
 @pytest.fixture(scope="session")
@@ -54,14 +61,15 @@ def finished_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
         write_json(directory / "plan.json", {**TINY_PLAN, "data": str(sample_path("faces"))})
         jobs.record_state(directory, {"pid": None, "submitted": 0.0, "started": 0.0}, "running")
         train.run(directory, EventLog(directory))
-        jobs.record_state(directory, {"pid": None, "submitted": 0.0, "started": 0.0, "finished": 30.0}, "done")
+        jobs.record_state(
+            directory, {"pid": None, "submitted": 0.0, "started": 0.0, "finished": 30.0}, "done"
+        )
     finally:
         if old is None:
             os.environ.pop("TRANSFER_LAB_HOME")
         else:
             os.environ["TRANSFER_LAB_HOME"] = old
     return directory
-
 
 
 def _free_port() -> int:
@@ -89,13 +97,24 @@ def app_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real Streamlit server on 127.0.0.1 with its own storage, for the whole session."""
     port = _free_port()
     home = tmp_path_factory.mktemp("browser_home")
-    log = open(home / "server.log", "w")
+    log = open(home / "server.log", "w")  # noqa: SIM115 - open for the whole session, closed below
     # Workers sleep after each batch so that a tiny run lasts long enough to watch it live.
     env = {**os.environ, "TRANSFER_LAB_HOME": str(home), "TRANSFER_LAB_STEP_DELAY": "0.3"}
     process = subprocess.Popen(
-        [sys.executable, str(ROOT / "scripts" / "serve.py"),
-         "--server.address", "127.0.0.1", "--server.port", str(port), "--server.headless", "true"],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+        [
+            sys.executable,
+            str(ROOT / "scripts" / "serve.py"),
+            "--server.address",
+            "127.0.0.1",
+            "--server.port",
+            str(port),
+            "--server.headless",
+            "true",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -127,7 +146,7 @@ def browser() -> Iterator[object]:
 
 
 @pytest.fixture
-def page(browser, app_url: str):  # noqa: ANN001 - playwright types stay optional at import time
+def page(browser, app_url: str):
     context = browser.new_context(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
     tab = context.new_page()
     tab.set_default_timeout(30_000)

@@ -25,10 +25,25 @@ from core.families import FAMILIES, Family, backbone_names, family_of, torchvisi
 
 # The smallest model of every family.
 REPRESENTATIVES = (
-    "resnet18", "vgg11_bn", "alexnet", "googlenet", "inception_v3", "mobilenet_v2",
-    "mobilenet_v3_small", "efficientnet_b0", "efficientnet_v2_s", "mnasnet0_5",
-    "shufflenet_v2_x0_5", "squeezenet1_1", "densenet121", "regnet_x_400mf", "convnext_tiny",
-    "vit_b_32", "swin_t", "maxvit_t", "efficientnet_lite0",
+    "resnet18",
+    "vgg11_bn",
+    "alexnet",
+    "googlenet",
+    "inception_v3",
+    "mobilenet_v2",
+    "mobilenet_v3_small",
+    "efficientnet_b0",
+    "efficientnet_v2_s",
+    "mnasnet0_5",
+    "shufflenet_v2_x0_5",
+    "squeezenet1_1",
+    "densenet121",
+    "regnet_x_400mf",
+    "convnext_tiny",
+    "vit_b_32",
+    "swin_t",
+    "maxvit_t",
+    "efficientnet_lite0",
 )
 
 
@@ -117,7 +132,7 @@ def test_case_output_shape_and_exact_trainable_parameters(backbone: str, case: i
 
 def assert_nothing_past_the_cut(model: nn.Module, family: Family, cut: str) -> None:
     present = {name for name, _ in model.trunk.named_modules()}
-    later = family.stages[family.stages.index(cut) + 1:]
+    later = family.stages[family.stages.index(cut) + 1 :]
     assert cut in present and family.head not in present
     assert not [stage for stage in later if stage in present]
     assert model.surgery.cut == cut
@@ -148,14 +163,20 @@ def test_param_groups_give_new_layers_the_head_rate(backbone: str) -> None:
         model = on_meta(backbone, case, 4)
         model.requires_grad_(False)  # a trainer's warm-up does not change what is trainable
         groups = {g["name"]: g for g in adapt.param_groups(model, head_lr=1e-2, body_lr=1e-4)}
-        new_layers = ["fc"] if case == 2 else [family.head, *(family.aux.layers if family.aux and case > 2 else [])]
+        new_layers = (
+            ["fc"] if case == 2 else [family.head, *(family.aux.layers if family.aux and case > 2 else [])]
+        )
         new = [p for path in new_layers for p in model.get_submodule(path).parameters()]
-        assert groups["head"]["lr"] == 1e-2 and {id(p) for p in groups["head"]["params"]} == {id(p) for p in new}
+        assert groups["head"]["lr"] == 1e-2 and {id(p) for p in groups["head"]["params"]} == {
+            id(p) for p in new
+        }
         if case in (1, 2):
             assert set(groups) == {"head"}
         else:
             assert groups["body"]["lr"] == 1e-4
-            assert numel(groups["head"]["params"]) + numel(groups["body"]["params"]) == numel(model.parameters())
+            assert numel(groups["head"]["params"]) + numel(groups["body"]["params"]) == numel(
+                model.parameters()
+            )
 
 
 def test_input_size_rules() -> None:
@@ -181,7 +202,9 @@ def test_case_2_computes_what_the_stage_computes_in_the_full_model(backbone: str
     torch.save(full.state_dict(), tmp_path / "weights.pt")
     truncated = build_model(backbone, 2, 3, weights=str(tmp_path / "weights.pt")).eval()
     captured = []
-    full.get_submodule(adapt.default_cut(backbone)).register_forward_hook(lambda *args: captured.append(args[2]))
+    full.get_submodule(adapt.default_cut(backbone)).register_forward_hook(
+        lambda *args: captured.append(args[2])
+    )
     x = input_for(backbone, 4, device="cpu")
     with torch.no_grad():
         full(x)
@@ -255,7 +278,9 @@ def test_bad_arguments_name_the_valid_choices() -> None:
         build_model("resnet18", 5, 3, weights="none")
     with pytest.raises(ValueError, match="num_classes must be an integer >= 2, not 1"):
         build_model("resnet18", 1, 1, weights="none")
-    with pytest.raises(ValueError, match="cut 'layer9' is not a stage of resnet18; choose one of: layer1, layer2"):
+    with pytest.raises(
+        ValueError, match="cut 'layer9' is not a stage of resnet18; choose one of: layer1, layer2"
+    ):
         build_model("resnet18", 2, 3, weights="none", cut="layer9")
     with pytest.raises(ValueError, match="cut 'layer2' applies to case 2"):
         build_model("resnet18", 3, 3, weights="none", cut="layer2")

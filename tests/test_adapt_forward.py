@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from test_adapt import input_for, on_meta, regnet_on_meta  # noqa: F401 - fixture used by name
 
 from core.families import backbone_names
-from test_adapt import input_for, on_meta, regnet_on_meta  # noqa: F401 - fixture used by name
 
 # Its only input size is 518 px: one forward pass there costs about a TFLOP, minutes on 2 cores.
 TOO_COSTLY_FOR_CPU = {"vit_h_14"}

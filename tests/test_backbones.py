@@ -58,7 +58,11 @@ def test_history_labels_each_source() -> None:
     history = backbones.history()
     competition = {r["model"]: r for r in history if r["source"] == "ILSVRC competition result"}
     assert {m: r["top5_error"] for m, r in competition.items()} == {
-        "2011 winner (XRCE)": 26.0, "AlexNet": 15.3, "VGG": 7.3, "GoogLeNet": 6.7, "ResNet": 3.57,
+        "2011 winner (XRCE)": 26.0,
+        "AlexNet": 15.3,
+        "VGG": 7.3,
+        "GoogLeNet": 6.7,
+        "ResNet": 3.57,
     }
     assert [competition[m]["layers"] for m in ("AlexNet", "VGG", "GoogLeNet", "ResNet")] == [8, 19, 22, 152]
     alexnet_checkpoint = next(r for r in history if r["source"] == "torchvision checkpoint (alexnet)")
@@ -81,7 +85,7 @@ def test_cli_unknown_family_is_refused(capsys: pytest.CaptureFixture[str]) -> No
 
 
 def test_default_backbone_is_the_offline_one_until_weights_are_on_disk(
-    tmp_path, monkeypatch: pytest.MonkeyPatch  # noqa: ANN001
+    tmp_path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     assert backbones.default_backbone() == "efficientnet_lite0"

@@ -1,7 +1,7 @@
 """The pages' figures stay readable from 2 to 50 classes and mark the user's place."""
 
-from pages._charts import confusion_heatmap, decision_matrix, network_diagram
 from core import cases
+from pages._charts import confusion_heatmap, decision_matrix, network_diagram
 
 
 def test_confusion_matrix_writes_counts_for_few_classes_only() -> None:

@@ -25,8 +25,20 @@ def test_advise_text_names_the_case_and_steps(capsys: pytest.CaptureFixture[str]
 
 
 def test_dividing_line_flag_moves_the_line(capsys: pytest.CaptureFixture[str]) -> None:
-    main(["advise", "--images", "5000", "--classes", "5", "--similarity", "similar",
-          "--dividing-line", "1000", "--json"])
+    main(
+        [
+            "advise",
+            "--images",
+            "5000",
+            "--classes",
+            "5",
+            "--similarity",
+            "similar",
+            "--dividing-line",
+            "1000",
+            "--json",
+        ]
+    )
     assert json.loads(capsys.readouterr().out)["case"] == 3
 
 
@@ -40,7 +52,9 @@ def test_dividing_line_flag_moves_the_line(capsys: pytest.CaptureFixture[str]) -
     ],
 )
 def test_bad_arguments_exit_2_with_one_line(args: list[str]) -> None:
-    result = subprocess.run([sys.executable, "-m", "core", *args], capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "core", *args], capture_output=True, text=True, check=False
+    )
     assert result.returncode == 2
     assert len(result.stderr.strip().splitlines()) == 1
     assert "error:" in result.stderr
@@ -48,8 +62,21 @@ def test_bad_arguments_exit_2_with_one_line(args: list[str]) -> None:
 
 def test_impossible_data_set_is_refused_with_exit_1() -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "core", "advise", "--images", "3", "--classes", "5", "--similarity", "similar"],
-        capture_output=True, text=True,
+        [
+            sys.executable,
+            "-m",
+            "core",
+            "advise",
+            "--images",
+            "3",
+            "--classes",
+            "5",
+            "--similarity",
+            "similar",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert result.returncode == 1
     assert result.stderr.strip() == "python -m core advise: 3 images cannot cover 5 classes"

@@ -79,6 +79,7 @@ def test_the_module_runs_as_a_command(lab_home: Path, tmp_path: Path) -> None:
         capture_output=True,
         text=True,
         timeout=120,
+        check=False,
     )
     assert result.returncode == 1 and result.stdout == ""
     assert result.stderr == "python -m core inspect: not a zip file\n"

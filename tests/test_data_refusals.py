@@ -88,7 +88,8 @@ def empty_entries(n: int) -> bytes:
 
 
 @pytest.mark.parametrize(
-    "forge", [lying_count, as_zip64, lambda data: b"self-extractor stub" + lying_count(data)],
+    "forge",
+    [lying_count, as_zip64, lambda data: b"self-extractor stub" + lying_count(data)],
     ids=["end-record", "zip64-end-record", "prefixed"],
 )
 def test_a_zip_that_understates_its_entries_is_refused_before_parsing_them(

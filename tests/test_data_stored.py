@@ -1,7 +1,8 @@
 """An uploaded zip, once unpacked, can be named again by its ``datasets/<sha256>/`` folder."""
 
-from core.data import ingest
 from fixtures.data.zips import classes, make_zip
+
+from core.data import ingest
 
 
 def test_a_stored_upload_is_ingested_again_by_its_folder() -> None:
@@ -15,7 +16,7 @@ def test_a_stored_upload_is_ingested_again_by_its_folder() -> None:
     assert again.report.source["name"] == "pets.zip"
 
 
-def test_an_ordinary_server_folder_is_still_validated_in_place(tmp_path) -> None:  # noqa: ANN001
+def test_an_ordinary_server_folder_is_still_validated_in_place(tmp_path) -> None:
     for label in ("a", "b"):
         (tmp_path / "data" / label).mkdir(parents=True)
         for i in range(3):

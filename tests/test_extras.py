@@ -44,10 +44,14 @@ def test_weights_load_strictly_and_see_a_cat_in_a_photo_of_a_cat() -> None:
     model = EXTRA.build().eval()
     model.load_state_dict(imagenet_state_dict(NAME), strict=True)
     pre = EXTRA.preprocess
-    transform = v2.Compose([
-        v2.ToImage(), v2.Resize(pre.resize, antialias=True), v2.CenterCrop(pre.crop),
-        v2.ToDtype(torch.float32, scale=True),
-    ])
+    transform = v2.Compose(
+        [
+            v2.ToImage(),
+            v2.Resize(pre.resize, antialias=True),
+            v2.CenterCrop(pre.crop),
+            v2.ToDtype(torch.float32, scale=True),
+        ]
+    )
     image = normalise(transform(skimage.data.chelsea())[None])
     with torch.no_grad():
         probabilities = model(image).softmax(1)[0]
@@ -76,8 +80,9 @@ def test_case_1_tells_faces_from_non_faces_where_random_weights_cannot() -> None
     assert accuracy["imagenet"] >= accuracy["none"] + 0.15
 
 
-def _case_1_accuracy(weights: str, images: torch.Tensor, labels: torch.Tensor,
-                     train: torch.Tensor, val: torch.Tensor) -> float:
+def _case_1_accuracy(
+    weights: str, images: torch.Tensor, labels: torch.Tensor, train: torch.Tensor, val: torch.Tensor
+) -> float:
     """Features once from the frozen body, then the new head trained on them, as the trainer does."""
     torch.manual_seed(0)
     body, head = split_frozen(build_model(NAME, 1, 2, weights=weights))

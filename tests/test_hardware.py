@@ -11,11 +11,11 @@ from core import hardware, jobs
 
 
 @pytest.fixture
-def fake_smi(monkeypatch: pytest.MonkeyPatch):  # noqa: ANN201
+def fake_smi(monkeypatch: pytest.MonkeyPatch):
     """Pretend ``nvidia-smi`` lists the given GPUs (None: no driver)."""
 
     def install(names: list[str] | None) -> None:
-        def run(command, **kwargs):  # noqa: ANN001, ANN003, ANN202
+        def run(command, **kwargs):
             if names is None:
                 raise FileNotFoundError(command[0])
             return subprocess.CompletedProcess(command, 0, stdout="".join(f"{n}\n" for n in names))
@@ -28,14 +28,14 @@ def fake_smi(monkeypatch: pytest.MonkeyPatch):  # noqa: ANN201
     hardware.gpu_names.cache_clear()
 
 
-def test_gpus_are_named_and_counted(fake_smi) -> None:  # noqa: ANN001
+def test_gpus_are_named_and_counted(fake_smi) -> None:
     fake_smi(["NVIDIA H100 80GB HBM3", "NVIDIA H100 80GB HBM3"])
     assert hardware.describe() == "2x NVIDIA H100 80GB HBM3"
     assert jobs.gpu_ids() == ["0", "1"]
     assert jobs.max_concurrent() == 2
 
 
-def test_without_a_driver_the_cpu_is_described(fake_smi) -> None:  # noqa: ANN001
+def test_without_a_driver_the_cpu_is_described(fake_smi) -> None:
     fake_smi(None)
     assert hardware.describe().startswith("CPU: ")
     assert jobs.gpu_ids() == [] and jobs.max_concurrent() == 1

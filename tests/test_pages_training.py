@@ -55,7 +55,9 @@ def test_plan_from_the_advisor_is_prefilled() -> None:
     assert at.selectbox(key="plan_cut_efficientnet_lite0").value  # case 2 offers its stages
 
 
-def test_a_refused_folder_is_a_message_not_a_traceback(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_refused_folder_is_a_message_not_a_traceback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     only = tmp_path / "data" / "one_class" / "cats"
     only.mkdir(parents=True)
     for i in range(3):
@@ -120,7 +122,6 @@ def test_predict_without_runs_and_with_one(trained: str) -> None:
     at = open_page("pages/predict.py")
     assert at.selectbox(key="model").value == trained
     assert "faces" in at.caption[0].value or "Classes:" in at.caption[0].value
-
 
 
 def test_estimate_button_times_real_batches(monkeypatch: pytest.MonkeyPatch) -> None:

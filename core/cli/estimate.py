@@ -31,6 +31,8 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result.to_dict()))
     else:
-        print(f"prepare {result.prepare_s:.1f} s, then {result.epoch_s:.1f} s per epoch "
-              f"on {result.device} ({result.precision})")
+        print(
+            f"prepare {result.prepare_s:.1f} s, then {result.epoch_s:.1f} s per epoch "
+            f"on {result.device} ({result.precision})"
+        )
     return 0

@@ -35,7 +35,9 @@ def run(args: argparse.Namespace) -> int:
             path = fetch(name, progress=not args.json)
         except WeightsUnavailable as exc:
             raise CliError(str(exc)) from exc
-        fetched.append({"backbone": name, "path": str(path), "bytes": path.stat().st_size, "downloaded": not present})
+        fetched.append(
+            {"backbone": name, "path": str(path), "bytes": path.stat().st_size, "downloaded": not present}
+        )
     if args.json:
         print(json.dumps(fetched, indent=2))
         return 0

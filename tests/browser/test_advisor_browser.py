@@ -9,11 +9,11 @@ import pytest
 pytestmark = pytest.mark.browser
 
 
-def card(page):  # noqa: ANN001, ANN201
+def card(page):
     return page.locator(".st-key-advice_card h3")
 
 
-def test_advisor_follows_size_and_similarity(page, app_url: str, screenshot_dir: Path | None) -> None:  # noqa: ANN001
+def test_advisor_follows_size_and_similarity(page, app_url: str, screenshot_dir: Path | None) -> None:
     page.goto(app_url)
     page.get_by_text("Which transfer-learning approach?").wait_for()
     assert card(page).inner_text().startswith("Case 1")
@@ -29,7 +29,7 @@ def test_advisor_follows_size_and_similarity(page, app_url: str, screenshot_dir:
         page.screenshot(path=str(screenshot_dir / "advisor.png"))
 
 
-def test_backbones_page_shows_the_catalog(page, app_url: str, screenshot_dir: Path | None) -> None:  # noqa: ANN001
+def test_backbones_page_shows_the_catalog(page, app_url: str, screenshot_dir: Path | None) -> None:
     page.goto(f"{app_url}/backbones")
     page.get_by_text("Which network?").wait_for()
     page.get_by_text("backbones", exact=False).first.wait_for()

@@ -17,7 +17,7 @@ from core.samples import sample_path
 pytestmark = pytest.mark.browser
 
 
-def settle(page) -> None:  # noqa: ANN001
+def settle(page) -> None:
     """Wait until the app has finished the rerun a widget change started and has removed the
     previous run's (stale) elements, so that each label names one widget again."""
     page.wait_for_timeout(300)
@@ -25,12 +25,12 @@ def settle(page) -> None:  # noqa: ANN001
     page.wait_for_function("document.querySelectorAll('[data-stale=\"true\"]').length === 0")
 
 
-def progress_text(page) -> str:  # noqa: ANN001
+def progress_text(page) -> str:
     return " | ".join(page.locator(".st-key-run_status [data-testid='stProgress']").all_inner_texts())
 
 
 def test_upload_train_watch_inspect_download_predict(
-    page, app_url: str, tmp_path: Path, screenshot_dir: Path | None  # noqa: ANN001
+    page, app_url: str, tmp_path: Path, screenshot_dir: Path | None
 ) -> None:
     page.goto(f"{app_url}/train")
     page.get_by_text("Training images").wait_for(timeout=120_000)  # the first visit imports torch
@@ -71,7 +71,9 @@ def test_upload_train_watch_inspect_download_predict(
         page.get_by_role("button", name="Download the model").click()
     bundle = tmp_path / "bundle.zip"
     download.value.save_as(bundle)
-    assert {"model.pt2", "labels.json", "preprocess.json", "README.md"} <= set(zipfile.ZipFile(bundle).namelist())
+    assert {"model.pt2", "labels.json", "preprocess.json", "README.md"} <= set(
+        zipfile.ZipFile(bundle).namelist()
+    )
     if screenshot_dir:
         page.screenshot(path=str(screenshot_dir / "results.png"))
 
