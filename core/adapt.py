@@ -28,7 +28,7 @@ from torchvision.models import get_model, get_model_weights
 from core.cases import CASE_NUMBERS
 from core.extras import EXTRA_BACKBONES
 from core.families import AuxHeads, Family, family_of
-from core.weights import imagenet_state_dict, load_state_dict_file
+from core.weights import WeightsFileError, imagenet_state_dict, load_state_dict_file
 
 # How each layout's spatial (or token) dimensions are averaged away in case 2.
 POOL_DIMS = {"nchw": (2, 3), "nhwc": (1, 2), "tokens": (1,)}
@@ -250,7 +250,7 @@ def _load_checked(model: nn.Module, state: dict, backbone: str, family: Family, 
         if k in expected and state[k].shape != expected[k].shape and not k.startswith(prefixes)
     ]
     if missing or unexpected or reshaped:
-        raise ValueError(_mismatch(source, backbone, missing, unexpected, reshaped, state, expected))
+        raise WeightsFileError(_mismatch(source, backbone, missing, unexpected, reshaped, state, expected))
     fitting = {k: v for k, v in state.items() if v.shape == expected[k].shape}
     model.load_state_dict(fitting, strict=False)
 

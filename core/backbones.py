@@ -16,7 +16,7 @@ import torchvision
 from torchvision.models import get_model_weights
 
 from core.extras import EXTRA_BACKBONES
-from core.families import backbone_names, family_of, torchvision_names
+from core.families import family_of, torchvision_names
 from core.preprocess import Preprocess
 from core.weights import weights_on_disk
 
@@ -116,7 +116,7 @@ def row(name: str) -> BackboneRow:
     if name in EXTRA_BACKBONES:
         return _extra_row(name)
     if name not in torchvision_names():
-        raise ValueError(f"unknown backbone {name!r}; choose one of: {', '.join(backbone_names())}")
+        family_of(name)  # UnknownBackbone, naming the valid choices
     return _torchvision_row(name)
 
 

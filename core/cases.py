@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from core.errors import TransferLabError
+
 SIMILARITIES = ("similar", "different", "unsure")
 
 # Where "small" ends, in images. The course's examples put ~2,000 images firmly on the small side
@@ -32,6 +34,10 @@ SIMILARITY_EXAMPLES = {
 # A demo network (3 conv + 3 FC layers) that the Advisor page draws, coloured by each case.
 DEMO_LAYERS = ("conv1", "conv2", "conv3", "fc1", "fc2", "fc3")
 FATES = ("frozen", "trained", "removed", "new")
+
+
+class AdviceError(TransferLabError, ValueError):
+    """Inputs the advice cannot be given for (one class, fewer images than classes...)."""
 
 
 @dataclass(frozen=True)
@@ -249,10 +255,10 @@ def _rationale(case: Case, similarity: str, near: bool, per_class: float, line: 
 
 def _validate(num_images: int, num_classes: int, similarity: str, dividing_line: int) -> None:
     if similarity not in SIMILARITIES:
-        raise ValueError(f"unknown similarity {similarity!r}; choose one of: {', '.join(SIMILARITIES)}")
+        raise AdviceError(f"unknown similarity {similarity!r}; choose one of: {', '.join(SIMILARITIES)}")
     if num_classes < 2:
-        raise ValueError(f"need at least 2 classes to train a classifier, got {num_classes}")
+        raise AdviceError(f"need at least 2 classes to train a classifier, got {num_classes}")
     if num_images < num_classes:
-        raise ValueError(f"{num_images} images cannot cover {num_classes} classes")
+        raise AdviceError(f"{num_images} images cannot cover {num_classes} classes")
     if dividing_line < 1:
-        raise ValueError(f"the dividing line must be a positive number of images, got {dividing_line}")
+        raise AdviceError(f"the dividing line must be a positive number of images, got {dividing_line}")

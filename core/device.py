@@ -15,10 +15,12 @@ from dataclasses import dataclass
 
 import torch
 
+from core.errors import TransferLabError
+
 PRECISION_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-class DeviceError(ValueError):
+class DeviceError(TransferLabError, ValueError):
     """A device or precision the plan asks for that this machine cannot give."""
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from core.errors import TransferLabError
 from core.preprocess import Preprocess
 from core.runs import read_json, write_json
 
@@ -26,7 +27,7 @@ MAX_BATCH = 4096
 ONNX_PACKAGES = ("onnx", "onnxscript")
 
 
-class ExportError(RuntimeError):
+class ExportError(TransferLabError, RuntimeError):
     """A model directory that is missing pieces, or an export this machine cannot do."""
 
 

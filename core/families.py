@@ -18,7 +18,13 @@ import re
 from dataclasses import dataclass
 from functools import cache
 
+from core.errors import TransferLabError
 from core.extras import EXTRA_BACKBONES
+
+
+class UnknownBackbone(TransferLabError, ValueError):
+    """A backbone name that is neither a torchvision classifier nor a registered extra."""
+
 
 LAYOUTS = ("nchw", "nhwc", "tokens")
 
@@ -272,7 +278,7 @@ def family_of(backbone: str) -> Family:
     """The description that covers ``backbone``; ValueError naming the valid choices if none."""
     names = backbone_names()
     if backbone not in names:
-        raise ValueError(f"unknown backbone {backbone!r}; choose one of: {', '.join(names)}")
+        raise UnknownBackbone(f"unknown backbone {backbone!r}; choose one of: {', '.join(names)}")
     matches = [f for f in FAMILIES if re.fullmatch(f.pattern, backbone)]
     if len(matches) != 1:
         raise LookupError(f"{len(matches)} family descriptions match {backbone!r}; expected exactly one")

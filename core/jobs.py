@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from core import hardware, paths, queue
+from core.errors import TransferLabError
 from core.events import EventLog, RunFailed, StatusChanged
 from core.queue import WORKER_LOCK, try_lock  # by name: core.cli.train locks a run through core.jobs
 from core.runs import (
@@ -69,7 +70,7 @@ _summaries: dict[Path, tuple[tuple[int, int, int] | None, dict[str, Any]]] = {}
 _TARGET_PATTERN = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 
 
-class RunNotFound(LookupError):
+class RunNotFound(TransferLabError, LookupError):
     """No run with that id under the runs folder."""
 
 

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 
+from core.errors import TransferLabError
+
 MIB = 1 << 20
 GIB = 1 << 30
 
 
-class IngestError(ValueError):
+class IngestError(TransferLabError, ValueError):
     """A refused upload, folder or image; ``str()`` is one line a user can act on."""
 
 

@@ -8,11 +8,14 @@ backbone-dependent defaults; everything else is checked on construction.
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
 from core.cases import CASE_NUMBERS
+from core.errors import TransferLabError
 
 OPTIMIZERS = ("adamw", "sgd", "adam")
 SCHEDULES = ("cosine", "constant")
@@ -23,7 +26,7 @@ CLASS_WEIGHTING = ("auto", "on", "off")
 DEVICES = ("auto", "cpu", "cuda", "mps")  # plus "cuda:N"
 
 
-class PlanError(ValueError):
+class PlanError(TransferLabError, ValueError):
     """A plan that cannot run, with a message that names the bad value and the valid choices."""
 
 
@@ -97,8 +100,10 @@ class Plan:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Plan:
+    def from_dict(cls, data: Mapping[str, Any]) -> Plan:
         """A plan from a possibly partial dict; unknown keys are refused by name."""
+        if not isinstance(data, Mapping):
+            raise PlanError(f"a plan is a JSON object of plan fields, not {json.dumps(data)[:40]}")
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:

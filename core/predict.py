@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from core.errors import TransferLabError
 from core.export import load_model
 from core.images import RESAMPLING, decode_image, upright_rgb
 from core.limits import IngestError
@@ -23,7 +24,7 @@ from core.preprocess import Preprocess
 ImageInput = str | Path | bytes | Image.Image
 
 
-class PredictError(ValueError):
+class PredictError(TransferLabError, ValueError):
     """An image that cannot be read."""
 
 

@@ -30,6 +30,7 @@ from core.backbones import preprocess_for
 from core.batches import FeatureSource, ImageSource, feature_source
 from core.data import Dataset, ImageCache, Sample, ingest
 from core.device import Accelerator, Ranks, accelerator, ranks_from_env
+from core.errors import TransferLabError
 from core.events import BatchEnd, Emit, EpochEnd, Event, RunDone, RunWarning
 from core.export import export_model
 from core.loop import (
@@ -64,7 +65,7 @@ class FromScratchSuggested(RunWarning):
     suggest: str = "from_scratch"
 
 
-class TrainingError(RuntimeError):
+class TrainingError(TransferLabError, RuntimeError):
     """A run that cannot go on, with a message that says what to change."""
 
 

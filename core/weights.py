@@ -18,11 +18,16 @@ from urllib.parse import urlparse
 import torch
 from torchvision.models import WeightsEnum, get_model_weights
 
+from core.errors import TransferLabError, one_line
 from core.extras import EXTRA_BACKBONES
 from core.families import family_of
 
 
-class WeightsUnavailable(RuntimeError):
+class WeightsFileError(TransferLabError, ValueError):
+    """A weights file that is not a state_dict, or not one that fits the backbone."""
+
+
+class WeightsUnavailable(TransferLabError, RuntimeError):
     """ImageNet weights that are not on this machine and cannot be downloaded now.
 
     The message is one line that names the backbone, the missing file, where to put it and the
@@ -72,7 +77,7 @@ def fetch(backbone: str, progress: bool = True) -> Path:
             backbone,
             path,
             f"no ImageNet weights for {backbone} on this machine: {path} is missing and downloading "
-            f"{url} failed ({_reason(exc)}); on a machine with internet run `python -m core "
+            f"{url} failed ({one_line(exc)}); on a machine with internet run `python -m core "
             f"fetch-weights {backbone}` and copy {path.name} to {path.parent} (TORCH_HOME moves "
             f"the cache), or choose weights 'none'",
         ) from exc
@@ -92,15 +97,17 @@ def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
     """A state_dict saved with ``torch.save(model.state_dict(), path)``; ValueError otherwise."""
     path = Path(path)
     if not path.is_file():
-        raise ValueError(f"weights {str(path)!r} is neither 'imagenet', 'none' nor a state_dict file")
+        raise WeightsFileError(f"weights {str(path)!r} is neither 'imagenet', 'none' nor a state_dict file")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as exc:
-        raise ValueError(f"weights file {path} cannot be read as a torch state_dict: {_reason(exc)}") from exc
+        raise WeightsFileError(
+            f"weights file {path} cannot be read as a torch state_dict: {one_line(exc)}"
+        ) from exc
     if not isinstance(state, Mapping) or not all(
         isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()
     ):
-        raise ValueError(
+        raise WeightsFileError(
             f"weights file {path} holds a {type(state).__name__}, not a state_dict "
             "(a mapping of parameter names to tensors, as model.state_dict() returns)"
         )
@@ -121,8 +128,3 @@ def _extra_file(backbone: str) -> Path:
 
 def _weights_enum(backbone: str) -> WeightsEnum:
     return get_model_weights(backbone).DEFAULT
-
-
-def _reason(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

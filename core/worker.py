@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from core import jobs, queue
+from core.errors import one_line
 from core.events import EventLog
 from core.runs import STATUS_FILE, read_json, write_json
 
@@ -72,7 +73,7 @@ def _run(directory: Path, target: str, status: _StatusFile) -> tuple[str, str]:
         if jobs.cancel_requested(directory):  # the cancel surfaced as another exception
             return "cancelled", jobs.CANCELLED_MESSAGE
         traceback.print_exc()
-        return "failed", _one_line(exc)
+        return "failed", one_line(exc)
     finally:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)  # the outcome is decided: record it in peace
 
@@ -104,12 +105,6 @@ def _wait_for_slot(directory: Path, status: _StatusFile) -> None:
 def _load_target(spec: str) -> Callable[..., Any]:
     module_name, _, function = spec.partition(":")
     return getattr(importlib.import_module(module_name), function)
-
-
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    message = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-    return message if len(message) <= 500 else message[:497] + "..."
 
 
 def _on_sigterm(signum: int, frame: Any) -> None:

@@ -13,6 +13,8 @@ import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
+from core.errors import TransferLabError, one_line
+
 COMMANDS: dict[str, str] = {
     "advise": "core.cli.advise",
     "backbones": "core.cli.backbones",
@@ -25,8 +27,8 @@ COMMANDS: dict[str, str] = {
 }
 
 
-class CliError(Exception):
-    """A refused input or a failed run: printed as one line, exit code 1."""
+class CliError(TransferLabError):
+    """A refusal that only the command line makes (an option out of range, an occupied --out)."""
 
 
 def positive_int(text: str) -> int:
@@ -51,12 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
     for name, module_name in COMMANDS.items():
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name != module_name:
-                raise
-            continue  # a command whose module is not written yet is simply not offered
+        module = importlib.import_module(module_name)
         command = sub.add_parser(name, help=module.HELP, description=module.HELP)
         module.add_arguments(command)
         command.set_defaults(run=module.run)
@@ -67,6 +64,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)
-    except CliError as exc:
-        print(f"python -m core {args.command}: {exc}", file=sys.stderr)
+    except TransferLabError as exc:  # a refused input or a failed run: one line, exit code 1
+        print(f"python -m core {args.command}: {one_line(exc, limit=None)}", file=sys.stderr)
         return 1

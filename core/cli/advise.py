@@ -25,12 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        advice = cases.recommend(args.images, args.classes, args.similarity, args.dividing_line)
-    except ValueError as exc:
-        from core.cli import CliError
-
-        raise CliError(str(exc)) from exc
+    advice = cases.recommend(args.images, args.classes, args.similarity, args.dividing_line)
     if args.json:
         print(json.dumps(advice.to_dict(), indent=2))
         return 0

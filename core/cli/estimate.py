@@ -14,20 +14,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from core.cli import CliError
-    from core.data import IngestError
     from core.estimate import estimate
-    from core.plan import Plan, PlanError
+    from core.plan import Plan
 
-    text = Path(args.plan).read_text() if Path(args.plan).is_file() else args.plan
-    try:
-        result = estimate(Plan.from_dict(json.loads(text)))
-    except json.JSONDecodeError as exc:
-        raise CliError(f"the plan is not valid JSON: {exc}") from exc
-    except (PlanError, IngestError) as exc:
-        raise CliError(str(exc)) from exc
+    result = estimate(Plan.from_dict(_plan_fields(args.plan)))
     if args.json:
         print(json.dumps(result.to_dict()))
     else:
@@ -36,3 +26,20 @@ def run(args: argparse.Namespace) -> int:
             f"on {result.device} ({result.precision})"
         )
     return 0
+
+
+def _plan_fields(argument: str) -> object:
+    """The JSON in ``argument``, or in the file it names."""
+    from pathlib import Path
+
+    from core.cli import CliError
+
+    try:
+        named_file = Path(argument).is_file()
+    except OSError:  # JSON text too long to be a file name
+        named_file = False
+    text = Path(argument).read_text() if named_file else argument
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise CliError(f"the plan is neither a plan.json file nor valid JSON: {exc}") from exc

@@ -18,17 +18,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from core.cli import CliError
-    from core.export import ExportError, export_onnx, load_model
+    from core.export import export_onnx, load_model
     from core.runs import MODEL_DIR
 
     model_dir = args.run_dir / MODEL_DIR
-    try:
-        _, pre, labels = load_model(model_dir)
-        if args.onnx:
-            export_onnx(model_dir)
-    except ExportError as exc:
-        raise CliError(str(exc)) from exc
+    _, pre, labels = load_model(model_dir)
+    if args.onnx:
+        export_onnx(model_dir)
     files = sorted(str(p) for p in model_dir.iterdir() if p.is_file() and not p.name.startswith("."))
     if args.json:
         print(

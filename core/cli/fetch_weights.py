@@ -19,22 +19,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from core.cli import CliError
     from core.families import family_of
-    from core.weights import WeightsUnavailable, fetch, weights_on_disk
+    from core.weights import fetch, weights_on_disk
 
     for name in args.names:  # every name checked before the first download
-        try:
-            family_of(name)
-        except ValueError as exc:
-            raise CliError(str(exc)) from exc
+        family_of(name)
     fetched = []
     for name in dict.fromkeys(args.names):
         present = weights_on_disk(name)
-        try:
-            path = fetch(name, progress=not args.json)
-        except WeightsUnavailable as exc:
-            raise CliError(str(exc)) from exc
+        path = fetch(name, progress=not args.json)
         fetched.append(
             {"backbone": name, "path": str(path), "bytes": path.stat().st_size, "downloaded": not present}
         )

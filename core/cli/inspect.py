@@ -29,8 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from core.cli import CliError
-    from core.data import IngestError, Limits, ingest
+    from core.data import Limits, ingest
 
     source = Path(args.path)
     if not source.exists() and args.path in SAMPLES:
@@ -42,10 +41,7 @@ def run(args: argparse.Namespace) -> int:
         "max_image_pixels": args.max_image_pixels,
     }
     limits = Limits(**{key: value for key, value in overrides.items() if value is not None})
-    try:
-        dataset = ingest(source, limits=limits, val_fraction=args.val_fraction, seed=args.seed)
-    except IngestError as exc:
-        raise CliError(str(exc)) from exc
+    dataset = ingest(source, limits=limits, val_fraction=args.val_fraction, seed=args.seed)
     report = dataset.report
     if args.json:
         print(report.to_json())

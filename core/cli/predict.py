@@ -18,17 +18,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from core.cli import CliError
-    from core.export import ExportError
-    from core.predict import PredictError, Predictor
+    from core.predict import Predictor
     from core.runs import MODEL_DIR
 
     if args.top < 1:
         raise CliError(f"--top must be at least 1, not {args.top}")
     model_dir = args.run_dir / MODEL_DIR if (args.run_dir / MODEL_DIR).is_dir() else args.run_dir
-    try:
-        predictions = Predictor(model_dir).predict([str(p) for p in args.images], top_k=args.top)
-    except (ExportError, PredictError) as exc:
-        raise CliError(str(exc)) from exc
+    predictions = Predictor(model_dir).predict([str(p) for p in args.images], top_k=args.top)
     if args.json:
         print(json.dumps([p.to_dict() for p in predictions], indent=2))
         return 0

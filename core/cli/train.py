@@ -56,32 +56,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from core.cli import CliError
     from core.device import ranks_from_env
+    from core.errors import one_line
     from core.events import EventLog
-    from core.plan import Plan, PlanError
+    from core.plan import Plan
     from core.runs import PLAN_FILE, new_run_id, run_dir, write_json
     from core.train import fit
 
-    try:
-        plan = Plan(
-            data=str(Path(args.data).resolve()),
-            backbone=args.backbone or "",
-            case=args.case,
-            cut=args.cut,
-            weights=args.weights,
-            epochs=args.epochs,
-            batch_size=args.batch_size,
-            lr=args.lr,
-            body_lr=args.body_lr,
-            image_size=args.image_size,
-            augment=args.augment,
-            seed=args.seed,
-            device=args.device,
-            precision=args.precision,
-            patience=args.patience,
-        )
-        plan = plan.resolve()
-    except PlanError as exc:
-        raise CliError(str(exc)) from exc
+    plan = Plan(
+        data=str(Path(args.data).resolve()),
+        backbone=args.backbone or "",
+        case=args.case,
+        cut=args.cut,
+        weights=args.weights,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        body_lr=args.body_lr,
+        image_size=args.image_size,
+        augment=args.augment,
+        seed=args.seed,
+        device=args.device,
+        precision=args.precision,
+        patience=args.patience,
+    ).resolve()
     ranks = ranks_from_env()
     out = (args.out or run_dir(new_run_id())).resolve()
     if ranks.is_main:
@@ -98,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
         with _kept_status(out) if ranks.is_main else contextlib.nullcontext():
             result = fit(plan, out, emit)  # on ranks other than 0, fit emits nothing
     except Exception as exc:  # a failed run: one line for people, the status for the app
-        raise CliError(f"training failed: {_one_line(exc)}") from exc
+        raise CliError(f"training failed: {one_line(exc)}") from exc
     if not ranks.is_main:
         return 0
     if args.json:
@@ -119,6 +116,7 @@ def _kept_status(directory: Path) -> Iterator[None]:
     """
     from core import jobs
     from core.cli import CliError
+    from core.errors import one_line
 
     lock_fd = jobs.try_lock(directory / jobs.WORKER_LOCK)
     if lock_fd is None:
@@ -136,7 +134,7 @@ def _kept_status(directory: Path) -> Iterator[None]:
         state, message = "cancelled", jobs.CANCELLED_MESSAGE
         raise
     except BaseException as exc:
-        state, message = "failed", _one_line(exc)
+        state, message = "failed", one_line(exc)
         raise
     finally:
         halted.set()
@@ -151,10 +149,6 @@ def _stamp_heartbeat(directory: Path, current: Mapping[str, Any], halted: thread
 
     while not halted.wait(jobs.HEARTBEAT_INTERVAL_S):
         write_json(directory / STATUS_FILE, {**current, "heartbeat": time.time()})
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 class _Progress:

@@ -1,0 +1,29 @@
+"""The one root of every error a person should read as a sentence rather than a traceback.
+
+A refused upload, a plan that cannot run, a device this machine lacks, weights it cannot get, a
+run that does not exist: each is a ``TransferLabError`` whose ``str()`` is one line saying what
+to change. Each subclass also keeps the builtin base that fits it (``ValueError``,
+``LookupError``, ``RuntimeError``), so callers that catch those keep working. The command line
+turns this root into exit code 1 and one line on stderr, in one place (``core.cli.main``); the
+pages show it as a message. Anything else that escapes is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+MAX_MESSAGE = 500
+
+
+class TransferLabError(Exception):
+    """A refused input or a step that failed for a reason the user can act on."""
+
+
+def one_line(exc: BaseException, limit: int | None = MAX_MESSAGE) -> str:
+    """``exc`` as one line of at most ``limit`` characters, whitespace runs collapsed.
+
+    Our own errors are sentences written for people and stand alone; any other exception is
+    prefixed with its type, without which its text is often cryptic (``KeyError: 'fc'``).
+    """
+    text = " ".join(str(exc).split())
+    if not isinstance(exc, TransferLabError) or not text:
+        text = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    return text if limit is None or len(text) <= limit else text[: limit - 3] + "..."
