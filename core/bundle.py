@@ -6,7 +6,7 @@ import io
 import zipfile
 from pathlib import Path
 
-from core.runs import MODEL_DIR, read_json
+from core.storage import RunFiles, read_json
 
 # Five lines that need torch, torchvision and pillow, and none of Transfer Lab's code.
 SNIPPET = """\
@@ -19,8 +19,9 @@ print(labels[model(x[None]).argmax()])
 
 
 def readme(run_dir: Path) -> str:
-    plan = read_json(Path(run_dir) / "plan.json", {})
-    labels = read_json(Path(run_dir) / MODEL_DIR / "labels.json", [])
+    files = RunFiles(Path(run_dir))
+    plan = read_json(files.plan_file, {})
+    labels = read_json(files.model_dir / "labels.json", [])
     return (
         f"# Transfer Lab model: {plan.get('backbone', '?')}, case {plan.get('case', '?')}\n\n"
         f"Classes: {', '.join(labels)}.\n\n"
@@ -37,7 +38,7 @@ def readme(run_dir: Path) -> str:
 
 def model_bundle(run_dir: Path) -> bytes:
     """A zip of the run's exported model and a README; raises FileNotFoundError without one."""
-    model_dir = Path(run_dir) / MODEL_DIR
+    model_dir = RunFiles(Path(run_dir)).model_dir
     files = sorted(p for p in model_dir.iterdir() if p.is_file()) if model_dir.is_dir() else []
     if not files:
         raise FileNotFoundError(f"{run_dir} has no exported model: did the run finish?")

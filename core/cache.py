@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from core import paths
+from core import storage
 from core.images import RESAMPLING, read_image
 from core.ingest import Sample
 from core.limits import GIB, IngestError
@@ -122,10 +122,10 @@ def square_pixels(
 
 def _default_cache_dir(samples: list[Sample]) -> Path:
     """``cache/`` inside the upload's ``datasets/<sha256>/`` folder, or a shared one under home."""
-    datasets = paths.datasets_dir().resolve()
+    datasets = storage.datasets_dir().resolve()
     if samples:
         try:
             return datasets / samples[0].path.resolve().relative_to(datasets).parts[0] / "cache"
         except ValueError:
             pass
-    return paths.home() / "cache"
+    return storage.home() / "cache"

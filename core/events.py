@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 EVENTS_FILE = "events.jsonl"
+STEP_DELAY_ENV = "TRANSFER_LAB_STEP_DELAY"
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,19 @@ class StatusChanged(Event):
     type: ClassVar[str] = "status"
     state: str
     message: str = ""
+
+
+@dataclass(frozen=True)
+class DataReady(Event):
+    """The data set is validated and split: what the run trains on, and its identity."""
+
+    type: ClassVar[str] = "data"
+    name: str
+    sha256: str
+    classes: int
+    train: int
+    val: int
+    test: int
 
 
 @dataclass(frozen=True)
@@ -76,6 +90,24 @@ class RunDone(Event):
 
 
 Emit = Callable[[Event], None]
+
+
+def paced(emit: Emit) -> Emit:
+    """``emit``, then a pause of ``TRANSFER_LAB_STEP_DELAY`` seconds after each batch event.
+
+    Browser tests watch tiny runs live; their workers are other processes, so the knob is an
+    environment variable, read here once by whoever subscribes, never by the training itself.
+    """
+    delay = float(os.environ.get(STEP_DELAY_ENV) or 0)
+    if not delay:
+        return emit
+
+    def slowed(event: Event) -> None:
+        emit(event)
+        if isinstance(event, BatchEnd):
+            time.sleep(delay)
+
+    return slowed
 
 
 class EventLog:

@@ -17,7 +17,7 @@ from torch import nn
 
 from core.errors import TransferLabError
 from core.preprocess import Preprocess
-from core.runs import read_json, write_json
+from core.storage import read_json, write_json
 
 PROGRAM_FILE = "model.pt2"
 LABELS_FILE = "labels.json"

@@ -22,13 +22,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from core import paths, zipsafe
+from core import storage, zipsafe
 from core.images import read_image
 from core.layout import Layout, Placed, place
 from core.limits import IngestError, Limits
 from core.manifest import Manifest, Record
 from core.report import DatasetReport, build_report
-from core.runs import write_text_atomic
+from core.storage import write_text_atomic
 
 Progress = Callable[[int, int], None]  # (images checked, images to check)
 REPORT_FILENAME = "report.json"
@@ -103,7 +103,7 @@ def _stored_upload(path: Path) -> Manifest | None:
     """The manifest of an upload already unpacked to ``datasets/<sha256>/``, so that a plan can
     name the upload by that folder (a worker has no copy of the uploaded bytes)."""
     try:
-        inside = path.resolve().parent == paths.datasets_dir()
+        inside = path.resolve().parent == storage.datasets_dir()
     except OSError:
         return None
     return Manifest.load(path) if inside and path.is_dir() else None
@@ -112,7 +112,7 @@ def _stored_upload(path: Path) -> Manifest | None:
 def _from_zip(
     fp: BinaryIO, digest: str, name: str, limits: Limits, progress: Progress | None
 ) -> tuple[Path, Path, Manifest]:
-    root = paths.datasets_dir() / digest
+    root = storage.datasets_dir() / digest
     manifest = Manifest.load(root)
     if manifest is None:
         with _staged(root) as staging:
@@ -153,7 +153,7 @@ def _from_folder(folder: Path, limits: Limits, progress: Progress | None) -> tup
     """Validate a server folder in place; its manifest lives under ``datasets/`` keyed by the
     folder's path and listing, so an unchanged folder is not decoded twice."""
     names, symlinks, hidden, fingerprint = _scan(folder, limits)
-    work = paths.datasets_dir() / fingerprint
+    work = storage.datasets_dir() / fingerprint
     manifest = Manifest.load(work)
     if manifest is None:
         with _staged(work) as staging:

@@ -1,15 +1,16 @@
 """Training runs as jobs: submit a plan, and a worker process of its own trains it.
 
-This is the API the app, the command line and the worker use: submit, status, cancel, the runs
-table, start-up recovery, and how a run's state is recorded. There is no daemon. ``submit``
-writes the run directory and starts ``python -m core.worker RUN_DIR`` detached; the workers then
-take turns through the tickets and slot locks of ``core.queue``, the layer below this one.
+This is the API the app, the command line and the worker use: submit, status, reconcile,
+cancel, the runs table and start-up recovery. There is no daemon. ``submit`` writes the run
+directory and starts ``python -m core.worker RUN_DIR`` detached; the workers then take turns
+through the tickets and slot locks of ``core.queue``, the layer below this one.
 
-Every run directory holds ``worker.lock``, locked from the moment of submission (the submitter
-hands the locked descriptor to the worker) until the worker exits. Whoever can take that lock
-knows the worker is gone, pid reuse or not, and is the only one allowed to finish the run's
-status: that is how a crash, a ``kill -9`` or a reboot comes to light, and why two pages reading
-the same run never record its end twice.
+``status`` only reads. ``reconcile`` is the one call that looks behind a run's status at its
+worker: whoever can take a run's ``worker.lock`` knows the worker is gone, pid reuse or not, and
+is the only one allowed to record how the run ended; a worker that stopped answering, or
+ignores a cancel, is killed there. The live page calls it every couple of seconds, listing and
+start-up recovery call it too. Another jobs backend plugs in at this seam: the pid and lock
+checks live behind it.
 
 This module never imports torch: the web server calls it, and must not initialise CUDA.
 """
@@ -29,30 +30,22 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from core import hardware, paths, queue
-from core.errors import TransferLabError
-from core.events import EventLog, RunFailed, StatusChanged
-from core.queue import WORKER_LOCK, try_lock  # by name: core.cli.train locks a run through core.jobs
-from core.runs import (
-    FINAL_STATES,
-    METRICS_FILE,
-    PLAN_FILE,
-    STATUS_FILE,
+from core import hardware, queue, storage
+from core.run import (
+    CANCELLED_MESSAGE,
+    Run,
+    RunNotFound,
+    RunRecord,
+    RunState,
+    StatusKeeper,
+    is_run_id,
     new_run_id,
-    read_json,
-    run_dir,
-    write_json,
 )
+from core.storage import read_json
 
 MAX_RUNS_ENV = "TRANSFER_LAB_MAX_RUNS"
 DEFAULT_TARGET = "core.train:run"
-ACTIVE_STATES = ("queued", "running")
 
-WORKER_LOG = "worker.log"
-CANCEL_FILE = "cancel.requested"
-CANCELLED_MESSAGE = "cancelled by the user"
-
-HEARTBEAT_INTERVAL_S = 2.0
 # A worker's heartbeat comes from a thread of its own, so only a frozen process misses it for
 # this long; a busy training step does not.
 HEARTBEAT_TIMEOUT_S = 60.0
@@ -64,17 +57,13 @@ CANCEL_GRACE_S = 10.0
 
 _PROJECT_ROOT = Path(__file__).resolve().parent.parent
 # What a runs table shows from each run's files; only these fields are kept in _summaries.
-_SUMMARY_FIELDS = {PLAN_FILE: ("backbone", "case", "data"), METRICS_FILE: ("best_val_accuracy",)}
+_SUMMARY_FIELDS = {"plan.json": ("backbone", "case", "data"), "metrics.json": ("best_val_accuracy",)}
 # path -> (the file's stat stamp, its summary fields): a finished run's files are parsed once.
 _summaries: dict[Path, tuple[tuple[int, int, int] | None, dict[str, Any]]] = {}
 _TARGET_PATTERN = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 
-
-class RunNotFound(TransferLabError, LookupError):
-    """No run with that id under the runs folder."""
-
-
-# ---------------------------------------------------------------------------- public API
+# What callers of this module use from the layer below, by name.
+__all__ = ["Run", "RunNotFound", "RunState"]
 
 
 def max_concurrent() -> int:
@@ -98,38 +87,56 @@ def gpu_ids() -> list[str]:
     return ids[: negative[0]] if negative else ids
 
 
-def submit(plan: Mapping[str, Any], *, run_id: str | None = None, target: str = DEFAULT_TARGET) -> str:
+def submit(
+    plan: Mapping[str, Any],
+    *,
+    run_id: str | None = None,
+    target: str = DEFAULT_TARGET,
+    dataset_name: str | None = None,
+    owner: str = "local",
+) -> str:
     """Queue ``plan`` as a new run and start its worker; returns the run id at once.
 
     ``target`` is the training entry point as ``module:function``, called in the worker as
-    ``function(run_dir, emit)``; tests pass small targets of their own.
+    ``function(run_dir, emit)``; tests pass small targets of their own. ``dataset_name`` is what
+    people call the data (an upload's file name); by default the data path's last part.
     """
     if not _TARGET_PATTERN.match(target):
         raise ValueError(f"target {target!r} is not of the form 'package.module:function'")
+    if run_id is not None and not is_run_id(run_id):
+        raise ValueError(f"run id {run_id!r} must be letters, digits, '.', '_' or '-' (at most 100)")
     plan = json.loads(json.dumps(dict(plan), allow_nan=False))  # refuse what JSON cannot carry now
     max_concurrent()  # likewise a bad TRANSFER_LAB_MAX_RUNS, rather than in the worker
-    run_id, directory, lock_fd = _create_run_dir(run_id)
-    try:
-        write_json(directory / PLAN_FILE, plan)
-        record_state(directory, {"pid": None, "heartbeat": None, "submitted": time.time()}, "queued")
-        queue.enqueue(run_id)
+    run, keeper = _create_run(run_id)
+    with keeper:  # our copy of the lock goes at the end: the worker holds its own from then on
+        storage.write_json(run.plan_file, plan)
+        name = dataset_name or Path(str(plan.get("data", "")).rstrip("/")).name
+        run.write_record(RunRecord(owner=owner, dataset_name=name, created=time.time()))
+        keeper.set_state(RunState.QUEUED, pid=None, heartbeat=None, submitted=time.time())
+        queue.enqueue(run.id)
         try:
-            _start_worker(directory, target, lock_fd)
+            _start_worker(run, target, keeper.lock_fd)
         except OSError as exc:
-            queue.dequeue(run_id)
-            queued = read_json(directory / STATUS_FILE)
-            record_state(directory, queued, "failed", f"could not start the worker: {exc}")
+            queue.dequeue(run.id)
+            keeper.set_state(RunState.FAILED, f"could not start the worker: {exc}")
             raise
-    finally:
-        os.close(lock_fd)  # the worker holds its own copy of the lock from here on
-    return run_id
+    return run.id
 
 
 def status(run_id: str) -> dict[str, Any]:
-    """The run's ``status.json`` plus ``run_id`` and ``queue_position``, after noticing a dead worker."""
-    current = _reconcile(_existing_run_dir(run_id))
-    position = queue_position(run_id) if current.get("state") == "queued" else None
-    return {**current, "run_id": run_id, "queue_position": position}
+    """The run's ``status.json`` plus ``run_id`` and ``queue_position``, as last recorded.
+
+    It only reads: a run whose worker died still says ``running`` here until ``reconcile``.
+    """
+    return _with_position(Run.open(run_id))
+
+
+def reconcile(run_id: str) -> dict[str, Any]:
+    """``status`` after settling the run with its worker: a gone worker's run is finished, a
+    frozen or cancel-ignoring worker is killed first."""
+    run = Run.open(run_id)
+    _reconcile(run)
+    return _with_position(run)
 
 
 def queue_position(run_id: str) -> int | None:
@@ -142,32 +149,32 @@ def cancel(run_id: str) -> None:
     """Stop a queued or running run: it is marked ``cancelled`` within seconds.
 
     A finished run stays as it is. A worker that ignores SIGTERM for ``CANCEL_GRACE_S`` is
-    killed the next time anyone reads its status.
+    killed the next time anyone reconciles its run.
     """
-    directory = _existing_run_dir(run_id)
-    if read_json(directory / STATUS_FILE, {}).get("state") not in ACTIVE_STATES:
+    run = Run.open(run_id)
+    if not _state(run.status()).active:
         return
     with contextlib.suppress(FileExistsError):
         # The request's time is the file's: a second click must not restart the grace period.
-        (directory / CANCEL_FILE).open("x").close()
-    pid = read_json(directory / STATUS_FILE, {}).get("pid")
-    if pid and queue.is_worker_of(pid, directory):
+        run.cancel_file.open("x").close()
+    pid = run.status().get("pid")
+    if pid and queue.is_worker_of(pid, run.directory):
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)
-    _reconcile(directory)
+    _reconcile(run)
 
 
 def list_runs() -> list[dict[str, Any]]:
     """Every run, newest first, with what a runs table shows: state, plan summary, best accuracy.
 
-    Plans and metrics are parsed again only when their files change, so a long history of
-    finished runs costs a ``stat`` each.
+    Active runs are reconciled first. Plans and metrics are parsed again only when their files
+    change, so a long history of finished runs costs a ``stat`` each.
     """
     line = waiting_runs()
-    rows = [
-        _row(directory, _reconcile(directory), line) | _summary(directory / METRICS_FILE)
-        for directory in _run_dirs()
-    ]
+    rows = []
+    for run in _runs():
+        current = _reconcile(run) if _state(run.status()).active else run.status()
+        rows.append(_row(run, current, line) | _summary(run.metrics_file))
     return _newest_first(rows)
 
 
@@ -177,12 +184,12 @@ def active_runs() -> list[dict[str, Any]]:
     Cheap enough for every rerun of every page: besides each ``status.json``, it reads only the
     plans of active runs, and checks only their workers.
     """
-    active = [d for d in _run_dirs() if read_json(d / STATUS_FILE, {}).get("state") in ACTIVE_STATES]
+    active = [run for run in _runs() if _state(run.status()).active]
     if not active:
         return []
     line = waiting_runs()
-    rows = [_row(directory, _reconcile(directory), line) for directory in active]
-    return _newest_first([row for row in rows if row["state"] in ACTIVE_STATES])
+    rows = [_row(run, _reconcile(run), line) for run in active]
+    return _newest_first([row for row in rows if _state(row).active])
 
 
 def recover() -> list[str]:
@@ -192,36 +199,13 @@ def recover() -> list[str]:
     holds its lock keeps going and is left alone. Returns the ids of the runs marked.
     """
     marked = []
-    for directory in _run_dirs():
-        if read_json(directory / STATUS_FILE, {}).get("state") not in ACTIVE_STATES:
+    for run in _runs():
+        if not _state(run.status()).active:
             continue
-        if _reconcile(directory, gone_state="interrupted").get("state") == "interrupted":
-            marked.append(directory.name)
+        if _reconcile(run, gone_state=RunState.INTERRUPTED).get("state") == RunState.INTERRUPTED:
+            marked.append(run.id)
     waiting_runs()  # clears tickets whose run folder is gone
     return marked
-
-
-# ------------------------------------------------- shared with core.worker: state and line
-
-
-def record_state(
-    directory: Path, current: Mapping[str, Any], state: str, message: str = ""
-) -> dict[str, Any]:
-    """Write a state change to ``status.json`` and append the events that live views follow."""
-    updated = {**current, "state": state, "message": message}
-    if state in FINAL_STATES:
-        updated["finished"] = time.time()
-    emit = EventLog(directory)
-    if state == "failed":
-        # First, so that whoever sees the final status, in status.json or in the events, finds it.
-        emit(RunFailed(message=message))
-    write_json(directory / STATUS_FILE, updated)
-    emit(StatusChanged(state=state, message=message))
-    return updated
-
-
-def cancel_requested(directory: Path) -> bool:
-    return (directory / CANCEL_FILE).exists()
 
 
 def waiting_runs() -> list[str]:
@@ -229,54 +213,47 @@ def waiting_runs() -> list[str]:
     return queue.waiting_runs(on_gone=_settle_orphan)
 
 
-def log_tail(directory: Path, lines: int = 3, max_chars: int = 300) -> str:
-    """The worker's last words: the final non-empty lines of its log, on one line."""
-    try:
-        with open(directory / WORKER_LOG, "rb") as f:
-            f.seek(max(0, f.seek(0, os.SEEK_END) - 8192))
-            text = f.read().decode(errors="replace")
-    except FileNotFoundError:
-        return ""
-    tail = " | ".join([line.strip() for line in text.splitlines() if line.strip()][-lines:])
-    return tail if len(tail) <= max_chars else "..." + tail[-max_chars:]
-
-
 # ---------------------------------------------------------------------------- internals
 
 
-def _create_run_dir(run_id: str | None) -> tuple[str, Path, int]:
-    """A fresh run folder and a descriptor locking its ``worker.lock``."""
-    paths.runs_dir().mkdir(parents=True, exist_ok=True)
+def _state(current: Mapping[str, Any]) -> RunState:
+    """A status's state; a status not yet written counts as queued (its submitter is at work)."""
+    value = current.get("state")
+    return RunState(value) if value in RunState.__members__.values() else RunState.QUEUED
+
+
+def _create_run(run_id: str | None) -> tuple[Run, StatusKeeper]:
+    """A fresh run folder and the keeper of its status, holding its ``worker.lock``."""
+    storage.runs_dir().mkdir(parents=True, exist_ok=True)
     for _ in range(100):
-        chosen = run_id or new_run_id()
-        directory = run_dir(chosen)
+        run = Run(storage.runs_dir() / (run_id or new_run_id()))
         try:
-            directory.mkdir()
+            run.directory.mkdir()
         except FileExistsError:
             if run_id:
-                raise ValueError(f"run {run_id!r} already exists in {paths.runs_dir()}") from None
+                raise ValueError(f"run {run_id!r} already exists in {storage.runs_dir()}") from None
             continue  # two submissions in the same second drew the same suffix
-        lock_fd = try_lock(directory / WORKER_LOCK)
-        if lock_fd is None:
-            raise RuntimeError(f"{directory / WORKER_LOCK} is locked by another process")
-        return chosen, directory, lock_fd
-    raise RuntimeError(f"could not find a free run id in {paths.runs_dir()}")
+        keeper = StatusKeeper.take(run)
+        if keeper is None:
+            raise RuntimeError(f"{run.lock_file} is locked by another process")
+        return run, keeper
+    raise RuntimeError(f"could not find a free run id in {storage.runs_dir()}")
 
 
-def _start_worker(directory: Path, target: str, lock_fd: int) -> None:
+def _start_worker(run: Run, target: str, lock_fd: int) -> None:
     env = {
         **os.environ,
-        paths.HOME_ENV: str(paths.home().resolve()),
+        storage.HOME_ENV: str(storage.home()),
         "PYTHONPATH": os.pathsep.join(filter(None, [str(_PROJECT_ROOT), os.environ.get("PYTHONPATH")])),
         "PYTHONUNBUFFERED": "1",  # so the log holds the last words of a worker that is killed
     }
     # An absolute folder, which is also how a reader tells this worker from a stranger with a recycled pid.
-    command = [sys.executable, "-m", "core.worker", str(directory.resolve()), "--target", target]
+    command = [sys.executable, "-m", queue.WORKER_MODULE, str(run.directory.resolve()), "--target", target]
     command += ["--lock-fd", str(lock_fd)]
-    with open(directory / WORKER_LOG, "ab") as log:
+    with open(run.log_file, "ab") as log:
         worker = subprocess.Popen(
             command,
-            cwd=directory,  # whatever the run writes by relative path stays in its folder
+            cwd=run.directory,  # whatever the run writes by relative path stays in its folder
             env=env,
             stdin=subprocess.DEVNULL,
             stdout=log,
@@ -288,26 +265,27 @@ def _start_worker(directory: Path, target: str, lock_fd: int) -> None:
     threading.Thread(target=worker.wait, name=f"reap-worker-{worker.pid}", daemon=True).start()
 
 
-def _existing_run_dir(run_id: str) -> Path:
-    directory = run_dir(run_id)
-    if not (directory / STATUS_FILE).exists():
-        raise RunNotFound(f"no run {run_id!r} in {paths.runs_dir()}")
-    return directory
+def _runs() -> Iterator[Run]:
+    if storage.runs_dir().is_dir():
+        for directory in storage.runs_dir().iterdir():
+            run = Run(directory)
+            if is_run_id(run.id) and run.status_file.exists():
+                yield run
 
 
-def _run_dirs() -> Iterator[Path]:
-    if paths.runs_dir().is_dir():
-        yield from (d for d in paths.runs_dir().iterdir() if (d / STATUS_FILE).exists())
+def _with_position(run: Run) -> dict[str, Any]:
+    current = run.status()
+    position = queue_position(run.id) if _state(current) is RunState.QUEUED else None
+    return {**current, "run_id": run.id, "queue_position": position}
 
 
-def _row(directory: Path, current: Mapping[str, Any], line: list[str]) -> dict[str, Any]:
+def _row(run: Run, current: Mapping[str, Any], line: list[str]) -> dict[str, Any]:
     """A runs table's row, from the run's status, its place in ``line`` and its plan."""
-    run_id = directory.name
     return (
-        {"run_id": run_id}
+        {"run_id": run.id}
         | {key: current.get(key) for key in ("state", "message", "submitted", "started", "finished")}
-        | {"queue_position": line.index(run_id) + 1 if run_id in line else None}
-        | _summary(directory / PLAN_FILE)
+        | {"queue_position": line.index(run.id) + 1 if run.id in line else None}
+        | _summary(run.plan_file)
     )
 
 
@@ -334,48 +312,45 @@ def _stamp(path: Path) -> tuple[int, int, int] | None:
     return info.st_mtime_ns, info.st_ino, info.st_size
 
 
-def _reconcile(directory: Path, gone_state: str = "failed") -> dict[str, Any]:
+def _reconcile(run: Run, gone_state: RunState = RunState.FAILED) -> dict[str, Any]:
     """Finish the status of a run whose worker is gone; kill a worker that hangs or ignores a cancel."""
-    current = read_json(directory / STATUS_FILE, {})
-    if current.get("state") not in ACTIVE_STATES:
+    current = run.status()
+    if not _state(current).active:
         return current
-    lock_fd = try_lock(directory / WORKER_LOCK)
+    keeper = StatusKeeper.take(run)
     kill_reason = None
-    if lock_fd is None:
-        kill_reason = _reason_to_kill(directory, current)
+    if keeper is None:
+        kill_reason = _reason_to_kill(run, current)
         if kill_reason is None:
             return current
         # The holder may be another reader recording this run's end, its worker long dead.
-        lock_fd = queue.wait_for_lock(directory / WORKER_LOCK, timeout_s=LOCK_PATIENCE_S)
-    if lock_fd is None:
+        keeper = StatusKeeper.take(run, timeout_s=LOCK_PATIENCE_S)
+    if keeper is None:
         pid = current.get("pid")
-        if not pid or not queue.is_worker_of(pid, directory):
+        if not pid or not queue.is_worker_of(pid, run.directory):
             return current  # whoever holds the lock, that pid is no longer ours to kill
         queue.kill_group(pid)
-        lock_fd = queue.wait_for_lock(directory / WORKER_LOCK, timeout_s=5.0)
-        if lock_fd is None:
+        keeper = StatusKeeper.take(run, timeout_s=5.0)
+        if keeper is None:
             return current
-    try:
-        current = read_json(directory / STATUS_FILE, {})  # the worker may have finished meanwhile
-        if current.get("state") in ACTIVE_STATES:
-            state, message = _verdict(directory, current, gone_state, kill_reason)
-            current = record_state(directory, current, state, message)
-            queue.dequeue(directory.name)
-    finally:
-        os.close(lock_fd)
-    return current
+    with keeper:
+        if _state(keeper.data).active:  # the worker may have finished meanwhile
+            keeper.set_state(*_verdict(run, keeper.data, gone_state, kill_reason))
+            queue.dequeue(run.id)
+        return keeper.data
 
 
 def _settle_orphan(directory: Path) -> None:
     """A ticket outlived its worker: record how its run ended, if the run's folder is still there."""
-    if (directory / STATUS_FILE).exists():
-        _reconcile(directory)
+    run = Run(directory)
+    if run.status_file.exists():
+        _reconcile(run)
 
 
-def _reason_to_kill(directory: Path, current: Mapping[str, Any]) -> str | None:
+def _reason_to_kill(run: Run, current: Mapping[str, Any]) -> str | None:
     now = time.time()
     with contextlib.suppress(FileNotFoundError):
-        if now - (directory / CANCEL_FILE).stat().st_mtime > CANCEL_GRACE_S:
+        if now - run.cancel_file.stat().st_mtime > CANCEL_GRACE_S:
             return f"the worker ignored the cancel for {CANCEL_GRACE_S:.0f} s"
     beat = current.get("heartbeat") or current.get("submitted")
     if beat and now - beat > HEARTBEAT_TIMEOUT_S:
@@ -384,17 +359,17 @@ def _reason_to_kill(directory: Path, current: Mapping[str, Any]) -> str | None:
 
 
 def _verdict(
-    directory: Path, current: Mapping[str, Any], gone_state: str, kill_reason: str | None
-) -> tuple[str, str]:
+    run: Run, current: Mapping[str, Any], gone_state: RunState, kill_reason: str | None
+) -> tuple[RunState, str]:
     """The final state and message of a run whose worker is gone."""
-    if cancel_requested(directory):
-        return "cancelled", CANCELLED_MESSAGE
+    if run.cancel_requested():
+        return RunState.CANCELLED, CANCELLED_MESSAGE
     if kill_reason:
-        state, reason = "failed", kill_reason
-    elif gone_state == "interrupted":
-        state = "interrupted"
+        state, reason = RunState.FAILED, kill_reason
+    elif gone_state is RunState.INTERRUPTED:
+        state = RunState.INTERRUPTED
         reason = f"its worker was gone when the app started (the run was {current['state']})"
     else:
-        state, reason = "failed", f"the worker (pid {current.get('pid')}) died without reporting"
-    tail = log_tail(directory)
+        state, reason = RunState.FAILED, f"the worker (pid {current.get('pid')}) died without reporting"
+    tail = run.log_tail()
     return state, f"{reason}; last words: {tail}" if tail else f"{reason}; its log is empty"

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -20,7 +19,6 @@ from torch import nn
 
 from core.device import Accelerator, Ranks, is_out_of_memory, release_cached_memory
 
-STEP_DELAY_ENV = "TRANSFER_LAB_STEP_DELAY"
 WARMUP_FRACTION = 0.05
 # Under fp16 the grad scaler skips a step whose loss overflowed and lowers its scale; this many
 # skipped steps in a row means the weights themselves have blown up, and skipping will not end.
@@ -152,7 +150,6 @@ def train_one_epoch(
     and goes unreported, up to ``MAX_SKIPPED_STEPS`` in a row.
     """
     opt.train_mode()
-    delay = float(os.environ.get(STEP_DELAY_ENV) or 0)
     totals = torch.zeros(3, dtype=torch.float64)  # loss sum, correct, seen
     skipped = 0
     started = time.perf_counter()
@@ -171,8 +168,6 @@ def train_one_epoch(
                 continue
             skipped = 0
             totals += torch.tensor([loss_sum, correct, len(labels)], dtype=torch.float64)
-            if delay:
-                time.sleep(delay)
             rate = totals[2].item() * ranks.world / (time.perf_counter() - started)
             on_batch(step + 1, len(batches), loss_sum / len(labels), rate)
     if ranks.distributed:

@@ -10,7 +10,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from core.runs import write_text_atomic
+from core.storage import write_text_atomic
 
 VERSION = 1
 FILENAME = "manifest.json"

@@ -24,6 +24,10 @@ AUGMENTATIONS: tuple[str, ...] = ("none", "light", "strong")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 CLASS_WEIGHTING = ("auto", "on", "off")
 DEVICES = ("auto", "cpu", "cuda", "mps")  # plus "cuda:N"
+# The version of the plan's JSON shape, stored as "schema" in plan.json. A plan written by an
+# older version is migrated on read (``Plan.from_stored``), never refused: every stored run must
+# stay readable after an upgrade.
+PLAN_SCHEMA = 2
 
 
 class PlanError(TransferLabError, ValueError):
@@ -97,13 +101,19 @@ class Plan:
             )
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {"schema": PLAN_SCHEMA, **asdict(self)}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Plan:
         """A plan from a possibly partial dict; unknown keys are refused by name."""
         if not isinstance(data, Mapping):
             raise PlanError(f"a plan is a JSON object of plan fields, not {json.dumps(data)[:40]}")
+        data = dict(data)
+        schema = data.pop("schema", PLAN_SCHEMA)
+        if schema != PLAN_SCHEMA:
+            raise PlanError(
+                f"plan schema {schema!r} is not this version's ({PLAN_SCHEMA}); stored plans load with Plan.from_stored"
+            )
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
@@ -112,6 +122,19 @@ class Plan:
                 f"valid fields: {', '.join(sorted(known))}"
             )
         return cls(**data)
+
+    @classmethod
+    def from_stored(cls, data: Mapping[str, Any]) -> Plan:
+        """A plan as any version of the app stored it: older shapes are migrated step by step,
+        and fields that a newer version added (which this one cannot honour) are dropped."""
+        if not isinstance(data, Mapping):
+            raise PlanError(f"a stored plan is a JSON object, not {json.dumps(data)[:40]}")
+        data = dict(data)
+        schema = data.pop("schema", 1)  # the first release stored no version
+        for version in range(schema, PLAN_SCHEMA):
+            data = _MIGRATIONS[version](data)
+        known = {f.name for f in fields(cls)}
+        return cls(**{key: value for key, value in data.items() if key in known})
 
     @property
     def trains_body(self) -> bool:
@@ -172,6 +195,15 @@ class Plan:
                 f"`python -m core fetch-weights {self.backbone}`, or use weights 'none'"
             )
         return replace(self, cut=cut, image_size=size)
+
+
+def _from_first_release(data: dict[str, Any]) -> dict[str, Any]:
+    """Schema 1 to 2: the fields are the same; schema 2 is the first to say its version."""
+    return data
+
+
+# _MIGRATIONS[v] turns a plan of schema v into one of schema v + 1.
+_MIGRATIONS = {1: _from_first_release}
 
 
 def _check_types(plan: Plan) -> None:

@@ -24,9 +24,11 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from core import paths
+from core import storage
 
-WORKER_LOCK = "worker.lock"
+# The module a worker process runs (``python -m core.worker``): how we start one, and how we
+# tell one of ours from a stranger with a recycled pid before signalling it.
+WORKER_MODULE = "core.worker"
 
 
 # ---------------------------------------------------------------------------- locks
@@ -54,7 +56,7 @@ def wait_for_lock(path: Path, timeout_s: float) -> int | None:
 def worker_alive(directory: Path) -> bool:
     """Whether the run's worker (or its submitter, until the hand-over) still holds ``worker.lock``."""
     try:
-        fd = try_lock(directory / WORKER_LOCK)
+        fd = try_lock(storage.RunFiles(directory).lock_file)
     except FileNotFoundError:  # the run folder itself is gone
         return False
     if fd is not None:
@@ -87,7 +89,7 @@ def waiting_runs(on_gone: Callable[[Path], object]) -> list[str]:
     """
     line = []
     for seq, run_id in _tickets():
-        directory = paths.runs_dir() / run_id
+        directory = storage.runs_dir() / run_id
         if worker_alive(directory):
             line.append(run_id)
             continue
@@ -98,7 +100,7 @@ def waiting_runs(on_gone: Callable[[Path], object]) -> list[str]:
 
 def take_slot(slots: int) -> tuple[int, int] | None:
     """``(slot, locked descriptor)`` for the first free slot of ``slots``, or None if all are taken."""
-    folder = _queue_dir()
+    folder = storage.queue_dir()
     folder.mkdir(parents=True, exist_ok=True)
     for slot in range(slots):
         fd = try_lock(folder / f"slot-{slot}.lock")
@@ -132,7 +134,7 @@ def is_worker_of(pid: int, directory: Path) -> bool:
         except OSError:  # no ps either: better a hung run than a stranger killed
             return False
         args = folders = ps.stdout.split()  # empty when the pid is gone
-    return "core.worker" in args and wanted in folders
+    return WORKER_MODULE in args and wanted in folders
 
 
 def kill_group(pid: int) -> None:
@@ -147,12 +149,8 @@ def kill_group(pid: int) -> None:
 # ---------------------------------------------------------------------------- internals
 
 
-def _queue_dir() -> Path:
-    return paths.home() / "queue"
-
-
 def _tickets_dir() -> Path:
-    return _queue_dir() / "tickets"
+    return storage.queue_dir() / "tickets"
 
 
 def _tickets() -> list[tuple[str, str]]:
@@ -165,7 +163,7 @@ def _tickets() -> list[tuple[str, str]]:
 
 @contextlib.contextmanager
 def _queue_lock() -> Iterator[None]:
-    fd = os.open(_queue_dir() / "queue.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    fd = os.open(storage.queue_dir() / "queue.lock", os.O_RDWR | os.O_CREAT, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield

@@ -31,7 +31,7 @@ from core.batches import FeatureSource, ImageSource, feature_source
 from core.data import Dataset, ImageCache, Sample, ingest
 from core.device import Accelerator, Ranks, accelerator, ranks_from_env
 from core.errors import TransferLabError
-from core.events import BatchEnd, Emit, EpochEnd, Event, RunDone, RunWarning
+from core.events import BatchEnd, DataReady, Emit, EpochEnd, Event, RunDone, RunWarning
 from core.export import export_model
 from core.loop import (
     Diverged,
@@ -44,7 +44,7 @@ from core.loop import (
     train_one_epoch,
 )
 from core.plan import Plan
-from core.runs import METRICS_FILE, MODEL_DIR, PLAN_FILE, read_json, write_json
+from core.storage import RunFiles, read_json, write_json
 
 # Case 4 from pre-trained weights "succeeds" when its best validation accuracy beats always
 # answering the most common class by at least this much; otherwise the course's fallback is offered.
@@ -70,15 +70,12 @@ class TrainingError(TransferLabError, RuntimeError):
 
 
 def run(run_dir: Path, emit: Emit) -> dict[str, Any]:
-    """Train ``run_dir/plan.json``; write ``metrics.json`` and ``model/``; return the metrics.
-
-    For tests that watch a run live, env ``TRANSFER_LAB_STEP_DELAY`` (float seconds, default 0)
-    is slept after every training batch.
-    """
-    data = read_json(Path(run_dir) / PLAN_FILE)
+    """Train ``run_dir/plan.json``; write ``metrics.json`` and ``model/``; return the metrics."""
+    files = RunFiles(Path(run_dir))
+    data = read_json(files.plan_file)
     if data is None:
-        raise TrainingError(f"{run_dir} has no {PLAN_FILE}")
-    return fit(Plan.from_dict(data), Path(run_dir), emit)
+        raise TrainingError(f"{run_dir} has no {files.plan_file.name}")
+    return fit(Plan.from_stored(data), files.directory, emit)
 
 
 def fit(plan: Plan, run_dir: Path, emit: Emit) -> dict[str, Any]:
@@ -90,7 +87,9 @@ def fit(plan: Plan, run_dir: Path, emit: Emit) -> dict[str, Any]:
         emit = _discard
     with _process_group(ranks, accel):
         _seed_everything(plan.seed)
-        training = Training(plan, _ingest(plan, ranks), accel, ranks, emit)
+        dataset = _ingest(plan, ranks)
+        emit(_data_ready(dataset))
+        training = Training(plan, dataset, accel, ranks, emit)
         training.train()
         result = training.finish(Path(run_dir)) if ranks.is_main else {}
     emit(RunDone(best_val_accuracy=training.best_accuracy))
@@ -303,8 +302,9 @@ class Training:
         self.trainable.load_state_dict(self.best_state)
         result = self._measure()
         model = self.model if self.frozen is None else nn.Sequential(self.frozen, self.trainable)
-        export_model(model, self.pre, self.classes, run_dir / MODEL_DIR)
-        write_json(run_dir / METRICS_FILE, result)
+        files = RunFiles(run_dir)
+        export_model(model, self.pre, self.classes, files.model_dir)
+        write_json(files.metrics_file, result)
         return result
 
     def _measure(self) -> dict[str, Any]:
@@ -386,6 +386,18 @@ def _optimizer(name: str, groups: list[dict], weight_decay: float) -> torch.opti
     if name == "adam":
         return torch.optim.Adam(groups, weight_decay=weight_decay)
     return torch.optim.AdamW(groups, weight_decay=weight_decay)
+
+
+def _data_ready(dataset: Dataset) -> DataReady:
+    report = dataset.report
+    return DataReady(
+        name=report.source.get("name", ""),
+        sha256=report.source.get("sha256", ""),
+        classes=len(dataset.classes),
+        train=len(dataset.train),
+        val=len(dataset.val),
+        test=len(dataset.test),
+    )
 
 
 def _ingest(plan: Plan, ranks: Ranks) -> Dataset:

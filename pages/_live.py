@@ -15,10 +15,13 @@ import streamlit as st
 
 from core import jobs
 from core.events import EventReader
-from core.runs import FINAL_STATES, run_dir
+from core.jobs import Run, RunState
 from pages._common import escape
 
 POLL_SECONDS = 1.0
+# How often the live view asks whether the run's worker still lives (jobs.reconcile): often enough
+# that a killed worker shows as failed within two seconds, rarely enough to cost nothing.
+RECONCILE_SECONDS = 2.0
 STATE_ICONS = {
     "queued": ":material/schedule:",
     "running": ":material/sync:",
@@ -54,12 +57,12 @@ class RunView:
 
 def show_run(run_id: str) -> None:
     try:
-        status = jobs.status(run_id)
-    except (jobs.RunNotFound, ValueError):
-        st.error(f"No run {run_id!r} here. It may have been deleted.")
+        status = jobs.reconcile(run_id)
+    except jobs.RunNotFound:
+        st.error(f"No run {escape(repr(run_id)[:60])} here. It may have been deleted.")
         _new_run_button()
         return
-    if status["state"] in FINAL_STATES:
+    if RunState(status["state"]).final:
         _render(run_id, _view(run_id), status)
     else:
         _live(run_id)
@@ -68,16 +71,25 @@ def show_run(run_id: str) -> None:
 
 @st.fragment(run_every=POLL_SECONDS)
 def _live(run_id: str) -> None:
-    status = jobs.status(run_id)
+    status = _settled_status(run_id)
     _render(run_id, _view(run_id), status)
-    if status["state"] in FINAL_STATES:
+    if RunState(status["state"]).final:
         st.rerun()  # once, to leave the polling fragment for the finished view
+
+
+def _settled_status(run_id: str) -> dict[str, Any]:
+    """The run's status, reconciled with its worker at most every ``RECONCILE_SECONDS``."""
+    last = st.session_state.setdefault("reconciled_at", {})
+    if time.monotonic() - last.get(run_id, 0.0) < RECONCILE_SECONDS:
+        return jobs.status(run_id)
+    last[run_id] = time.monotonic()
+    return jobs.reconcile(run_id)
 
 
 def _view(run_id: str) -> RunView:
     views = st.session_state.setdefault("run_views", {})
     if run_id not in views:
-        views[run_id] = RunView(EventReader(run_dir(run_id)))
+        views[run_id] = RunView(EventReader(Run.open(run_id).directory))
     view = views[run_id]
     view.update()
     return view

@@ -8,8 +8,8 @@ from PIL import Image
 
 from core import jobs
 from core.data import IngestError, decode_image
+from core.jobs import Run
 from core.predict import Predictor
-from core.runs import MODEL_DIR, run_dir
 from pages._common import escape
 
 THUMBNAIL = 512
@@ -17,7 +17,7 @@ THUMBNAIL = 512
 
 @st.cache_resource(max_entries=4, show_spinner="Loading the model...")
 def predictor(run_id: str) -> Predictor:
-    return Predictor(run_dir(run_id) / MODEL_DIR)
+    return Predictor(Run.open(run_id).model_dir)
 
 
 @st.cache_data(max_entries=256, show_spinner=False)

@@ -10,7 +10,7 @@ import streamlit as st
 
 from core import bundle, jobs
 from core.data import IngestError, ingest
-from core.runs import METRICS_FILE, read_json, run_dir
+from core.jobs import Run
 from pages._charts import confusion_heatmap, curves_by_run
 from pages._common import escape
 
@@ -54,12 +54,13 @@ ids = table["run_id"].tolist()
 finished = [r["run_id"] for r in runs if r["state"] == "done"]
 compare = st.multiselect("Compare runs", ids, default=finished[:3], key="compare")
 if compare:
-    histories = {run: (read_json(run_dir(run) / METRICS_FILE) or {}).get("history", []) for run in compare}
+    histories = {run: (Run.open(run).metrics() or {}).get("history", []) for run in compare}
     st.plotly_chart(curves_by_run(histories), width="stretch", key="compare_chart")
 
 wanted = st.query_params.get("run")
 chosen = st.selectbox("Run in detail", ids, index=ids.index(wanted) if wanted in ids else 0, key="detail")
-metrics = read_json(run_dir(chosen) / METRICS_FILE)
+run = Run.open(chosen)
+metrics = run.metrics()
 if metrics is None:
     st.info(f"Run {chosen} has no results ({table.set_index('run_id').loc[chosen, 'state']}).")
     st.stop()
@@ -77,7 +78,9 @@ if metrics.get("suggest") == "from_scratch":
         icon=":material/restart_alt:",
     )
     if st.button("Re-run from scratch", key="rerun_scratch", type="primary"):
-        new_run = jobs.submit({**read_json(run_dir(chosen) / "plan.json"), "weights": "none"})
+        new_run = jobs.submit(
+            {**run.plan_fields(), "weights": "none"}, dataset_name=run.record().dataset_name
+        )
         st.switch_page("pages/train.py", query_params={"run": new_run})
 
 left, right = st.columns([3, 2], gap="large")
@@ -112,7 +115,7 @@ else:
 st.download_button(
     # Built when clicked, not on every rerun: a VGG bundle is half a gigabyte.
     "Download the model",
-    data=functools.partial(bundle.model_bundle, run_dir(chosen)),
+    data=functools.partial(bundle.model_bundle, run.directory),
     file_name=f"transfer-lab-{chosen}.zip",
     mime="application/zip",
     key="download",

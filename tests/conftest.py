@@ -46,30 +46,28 @@ TINY_PLAN = {
 @pytest.fixture(scope="session")
 def finished_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A real (tiny) case-1 run on the faces sample, trained once for the whole session."""
-    from core import jobs, train
+    from core import storage, train
     from core.events import EventLog
-    from core.runs import new_run_id, run_dir, write_json
+    from core.run import Run, RunState, StatusKeeper, new_run_id
     from core.samples import sample_path
 
     home = tmp_path_factory.mktemp("trained_home")
     old = os.environ.get("TRANSFER_LAB_HOME")
     os.environ["TRANSFER_LAB_HOME"] = str(home)
     try:
-        run_id = new_run_id()
-        directory = run_dir(run_id)
-        directory.mkdir(parents=True)
-        write_json(directory / "plan.json", {**TINY_PLAN, "data": str(sample_path("faces"))})
-        jobs.record_state(directory, {"pid": None, "submitted": 0.0, "started": 0.0}, "running")
-        train.run(directory, EventLog(directory))
-        jobs.record_state(
-            directory, {"pid": None, "submitted": 0.0, "started": 0.0, "finished": 30.0}, "done"
-        )
+        run = Run(storage.runs_dir() / new_run_id())
+        run.directory.mkdir(parents=True)
+        storage.write_json(run.plan_file, {**TINY_PLAN, "data": str(sample_path("faces"))})
+        with StatusKeeper.take(run) as keeper:
+            keeper.set_state(RunState.RUNNING, pid=None, submitted=0.0, started=0.0)
+            train.run(run.directory, EventLog(run.directory))
+            keeper.set_state(RunState.DONE)
     finally:
         if old is None:
             os.environ.pop("TRANSFER_LAB_HOME")
         else:
             os.environ["TRANSFER_LAB_HOME"] = old
-    return directory
+    return run.directory
 
 
 def _free_port() -> int:

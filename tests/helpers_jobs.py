@@ -13,18 +13,18 @@ from pathlib import Path
 from typing import Any
 
 from core.events import BatchEnd, Emit, RunDone
-from core.runs import METRICS_FILE, PLAN_FILE, write_json
+from core.storage import RunFiles, write_json
 
 
 def sleepy(run_dir: Path, emit: Emit) -> dict[str, Any]:
     """Trains for ``plan["seconds"]``, a batch every 0.1 s, and scores ``plan["accuracy"]``."""
-    plan = json.loads((Path(run_dir) / PLAN_FILE).read_text())
+    plan = json.loads(RunFiles(Path(run_dir)).plan_file.read_text())
     steps = max(1, round(plan.get("seconds", 0.3) / 0.1))
     for step in range(1, steps + 1):
         time.sleep(0.1)
         emit(BatchEnd(epoch=1, step=step, steps=steps, loss=1.0 / step, images_per_s=100.0))
     metrics = {"val_accuracy": plan.get("accuracy", 0.5), "best_val_accuracy": plan.get("accuracy", 0.5)}
-    write_json(Path(run_dir) / METRICS_FILE, metrics)
+    write_json(RunFiles(Path(run_dir)).metrics_file, metrics)
     emit(RunDone(best_val_accuracy=metrics["best_val_accuracy"]))
     return metrics
 

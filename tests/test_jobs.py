@@ -17,9 +17,11 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from core import jobs, queue
+from core import jobs, queue, storage
+from core import run as run_module
 from core.events import read_events
-from core.runs import read_json, write_json
+from core.run import CANCELLED_MESSAGE, Run, RunState, StatusKeeper
+from core.storage import read_json, write_json
 
 ROOT = Path(__file__).resolve().parent.parent
 SLEEPY = "tests.helpers_jobs:sleepy"
@@ -58,8 +60,12 @@ def wait_until(condition: Callable[[], Any], what: str, timeout_s: float = 20.0)
 
 def wait_for_state(run_id: str, state: str, timeout_s: float = 20.0) -> dict[str, Any]:
     return wait_until(
-        lambda: (s := jobs.status(run_id))["state"] == state and s, f"{run_id} {state}", timeout_s
+        lambda: (s := jobs.reconcile(run_id))["state"] == state and s, f"{run_id} {state}", timeout_s
     )
+
+
+def run_dir(run_id: str) -> Path:
+    return storage.runs_dir() / run_id
 
 
 def process_gone(pid: int) -> bool:
@@ -72,7 +78,7 @@ def process_gone(pid: int) -> bool:
 
 
 def event_types(run_id: str) -> list[str]:
-    return [e["type"] if e["type"] != "status" else e["state"] for e in read_events(jobs.run_dir(run_id))]
+    return [e["type"] if e["type"] != "status" else e["state"] for e in read_events(run_dir(run_id))]
 
 
 def test_a_run_trains_in_its_worker_and_ends_done(home: Path) -> None:
@@ -93,16 +99,16 @@ def test_a_failing_run_records_a_one_line_message_and_the_traceback(home: Path) 
     final = wait_for_state(run_id, "failed")
 
     assert final["message"] == "ValueError: learning rate 'fast' is not a number; expected a float"
-    log = (jobs.run_dir(run_id) / jobs.WORKER_LOG).read_text()
+    log = (run_dir(run_id) / "worker.log").read_text()
     assert "Traceback" in log and "helpers_jobs.py" in log
-    errors = [e for e in read_events(jobs.run_dir(run_id)) if e["type"] == "error"]
+    errors = [e for e in read_events(run_dir(run_id)) if e["type"] == "error"]
     assert [e["message"] for e in errors] == [final["message"]]
 
 
 def test_the_error_is_in_the_events_by_the_time_the_status_says_failed(
     home: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    directory = jobs.run_dir("20260101-000000-boom")
+    directory = run_dir("20260101-000000-boom")
     directory.mkdir(parents=True)
     events_when_failed = []
 
@@ -111,8 +117,9 @@ def test_the_error_is_in_the_events_by_the_time_the_status_says_failed(
         if path.name == "status.json" and data["state"] == "failed":
             events_when_failed.append([e["type"] for e in read_events(directory)])
 
-    monkeypatch.setattr(jobs, "write_json", write_and_look)
-    jobs.record_state(directory, {"state": "running"}, "failed", "ValueError: boom")
+    monkeypatch.setattr(run_module, "write_json", write_and_look)
+    with StatusKeeper.take(Run(directory)) as keeper:
+        keeper.set_state(RunState.FAILED, "ValueError: boom")
 
     assert events_when_failed == [["error"]]
 
@@ -134,7 +141,7 @@ def test_cancel_stops_a_running_run_within_seconds(home: Path) -> None:
     final = wait_for_state(run_id, "cancelled", timeout_s=5)
 
     assert time.monotonic() - asked < 5
-    assert final["message"] == jobs.CANCELLED_MESSAGE
+    assert final["message"] == CANCELLED_MESSAGE
     wait_until(lambda: process_gone(pid), "worker exit", timeout_s=5)
     assert event_types(run_id)[-1] == "cancelled"
 
@@ -143,11 +150,11 @@ def test_cancel_kills_a_worker_that_ignores_it(home: Path, monkeypatch: pytest.M
     monkeypatch.setattr(jobs, "CANCEL_GRACE_S", 0.5)
     run_id = jobs.submit({}, target="tests.helpers_jobs:stubborn")
     pid = wait_for_state(run_id, "running")["pid"]
-    wait_until(lambda: "still training" in jobs.log_tail(jobs.run_dir(run_id)), "training output")
+    wait_until(lambda: "still training" in Run.open(run_id).log_tail(), "training output")
 
     jobs.cancel(run_id)
 
-    assert wait_for_state(run_id, "cancelled", timeout_s=10)["message"] == jobs.CANCELLED_MESSAGE
+    assert wait_for_state(run_id, "cancelled", timeout_s=10)["message"] == CANCELLED_MESSAGE
     wait_until(lambda: process_gone(pid), "worker exit", timeout_s=5)
 
 
@@ -206,9 +213,11 @@ def test_cancel_takes_a_queued_run_out_of_the_line(home: Path) -> None:
 def test_a_killed_worker_leaves_its_run_failed_with_its_last_words(home: Path) -> None:
     run_id = jobs.submit({}, target=FOREVER)
     pid = wait_for_state(run_id, "running")["pid"]
-    wait_until(lambda: "still training" in jobs.log_tail(jobs.run_dir(run_id)), "training output")
+    wait_until(lambda: "still training" in Run.open(run_id).log_tail(), "training output")
 
     os.kill(pid, signal.SIGKILL)
+    wait_until(lambda: process_gone(pid), "worker exit", timeout_s=5)
+    assert jobs.status(run_id)["state"] == "running"  # status only reads; reconcile looks
     final = wait_for_state(run_id, "failed", timeout_s=5)
 
     assert f"the worker (pid {pid}) died without reporting" in final["message"]
@@ -241,10 +250,10 @@ def stranger() -> Iterator[subprocess.Popen]:
 
 def orphan_run(pid: int, **status: Any) -> Path:
     """A run left ``running`` by a worker that died long ago, its pid now someone else's."""
-    directory = jobs.run_dir("20260101-000000-dead")
+    directory = run_dir("20260101-000000-dead")
     an_hour_ago = time.time() - 3600
     write_json(directory / "status.json", {"state": "running", "pid": pid, "heartbeat": an_hour_ago} | status)
-    (directory / jobs.WORKER_LOG).write_text("epoch 3/10\n")
+    (directory / "worker.log").write_text("epoch 3/10\n")
     return directory
 
 
@@ -252,11 +261,11 @@ def test_a_stale_run_never_gets_a_stranger_with_its_old_pid_killed(
     home: Path, stranger: subprocess.Popen
 ) -> None:
     orphan = orphan_run(stranger.pid)
-    held = jobs.try_lock(orphan / jobs.WORKER_LOCK)  # another page, recording the run's end
+    held = queue.try_lock(orphan / "worker.lock")  # another page, recording the run's end
 
-    assert jobs.status(orphan.name)["state"] == "running"
+    assert jobs.reconcile(orphan.name)["state"] == "running"
     os.close(held)
-    final = jobs.status(orphan.name)
+    final = jobs.reconcile(orphan.name)
 
     assert stranger.poll() is None
     assert final["state"] == "failed"
@@ -267,13 +276,13 @@ def test_cancelling_a_run_whose_worker_is_gone_signals_no_stranger(
     home: Path, stranger: subprocess.Popen
 ) -> None:
     orphan = orphan_run(stranger.pid, heartbeat=time.time())
-    held = jobs.try_lock(orphan / jobs.WORKER_LOCK)
+    held = queue.try_lock(orphan / "worker.lock")
 
     jobs.cancel(orphan.name)
     os.close(held)
 
     assert stranger.poll() is None
-    assert jobs.status(orphan.name)["state"] == "cancelled"
+    assert jobs.reconcile(orphan.name)["state"] == "cancelled"
 
 
 def test_status_outlives_the_process_that_submitted(home: Path) -> None:
@@ -294,9 +303,9 @@ def test_status_outlives_the_process_that_submitted(home: Path) -> None:
 def test_recover_marks_runs_left_running_as_interrupted(home: Path) -> None:
     gone = subprocess.Popen(["true"])
     gone.wait()
-    orphan = jobs.run_dir("20260101-000000-dead")
+    orphan = run_dir("20260101-000000-dead")
     write_json(orphan / "status.json", {"state": "running", "pid": gone.pid, "heartbeat": time.time()})
-    (orphan / jobs.WORKER_LOG).write_text("epoch 3/10\n")
+    (orphan / "worker.log").write_text("epoch 3/10\n")
     alive = jobs.submit({}, target=FOREVER)
     wait_for_state(alive, "running")
 
@@ -335,7 +344,7 @@ def test_list_runs_shows_the_newest_first_with_its_plan(home: Path) -> None:
 
 
 def finished_run(run_id: str, accuracy: float) -> Path:
-    directory = jobs.run_dir(run_id)
+    directory = run_dir(run_id)
     write_json(directory / "status.json", {"state": "done", "pid": None, "submitted": 1.0, "message": ""})
     write_json(directory / "plan.json", {"backbone": "resnet18", "case": 2, "data": "flowers"})
     write_json(directory / "metrics.json", {"best_val_accuracy": accuracy, "history": [{"epoch": 1}]})
@@ -352,6 +361,7 @@ def files_read(monkeypatch: pytest.MonkeyPatch) -> list[str]:
         return read_json(path, default)
 
     monkeypatch.setattr(jobs, "read_json", spy)
+    monkeypatch.setattr(run_module, "read_json", spy)
     return read
 
 
@@ -407,8 +417,9 @@ def test_nothing_is_written_outside_the_home_folder(
         "cwd": [],
     }
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cwd", home.name, "tmp", "user"]
-    assert {p.name for p in jobs.run_dir(run_id).iterdir()} == {
+    assert {p.name for p in run_dir(run_id).iterdir()} == {
         "plan.json",
+        "run.json",
         "status.json",
         "events.jsonl",
         "metrics.json",
@@ -475,7 +486,7 @@ def test_a_real_tiny_training_runs_end_to_end_through_the_queue(home: Path, tmp_
     final = wait_for_state(run_id, "done", timeout_s=120)
 
     assert final["message"] == ""
-    directory = jobs.run_dir(run_id)
+    directory = run_dir(run_id)
     assert (directory / "model" / "model.pt2").is_file()
     assert {"batch", "epoch", "done"} <= set(event_types(run_id))
     row = jobs.list_runs()[0]

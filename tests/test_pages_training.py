@@ -14,8 +14,8 @@ from streamlit.testing.v1 import AppTest
 
 from core import jobs
 from core.events import read_events
-from core.runs import run_dir
 from core.samples import sample_path
+from core.storage import runs_dir
 
 APP = str(Path(__file__).resolve().parents[1] / "streamlit_app.py")
 TIMEOUT = 180
@@ -151,7 +151,7 @@ def test_case_four_that_failed_offers_a_from_scratch_rerun(trained: str, lab_hom
 def test_a_running_run_shows_progress_and_cancels() -> None:
     run = jobs.submit({}, target="tests.helpers_jobs:forever")
     try:
-        wait_until(lambda: any(e["type"] == "batch" for e in read_events(run_dir(run))))
+        wait_until(lambda: any(e["type"] == "batch" for e in read_events(runs_dir() / run)))
         at = open_page("pages/train.py", run=run)
         assert any("**running**" in m.value for m in at.markdown)
         assert "Epoch 1" in at.get("progress")[0].proto.text

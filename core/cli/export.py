@@ -19,9 +19,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from core.export import export_onnx, load_model
-    from core.runs import MODEL_DIR
+    from core.storage import RunFiles
 
-    model_dir = args.run_dir / MODEL_DIR
+    model_dir = RunFiles(args.run_dir).model_dir
     _, pre, labels = load_model(model_dir)
     if args.onnx:
         export_onnx(model_dir)

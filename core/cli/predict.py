@@ -19,11 +19,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from core.cli import CliError
     from core.predict import Predictor
-    from core.runs import MODEL_DIR
+    from core.storage import RunFiles
 
     if args.top < 1:
         raise CliError(f"--top must be at least 1, not {args.top}")
-    model_dir = args.run_dir / MODEL_DIR if (args.run_dir / MODEL_DIR).is_dir() else args.run_dir
+    model_dir = RunFiles(args.run_dir).model_dir
+    model_dir = model_dir if model_dir.is_dir() else args.run_dir
     predictions = Predictor(model_dir).predict([str(p) for p in args.images], top_k=args.top)
     if args.json:
         print(json.dumps([p.to_dict() for p in predictions], indent=2))

@@ -13,11 +13,15 @@ import contextlib
 import json
 import os
 import sys
-import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, TextIO
+
+if TYPE_CHECKING:
+    from core.events import Emit, Event
+    from core.plan import Plan
+    from core.run import Run, StatusKeeper
 
 HELP = "train a model on a zip or folder of images and write a complete run directory"
 BAR_WIDTH = 24
@@ -57,9 +61,7 @@ def run(args: argparse.Namespace) -> int:
     from core.cli import CliError
     from core.device import ranks_from_env
     from core.errors import one_line
-    from core.events import EventLog
     from core.plan import Plan
-    from core.runs import PLAN_FILE, new_run_id, run_dir, write_json
     from core.train import fit
 
     plan = Plan(
@@ -80,20 +82,12 @@ def run(args: argparse.Namespace) -> int:
         patience=args.patience,
     ).resolve()
     ranks = ranks_from_env()
-    out = (args.out or run_dir(new_run_id())).resolve()
+    run = _run_folder(args.out)
     if ranks.is_main:
-        if (out / PLAN_FILE).exists():
-            raise CliError(f"{out} already holds a run; choose another --out")
-        write_json(out / PLAN_FILE, plan.to_dict())
-    log, progress = EventLog(out), _Progress(sys.stderr)
-
-    def emit(event) -> None:
-        log(event)
-        progress(event)
-
+        _start(run, plan)
     try:
-        with _kept_status(out) if ranks.is_main else contextlib.nullcontext():
-            result = fit(plan, out, emit)  # on ranks other than 0, fit emits nothing
+        with _kept(run) if ranks.is_main else contextlib.nullcontext() as keeper:
+            result = fit(plan, run.directory, _emit(run, keeper))  # on ranks other than 0, fit emits nothing
     except Exception as exc:  # a failed run: one line for people, the status for the app
         raise CliError(f"training failed: {one_line(exc)}") from exc
     if not ranks.is_main:
@@ -101,54 +95,73 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result, indent=2, allow_nan=False))
     else:
-        _summary(result, out, args)
+        _summary(result, run.directory, args)
     return 0
 
 
+def _run_folder(out: Path | None) -> Run:
+    """``--out``, or a new run under ``runs/`` where the app lists it; checked before any work."""
+    from core import storage
+    from core.cli import CliError
+    from core.run import Run, is_run_id, new_run_id
+
+    run = Run((out or storage.runs_dir() / new_run_id()).resolve())
+    if run.directory.exists() and not run.directory.is_dir():
+        raise CliError(f"--out {run.directory} is a file, not a folder; choose a new folder")
+    if run.directory.parent == storage.runs_dir() and not is_run_id(run.id):
+        raise CliError(
+            f"--out {run.id!r} under {storage.runs_dir()} must be named with letters, digits, '.', '_' "
+            "or '-' (at most 100), so that the app can list it"
+        )
+    if run.plan_file.exists():
+        raise CliError(f"{run.directory} already holds a run; choose another --out")
+    return run
+
+
+def _start(run: Run, plan: Plan) -> None:
+    from core.run import RunRecord
+    from core.storage import write_json
+
+    write_json(run.plan_file, plan.to_dict())
+    name = Path(plan.data).name
+    run.write_record(RunRecord(dataset_name=name, created=time.time()))
+
+
 @contextlib.contextmanager
-def _kept_status(directory: Path) -> Iterator[None]:
-    """``status.json`` as a worker keeps it: ``running`` while the block runs, then ``done``,
-    ``failed`` with the error's message, or ``cancelled`` on Ctrl-C.
+def _kept(run: Run) -> Iterator[StatusKeeper]:
+    """The run's status kept as a worker keeps it: ``running`` while the block runs, then
+    ``done``, ``failed`` with the error's message, or ``cancelled`` on Ctrl-C.
 
     Meanwhile the run holds ``worker.lock`` and stamps ``heartbeat``, which is how the app tells
     a live run from a dead one: without them, the first page to list the runs would mark this
     one failed.
     """
-    from core import jobs
     from core.cli import CliError
-    from core.errors import one_line
+    from core.run import StatusKeeper
 
-    lock_fd = jobs.try_lock(directory / jobs.WORKER_LOCK)
-    if lock_fd is None:
-        raise CliError(f"another process is training in {directory}")
-    now = time.time()
-    current = {"pid": os.getpid(), "submitted": now, "started": now, "heartbeat": now}
-    current = jobs.record_state(directory, current, "running")
-    halted = threading.Event()
-    heartbeat = threading.Thread(target=_stamp_heartbeat, args=(directory, current, halted), daemon=True)
-    heartbeat.start()
-    try:
-        yield
-        state, message = "done", ""
-    except KeyboardInterrupt:
-        state, message = "cancelled", jobs.CANCELLED_MESSAGE
-        raise
-    except BaseException as exc:
-        state, message = "failed", one_line(exc)
-        raise
-    finally:
-        halted.set()
-        heartbeat.join()
-        jobs.record_state(directory, current, state, message)
-        os.close(lock_fd)
+    keeper = StatusKeeper.take(run)
+    if keeper is None:
+        raise CliError(f"another process is training in {run.directory}")
+    with keeper:
+        keeper.update(pid=os.getpid(), submitted=time.time())
+        with keeper.beating(), keeper.outcome():
+            keeper.begin()
+            yield keeper
 
 
-def _stamp_heartbeat(directory: Path, current: Mapping[str, Any], halted: threading.Event) -> None:
-    from core import jobs
-    from core.runs import STATUS_FILE, write_json
+def _emit(run: Run, keeper: StatusKeeper | None) -> Emit:
+    """Events to ``events.jsonl``, the terminal and the run record (rank 0 alone has a keeper)."""
+    from core.events import EventLog, paced
 
-    while not halted.wait(jobs.HEARTBEAT_INTERVAL_S):
-        write_json(directory / STATUS_FILE, {**current, "heartbeat": time.time()})
+    log, progress = EventLog(run.directory), _Progress(sys.stderr)
+
+    def emit(event: Event) -> None:
+        log(event)
+        progress(event)
+        if keeper is not None:
+            keeper.observe(event)
+
+    return paced(emit)
 
 
 class _Progress:

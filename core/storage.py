@@ -1,0 +1,120 @@
+"""Where Transfer Lab keeps what it writes, and how it writes it.
+
+Everything lives under one home folder (``TRANSFER_LAB_HOME``): validated uploads in
+``datasets/``, runs in ``runs/``, the job queue in ``queue/``. Files that others read while they
+change are replaced atomically (write a temporary file beside, then rename), so a reader sees
+the old file or the new one, never half of one. This module is the bottom layer: it imports
+nothing of ours.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+HOME_ENV = "TRANSFER_LAB_HOME"
+DEFAULT_HOME = "~/.transfer_lab"
+
+
+def home() -> Path:
+    """The root of all app storage, absolute (workers run elsewhere); tests point
+    ``TRANSFER_LAB_HOME`` at a temp dir."""
+    return Path(os.environ.get(HOME_ENV, DEFAULT_HOME)).expanduser().resolve()
+
+
+def datasets_dir() -> Path:
+    """Validated, extracted uploads: ``datasets/<sha256-of-upload>/``."""
+    return home() / "datasets"
+
+
+def runs_dir() -> Path:
+    """One folder per training run: ``runs/<run-id>/``."""
+    return home() / "runs"
+
+
+def queue_dir() -> Path:
+    """Tickets and slot locks of the local job queue."""
+    return home() / "queue"
+
+
+@dataclass(frozen=True)
+class RunFiles:
+    """The layout of one run directory: every file a run keeps, named in one place.
+
+    Training writes the metrics and the model here; the jobs layer reads the rest through its
+    run handle, which is a ``RunFiles`` with reading methods.
+    """
+
+    directory: Path
+
+    @property
+    def plan_file(self) -> Path:
+        return self.directory / "plan.json"
+
+    @property
+    def status_file(self) -> Path:
+        return self.directory / "status.json"
+
+    @property
+    def record_file(self) -> Path:
+        """Who started the run, on what, with which versions: the run record."""
+        return self.directory / "run.json"
+
+    @property
+    def events_file(self) -> Path:
+        return self.directory / "events.jsonl"
+
+    @property
+    def metrics_file(self) -> Path:
+        return self.directory / "metrics.json"
+
+    @property
+    def model_dir(self) -> Path:
+        """``model.pt2``, ``labels.json`` and ``preprocess.json``: what a user downloads."""
+        return self.directory / "model"
+
+    @property
+    def log_file(self) -> Path:
+        """The worker's stdout and stderr: tracebacks live here, not in the status."""
+        return self.directory / "worker.log"
+
+    @property
+    def lock_file(self) -> Path:
+        """Held by the process that runs the run for as long as it lives."""
+        return self.directory / "worker.lock"
+
+    @property
+    def cancel_file(self) -> Path:
+        return self.directory / "cancel.requested"
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Atomically replace ``path`` with ``data`` as JSON (no NaN: browsers reject it)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(path, json.dumps(data, indent=2, allow_nan=False))
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Replace ``path`` with ``text`` (UTF-8) so that readers see the old file or the new one,
+    never half of one: write a temporary file beside it, then rename it over ``path``."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read_json(path: Path, default: Any = None) -> Any:
+    """The JSON in ``path``, or ``default`` when there is no such file."""
+    try:
+        return json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        return default

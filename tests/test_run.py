@@ -1,0 +1,86 @@
+"""The run handle and its keeper: ids, states, the record, and stored plans across versions."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from core import storage
+from core.cli import main
+from core.plan import PLAN_SCHEMA, Plan, PlanError
+from core.run import RUN_ID, Run, RunNotFound, RunRecord, RunState, StatusKeeper, new_run_id
+from core.samples import sample_path
+
+FIXTURE_PLAN = Path(__file__).resolve().parent / "fixtures" / "runs" / "20261129-120000-f1x7" / "plan.json"
+
+
+def test_every_id_the_app_makes_is_a_valid_id() -> None:
+    assert all(RUN_ID.fullmatch(new_run_id()) for _ in range(20))
+
+
+@pytest.mark.parametrize("run_id", ["x" * 300, "../etc", ".hidden", "a/b", "", "[click](http://evil)"])
+def test_an_id_no_run_can_have_is_simply_not_found(run_id: str) -> None:
+    with pytest.raises(RunNotFound, match="no run") as refused:
+        Run.open(run_id)
+    assert len(str(refused.value)) < 120  # a crafted id is not echoed at length
+
+
+def test_states_say_whether_a_process_still_answers_for_the_run() -> None:
+    assert [s for s in RunState if s.active] == [RunState.QUEUED, RunState.RUNNING]
+    assert RunState("done").final and json.dumps({"state": RunState.DONE}) == '{"state": "done"}'
+
+
+def test_one_keeper_at_a_time_and_it_writes_status_and_events(lab_home: Path) -> None:
+    run = Run(storage.runs_dir() / new_run_id())
+    run.directory.mkdir(parents=True)
+    with StatusKeeper.take(run) as keeper:
+        assert StatusKeeper.take(run) is None  # the lock is held
+        keeper.set_state(RunState.QUEUED, submitted=1.0)
+        keeper.set_state(RunState.FAILED, "boom")
+    assert StatusKeeper.take(run) is not None  # released on exit
+    assert run.status()["state"] == "failed" and run.status()["finished"] >= 1.0
+    events = [json.loads(line)["type"] for line in run.events_file.read_text().splitlines()]
+    assert events == ["status", "error", "status"]
+
+
+def test_a_run_without_a_record_is_named_after_its_data(lab_home: Path) -> None:
+    run = Run(storage.runs_dir() / "old")
+    storage.write_json(run.plan_file, {"data": "/data/flowers.zip"})
+    assert run.record() == RunRecord(dataset_name="flowers.zip")
+    run.write_record(RunRecord(owner="ada", dataset_name="Flowers", created=5.0))
+    assert run.record().owner == "ada" and json.loads(run.record_file.read_text())["schema"] == 1
+
+
+def test_plans_say_their_schema_and_old_ones_are_migrated_on_read() -> None:
+    stored = json.loads(FIXTURE_PLAN.read_text())
+    assert "schema" not in stored  # written by the first release
+    plan = Plan.from_stored(stored)
+    assert (plan.backbone, plan.case, plan.lr) == ("squeezenet1_1", 4, 1e-7)
+    assert plan.to_dict()["schema"] == PLAN_SCHEMA
+    assert Plan.from_dict(plan.to_dict()) == plan
+
+
+def test_a_plan_from_a_newer_version_keeps_what_this_one_understands() -> None:
+    newer = {"schema": PLAN_SCHEMA, "backbone": "resnet18", "case": 3, "mixup": 0.2}
+    assert Plan.from_stored(newer) == Plan(backbone="resnet18", case=3)
+    with pytest.raises(PlanError, match="unknown plan field.*'mixup'"):
+        Plan.from_dict(newer)  # typed by a person: a typo is named, not dropped
+
+
+def test_train_out_under_runs_needs_a_name_the_app_can_list(capsys, lab_home: Path) -> None:
+    bad = storage.runs_dir() / "my run!"
+    assert (
+        main(["train", str(sample_path("faces")), "--backbone", "efficientnet_lite0", "--out", str(bad)]) == 1
+    )
+    assert "must be named with letters, digits" in capsys.readouterr().err
+    assert not bad.exists()
+
+
+def test_train_out_naming_a_file_is_refused(capsys, tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("mine")
+    out = str(tmp_path / "notes.txt")
+    assert main(["train", str(sample_path("faces")), "--backbone", "efficientnet_lite0", "--out", out]) == 1
+    assert "is a file, not a folder" in capsys.readouterr().err
+    assert (tmp_path / "notes.txt").read_text() == "mine"
