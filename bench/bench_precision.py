@@ -21,6 +21,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from core.adapt import build_model
+from core.backbones import resolve
 from core.device import Accelerator, cpu_has_bf16, select_device
 
 
@@ -28,7 +29,7 @@ def images_per_second(
     accel: Accelerator, model_name: str, size: int, batch: int, steps: int, train: bool
 ) -> float:
     torch.manual_seed(0)
-    model = accel.prepare(build_model(model_name, 4, 10, weights="none"))
+    model = accel.prepare(build_model(resolve(model_name), 4, 10, weights="none"))
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     inputs = accel.to_device(torch.randn(batch, 3, size, size))
     labels = torch.randint(0, 10, (batch,), device=accel.device)

@@ -7,7 +7,7 @@
 4. Fine-tuning or training from scratch: like 3, from pre-trained weights by default and from
    random ones with ``weights="none"``.
 
-Each case is a generic operation on the family description in ``core.families``. Frozen
+Each case is a generic operation on a ``Backbone`` record (``core.backbones.resolve``). Frozen
 BatchNorm layers stay in eval mode whatever ``model.train()`` says: their running statistics
 are part of what was frozen. Every model records what was done to it in ``model.surgery``, which
 ``split_frozen``, ``param_groups`` and ``aux_weight`` read.
@@ -23,12 +23,11 @@ from itertools import chain
 import torch
 import torchvision
 from torch import fx, nn
-from torchvision.models import get_model, get_model_weights
 
+from core.backbones import Backbone
 from core.cases import CASE_NUMBERS
-from core.extras import EXTRA_BACKBONES
-from core.families import AuxHeads, Family, family_of
-from core.weights import WeightsFileError, imagenet_state_dict, load_state_dict_file
+from core.families import AuxHeads
+from core.weights import WeightsFileError, load_state_dict_file
 
 # How each layout's spatial (or token) dimensions are averaged away in case 2.
 POOL_DIMS = {"nchw": (2, 3), "nhwc": (1, 2), "tokens": (1,)}
@@ -38,7 +37,7 @@ POOL_DIMS = {"nchw": (2, 3), "nhwc": (1, 2), "tokens": (1,)}
 class Surgery:
     """What ``build_model`` did to a model, kept on it as ``model.surgery``."""
 
-    backbone: str
+    backbone: Backbone
     case: int
     num_classes: int
     cut: str | None  # case 2 only
@@ -88,20 +87,21 @@ class Truncated(nn.Module):
 
 
 def build_model(
-    backbone: str, case: int, num_classes: int, weights: str = "imagenet", cut: str | None = None
+    backbone: Backbone, case: int, num_classes: int, weights: str = "imagenet", cut: str | None = None
 ) -> nn.Module:
     """``backbone`` adapted to ``case`` with a new ``num_classes``-way head.
 
-    ``weights``: ``"imagenet"`` (torchvision's default weights from the torch hub cache,
-    downloaded there if missing; ``core.weights.WeightsUnavailable`` offline), ``"none"``
-    (random init) or the path of a state_dict file for the whole backbone (its head may differ).
-    ``cut``: case 2 only, a stage name of the family (default: ``default_cut(backbone)``).
+    ``weights``: ``"imagenet"`` (the backbone's own ImageNet weights: torchvision's from the
+    torch hub cache, downloaded there if missing, ``core.weights.WeightsUnavailable`` offline;
+    packaged ones from their package), ``"none"`` (random init) or the path of a state_dict file
+    for the whole backbone (its head may differ). ``cut``: case 2 only, one of its stages
+    (default: ``backbone.default_cut``).
     """
-    family = family_of(backbone)
-    _check_arguments(backbone, family, case, num_classes, cut)
-    model = _initialised(backbone, family, weights, keep_aux=case in (3, 4))
+    _check_arguments(backbone, case, num_classes, cut)
+    family = backbone.family
+    model = _initialised(backbone, weights, keep_aux=case in (3, 4))
     if case == 2:
-        return _truncated(model, backbone, family, cut or family.default_cut, num_classes)
+        return _truncated(model, backbone, cut or backbone.default_cut, num_classes)
     if case == 1:
         _freeze(model)
     new_layers = (family.head,)
@@ -126,7 +126,7 @@ def split_frozen(model: nn.Module) -> tuple[nn.Module, nn.Module]:
         raise ValueError(f"split_frozen is for cases 1 and 2; this {surgery.backbone} is case {surgery.case}")
     if isinstance(model, Truncated):
         return nn.Sequential(model.trunk, model.pool), model.fc
-    family = family_of(surgery.backbone)
+    family = surgery.backbone.family
     if family.split is not None:
         body, head = family.split
         return model.get_submodule(body), nn.Sequential(model.get_submodule(head), nn.Flatten(1))
@@ -155,32 +155,10 @@ def aux_weight(model: nn.Module) -> float:
     return _surgery(model).aux_weight
 
 
-def input_size_rule(backbone: str, case: int | None = None) -> tuple[int, int | None]:
-    """``(min_size, exact_size or None)`` in pixels for square inputs to ``backbone`` adapted
-    to ``case``; without a case, the rule that holds for all four (Inception v3 keeps its
-    auxiliary head in cases 3 and 4, and that head needs 299 px)."""
-    if backbone in EXTRA_BACKBONES:
-        return EXTRA_BACKBONES[backbone].min_size, None
-    family = family_of(backbone)
-    min_size = max(get_model_weights(backbone).DEFAULT.meta["min_size"])
-    if family.aux is not None and case not in (1, 2):
-        min_size = max(min_size, family.aux.min_size)
-    return min_size, (min_size if family.exact_size else None)
-
-
-def stages(backbone: str) -> tuple[str, ...]:
-    """Where case 2 may cut ``backbone``, in forward order."""
-    return family_of(backbone).stages
-
-
-def default_cut(backbone: str) -> str:
-    return family_of(backbone).default_cut
-
-
 # -- building --------------------------------------------------------------------------------
 
 
-def _check_arguments(backbone: str, family: Family, case: int, num_classes: int, cut: str | None) -> None:
+def _check_arguments(backbone: Backbone, case: int, num_classes: int, cut: str | None) -> None:
     if case not in CASE_NUMBERS:
         raise ValueError(f"unknown case {case!r}; choose one of: {', '.join(map(str, CASE_NUMBERS))}")
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
@@ -189,53 +167,35 @@ def _check_arguments(backbone: str, family: Family, case: int, num_classes: int,
         raise ValueError(
             f"cut {cut!r} applies to case 2 (truncated feature extraction) only, not case {case}"
         )
-    if cut is not None and cut not in family.stages:
+    if cut is not None and cut not in backbone.stages:
         raise ValueError(
-            f"cut {cut!r} is not a stage of {backbone}; choose one of: {', '.join(family.stages)}"
+            f"cut {cut!r} is not a stage of {backbone.name}; choose one of: {', '.join(backbone.stages)}"
         )
 
 
-def _initialised(backbone: str, family: Family, weights: str, keep_aux: bool) -> nn.Module:
-    """The full ImageNet architecture with the requested weights, aux heads dropped unless kept.
-
-    The architecture never depends on ``weights``: a random-init GoogLeNet also gets
-    ``transform_input=True`` and a random-init ViT-H/14 the 518 px its weights use, so that
-    state_dicts, preprocessing and input sizes agree whatever the initialisation.
-    """
+def _initialised(backbone: Backbone, weights: str, keep_aux: bool) -> nn.Module:
+    """The full ImageNet architecture with the requested weights, aux heads dropped unless kept."""
     # A user's file is read before building, so that a bad path fails fast.
     state = None if weights in ("imagenet", "none") else load_state_dict_file(weights)
-    if backbone in EXTRA_BACKBONES:
-        model = EXTRA_BACKBONES[backbone].build()
-    else:
-        model = get_model(backbone, weights=None, **_arch_kwargs(backbone, family, weights == "none"))
+    model = backbone.architecture(random_init=weights == "none")
     if weights == "imagenet":
-        model.load_state_dict(imagenet_state_dict(backbone))
+        model.load_state_dict(backbone.weights.state_dict())
     elif state is not None:
-        _load_checked(model, state, backbone, family, str(weights))
-    if family.aux is not None and not keep_aux:
-        _drop_aux(model, family.aux)
+        _load_checked(model, state, backbone, str(weights))
+    aux = backbone.family.aux
+    if aux is not None and not keep_aux:
+        _drop_aux(model, aux)
     return model
 
 
-def _arch_kwargs(backbone: str, family: Family, random_init: bool) -> dict:
-    """The builder arguments torchvision itself uses when it loads the default weights."""
-    kwargs: dict = {}
-    if family.transform_input:
-        kwargs["transform_input"] = True
-    if family.aux is not None:
-        kwargs.update(aux_logits=True, init_weights=random_init)
-    if family.size_kwarg is not None:
-        kwargs[family.size_kwarg] = get_model_weights(backbone).DEFAULT.meta["min_size"][0]
-    return kwargs
-
-
-def _load_checked(model: nn.Module, state: dict, backbone: str, family: Family, source: str) -> None:
+def _load_checked(model: nn.Module, state: dict, backbone: Backbone, source: str) -> None:
     """Load a user's state_dict, explaining which keys differ when it does not fit.
 
     Keys of the layers the surgery replaces (head, aux heads) may be absent or shaped for
     another number of classes: they are re-initialised anyway.
     """
     expected = model.state_dict()
+    family = backbone.family
     replaced = (family.head,) + (family.aux.layers + family.aux.modules if family.aux else ())
     prefixes = tuple(f"{path}." for path in replaced)
     missing = [
@@ -250,7 +210,9 @@ def _load_checked(model: nn.Module, state: dict, backbone: str, family: Family, 
         if k in expected and state[k].shape != expected[k].shape and not k.startswith(prefixes)
     ]
     if missing or unexpected or reshaped:
-        raise WeightsFileError(_mismatch(source, backbone, missing, unexpected, reshaped, state, expected))
+        raise WeightsFileError(
+            _mismatch(source, backbone.name, missing, unexpected, reshaped, state, expected)
+        )
     fitting = {k: v for k, v in state.items() if v.shape == expected[k].shape}
     model.load_state_dict(fitting, strict=False)
 
@@ -285,10 +247,10 @@ def _drop_aux(model: nn.Module, aux: AuxHeads) -> None:
         _set_submodule(model, path, None)
 
 
-def _truncated(model: nn.Module, backbone: str, family: Family, cut: str, num_classes: int) -> Truncated:
+def _truncated(model: nn.Module, backbone: Backbone, cut: str, num_classes: int) -> Truncated:
     trunk = _trunk(model, cut)
     _freeze(trunk)
-    pool = GlobalAvgPool(POOL_DIMS[family.layout])
+    pool = GlobalAvgPool(POOL_DIMS[backbone.family.layout])
     weight = next(trunk.parameters())
     fc = nn.Linear(
         _feature_width(trunk, pool, backbone), num_classes, device=weight.device, dtype=weight.dtype
@@ -331,9 +293,9 @@ def _module_paths(node: fx.Node) -> set[str]:
     return {path for path, _ in node.meta.get("nn_module_stack", {}).values()}
 
 
-def _feature_width(trunk: nn.Module, pool: nn.Module, backbone: str) -> int:
+def _feature_width(trunk: nn.Module, pool: nn.Module, backbone: Backbone) -> int:
     """The pooled feature width at the cut, from a forward pass on the meta device (no compute)."""
-    min_size, exact = input_size_rule(backbone, case=2)
+    min_size, exact = backbone.input_size_rule(case=2)
     size = exact or max(min_size, 224)
     tensors = chain(trunk.named_parameters(), trunk.named_buffers())
     meta = {name: torch.empty_like(t, device="meta") for name, t in tensors}

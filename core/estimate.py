@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from core import adapt
-from core.backbones import preprocess_for
+from core.backbones import resolve
 from core.batches import ImageSource
 from core.cache import ImageCache
 from core.data import ingest
@@ -54,7 +54,8 @@ def estimate(plan: Plan, batches: int = 2) -> Estimate:
     plan = plan.resolve()
     dataset = ingest(plan.data, val_fraction=plan.val_fraction, seed=plan.seed)
     accel = accelerator(plan.device, plan.precision)
-    pre = preprocess_for(plan.backbone).scaled_to(plan.image_size)
+    backbone = resolve(plan.backbone)
+    pre = backbone.preprocess.scaled_to(plan.image_size)
     n_train, n_val = len(dataset.train), len(dataset.val) + len(dataset.test)
     size = min(plan.batch_size, n_train)
     chunks = list(torch.arange(min(batches, n_train // size) * size).split(size))
@@ -63,7 +64,7 @@ def estimate(plan: Plan, batches: int = 2) -> Estimate:
     cache = ImageCache(dataset.train[:count], pre.resize, interpolation=pre.interpolation)
     decode_per_image = (time.perf_counter() - started) / count
     source = ImageSource(cache, pre, accel, train=True, augment=plan.augment)
-    model = adapt.build_model(plan.backbone, plan.case, len(dataset.classes), plan.weights, plan.cut)
+    model = adapt.build_model(backbone, plan.case, len(dataset.classes), plan.weights, plan.cut)
     decode = decode_per_image * (n_train + n_val)
     if plan.trains_body:
         train_per_image = _train_step_seconds(model, source, chunks[0], chunks[-1], accel)

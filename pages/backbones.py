@@ -4,24 +4,14 @@ import pandas as pd
 import streamlit as st
 
 from core import backbones
+from core.families import FAMILIES
 from pages._charts import accuracy_vs_cost, imagenet_history
 from pages._common import draft_plan, update_draft_plan
-
-FAMILY_NOTES = {
-    "VGG": "Simple and uniform: stacks of 3x3 convolutions. A common, easy-to-understand start, "
-    "but heavy in parameters and compute.",
-    "GoogLeNet": "Fast for its accuracy thanks to inception modules, which run several filter "
-    "sizes side by side and concatenate them.",
-    "ResNet": "Residual connections let it go deepest (152 layers) and made it the most "
-    "accurate of the classic networks.",
-    "Modern": "MobileNet, EfficientNet and RegNet trade a little accuracy for far less compute; "
-    "ConvNeXt, ViT and Swin push accuracy further at a higher cost.",
-}
 
 
 @st.cache_data(show_spinner="Reading the weights' metadata...")
 def load_catalog() -> pd.DataFrame:
-    return pd.DataFrame([row.to_dict() for row in backbones.catalog()])
+    return pd.DataFrame([backbone.summary() for backbone in backbones.catalog()])
 
 
 @st.cache_data
@@ -94,7 +84,7 @@ st.plotly_chart(accuracy_vs_cost(shown.to_dict("records")), width="stretch", key
 
 st.subheader("Pick a backbone")
 names = table["name"].tolist()
-current = draft_plan().get("backbone") or backbones.default_backbone()
+current = draft_plan().get("backbone") or backbones.default_backbone().name
 pick = st.selectbox(
     "Backbone for training", names, index=names.index(current), key="pick", persist_state="session"
 )
@@ -120,5 +110,5 @@ st.caption(
 )
 st.plotly_chart(imagenet_history(load_history()), width="stretch", key="history")
 with st.expander("Family notes", expanded=True):
-    for family, note in FAMILY_NOTES.items():
-        st.markdown(f"**{family}.** {note}")
+    for family in FAMILIES:
+        st.markdown(f"**{family.name}** ({family.paper.year}). {family.note}")

@@ -16,12 +16,14 @@ import pytest
 import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
-from torchvision.models.regnet import BlockParams
 
 from core import adapt
 from core.adapt import FrozenBatchNorm2d, Truncated, build_model, split_frozen
+from core.backbones import Backbone, names, resolve, torchvision_names
+from core.backbones import on_meta as meta_device
 from core.cases import CASE_NUMBERS
-from core.families import FAMILIES, Family, backbone_names, family_of, torchvision_names
+from core.families import FAMILIES
+from core.packaged import PACKAGED
 
 # The smallest model of every family.
 REPRESENTATIVES = (
@@ -53,26 +55,13 @@ def one_thread() -> None:
     torch.set_num_threads(1)
 
 
-@pytest.fixture(autouse=True)
-def regnet_on_meta(monkeypatch: pytest.MonkeyPatch) -> None:
-    """RegNet's builder computes its widths with tensors, which cannot be read on the meta
-    device: let that arithmetic run on the CPU, everything else stays on meta."""
-    compute = BlockParams.from_init_params.__func__
-
-    def on_cpu(cls: type[BlockParams], *args: object, **kwargs: object) -> BlockParams:
-        with torch.device("cpu"):
-            return compute(cls, *args, **kwargs)
-
-    monkeypatch.setattr(BlockParams, "from_init_params", classmethod(on_cpu))
-
-
 def on_meta(backbone: str, case: int, num_classes: int, cut: str | None = None) -> nn.Module:
-    with torch.device("meta"):
-        return build_model(backbone, case, num_classes, weights="none", cut=cut)
+    with meta_device():
+        return build_model(resolve(backbone), case, num_classes, weights="none", cut=cut)
 
 
 def input_for(backbone: str, case: int, batch: int = 1, device: str = "meta") -> torch.Tensor:
-    min_size, exact = adapt.input_size_rule(backbone, case)
+    min_size, exact = resolve(backbone).input_size_rule(case)
     size = exact or max(min_size, 32)
     return torch.randn(batch, 3, size, size, device=device)
 
@@ -93,20 +82,20 @@ def stats(model: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def test_registry_and_representatives_cover_every_family() -> None:
-    assert set(backbone_names()) == set(torchvision_names()) | {"efficientnet_lite0"}
-    assert {family_of(b).name for b in REPRESENTATIVES} == {f.name for f in FAMILIES}
+    assert set(names()) == set(torchvision_names()) | set(PACKAGED)
+    assert {resolve(b).family.name for b in REPRESENTATIVES} == {f.name for f in FAMILIES}
 
 
 @pytest.mark.parametrize("backbone", torchvision_names())
 def test_every_classifier_gets_a_new_head_and_its_stages_run_in_order(backbone: str) -> None:
-    family = family_of(backbone)
+    record = resolve(backbone)
     model = on_meta(backbone, 1, 3).eval()
     order = []
-    for stage in family.stages:
+    for stage in record.stages:
         model.get_submodule(stage).register_forward_hook(lambda *_, stage=stage: order.append(stage))
     assert model(input_for(backbone, 1)).shape == (1, 3)
-    assert order == list(family.stages)
-    assert trainable(model) == numel(model.get_submodule(family.head).parameters()) > 0
+    assert order == list(record.stages)
+    assert trainable(model) == numel(model.get_submodule(record.family.head).parameters()) > 0
 
 
 # -- one model per family, each case: structure (meta) -------------------------------------------
@@ -115,11 +104,11 @@ def test_every_classifier_gets_a_new_head_and_its_stages_run_in_order(backbone: 
 @pytest.mark.parametrize("case", CASE_NUMBERS)
 @pytest.mark.parametrize("backbone", REPRESENTATIVES)
 def test_case_output_shape_and_exact_trainable_parameters(backbone: str, case: int) -> None:
-    family = family_of(backbone)
-    for num_classes, cut in ((2, family.stages[0]), (5, None)):  # case 2: first and default cut
+    record = resolve(backbone)
+    for num_classes, cut in ((2, record.stages[0]), (5, None)):  # case 2: first and default cut
         model = on_meta(backbone, case, num_classes, cut=cut if case == 2 else None)
         assert model.eval()(input_for(backbone, case)).shape == (1, num_classes)
-        head = model.fc if case == 2 else model.get_submodule(family.head)
+        head = model.fc if case == 2 else model.get_submodule(record.family.head)
         head_numel = numel(head.parameters())
         assert head_numel == (head.weight.shape[1] + (head.bias is not None)) * num_classes
         if case in (1, 2):
@@ -127,44 +116,50 @@ def test_case_output_shape_and_exact_trainable_parameters(backbone: str, case: i
         else:
             assert trainable(model) == numel(model.parameters())
         if case == 2:
-            assert_nothing_past_the_cut(model, family, cut or family.default_cut)
+            assert_nothing_past_the_cut(model, record, cut or record.default_cut)
 
 
-def assert_nothing_past_the_cut(model: nn.Module, family: Family, cut: str) -> None:
+def assert_nothing_past_the_cut(model: nn.Module, record: Backbone, cut: str) -> None:
     present = {name for name, _ in model.trunk.named_modules()}
-    later = family.stages[family.stages.index(cut) + 1 :]
-    assert cut in present and family.head not in present
+    later = record.stages[record.stages.index(cut) + 1 :]
+    assert cut in present and record.family.head not in present
     assert not [stage for stage in later if stage in present]
     assert model.surgery.cut == cut
 
 
 @pytest.mark.parametrize("backbone", ["googlenet", "inception_v3"])
 def test_aux_heads_are_replaced_in_cases_3_and_4_and_gone_in_1_and_2(backbone: str) -> None:
-    family = family_of(backbone)
+    record = resolve(backbone)
     weight = {"googlenet": 0.3, "inception_v3": 0.4}[backbone]
     for case in CASE_NUMBERS:
         model = on_meta(backbone, case, 5).train()
         output = model(input_for(backbone, case, batch=2))
         if case in (3, 4):
             logits, *aux = output
-            assert logits.shape == (2, 5) and [a.shape for a in aux] == [(2, 5)] * len(family.aux.layers)
+            assert logits.shape == (2, 5) and [a.shape for a in aux] == [(2, 5)] * len(
+                record.family.aux.layers
+            )
             assert adapt.aux_weight(model) == weight
         else:
             assert isinstance(output, torch.Tensor) and output.shape == (2, 5)
             assert adapt.aux_weight(model) == 0.0
-            assert not any(name.split(".")[0] in family.aux.modules for name, _ in model.named_modules())
+            assert not any(
+                name.split(".")[0] in record.family.aux.modules for name, _ in model.named_modules()
+            )
         assert model.eval()(input_for(backbone, case, batch=2)).shape == (2, 5)  # eval: a tensor
 
 
 @pytest.mark.parametrize("backbone", ["resnet18", "googlenet", "efficientnet_lite0"])
 def test_param_groups_give_new_layers_the_head_rate(backbone: str) -> None:
-    family = family_of(backbone)
+    record = resolve(backbone)
     for case in CASE_NUMBERS:
         model = on_meta(backbone, case, 4)
         model.requires_grad_(False)  # a trainer's warm-up does not change what is trainable
         groups = {g["name"]: g for g in adapt.param_groups(model, head_lr=1e-2, body_lr=1e-4)}
         new_layers = (
-            ["fc"] if case == 2 else [family.head, *(family.aux.layers if family.aux and case > 2 else [])]
+            ["fc"]
+            if case == 2
+            else [record.family.head, *(record.family.aux.layers if record.family.aux and case > 2 else [])]
         )
         new = [p for path in new_layers for p in model.get_submodule(path).parameters()]
         assert groups["head"]["lr"] == 1e-2 and {id(p) for p in groups["head"]["params"]} == {
@@ -180,15 +175,15 @@ def test_param_groups_give_new_layers_the_head_rate(backbone: str) -> None:
 
 
 def test_input_size_rules() -> None:
-    assert adapt.input_size_rule("resnet50") == (1, None)
-    assert adapt.input_size_rule("vit_h_14") == (518, 518)
-    assert adapt.input_size_rule("swin_v2_t") == (256, 256)
-    assert adapt.input_size_rule("inception_v3", case=1) == (75, None)
-    assert adapt.input_size_rule("inception_v3") == (299, None)  # its aux head needs 299 px
-    assert adapt.input_size_rule("efficientnet_lite0") == (32, None)
+    assert resolve("resnet50").input_size_rule() == (1, None)
+    assert resolve("vit_h_14").input_size_rule() == (518, 518)
+    assert resolve("swin_v2_t").input_size_rule() == (256, 256)
+    assert resolve("inception_v3").input_size_rule(case=1) == (75, None)
+    assert resolve("inception_v3").input_size_rule() == (299, None)  # its aux head needs 299 px
+    assert resolve("efficientnet_lite0").input_size_rule() == (32, None)
     assert on_meta("vit_h_14", 4, 2).image_size == 518  # built as its weights expect
-    assert adapt.stages("resnet50") == ("layer1", "layer2", "layer3", "layer4")
-    assert adapt.default_cut("resnet50") == "layer3"
+    assert resolve("resnet50").stages == ("layer1", "layer2", "layer3", "layer4")
+    assert resolve("resnet50").default_cut == "layer3"
 
 
 @pytest.mark.parametrize("backbone", ["googlenet", "vit_b_32", "efficientnet_lite0"])
@@ -196,13 +191,13 @@ def test_case_2_computes_what_the_stage_computes_in_the_full_model(backbone: str
     """Same weights (passed as a state_dict file), same input: the truncated model's features
     are the cut stage's output inside the whole network, transform_input and all."""
     torch.manual_seed(0)
-    full = build_model(backbone, 4, 3, weights="none").eval()
-    if family_of(backbone).transform_input:
+    full = build_model(resolve(backbone), 4, 3, weights="none").eval()
+    if resolve(backbone).family.transform_input:
         assert full.transform_input  # as with the ImageNet weights, so that the trunk must apply it too
     torch.save(full.state_dict(), tmp_path / "weights.pt")
-    truncated = build_model(backbone, 2, 3, weights=str(tmp_path / "weights.pt")).eval()
+    truncated = build_model(resolve(backbone), 2, 3, weights=str(tmp_path / "weights.pt")).eval()
     captured = []
-    full.get_submodule(adapt.default_cut(backbone)).register_forward_hook(
+    full.get_submodule(resolve(backbone).default_cut).register_forward_hook(
         lambda *args: captured.append(args[2])
     )
     x = input_for(backbone, 4, device="cpu")
@@ -218,7 +213,7 @@ def test_case_2_computes_what_the_stage_computes_in_the_full_model(backbone: str
 @pytest.mark.parametrize("backbone", REPRESENTATIVES)
 def test_frozen_body_statistics_split_and_round_trip(backbone: str, case: int) -> None:
     torch.manual_seed(0)
-    model = build_model(backbone, case, 3, weights="none")
+    model = build_model(resolve(backbone), case, 3, weights="none")
     x = input_for(backbone, case, device="cpu")  # one image: every BatchNorm here is frozen
 
     model.train()  # no trainer helps: the frozen BatchNorm layers must refuse by themselves
@@ -256,7 +251,7 @@ def test_frozen_body_statistics_split_and_round_trip(backbone: str, case: int) -
 def test_models_export_with_a_dynamic_batch(backbone: str, case: int) -> None:
     """As the trainer exports: frozen cases as body + head, trained ones whole, in eval mode."""
     torch.manual_seed(0)
-    model = build_model(backbone, case, 3, weights="none")
+    model = build_model(resolve(backbone), case, 3, weights="none")
     if case in (1, 2):
         model = nn.Sequential(*split_frozen(model))
     model.eval()
@@ -273,17 +268,17 @@ def test_models_export_with_a_dynamic_batch(backbone: str, case: int) -> None:
 
 def test_bad_arguments_name_the_valid_choices() -> None:
     with pytest.raises(ValueError, match="unknown backbone 'resnet7'; choose one of: alexnet"):
-        build_model("resnet7", 1, 3)
+        build_model(resolve("resnet7"), 1, 3)
     with pytest.raises(ValueError, match="unknown case 5; choose one of: 1, 2, 3, 4"):
-        build_model("resnet18", 5, 3, weights="none")
+        build_model(resolve("resnet18"), 5, 3, weights="none")
     with pytest.raises(ValueError, match="num_classes must be an integer >= 2, not 1"):
-        build_model("resnet18", 1, 1, weights="none")
+        build_model(resolve("resnet18"), 1, 1, weights="none")
     with pytest.raises(
         ValueError, match="cut 'layer9' is not a stage of resnet18; choose one of: layer1, layer2"
     ):
-        build_model("resnet18", 2, 3, weights="none", cut="layer9")
+        build_model(resolve("resnet18"), 2, 3, weights="none", cut="layer9")
     with pytest.raises(ValueError, match="cut 'layer2' applies to case 2"):
-        build_model("resnet18", 3, 3, weights="none", cut="layer2")
+        build_model(resolve("resnet18"), 3, 3, weights="none", cut="layer2")
     with pytest.raises(ValueError, match="split_frozen is for cases 1 and 2"):
         split_frozen(on_meta("resnet18", 3, 3))
     with pytest.raises(TypeError, match="not built by core.adapt.build_model"):

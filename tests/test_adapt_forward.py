@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from test_adapt import input_for, on_meta, regnet_on_meta  # noqa: F401 - fixture used by name
+from test_adapt import input_for, on_meta
 
-from core.families import backbone_names
+from core.backbones import names
 
 # Its only input size is 518 px: one forward pass there costs about a TFLOP, minutes on 2 cores.
 TOO_COSTLY_FOR_CPU = {"vit_h_14"}
@@ -39,7 +39,7 @@ def materialise(model: torch.nn.Module) -> torch.nn.Module:
     return model.eval()
 
 
-@pytest.mark.parametrize("backbone", [b for b in backbone_names() if b not in TOO_COSTLY_FOR_CPU])
+@pytest.mark.parametrize("backbone", [b for b in names() if b not in TOO_COSTLY_FOR_CPU])
 def test_every_classifier_runs_a_real_forward_pass_with_a_new_head(backbone: str) -> None:
     model = materialise(on_meta(backbone, 1, 3))
     with torch.no_grad():

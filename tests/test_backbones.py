@@ -3,23 +3,25 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torchvision
 
 from core import backbones
 from core.cli import main
-from core.extras import EXTRA_BACKBONES
-from core.families import backbone_names
+from core.packaged import PACKAGED
 
 
 @pytest.fixture(scope="module")
-def rows() -> dict[str, backbones.BackboneRow]:
-    return {row.name: row for row in backbones.catalog()}
+def rows() -> dict[str, SimpleNamespace]:
+    """The catalog's rows, by name, with their fields as attributes."""
+    return {b.name: SimpleNamespace(**b.summary()) for b in backbones.catalog()}
 
 
 def test_catalog_is_torchvision_registry_plus_extras(rows: dict) -> None:
-    expected = set(torchvision.models.list_models(module=torchvision.models)) | set(EXTRA_BACKBONES)
+    expected = set(torchvision.models.list_models(module=torchvision.models)) | set(PACKAGED)
     assert set(rows) == expected
     assert len(rows) == len(expected)  # no duplicates
     assert "efficientnet_lite0" in rows and rows["efficientnet_lite0"].offline
@@ -36,7 +38,7 @@ def test_params_match_the_real_module(rows: dict, name: str) -> None:
 def test_offline_extra_params_match_its_module(rows: dict) -> None:
     from core.adapt import build_model
 
-    model = build_model("efficientnet_lite0", case=4, num_classes=1000, weights="none")
+    model = build_model(backbones.resolve("efficientnet_lite0"), case=4, num_classes=1000, weights="none")
     assert rows["efficientnet_lite0"].params == sum(p.numel() for p in model.parameters())
 
 
@@ -73,7 +75,7 @@ def test_cli_json_is_valid_and_has_the_contract_keys(capsys: pytest.CaptureFixtu
     assert main(["backbones", "--json"]) == 0
     out = capsys.readouterr().out
     data = json.loads(out, parse_constant=lambda c: pytest.fail(f"non-JSON constant {c}"))
-    assert len(data) == len(backbone_names())
+    assert len(data) == len(backbones.names())
     inception = next(row for row in data if row["name"] == "inception_v3")
     assert {"name", "family", "params", "gflops", "top1", "top5", "input_size"} <= inception.keys()
     assert inception["input_size"] == 299
@@ -88,15 +90,64 @@ def test_default_backbone_is_the_offline_one_until_weights_are_on_disk(
     tmp_path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
-    assert backbones.default_backbone() == "efficientnet_lite0"
+    assert backbones.default_backbone().name == "efficientnet_lite0"
     url = torchvision.models.get_model_weights("resnet18").DEFAULT.url
     checkpoint = tmp_path / "hub" / "checkpoints" / url.rsplit("/", 1)[-1]
     checkpoint.parent.mkdir(parents=True)
     checkpoint.write_bytes(b"stand-in")
-    assert backbones.default_backbone() == "resnet18"
+    assert backbones.default_backbone().name == "resnet18"
 
 
-def test_preprocess_for_uses_the_weights_transforms() -> None:
-    pre = backbones.preprocess_for("inception_v3")
+def test_preprocess_comes_from_the_weights_transforms() -> None:
+    pre = backbones.resolve("inception_v3").preprocess
     assert (pre.resize, pre.crop) == (342, 299)
-    assert backbones.preprocess_for("efficientnet_lite0").crop == 224
+    assert backbones.resolve("efficientnet_lite0").preprocess.crop == 224
+
+
+# -- the record: resolved once, with per-stage facts --------------------------------------------
+
+# The documented exceptions to "the default cut ends the last stage at stride 16" (core/families.py).
+CUT_EXCEPTIONS = {"AlexNet", "SqueezeNet", "ViT"}
+
+
+def test_a_name_resolves_once_into_one_record() -> None:
+    assert backbones.resolve("resnet50") is backbones.resolve("resnet50")
+    with pytest.raises(backbones.UnknownBackbone, match="unknown backbone 'resnet7'"):
+        backbones.resolve("resnet7")
+
+
+def test_stage_facts_describe_each_cut_for_people() -> None:
+    facts = backbones.resolve("resnet50").stage_facts()
+    assert [(f.index, f.path, f.channels, f.stride) for f in facts] == [
+        (1, "layer1", 256, 4),
+        (2, "layer2", 512, 8),
+        (3, "layer3", 1024, 16),
+        (4, "layer4", 2048, 32),
+    ]
+    kept = [f.params_kept for f in facts]
+    assert kept == sorted(kept) and kept[-1] == 1.0  # everything but the head
+    assert 0.25 < kept[2] < 0.4  # layer4 holds most of ResNet-50's weights
+    swin = backbones.resolve("swin_t").stage_facts()  # channels last
+    assert [(f.channels, f.stride) for f in swin] == [(96, 4), (192, 8), (384, 16), (768, 32)]
+    vit = backbones.resolve("vit_b_32").stage_facts()  # tokens: no grid
+    assert {(f.channels, f.stride) for f in vit} == {(768, None)}
+
+
+@pytest.mark.parametrize("name", ["resnet18", "vgg11_bn", "googlenet", "inception_v3", "mobilenet_v2",
+                                  "mobilenet_v3_small", "mobilenet_v3_large", "efficientnet_b0",
+                                  "efficientnet_v2_s", "mnasnet0_5", "shufflenet_v2_x0_5", "densenet121",
+                                  "regnet_x_400mf", "convnext_tiny", "swin_t", "maxvit_t",
+                                  "efficientnet_lite0", "efficientnet_lite2"])  # fmt: skip
+def test_the_default_cut_ends_the_last_stage_at_stride_16(name: str) -> None:
+    backbone = backbones.resolve(name)
+    assert backbone.family.name not in CUT_EXCEPTIONS
+    facts = {f.path: f for f in backbone.stage_facts()}
+    assert facts[backbone.default_cut].stride == 16
+    assert max(f.index for f in facts.values() if f.stride == 16) == facts[backbone.default_cut].index
+
+
+def test_the_surgery_plan_and_catalog_never_look_a_backbone_up_by_name() -> None:
+    """Names are resolved at the edges (CLI, pages, plan, training set-up); the rest take records."""
+    root = Path(__file__).resolve().parents[1] / "core"
+    for module in ("adapt.py", "weights.py", "export.py", "predict.py"):
+        assert "resolve(" not in (root / module).read_text(), module

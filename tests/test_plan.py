@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from core.backbones import resolve
 from core.plan import Plan, PlanError
 
 
@@ -94,10 +95,9 @@ def data(tmp_path: Path) -> str:
 
 
 def test_resolve_fills_the_backbone_size_and_default_cut(data: str) -> None:
-    from core import adapt
 
     plan = Plan(data=data, backbone="efficientnet_lite0", case=2).resolve()
-    assert plan.cut == adapt.default_cut("efficientnet_lite0")
+    assert plan.cut == resolve("efficientnet_lite0").default_cut
     assert plan.image_size == 224
     assert Plan(data=data, case=1, backbone="").resolve().backbone  # the catalog's default
 
@@ -116,11 +116,10 @@ def test_resolve_refuses_a_size_other_than_a_transformers_exact_one(data: str) -
 
 
 def test_resolve_refuses_a_cut_that_is_not_a_stage(data: str) -> None:
-    from core import adapt
 
     with pytest.raises(PlanError, match=r"cut 'layer9' is not a stage of resnet18; choose one of: ") as info:
         Plan(data=data, backbone="resnet18", weights="none", case=2, cut="layer9").resolve()
-    assert adapt.stages("resnet18")[0] in str(info.value)
+    assert resolve("resnet18").stages[0] in str(info.value)
 
 
 def test_resolve_refuses_missing_data_and_missing_weights(data: str, tmp_path: Path) -> None:

