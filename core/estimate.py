@@ -17,14 +17,14 @@ from typing import Any
 
 import torch
 
-from core import adapt
-from core.backbones import resolve
+from core import setup
+from core.adapt import aux_weight
 from core.batches import ImageSource
-from core.cache import ImageCache
 from core.data import ingest
 from core.device import Accelerator, accelerator
 from core.loop import Optimisation
 from core.plan import Plan
+from core.setup import Setup
 
 
 @dataclass(frozen=True)
@@ -53,28 +53,23 @@ def estimate(plan: Plan, batches: int = 2) -> Estimate:
     """
     plan = plan.resolve()
     dataset = ingest(plan.data, val_fraction=plan.val_fraction, seed=plan.seed)
-    accel = accelerator(plan.device, plan.precision)
-    backbone = resolve(plan.backbone)
-    pre = backbone.preprocess.scaled_to(plan.image_size)
+    built = setup.build(plan, dataset, accelerator(plan.device, plan.precision))
     n_train, n_val = len(dataset.train), len(dataset.val) + len(dataset.test)
     size = min(plan.batch_size, n_train)
     chunks = list(torch.arange(min(batches, n_train // size) * size).split(size))
     count = len(chunks) * size
     started = time.perf_counter()
-    cache = ImageCache(dataset.train[:count], pre.resize, interpolation=pre.interpolation)
-    decode_per_image = (time.perf_counter() - started) / count
-    source = ImageSource(cache, pre, accel, train=True, augment=plan.augment)
-    model = adapt.build_model(backbone, plan.case, len(dataset.classes), plan.weights, plan.cut)
-    decode = decode_per_image * (n_train + n_val)
+    source = built.images(dataset.train[:count], train=True)
+    decode = (time.perf_counter() - started) / count * (n_train + n_val)
+    accel = built.accel
     if plan.trains_body:
-        train_per_image = _train_step_seconds(model, source, chunks[0], chunks[-1], accel)
-        eval_per_image = _forward_seconds(accel.prepare(model), source, chunks[-1], accel)
+        train_per_image = _train_step_seconds(built, source, chunks[0], chunks[-1])
+        eval_per_image = _forward_seconds(built.model, source, chunks[-1], accel)
         epoch = train_per_image * n_train + eval_per_image * n_val
         prepare = decode
     else:
-        body, _ = adapt.split_frozen(model)
         views = plan.feature_views if plan.augment != "none" else 1
-        embed_per_image = _forward_seconds(accel.prepare(body), source, chunks[-1], accel)
+        embed_per_image = _forward_seconds(built.frozen, source, chunks[-1], accel)
         prepare = decode + embed_per_image * (n_train * views + n_val)
         epoch = 0.0  # the head trains on cached features: negligible next to the preparation
     return Estimate(prepare, epoch, n_train, n_val, str(accel.device), accel.precision)
@@ -98,23 +93,19 @@ def estimate_in_subprocess(plan: dict[str, Any], timeout_s: float = 600) -> Esti
 
 
 def _train_step_seconds(
-    model: torch.nn.Module,
-    source: ImageSource,
-    warm_up: torch.Tensor,
-    timed: torch.Tensor,
-    accel: Accelerator,
+    built: Setup, source: ImageSource, warm_up: torch.Tensor, timed: torch.Tensor
 ) -> float:
     """Seconds per image of a training step on ``timed``, after a first step on ``warm_up``
     (which may be the same batch): first calls pick kernels and allocate."""
-    model = accel.prepare(model).train()
+    model = built.model.train()
     trainable = [p for p in model.parameters() if p.requires_grad]
     opt = Optimisation(
-        model, torch.optim.AdamW(trainable, lr=1e-4), accel, aux_weight=adapt.aux_weight(model)
+        model, torch.optim.AdamW(trainable, lr=1e-4), built.accel, aux_weight=aux_weight(model)
     )
     seconds = 0.0
     for indices in (warm_up, timed):
         inputs, labels = source.load(indices, epoch=0)
-        seconds = _timed(functools.partial(opt.step, inputs, labels), accel)
+        seconds = _timed(functools.partial(opt.step, inputs, labels), built.accel)
     return seconds / len(timed)
 
 

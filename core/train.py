@@ -24,11 +24,10 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from core import metrics
-from core.adapt import aux_weight, build_model, param_groups, split_frozen
-from core.backbones import resolve
-from core.batches import FeatureSource, ImageSource, feature_source
-from core.data import Dataset, ImageCache, Sample, ingest
+from core import metrics, setup
+from core.adapt import aux_weight, param_groups
+from core.batches import FeatureSource, feature_source
+from core.data import Dataset, Sample, ingest
 from core.device import Accelerator, Ranks, accelerator, ranks_from_env
 from core.errors import TransferLabError
 from core.events import BatchEnd, DataReady, Emit, EpochEnd, Event, RunDone, RunWarning
@@ -44,6 +43,7 @@ from core.loop import (
     train_one_epoch,
 )
 from core.plan import Plan
+from core.setup import Setup
 from core.storage import RunFiles, read_json, write_json
 
 # Case 4 from pre-trained weights "succeeds" when its best validation accuracy beats always
@@ -52,10 +52,6 @@ SUCCESS_MARGIN = 0.05
 # A tie in validation accuracy counts as progress only if the loss falls by at least this much.
 LOSS_MIN_DELTA = 1e-4
 BATCH_EVENT_INTERVAL_S = 0.25  # at most four progress lines a second, and every epoch's last
-# Weights ported from TensorFlow (EfficientNet-Lite, MobileNetV3) move BatchNorm's running
-# statistics by 1 % a step; fine-tuned on a new data set they would still describe ImageNet
-# after hundreds of steps, and evaluation would normalise with the wrong numbers.
-MIN_BN_MOMENTUM = 0.1
 
 
 @dataclass(frozen=True)
@@ -89,118 +85,92 @@ def fit(plan: Plan, run_dir: Path, emit: Emit) -> dict[str, Any]:
         _seed_everything(plan.seed)
         dataset = _ingest(plan, ranks)
         emit(_data_ready(dataset))
-        training = Training(plan, dataset, accel, ranks, emit)
+        training = Training(setup.build(plan, dataset, accel, ranks), dataset, emit)
         training.train()
         result = training.finish(Path(run_dir)) if ranks.is_main else {}
     emit(RunDone(best_val_accuracy=training.best_accuracy))
     return result
 
 
-class Training:
-    """The state of one run between its epochs: model, batch sources, optimiser, best so far."""
+@dataclass(frozen=True)
+class Stage:
+    """A stretch of epochs with one optimiser: case 3 trains its new head alone first (its
+    ``freeze_epochs``), then the whole network; every other case has a single stage."""
 
-    def __init__(self, plan: Plan, dataset: Dataset, accel: Accelerator, ranks: Ranks, emit: Emit) -> None:
-        self.plan, self.dataset, self.accel, self.ranks, self.emit = plan, dataset, accel, ranks, emit
-        self.classes = list(dataset.classes)
-        self.batch_size = plan.batch_size
-        backbone = resolve(plan.backbone)
-        self.pre = backbone.preprocess.scaled_to(plan.image_size)
-        self.model = build_model(backbone, plan.case, len(self.classes), plan.weights, plan.cut)
+    name: str
+    epochs: range
+    head_only: bool = False
+
+
+def stages(plan: Plan) -> list[Stage]:
+    if not plan.trains_body:
+        return [Stage("new layer", range(plan.epochs))]
+    first = plan.head_only_epochs
+    whole = Stage("whole network", range(first, plan.epochs))
+    return [Stage("new head alone", range(first), head_only=True), whole] if first else [whole]
+
+
+class Training:
+    """One run between its set-up and its result: batch sources, the epochs, the best state."""
+
+    def __init__(self, setup: Setup, dataset: Dataset, emit: Emit) -> None:
+        self.setup, self.plan, self.emit = setup, setup.plan, emit
+        self.accel, self.ranks = setup.accel, setup.ranks
+        self.batch_size = self.plan.batch_size
         self.warnings: list[str] = []
         self.history: list[dict[str, float]] = []
         self.best_accuracy, self.best_loss, self.best_epoch = -1.0, float("inf"), -1
-        self.class_weights = self._class_weights()
-        self._build_sources()
-        self.best_state = copy.deepcopy(self.trainable.state_dict())
+        self.val_files = [_file(s) for s in dataset.val]
+        self.test_files = [_file(s) for s in dataset.test]
+        self._build_sources(dataset)
+        self.best_state = copy.deepcopy(self.setup.trainable.state_dict())
 
-    # -- set-up ----------------------------------------------------------------------------------
-
-    def _class_weights(self) -> torch.Tensor | None:
-        labels = [s.label for s in self.dataset.train]
-        wanted = self.plan.class_weights == "on" or (
-            self.plan.class_weights == "auto"
-            and metrics.imbalance_ratio(labels, len(self.classes)) >= metrics.IMBALANCE_RATIO
-        )
-        if not wanted:
-            return None
-        return metrics.balanced_class_weights(labels, len(self.classes)).to(self.accel.device)
-
-    def _images(self, samples: list[Sample], *, train: bool) -> ImageSource:
-        cache = ImageCache(
-            samples, self.pre.resize, interpolation=self.pre.interpolation, cache_dir=self.dataset.cache_dir
-        )
-        augment = self.plan.augment if train else "none"
-        seed = self.plan.seed * 1000 + self.ranks.rank
-        return ImageSource(cache, self.pre, self.accel, train=train, augment=augment, seed=seed)
-
-    def _build_sources(self) -> None:
+    def _build_sources(self, dataset: Dataset) -> None:
         """Frozen bodies embed every image once; trained bodies see decoded images each epoch."""
-        plan, dataset = self.plan, self.dataset
         if not dataset.val:
             raise TrainingError("the validation split is empty: add images or raise val_fraction")
-        own = [dataset.train[i] for i in shard(len(dataset.train), self.ranks, plan.seed)]
-        self.val_files = [self._file(s) for s in dataset.val]
-        if plan.trains_body:
-            self.model = self.accel.prepare(self.model)
-            _quicken_batch_norm(self.model)
-            self.trainable, self.frozen = self.model, None
-            source = self._images
-            self.train_source = source(own, train=True)
-        else:
-            body, head = split_frozen(self.model)
-            self.frozen, self.trainable = self.accel.prepare(body), self.accel.prepare(head)
-            source = self._embedded
-            views = plan.feature_views if plan.augment != "none" else 1
-            self.train_source = source(own, train=True, views=views)
+        own = [dataset.train[i] for i in shard(len(dataset.train), self.ranks, self.plan.seed)]
+        source = self.setup.images if self.plan.trains_body else self._embedded
+        self.train_source = source(own, train=True)
         main = self.ranks.is_main  # only rank 0 evaluates
         self.val_source = source(dataset.val, train=False) if main else None
         self.test_source = source(dataset.test, train=False) if main and dataset.test else None
 
-    def _embedded(self, samples: list[Sample], *, train: bool, views: int = 1) -> FeatureSource:
-        images = self._images(samples, train=train)
-        return self._retry_on_oom(lambda size: feature_source(self.frozen, images, views, size, self.accel))
-
-    @staticmethod
-    def _file(sample: Sample) -> str:
-        """The name people know the image by: its path inside the upload."""
-        return sample.name or sample.path.name
+    def _embedded(self, samples: list[Sample], *, train: bool) -> FeatureSource:
+        images = self.setup.images(samples, train=train)
+        views = self.plan.feature_views if train and self.plan.augment != "none" else 1
+        body = self.setup.frozen
+        return self._retry_on_oom(lambda size: feature_source(body, images, views, size, self.accel))
 
     # -- the epochs ------------------------------------------------------------------------------
 
     def train(self) -> None:
-        plan = self.plan
-        head_only = plan.head_only_epochs
-        opt, stage_start = None, 0
-        for epoch in range(plan.epochs):
-            if epoch in (0, head_only):
-                opt, stage_start = self._start_stage(head_only=epoch < head_only), epoch
-            stage_epochs = (head_only if epoch < head_only else plan.epochs) - stage_start
-            started = time.perf_counter()
-            train_loss, train_accuracy = self._retry_on_oom(
-                functools.partial(self._train_epoch, opt, epoch, epoch - stage_start, stage_epochs)
-            )
-            record = {
-                "epoch": epoch + 1,
-                "epochs": plan.epochs,
-                "train_loss": train_loss,
-                "train_accuracy": train_accuracy,
-                "lr": _head_lr(opt),
-            }
-            stop = self._validate(record, time.perf_counter() - started) if self.ranks.is_main else False
-            if self._agree(stop):
-                waited = f"{plan.patience} epoch{'s' * (plan.patience > 1)}"
-                self._warn(
-                    f"stopped early after epoch {epoch + 1} of {plan.epochs}: no better validation "
-                    f"accuracy for {waited}; keeping epoch {self.best_epoch}"
+        """Every stage's epochs, each followed by validation, until the last or an early stop."""
+        for stage in stages(self.plan):
+            opt = self._optimisation(stage)
+            for epoch in stage.epochs:
+                started = time.perf_counter()
+                train_loss, train_accuracy = self._retry_on_oom(
+                    functools.partial(self._train_epoch, opt, stage, epoch)
                 )
-                break
+                record = {
+                    "epoch": epoch + 1,
+                    "epochs": self.plan.epochs,
+                    "train_loss": train_loss,
+                    "train_accuracy": train_accuracy,
+                    "lr": _head_lr(opt),
+                }
+                stop = self._validate(record, time.perf_counter() - started) if self.ranks.is_main else False
+                if self._agree(stop and not stage.head_only):
+                    self._stopped_early(epoch)
+                    return
 
     def _train_epoch(
-        self, opt: Optimisation, epoch: int, stage_epoch: int, stage_epochs: int, batch_size: int
+        self, opt: Optimisation, stage: Stage, epoch: int, batch_size: int
     ) -> tuple[float, float]:
         batches = epoch_batches(len(self.train_source), batch_size, self.plan.seed, epoch)
-        steps = len(batches) * stage_epochs
-        first = len(batches) * stage_epoch
+        steps = len(batches) * len(stage.epochs)  # the learning-rate curve spans the stage
+        first = len(batches) * (epoch - stage.epochs.start)
         last_event = [0.0]
 
         def on_batch(step: int, of: int, loss: float, images_per_s: float) -> None:
@@ -228,9 +198,10 @@ class Training:
             ) from exc
 
     def _validate(self, record: dict[str, Any], seconds: float) -> bool:
-        """Evaluate, report the epoch, keep the best state; say whether to stop early."""
+        """Evaluate, report the epoch, keep the best state; say whether patience has run out."""
+        trainable = self.setup.trainable
         logits, labels = self._retry_on_oom(
-            lambda size: evaluate(self.trainable, self.val_source, size, self.accel)
+            lambda size: evaluate(trainable, self.val_source, size, self.accel)
         )
         val_loss = float(F.cross_entropy(logits, labels))
         val_accuracy = metrics.accuracy(logits, labels)
@@ -241,32 +212,40 @@ class Training:
         tie = val_accuracy == self.best_accuracy
         if val_accuracy > self.best_accuracy or (tie and val_loss < self.best_loss - LOSS_MIN_DELTA):
             self.best_accuracy, self.best_loss, self.best_epoch = val_accuracy, val_loss, epoch
-            self.best_state = {k: v.detach().clone() for k, v in self.trainable.state_dict().items()}
+            self.best_state = {k: v.detach().clone() for k, v in trainable.state_dict().items()}
         patience = self.plan.patience
-        in_first_stage = epoch <= self.plan.head_only_epochs
-        return bool(patience) and not in_first_stage and epoch - self.best_epoch >= patience
+        return bool(patience) and epoch - self.best_epoch >= patience
 
-    def _start_stage(self, head_only: bool) -> Optimisation:
+    def _stopped_early(self, epoch: int) -> None:
+        plan = self.plan
+        waited = f"{plan.patience} epoch{'s' * (plan.patience > 1)}"
+        self._warn(
+            f"stopped early after epoch {epoch + 1} of {plan.epochs}: no better validation "
+            f"accuracy for {waited}; keeping epoch {self.best_epoch}"
+        )
+
+    def _optimisation(self, stage: Stage) -> Optimisation:
         """A fresh optimiser for a stage; case 3's first stage trains the new head alone.
 
         Alone but for BatchNorm, as fastai's ``freeze`` leaves it: normalising with batch
         statistics from the start means nothing shifts under the head when the body joins in.
         """
-        plan = self.plan
+        plan, model = self.plan, self.setup.model
         if plan.trains_body:
-            groups = param_groups(self.model, plan.lr, plan.body_learning_rate)
-            if head_only:
-                groups = _head_and_norms(self.model, groups)
+            groups = param_groups(model, plan.lr, plan.body_learning_rate)
+            if stage.head_only:
+                groups = _head_and_norms(model, groups)
             training = {id(p) for g in groups for p in g["params"]}
-            for p in self.model.parameters():  # no gradients at all for the waiting body
+            for p in model.parameters():  # no gradients at all for the waiting body
                 p.requires_grad_(id(p) in training)
         else:
-            groups = [{"params": list(self.trainable.parameters()), "lr": plan.lr}]
+            groups = [{"params": list(self.setup.trainable.parameters()), "lr": plan.lr}]
         for g in groups:
             g["base_lr"] = g["lr"]
         optimizer = _optimizer(plan.optimizer, groups, plan.weight_decay)
-        aux = aux_weight(self.model) if plan.trains_body else 0.0
-        return Optimisation(self._parallel(self.trainable), optimizer, self.accel, self.class_weights, aux)
+        aux = aux_weight(model) if plan.trains_body else 0.0
+        trainable = self._parallel(self.setup.trainable)
+        return Optimisation(trainable, optimizer, self.accel, self.setup.class_weights, aux)
 
     def _parallel(self, module: nn.Module) -> nn.Module:
         if not self.ranks.distributed:
@@ -300,17 +279,17 @@ class Training:
 
     def finish(self, run_dir: Path) -> dict[str, Any]:
         """Restore the best state, measure it, export it, and write ``metrics.json``."""
-        self.trainable.load_state_dict(self.best_state)
+        self.setup.trainable.load_state_dict(self.best_state)
         result = self._measure()
-        model = self.model if self.frozen is None else nn.Sequential(self.frozen, self.trainable)
         files = RunFiles(run_dir)
-        export_model(model, self.pre, self.classes, files.model_dir)
+        export_model(self.setup.whole(), self.setup.pre, self.setup.classes, files.model_dir)
         write_json(files.metrics_file, result)
         return result
 
     def _measure(self) -> dict[str, Any]:
-        logits, labels = evaluate(self.trainable, self.val_source, self.batch_size, self.accel)
-        majority = metrics.majority_rate(labels.tolist(), len(self.classes))
+        classes, trainable = self.setup.classes, self.setup.trainable
+        logits, labels = evaluate(trainable, self.val_source, self.batch_size, self.accel)
+        majority = metrics.majority_rate(labels.tolist(), len(classes))
         last = self.history[-1]
         result: dict[str, Any] = {
             "val_accuracy": last["val_accuracy"],
@@ -318,18 +297,17 @@ class Training:
             "best_epoch": self.best_epoch,
             "epochs_run": len(self.history),
             "majority_rate": majority,
-            "labels": self.classes,
-            **_without_accuracy(metrics.report(logits, labels, self.val_files, self.classes)),
+            "labels": classes,
+            **_without_accuracy(metrics.report(logits, labels, self.val_files, classes)),
             "history": self.history,
             "device": str(self.accel.device),
             "precision": self.accel.precision,
-            "class_weights": None if self.class_weights is None else self.class_weights.tolist(),
+            "class_weights": None if self.setup.class_weights is None else self.setup.class_weights.tolist(),
             "plan": self.plan.to_dict(),
         }
         if self.test_source is not None:
-            test_logits, test_labels = evaluate(self.trainable, self.test_source, self.batch_size, self.accel)
-            test_files = [self._file(s) for s in self.dataset.test]
-            result["test"] = metrics.report(test_logits, test_labels, test_files, self.classes)
+            test_logits, test_labels = evaluate(trainable, self.test_source, self.batch_size, self.accel)
+            result["test"] = metrics.report(test_logits, test_labels, self.test_files, classes)
         if (
             self.plan.case == 4
             and self.plan.weights != "none"
@@ -346,6 +324,11 @@ class Training:
         return result
 
 
+def _file(sample: Sample) -> str:
+    """The name people know the image by: its path inside the upload."""
+    return sample.name or sample.path.name
+
+
 def _head_and_norms(model: nn.Module, groups: list[dict]) -> list[dict]:
     """The head's group and, at the body's rate, the body's BatchNorm weights and biases."""
     head = next(g for g in groups if g["name"] == "head")
@@ -360,12 +343,6 @@ def _head_and_norms(model: nn.Module, groups: list[dict]) -> list[dict]:
     }
     norms = [p for p in body[0]["params"] if id(p) in norm_ids]
     return [head, {**body[0], "name": "body_norms", "params": norms}]
-
-
-def _quicken_batch_norm(model: nn.Module) -> None:
-    for module in model.modules():
-        if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.momentum is not None:
-            module.momentum = max(module.momentum, MIN_BN_MOMENTUM)
 
 
 def _without_accuracy(report: dict[str, Any]) -> dict[str, Any]:

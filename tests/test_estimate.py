@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from core import adapt
+from core import adapt, setup
 from core.estimate import estimate
 from core.loop import Optimisation
 from core.plan import Plan
@@ -66,7 +66,7 @@ def test_frozen_bodies_are_timed_on_full_batches(
         body.register_forward_pre_hook(lambda module, args: sizes.append(len(args[0])))
         return body, head
 
-    monkeypatch.setattr(adapt, "split_frozen", counting_split)
+    monkeypatch.setattr(setup, "split_frozen", counting_split)
     result = estimate(Plan.from_dict({**PLAN, "data": str(one_batch_and_one_image), "case": 1}))
     assert sizes and set(sizes) == {BATCH_SIZE}
     assert result.prepare_s > 0 and result.epoch_s == 0

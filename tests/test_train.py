@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from core import metrics, storage
+from core import metrics, setup, storage
 from core.cli import main
 from core.device import Accelerator, Ranks
 from core.events import read_events
@@ -312,10 +312,10 @@ def case1(home: Path, digits: Path, tmp_path_factory: pytest.TempPathFactory) ->
         seen.exported = model
         return real_export(model, *args)
 
-    real_split, real_export = train.split_frozen, train.export_model
+    real_split, real_export = setup.split_frozen, train.export_model
     out, err = io.StringIO(), io.StringIO()
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(train, "split_frozen", counting_split)
+        patch.setattr(setup, "split_frozen", counting_split)
         patch.setattr(train, "export_model", keeping_export)
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             code = main(
@@ -470,7 +470,6 @@ def test_cases_2_3_and_4_beat_chance_clearly(
     case: int, home: Path, five_digits: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Also: case 3 trains the new head alone for its first epoch (fastai's fine_tune); case 4 does not."""
-    from core import train
 
     models, body, head = [], [], []
 
@@ -487,8 +486,8 @@ def test_cases_2_3_and_4_beat_chance_clearly(
                 parameters["_fc.weight"].detach().float().clone() if "_fc.weight" in parameters else None
             )
 
-    real_build = train.build_model
-    monkeypatch.setattr(train, "build_model", keeping_build)
+    real_build = setup.build_model
+    monkeypatch.setattr(setup, "build_model", keeping_build)
     # Training the whole of EfficientNet's depthwise convolutions is faster in fp32 on CPUs.
     size, lr, precision = (64, 1e-2, "bf16") if case == 2 else (48, 3e-3, "fp32")
     plan = Plan.from_dict(
@@ -546,7 +545,6 @@ def test_googlenet_trains_with_its_auxiliary_heads_weighted_0_3(
 def test_out_of_memory_halves_the_batch_and_the_run_goes_on(
     home: Path, five_digits: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from core import train
 
     class SmallMemory(nn.Module):
         """A head that runs out of memory on training batches of more than 8."""
@@ -560,9 +558,9 @@ def test_out_of_memory_halves_the_batch_and_the_run_goes_on(
                 raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 MiB")
             return self.head(x)
 
-    real_split = train.split_frozen
+    real_split = setup.split_frozen
     monkeypatch.setattr(
-        train, "split_frozen", lambda model: (real_split(model)[0], SmallMemory(real_split(model)[1]))
+        setup, "split_frozen", lambda model: (real_split(model)[0], SmallMemory(real_split(model)[1]))
     )
     events = []
     plan = Plan.from_dict({**LITE0, "data": str(five_digits), "case": 1, "epochs": 1, "batch_size": 32})
