@@ -6,7 +6,7 @@ epoch after that trains the head on the cached features and costs almost nothing
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
@@ -67,10 +67,17 @@ class FeatureSource:
 
 
 @torch.no_grad()
-def embed(body: nn.Module, source: ImageSource, batch_size: int, accel: Accelerator) -> Batch:
+def embed(
+    body: nn.Module,
+    source: ImageSource,
+    batch_size: int,
+    accel: Accelerator,
+    progress: Callable[[int, int], None] | None = None,
+) -> Batch:
     """The body's output for every image of ``source``, in order, and the labels, on the CPU.
 
     Kept in the dtype autocast produced (bf16 halves the cache) until the head reads it.
+    ``progress(done, total)`` hears of each batch.
     """
     body.eval()
     outputs, labels = [], []
@@ -79,6 +86,8 @@ def embed(body: nn.Module, source: ImageSource, batch_size: int, accel: Accelera
         with accel.autocast():
             outputs.append(body(inputs).cpu())
         labels.append(batch_labels.cpu())
+        if progress:
+            progress(int(indices[-1]) + 1, len(source))
     return torch.cat(outputs), torch.cat(labels)
 
 
@@ -88,7 +97,14 @@ def feature_source(
     views: int,
     batch_size: int,
     accel: Accelerator,
+    progress: Callable[[int, int], None] | None = None,
 ) -> FeatureSource:
-    """Run the body once per image and view. An augmenting source gives a new view each pass."""
-    cached = [embed(body, images, batch_size, accel) for _ in range(views)]
+    """Run the body once per image and view. An augmenting source gives a new view each pass;
+    ``progress(done, total)`` counts images over all views."""
+    count = len(images)
+
+    def view_progress(view: int) -> Callable[[int, int], None] | None:
+        return progress and (lambda done, _total: progress(view * count + done, views * count))
+
+    cached = [embed(body, images, batch_size, accel, view_progress(view)) for view in range(views)]
     return FeatureSource([features for features, _ in cached], cached[0][1], accel)

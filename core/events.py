@@ -1,8 +1,11 @@
-"""What a training run reports, as small records, and the JSONL file that carries them.
+"""What a run reports, as small typed records, written to and read back from ``events.jsonl``.
 
-The loop calls ``emit(event)``; the CLI, the app and the tests subscribe. Subscribers get plain
-data, never the trainer. On disk every event is one JSON line with ``type`` and ``time``
-(the run-directory contract in DESIGN.md).
+The training calls ``emit(event)``; the worker, the CLI, the pages and the tests subscribe.
+Subscribers get plain data, never the trainer. On disk every event is one JSON line with
+``type`` and ``time`` (the run-directory contract in DESIGN.md), and reading turns each line back
+into the same dataclass. Reading is tolerant, so that old and future runs stay readable: fields
+this version does not know are dropped, and a type it does not know becomes ``UnknownEvent``.
+``core.progress`` folds the events into what a person watching the run wants to know.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ import json
 import os
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -49,6 +52,26 @@ class DataReady(Event):
 
 
 @dataclass(frozen=True)
+class PhaseStarted(Event):
+    """A run moves on to ``phase``: ``decoding`` images, computing ``features`` (cases 1 and 2),
+    ``training``, ``exporting``."""
+
+    type: ClassVar[str] = "phase"
+    phase: str
+
+
+@dataclass(frozen=True)
+class Progress(Event):
+    """How far the current phase before training has got: ``done`` of ``total`` images."""
+
+    type: ClassVar[str] = "progress"
+    phase: str
+    done: int
+    total: int
+    images_per_s: float
+
+
+@dataclass(frozen=True)
 class BatchEnd(Event):
     type: ClassVar[str] = "batch"
     epoch: int
@@ -73,8 +96,12 @@ class EpochEnd(Event):
 
 @dataclass(frozen=True)
 class RunWarning(Event):
+    """Something the user should know; ``suggest`` names a remedy the app can offer as a button
+    (``from_scratch``: case 4's fallback, a rerun with random weights)."""
+
     type: ClassVar[str] = "warning"
     message: str
+    suggest: str | None = None
 
 
 @dataclass(frozen=True)
@@ -89,7 +116,44 @@ class RunDone(Event):
     best_val_accuracy: float
 
 
+@dataclass(frozen=True)
+class UnknownEvent(Event):
+    """A line of a type this version does not know (written by a newer one): kept, not understood."""
+
+    type: ClassVar[str] = "unknown"
+    name: str
+    data: dict[str, Any]
+
+
+EVENT_TYPES: dict[str, type[Event]] = {
+    kind.type: kind
+    for kind in (
+        StatusChanged,
+        DataReady,
+        PhaseStarted,
+        Progress,
+        BatchEnd,
+        EpochEnd,
+        RunWarning,
+        RunFailed,
+        RunDone,
+    )
+}
+
 Emit = Callable[[Event], None]
+
+
+def parse_event(data: dict[str, Any]) -> Event:
+    """The event a JSON line holds: its own dataclass, extra fields dropped; ``UnknownEvent``
+    for a type this version does not know, or one missing a field it needs."""
+    kind = EVENT_TYPES.get(data.get("type", ""))
+    if kind is not None:
+        known = {f.name for f in fields(kind)}
+        try:
+            return kind(**{key: value for key, value in data.items() if key in known})
+        except TypeError:
+            pass
+    return UnknownEvent(name=str(data.get("type")), data=data, time=float(data.get("time") or 0.0))
 
 
 def paced(emit: Emit) -> Emit:
@@ -136,10 +200,10 @@ class EventReader:
         self.path = Path(run_dir) / EVENTS_FILE
         self._offset = 0
 
-    def new_events(self) -> list[dict[str, Any]]:
+    def new_events(self) -> list[Event]:
         return list(self._read())
 
-    def _read(self) -> Iterator[dict[str, Any]]:
+    def _read(self) -> Iterator[Event]:
         try:
             with open(self.path, "rb") as f:
                 f.seek(self._offset)
@@ -150,9 +214,20 @@ class EventReader:
         self._offset += end
         for line in chunk[:end].splitlines():
             if line.strip():
-                yield json.loads(line)
+                yield _parsed_line(line)
 
 
-def read_events(run_dir: Path) -> list[dict[str, Any]]:
+def _parsed_line(line: bytes) -> Event:
+    """One line's event; a damaged line (a disk that filled mid-write) is an unknown event."""
+    try:
+        data = json.loads(line)
+    except ValueError:
+        data = None
+    if not isinstance(data, dict):
+        return UnknownEvent(name="", data={"line": line[:200].decode(errors="replace")}, time=0.0)
+    return parse_event(data)
+
+
+def read_events(run_dir: Path) -> list[Event]:
     """All complete events of a run, oldest first."""
     return EventReader(run_dir).new_events()

@@ -8,9 +8,12 @@ weights, and how images become batches. Training (``core.train``) and the estima
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import torch
 from torch import nn
@@ -18,9 +21,11 @@ from torch import nn
 from core import metrics
 from core.adapt import build_model, split_frozen
 from core.backbones import Backbone, resolve
-from core.batches import ImageSource
+from core.batches import ImageSource, feature_source
 from core.data import Dataset, ImageCache, Sample
 from core.device import Accelerator, Ranks
+from core.events import Emit, PhaseStarted, Progress
+from core.loop import BatchSource, shard
 from core.plan import Plan
 from core.preprocess import Preprocess
 
@@ -28,6 +33,8 @@ from core.preprocess import Preprocess
 # statistics by 1 % a step; fine-tuned on a new data set they would still describe ImageNet
 # after hundreds of steps, and evaluation would normalise with the wrong numbers.
 MIN_BN_MOMENTUM = 0.1
+PROGRESS_INTERVAL_S = 0.25  # at most four progress events a second, and each phase's last
+T = TypeVar("T")
 
 
 @dataclass
@@ -46,19 +53,96 @@ class Setup:
     ranks: Ranks
     cache_dir: Path | None  # where large image caches are memory-mapped
 
-    def images(self, samples: Sequence[Sample], *, train: bool) -> ImageSource:
+    def images(
+        self, samples: Sequence[Sample], *, train: bool, progress: Callable[[int, int], None] | None = None
+    ) -> ImageSource:
         """Model inputs for ``samples``, decoded once into a uint8 cache, augmented on the device
-        when training (each rank with its own seed)."""
+        when training (each rank with its own seed); ``progress(done, total)`` hears of each image."""
         cache = ImageCache(
-            samples, self.pre.resize, interpolation=self.pre.interpolation, cache_dir=self.cache_dir
+            samples,
+            self.pre.resize,
+            interpolation=self.pre.interpolation,
+            cache_dir=self.cache_dir,
+            progress=progress,
         )
         augment = self.plan.augment if train else "none"
         seed = self.plan.seed * 1000 + self.ranks.rank
         return ImageSource(cache, self.pre, self.accel, train=train, augment=augment, seed=seed)
 
+    def sources(
+        self, dataset: Dataset, emit: Emit, retry_on_oom: Callable[[Callable[[int], T]], T]
+    ) -> Sources:
+        """This rank's training batches and (rank 0 only) the validation and test ones.
+
+        Every image is decoded once into a uint8 cache; then a frozen body embeds each image once
+        (once per augmented view in training), so that epochs train the head on cached features.
+        Trained bodies see the decoded images each epoch. Both passes report their progress.
+        """
+        main = self.ranks.is_main  # only rank 0 evaluates
+        splits = {
+            "train": [dataset.train[i] for i in shard(len(dataset.train), self.ranks, self.plan.seed)],
+            "val": dataset.val if main else [],
+            "test": dataset.test if main else [],
+        }
+        decoding = _Meter(emit, "decoding", sum(map(len, splits.values())))
+        sources: dict[str, BatchSource] = {
+            name: self.images(samples, train=name == "train", progress=decoding.part())
+            for name, samples in splits.items()
+            if samples
+        }
+        if self.frozen is not None:
+            views = self.plan.feature_views if self.plan.augment != "none" else 1
+            total = sum(map(len, sources.values())) + (views - 1) * len(sources["train"])
+            features = _Meter(emit, "features", total)
+            sources = {
+                name: retry_on_oom(
+                    functools.partial(
+                        feature_source, self.frozen, images, views if name == "train" else 1,
+                        accel=self.accel, progress=features.part(),
+                    )
+                )
+                for name, images in sources.items()
+            }  # fmt: skip
+        return Sources(sources["train"], sources.get("val"), sources.get("test"))
+
     def whole(self) -> nn.Module:
         """The model as one module again: what is exported."""
         return self.model if self.frozen is None else nn.Sequential(self.frozen, self.trainable)
+
+
+@dataclass(frozen=True)
+class Sources:
+    """Where each split's batches come from: cached features (cases 1, 2) or decoded images."""
+
+    train: BatchSource
+    val: BatchSource | None  # rank 0 alone evaluates
+    test: BatchSource | None  # when the data has a test/ split
+
+
+class _Meter:
+    """Counts one phase's images over several parts (the splits) and reports them as ``Progress``
+    at most four times a second, and once more when the phase is complete."""
+
+    def __init__(self, emit: Emit, phase: str, total: int) -> None:
+        self.emit, self.phase, self.total = emit, phase, total
+        self.done_before, self.started, self.last = 0, time.perf_counter(), 0.0
+        emit(PhaseStarted(phase=phase))
+
+    def part(self) -> Callable[[int, int], None]:
+        """A ``progress(done, total)`` callback for the next part."""
+        offset: list[int] = []
+
+        def report(done: int, total: int) -> None:
+            if not offset:
+                offset.append(self.done_before)
+                self.done_before += total
+            count, now = offset[0] + done, time.perf_counter()
+            if count == self.total or now - self.last >= PROGRESS_INTERVAL_S:
+                self.last = now
+                rate = count / max(now - self.started, 1e-9)
+                self.emit(Progress(phase=self.phase, done=count, total=self.total, images_per_s=rate))
+
+        return report
 
 
 def build(plan: Plan, dataset: Dataset, accel: Accelerator, ranks: Ranks | None = None) -> Setup:

@@ -26,11 +26,19 @@ from torch.nn.parallel import DistributedDataParallel
 
 from core import metrics, setup
 from core.adapt import aux_weight, param_groups
-from core.batches import FeatureSource, feature_source
 from core.data import Dataset, Sample, ingest
 from core.device import Accelerator, Ranks, accelerator, ranks_from_env
 from core.errors import TransferLabError
-from core.events import BatchEnd, DataReady, Emit, EpochEnd, Event, RunDone, RunWarning
+from core.events import (
+    BatchEnd,
+    DataReady,
+    Emit,
+    EpochEnd,
+    Event,
+    PhaseStarted,
+    RunDone,
+    RunWarning,
+)
 from core.export import export_model
 from core.loop import (
     Diverged,
@@ -39,7 +47,6 @@ from core.loop import (
     evaluate,
     halve_batch_on_oom,
     lr_at,
-    shard,
     train_one_epoch,
 )
 from core.plan import Plan
@@ -52,13 +59,6 @@ SUCCESS_MARGIN = 0.05
 # A tie in validation accuracy counts as progress only if the loss falls by at least this much.
 LOSS_MIN_DELTA = 1e-4
 BATCH_EVENT_INTERVAL_S = 0.25  # at most four progress lines a second, and every epoch's last
-
-
-@dataclass(frozen=True)
-class FromScratchSuggested(RunWarning):
-    """A warning that carries the remedy, machine-readable, for the app's button and the CLI."""
-
-    suggest: str = "from_scratch"
 
 
 class TrainingError(TransferLabError, RuntimeError):
@@ -122,30 +122,17 @@ class Training:
         self.best_accuracy, self.best_loss, self.best_epoch = -1.0, float("inf"), -1
         self.val_files = [_file(s) for s in dataset.val]
         self.test_files = [_file(s) for s in dataset.test]
-        self._build_sources(dataset)
-        self.best_state = copy.deepcopy(self.setup.trainable.state_dict())
-
-    def _build_sources(self, dataset: Dataset) -> None:
-        """Frozen bodies embed every image once; trained bodies see decoded images each epoch."""
         if not dataset.val:
             raise TrainingError("the validation split is empty: add images or raise val_fraction")
-        own = [dataset.train[i] for i in shard(len(dataset.train), self.ranks, self.plan.seed)]
-        source = self.setup.images if self.plan.trains_body else self._embedded
-        self.train_source = source(own, train=True)
-        main = self.ranks.is_main  # only rank 0 evaluates
-        self.val_source = source(dataset.val, train=False) if main else None
-        self.test_source = source(dataset.test, train=False) if main and dataset.test else None
-
-    def _embedded(self, samples: list[Sample], *, train: bool) -> FeatureSource:
-        images = self.setup.images(samples, train=train)
-        views = self.plan.feature_views if train and self.plan.augment != "none" else 1
-        body = self.setup.frozen
-        return self._retry_on_oom(lambda size: feature_source(body, images, views, size, self.accel))
+        sources = setup.sources(dataset, emit, self._retry_on_oom)
+        self.train_source, self.val_source, self.test_source = sources.train, sources.val, sources.test
+        self.best_state = copy.deepcopy(self.setup.trainable.state_dict())
 
     # -- the epochs ------------------------------------------------------------------------------
 
     def train(self) -> None:
         """Every stage's epochs, each followed by validation, until the last or an early stop."""
+        self.emit(PhaseStarted(phase="training"))
         for stage in stages(self.plan):
             opt = self._optimisation(stage)
             for epoch in stage.epochs:
@@ -271,9 +258,9 @@ class Training:
         result, self.batch_size = halve_batch_on_oom(work, self.batch_size, self._warn, self.accel.device)
         return result
 
-    def _warn(self, message: str, event: type[RunWarning] = RunWarning) -> None:
+    def _warn(self, message: str, suggest: str | None = None) -> None:
         self.warnings.append(message)
-        self.emit(event(message=message))
+        self.emit(RunWarning(message=message, suggest=suggest))
 
     # -- the result ------------------------------------------------------------------------------
 
@@ -282,6 +269,7 @@ class Training:
         self.setup.trainable.load_state_dict(self.best_state)
         result = self._measure()
         files = RunFiles(run_dir)
+        self.emit(PhaseStarted(phase="exporting"))
         export_model(self.setup.whole(), self.setup.pre, self.setup.classes, files.model_dir)
         write_json(files.metrics_file, result)
         return result
@@ -317,7 +305,7 @@ class Training:
                 f"case 4 from pre-trained weights did not clearly beat always answering the most common "
                 f"class ({self.best_accuracy:.0%} vs {majority:.0%}): the course's fallback is to train "
                 f"from scratch (weights 'none')",
-                FromScratchSuggested,
+                suggest="from_scratch",
             )
             result["suggest"] = "from_scratch"
         result["warnings"] = self.warnings

@@ -7,18 +7,20 @@ The page never talks to the worker: it reads ``status.json`` and the new lines o
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import plotly.graph_objects as go
 import streamlit as st
 
 from core import jobs
-from core.events import EventReader
+from core.events import EpochEnd, EventReader
 from core.jobs import Run, RunState
+from core.progress import RunProgress, duration
 from pages._common import escape
 
 POLL_SECONDS = 1.0
+PHASE_LABELS = {"decoding": "Decoding images", "features": "Computing features"}
 # How often the live view asks whether the run's worker still lives (jobs.reconcile): often enough
 # that a killed worker shows as failed within two seconds, rarely enough to cost nothing.
 RECONCILE_SECONDS = 2.0
@@ -33,26 +35,16 @@ STATE_ICONS = {
 
 
 @dataclass
-class RunView:
-    """What the page has learnt of a run so far, folded from its events."""
+class LiveRun:
+    """What the page has learnt of a run so far: the events read, folded into its progress."""
 
     reader: EventReader
-    epochs: list[dict[str, Any]] = field(default_factory=list)
-    last_batch: dict[str, Any] | None = None
-    warnings: list[str] = field(default_factory=list)
-    errors: list[str] = field(default_factory=list)
+    progress: RunProgress
 
-    def update(self) -> None:
+    def update(self) -> RunProgress:
         for event in self.reader.new_events():
-            kind = event["type"]
-            if kind == "batch":
-                self.last_batch = event
-            elif kind == "epoch":
-                self.epochs.append(event)
-            elif kind == "warning":
-                self.warnings.append(event["message"])
-            elif kind == "error":
-                self.errors.append(event["message"])
+            self.progress.update(event)
+        return self.progress
 
 
 def show_run(run_id: str) -> None:
@@ -86,16 +78,16 @@ def _settled_status(run_id: str) -> dict[str, Any]:
     return jobs.reconcile(run_id)
 
 
-def _view(run_id: str) -> RunView:
+def _view(run_id: str) -> RunProgress:
     views = st.session_state.setdefault("run_views", {})
     if run_id not in views:
-        views[run_id] = RunView(EventReader(Run.open(run_id).directory))
-    view = views[run_id]
-    view.update()
-    return view
+        run = Run.open(run_id)
+        total = run.plan_fields().get("epochs")
+        views[run_id] = LiveRun(EventReader(run.directory), RunProgress(total_epochs=total))
+    return views[run_id].update()
 
 
-def _render(run_id: str, view: RunView, status: dict[str, Any]) -> None:
+def _render(run_id: str, view: RunProgress, status: dict[str, Any]) -> None:
     state = status["state"]
     with st.container(border=True, key="run_status"):
         st.subheader(f"Run {run_id}")
@@ -103,12 +95,13 @@ def _render(run_id: str, view: RunView, status: dict[str, Any]) -> None:
         if state == "queued" and status.get("queue_position"):
             line = f"**queued**: place {status['queue_position']} in the queue"
         st.markdown(f"{STATE_ICONS.get(state, '')} {line}")
-        _progress(view, state)
+        if state == "running":
+            _progress(view)
         if state in ("queued", "running") and st.button("Cancel", key="cancel", icon=":material/stop:"):
             jobs.cancel(run_id)
             st.rerun()
-    for message in view.warnings:
-        st.warning(escape(message), icon=":material/warning:")
+    for warning in view.warnings:
+        st.warning(escape(warning.message), icon=":material/warning:")
     for message in view.errors:
         st.error(escape(message), icon=":material/error:")
     if view.epochs:
@@ -125,48 +118,43 @@ def _render(run_id: str, view: RunView, status: dict[str, Any]) -> None:
         )
 
 
-def _progress(view: RunView, state: str) -> None:
-    batch, epochs = view.last_batch, view.epochs
-    if batch is None:
-        if state == "running":
-            st.caption("Preparing: reading images and building the network...")
+def _progress(view: RunProgress) -> None:
+    """The phase under way, as a bar with done / total, rate and time left."""
+    eta = duration(view.eta_s(time.time()))
+    if view.phase in PHASE_LABELS and view.current is not None:
+        step = view.current
+        st.progress(
+            step.done / max(step.total, 1),
+            text=f"{PHASE_LABELS[view.phase]}: {step.done:,} of {step.total:,} images "
+            f"· {step.images_per_s:,.0f} images/s · {eta} left",
+        )
         return
-    total_epochs = epochs[-1]["epochs"] if epochs else None
-    epoch_fraction = batch["step"] / max(batch["steps"], 1)
-    st.progress(
-        min(epoch_fraction, 1.0), text=f"Epoch {batch['epoch']} · step {batch['step']} of {batch['steps']}"
-    )
-    if total_epochs:
-        done = len(epochs)
-        st.progress(done / total_epochs, text=f"{done} of {total_epochs} epochs")
+    if view.phase == "exporting":
+        st.caption("Exporting the model...")
+        return
+    batch = view.batch
+    if view.phase != "training" or batch is None:
+        st.caption("Preparing: reading the data and building the network...")
+        return
+    st.progress(view.epoch_fraction, text=f"Epoch {batch.epoch} · step {batch.step} of {batch.steps}")
+    if view.total_epochs:
+        done = len(view.epochs)
+        st.progress(done / view.total_epochs, text=f"{done} of {view.total_epochs} epochs")
     columns = st.columns(3)
-    columns[0].metric("Images / s", f"{batch['images_per_s']:.1f}")
-    columns[1].metric("Loss", f"{batch['loss']:.3f}")
-    columns[2].metric("ETA", _eta(view, state))
+    columns[0].metric("Images / s", f"{batch.images_per_s:.1f}")
+    columns[1].metric("Loss", f"{batch.loss:.3f}")
+    columns[2].metric("ETA", eta)
 
 
-def _eta(view: RunView, state: str) -> str:
-    if state != "running" or not view.epochs:
-        return "-"
-    seconds = [e["seconds"] for e in view.epochs]
-    remaining = view.epochs[-1]["epochs"] - len(view.epochs)
-    # Later epochs are the better guide: the first one also decodes images and caches features.
-    per_epoch = sum(seconds[-3:]) / len(seconds[-3:])
-    left = max(0.0, remaining * per_epoch - (time.time() - view.epochs[-1]["time"]))
-    return f"{left / 60:.0f} min" if left >= 90 else f"{left:.0f} s"
-
-
-def _curves(epochs: list[dict[str, Any]]) -> go.Figure:
-    x = [e["epoch"] for e in epochs]
+def _curves(epochs: list[EpochEnd]) -> go.Figure:
+    x = [e.epoch for e in epochs]
     fig = go.Figure()
-    fig.add_trace(
-        go.Scatter(x=x, y=[e["train_loss"] for e in epochs], name="train loss", mode="lines+markers")
-    )
-    fig.add_trace(go.Scatter(x=x, y=[e["val_loss"] for e in epochs], name="val loss", mode="lines+markers"))
+    fig.add_trace(go.Scatter(x=x, y=[e.train_loss for e in epochs], name="train loss", mode="lines+markers"))
+    fig.add_trace(go.Scatter(x=x, y=[e.val_loss for e in epochs], name="val loss", mode="lines+markers"))
     fig.add_trace(
         go.Scatter(
             x=x,
-            y=[e["train_accuracy"] for e in epochs],
+            y=[e.train_accuracy for e in epochs],
             name="train accuracy",
             mode="lines+markers",
             yaxis="y2",
@@ -176,7 +164,7 @@ def _curves(epochs: list[dict[str, Any]]) -> go.Figure:
     fig.add_trace(
         go.Scatter(
             x=x,
-            y=[e["val_accuracy"] for e in epochs],
+            y=[e.val_accuracy for e in epochs],
             name="val accuracy",
             mode="lines+markers",
             yaxis="y2",

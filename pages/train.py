@@ -8,14 +8,10 @@ import streamlit as st
 
 from core import jobs
 from core.estimate import estimate_in_subprocess
+from core.progress import duration
 from pages import _live, _plan_form
 from pages._common import escape
 from pages._data import choose_dataset, show_report
-
-
-def _duration(seconds: float) -> str:
-    return f"{seconds / 60:.1f} min" if seconds >= 90 else f"{seconds:.0f} s"
-
 
 st.title("Train")
 
@@ -43,9 +39,9 @@ if estimate_col.button(
         try:
             guess = estimate_in_subprocess(plan.to_dict())
             estimate_col.info(
-                f"About {_duration(guess.prepare_s)} to prepare (decode images"
-                f"{', compute features' if plan.case <= 2 else ''}), then {_duration(guess.epoch_s)} "
-                f"per epoch on {guess.device} ({guess.precision}): {_duration(guess.prepare_s + guess.epoch_s * plan.epochs)} in all.",
+                f"About {duration(guess.prepare_s)} to prepare (decode images"
+                f"{', compute features' if plan.case <= 2 else ''}), then {duration(guess.epoch_s)} "
+                f"per epoch on {guess.device} ({guess.precision}): {duration(guess.prepare_s + guess.epoch_s * plan.epochs)} in all.",
                 icon=":material/timer:",
             )
         except (RuntimeError, subprocess.TimeoutExpired) as exc:

@@ -86,8 +86,8 @@ def test_two_processes_share_each_epoch_and_rank_0_alone_writes(tmp_path: Path, 
     assert seen[1]["writes"] == []
 
     events = read_events(run_dir)
-    assert [e["epoch"] for e in events if e["type"] == "epoch"] == [1, 2]  # one stream, not two
-    assert [e["type"] for e in events].count("done") == 1
+    assert [e.epoch for e in events if e.type == "epoch"] == [1, 2]  # one stream, not two
+    assert [e.type for e in events].count("done") == 1
     assert (run_dir / "model" / "model.pt2").is_file()
     two = json.loads((run_dir / "metrics.json").read_text())["best_val_accuracy"]
 
@@ -105,7 +105,7 @@ def test_two_processes_share_each_epoch_and_rank_0_alone_writes(tmp_path: Path, 
 
 def _one_rank(run_dir: Path, log_dir: Path, plan_json: str) -> None:
     """One torchrun rank: train, noting the samples seen, and (rank 1) refusing run-dir writes."""
-    from core import train
+    from core import setup, train
     from core.device import ranks_from_env
     from core.events import EventLog
     from core.plan import Plan
@@ -125,8 +125,8 @@ def _one_rank(run_dir: Path, log_dir: Path, plan_json: str) -> None:
         record["epochs"][epoch] = [shares[0][i] for b in batches for i in b.tolist()]
         return batches
 
-    real_shard, real_batches = train.shard, train.epoch_batches
-    train.shard, train.epoch_batches = shard, epoch_batches
+    real_shard, real_batches = setup.shard, train.epoch_batches
+    setup.shard, train.epoch_batches = shard, epoch_batches
     if not ranks.is_main:
         _forbid_writes_under(run_dir, record["writes"])
     try:

@@ -78,7 +78,7 @@ def process_gone(pid: int) -> bool:
 
 
 def event_types(run_id: str) -> list[str]:
-    return [e["type"] if e["type"] != "status" else e["state"] for e in read_events(run_dir(run_id))]
+    return [e.type if e.type != "status" else e.state for e in read_events(run_dir(run_id))]
 
 
 def test_a_run_trains_in_its_worker_and_ends_done(home: Path) -> None:
@@ -101,8 +101,8 @@ def test_a_failing_run_records_a_one_line_message_and_the_traceback(home: Path) 
     assert final["message"] == "ValueError: learning rate 'fast' is not a number; expected a float"
     log = (run_dir(run_id) / "worker.log").read_text()
     assert "Traceback" in log and "helpers_jobs.py" in log
-    errors = [e for e in read_events(run_dir(run_id)) if e["type"] == "error"]
-    assert [e["message"] for e in errors] == [final["message"]]
+    errors = [e for e in read_events(run_dir(run_id)) if e.type == "error"]
+    assert [e.message for e in errors] == [final["message"]]
 
 
 def test_the_error_is_in_the_events_by_the_time_the_status_says_failed(
@@ -115,7 +115,7 @@ def test_the_error_is_in_the_events_by_the_time_the_status_says_failed(
     def write_and_look(path: Path, data: Any) -> None:
         write_json(path, data)
         if path.name == "status.json" and data["state"] == "failed":
-            events_when_failed.append([e["type"] for e in read_events(directory)])
+            events_when_failed.append([e.type for e in read_events(directory)])
 
     monkeypatch.setattr(run_module, "write_json", write_and_look)
     with StatusKeeper.take(Run(directory)) as keeper:

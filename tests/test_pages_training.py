@@ -151,7 +151,7 @@ def test_case_four_that_failed_offers_a_from_scratch_rerun(trained: str, lab_hom
 def test_a_running_run_shows_progress_and_cancels() -> None:
     run = jobs.submit({}, target="tests.helpers_jobs:forever")
     try:
-        wait_until(lambda: any(e["type"] == "batch" for e in read_events(runs_dir() / run)))
+        wait_until(lambda: any(e.type == "batch" for e in read_events(runs_dir() / run)))
         at = open_page("pages/train.py", run=run)
         assert any("**running**" in m.value for m in at.markdown)
         assert "Epoch 1" in at.get("progress")[0].proto.text

@@ -49,10 +49,10 @@ def test_an_old_run_lists_as_done_with_its_summary(stored: str) -> None:
 
 def test_an_old_runs_events_read_back_with_the_suggestion(stored: str, lab_home: Path) -> None:
     events = read_events(lab_home / "runs" / stored)
-    epochs = [e for e in events if e["type"] == "epoch"]
-    assert [e["epoch"] for e in epochs] == [1, 2]
-    [warning] = [e for e in events if e["type"] == "warning"]
-    assert warning["suggest"] == "from_scratch"
+    epochs = [e for e in events if e.type == "epoch"]
+    assert [e.epoch for e in epochs] == [1, 2]
+    [warning] = [e for e in events if e.type == "warning"]
+    assert warning.suggest == "from_scratch"
 
 
 def test_an_old_run_shows_its_progress_and_result(stored: str) -> None:

@@ -381,10 +381,10 @@ def test_the_run_directory_is_complete(case1: SimpleNamespace) -> None:
 
 def test_the_run_record_says_what_produced_the_run(case1: SimpleNamespace) -> None:
     record = json.loads((case1.run_dir / "run.json").read_text())
-    ready = next(e for e in case1.events if e["type"] == "data")
+    ready = next(e for e in case1.events if e.type == "data")
     facts = record["provenance"]
     assert record["owner"] == "local" and record["backend"] == "local"
-    assert facts["dataset_sha256"] == ready["sha256"] and len(ready["sha256"]) == 64
+    assert facts["dataset_sha256"] == ready.sha256 and len(ready.sha256) == 64
     assert facts["torch"] == torch.__version__.split("+")[0] or facts["torch"] == torch.__version__
     assert facts["seed"] == 0 and facts["app_version"].startswith("0.1.0") and facts["host"]
 
@@ -410,11 +410,11 @@ def test_metrics_describe_the_kept_model(case1: SimpleNamespace) -> None:
 
 def test_events_stream_batches_epochs_and_done(case1: SimpleNamespace) -> None:
     events = case1.events
-    batches = [e for e in events if e["type"] == "batch"]
-    assert batches and all(e["steps"] == 13 and e["loss"] > 0 and e["images_per_s"] > 0 for e in batches)
-    epochs = [e for e in events if e["type"] == "epoch"]
-    assert [e["epoch"] for e in epochs] == [1, 2, 3] and all(e["epochs"] == 3 for e in epochs)
-    assert set(epochs[0]) >= {
+    batches = [e for e in events if e.type == "batch"]
+    assert batches and all(e.steps == 13 and e.loss > 0 and e.images_per_s > 0 for e in batches)
+    epochs = [e for e in events if e.type == "epoch"]
+    assert [e.epoch for e in epochs] == [1, 2, 3] and all(e.epochs == 3 for e in epochs)
+    assert set(epochs[0].to_dict()) >= {
         "train_loss",
         "train_accuracy",
         "val_loss",
@@ -424,8 +424,18 @@ def test_events_stream_batches_epochs_and_done(case1: SimpleNamespace) -> None:
         "time",
     }
     done, status = events[-2:]
-    assert done == {**done, "type": "done", "best_val_accuracy": case1.metrics["best_val_accuracy"]}
-    assert status == {**status, "type": "status", "state": "done"}
+    assert done.type == "done" and done.best_val_accuracy == case1.metrics["best_val_accuracy"]
+    assert status.type == "status" and status.state == "done"
+
+
+def test_progress_is_reported_before_the_first_epoch(case1: SimpleNamespace) -> None:
+    phases = [e.phase for e in case1.events if e.type == "phase"]
+    assert phases == ["decoding", "features", "training", "exporting"]
+    progress = [e for e in case1.events if e.type == "progress"]
+    for phase in ("decoding", "features"):
+        counts = [e.done for e in progress if e.phase == phase]
+        assert counts == sorted(counts) and counts[-1] == 500  # 400 training and 100 validation images
+    assert all(e.images_per_s > 0 for e in progress)
 
 
 def test_the_cli_prints_plain_lines_off_a_terminal(case1: SimpleNamespace) -> None:
@@ -588,7 +598,7 @@ def test_a_diverging_run_fails_saying_where_and_what_to_change(
     assert str(error.value) == (
         "training diverged at epoch 1, step 3 (loss is nan): lower the learning rate (now 0.01)"
     )
-    assert [e["step"] for e in read_events(tmp_path / "run") if e["type"] == "batch"] in ([1], [1, 2])
+    assert [e.step for e in read_events(tmp_path / "run") if e.type == "batch"] in ([1], [1, 2])
 
 
 def noise_folder(root: Path, counts: dict[str, int], size: int = 24) -> Path:
@@ -623,11 +633,9 @@ def test_case_4_that_fails_from_pre_trained_weights_suggests_training_from_scrat
     )
     result = fit(plan, tmp_path / "run", events.append)
     assert result["suggest"] == "from_scratch"
-    [warning] = [e.to_dict() for e in events if e.type == "warning"]
-    assert (
-        warning["suggest"] == "from_scratch" and "train from scratch (weights 'none')" in warning["message"]
-    )
-    assert result["warnings"] == [warning["message"]]
+    [warning] = [e for e in events if e.type == "warning"]
+    assert warning.suggest == "from_scratch" and "train from scratch (weights 'none')" in warning.message
+    assert result["warnings"] == [warning.message]
 
 
 @pytest.fixture(scope="module")
@@ -713,7 +721,8 @@ def test_run_trains_the_plan_in_the_run_directory(
     events = []
     result = train.run(tmp_path, events.append)
     assert json.loads((tmp_path / "metrics.json").read_text()) == result
-    assert [e.type for e in events][-2:] == ["epoch", "done"]
+    assert [e.type for e in events][-3:] == ["epoch", "phase", "done"]
+    assert events[-2].phase == "exporting"  # the export says so before it starts
 
 
 def test_run_refuses_a_directory_without_a_plan(tmp_path: Path) -> None:
@@ -784,7 +793,7 @@ def test_a_command_line_run_is_listed_with_the_app_s_runs(
     assert row["started"] <= row["finished"] and row["message"] == ""
     metrics_ = json.loads((storage.runs_dir() / row["run_id"] / "metrics.json").read_text())
     assert row["best_val_accuracy"] == metrics_["best_val_accuracy"] > 0.2  # chance: 0.2
-    assert [e["state"] for e in read_events(storage.runs_dir() / row["run_id"]) if e["type"] == "status"] == [
+    assert [e.state for e in read_events(storage.runs_dir() / row["run_id"]) if e.type == "status"] == [
         "running",
         "done",
     ]
@@ -801,21 +810,22 @@ def test_train_command_records_a_failed_run(capsys: pytest.CaptureFixture[str], 
     assert row["state"] == "failed" and error.strip().endswith(row["message"])
     assert row["message"].startswith("only one class ('7')")
     events = read_events(storage.runs_dir() / row["run_id"])
-    assert [e["type"] for e in events][-2:] == ["error", "status"]
+    assert [e.type for e in events][-2:] == ["error", "status"]
 
 
 def test_progress_draws_a_bar_on_a_terminal() -> None:
-    from core.cli.train import _Progress
-    from core.events import BatchEnd, EpochEnd
+    from core.cli.display import RunDisplay
+    from core.events import BatchEnd, EpochEnd, Progress
 
     class Terminal(io.StringIO):
         def isatty(self) -> bool:
             return True
 
     screen = Terminal()
-    progress = _Progress(screen)
-    progress(BatchEnd(epoch=1, step=5, steps=10, loss=0.5, images_per_s=120.0))
-    progress(
+    display = RunDisplay(screen)
+    display(Progress(phase="features", done=50, total=200, images_per_s=25.0))
+    display(BatchEnd(epoch=1, step=5, steps=10, loss=0.5, images_per_s=120.0))
+    display(
         EpochEnd(
             epoch=1,
             epochs=2,
@@ -827,6 +837,10 @@ def test_progress_draws_a_bar_on_a_terminal() -> None:
             seconds=2.0,
         )
     )
+    display.close()
     drawn = screen.getvalue()
-    assert drawn.startswith("\repoch 1 [" + "#" * 12 + "-" * 12 + "] 5/10 loss 0.500 120 img/s")
-    assert "\r\033[Kepoch 1/2: train loss 0.500 acc 80.0% | val loss 0.600 acc 75.0%" in drawn
+    assert "computing features" in drawn and "50/200" in drawn  # before the first epoch, too
+    assert "epoch 1:" in drawn and "5/10" in drawn and "loss=0.500" in drawn
+    assert "\repoch 1/2: train loss 0.500 acc 80.0% | val loss 0.600 acc 75.0%" in drawn or (
+        "\nepoch 1/2: train loss 0.500 acc 80.0% | val loss 0.600 acc 75.0%" in drawn
+    )

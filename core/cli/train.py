@@ -16,15 +16,15 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from core.cli.display import RunDisplay
     from core.events import Emit, Event
     from core.plan import Plan
     from core.run import Run, StatusKeeper
 
 HELP = "train a model on a zip or folder of images and write a complete run directory"
-BAR_WIDTH = 24
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -59,6 +59,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from core.cli import CliError
+    from core.cli.display import RunDisplay
     from core.device import ranks_from_env
     from core.errors import one_line
     from core.plan import Plan
@@ -85,11 +86,14 @@ def run(args: argparse.Namespace) -> int:
     run = _run_folder(args.out)
     if ranks.is_main:
         _start(run, plan)
+    display = RunDisplay(sys.stderr)
     try:
         with _kept(run) if ranks.is_main else contextlib.nullcontext() as keeper:
-            result = fit(plan, run.directory, _emit(run, keeper))  # on ranks other than 0, fit emits nothing
+            result = fit(plan, run.directory, _emit(run, keeper, display))  # ranks other than 0 emit nothing
     except Exception as exc:  # a failed run: one line for people, the status for the app
         raise CliError(f"training failed: {one_line(exc)}") from exc
+    finally:
+        display.close()
     if not ranks.is_main:
         return 0
     if args.json:
@@ -149,50 +153,19 @@ def _kept(run: Run) -> Iterator[StatusKeeper]:
             yield keeper
 
 
-def _emit(run: Run, keeper: StatusKeeper | None) -> Emit:
+def _emit(run: Run, keeper: StatusKeeper | None, display: RunDisplay) -> Emit:
     """Events to ``events.jsonl``, the terminal and the run record (rank 0 alone has a keeper)."""
     from core.events import EventLog, paced
 
-    log, progress = EventLog(run.directory), _Progress(sys.stderr)
+    log = EventLog(run.directory)
 
     def emit(event: Event) -> None:
         log(event)
-        progress(event)
+        display(event)
         if keeper is not None:
             keeper.observe(event)
 
     return paced(emit)
-
-
-class _Progress:
-    """Draws events: a live bar on a terminal, one line per epoch and warning everywhere."""
-
-    def __init__(self, stream: TextIO) -> None:
-        self.stream = stream
-        self.live = stream.isatty()
-
-    def __call__(self, event: object) -> None:
-        kind = getattr(event, "type", "")
-        if kind == "batch" and self.live:
-            filled = round(BAR_WIDTH * event.step / event.steps)
-            bar = "#" * filled + "-" * (BAR_WIDTH - filled)
-            self.stream.write(
-                f"\repoch {event.epoch} [{bar}] {event.step}/{event.steps} "
-                f"loss {event.loss:.3f} {event.images_per_s:.0f} img/s "
-            )
-        elif kind == "epoch":
-            self._line(
-                f"epoch {event.epoch}/{event.epochs}: train loss {event.train_loss:.3f} "
-                f"acc {event.train_accuracy:.1%} | val loss {event.val_loss:.3f} acc {event.val_accuracy:.1%} "
-                f"| lr {event.lr:.2g} | {event.seconds:.1f} s"
-            )
-        elif kind == "warning":
-            self._line(f"warning: {event.message}")
-        self.stream.flush()
-
-    def _line(self, text: str) -> None:
-        clear = "\r\033[K" if self.live else ""
-        self.stream.write(f"{clear}{text}\n")
 
 
 def _summary(result: dict, out: Path, args: argparse.Namespace) -> None:
