@@ -55,7 +55,6 @@ LOCK_PATIENCE_S = 0.5
 # How long a worker may take to honour SIGTERM before it is killed outright.
 CANCEL_GRACE_S = 10.0
 
-_PROJECT_ROOT = Path(__file__).resolve().parent.parent
 # What a runs table shows from each run's files; only these fields are kept in _summaries.
 _SUMMARY_FIELDS = {"plan.json": ("backbone", "case", "data"), "metrics.json": ("best_val_accuracy",)}
 # path -> (the file's stat stamp, its summary fields): a finished run's files are parsed once.
@@ -244,7 +243,7 @@ def _start_worker(run: Run, target: str, lock_fd: int) -> None:
     env = {
         **os.environ,
         storage.HOME_ENV: str(storage.home()),
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(_PROJECT_ROOT), os.environ.get("PYTHONPATH")])),
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(storage.CODE_ROOT), os.environ.get("PYTHONPATH")])),
         "PYTHONUNBUFFERED": "1",  # so the log holds the last words of a worker that is killed
     }
     # An absolute folder, which is also how a reader tells this worker from a stranger with a recycled pid.

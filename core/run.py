@@ -42,7 +42,6 @@ RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 CANCELLED_MESSAGE = "cancelled by the user"
 HEARTBEAT_INTERVAL_S = 2.0
 RECORD_SCHEMA = 1
-_PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
 class RunState(StrEnum):
@@ -281,10 +280,10 @@ def provenance(run: Run) -> dict[str, Any]:
 @cache
 def app_version() -> str:
     """``0.1.0``, with the git commit when the app runs from a checkout (``0.1.0+3fa2b1c``)."""
-    version = tomllib.loads((_PROJECT_ROOT / "pyproject.toml").read_text())["project"]["version"]
+    version = tomllib.loads((storage.CODE_ROOT / "pyproject.toml").read_text())["project"]["version"]
     with contextlib.suppress(OSError, subprocess.SubprocessError):
         commit = subprocess.run(
-            ["git", "-C", str(_PROJECT_ROOT), "rev-parse", "--short", "HEAD"],
+            ["git", "-C", str(storage.CODE_ROOT), "rev-parse", "--short", "HEAD"],
             capture_output=True, text=True, timeout=5, check=True,
         ).stdout.strip()  # fmt: skip
         if commit:

@@ -11,7 +11,9 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-SAMPLES_DIR = Path(__file__).resolve().parents[1] / "samples"
+from core.storage import CODE_ROOT
+
+SAMPLES_DIR = CODE_ROOT / "samples"
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+# The app's own files (its samples, its pyproject.toml), as opposed to what it writes.
+CODE_ROOT = Path(__file__).resolve().parent.parent
 HOME_ENV = "TRANSFER_LAB_HOME"
 DEFAULT_HOME = "~/.transfer_lab"
 
