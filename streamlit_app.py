@@ -2,7 +2,8 @@
 
 import streamlit as st
 
-from core import hardware, jobs
+from core import jobs
+from core.jobs import hardware
 
 st.set_page_config(page_title="Transfer Lab", page_icon=":material/model_training:", layout="wide")
 

@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/bench_estimate.py [--data samples/digits.zip] [--size 96]
 
-For each case it times ``core.estimate.estimate`` (two real batches) and then a real run of one
+For each case it times ``core.training.estimate.estimate`` (two real batches) and then a real run of one
 epoch, from the start of ``fit`` to its first epoch event, and prints the ratio. The issue's bar
 is a ratio within 0.5-2.
 """
@@ -18,10 +18,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from core.estimate import estimate
-from core.events import EpochEnd, Event
-from core.plan import Plan
-from core.train import fit
+from core.training.estimate import estimate
+from core.training.events import EpochEnd, Event
+from core.training.plan import Plan
+from core.training.train import fit
 
 
 def first_epoch_seconds(plan: Plan) -> float:

@@ -5,7 +5,7 @@
 Any backbone the surgery knows works (``--model efficientnet_lite0``), with random weights.
 The ratios are what matter: both precisions run in the same process on the same machine, one
 after the other, with the same random inputs. On CPUs without bf16 units (AVX-512 BF16 / AMX)
-bf16 is emulated and slower; ``core.device`` then stays in fp32.
+bf16 is emulated and slower; ``core.training.device`` then stays in fp32.
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from core.adapt import build_model
-from core.backbones import resolve
-from core.device import Accelerator, cpu_has_bf16, select_device
+from core.models.adapt import build_model
+from core.models.backbones import resolve
+from core.training.device import Accelerator, cpu_has_bf16, select_device
 
 
 def images_per_second(

@@ -9,7 +9,7 @@ from typing import Any
 
 import plotly.graph_objects as go
 
-from core import cases
+from core.advice import cases
 
 FATE_COLOURS = {
     "frozen": "#8A9BB8",

@@ -11,7 +11,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from core.data import Dataset, IngestError, ingest
-from core.samples import SAMPLES, sample_path
+from core.data.samples import SAMPLES, sample_path
 from pages._common import escape
 from pages._plan_form import DEFAULT_VAL, VAL_KEY
 

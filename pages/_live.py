@@ -14,9 +14,9 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from core import jobs
-from core.events import EpochEnd, EventReader
 from core.jobs import Run, RunState
-from core.progress import RunProgress, duration
+from core.training.events import EpochEnd, EventReader
+from core.training.progress import RunProgress, duration
 from pages._common import escape
 
 POLL_SECONDS = 1.0

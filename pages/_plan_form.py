@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import streamlit as st
 
-from core import backbones, cases
+from core.advice import cases
 from core.data import Dataset
-from core.plan import AUGMENTATIONS, Plan, PlanError
-from core.samples import sample_for_digest
+from core.data.samples import sample_for_digest
+from core.models import backbones
+from core.training.plan import AUGMENTATIONS, Plan, PlanError
 from pages._common import draft_plan
 
 ADVISED_FOR = "plan_case_advised_for"  # the data set the case was last advised for

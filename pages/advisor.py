@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from core import cases
+from core.advice import cases
 from pages._charts import decision_matrix, network_diagram
 from pages._common import update_draft_plan
 

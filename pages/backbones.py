@@ -3,8 +3,8 @@
 import pandas as pd
 import streamlit as st
 
-from core import backbones
-from core.families import FAMILIES
+from core.models import backbones
+from core.models.families import FAMILIES
 from pages._charts import accuracy_vs_cost, imagenet_history
 from pages._common import draft_plan, update_draft_plan
 

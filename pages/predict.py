@@ -7,9 +7,9 @@ import streamlit as st
 from PIL import Image
 
 from core import jobs
+from core.artifacts.predict import Predictor
 from core.data import IngestError, decode_image
 from core.jobs import Run
-from core.predict import Predictor
 from pages._common import escape
 
 THUMBNAIL = 512

@@ -8,7 +8,8 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from core import bundle, jobs
+from core import jobs
+from core.artifacts import bundle
 from core.data import IngestError, ingest
 from core.jobs import Run
 from pages._charts import confusion_heatmap, curves_by_run

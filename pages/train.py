@@ -7,8 +7,8 @@ import subprocess
 import streamlit as st
 
 from core import jobs
-from core.estimate import estimate_in_subprocess
-from core.progress import duration
+from core.training.estimate import estimate_in_subprocess
+from core.training.progress import duration
 from pages import _live, _plan_form
 from pages._common import escape
 from pages._data import choose_dataset, show_report

@@ -46,10 +46,11 @@ TINY_PLAN = {
 @pytest.fixture(scope="session")
 def finished_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A real (tiny) case-1 run on the faces sample, trained once for the whole session."""
-    from core import storage, train
-    from core.events import EventLog
-    from core.run import Run, RunState, StatusKeeper, new_run_id
-    from core.samples import sample_path
+    from core import storage
+    from core.data.samples import sample_path
+    from core.jobs.run import Run, RunState, StatusKeeper, new_run_id
+    from core.training import train
+    from core.training.events import EventLog
 
     home = tmp_path_factory.mktemp("trained_home")
     old = os.environ.get("TRANSFER_LAB_HOME")

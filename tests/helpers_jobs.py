@@ -1,7 +1,7 @@
 """Small training targets for the tests of ``core.jobs``: the real worker process runs them.
 
 Each has the training entry point's signature, ``target(run_dir, emit)``, and reads its knobs
-from the run's ``plan.json``, as ``core.train.run`` does.
+from the run's ``plan.json``, as ``core.training.train.run`` does.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from core.events import BatchEnd, Emit, RunDone
 from core.storage import RunFiles, write_json
+from core.training.events import BatchEnd, Emit, RunDone
 
 
 def sleepy(run_dir: Path, emit: Emit) -> dict[str, Any]:

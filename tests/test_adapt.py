@@ -17,13 +17,13 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from core import adapt
-from core.adapt import FrozenBatchNorm2d, Truncated, build_model, split_frozen
-from core.backbones import Backbone, names, resolve, torchvision_names
-from core.backbones import on_meta as meta_device
-from core.cases import CASE_NUMBERS
-from core.families import FAMILIES
-from core.packaged import PACKAGED
+from core.advice.cases import CASE_NUMBERS
+from core.models import adapt
+from core.models.adapt import FrozenBatchNorm2d, Truncated, build_model, split_frozen
+from core.models.backbones import Backbone, names, resolve, torchvision_names
+from core.models.backbones import on_meta as meta_device
+from core.models.families import FAMILIES
+from core.models.packaged import PACKAGED
 
 # The smallest model of every family.
 REPRESENTATIVES = (
@@ -281,6 +281,6 @@ def test_bad_arguments_name_the_valid_choices() -> None:
         build_model(resolve("resnet18"), 3, 3, weights="none", cut="layer2")
     with pytest.raises(ValueError, match="split_frozen is for cases 1 and 2"):
         split_frozen(on_meta("resnet18", 3, 3))
-    with pytest.raises(TypeError, match="not built by core.adapt.build_model"):
+    with pytest.raises(TypeError, match="not built by core.models.adapt.build_model"):
         adapt.param_groups(nn.Linear(2, 2), 1.0, 1.0)
     assert isinstance(on_meta("resnet18", 2, 3), Truncated)

@@ -12,7 +12,7 @@ import pytest
 import torch
 from test_adapt import input_for, on_meta
 
-from core.backbones import names
+from core.models.backbones import names
 
 # Its only input size is 518 px: one forward pass there costs about a TFLOP, minutes on 2 cores.
 TOO_COSTLY_FOR_CPU = {"vit_h_14"}

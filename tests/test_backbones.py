@@ -9,9 +9,9 @@ from types import SimpleNamespace
 import pytest
 import torchvision
 
-from core import backbones
 from core.cli import main
-from core.packaged import PACKAGED
+from core.models import backbones
+from core.models.packaged import PACKAGED
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +36,7 @@ def test_params_match_the_real_module(rows: dict, name: str) -> None:
 
 
 def test_offline_extra_params_match_its_module(rows: dict) -> None:
-    from core.adapt import build_model
+    from core.models.adapt import build_model
 
     model = build_model(backbones.resolve("efficientnet_lite0"), case=4, num_classes=1000, weights="none")
     assert rows["efficientnet_lite0"].params == sum(p.numel() for p in model.parameters())
@@ -149,5 +149,5 @@ def test_the_default_cut_ends_the_last_stage_at_stride_16(name: str) -> None:
 def test_the_surgery_plan_and_catalog_never_look_a_backbone_up_by_name() -> None:
     """Names are resolved at the edges (CLI, pages, plan, training set-up); the rest take records."""
     root = Path(__file__).resolve().parents[1] / "core"
-    for module in ("adapt.py", "weights.py", "export.py", "predict.py"):
+    for module in ("models/adapt.py", "models/weights.py", "artifacts/export.py", "artifacts/predict.py"):
         assert "resolve(" not in (root / module).read_text(), module

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from core.bundle import SNIPPET, model_bundle, readme
-from core.samples import sample_path
+from core.artifacts.bundle import SNIPPET, model_bundle, readme
+from core.data.samples import sample_path
 
 
 def test_the_readme_snippet_classifies_a_photo(finished_run: Path, tmp_path: Path) -> None:

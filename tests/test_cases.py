@@ -4,9 +4,9 @@ import json
 
 import pytest
 
-from core import cases
-from core.cases import DEFAULT_DIVIDING_LINE as LINE
-from core.cases import recommend
+from core.advice import cases
+from core.advice.cases import DEFAULT_DIVIDING_LINE as LINE
+from core.advice.cases import recommend
 
 
 @pytest.mark.parametrize(
@@ -100,6 +100,6 @@ def test_cases_module_stays_free_of_torch() -> None:
     import subprocess
     import sys
 
-    code = "import sys, core.cases; print('torch' in sys.modules)"
+    code = "import sys, core.advice.cases; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

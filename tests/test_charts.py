@@ -1,6 +1,6 @@
 """The pages' figures stay readable from 2 to 50 classes and mark the user's place."""
 
-from core import cases
+from core.advice import cases
 from pages._charts import confusion_heatmap, decision_matrix, network_diagram
 
 

@@ -15,8 +15,8 @@ import pytest
 import torch
 
 from core.cli import main
+from core.data.samples import sample_path
 from core.errors import TransferLabError, one_line
-from core.samples import sample_path
 
 ROOT = Path(__file__).resolve().parents[1]
 NO_CUDA = pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")

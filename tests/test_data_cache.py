@@ -16,8 +16,8 @@ import torch
 from fixtures.data.zips import classes, encode, make_zip, png
 from PIL import Image
 
-from core import cache as cache_module
 from core.data import ImageCache, IngestError, Sample, ingest
+from core.data import cache as cache_module
 
 ROOT = Path(__file__).resolve().parents[1]
 RED, BLUE = (255, 0, 0), (0, 0, 255)

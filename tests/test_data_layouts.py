@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from fixtures.data.zips import classes, make_zip, png
 
-from core import ingest as ingest_module
 from core.data import Dataset, ingest
+from core.data import ingestion as ingest_module
 
 CLUTTER = {
     "__MACOSX/cat/._0.png": b"resource fork",

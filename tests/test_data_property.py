@@ -22,8 +22,8 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from core import ingest as ingest_module
 from core.data import IngestError, Limits, ingest
+from core.data import ingestion as ingest_module
 
 LIMITS = Limits(max_total_bytes=2_000_000, max_ratio=50, ratio_min_bytes=64_000, max_image_pixels=2_000)
 MODES = [

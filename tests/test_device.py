@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from core import device
-from core.device import DeviceError, accelerator, choose_precision, is_out_of_memory, select_device
+from core.training import device
+from core.training.device import DeviceError, accelerator, choose_precision, is_out_of_memory, select_device
 
 
 def test_auto_prefers_cuda_then_mps_then_cpu(monkeypatch: pytest.MonkeyPatch) -> None:

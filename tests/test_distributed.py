@@ -34,7 +34,7 @@ PER_CLASS = 30
 
 def digits_folder(root: Path) -> Path:
     """The first ``PER_CLASS`` images of each digit of the bundled sample, as class folders."""
-    from core.samples import sample_path
+    from core.data.samples import sample_path
 
     with zipfile.ZipFile(sample_path("digits")) as archive:
         for name in sorted(archive.namelist()):
@@ -47,9 +47,9 @@ def digits_folder(root: Path) -> Path:
 def test_two_processes_share_each_epoch_and_rank_0_alone_writes(tmp_path: Path, lab_home: Path) -> None:
     import torch
 
-    from core.events import read_events
-    from core.plan import Plan
-    from core.train import fit
+    from core.training.events import read_events
+    from core.training.plan import Plan
+    from core.training.train import fit
 
     data = str(digits_folder(tmp_path / "digits"))
     run_dir, log_dir = tmp_path / "run", tmp_path / "seen"
@@ -105,10 +105,10 @@ def test_two_processes_share_each_epoch_and_rank_0_alone_writes(tmp_path: Path, 
 
 def _one_rank(run_dir: Path, log_dir: Path, plan_json: str) -> None:
     """One torchrun rank: train, noting the samples seen, and (rank 1) refusing run-dir writes."""
-    from core import setup, train
-    from core.device import ranks_from_env
-    from core.events import EventLog
-    from core.plan import Plan
+    from core.training import setup, train
+    from core.training.device import ranks_from_env
+    from core.training.events import EventLog
+    from core.training.plan import Plan
 
     ranks = ranks_from_env()
     record: dict = {"epochs": {}, "writes": []}

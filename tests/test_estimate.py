@@ -10,10 +10,11 @@ import torch
 from PIL import Image
 from torch import nn
 
-from core import adapt, setup
-from core.estimate import estimate
-from core.loop import Optimisation
-from core.plan import Plan
+from core.models import adapt
+from core.training import setup
+from core.training.estimate import estimate
+from core.training.loop import Optimisation
+from core.training.plan import Plan
 
 BATCH_SIZE = 4
 PLAN = {"backbone": "efficientnet_lite0", "image_size": 32, "batch_size": BATCH_SIZE, "augment": "none"}

@@ -9,10 +9,10 @@ import pytest
 import torch
 from torch import nn
 
-from core import export
+from core.artifacts import export
+from core.artifacts.export import ExportError, export_model, load_model
 from core.cli import main
-from core.export import ExportError, export_model, load_model
-from core.preprocess import Preprocess
+from core.models.preprocess import Preprocess
 
 PRE = Preprocess(resize=40, crop=32)
 LABELS = ["cat", "dog", "owl"]

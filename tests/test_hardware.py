@@ -7,7 +7,8 @@ import sys
 
 import pytest
 
-from core import hardware, jobs
+from core import jobs
+from core.jobs import hardware
 
 
 @pytest.fixture
@@ -42,6 +43,6 @@ def test_without_a_driver_the_cpu_is_described(fake_smi) -> None:
 
 
 def test_finding_the_device_loads_no_torch() -> None:
-    code = "import sys, core.hardware as h; h.describe(); print('torch' in sys.modules)"
+    code = "import sys, core.jobs.hardware as h; h.describe(); print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

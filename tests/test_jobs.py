@@ -17,11 +17,12 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from core import jobs, queue, storage
-from core import run as run_module
-from core.events import read_events
-from core.run import CANCELLED_MESSAGE, Run, RunState, StatusKeeper
+from core import jobs, storage
+from core.jobs import queue
+from core.jobs import run as run_module
+from core.jobs.run import CANCELLED_MESSAGE, Run, RunState, StatusKeeper
 from core.storage import read_json, write_json
+from core.training.events import read_events
 
 ROOT = Path(__file__).resolve().parent.parent
 SLEEPY = "tests.helpers_jobs:sleepy"
@@ -456,7 +457,7 @@ def test_submit_refuses_what_it_cannot_run(home: Path) -> None:
 
 
 def test_the_server_side_never_imports_torch() -> None:
-    code = "import sys, core.jobs, core.queue, core.worker; print([m for m in sys.modules if 'torch' in m])"
+    code = "import sys, core.jobs, core.jobs.queue, core.jobs.worker; print([m for m in sys.modules if 'torch' in m])"
     done = subprocess.run(
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=30, check=False
     )

@@ -11,9 +11,9 @@ import torch.nn.functional as F
 import torchvision
 from torchvision.transforms import v2
 
-from core.adapt import build_model, split_frozen
-from core.backbones import resolve
-from core.packaged import PACKAGED
+from core.models.adapt import build_model, split_frozen
+from core.models.backbones import resolve
+from core.models.packaged import PACKAGED
 
 NAME = "efficientnet_lite0"
 LITE0 = resolve(NAME)

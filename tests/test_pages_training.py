@@ -13,9 +13,9 @@ from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 from core import jobs
-from core.events import read_events
-from core.samples import sample_path
+from core.data.samples import sample_path
 from core.storage import runs_dir
+from core.training.events import read_events
 
 APP = str(Path(__file__).resolve().parents[1] / "streamlit_app.py")
 TIMEOUT = 180

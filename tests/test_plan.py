@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from core.backbones import resolve
-from core.plan import Plan, PlanError
+from core.models.backbones import resolve
+from core.training.plan import Plan, PlanError
 
 
 def test_json_round_trip_gives_the_same_plan() -> None:

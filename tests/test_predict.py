@@ -15,12 +15,12 @@ import torch
 from PIL import Image
 from torch import nn
 
-from core.cache import square_pixels
+from core.artifacts.export import export_model
+from core.artifacts.predict import PredictError, Predictor, image_to_input
 from core.cli import main
-from core.export import export_model
-from core.predict import PredictError, Predictor, image_to_input
-from core.preprocess import Preprocess
-from core.transforms import to_model_input
+from core.data.cache import square_pixels
+from core.models.preprocess import Preprocess
+from core.training.transforms import to_model_input
 
 PRE = Preprocess(resize=36, crop=32, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
 LABELS = ["red", "green", "blue"]

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from core.events import (
+from core.training.events import (
     BatchEnd,
     EpochEnd,
     EventLog,
@@ -20,7 +20,7 @@ from core.events import (
     parse_event,
     read_events,
 )
-from core.progress import RunProgress, duration
+from core.training.progress import RunProgress, duration
 
 
 def epoch(n: int, at: float, seconds: float = 10.0, of: int = 3) -> EpochEnd:

@@ -9,9 +9,9 @@ import pytest
 
 from core import storage
 from core.cli import main
-from core.plan import PLAN_SCHEMA, Plan, PlanError
-from core.run import RUN_ID, Run, RunNotFound, RunRecord, RunState, StatusKeeper, new_run_id
-from core.samples import sample_path
+from core.data.samples import sample_path
+from core.jobs.run import RUN_ID, Run, RunNotFound, RunRecord, RunState, StatusKeeper, new_run_id
+from core.training.plan import PLAN_SCHEMA, Plan, PlanError
 
 FIXTURE_PLAN = Path(__file__).resolve().parent / "fixtures" / "runs" / "20261129-120000-f1x7" / "plan.json"
 

@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from core.data import ingest
-from core.samples import SAMPLES, sample_path
+from core.data.samples import SAMPLES, sample_path
 
 ROOT = Path(__file__).resolve().parents[1]
 

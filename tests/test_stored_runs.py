@@ -15,9 +15,9 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from core import jobs
-from core.events import read_events
-from core.predict import Predictor
-from core.samples import sample_path
+from core.artifacts.predict import Predictor
+from core.data.samples import sample_path
+from core.training.events import read_events
 
 APP = str(Path(__file__).resolve().parents[1] / "streamlit_app.py")
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "runs" / "20261129-120000-f1x7"

@@ -21,14 +21,15 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from core import metrics, setup, storage
+from core import storage
 from core.cli import main
-from core.device import Accelerator, Ranks
-from core.events import read_events
-from core.loop import Optimisation, epoch_batches, halve_batch_on_oom, lr_at, shard
-from core.plan import Plan
-from core.samples import sample_path
-from core.train import fit
+from core.data.samples import sample_path
+from core.training import metrics, setup
+from core.training.device import Accelerator, Ranks
+from core.training.events import read_events
+from core.training.loop import Optimisation, epoch_batches, halve_batch_on_oom, lr_at, shard
+from core.training.plan import Plan
+from core.training.train import fit
 
 
 def test_an_epoch_sees_every_sample_once_in_a_new_order() -> None:
@@ -146,7 +147,7 @@ def test_imbalance_gives_rare_classes_more_weight() -> None:
 def test_step_delay_paces_the_subscriber_after_each_batch_for_live_tests(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from core.events import BatchEnd, RunWarning, paced
+    from core.training.events import BatchEnd, RunWarning, paced
 
     monkeypatch.setenv("TRANSFER_LAB_STEP_DELAY", "0.05")
     seen: list[object] = []
@@ -160,8 +161,8 @@ def test_step_delay_paces_the_subscriber_after_each_batch_for_live_tests(
 
 
 def test_the_training_loop_never_reads_the_step_delay(monkeypatch: pytest.MonkeyPatch) -> None:
-    from core.batches import FeatureSource
-    from core.loop import train_one_epoch
+    from core.training.batches import FeatureSource
+    from core.training.loop import train_one_epoch
 
     accel = Accelerator(torch.device("cpu"), "fp32", channels_last=False)
     head = nn.Linear(4, 2)
@@ -198,8 +199,8 @@ def nan_loss(bad: Callable[[int], bool]) -> Callable[..., tuple[torch.Tensor, to
 
 def tiny_epoch(precision: str, steps: int) -> tuple[list[tuple[int, float]], tuple[float, float]]:
     """One epoch of a linear head on random features; returns the reported (step, loss) and the result."""
-    from core.batches import FeatureSource
-    from core.loop import train_one_epoch
+    from core.training.batches import FeatureSource
+    from core.training.loop import train_one_epoch
 
     accel = Accelerator(torch.device("cpu"), precision, channels_last=False)
     head = nn.Linear(4, 2)
@@ -219,7 +220,7 @@ def tiny_epoch(precision: str, steps: int) -> tuple[list[tuple[int, float]], tup
 
 
 def test_a_non_finite_loss_stops_the_epoch_at_its_step(monkeypatch: pytest.MonkeyPatch) -> None:
-    from core.loop import Diverged
+    from core.training.loop import Diverged
 
     monkeypatch.setattr(Optimisation, "loss", nan_loss(lambda call: call >= 3))
     with pytest.raises(Diverged) as diverged:
@@ -237,7 +238,7 @@ def test_under_fp16_the_grad_scaler_skips_a_non_finite_step_unreported(
 
 
 def test_under_fp16_a_loss_that_stays_non_finite_still_diverges(monkeypatch: pytest.MonkeyPatch) -> None:
-    from core.loop import MAX_SKIPPED_STEPS, Diverged
+    from core.training.loop import MAX_SKIPPED_STEPS, Diverged
 
     monkeypatch.setattr(Optimisation, "loss", nan_loss(lambda call: call >= 2))
     with pytest.raises(Diverged) as diverged:
@@ -295,7 +296,7 @@ def one_thread() -> Iterator[None]:
 @pytest.fixture(scope="module")
 def case1(home: Path, digits: Path, tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
     """Case 1 through the CLI, as a user runs it, with spies on the body and on the export."""
-    from core import train
+    from core.training import train
 
     run_dir = tmp_path_factory.mktemp("case1") / "run"
     seen = SimpleNamespace(images=0, exported=None, hook=None)
@@ -451,10 +452,10 @@ def test_the_cli_prints_plain_lines_off_a_terminal(case1: SimpleNamespace) -> No
 def test_the_exported_program_predicts_what_the_model_in_memory_predicts(
     case1: SimpleNamespace, digits: Path
 ) -> None:
-    from core.cache import ImageCache
-    from core.export import load_model
-    from core.ingest import Sample
-    from core.transforms import to_model_input
+    from core.artifacts.export import load_model
+    from core.data.cache import ImageCache
+    from core.data.ingestion import Sample
+    from core.training.transforms import to_model_input
 
     program, pre, _ = load_model(case1.run_dir / "model")
     samples = [Sample(path, int(path.parent.name)) for path in sorted(digits.glob("*/*.png"))[::25]]
@@ -546,7 +547,7 @@ def test_googlenet_trains_with_its_auxiliary_heads_weighted_0_3(
     )
     fit(plan, tmp_path / "run", lambda event: None)
     assert set(seen) == {("GoogLeNetOutputs", 0.3)}
-    from core.export import load_model
+    from core.artifacts.export import load_model
 
     program, _, _ = load_model(tmp_path / "run" / "model")
     assert program(torch.zeros(3, 3, 32, 32)).shape == (3, 5)  # evaluation: the logits alone
@@ -587,8 +588,8 @@ def test_out_of_memory_halves_the_batch_and_the_run_goes_on(
 def test_a_diverging_run_fails_saying_where_and_what_to_change(
     home: Path, five_digits: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from core import train
-    from core.events import EventLog
+    from core.training import train
+    from core.training.events import EventLog
 
     monkeypatch.setattr(Optimisation, "loss", nan_loss(lambda call: call >= 3))
     plan = Plan.from_dict({**LITE0, "data": str(five_digits), "case": 1, "epochs": 1, "lr": 1e-2})
@@ -615,7 +616,7 @@ def noise_folder(root: Path, counts: dict[str, int], size: int = 24) -> Path:
 def test_case_4_that_fails_from_pre_trained_weights_suggests_training_from_scratch(
     home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from core import train
+    from core.training import train
 
     monkeypatch.setattr(train, "export_model", lambda *args: None)  # export is tested elsewhere
     data = noise_folder(tmp_path / "noise", {"cats": 20, "dogs": 5})
@@ -641,7 +642,7 @@ def test_case_4_that_fails_from_pre_trained_weights_suggests_training_from_scrat
 @pytest.fixture(scope="module")
 def stalled(home: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
     """Case 1 on imbalanced digits (30 zeros, 6 ones) at a learning rate too small to change anything."""
-    from core import train
+    from core.training import train
 
     root = tmp_path_factory.mktemp("stalled")
     data = digits_folder(root / "digits", per_class=30, classes=("0",))
@@ -667,7 +668,7 @@ def test_large_imbalance_weights_the_rare_class(stalled: dict) -> None:
 def test_the_same_seed_gives_the_same_run(
     home: Path, five_digits: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from core import train
+    from core.training import train
 
     monkeypatch.setattr(train, "export_model", lambda *args: None)
     plan = Plan.from_dict(
@@ -692,7 +693,7 @@ def test_the_same_seed_gives_the_same_run(
 def test_a_test_split_is_measured_once_at_the_end(
     home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from core import train
+    from core.training import train
 
     monkeypatch.setattr(train, "export_model", lambda *args: None)
     source = digits_folder(tmp_path / "digits", per_class=16, classes=tuple("012"))
@@ -713,8 +714,8 @@ def test_run_trains_the_plan_in_the_run_directory(
     home: Path, five_digits: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """What the worker calls: the plan comes from ``plan.json``, the metrics go to ``metrics.json``."""
-    from core import train
     from core.storage import write_json
+    from core.training import train
 
     monkeypatch.setattr(train, "export_model", lambda *args: None)
     write_json(tmp_path / "plan.json", {**LITE0, "data": str(five_digits), "epochs": 1})
@@ -726,7 +727,7 @@ def test_run_trains_the_plan_in_the_run_directory(
 
 
 def test_run_refuses_a_directory_without_a_plan(tmp_path: Path) -> None:
-    from core import train
+    from core.training import train
 
     with pytest.raises(train.TrainingError, match=r"has no plan.json"):
         train.run(tmp_path, lambda event: None)
@@ -769,8 +770,9 @@ def test_train_command_refuses_bad_plans_in_one_line(
 def test_a_command_line_run_is_listed_with_the_app_s_runs(
     five_digits: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from core import jobs, train
-    from core import run as run_module
+    from core import jobs
+    from core.jobs import run as run_module
+    from core.training import train
 
     monkeypatch.setattr(train, "export_model", lambda *args: None)
     monkeypatch.setattr(run_module, "HEARTBEAT_INTERVAL_S", 0.05)
@@ -815,7 +817,7 @@ def test_train_command_records_a_failed_run(capsys: pytest.CaptureFixture[str], 
 
 def test_progress_draws_a_bar_on_a_terminal() -> None:
     from core.cli.display import RunDisplay
-    from core.events import BatchEnd, EpochEnd, Progress
+    from core.training.events import BatchEnd, EpochEnd, Progress
 
     class Terminal(io.StringIO):
         def isatty(self) -> bool:

@@ -6,9 +6,9 @@ import pytest
 import torch
 from torchvision.transforms import functional as TF
 
-from core.plan import AUGMENTATIONS
-from core.preprocess import Preprocess
-from core.transforms import to_model_input
+from core.models.preprocess import Preprocess
+from core.training.plan import AUGMENTATIONS
+from core.training.transforms import to_model_input
 
 PRE = Preprocess(resize=20, crop=16)
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])

@@ -14,10 +14,10 @@ import pytest
 import torch
 import torchvision
 
-from core.adapt import build_model
-from core.backbones import resolve
 from core.cli import main
-from core.weights import WeightsUnavailable
+from core.models.adapt import build_model
+from core.models.backbones import resolve
+from core.models.weights import WeightsUnavailable
 
 RESNET18_FILE = "resnet18-f37072fd.pth"
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from core import cases
+from core.advice import cases
 from core.cli import positive_int
 
 HELP = "recommend a transfer-learning case for a data set's size and similarity to ImageNet"

@@ -14,8 +14,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from core.backbones import catalog
     from core.cli import CliError
+    from core.models.backbones import catalog
 
     backbones = catalog()
     if args.family:

@@ -12,7 +12,7 @@ from typing import TextIO
 
 from tqdm import tqdm
 
-from core.events import BatchEnd, EpochEnd, Event, PhaseStarted, Progress, RunWarning
+from core.training.events import BatchEnd, EpochEnd, Event, PhaseStarted, Progress, RunWarning
 
 PHASE_LABELS = {"decoding": "decoding images", "features": "computing features"}
 

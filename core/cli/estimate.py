@@ -14,8 +14,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from core.estimate import estimate
-    from core.plan import Plan
+    from core.training.estimate import estimate
+    from core.training.plan import Plan
 
     result = estimate(Plan.from_dict(_plan_fields(args.plan)))
     if args.json:

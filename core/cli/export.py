@@ -18,7 +18,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from core.export import export_onnx, load_model
+    from core.artifacts.export import export_onnx, load_model
     from core.storage import RunFiles
 
     model_dir = RunFiles(args.run_dir).model_dir

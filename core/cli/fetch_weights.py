@@ -19,7 +19,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from core.backbones import resolve
+    from core.models.backbones import resolve
 
     backbones = [resolve(name) for name in dict.fromkeys(args.names)]  # all checked before any download
     fetched = []

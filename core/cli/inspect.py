@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from core.cli import positive_int
-from core.samples import SAMPLES, sample_path
+from core.data.samples import SAMPLES, sample_path
 
 HELP = "validate a zip of class folders (or a folder) and print its dataset report"
 MIB = 1 << 20

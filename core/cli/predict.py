@@ -17,8 +17,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from core.artifacts.predict import Predictor
     from core.cli import CliError
-    from core.predict import Predictor
     from core.storage import RunFiles
 
     if args.top < 1:

@@ -20,9 +20,9 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from core.cli.display import RunDisplay
-    from core.events import Emit, Event
-    from core.plan import Plan
-    from core.run import Run, StatusKeeper
+    from core.jobs.run import Run, StatusKeeper
+    from core.training.events import Emit, Event
+    from core.training.plan import Plan
 
 HELP = "train a model on a zip or folder of images and write a complete run directory"
 
@@ -60,10 +60,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from core.cli import CliError
     from core.cli.display import RunDisplay
-    from core.device import ranks_from_env
     from core.errors import one_line
-    from core.plan import Plan
-    from core.train import fit
+    from core.training.device import ranks_from_env
+    from core.training.plan import Plan
+    from core.training.train import fit
 
     plan = Plan(
         data=str(Path(args.data).resolve()),
@@ -107,7 +107,7 @@ def _run_folder(out: Path | None) -> Run:
     """``--out``, or a new run under ``runs/`` where the app lists it; checked before any work."""
     from core import storage
     from core.cli import CliError
-    from core.run import Run, is_run_id, new_run_id
+    from core.jobs.run import Run, is_run_id, new_run_id
 
     run = Run((out or storage.runs_dir() / new_run_id()).resolve())
     if run.directory.exists() and not run.directory.is_dir():
@@ -123,7 +123,7 @@ def _run_folder(out: Path | None) -> Run:
 
 
 def _start(run: Run, plan: Plan) -> None:
-    from core.run import RunRecord
+    from core.jobs.run import RunRecord
     from core.storage import write_json
 
     write_json(run.plan_file, plan.to_dict())
@@ -141,7 +141,7 @@ def _kept(run: Run) -> Iterator[StatusKeeper]:
     one failed.
     """
     from core.cli import CliError
-    from core.run import StatusKeeper
+    from core.jobs.run import StatusKeeper
 
     keeper = StatusKeeper.take(run)
     if keeper is None:
@@ -155,7 +155,7 @@ def _kept(run: Run) -> Iterator[StatusKeeper]:
 
 def _emit(run: Run, keeper: StatusKeeper | None, display: RunDisplay) -> Emit:
     """Events to ``events.jsonl``, the terminal and the run record (rank 0 alone has a keeper)."""
-    from core.events import EventLog, paced
+    from core.training.events import EventLog, paced
 
     log = EventLog(run.directory)
 

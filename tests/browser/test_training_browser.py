@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from core.samples import sample_path
+from core.data.samples import sample_path
 
 pytestmark = pytest.mark.browser
 
@@ -64,6 +64,7 @@ def test_upload_train_watch_inspect_download_predict(
     assert len(seen) >= 2, f"progress never moved: {seen}"
     assert any("of 4 epochs" in text for text in seen), seen  # the plan as the user set it
 
+    settle(page)  # the live fragment's last drawing gives way to the finished page
     page.get_by_text("Open Results").click()
     page.get_by_text("Confusion matrix").wait_for(timeout=60_000)
     page.locator(".st-key-confusion .js-plotly-plot, [data-testid='stPlotlyChart']").first.wait_for()

@@ -1,0 +1,1 @@
+"""What a trained model becomes: the exported files, predictions from them alone, the bundle."""

@@ -1,0 +1,104 @@
+"""Predictions from a run's ``model/`` alone: model.pt2, preprocess.json and labels.json.
+
+Nothing here builds or adapts a network: this is what anyone holding the exported files would
+write, so it doubles as the proof that they are enough.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from core.artifacts.export import load_model
+from core.data.images import RESAMPLING, decode_image, upright_rgb
+from core.data.limits import IngestError
+from core.errors import TransferLabError
+from core.models.preprocess import Preprocess
+
+ImageInput = str | Path | bytes | Image.Image
+
+
+class PredictError(TransferLabError, ValueError):
+    """An image that cannot be read."""
+
+
+@dataclass(frozen=True)
+class Prediction:
+    file: str
+    top: tuple[tuple[str, float], ...]  # (label, probability), most probable first
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "file": self.file,
+            "top": [{"label": label, "probability": round(p, 6)} for label, p in self.top],
+        }
+
+
+def image_to_input(image: Image.Image, pre: Preprocess) -> torch.Tensor:
+    """``[3, crop, crop]`` float32: upright RGB, shorter side to ``resize``, centre crop, normalise.
+
+    The image is made RGB exactly as training decoded its images (alpha flattened onto white,
+    16-bit scaled to 8), and the centre square is resized in one step (the same pixels as
+    resizing the shorter side and cropping), as the training cache does, so predictions see
+    what validation saw.
+    """
+    image = upright_rgb(image)
+    width, height = image.size
+    side = min(width, height)
+    left, top = (width - side) // 2, (height - side) // 2
+    square = image.resize(
+        (pre.resize, pre.resize), RESAMPLING[pre.interpolation], box=(left, top, left + side, top + side)
+    )
+    pixels = torch.from_numpy(np.asarray(square, dtype=np.uint8).copy()).permute(2, 0, 1)
+    offset = round((pre.resize - pre.crop) / 2.0)  # torchvision's CenterCrop rounding
+    pixels = pixels[:, offset : offset + pre.crop, offset : offset + pre.crop].float() / 255
+    mean = torch.tensor(pre.mean).view(3, 1, 1)
+    std = torch.tensor(pre.std).view(3, 1, 1)
+    return (pixels - mean) / std
+
+
+class Predictor:
+    """An exported model ready to classify images."""
+
+    def __init__(self, model_dir: Path) -> None:
+        self.model, self.pre, self.labels = load_model(model_dir)
+
+    @torch.no_grad()
+    def probabilities(self, inputs: torch.Tensor) -> torch.Tensor:
+        """Class probabilities ``[N, classes]`` of preprocessed inputs ``[N, 3, crop, crop]``."""
+        return self.model(inputs).float().softmax(1)
+
+    def predict(self, images: Sequence[ImageInput], top_k: int = 5, batch_size: int = 32) -> list[Prediction]:
+        """The ``top_k`` classes of each image, most probable first."""
+        k = min(top_k, len(self.labels))
+        results = []
+        for start in range(0, len(images), batch_size):
+            chunk = images[start : start + batch_size]
+            inputs = torch.stack([image_to_input(_open(image), self.pre) for image in chunk])
+            probabilities, indices = self.probabilities(inputs).topk(k, dim=1)
+            for image, p, i in zip(chunk, probabilities.tolist(), indices.tolist()):
+                top = tuple((self.labels[c], prob) for c, prob in zip(i, p))
+                results.append(Prediction(_name(image), top))
+        return results
+
+
+def _open(image: ImageInput) -> Image.Image:
+    """A path or the file's bytes decoded as training decoded its images; a picture as is."""
+    if isinstance(image, Image.Image):
+        return image
+    try:
+        return decode_image(image)
+    except IngestError as exc:  # read_image turns every decoder failure into one
+        raise PredictError(f"cannot read image {_name(image)}: {exc}") from None
+
+
+def _name(image: ImageInput) -> str:
+    if isinstance(image, (str, Path)):
+        return str(image)
+    return "<image>" if isinstance(image, Image.Image) else "<bytes>"

@@ -1,0 +1,375 @@
+"""Training runs as jobs: submit a plan, and a worker process of its own trains it.
+
+This is the API the app, the command line and the worker use: submit, status, reconcile,
+cancel, the runs table and start-up recovery. There is no daemon. ``submit`` writes the run
+directory and starts ``python -m core.jobs.worker RUN_DIR`` detached; the workers then take turns
+through the tickets and slot locks of ``core.jobs.queue``, the layer below this one.
+
+``status`` only reads. ``reconcile`` is the one call that looks behind a run's status at its
+worker: whoever can take a run's ``worker.lock`` knows the worker is gone, pid reuse or not, and
+is the only one allowed to record how the run ended; a worker that stopped answering, or
+ignores a cancel, is killed there. The live page calls it every couple of seconds, listing and
+start-up recovery call it too. Another jobs backend plugs in at this seam: the pid and lock
+checks live behind it.
+
+This module never imports torch: the web server calls it, and must not initialise CUDA.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from core import storage
+from core.jobs import hardware, queue
+from core.jobs.run import (
+    CANCELLED_MESSAGE,
+    Run,
+    RunNotFound,
+    RunRecord,
+    RunState,
+    StatusKeeper,
+    is_run_id,
+    new_run_id,
+)
+from core.storage import read_json
+
+MAX_RUNS_ENV = "TRANSFER_LAB_MAX_RUNS"
+DEFAULT_TARGET = "core.training.train:run"
+
+# A worker's heartbeat comes from a thread of its own, so only a frozen process misses it for
+# this long; a busy training step does not.
+HEARTBEAT_TIMEOUT_S = 60.0
+# How long a reader waits for a busy ``worker.lock`` before it considers killing the holder: long
+# enough for another reader, who holds it only while recording a dead worker's end, to finish.
+LOCK_PATIENCE_S = 0.5
+# How long a worker may take to honour SIGTERM before it is killed outright.
+CANCEL_GRACE_S = 10.0
+
+# What a runs table shows from each run's files; only these fields are kept in _summaries.
+_SUMMARY_FIELDS = {"plan.json": ("backbone", "case", "data"), "metrics.json": ("best_val_accuracy",)}
+# path -> (the file's stat stamp, its summary fields): a finished run's files are parsed once.
+_summaries: dict[Path, tuple[tuple[int, int, int] | None, dict[str, Any]]] = {}
+_TARGET_PATTERN = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+
+# What callers of this module use from the layer below, by name.
+__all__ = ["Run", "RunNotFound", "RunState"]
+
+
+def max_concurrent() -> int:
+    """How many runs may train at once: ``TRANSFER_LAB_MAX_RUNS``, else one per GPU, one on CPU."""
+    raw = os.environ.get(MAX_RUNS_ENV, "").strip()
+    if not raw:
+        return max(1, len(gpu_ids()))
+    if not raw.isdigit() or int(raw) < 1:
+        raise ValueError(f"{MAX_RUNS_ENV}={raw!r}: expected a whole number of runs, 1 or more")
+    return int(raw)
+
+
+def gpu_ids() -> list[str]:
+    """The GPUs a run may use, found without initialising CUDA (the server must never do that)."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is None:
+        return [str(index) for index in range(len(hardware.gpu_names()))]
+    ids = [part.strip() for part in visible.split(",") if part.strip()]
+    # CUDA ignores everything from the first negative entry on: "-1" hides all GPUs.
+    negative = [i for i, part in enumerate(ids) if part.startswith("-")]
+    return ids[: negative[0]] if negative else ids
+
+
+def submit(
+    plan: Mapping[str, Any],
+    *,
+    run_id: str | None = None,
+    target: str = DEFAULT_TARGET,
+    dataset_name: str | None = None,
+    owner: str = "local",
+) -> str:
+    """Queue ``plan`` as a new run and start its worker; returns the run id at once.
+
+    ``target`` is the training entry point as ``module:function``, called in the worker as
+    ``function(run_dir, emit)``; tests pass small targets of their own. ``dataset_name`` is what
+    people call the data (an upload's file name); by default the data path's last part.
+    """
+    if not _TARGET_PATTERN.match(target):
+        raise ValueError(f"target {target!r} is not of the form 'package.module:function'")
+    if run_id is not None and not is_run_id(run_id):
+        raise ValueError(f"run id {run_id!r} must be letters, digits, '.', '_' or '-' (at most 100)")
+    plan = json.loads(json.dumps(dict(plan), allow_nan=False))  # refuse what JSON cannot carry now
+    max_concurrent()  # likewise a bad TRANSFER_LAB_MAX_RUNS, rather than in the worker
+    run, keeper = _create_run(run_id)
+    with keeper:  # our copy of the lock goes at the end: the worker holds its own from then on
+        storage.write_json(run.plan_file, plan)
+        name = dataset_name or Path(str(plan.get("data", "")).rstrip("/")).name
+        run.write_record(RunRecord(owner=owner, dataset_name=name, created=time.time()))
+        keeper.set_state(RunState.QUEUED, pid=None, heartbeat=None, submitted=time.time())
+        queue.enqueue(run.id)
+        try:
+            _start_worker(run, target, keeper.lock_fd)
+        except OSError as exc:
+            queue.dequeue(run.id)
+            keeper.set_state(RunState.FAILED, f"could not start the worker: {exc}")
+            raise
+    return run.id
+
+
+def status(run_id: str) -> dict[str, Any]:
+    """The run's ``status.json`` plus ``run_id`` and ``queue_position``, as last recorded.
+
+    It only reads: a run whose worker died still says ``running`` here until ``reconcile``.
+    """
+    return _with_position(Run.open(run_id))
+
+
+def reconcile(run_id: str) -> dict[str, Any]:
+    """``status`` after settling the run with its worker: a gone worker's run is finished, a
+    frozen or cancel-ignoring worker is killed first."""
+    run = Run.open(run_id)
+    _reconcile(run)
+    return _with_position(run)
+
+
+def queue_position(run_id: str) -> int | None:
+    """1 for the next run to start, 2 for the one after it...; None when not waiting."""
+    line = waiting_runs()
+    return line.index(run_id) + 1 if run_id in line else None
+
+
+def cancel(run_id: str) -> None:
+    """Stop a queued or running run: it is marked ``cancelled`` within seconds.
+
+    A finished run stays as it is. A worker that ignores SIGTERM for ``CANCEL_GRACE_S`` is
+    killed the next time anyone reconciles its run.
+    """
+    run = Run.open(run_id)
+    if not _state(run.status()).active:
+        return
+    with contextlib.suppress(FileExistsError):
+        # The request's time is the file's: a second click must not restart the grace period.
+        run.cancel_file.open("x").close()
+    pid = run.status().get("pid")
+    if pid and queue.is_worker_of(pid, run.directory):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    _reconcile(run)
+
+
+def list_runs() -> list[dict[str, Any]]:
+    """Every run, newest first, with what a runs table shows: state, plan summary, best accuracy.
+
+    Active runs are reconciled first. Plans and metrics are parsed again only when their files
+    change, so a long history of finished runs costs a ``stat`` each.
+    """
+    line = waiting_runs()
+    rows = []
+    for run in _runs():
+        current = _reconcile(run) if _state(run.status()).active else run.status()
+        rows.append(_row(run, current, line) | _summary(run.metrics_file))
+    return _newest_first(rows)
+
+
+def active_runs() -> list[dict[str, Any]]:
+    """The queued and running runs, newest first: ``list_runs`` rows without ``best_val_accuracy``.
+
+    Cheap enough for every rerun of every page: besides each ``status.json``, it reads only the
+    plans of active runs, and checks only their workers.
+    """
+    active = [run for run in _runs() if _state(run.status()).active]
+    if not active:
+        return []
+    line = waiting_runs()
+    rows = [_row(run, _reconcile(run), line) for run in active]
+    return _newest_first([row for row in rows if _state(row).active])
+
+
+def recover() -> list[str]:
+    """Mark runs whose worker is gone as ``interrupted``; the app calls this once at start-up.
+
+    Workers outlive the server (they run in sessions of their own), so a run whose worker still
+    holds its lock keeps going and is left alone. Returns the ids of the runs marked.
+    """
+    marked = []
+    for run in _runs():
+        if not _state(run.status()).active:
+            continue
+        if _reconcile(run, gone_state=RunState.INTERRUPTED).get("state") == RunState.INTERRUPTED:
+            marked.append(run.id)
+    waiting_runs()  # clears tickets whose run folder is gone
+    return marked
+
+
+def waiting_runs() -> list[str]:
+    """Ids of the runs waiting for a slot, next in line first; a dead worker's run is finished."""
+    return queue.waiting_runs(on_gone=_settle_orphan)
+
+
+# ---------------------------------------------------------------------------- internals
+
+
+def _state(current: Mapping[str, Any]) -> RunState:
+    """A status's state; a status not yet written counts as queued (its submitter is at work)."""
+    value = current.get("state")
+    return RunState(value) if value in RunState.__members__.values() else RunState.QUEUED
+
+
+def _create_run(run_id: str | None) -> tuple[Run, StatusKeeper]:
+    """A fresh run folder and the keeper of its status, holding its ``worker.lock``."""
+    storage.runs_dir().mkdir(parents=True, exist_ok=True)
+    for _ in range(100):
+        run = Run(storage.runs_dir() / (run_id or new_run_id()))
+        try:
+            run.directory.mkdir()
+        except FileExistsError:
+            if run_id:
+                raise ValueError(f"run {run_id!r} already exists in {storage.runs_dir()}") from None
+            continue  # two submissions in the same second drew the same suffix
+        keeper = StatusKeeper.take(run)
+        if keeper is None:
+            raise RuntimeError(f"{run.lock_file} is locked by another process")
+        return run, keeper
+    raise RuntimeError(f"could not find a free run id in {storage.runs_dir()}")
+
+
+def _start_worker(run: Run, target: str, lock_fd: int) -> None:
+    env = {
+        **os.environ,
+        storage.HOME_ENV: str(storage.home()),
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(storage.CODE_ROOT), os.environ.get("PYTHONPATH")])),
+        "PYTHONUNBUFFERED": "1",  # so the log holds the last words of a worker that is killed
+    }
+    # An absolute folder, which is also how a reader tells this worker from a stranger with a recycled pid.
+    command = [sys.executable, "-m", queue.WORKER_MODULE, str(run.directory.resolve()), "--target", target]
+    command += ["--lock-fd", str(lock_fd)]
+    with open(run.log_file, "ab") as log:
+        worker = subprocess.Popen(
+            command,
+            cwd=run.directory,  # whatever the run writes by relative path stays in its folder
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            pass_fds=(lock_fd,),
+            start_new_session=True,  # survives the server, and a cancel can kill its whole group
+        )
+    # Reap the worker when it ends, so a long-lived server collects no zombies.
+    threading.Thread(target=worker.wait, name=f"reap-worker-{worker.pid}", daemon=True).start()
+
+
+def _runs() -> Iterator[Run]:
+    if storage.runs_dir().is_dir():
+        for directory in storage.runs_dir().iterdir():
+            run = Run(directory)
+            if is_run_id(run.id) and run.status_file.exists():
+                yield run
+
+
+def _with_position(run: Run) -> dict[str, Any]:
+    current = run.status()
+    position = queue_position(run.id) if _state(current) is RunState.QUEUED else None
+    return {**current, "run_id": run.id, "queue_position": position}
+
+
+def _row(run: Run, current: Mapping[str, Any], line: list[str]) -> dict[str, Any]:
+    """A runs table's row, from the run's status, its place in ``line`` and its plan."""
+    return (
+        {"run_id": run.id}
+        | {key: current.get(key) for key in ("state", "message", "submitted", "started", "finished")}
+        | {"queue_position": line.index(run.id) + 1 if run.id in line else None}
+        | _summary(run.plan_file)
+    )
+
+
+def _newest_first(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return sorted(rows, key=lambda row: (row["submitted"] or 0.0, row["run_id"]), reverse=True)
+
+
+def _summary(path: Path) -> dict[str, Any]:
+    """The runs table's fields of a plan or metrics file, parsed only when the file has changed."""
+    stamp = _stamp(path)  # before reading: a file replaced in between is read again next time
+    cached = _summaries.get(path)
+    if cached is None or cached[0] != stamp:
+        data = read_json(path, {}) if stamp else {}
+        cached = _summaries[path] = (stamp, {key: data.get(key) for key in _SUMMARY_FIELDS[path.name]})
+    return dict(cached[1])
+
+
+def _stamp(path: Path) -> tuple[int, int, int] | None:
+    """What changes whenever ``write_json`` replaces the file, even within one clock tick: its inode."""
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        return None
+    return info.st_mtime_ns, info.st_ino, info.st_size
+
+
+def _reconcile(run: Run, gone_state: RunState = RunState.FAILED) -> dict[str, Any]:
+    """Finish the status of a run whose worker is gone; kill a worker that hangs or ignores a cancel."""
+    current = run.status()
+    if not _state(current).active:
+        return current
+    keeper = StatusKeeper.take(run)
+    kill_reason = None
+    if keeper is None:
+        kill_reason = _reason_to_kill(run, current)
+        if kill_reason is None:
+            return current
+        # The holder may be another reader recording this run's end, its worker long dead.
+        keeper = StatusKeeper.take(run, timeout_s=LOCK_PATIENCE_S)
+    if keeper is None:
+        pid = current.get("pid")
+        if not pid or not queue.is_worker_of(pid, run.directory):
+            return current  # whoever holds the lock, that pid is no longer ours to kill
+        queue.kill_group(pid)
+        keeper = StatusKeeper.take(run, timeout_s=5.0)
+        if keeper is None:
+            return current
+    with keeper:
+        if _state(keeper.data).active:  # the worker may have finished meanwhile
+            keeper.set_state(*_verdict(run, keeper.data, gone_state, kill_reason))
+            queue.dequeue(run.id)
+        return keeper.data
+
+
+def _settle_orphan(directory: Path) -> None:
+    """A ticket outlived its worker: record how its run ended, if the run's folder is still there."""
+    run = Run(directory)
+    if run.status_file.exists():
+        _reconcile(run)
+
+
+def _reason_to_kill(run: Run, current: Mapping[str, Any]) -> str | None:
+    now = time.time()
+    with contextlib.suppress(FileNotFoundError):
+        if now - run.cancel_file.stat().st_mtime > CANCEL_GRACE_S:
+            return f"the worker ignored the cancel for {CANCEL_GRACE_S:.0f} s"
+    beat = current.get("heartbeat") or current.get("submitted")
+    if beat and now - beat > HEARTBEAT_TIMEOUT_S:
+        return f"the worker stopped responding (no heartbeat for {now - beat:.0f} s) and was killed"
+    return None
+
+
+def _verdict(
+    run: Run, current: Mapping[str, Any], gone_state: RunState, kill_reason: str | None
+) -> tuple[RunState, str]:
+    """The final state and message of a run whose worker is gone."""
+    if run.cancel_requested():
+        return RunState.CANCELLED, CANCELLED_MESSAGE
+    if kill_reason:
+        state, reason = RunState.FAILED, kill_reason
+    elif gone_state is RunState.INTERRUPTED:
+        state = RunState.INTERRUPTED
+        reason = f"its worker was gone when the app started (the run was {current['state']})"
+    else:
+        state, reason = RunState.FAILED, f"the worker (pid {current.get('pid')}) died without reporting"
+    tail = run.log_tail()
+    return state, f"{reason}; last words: {tail}" if tail else f"{reason}; its log is empty"

@@ -1,0 +1,311 @@
+"""A run: read through one handle, kept by one writer.
+
+``Run.open(run_id)`` is how everything outside the running process sees a run: its plan, status,
+record, events, metrics and model folder, with the id checked against ``RUN_ID``. The
+``StatusKeeper`` is the one writer of ``status.json``. There is exactly one at a time because
+keeping a run means holding its ``worker.lock``: the submitter holds it while it writes
+``queued``, hands the locked descriptor to the worker, which keeps it until it exits, and
+whoever takes the lock after a worker has gone records how the run ended. ``python -m core
+train`` keeps its run the same way, so its runs show in the app like any other.
+
+Like the rest of the jobs layer, this module never imports torch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import platform
+import re
+import secrets
+import signal
+import subprocess
+import threading
+import time
+import tomllib
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field, fields
+from enum import StrEnum
+from functools import cache
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Self
+
+from core import storage
+from core.errors import TransferLabError, one_line
+from core.jobs import queue
+from core.storage import RunFiles, read_json, write_json
+from core.training.events import DataReady, Event, EventLog, RunFailed, StatusChanged
+
+# Every id the app makes (``20261129-120000-3fa2``) and every folder name ``train --out`` may
+# use under runs/: letters, digits, dot, dash and underscore, starting with a letter or digit.
+RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+CANCELLED_MESSAGE = "cancelled by the user"
+HEARTBEAT_INTERVAL_S = 2.0
+RECORD_SCHEMA = 1
+
+
+class RunState(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    INTERRUPTED = "interrupted"  # its worker was gone when the app started
+
+    @property
+    def active(self) -> bool:
+        """Queued or running: a process still answers for it."""
+        return self in (RunState.QUEUED, RunState.RUNNING)
+
+    @property
+    def final(self) -> bool:
+        return not self.active
+
+
+class RunNotFound(TransferLabError, LookupError):
+    """No run with that id, or an id no run can have (the two look the same from outside)."""
+
+
+class Cancelled(BaseException):
+    """Raised in a worker's main thread on SIGTERM.
+
+    A BaseException, like KeyboardInterrupt, so that a training loop's ``except Exception``
+    cannot swallow a cancel.
+    """
+
+
+def new_run_id() -> str:
+    """Sortable by start time, unique without coordination: ``20261121-231500-3fa2``."""
+    return time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(2)
+
+
+def is_run_id(text: str) -> bool:
+    return isinstance(text, str) and RUN_ID.fullmatch(text) is not None
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """Who started a run, on what, where, and with which versions: ``run.json``.
+
+    Runs written before the record existed have none; ``Run.record`` then fills what it can.
+    """
+
+    owner: str = "local"
+    dataset_name: str = ""  # what people call the data set (an upload's file name)
+    backend: str = "local"  # which jobs backend runs it
+    created: float | None = None
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"schema": RECORD_SCHEMA, **asdict(self)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunRecord:
+        """Tolerant: fields a later version added are ignored, missing ones take defaults."""
+        known = {f.name for f in fields(cls)}
+        return cls(**{key: value for key, value in data.items() if key in known})
+
+
+class Run(RunFiles):
+    """One run directory. ``Run.open`` for a run the app knows by id; ``Run(path)`` for any
+    folder (``train --out`` may write one anywhere)."""
+
+    @classmethod
+    def open(cls, run_id: str) -> Run:
+        """The run ``run_id`` under ``runs/``; ``RunNotFound`` if there is none (or the id is
+        not one a run could have: such ids never reach the file system)."""
+        if not is_run_id(run_id):
+            raise RunNotFound(f"no run {_shown(run_id)}")
+        run = cls(storage.runs_dir() / run_id)
+        if not run.status_file.exists():
+            raise RunNotFound(f"no run {_shown(run_id)} in {storage.runs_dir()}")
+        return run
+
+    @property
+    def id(self) -> str:
+        return self.directory.name
+
+    def status(self) -> dict[str, Any]:
+        """``status.json`` as last written; ``{}`` before anything was."""
+        return read_json(self.status_file, {})
+
+    def state(self) -> RunState | None:
+        state = self.status().get("state")
+        return RunState(state) if state in RunState.__members__.values() else None
+
+    def plan_fields(self) -> dict[str, Any]:
+        """``plan.json`` as stored, whatever version wrote it; ``{}`` when missing."""
+        return read_json(self.plan_file, {})
+
+    def record(self) -> RunRecord:
+        stored = read_json(self.record_file)
+        if stored is not None:
+            return RunRecord.from_dict(stored)
+        data = str(self.plan_fields().get("data", ""))
+        return RunRecord(dataset_name=Path(data.rstrip("/")).name)
+
+    def write_record(self, record: RunRecord) -> None:
+        write_json(self.record_file, record.to_dict())
+
+    def metrics(self) -> dict[str, Any] | None:
+        return read_json(self.metrics_file)
+
+    def cancel_requested(self) -> bool:
+        return self.cancel_file.exists()
+
+    def log_tail(self, lines: int = 3, max_chars: int = 300) -> str:
+        """The worker's last words: the final non-empty lines of its log, on one line."""
+        try:
+            with open(self.log_file, "rb") as f:
+                f.seek(max(0, f.seek(0, os.SEEK_END) - 8192))
+                text = f.read().decode(errors="replace")
+        except FileNotFoundError:
+            return ""
+        tail = " | ".join([line.strip() for line in text.splitlines() if line.strip()][-lines:])
+        return tail if len(tail) <= max_chars else "..." + tail[-max_chars:]
+
+
+class StatusKeeper:
+    """The one writer of a run's ``status.json``: it holds the run's ``worker.lock``.
+
+    Keepers are made by ``take`` (the lock is free) or ``adopt`` (a locked descriptor handed
+    over by the submitter). State changes also go to ``events.jsonl``, which live views follow.
+    """
+
+    def __init__(self, run: Run, lock_fd: int) -> None:
+        self.run, self.lock_fd = run, lock_fd
+        self.data: dict[str, Any] = run.status()
+        self._lock = threading.Lock()
+        self._events = EventLog(run.directory)
+
+    @classmethod
+    def take(cls, run: Run, timeout_s: float = 0.0) -> StatusKeeper | None:
+        """The keeper of ``run`` if its lock can be had within ``timeout_s``, else None."""
+        fd = queue.wait_for_lock(run.lock_file, timeout_s)
+        return None if fd is None else cls(run, fd)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.release()
+
+    def release(self) -> None:
+        """Let go of the lock: from here on, anyone may take the run over."""
+        if self.lock_fd >= 0:
+            os.close(self.lock_fd)
+            self.lock_fd = -1
+
+    def update(self, **values: Any) -> None:
+        with self._lock:
+            self.data.update(values)
+            write_json(self.run.status_file, self.data)
+
+    def set_state(self, state: RunState, message: str = "", **values: Any) -> None:
+        """Write a state change to ``status.json`` and append the events that live views follow."""
+        with self._lock:
+            self.data = {**self.data, **values, "state": state, "message": message}
+            if state.final:
+                self.data["finished"] = time.time()
+            if state is RunState.FAILED:
+                # First, so that whoever sees the final status, in status.json or in the events, finds it.
+                self._events(RunFailed(message=message))
+            write_json(self.run.status_file, self.data)
+            self._events(StatusChanged(state=state, message=message))
+
+    def begin(self) -> None:
+        """The run starts training here: say so, and record where and with what it runs."""
+        record = self.run.record()
+        self.run.write_record(
+            RunRecord(**{**asdict(record), "provenance": {**record.provenance, **provenance(self.run)}})
+        )
+        self.set_state(RunState.RUNNING, started=time.time())
+
+    def observe(self, event: Event) -> None:
+        """A subscriber to the run's events: the data set's identity goes into the record."""
+        if isinstance(event, DataReady):
+            record = self.run.record()
+            facts = {**record.provenance, "dataset_sha256": event.sha256}
+            self.run.write_record(RunRecord(**{**asdict(record), "provenance": facts}))
+
+    @contextlib.contextmanager
+    def beating(self) -> Iterator[None]:
+        """Stamp ``heartbeat`` every couple of seconds from a thread of its own, so that only a
+        frozen process misses it, not a busy training step."""
+        halted = threading.Event()
+
+        def beat() -> None:
+            while not halted.wait(HEARTBEAT_INTERVAL_S):
+                self.update(heartbeat=time.time())
+
+        self.update(heartbeat=time.time())
+        thread = threading.Thread(target=beat, name="heartbeat", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            halted.set()
+            thread.join()
+
+    @contextlib.contextmanager
+    def outcome(self) -> Iterator[None]:
+        """Record how the block ended as the run's final state, then let any exception go on:
+        ``done``; ``cancelled`` for a cancel (or Ctrl-C); else ``failed`` with one line."""
+        try:
+            yield
+        except BaseException as exc:
+            _ignore_sigterm()  # the outcome is decided: record it in peace
+            cancelled = isinstance(exc, (Cancelled, KeyboardInterrupt)) or self.run.cancel_requested()
+            if cancelled:
+                self.set_state(RunState.CANCELLED, CANCELLED_MESSAGE)
+            else:
+                self.set_state(RunState.FAILED, one_line(exc))
+            raise
+        _ignore_sigterm()
+        self.set_state(RunState.DONE)
+
+
+def provenance(run: Run) -> dict[str, Any]:
+    """What produced a run, for whoever reads it later: versions, host and seed."""
+    return {
+        "app_version": app_version(),
+        "python": platform.python_version(),
+        "torch": _installed("torch"),
+        "torchvision": _installed("torchvision"),
+        "host": platform.node(),
+        "seed": run.plan_fields().get("seed", 0),
+    }
+
+
+@cache
+def app_version() -> str:
+    """``0.1.0``, with the git commit when the app runs from a checkout (``0.1.0+3fa2b1c``)."""
+    version = tomllib.loads((storage.CODE_ROOT / "pyproject.toml").read_text())["project"]["version"]
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        commit = subprocess.run(
+            ["git", "-C", str(storage.CODE_ROOT), "rev-parse", "--short", "HEAD"],
+            capture_output=True, text=True, timeout=5, check=True,
+        ).stdout.strip()  # fmt: skip
+        if commit:
+            return f"{version}+{commit}"
+    return version
+
+
+def _installed(package: str) -> str | None:
+    """A package's version without importing it (the server never imports torch)."""
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _ignore_sigterm() -> None:
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+def _shown(run_id: object) -> str:
+    """A requested id, quoted and cut short: it may come from a crafted link."""
+    text = repr(run_id)
+    return text if len(text) <= 60 else text[:57] + "..."

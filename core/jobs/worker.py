@@ -1,0 +1,120 @@
+"""``python -m core.jobs.worker RUN_DIR [--target module:function]``: one run, in a process of its own.
+
+``core.jobs.submit`` starts it detached, so the web server stays responsive, a crash stays in
+here, and the GPU memory goes back to the system when the process ends. The worker waits for
+its turn in the queue, calls the target (``core.training.train:run`` unless told otherwise; tests pass
+small targets of their own) as ``target(run_dir, emit)``, and keeps the run's status through its
+``StatusKeeper``, heartbeat included. SIGTERM means cancel. Started by hand, it queues like any
+submitted run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import signal
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from core import jobs
+from core.jobs import queue
+from core.jobs.run import Cancelled, Run, RunState, StatusKeeper
+from core.training.events import Emit, Event, EventLog, paced
+
+QUEUE_POLL_S = 0.2
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    run = Run(Path(args.run_dir).resolve())
+    keeper = StatusKeeper(run, args.lock_fd) if args.lock_fd is not None else StatusKeeper.take(run)
+    if keeper is None:
+        raise SystemExit(f"another worker already runs {run.directory}")
+    os.set_inheritable(keeper.lock_fd, False)  # a program the training starts must not keep it alive
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    with keeper:
+        state = keeper.data.get("state")
+        if state not in (None, RunState.QUEUED):
+            print(f"run {run.id} is already {state}; submit a new run", file=sys.stderr)
+            return 2
+        if state is None:
+            keeper.set_state(RunState.QUEUED, submitted=time.time())
+        keeper.update(pid=os.getpid())
+        try:
+            with keeper.beating(), keeper.outcome():
+                _wait_for_slot(run, keeper)
+                keeper.begin()
+                _load_target(args.target)(run.directory, _emit(run, keeper))
+        except Cancelled:
+            return 0
+        except BaseException:  # noqa: BLE001 - the worker exists to record how a run ended, however it did
+            if run.cancel_requested():  # the cancel surfaced as another exception
+                return 0
+            traceback.print_exc()
+            return 1
+        finally:
+            queue.dequeue(run.id)
+    return 0
+
+
+def _emit(run: Run, keeper: StatusKeeper) -> Emit:
+    """The run's events: to ``events.jsonl`` for the pages, to the keeper for the run record."""
+    log = EventLog(run.directory)
+
+    def emit(event: Event) -> None:
+        log(event)
+        keeper.observe(event)
+
+    return paced(emit)
+
+
+def _wait_for_slot(run: Run, keeper: StatusKeeper) -> None:
+    """Block until this run is first in line and a slot is free; the slot is held until exit."""
+    if run.id not in jobs.waiting_runs():
+        queue.enqueue(run.id)
+    slots = jobs.max_concurrent()
+    while True:
+        if run.cancel_requested():
+            raise Cancelled
+        line = jobs.waiting_runs()
+        taken = queue.take_slot(slots) if line[:1] == [run.id] else None
+        if taken is not None:
+            break
+        time.sleep(QUEUE_POLL_S)
+    queue.dequeue(run.id)
+    slot, _held_until_exit = taken
+    gpus = jobs.gpu_ids()
+    # One run per GPU: the run in slot k sees only GPU k, as its cuda:0.
+    gpu = gpus[slot % len(gpus)] if gpus else None
+    if gpu is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = gpu
+    keeper.update(slot=slot, gpu=gpu)
+
+
+def _load_target(spec: str) -> Callable[..., Any]:
+    module_name, _, function = spec.partition(":")
+    return getattr(importlib.import_module(module_name), function)
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # one cancel is enough: record it in peace
+    raise Cancelled
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m core.jobs.worker", description=__doc__.splitlines()[0])
+    parser.add_argument("run_dir", help="the run folder, holding plan.json")
+    parser.add_argument(
+        "--target", default=jobs.DEFAULT_TARGET, help="training entry point as module:function"
+    )
+    parser.add_argument("--lock-fd", type=int, help=argparse.SUPPRESS)  # passed by core.jobs.submit
+    return parser
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,110 @@
+"""Where training batches come from: decoded images, or features a frozen body computed once.
+
+Frozen bodies (cases 1 and 2) see each image once (or once per cached augmented view); every
+epoch after that trains the head on the cached features and costs almost nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import nn
+
+from core.data.cache import ImageCache
+from core.models.preprocess import Preprocess
+from core.training.device import Accelerator
+from core.training.loop import Batch
+from core.training.transforms import to_model_input
+
+
+class ImageSource:
+    """Model inputs made on the device from a cache of resized uint8 images."""
+
+    def __init__(
+        self,
+        cache: ImageCache,
+        pre: Preprocess,
+        accel: Accelerator,
+        *,
+        train: bool,
+        augment: str = "none",
+        seed: int = 0,
+    ) -> None:
+        self.cache, self.pre, self.accel = cache, pre, accel
+        self.train, self.augment = train, augment
+        # Augmentation draws from its own CPU generator: a seeded run augments alike on any device.
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def __len__(self) -> int:
+        return len(self.cache)
+
+    def load(self, indices: torch.Tensor, epoch: int) -> Batch:
+        pixels, labels = self.cache.images[indices], self.cache.labels[indices]
+        if self.accel.pin_memory:
+            pixels, labels = pixels.pin_memory(), labels.pin_memory()
+        device, non_blocking = self.accel.device, self.accel.pin_memory
+        # Augment on the device, from uint8 that travels four times lighter than floats.
+        pixels = pixels.to(device, non_blocking=non_blocking)
+        inputs = to_model_input(
+            pixels, self.pre, train=self.train, augment=self.augment, generator=self.generator
+        )
+        return self.accel.to_device(inputs), labels.to(device, non_blocking=non_blocking)
+
+
+class FeatureSource:
+    """Features of a frozen body, one tensor per cached view; epoch ``e`` trains on view ``e % V``."""
+
+    def __init__(self, views: Sequence[torch.Tensor], labels: torch.Tensor, accel: Accelerator) -> None:
+        self.views, self.labels, self.accel = list(views), labels, accel
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def load(self, indices: torch.Tensor, epoch: int) -> Batch:
+        features = self.views[epoch % len(self.views)][indices]
+        return self.accel.to_device(features), self.labels[indices].to(self.accel.device)
+
+
+@torch.no_grad()
+def embed(
+    body: nn.Module,
+    source: ImageSource,
+    batch_size: int,
+    accel: Accelerator,
+    progress: Callable[[int, int], None] | None = None,
+) -> Batch:
+    """The body's output for every image of ``source``, in order, and the labels, on the CPU.
+
+    Kept in the dtype autocast produced (bf16 halves the cache) until the head reads it.
+    ``progress(done, total)`` hears of each batch.
+    """
+    body.eval()
+    outputs, labels = [], []
+    for indices in torch.arange(len(source)).split(batch_size):
+        inputs, batch_labels = source.load(indices, epoch=0)
+        with accel.autocast():
+            outputs.append(body(inputs).cpu())
+        labels.append(batch_labels.cpu())
+        if progress:
+            progress(int(indices[-1]) + 1, len(source))
+    return torch.cat(outputs), torch.cat(labels)
+
+
+def feature_source(
+    body: nn.Module,
+    images: ImageSource,
+    views: int,
+    batch_size: int,
+    accel: Accelerator,
+    progress: Callable[[int, int], None] | None = None,
+) -> FeatureSource:
+    """Run the body once per image and view. An augmenting source gives a new view each pass;
+    ``progress(done, total)`` counts images over all views."""
+    count = len(images)
+
+    def view_progress(view: int) -> Callable[[int, int], None] | None:
+        return progress and (lambda done, _total: progress(view * count + done, views * count))
+
+    cached = [embed(body, images, batch_size, accel, view_progress(view)) for view in range(views)]
+    return FeatureSource([features for features, _ in cached], cached[0][1], accel)

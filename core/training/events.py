@@ -1,0 +1,233 @@
+"""What a run reports, as small typed records, written to and read back from ``events.jsonl``.
+
+The training calls ``emit(event)``; the worker, the CLI, the pages and the tests subscribe.
+Subscribers get plain data, never the trainer. On disk every event is one JSON line with
+``type`` and ``time`` (the run-directory contract in DESIGN.md), and reading turns each line back
+into the same dataclass. Reading is tolerant, so that old and future runs stay readable: fields
+this version does not know are dropped, and a type it does not know becomes ``UnknownEvent``.
+``core.training.progress`` folds the events into what a person watching the run wants to know.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, ClassVar
+
+EVENTS_FILE = "events.jsonl"
+STEP_DELAY_ENV = "TRANSFER_LAB_STEP_DELAY"
+
+
+@dataclass(frozen=True)
+class Event:
+    type: ClassVar[str] = "event"
+    time: float = field(default_factory=time.time, kw_only=True)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"type": self.type, **asdict(self)}
+
+
+@dataclass(frozen=True)
+class StatusChanged(Event):
+    type: ClassVar[str] = "status"
+    state: str
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class DataReady(Event):
+    """The data set is validated and split: what the run trains on, and its identity."""
+
+    type: ClassVar[str] = "data"
+    name: str
+    sha256: str
+    classes: int
+    train: int
+    val: int
+    test: int
+
+
+@dataclass(frozen=True)
+class PhaseStarted(Event):
+    """A run moves on to ``phase``: ``decoding`` images, computing ``features`` (cases 1 and 2),
+    ``training``, ``exporting``."""
+
+    type: ClassVar[str] = "phase"
+    phase: str
+
+
+@dataclass(frozen=True)
+class Progress(Event):
+    """How far the current phase before training has got: ``done`` of ``total`` images."""
+
+    type: ClassVar[str] = "progress"
+    phase: str
+    done: int
+    total: int
+    images_per_s: float
+
+
+@dataclass(frozen=True)
+class BatchEnd(Event):
+    type: ClassVar[str] = "batch"
+    epoch: int
+    step: int
+    steps: int
+    loss: float
+    images_per_s: float
+
+
+@dataclass(frozen=True)
+class EpochEnd(Event):
+    type: ClassVar[str] = "epoch"
+    epoch: int
+    epochs: int
+    train_loss: float
+    train_accuracy: float
+    val_loss: float
+    val_accuracy: float
+    lr: float
+    seconds: float
+
+
+@dataclass(frozen=True)
+class RunWarning(Event):
+    """Something the user should know; ``suggest`` names a remedy the app can offer as a button
+    (``from_scratch``: case 4's fallback, a rerun with random weights)."""
+
+    type: ClassVar[str] = "warning"
+    message: str
+    suggest: str | None = None
+
+
+@dataclass(frozen=True)
+class RunFailed(Event):
+    type: ClassVar[str] = "error"
+    message: str
+
+
+@dataclass(frozen=True)
+class RunDone(Event):
+    type: ClassVar[str] = "done"
+    best_val_accuracy: float
+
+
+@dataclass(frozen=True)
+class UnknownEvent(Event):
+    """A line of a type this version does not know (written by a newer one): kept, not understood."""
+
+    type: ClassVar[str] = "unknown"
+    name: str
+    data: dict[str, Any]
+
+
+EVENT_TYPES: dict[str, type[Event]] = {
+    kind.type: kind
+    for kind in (
+        StatusChanged,
+        DataReady,
+        PhaseStarted,
+        Progress,
+        BatchEnd,
+        EpochEnd,
+        RunWarning,
+        RunFailed,
+        RunDone,
+    )
+}
+
+Emit = Callable[[Event], None]
+
+
+def parse_event(data: dict[str, Any]) -> Event:
+    """The event a JSON line holds: its own dataclass, extra fields dropped; ``UnknownEvent``
+    for a type this version does not know, or one missing a field it needs."""
+    kind = EVENT_TYPES.get(data.get("type", ""))
+    if kind is not None:
+        known = {f.name for f in fields(kind)}
+        try:
+            return kind(**{key: value for key, value in data.items() if key in known})
+        except TypeError:
+            pass
+    return UnknownEvent(name=str(data.get("type")), data=data, time=float(data.get("time") or 0.0))
+
+
+def paced(emit: Emit) -> Emit:
+    """``emit``, then a pause of ``TRANSFER_LAB_STEP_DELAY`` seconds after each batch event.
+
+    Browser tests watch tiny runs live; their workers are other processes, so the knob is an
+    environment variable, read here once by whoever subscribes, never by the training itself.
+    """
+    delay = float(os.environ.get(STEP_DELAY_ENV) or 0)
+    if not delay:
+        return emit
+
+    def slowed(event: Event) -> None:
+        emit(event)
+        if isinstance(event, BatchEnd):
+            time.sleep(delay)
+
+    return slowed
+
+
+class EventLog:
+    """Appends events to ``events.jsonl``, one complete line per ``write`` call.
+
+    A single ``write`` of a whole line on an ``O_APPEND`` descriptor never interleaves with
+    another writer's line, and readers skip a trailing partial line until it is complete.
+    """
+
+    def __init__(self, run_dir: Path) -> None:
+        self.path = Path(run_dir) / EVENTS_FILE
+
+    def __call__(self, event: Event) -> None:
+        line = json.dumps(event.to_dict(), allow_nan=False) + "\n"
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, line.encode())
+        finally:
+            os.close(fd)
+
+
+class EventReader:
+    """Yields the events appended since the last call: what a live view polls."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.path = Path(run_dir) / EVENTS_FILE
+        self._offset = 0
+
+    def new_events(self) -> list[Event]:
+        return list(self._read())
+
+    def _read(self) -> Iterator[Event]:
+        try:
+            with open(self.path, "rb") as f:
+                f.seek(self._offset)
+                chunk = f.read()
+        except FileNotFoundError:
+            return
+        end = chunk.rfind(b"\n") + 1  # a line still being written waits for the next poll
+        self._offset += end
+        for line in chunk[:end].splitlines():
+            if line.strip():
+                yield _parsed_line(line)
+
+
+def _parsed_line(line: bytes) -> Event:
+    """One line's event; a damaged line (a disk that filled mid-write) is an unknown event."""
+    try:
+        data = json.loads(line)
+    except ValueError:
+        data = None
+    if not isinstance(data, dict):
+        return UnknownEvent(name="", data={"line": line[:200].decode(errors="replace")}, time=0.0)
+    return parse_event(data)
+
+
+def read_events(run_dir: Path) -> list[Event]:
+    """All complete events of a run, oldest first."""
+    return EventReader(run_dir).new_events()

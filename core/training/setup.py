@@ -1,0 +1,186 @@
+"""A run's set-up, built once: everything between a plan and its first training step.
+
+The backbone resolved, the model adapted to the case and placed on the device, split into the
+frozen body and the part that trains, the preprocessing at the plan's image size, the class
+weights, and how images become batches. Training (``core.training.train``) and the estimate
+(``core.training.estimate``) both start from a ``Setup``, so the estimate times what training will run.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+import torch
+from torch import nn
+
+from core.data import Dataset, ImageCache, Sample
+from core.models.adapt import build_model, split_frozen
+from core.models.backbones import Backbone, resolve
+from core.models.preprocess import Preprocess
+from core.training import metrics
+from core.training.batches import ImageSource, feature_source
+from core.training.device import Accelerator, Ranks
+from core.training.events import Emit, PhaseStarted, Progress
+from core.training.loop import BatchSource, shard
+from core.training.plan import Plan
+
+# Weights ported from TensorFlow (EfficientNet-Lite, MobileNetV3) move BatchNorm's running
+# statistics by 1 % a step; fine-tuned on a new data set they would still describe ImageNet
+# after hundreds of steps, and evaluation would normalise with the wrong numbers.
+MIN_BN_MOMENTUM = 0.1
+PROGRESS_INTERVAL_S = 0.25  # at most four progress events a second, and each phase's last
+T = TypeVar("T")
+
+
+@dataclass
+class Setup:
+    """What a run trains, on what device, with which inputs."""
+
+    plan: Plan
+    backbone: Backbone
+    classes: list[str]
+    pre: Preprocess  # the backbone's preprocessing at the plan's image size
+    model: nn.Module  # the adapted model, on the device
+    trainable: nn.Module  # what the optimiser updates: the new head (cases 1, 2) or the model
+    frozen: nn.Module | None  # the frozen body whose features are computed once (cases 1, 2)
+    class_weights: torch.Tensor | None
+    accel: Accelerator
+    ranks: Ranks
+    cache_dir: Path | None  # where large image caches are memory-mapped
+
+    def images(
+        self, samples: Sequence[Sample], *, train: bool, progress: Callable[[int, int], None] | None = None
+    ) -> ImageSource:
+        """Model inputs for ``samples``, decoded once into a uint8 cache, augmented on the device
+        when training (each rank with its own seed); ``progress(done, total)`` hears of each image."""
+        cache = ImageCache(
+            samples,
+            self.pre.resize,
+            interpolation=self.pre.interpolation,
+            cache_dir=self.cache_dir,
+            progress=progress,
+        )
+        augment = self.plan.augment if train else "none"
+        seed = self.plan.seed * 1000 + self.ranks.rank
+        return ImageSource(cache, self.pre, self.accel, train=train, augment=augment, seed=seed)
+
+    def sources(
+        self, dataset: Dataset, emit: Emit, retry_on_oom: Callable[[Callable[[int], T]], T]
+    ) -> Sources:
+        """This rank's training batches and (rank 0 only) the validation and test ones.
+
+        Every image is decoded once into a uint8 cache; then a frozen body embeds each image once
+        (once per augmented view in training), so that epochs train the head on cached features.
+        Trained bodies see the decoded images each epoch. Both passes report their progress.
+        """
+        main = self.ranks.is_main  # only rank 0 evaluates
+        splits = {
+            "train": [dataset.train[i] for i in shard(len(dataset.train), self.ranks, self.plan.seed)],
+            "val": dataset.val if main else [],
+            "test": dataset.test if main else [],
+        }
+        decoding = _Meter(emit, "decoding", sum(map(len, splits.values())))
+        sources: dict[str, BatchSource] = {
+            name: self.images(samples, train=name == "train", progress=decoding.part())
+            for name, samples in splits.items()
+            if samples
+        }
+        if self.frozen is not None:
+            views = self.plan.feature_views if self.plan.augment != "none" else 1
+            total = sum(map(len, sources.values())) + (views - 1) * len(sources["train"])
+            features = _Meter(emit, "features", total)
+            sources = {
+                name: retry_on_oom(
+                    functools.partial(
+                        feature_source, self.frozen, images, views if name == "train" else 1,
+                        accel=self.accel, progress=features.part(),
+                    )
+                )
+                for name, images in sources.items()
+            }  # fmt: skip
+        return Sources(sources["train"], sources.get("val"), sources.get("test"))
+
+    def whole(self) -> nn.Module:
+        """The model as one module again: what is exported."""
+        return self.model if self.frozen is None else nn.Sequential(self.frozen, self.trainable)
+
+
+@dataclass(frozen=True)
+class Sources:
+    """Where each split's batches come from: cached features (cases 1, 2) or decoded images."""
+
+    train: BatchSource
+    val: BatchSource | None  # rank 0 alone evaluates
+    test: BatchSource | None  # when the data has a test/ split
+
+
+class _Meter:
+    """Counts one phase's images over several parts (the splits) and reports them as ``Progress``
+    at most four times a second, and once more when the phase is complete."""
+
+    def __init__(self, emit: Emit, phase: str, total: int) -> None:
+        self.emit, self.phase, self.total = emit, phase, total
+        self.done_before, self.started, self.last = 0, time.perf_counter(), 0.0
+        emit(PhaseStarted(phase=phase))
+
+    def part(self) -> Callable[[int, int], None]:
+        """A ``progress(done, total)`` callback for the next part."""
+        offset: list[int] = []
+
+        def report(done: int, total: int) -> None:
+            if not offset:
+                offset.append(self.done_before)
+                self.done_before += total
+            count, now = offset[0] + done, time.perf_counter()
+            if count == self.total or now - self.last >= PROGRESS_INTERVAL_S:
+                self.last = now
+                rate = count / max(now - self.started, 1e-9)
+                self.emit(Progress(phase=self.phase, done=count, total=self.total, images_per_s=rate))
+
+        return report
+
+
+def build(plan: Plan, dataset: Dataset, accel: Accelerator, ranks: Ranks | None = None) -> Setup:
+    """The set-up of a resolved ``plan`` on ``dataset``: the one place a plan's backbone is resolved."""
+    backbone = resolve(plan.backbone)
+    classes = list(dataset.classes)
+    model = build_model(backbone, plan.case, len(classes), plan.weights, plan.cut)
+    if plan.trains_body:
+        model = accel.prepare(model)
+        _quicken_batch_norm(model)
+        trainable, frozen = model, None
+    else:
+        body, head = split_frozen(model)
+        frozen, trainable = accel.prepare(body), accel.prepare(head)
+    return Setup(
+        plan=plan,
+        backbone=backbone,
+        classes=classes,
+        pre=backbone.preprocess.scaled_to(plan.image_size),
+        model=model,
+        trainable=trainable,
+        frozen=frozen,
+        class_weights=_class_weights(plan, [s.label for s in dataset.train], len(classes), accel),
+        accel=accel,
+        ranks=ranks or Ranks(),
+        cache_dir=dataset.cache_dir,
+    )
+
+
+def _class_weights(plan: Plan, labels: list[int], classes: int, accel: Accelerator) -> torch.Tensor | None:
+    """Balanced weights when asked, or by default when the training split is imbalanced."""
+    wanted = plan.class_weights == "on" or (
+        plan.class_weights == "auto" and metrics.imbalance_ratio(labels, classes) >= metrics.IMBALANCE_RATIO
+    )
+    return metrics.balanced_class_weights(labels, classes).to(accel.device) if wanted else None
+
+
+def _quicken_batch_norm(model: nn.Module) -> None:
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.momentum is not None:
+            module.momentum = max(module.momentum, MIN_BN_MOMENTUM)

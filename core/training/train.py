@@ -1,0 +1,399 @@
+"""One training run, end to end: data, model surgery, the epochs, the best checkpoint, the files.
+
+``run(run_dir, emit)`` is what the worker calls; ``fit(plan, run_dir, emit)`` what the CLI calls.
+Both report through ``emit`` (``BatchEnd``, ``EpochEnd``, ``RunWarning``, ``RunDone``) and raise
+with a readable message on failure. The same code runs under ``torchrun``: every rank trains its
+share of the images with DistributedDataParallel, and rank 0 alone evaluates, emits and writes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import functools
+import random
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from core.artifacts.export import export_model
+from core.data import Dataset, Sample, ingest
+from core.errors import TransferLabError
+from core.models.adapt import aux_weight, param_groups
+from core.storage import RunFiles, read_json, write_json
+from core.training import metrics, setup
+from core.training.device import Accelerator, Ranks, accelerator, ranks_from_env
+from core.training.events import (
+    BatchEnd,
+    DataReady,
+    Emit,
+    EpochEnd,
+    Event,
+    PhaseStarted,
+    RunDone,
+    RunWarning,
+)
+from core.training.loop import (
+    Diverged,
+    Optimisation,
+    epoch_batches,
+    evaluate,
+    halve_batch_on_oom,
+    lr_at,
+    train_one_epoch,
+)
+from core.training.plan import Plan
+from core.training.setup import Setup
+
+# Case 4 from pre-trained weights "succeeds" when its best validation accuracy beats always
+# answering the most common class by at least this much; otherwise the course's fallback is offered.
+SUCCESS_MARGIN = 0.05
+# A tie in validation accuracy counts as progress only if the loss falls by at least this much.
+LOSS_MIN_DELTA = 1e-4
+BATCH_EVENT_INTERVAL_S = 0.25  # at most four progress lines a second, and every epoch's last
+
+
+class TrainingError(TransferLabError, RuntimeError):
+    """A run that cannot go on, with a message that says what to change."""
+
+
+def run(run_dir: Path, emit: Emit) -> dict[str, Any]:
+    """Train ``run_dir/plan.json``; write ``metrics.json`` and ``model/``; return the metrics."""
+    files = RunFiles(Path(run_dir))
+    data = read_json(files.plan_file)
+    if data is None:
+        raise TrainingError(f"{run_dir} has no {files.plan_file.name}")
+    return fit(Plan.from_stored(data), files.directory, emit)
+
+
+def fit(plan: Plan, run_dir: Path, emit: Emit) -> dict[str, Any]:
+    """Train ``plan``, writing the run directory's metrics and model; return the metrics."""
+    plan = plan.resolve()
+    ranks = ranks_from_env()
+    accel = accelerator(plan.device, plan.precision, ranks.local_rank)
+    if not ranks.is_main:
+        emit = _discard
+    with _process_group(ranks, accel):
+        _seed_everything(plan.seed)
+        dataset = _ingest(plan, ranks)
+        emit(_data_ready(dataset))
+        training = Training(setup.build(plan, dataset, accel, ranks), dataset, emit)
+        training.train()
+        result = training.finish(Path(run_dir)) if ranks.is_main else {}
+    emit(RunDone(best_val_accuracy=training.best_accuracy))
+    return result
+
+
+@dataclass(frozen=True)
+class Stage:
+    """A stretch of epochs with one optimiser: case 3 trains its new head alone first (its
+    ``freeze_epochs``), then the whole network; every other case has a single stage."""
+
+    name: str
+    epochs: range
+    head_only: bool = False
+
+
+def stages(plan: Plan) -> list[Stage]:
+    if not plan.trains_body:
+        return [Stage("new layer", range(plan.epochs))]
+    first = plan.head_only_epochs
+    whole = Stage("whole network", range(first, plan.epochs))
+    return [Stage("new head alone", range(first), head_only=True), whole] if first else [whole]
+
+
+class Training:
+    """One run between its set-up and its result: batch sources, the epochs, the best state."""
+
+    def __init__(self, setup: Setup, dataset: Dataset, emit: Emit) -> None:
+        self.setup, self.plan, self.emit = setup, setup.plan, emit
+        self.accel, self.ranks = setup.accel, setup.ranks
+        self.batch_size = self.plan.batch_size
+        self.warnings: list[str] = []
+        self.history: list[dict[str, float]] = []
+        self.best_accuracy, self.best_loss, self.best_epoch = -1.0, float("inf"), -1
+        self.val_files = [_file(s) for s in dataset.val]
+        self.test_files = [_file(s) for s in dataset.test]
+        if not dataset.val:
+            raise TrainingError("the validation split is empty: add images or raise val_fraction")
+        sources = setup.sources(dataset, emit, self._retry_on_oom)
+        self.train_source, self.val_source, self.test_source = sources.train, sources.val, sources.test
+        self.best_state = copy.deepcopy(self.setup.trainable.state_dict())
+
+    # -- the epochs ------------------------------------------------------------------------------
+
+    def train(self) -> None:
+        """Every stage's epochs, each followed by validation, until the last or an early stop."""
+        self.emit(PhaseStarted(phase="training"))
+        for stage in stages(self.plan):
+            opt = self._optimisation(stage)
+            for epoch in stage.epochs:
+                started = time.perf_counter()
+                train_loss, train_accuracy = self._retry_on_oom(
+                    functools.partial(self._train_epoch, opt, stage, epoch)
+                )
+                record = {
+                    "epoch": epoch + 1,
+                    "epochs": self.plan.epochs,
+                    "train_loss": train_loss,
+                    "train_accuracy": train_accuracy,
+                    "lr": _head_lr(opt),
+                }
+                stop = self._validate(record, time.perf_counter() - started) if self.ranks.is_main else False
+                if self._agree(stop and not stage.head_only):
+                    self._stopped_early(epoch)
+                    return
+
+    def _train_epoch(
+        self, opt: Optimisation, stage: Stage, epoch: int, batch_size: int
+    ) -> tuple[float, float]:
+        batches = epoch_batches(len(self.train_source), batch_size, self.plan.seed, epoch)
+        steps = len(batches) * len(stage.epochs)  # the learning-rate curve spans the stage
+        first = len(batches) * (epoch - stage.epochs.start)
+        last_event = [0.0]
+
+        def on_batch(step: int, of: int, loss: float, images_per_s: float) -> None:
+            now = time.monotonic()
+            if step == of or now - last_event[0] >= BATCH_EVENT_INTERVAL_S:
+                last_event[0] = now
+                self.emit(
+                    BatchEnd(epoch=epoch + 1, step=step, steps=of, loss=loss, images_per_s=images_per_s)
+                )
+
+        try:
+            return train_one_epoch(
+                opt,
+                self.train_source,
+                batches,
+                epoch,
+                lambda step: lr_at(first + step, steps, self.plan.schedule),
+                on_batch,
+                self.ranks,
+            )
+        except Diverged as exc:
+            raise TrainingError(
+                f"training diverged at epoch {epoch + 1}, step {exc.step} (loss is {exc.loss}): "
+                f"lower the learning rate (now {self.plan.lr:g})"
+            ) from exc
+
+    def _validate(self, record: dict[str, Any], seconds: float) -> bool:
+        """Evaluate, report the epoch, keep the best state; say whether patience has run out."""
+        trainable = self.setup.trainable
+        logits, labels = self._retry_on_oom(
+            lambda size: evaluate(trainable, self.val_source, size, self.accel)
+        )
+        val_loss = float(F.cross_entropy(logits, labels))
+        val_accuracy = metrics.accuracy(logits, labels)
+        record.update(val_loss=val_loss, val_accuracy=val_accuracy, seconds=seconds)
+        self.history.append(record)
+        self.emit(EpochEnd(**record))
+        epoch = record["epoch"]
+        tie = val_accuracy == self.best_accuracy
+        if val_accuracy > self.best_accuracy or (tie and val_loss < self.best_loss - LOSS_MIN_DELTA):
+            self.best_accuracy, self.best_loss, self.best_epoch = val_accuracy, val_loss, epoch
+            self.best_state = {k: v.detach().clone() for k, v in trainable.state_dict().items()}
+        patience = self.plan.patience
+        return bool(patience) and epoch - self.best_epoch >= patience
+
+    def _stopped_early(self, epoch: int) -> None:
+        plan = self.plan
+        waited = f"{plan.patience} epoch{'s' * (plan.patience > 1)}"
+        self._warn(
+            f"stopped early after epoch {epoch + 1} of {plan.epochs}: no better validation "
+            f"accuracy for {waited}; keeping epoch {self.best_epoch}"
+        )
+
+    def _optimisation(self, stage: Stage) -> Optimisation:
+        """A fresh optimiser for a stage; case 3's first stage trains the new head alone.
+
+        Alone but for BatchNorm, as fastai's ``freeze`` leaves it: normalising with batch
+        statistics from the start means nothing shifts under the head when the body joins in.
+        """
+        plan, model = self.plan, self.setup.model
+        if plan.trains_body:
+            groups = param_groups(model, plan.lr, plan.body_learning_rate)
+            if stage.head_only:
+                groups = _head_and_norms(model, groups)
+            training = {id(p) for g in groups for p in g["params"]}
+            for p in model.parameters():  # no gradients at all for the waiting body
+                p.requires_grad_(id(p) in training)
+        else:
+            groups = [{"params": list(self.setup.trainable.parameters()), "lr": plan.lr}]
+        for g in groups:
+            g["base_lr"] = g["lr"]
+        optimizer = _optimizer(plan.optimizer, groups, plan.weight_decay)
+        aux = aux_weight(model) if plan.trains_body else 0.0
+        trainable = self._parallel(self.setup.trainable)
+        return Optimisation(trainable, optimizer, self.accel, self.setup.class_weights, aux)
+
+    def _parallel(self, module: nn.Module) -> nn.Module:
+        if not self.ranks.distributed:
+            return module
+        device_ids = [self.accel.device.index] if self.accel.device.type == "cuda" else None
+        return DistributedDataParallel(module, device_ids=device_ids)
+
+    def _agree(self, stop: bool) -> bool:
+        """Rank 0 decides on early stopping; the others follow, so that no rank waits alone."""
+        if not self.ranks.distributed:
+            return stop
+        flag = torch.tensor([int(stop)], device=self.accel.device)
+        dist.broadcast(flag, src=0)
+        return bool(flag.item())
+
+    def _retry_on_oom(self, work: Callable[[int], Any]) -> Any:
+        """Run ``work(batch_size)``, halving the batch size on out-of-memory, with a warning.
+
+        Under torchrun an out-of-memory fails the run: one rank retrying alone would hang the rest.
+        """
+        if self.ranks.distributed:
+            return work(self.batch_size)
+        result, self.batch_size = halve_batch_on_oom(work, self.batch_size, self._warn, self.accel.device)
+        return result
+
+    def _warn(self, message: str, suggest: str | None = None) -> None:
+        self.warnings.append(message)
+        self.emit(RunWarning(message=message, suggest=suggest))
+
+    # -- the result ------------------------------------------------------------------------------
+
+    def finish(self, run_dir: Path) -> dict[str, Any]:
+        """Restore the best state, measure it, export it, and write ``metrics.json``."""
+        self.setup.trainable.load_state_dict(self.best_state)
+        result = self._measure()
+        files = RunFiles(run_dir)
+        self.emit(PhaseStarted(phase="exporting"))
+        export_model(self.setup.whole(), self.setup.pre, self.setup.classes, files.model_dir)
+        write_json(files.metrics_file, result)
+        return result
+
+    def _measure(self) -> dict[str, Any]:
+        classes, trainable = self.setup.classes, self.setup.trainable
+        logits, labels = evaluate(trainable, self.val_source, self.batch_size, self.accel)
+        majority = metrics.majority_rate(labels.tolist(), len(classes))
+        last = self.history[-1]
+        result: dict[str, Any] = {
+            "val_accuracy": last["val_accuracy"],
+            "best_val_accuracy": self.best_accuracy,
+            "best_epoch": self.best_epoch,
+            "epochs_run": len(self.history),
+            "majority_rate": majority,
+            "labels": classes,
+            **_without_accuracy(metrics.report(logits, labels, self.val_files, classes)),
+            "history": self.history,
+            "device": str(self.accel.device),
+            "precision": self.accel.precision,
+            "class_weights": None if self.setup.class_weights is None else self.setup.class_weights.tolist(),
+            "plan": self.plan.to_dict(),
+        }
+        if self.test_source is not None:
+            test_logits, test_labels = evaluate(trainable, self.test_source, self.batch_size, self.accel)
+            result["test"] = metrics.report(test_logits, test_labels, self.test_files, classes)
+        if (
+            self.plan.case == 4
+            and self.plan.weights != "none"
+            and self.best_accuracy < majority + SUCCESS_MARGIN
+        ):
+            self._warn(
+                f"case 4 from pre-trained weights did not clearly beat always answering the most common "
+                f"class ({self.best_accuracy:.0%} vs {majority:.0%}): the course's fallback is to train "
+                f"from scratch (weights 'none')",
+                suggest="from_scratch",
+            )
+            result["suggest"] = "from_scratch"
+        result["warnings"] = self.warnings
+        return result
+
+
+def _file(sample: Sample) -> str:
+    """The name people know the image by: its path inside the upload."""
+    return sample.name or sample.path.name
+
+
+def _head_and_norms(model: nn.Module, groups: list[dict]) -> list[dict]:
+    """The head's group and, at the body's rate, the body's BatchNorm weights and biases."""
+    head = next(g for g in groups if g["name"] == "head")
+    body = [g for g in groups if g["name"] == "body"]
+    if not body:
+        return [head]
+    norm_ids = {
+        id(p)
+        for m in model.modules()
+        if isinstance(m, nn.modules.batchnorm._BatchNorm)
+        for p in m.parameters(recurse=False)
+    }
+    norms = [p for p in body[0]["params"] if id(p) in norm_ids]
+    return [head, {**body[0], "name": "body_norms", "params": norms}]
+
+
+def _without_accuracy(report: dict[str, Any]) -> dict[str, Any]:
+    """The kept model's report; its accuracy is ``best_val_accuracy``, its loss ``best_val_loss``."""
+    report = dict(report)
+    report.pop("accuracy")
+    report["best_val_loss"] = report.pop("loss")
+    return report
+
+
+def _head_lr(opt: Optimisation) -> float:
+    """The new head's learning rate: the highest of the groups in every case's scheme."""
+    return max(group["lr"] for group in opt.optimizer.param_groups)
+
+
+def _optimizer(name: str, groups: list[dict], weight_decay: float) -> torch.optim.Optimizer:
+    if name == "sgd":
+        return torch.optim.SGD(groups, momentum=0.9, nesterov=True, weight_decay=weight_decay)
+    if name == "adam":
+        return torch.optim.Adam(groups, weight_decay=weight_decay)
+    return torch.optim.AdamW(groups, weight_decay=weight_decay)
+
+
+def _data_ready(dataset: Dataset) -> DataReady:
+    report = dataset.report
+    return DataReady(
+        name=report.source.get("name", ""),
+        sha256=report.source.get("sha256", ""),
+        classes=len(dataset.classes),
+        train=len(dataset.train),
+        val=len(dataset.val),
+        test=len(dataset.test),
+    )
+
+
+def _ingest(plan: Plan, ranks: Ranks) -> Dataset:
+    """Rank 0 ingests first; the others then find the validated copy it left in the store."""
+    if ranks.is_main:
+        dataset = ingest(plan.data, val_fraction=plan.val_fraction, seed=plan.seed)
+    if ranks.distributed:
+        dist.barrier()
+    if not ranks.is_main:
+        dataset = ingest(plan.data, val_fraction=plan.val_fraction, seed=plan.seed)
+    return dataset
+
+
+@contextlib.contextmanager
+def _process_group(ranks: Ranks, accel: Accelerator) -> Iterator[None]:
+    """Join torchrun's process group for the run: nccl between GPUs, gloo between CPUs."""
+    if not ranks.distributed or dist.is_initialized():
+        yield
+        return
+    dist.init_process_group("nccl" if accel.device.type == "cuda" else "gloo")
+    try:
+        yield
+    finally:
+        dist.destroy_process_group()
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _discard(event: Event) -> None:
+    """Ranks other than 0 report nothing: one run, one stream of events."""
