@@ -144,14 +144,15 @@ def test_imbalance_gives_rare_classes_more_weight() -> None:
     assert metrics.majority_rate(labels, 2) == pytest.approx(0.9)
 
 
-def test_step_delay_paces_the_subscriber_after_each_batch_for_live_tests(
-    monkeypatch: pytest.MonkeyPatch,
+def test_step_delay_paces_the_subscribers_after_each_batch_for_live_tests(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    from core.training.events import BatchEnd, RunWarning, paced
+    from core.jobs.run import Run, run_events
+    from core.training.events import BatchEnd, RunWarning
 
     monkeypatch.setenv("TRANSFER_LAB_STEP_DELAY", "0.05")
     seen: list[object] = []
-    emit = paced(seen.append)
+    emit = run_events(Run(tmp_path), None, seen.append)
     started = time.perf_counter()
     for step in range(1, 5):
         emit(BatchEnd(epoch=1, step=step, steps=4, loss=1.0, images_per_s=10.0))

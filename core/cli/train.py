@@ -19,9 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from core.cli.display import RunDisplay
     from core.jobs.run import Run, StatusKeeper
-    from core.training.events import Emit, Event
     from core.training.plan import Plan
 
 HELP = "train a model on a zip or folder of images and write a complete run directory"
@@ -61,6 +59,7 @@ def run(args: argparse.Namespace) -> int:
     from core.cli import CliError
     from core.cli.display import RunDisplay
     from core.errors import one_line
+    from core.jobs.run import run_events
     from core.training.device import ranks_from_env
     from core.training.plan import Plan
     from core.training.train import fit
@@ -89,7 +88,9 @@ def run(args: argparse.Namespace) -> int:
     display = RunDisplay(sys.stderr)
     try:
         with _kept(run) if ranks.is_main else contextlib.nullcontext() as keeper:
-            result = fit(plan, run.directory, _emit(run, keeper, display))  # ranks other than 0 emit nothing
+            result = fit(
+                plan, run.directory, run_events(run, keeper, display)
+            )  # ranks other than 0 emit nothing
     except Exception as exc:  # a failed run: one line for people, the status for the app
         raise CliError(f"training failed: {one_line(exc)}") from exc
     finally:
@@ -151,21 +152,6 @@ def _kept(run: Run) -> Iterator[StatusKeeper]:
         with keeper.beating(), keeper.outcome():
             keeper.begin()
             yield keeper
-
-
-def _emit(run: Run, keeper: StatusKeeper | None, display: RunDisplay) -> Emit:
-    """Events to ``events.jsonl``, the terminal and the run record (rank 0 alone has a keeper)."""
-    from core.training.events import EventLog, paced
-
-    log = EventLog(run.directory)
-
-    def emit(event: Event) -> None:
-        log(event)
-        display(event)
-        if keeper is not None:
-            keeper.observe(event)
-
-    return paced(emit)
 
 
 def _summary(result: dict, out: Path, args: argparse.Namespace) -> None:

@@ -35,13 +35,14 @@ from core import storage
 from core.errors import TransferLabError, one_line
 from core.jobs import queue
 from core.storage import RunFiles, read_json, write_json
-from core.training.events import DataReady, Event, EventLog, RunFailed, StatusChanged
+from core.training.events import BatchEnd, DataReady, Emit, Event, EventLog, RunFailed, StatusChanged
 
 # Every id the app makes (``20261129-120000-3fa2``) and every folder name ``train --out`` may
 # use under runs/: letters, digits, dot, dash and underscore, starting with a letter or digit.
 RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 CANCELLED_MESSAGE = "cancelled by the user"
 HEARTBEAT_INTERVAL_S = 2.0
+STEP_DELAY_ENV = "TRANSFER_LAB_STEP_DELAY"
 RECORD_SCHEMA = 1
 
 
@@ -264,6 +265,29 @@ class StatusKeeper:
             raise
         _ignore_sigterm()
         self.set_state(RunState.DONE)
+
+
+def run_events(run: Run, keeper: StatusKeeper | None, *subscribers: Emit) -> Emit:
+    """The ``emit`` of a run this process trains: each event goes to ``events.jsonl`` (what the
+    pages read), to the keeper (the run record) and to any other subscriber (the CLI's display).
+
+    After each batch event it pauses ``TRANSFER_LAB_STEP_DELAY`` seconds: browser tests watch tiny
+    runs live, and their workers are other processes, so the knob is an environment variable,
+    read here once by the subscribers, never by the training itself.
+    """
+    log = EventLog(run.directory)
+    delay = float(os.environ.get(STEP_DELAY_ENV) or 0)
+
+    def emit(event: Event) -> None:
+        log(event)
+        if keeper is not None:
+            keeper.observe(event)
+        for subscriber in subscribers:
+            subscriber(event)
+        if delay and isinstance(event, BatchEnd):
+            time.sleep(delay)
+
+    return emit
 
 
 def provenance(run: Run) -> dict[str, Any]:

@@ -23,8 +23,7 @@ from typing import Any
 
 from core import jobs
 from core.jobs import queue
-from core.jobs.run import Cancelled, Run, RunState, StatusKeeper
-from core.training.events import Emit, Event, EventLog, paced
+from core.jobs.run import Cancelled, Run, RunState, StatusKeeper, run_events
 
 QUEUE_POLL_S = 0.2
 
@@ -49,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
             with keeper.beating(), keeper.outcome():
                 _wait_for_slot(run, keeper)
                 keeper.begin()
-                _load_target(args.target)(run.directory, _emit(run, keeper))
+                _load_target(args.target)(run.directory, run_events(run, keeper))
         except Cancelled:
             return 0
         except BaseException:  # noqa: BLE001 - the worker exists to record how a run ended, however it did
@@ -60,17 +59,6 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             queue.dequeue(run.id)
     return 0
-
-
-def _emit(run: Run, keeper: StatusKeeper) -> Emit:
-    """The run's events: to ``events.jsonl`` for the pages, to the keeper for the run record."""
-    log = EventLog(run.directory)
-
-    def emit(event: Event) -> None:
-        log(event)
-        keeper.observe(event)
-
-    return paced(emit)
 
 
 def _wait_for_slot(run: Run, keeper: StatusKeeper) -> None:

@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 EVENTS_FILE = "events.jsonl"
-STEP_DELAY_ENV = "TRANSFER_LAB_STEP_DELAY"
 
 
 @dataclass(frozen=True)
@@ -154,24 +153,6 @@ def parse_event(data: dict[str, Any]) -> Event:
         except TypeError:
             pass
     return UnknownEvent(name=str(data.get("type")), data=data, time=float(data.get("time") or 0.0))
-
-
-def paced(emit: Emit) -> Emit:
-    """``emit``, then a pause of ``TRANSFER_LAB_STEP_DELAY`` seconds after each batch event.
-
-    Browser tests watch tiny runs live; their workers are other processes, so the knob is an
-    environment variable, read here once by whoever subscribes, never by the training itself.
-    """
-    delay = float(os.environ.get(STEP_DELAY_ENV) or 0)
-    if not delay:
-        return emit
-
-    def slowed(event: Event) -> None:
-        emit(event)
-        if isinstance(event, BatchEnd):
-            time.sleep(delay)
-
-    return slowed
 
 
 class EventLog:
