@@ -21,6 +21,10 @@ from pages._common import escape
 
 POLL_SECONDS = 1.0
 PHASE_LABELS = {"decoding": "Decoding images", "features": "Computing features"}
+PHASE_CAPTIONS = {
+    "tuning": "Fitting the new layer: choosing its weight decay by cross-validation...",
+    "exporting": "Exporting the model...",
+}
 # How often the live view asks whether the run's worker still lives (jobs.reconcile): often enough
 # that a killed worker shows as failed within two seconds, rarely enough to cost nothing.
 RECONCILE_SECONDS = 2.0
@@ -129,21 +133,23 @@ def _progress(view: RunProgress) -> None:
             f"· {step.images_per_s:,.0f} images/s · {eta} left",
         )
         return
-    if view.phase == "exporting":
-        st.caption("Exporting the model...")
+    if view.phase in PHASE_CAPTIONS:
+        st.caption(PHASE_CAPTIONS[view.phase])
         return
     batch = view.batch
-    if view.phase != "training" or batch is None:
+    if view.phase != "training":
         st.caption("Preparing: reading the data and building the network...")
         return
-    st.progress(view.epoch_fraction, text=f"Epoch {batch.epoch} · step {batch.step} of {batch.steps}")
+    if batch is not None:
+        st.progress(view.epoch_fraction, text=f"Epoch {batch.epoch} · step {batch.step} of {batch.steps}")
     if view.total_epochs:
         done = len(view.epochs)
         st.progress(done / view.total_epochs, text=f"{done} of {view.total_epochs} epochs")
-    columns = st.columns(3)
-    columns[0].metric("Images / s", f"{batch.images_per_s:.1f}")
-    columns[1].metric("Loss", f"{batch.loss:.3f}")
-    columns[2].metric("ETA", eta)
+    if batch is not None:
+        columns = st.columns(3)
+        columns[0].metric("Images / s", f"{batch.images_per_s:.1f}")
+        columns[1].metric("Loss", f"{batch.loss:.3f}")
+        columns[2].metric("ETA", eta)
 
 
 def _curves(epochs: list[EpochEnd]) -> go.Figure:

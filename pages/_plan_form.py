@@ -20,9 +20,12 @@ HELP = {
     "cut": "Case 2 keeps the network up to this stage. Earlier: more generic features, for data far from ImageNet.",
     "weights": "ImageNet: start from pre-trained weights. None: random init, case 4's fallback when "
     "pre-trained init does not give a successful model.",
-    "epochs": "Passes over the training images. Cases 1 and 2 are cheap per epoch: use more.",
+    "epochs": "Passes over the training images. In cases 1 and 2 each epoch refines the new layer's "
+    "fit and costs almost nothing; the fit stops by itself once it has converged.",
     "batch_size": "Images per step. Lower it if memory runs out (a GPU run halves it by itself).",
-    "lr": "Learning rate of the new layer. Case 3 trains the pre-trained layers at a tenth of it.",
+    "lr": "Learning rate of the new layer. Case 3 trains the pre-trained layers at a tenth of it. "
+    "Cases 1 and 2 need none: their new layer is fitted exactly on features computed once "
+    "(L-BFGS, its weight decay chosen by cross-validation).",
     "image_size": "Pixels per side fed to the network. Smaller is faster; the weights were trained at the default.",
     "augment": "Random crops, flips and colour changes against over-fitting. Strong for small data sets.",
     "val_fraction": "Share of images held out to measure accuracy, when the data has no val/ folder.",
@@ -99,6 +102,7 @@ def plan_form(dataset: Dataset) -> Plan | None:
             [1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2],
             format_func=lambda v: f"{v:g}",
             help=HELP["lr"],
+            disabled=case <= 2,  # the new layer is fitted exactly: no step size to choose
             **_state("plan_lr", draft.get("lr", 1e-3)),
         )
         augment = left.selectbox(

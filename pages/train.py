@@ -38,10 +38,13 @@ if estimate_col.button(
     with st.spinner("Timing two batches..."):
         try:
             guess = estimate_in_subprocess(plan.to_dict())
+            prepared = (
+                "decode images, compute features, fit the new layer" if plan.case <= 2 else "decode images"
+            )
             estimate_col.info(
-                f"About {duration(guess.prepare_s)} to prepare (decode images"
-                f"{', compute features' if plan.case <= 2 else ''}), then {duration(guess.epoch_s)} "
-                f"per epoch on {guess.device} ({guess.precision}): {duration(guess.prepare_s + guess.epoch_s * plan.epochs)} in all.",
+                f"About {duration(guess.total_s)} in all on {guess.device} ({guess.precision}): "
+                f"{duration(guess.prepare_s)} to prepare ({prepared}), {duration(guess.epoch_s)} per epoch, "
+                f"{duration(guess.export_s)} to export the model.",
                 icon=":material/timer:",
             )
         except (RuntimeError, subprocess.TimeoutExpired) as exc:

@@ -129,7 +129,11 @@ def test_estimate_button_times_real_batches(monkeypatch: pytest.MonkeyPatch) -> 
     at.number_input(key="plan_image_size_efficientnet_lite0").set_value(64).run()
     at.button(key="estimate").click().run()
     assert not at.exception
-    assert "to prepare" in at.info[0].value and "per epoch on cpu" in at.info[0].value
+    assert (
+        "to prepare" in at.info[0].value
+        and "in all on cpu" in at.info[0].value
+        and "to export" in at.info[0].value
+    )
 
 
 def test_case_four_that_failed_offers_a_from_scratch_rerun(trained: str, lab_home: Path) -> None:

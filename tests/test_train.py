@@ -356,8 +356,10 @@ def case1(home: Path, digits: Path, tmp_path_factory: pytest.TempPathFactory) ->
 
 
 def test_case_1_on_pre_trained_features_is_well_above_chance_in_3_epochs(case1: SimpleNamespace) -> None:
-    assert case1.metrics["epochs_run"] == 3
+    assert 1 <= case1.metrics["epochs_run"] <= 3  # the head's fit stops once it has converged
     assert case1.metrics["best_val_accuracy"] >= 0.6  # chance: 0.1
+    head = case1.metrics["head"]
+    assert head["weight_decay"] in (1e-4, 1e-3, 1e-2, 1e-1) and head["folds"] == 5
 
 
 def test_case_1_runs_the_frozen_body_once_per_image(case1: SimpleNamespace) -> None:
@@ -410,12 +412,11 @@ def test_metrics_describe_the_kept_model(case1: SimpleNamespace) -> None:
     assert m["class_weights"] is None and m["precision"] == "bf16" and "test" not in m
 
 
-def test_events_stream_batches_epochs_and_done(case1: SimpleNamespace) -> None:
+def test_events_stream_epochs_and_done(case1: SimpleNamespace) -> None:
     events = case1.events
-    batches = [e for e in events if e.type == "batch"]
-    assert batches and all(e.steps == 13 and e.loss > 0 and e.images_per_s > 0 for e in batches)
+    assert not [e for e in events if e.type == "batch"]  # the head is fitted on all features at once
     epochs = [e for e in events if e.type == "epoch"]
-    assert [e.epoch for e in epochs] == [1, 2, 3] and all(e.epochs == 3 for e in epochs)
+    assert [e.epoch for e in epochs] == list(range(1, len(epochs) + 1)) and all(e.epochs == 3 for e in epochs)
     assert set(epochs[0].to_dict()) >= {
         "train_loss",
         "train_accuracy",
@@ -432,7 +433,7 @@ def test_events_stream_batches_epochs_and_done(case1: SimpleNamespace) -> None:
 
 def test_progress_is_reported_before_the_first_epoch(case1: SimpleNamespace) -> None:
     phases = [e.phase for e in case1.events if e.type == "phase"]
-    assert phases == ["decoding", "features", "training", "exporting"]
+    assert phases == ["decoding", "features", "tuning", "training", "exporting"]
     progress = [e for e in case1.events if e.type == "progress"]
     for phase in ("decoding", "features"):
         counts = [e.done for e in progress if e.phase == phase]
@@ -442,11 +443,11 @@ def test_progress_is_reported_before_the_first_epoch(case1: SimpleNamespace) -> 
 
 def test_the_cli_prints_plain_lines_off_a_terminal(case1: SimpleNamespace) -> None:
     assert "\r" not in case1.stderr
-    assert [line.split(":")[0] for line in case1.stderr.splitlines()] == [
-        "epoch 1/3",
-        "epoch 2/3",
-        "epoch 3/3",
-    ]
+    lines = [line.split(":")[0] for line in case1.stderr.splitlines()]
+    assert lines[:3] == ["decoding images", "computing features", "fitting the new layer"]
+    assert lines[3:-1] == [f"epoch {n}/3" for n in range(1, case1.metrics["epochs_run"] + 1)]
+    assert lines[-1] == "exporting the model"
+    assert "images in" in case1.stderr.splitlines()[0]  # how many, how long, how fast
     assert case1.stdout.startswith("best validation accuracy ")
 
 
@@ -557,23 +558,25 @@ def test_googlenet_trains_with_its_auxiliary_heads_weighted_0_3(
 def test_out_of_memory_halves_the_batch_and_the_run_goes_on(
     home: Path, five_digits: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from core.training import train
 
     class SmallMemory(nn.Module):
-        """A head that runs out of memory on training batches of more than 8."""
+        """A frozen body that runs out of memory on batches of more than 8."""
 
-        def __init__(self, head: nn.Module) -> None:
+        def __init__(self, body: nn.Module) -> None:
             super().__init__()
-            self.head = head
+            self.body = body
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
-            if self.training and x.shape[0] > 8:
+            if x.shape[0] > 8:
                 raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 MiB")
-            return self.head(x)
+            return self.body(x)
 
     real_split = setup.split_frozen
     monkeypatch.setattr(
-        setup, "split_frozen", lambda model: (real_split(model)[0], SmallMemory(real_split(model)[1]))
+        setup, "split_frozen", lambda model: (SmallMemory(real_split(model)[0]), real_split(model)[1])
     )
+    monkeypatch.setattr(train, "export_model", lambda *args: None)  # the stand-in body does not export
     events = []
     plan = Plan.from_dict({**LITE0, "data": str(five_digits), "case": 1, "epochs": 1, "batch_size": 32})
     result = fit(plan, tmp_path / "run", events.append)
@@ -582,7 +585,8 @@ def test_out_of_memory_halves_the_batch_and_the_run_goes_on(
         "out of memory: retrying with batch size 16",
         "out of memory: retrying with batch size 8",
     ]
-    assert {e.steps for e in events if e.type == "batch"} == {15}  # 120 training images, 8 at a time
+    features = [e for e in events if e.type == "progress" and e.phase == "features"]
+    assert features[-1].done == features[-1].total == 150  # every image embedded, 8 at a time
     assert result["warnings"] == warnings and result["epochs_run"] == 1
 
 
@@ -593,7 +597,9 @@ def test_a_diverging_run_fails_saying_where_and_what_to_change(
     from core.training.events import EventLog
 
     monkeypatch.setattr(Optimisation, "loss", nan_loss(lambda call: call >= 3))
-    plan = Plan.from_dict({**LITE0, "data": str(five_digits), "case": 1, "epochs": 1, "lr": 1e-2})
+    plan = Plan.from_dict(
+        {**LITE0, "data": str(five_digits), "case": 3, "epochs": 1, "lr": 1e-2, "image_size": 32}
+    )
     (tmp_path / "run").mkdir()
     with pytest.raises(train.TrainingError) as error:
         fit(plan, tmp_path / "run", EventLog(tmp_path / "run"))  # the JSON log refuses NaN
@@ -642,13 +648,15 @@ def test_case_4_that_fails_from_pre_trained_weights_suggests_training_from_scrat
 
 @pytest.fixture(scope="module")
 def stalled(home: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """Case 1 on imbalanced digits (30 zeros, 6 ones) at a learning rate too small to change anything."""
+    """Case 3 on imbalanced digits (30 zeros, 6 ones) at a learning rate too small to change anything."""
     from core.training import train
 
     root = tmp_path_factory.mktemp("stalled")
     data = digits_folder(root / "digits", per_class=30, classes=("0",))
     digits_folder(data, per_class=6, classes=("1",))
-    plan = Plan.from_dict({**LITE0, "data": str(data), "case": 1, "epochs": 6, "lr": 1e-9, "patience": 1})
+    plan = Plan.from_dict(
+        {**LITE0, "data": str(data), "case": 3, "epochs": 6, "lr": 1e-9, "patience": 1, "image_size": 32}
+    )
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(train, "export_model", lambda *args: None)
         return fit(plan, root / "run", lambda event: None)

@@ -15,6 +15,10 @@ from tqdm import tqdm
 from core.training.events import BatchEnd, EpochEnd, Event, PhaseStarted, Progress, RunWarning
 
 PHASE_LABELS = {"decoding": "decoding images", "features": "computing features"}
+PHASE_LINES = {
+    "tuning": "fitting the new layer: its weight decay by cross-validation, then L-BFGS",
+    "exporting": "exporting the model",
+}
 
 
 class RunDisplay:
@@ -30,6 +34,12 @@ class RunDisplay:
         if isinstance(event, Progress):
             label = PHASE_LABELS.get(event.phase, event.phase)
             self._advance(event.phase, label, event.done, event.total, "img")
+            if event.done == event.total:  # the phase is complete: a line that stays
+                self._close()
+                seconds = event.total / max(event.images_per_s, 1e-9)
+                self._line(
+                    f"{label}: {event.total:,} images in {seconds:.1f} s ({event.images_per_s:,.0f}/s)"
+                )
         elif isinstance(event, BatchEnd):
             loss = {"loss": f"{event.loss:.3f}"}
             self._advance(
@@ -40,12 +50,14 @@ class RunDisplay:
             self._line(
                 f"epoch {event.epoch}/{event.epochs}: train loss {event.train_loss:.3f} "
                 f"acc {event.train_accuracy:.1%} | val loss {event.val_loss:.3f} acc {event.val_accuracy:.1%} "
-                f"| lr {event.lr:.2g} | {event.seconds:.1f} s"
+                + (f"| lr {event.lr:.2g} " if event.lr else "")  # cases 1, 2: L-BFGS picks its steps
+                + f"| {event.seconds:.1f} s"
             )
         elif isinstance(event, RunWarning):
             self._line(f"warning: {event.message}")
-        elif isinstance(event, PhaseStarted) and event.phase == "exporting":
+        elif isinstance(event, PhaseStarted) and event.phase in PHASE_LINES:
             self._close()
+            self._line(PHASE_LINES[event.phase])
 
     def close(self) -> None:
         self._close()

@@ -22,7 +22,8 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(result.to_dict()))
     else:
         print(
-            f"prepare {result.prepare_s:.1f} s, then {result.epoch_s:.1f} s per epoch "
+            f"{result.total_s:.1f} s in all: prepare {result.prepare_s:.1f} s, then {result.epoch_s:.1f} s "
+            f"per epoch for {result.epochs} epochs, export {result.export_s:.1f} s "
             f"on {result.device} ({result.precision})"
         )
     return 0

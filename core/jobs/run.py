@@ -35,7 +35,17 @@ from core import storage
 from core.errors import TransferLabError, one_line
 from core.jobs import queue
 from core.storage import RunFiles, read_json, write_json
-from core.training.events import BatchEnd, DataReady, Emit, Event, EventLog, RunFailed, StatusChanged
+from core.training.events import (
+    BatchEnd,
+    DataReady,
+    Emit,
+    EpochEnd,
+    Event,
+    EventLog,
+    Progress,
+    RunFailed,
+    StatusChanged,
+)
 
 # Every id the app makes (``20261129-120000-3fa2``) and every folder name ``train --out`` may
 # use under runs/: letters, digits, dot, dash and underscore, starting with a letter or digit.
@@ -271,9 +281,10 @@ def run_events(run: Run, keeper: StatusKeeper | None, *subscribers: Emit) -> Emi
     """The ``emit`` of a run this process trains: each event goes to ``events.jsonl`` (what the
     pages read), to the keeper (the run record) and to any other subscriber (the CLI's display).
 
-    After each batch event it pauses ``TRANSFER_LAB_STEP_DELAY`` seconds: browser tests watch tiny
-    runs live, and their workers are other processes, so the knob is an environment variable,
-    read here once by the subscribers, never by the training itself.
+    After each event that moves a progress bar (progress, batch, epoch) it pauses
+    ``TRANSFER_LAB_STEP_DELAY`` seconds: browser tests watch tiny runs live, and their workers are
+    other processes, so the knob is an environment variable, read here once by the subscribers,
+    never by the training itself.
     """
     log = EventLog(run.directory)
     delay = float(os.environ.get(STEP_DELAY_ENV) or 0)
@@ -284,7 +295,7 @@ def run_events(run: Run, keeper: StatusKeeper | None, *subscribers: Emit) -> Emi
             keeper.observe(event)
         for subscriber in subscribers:
             subscriber(event)
-        if delay and isinstance(event, BatchEnd):
+        if delay and isinstance(event, (Progress, BatchEnd, EpochEnd)):
             time.sleep(delay)
 
     return emit

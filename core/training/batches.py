@@ -1,7 +1,8 @@
 """Where training batches come from: decoded images, or features a frozen body computed once.
 
-Frozen bodies (cases 1 and 2) see each image once (or once per cached augmented view); every
-epoch after that trains the head on the cached features and costs almost nothing.
+Frozen bodies (cases 1 and 2) see each image once: its centre crop, as validation and prediction
+see it, plus any augmented views the plan asks for. The new layer is then fitted on those
+features (``core.training.head``) and costs almost nothing.
 """
 
 from __future__ import annotations
@@ -39,6 +40,10 @@ class ImageSource:
     def __len__(self) -> int:
         return len(self.cache)
 
+    def centred(self) -> ImageSource:
+        """The same images as validation sees them: the centre crop, no augmentation."""
+        return ImageSource(self.cache, self.pre, self.accel, train=False)
+
     def load(self, indices: torch.Tensor, epoch: int) -> Batch:
         pixels, labels = self.cache.images[indices], self.cache.labels[indices]
         if self.accel.pin_memory:
@@ -53,17 +58,22 @@ class ImageSource:
 
 
 class FeatureSource:
-    """Features of a frozen body, one tensor per cached view; epoch ``e`` trains on view ``e % V``."""
+    """Features of a frozen body, one tensor per view of the same images (view 0: the centre
+    crop); ``load`` serves view 0, ``stacked`` all of them for fitting the head."""
 
     def __init__(self, views: Sequence[torch.Tensor], labels: torch.Tensor, accel: Accelerator) -> None:
         self.views, self.labels, self.accel = list(views), labels, accel
+
+    def stacked(self) -> Batch:
+        """Every view's features, view after view, as float32 on the device, and their labels."""
+        features = torch.cat(self.views).to(self.accel.device, torch.float32)
+        return features, self.labels.repeat(len(self.views)).to(self.accel.device)
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def load(self, indices: torch.Tensor, epoch: int) -> Batch:
-        features = self.views[epoch % len(self.views)][indices]
-        return self.accel.to_device(features), self.labels[indices].to(self.accel.device)
+        return self.accel.to_device(self.views[0][indices]), self.labels[indices].to(self.accel.device)
 
 
 @torch.no_grad()
@@ -99,12 +109,15 @@ def feature_source(
     accel: Accelerator,
     progress: Callable[[int, int], None] | None = None,
 ) -> FeatureSource:
-    """Run the body once per image and view. An augmenting source gives a new view each pass;
-    ``progress(done, total)`` counts images over all views."""
+    """Run the body once per image and view: view 0 is the centre crop, each further view a new
+    draw of ``images``' augmentation. ``progress(done, total)`` counts images over all views."""
     count = len(images)
+    passes = [images.centred()] + [images] * (views - 1)
 
     def view_progress(view: int) -> Callable[[int, int], None] | None:
-        return progress and (lambda done, _total: progress(view * count + done, views * count))
+        if progress is None:
+            return None
+        return lambda done, _total: progress(view * count + done, views * count)
 
-    cached = [embed(body, images, batch_size, accel, view_progress(view)) for view in range(views)]
+    cached = [embed(body, source, batch_size, accel, view_progress(v)) for v, source in enumerate(passes)]
     return FeatureSource([features for features, _ in cached], cached[0][1], accel)

@@ -8,29 +8,37 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
+from pathlib import Path
 from typing import Any
 
 import torch
 
+from core.artifacts.export import export_model
 from core.data import ingest
 from core.models.adapt import aux_weight
-from core.training import setup
+from core.training import head, setup
 from core.training.batches import ImageSource
 from core.training.device import Accelerator, accelerator
 from core.training.loop import Optimisation
 from core.training.plan import Plan
 from core.training.setup import Setup
+from core.training.train import stage_groups
 
 
 @dataclass(frozen=True)
 class Estimate:
-    prepare_s: float  # before the first epoch: decoding images (and, cases 1-2, caching features)
+    prepare_s: float  # before the first epoch: the set-up, decoding, and (cases 1, 2) the feature
+    # pass and the cross-validation that chooses the new layer's penalty
     epoch_s: float  # each epoch after that
+    export_s: float  # writing the model at the end
+    epochs: int
     train_images: int
     val_images: int
     device: str
@@ -40,20 +48,28 @@ class Estimate:
     def first_epoch_s(self) -> float:
         return self.prepare_s + self.epoch_s
 
+    @property
+    def total_s(self) -> float:
+        return self.prepare_s + self.epoch_s * self.epochs + self.export_s
+
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self) | {"first_epoch_s": self.first_epoch_s}
+        return asdict(self) | {"first_epoch_s": self.first_epoch_s, "total_s": self.total_s}
 
 
 def estimate(plan: Plan, batches: int = 2) -> Estimate:
-    """Time up to ``batches`` real batches: the first one warms up, the last one counts.
+    """Time a plan's parts on its own data and device: the set-up, then up to ``batches`` real
+    batches (the first warms up, the last counts), the new layer's fit (cases 1 and 2) on
+    features of the real size, and a real export.
 
     Every batch is full (the whole training set, when that is smaller than one): a short
     remainder would spread the fixed cost of a step over fewer images and overstate the cost of
     each, and a batch of one fails BatchNorm in training.
     """
+    started = time.perf_counter()
     plan = plan.resolve()
     dataset = ingest(plan.data, val_fraction=plan.val_fraction, seed=plan.seed)
     built = setup.build(plan, dataset, accelerator(plan.device, plan.precision))
+    setup_s = time.perf_counter() - started
     n_train, n_val = len(dataset.train), len(dataset.val) + len(dataset.test)
     size = min(plan.batch_size, n_train)
     chunks = list(torch.arange(min(batches, n_train // size) * size).split(size))
@@ -63,16 +79,22 @@ def estimate(plan: Plan, batches: int = 2) -> Estimate:
     decode = (time.perf_counter() - started) / count * (n_train + n_val)
     accel = built.accel
     if plan.trains_body:
-        train_per_image = _train_step_seconds(built, source, chunks[0], chunks[-1])
-        eval_per_image = _forward_seconds(built.model, source, chunks[-1], accel)
-        epoch = train_per_image * n_train + eval_per_image * n_val
-        prepare = decode
+        eval_per_image, _ = _forward_seconds(built.model, source, chunks[-1], accel)
+        head_only = plan.head_only_epochs  # case 3's first epochs: cheaper, the body has no gradients
+        whole = _train_step_seconds(built, source, chunks[0], chunks[-1], head_only=False)
+        first = (
+            _train_step_seconds(built, source, chunks[0], chunks[-1], head_only=True) if head_only else whole
+        )
+        per_image = (head_only * first + (plan.epochs - head_only) * whole) / plan.epochs
+        epoch = per_image * n_train + eval_per_image * n_val
+        prepare = setup_s + decode
     else:
         views = plan.feature_views if plan.augment != "none" else 1
-        embed_per_image = _forward_seconds(built.frozen, source, chunks[-1], accel)
-        prepare = decode + embed_per_image * (n_train * views + n_val)
-        epoch = 0.0  # the head trains on cached features: negligible next to the preparation
-    return Estimate(prepare, epoch, n_train, n_val, str(accel.device), accel.precision)
+        embed_per_image, features = _forward_seconds(built.frozen, source, chunks[-1], accel)
+        tuning, epoch = _head_seconds(features, n_train, views, len(dataset.classes), accel)
+        prepare = setup_s + decode + embed_per_image * (n_train * views + n_val) + tuning
+    export = _export_seconds(built)
+    return Estimate(prepare, epoch, export, plan.epochs, n_train, n_val, str(accel.device), accel.precision)
 
 
 def estimate_in_subprocess(plan: dict[str, Any], timeout_s: float = 600) -> Estimate:
@@ -93,15 +115,14 @@ def estimate_in_subprocess(plan: dict[str, Any], timeout_s: float = 600) -> Esti
 
 
 def _train_step_seconds(
-    built: Setup, source: ImageSource, warm_up: torch.Tensor, timed: torch.Tensor
+    built: Setup, source: ImageSource, warm_up: torch.Tensor, timed: torch.Tensor, *, head_only: bool
 ) -> float:
-    """Seconds per image of a training step on ``timed``, after a first step on ``warm_up``
-    (which may be the same batch): first calls pick kernels and allocate."""
+    """Seconds per image of a training step on ``timed`` in a stage that trains the whole
+    network or (case 3's first) the head alone, after a first step on ``warm_up`` (which may be
+    the same batch): first calls pick kernels and allocate."""
     model = built.model.train()
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    opt = Optimisation(
-        model, torch.optim.AdamW(trainable, lr=1e-4), built.accel, aux_weight=aux_weight(model)
-    )
+    groups = stage_groups(model, built.plan, head_only)
+    opt = Optimisation(model, torch.optim.AdamW(groups), built.accel, aux_weight=aux_weight(model))
     seconds = 0.0
     for indices in (warm_up, timed):
         inputs, labels = source.load(indices, epoch=0)
@@ -112,13 +133,47 @@ def _train_step_seconds(
 @torch.no_grad()
 def _forward_seconds(
     module: torch.nn.Module, source: ImageSource, indices: torch.Tensor, accel: Accelerator
-) -> float:
+) -> tuple[float, tuple[int, ...]]:
+    """Seconds per image of a forward pass, and the shape of one image's output."""
     module.eval()
     inputs, _ = source.load(indices, epoch=0)
     with accel.autocast():
-        module(inputs)  # warm-up: first calls pick kernels and allocate
+        outputs = module(inputs)  # warm-up: first calls pick kernels and allocate
         seconds = _timed(lambda: module(inputs), accel)
-    return seconds / len(indices)
+    return seconds / len(indices), tuple(outputs.shape[1:])
+
+
+def _head_seconds(
+    shape: tuple[int, ...], images: int, views: int, classes: int, accel: Accelerator
+) -> tuple[float, float]:
+    """Seconds for the penalty's cross-validation and for one epoch of the final fit, from the
+    cost of one evaluation of the objective on random features of the real size."""
+    folds = head.FOLDS
+    cv_rows = min(images, head.CV_MAX_IMAGES) * views * (folds - 1) // folds
+    cv = head.CV_EVALUATIONS * (
+        _objective_seconds(shape, cv_rows, classes, accel) + head.EVALUATION_OVERHEAD_S
+    )
+    fit = head.EPOCH_EVALUATIONS * (
+        _objective_seconds(shape, images * views, classes, accel) + head.EVALUATION_OVERHEAD_S
+    )
+    return cv, fit
+
+
+def _objective_seconds(shape: tuple[int, ...], rows: int, classes: int, accel: Accelerator) -> float:
+    features = torch.randn(max(rows, 1), *shape, device=accel.device)
+    labels = torch.randint(0, classes, (max(rows, 1),), device=accel.device)
+    layer = torch.nn.Linear(math.prod(shape), classes).to(accel.device)
+    layer_input = features.flatten(1)
+    fit = head.HeadFit(layer, layer_input, labels, weight_decay=1e-2)
+    fit.objective().backward()  # warm-up
+    return min(_timed(lambda: fit.objective().backward(), accel) for _ in range(3))
+
+
+def _export_seconds(built: Setup) -> float:
+    with tempfile.TemporaryDirectory() as folder:
+        started = time.perf_counter()
+        export_model(built.whole(), built.pre, built.classes, Path(folder))
+        return time.perf_counter() - started
 
 
 def _timed(work: Callable[[], object], accel: Accelerator) -> float:

@@ -45,8 +45,11 @@ class Plan:
     they train (case 3: ``lr / 10`` unless given; case 4: ``lr``). ``freeze_epochs`` (case 3)
     trains only the head for that many epochs before unfreezing everything, as fastai's
     ``fine_tune`` does; ``None`` means one epoch when there are at least two. ``feature_views``
-    is how many augmented views of each image cases 1 and 2 compute features for once and
-    cycle through, when augmentation is on. ``patience`` stops a run after that many epochs
+    is how many views of each training image cases 1 and 2 compute features for: the centre
+    crop, and with augmentation on, ``feature_views - 1`` augmented ones. Cases 1 and 2 fit
+    their new layer by L-BFGS with a cross-validated penalty, so ``lr``, ``optimizer``,
+    ``schedule``, ``weight_decay`` and ``batch_size`` (but for the feature pass) are for cases 3
+    and 4. ``patience`` stops a run after that many epochs
     without a better validation accuracy (0: never).
     """
 
@@ -65,7 +68,7 @@ class Plan:
     weight_decay: float = 1e-4
     image_size: int | None = None
     augment: str = "light"
-    feature_views: int = 4
+    feature_views: int = 1
     val_fraction: float = 0.2
     seed: int = 0
     device: str = "auto"

@@ -26,6 +26,7 @@ from core.training import metrics
 from core.training.batches import ImageSource, feature_source
 from core.training.device import Accelerator, Ranks
 from core.training.events import Emit, PhaseStarted, Progress
+from core.training.head import Standardise
 from core.training.loop import BatchSource, shard
 from core.training.plan import Plan
 
@@ -46,7 +47,7 @@ class Setup:
     classes: list[str]
     pre: Preprocess  # the backbone's preprocessing at the plan's image size
     model: nn.Module  # the adapted model, on the device
-    trainable: nn.Module  # what the optimiser updates: the new head (cases 1, 2) or the model
+    trainable: nn.Module  # what training updates: standardisation and new layer (cases 1, 2), or the model
     frozen: nn.Module | None  # the frozen body whose features are computed once (cases 1, 2)
     class_weights: torch.Tensor | None
     accel: Accelerator
@@ -156,7 +157,8 @@ def build(plan: Plan, dataset: Dataset, accel: Accelerator, ranks: Ranks | None 
         trainable, frozen = model, None
     else:
         body, head = split_frozen(model)
-        frozen, trainable = accel.prepare(body), accel.prepare(head)
+        # The new layer reads standardised features (core.training.head): the same at any depth.
+        frozen, trainable = accel.prepare(body), accel.prepare(nn.Sequential(Standardise(), head))
     return Setup(
         plan=plan,
         backbone=backbone,

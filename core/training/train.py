@@ -29,7 +29,8 @@ from core.data import Dataset, Sample, ingest
 from core.errors import TransferLabError
 from core.models.adapt import aux_weight, param_groups
 from core.storage import RunFiles, read_json, write_json
-from core.training import metrics, setup
+from core.training import head, metrics, setup
+from core.training.batches import FeatureSource
 from core.training.device import Accelerator, Ranks, accelerator, ranks_from_env
 from core.training.events import (
     BatchEnd,
@@ -103,8 +104,7 @@ class Stage:
 
 
 def stages(plan: Plan) -> list[Stage]:
-    if not plan.trains_body:
-        return [Stage("new layer", range(plan.epochs))]
+    """Case 3's two stages, or the whole network's one (cases 1 and 2 fit their head instead)."""
     first = plan.head_only_epochs
     whole = Stage("whole network", range(first, plan.epochs))
     return [Stage("new head alone", range(first), head_only=True), whole] if first else [whole]
@@ -127,11 +127,15 @@ class Training:
         sources = setup.sources(dataset, emit, self._retry_on_oom)
         self.train_source, self.val_source, self.test_source = sources.train, sources.val, sources.test
         self.best_state = copy.deepcopy(self.setup.trainable.state_dict())
+        self.head_choice: head.Choice | None = None
 
     # -- the epochs ------------------------------------------------------------------------------
 
     def train(self) -> None:
         """Every stage's epochs, each followed by validation, until the last or an early stop."""
+        if self.setup.frozen is not None:
+            self._fit_head()
+            return
         self.emit(PhaseStarted(phase="training"))
         for stage in stages(self.plan):
             opt = self._optimisation(stage)
@@ -151,6 +155,39 @@ class Training:
                 if self._agree(stop and not stage.head_only):
                     self._stopped_early(epoch)
                     return
+
+    def _fit_head(self) -> None:
+        """Cases 1 and 2: the new layer fitted on the cached features, its penalty chosen by
+        cross-validation first; each epoch is a few L-BFGS iterations, then validation."""
+        features, labels = _all_ranks(self.train_source, self.ranks)
+        if not self.ranks.is_main:
+            return  # rank 0 alone fits the head, on every rank's features
+        standardise, _ = self.setup.trainable
+        standardise.fit(features)
+        weights = self.setup.class_weights
+        self.emit(PhaseStarted(phase="tuning"))
+        images = len(features) // len(self.train_source.views)
+        self.head_choice = head.choose_weight_decay(
+            self.setup.trainable, features, labels, images, weights, self.plan.seed
+        )
+        self.emit(PhaseStarted(phase="training"))
+        fit = head.HeadFit(self.setup.trainable, features, labels, self.head_choice.weight_decay, weights)
+        for epoch in range(self.plan.epochs):
+            started = time.perf_counter()
+            train_loss, train_accuracy, converged = fit.step()
+            record = {
+                "epoch": epoch + 1,
+                "epochs": self.plan.epochs,
+                "train_loss": train_loss,
+                "train_accuracy": train_accuracy,
+                "lr": 0.0,  # L-BFGS searches its own step
+            }
+            stop = self._validate(record, time.perf_counter() - started)
+            if converged:
+                return  # more iterations would change nothing
+            if stop:
+                self._stopped_early(epoch)
+                return
 
     def _train_epoch(
         self, opt: Optimisation, stage: Stage, epoch: int, batch_size: int
@@ -212,27 +249,12 @@ class Training:
         )
 
     def _optimisation(self, stage: Stage) -> Optimisation:
-        """A fresh optimiser for a stage; case 3's first stage trains the new head alone.
-
-        Alone but for BatchNorm, as fastai's ``freeze`` leaves it: normalising with batch
-        statistics from the start means nothing shifts under the head when the body joins in.
-        """
+        """A fresh optimiser for a stage."""
         plan, model = self.plan, self.setup.model
-        if plan.trains_body:
-            groups = param_groups(model, plan.lr, plan.body_learning_rate)
-            if stage.head_only:
-                groups = _head_and_norms(model, groups)
-            training = {id(p) for g in groups for p in g["params"]}
-            for p in model.parameters():  # no gradients at all for the waiting body
-                p.requires_grad_(id(p) in training)
-        else:
-            groups = [{"params": list(self.setup.trainable.parameters()), "lr": plan.lr}]
-        for g in groups:
-            g["base_lr"] = g["lr"]
+        groups = stage_groups(model, plan, stage.head_only)
         optimizer = _optimizer(plan.optimizer, groups, plan.weight_decay)
-        aux = aux_weight(model) if plan.trains_body else 0.0
         trainable = self._parallel(self.setup.trainable)
-        return Optimisation(trainable, optimizer, self.accel, self.setup.class_weights, aux)
+        return Optimisation(trainable, optimizer, self.accel, self.setup.class_weights, aux_weight(model))
 
     def _parallel(self, module: nn.Module) -> nn.Module:
         if not self.ranks.distributed:
@@ -293,6 +315,8 @@ class Training:
             "class_weights": None if self.setup.class_weights is None else self.setup.class_weights.tolist(),
             "plan": self.plan.to_dict(),
         }
+        if self.head_choice is not None:
+            result["head"] = self.head_choice.to_dict()
         if self.test_source is not None:
             test_logits, test_labels = evaluate(trainable, self.test_source, self.batch_size, self.accel)
             result["test"] = metrics.report(test_logits, test_labels, self.test_files, classes)
@@ -312,9 +336,39 @@ class Training:
         return result
 
 
+def _all_ranks(source: FeatureSource, ranks: Ranks) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every rank's training features, stacked view after view, and their labels: each rank
+    embedded its own share of the images; the head is fitted on all of them."""
+    if not ranks.distributed:
+        return source.stacked()
+    shares: list = [None] * ranks.world
+    dist.all_gather_object(shares, ([view.cpu() for view in source.views], source.labels.cpu()))
+    views = [torch.cat([share[0][v] for share in shares]) for v in range(len(source.views))]
+    labels = torch.cat([share[1] for share in shares])
+    return FeatureSource(views, labels, source.accel).stacked()
+
+
 def _file(sample: Sample) -> str:
     """The name people know the image by: its path inside the upload."""
     return sample.name or sample.path.name
+
+
+def stage_groups(model: nn.Module, plan: Plan, head_only: bool) -> list[dict]:
+    """A stage's parameter groups (``base_lr`` set), with ``requires_grad`` matching them: case
+    3's first stage trains the new head alone.
+
+    Alone but for BatchNorm, as fastai's ``freeze`` leaves it: normalising with batch statistics
+    from the start means nothing shifts under the head when the body joins in.
+    """
+    groups = param_groups(model, plan.lr, plan.body_learning_rate)
+    if head_only:
+        groups = _head_and_norms(model, groups)
+    training = {id(p) for g in groups for p in g["params"]}
+    for p in model.parameters():  # no gradients at all for the waiting body
+        p.requires_grad_(id(p) in training)
+    for g in groups:
+        g["base_lr"] = g["lr"]
+    return groups
 
 
 def _head_and_norms(model: nn.Module, groups: list[dict]) -> list[dict]:
