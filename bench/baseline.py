@@ -39,9 +39,10 @@ from core.models.backbones import resolve
 
 
 def loaders(
-    root: Path, backbone: str, batch_size: int, workers: int
+    root: Path, backbone: str, batch_size: int, workers: int, size: int | None
 ) -> dict[str, torch.utils.data.DataLoader]:
     pre = resolve(backbone).preprocess
+    pre = pre.scaled_to(size) if size else pre
     normalize = transforms.Normalize(pre.mean, pre.std)
     data_transforms = {
         "train": transforms.Compose(
@@ -85,7 +86,8 @@ def train_model(model, params, dataloaders, epochs: int, started: float) -> dict
     criterion = nn.CrossEntropyLoss()
     optimizer = torch.optim.SGD(params, lr=0.001, momentum=0.9)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=7, gamma=0.1)
-    best_weights, best_acc, train_seconds, trained = copy.deepcopy(model.state_dict()), 0.0, 0.0, 0
+    best_weights, best_acc = copy.deepcopy(model.state_dict()), 0.0
+    train_seconds, trained, seconds, processed = 0.0, 0, 0.0, 0
     for epoch in range(epochs):
         model.train()
         running_loss, epoch_started = 0.0, time.perf_counter()
@@ -103,6 +105,8 @@ def train_model(model, params, dataloaders, epochs: int, started: float) -> dict
         with torch.no_grad():
             for inputs, labels in dataloaders["val"]:
                 corrects += int((model(inputs).argmax(1) == labels).sum())
+        seconds += time.perf_counter() - epoch_started
+        processed += len(dataloaders["train"].dataset) + len(dataloaders["val"].dataset)
         accuracy = corrects / len(dataloaders["val"].dataset)
         if accuracy > best_acc:
             best_acc, best_weights = accuracy, copy.deepcopy(model.state_dict())
@@ -111,7 +115,11 @@ def train_model(model, params, dataloaders, epochs: int, started: float) -> dict
             "train_loss": running_loss / len(dataloaders["train"].dataset), "val_accuracy": accuracy,
         }), flush=True)  # fmt: skip
     model.load_state_dict(best_weights)
-    return {"best_val_accuracy": best_acc, "train_images_per_s": trained / max(train_seconds, 1e-9)}
+    return {
+        "best_val_accuracy": best_acc,
+        "train_images_per_s": trained / max(train_seconds, 1e-9),
+        "frozen_images_per_s": processed / max(seconds, 1e-9),  # through the network, every epoch
+    }
 
 
 def main() -> None:
@@ -126,6 +134,7 @@ def main() -> None:
         "--workers", type=int, default=2, help="DataLoader workers (the tutorial's 4, capped at the cores)"
     )
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--image-size", type=int, help="input side in pixels (default: the backbone's)")
     args = parser.parse_args()
     torch.manual_seed(args.seed)
     with tempfile.TemporaryDirectory() as folder:
@@ -134,7 +143,7 @@ def main() -> None:
             root = args.data
         else:
             zipfile.ZipFile(args.data).extractall(root)
-        dataloaders = loaders(root, args.backbone, args.batch_size, args.workers)
+        dataloaders = loaders(root, args.backbone, args.batch_size, args.workers, args.image_size)
         classes = len(dataloaders["train"].dataset.classes)
         model, params = model_for(args.case, args.backbone, classes)
         result = train_model(model, params, dataloaders, args.epochs, started)

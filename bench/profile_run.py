@@ -52,6 +52,8 @@ def instrument() -> None:
     timed(cache.Image.Image, "resize", "resize/cache")
     timed(setup, "build", "model build and weights")
     timed(batches, "embed", "features")
+    timed(train.head, "choose_weight_decay", "head: cross-validation")
+    timed(train.head.HeadFit, "step", "head: L-BFGS (cross-validation included)")
     timed(train, "train_one_epoch", "training steps")
     timed(train, "evaluate", "evaluation")
     timed(train, "export_model", "export")

@@ -29,7 +29,7 @@ from core.training.device import Accelerator, accelerator
 from core.training.loop import Optimisation
 from core.training.plan import Plan
 from core.training.setup import Setup
-from core.training.train import stage_groups
+from core.training.stages import stage_groups
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,6 @@ import functools
 import random
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +26,7 @@ from torch.nn.parallel import DistributedDataParallel
 from core.artifacts.export import export_model
 from core.data import Dataset, Sample, ingest
 from core.errors import TransferLabError
-from core.models.adapt import aux_weight, param_groups
+from core.models.adapt import aux_weight
 from core.storage import RunFiles, read_json, write_json
 from core.training import head, metrics, setup
 from core.training.batches import FeatureSource
@@ -53,6 +52,7 @@ from core.training.loop import (
 )
 from core.training.plan import Plan
 from core.training.setup import Setup
+from core.training.stages import Stage, head_lr, optimizer_for, stage_groups, stages
 
 # Case 4 from pre-trained weights "succeeds" when its best validation accuracy beats always
 # answering the most common class by at least this much; otherwise the course's fallback is offered.
@@ -91,23 +91,6 @@ def fit(plan: Plan, run_dir: Path, emit: Emit) -> dict[str, Any]:
         result = training.finish(Path(run_dir)) if ranks.is_main else {}
     emit(RunDone(best_val_accuracy=training.best_accuracy))
     return result
-
-
-@dataclass(frozen=True)
-class Stage:
-    """A stretch of epochs with one optimiser: case 3 trains its new head alone first (its
-    ``freeze_epochs``), then the whole network; every other case has a single stage."""
-
-    name: str
-    epochs: range
-    head_only: bool = False
-
-
-def stages(plan: Plan) -> list[Stage]:
-    """Case 3's two stages, or the whole network's one (cases 1 and 2 fit their head instead)."""
-    first = plan.head_only_epochs
-    whole = Stage("whole network", range(first, plan.epochs))
-    return [Stage("new head alone", range(first), head_only=True), whole] if first else [whole]
 
 
 class Training:
@@ -149,7 +132,7 @@ class Training:
                     "epochs": self.plan.epochs,
                     "train_loss": train_loss,
                     "train_accuracy": train_accuracy,
-                    "lr": _head_lr(opt),
+                    "lr": head_lr(opt),
                 }
                 stop = self._validate(record, time.perf_counter() - started) if self.ranks.is_main else False
                 if self._agree(stop and not stage.head_only):
@@ -252,7 +235,7 @@ class Training:
         """A fresh optimiser for a stage."""
         plan, model = self.plan, self.setup.model
         groups = stage_groups(model, plan, stage.head_only)
-        optimizer = _optimizer(plan.optimizer, groups, plan.weight_decay)
+        optimizer = optimizer_for(plan.optimizer, groups, plan.weight_decay)
         trainable = self._parallel(self.setup.trainable)
         return Optimisation(trainable, optimizer, self.accel, self.setup.class_weights, aux_weight(model))
 
@@ -353,59 +336,12 @@ def _file(sample: Sample) -> str:
     return sample.name or sample.path.name
 
 
-def stage_groups(model: nn.Module, plan: Plan, head_only: bool) -> list[dict]:
-    """A stage's parameter groups (``base_lr`` set), with ``requires_grad`` matching them: case
-    3's first stage trains the new head alone.
-
-    Alone but for BatchNorm, as fastai's ``freeze`` leaves it: normalising with batch statistics
-    from the start means nothing shifts under the head when the body joins in.
-    """
-    groups = param_groups(model, plan.lr, plan.body_learning_rate)
-    if head_only:
-        groups = _head_and_norms(model, groups)
-    training = {id(p) for g in groups for p in g["params"]}
-    for p in model.parameters():  # no gradients at all for the waiting body
-        p.requires_grad_(id(p) in training)
-    for g in groups:
-        g["base_lr"] = g["lr"]
-    return groups
-
-
-def _head_and_norms(model: nn.Module, groups: list[dict]) -> list[dict]:
-    """The head's group and, at the body's rate, the body's BatchNorm weights and biases."""
-    head = next(g for g in groups if g["name"] == "head")
-    body = [g for g in groups if g["name"] == "body"]
-    if not body:
-        return [head]
-    norm_ids = {
-        id(p)
-        for m in model.modules()
-        if isinstance(m, nn.modules.batchnorm._BatchNorm)
-        for p in m.parameters(recurse=False)
-    }
-    norms = [p for p in body[0]["params"] if id(p) in norm_ids]
-    return [head, {**body[0], "name": "body_norms", "params": norms}]
-
-
 def _without_accuracy(report: dict[str, Any]) -> dict[str, Any]:
     """The kept model's report; its accuracy is ``best_val_accuracy``, its loss ``best_val_loss``."""
     report = dict(report)
     report.pop("accuracy")
     report["best_val_loss"] = report.pop("loss")
     return report
-
-
-def _head_lr(opt: Optimisation) -> float:
-    """The new head's learning rate: the highest of the groups in every case's scheme."""
-    return max(group["lr"] for group in opt.optimizer.param_groups)
-
-
-def _optimizer(name: str, groups: list[dict], weight_decay: float) -> torch.optim.Optimizer:
-    if name == "sgd":
-        return torch.optim.SGD(groups, momentum=0.9, nesterov=True, weight_decay=weight_decay)
-    if name == "adam":
-        return torch.optim.Adam(groups, weight_decay=weight_decay)
-    return torch.optim.AdamW(groups, weight_decay=weight_decay)
 
 
 def _data_ready(dataset: Dataset) -> DataReady:
