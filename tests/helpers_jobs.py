@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from core.storage import RunFiles, write_json
-from core.training.events import BatchEnd, Emit, RunDone
+from core.training.events import BatchEnd, Emit, PhaseStarted, Progress, RunDone
 
 
 def sleepy(run_dir: Path, emit: Emit) -> dict[str, Any]:
@@ -48,3 +48,11 @@ def stubborn(run_dir: Path, emit: Emit) -> dict[str, Any]:
     """Ignores SIGTERM, as a worker stuck in a long native call would."""
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     return forever(run_dir, emit)
+
+
+def embedding(run_dir: Path, emit: Emit) -> dict[str, Any]:
+    """Stays in a frozen case's feature pass, a quarter done, as a long one does."""
+    emit(PhaseStarted(phase="features"))
+    emit(Progress(phase="features", done=50, total=200, images_per_s=25.0))
+    while True:
+        time.sleep(0.05)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import time
 from collections.abc import Callable
@@ -162,6 +163,19 @@ def test_a_running_run_shows_progress_and_cancels() -> None:
         at.button(key="cancel").click().run()
         wait_until(lambda: _final(run))
         assert jobs.status(run)["state"] == "cancelled"
+    finally:
+        jobs.cancel(run)
+
+
+def test_a_frozen_case_shows_its_feature_pass_before_any_epoch() -> None:
+    run = jobs.submit({"epochs": 10}, target="tests.helpers_jobs:embedding")
+    try:
+        wait_until(lambda: any(e.type == "progress" for e in read_events(runs_dir() / run)))
+        at = open_page("pages/train.py", run=run)
+        [bar] = at.get("progress")
+        assert "Computing features: 50 of 200 images · 25 images/s" in bar.proto.text
+        left = int(re.search(r"· (\d+) s left", bar.proto.text).group(1))
+        assert 0 <= left <= 6  # 150 images at 25 a second, less the time since the event
     finally:
         jobs.cancel(run)
 

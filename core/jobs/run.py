@@ -281,10 +281,10 @@ def run_events(run: Run, keeper: StatusKeeper | None, *subscribers: Emit) -> Emi
     """The ``emit`` of a run this process trains: each event goes to ``events.jsonl`` (what the
     pages read), to the keeper (the run record) and to any other subscriber (the CLI's display).
 
-    After each event that moves a progress bar (progress, batch, epoch) it pauses
-    ``TRANSFER_LAB_STEP_DELAY`` seconds: browser tests watch tiny runs live, and their workers are
-    other processes, so the knob is an environment variable, read here once by the subscribers,
-    never by the training itself.
+    After each batch and epoch event it pauses ``TRANSFER_LAB_STEP_DELAY`` seconds, and a tenth of
+    that after each progress event of decoding and the feature pass: browser tests watch tiny runs
+    live, and their workers are other processes, so the knob is an environment variable, read here
+    once by the subscribers, never by the training itself.
     """
     log = EventLog(run.directory)
     delay = float(os.environ.get(STEP_DELAY_ENV) or 0)
@@ -295,8 +295,10 @@ def run_events(run: Run, keeper: StatusKeeper | None, *subscribers: Emit) -> Emi
             keeper.observe(event)
         for subscriber in subscribers:
             subscriber(event)
-        if delay and isinstance(event, (Progress, BatchEnd, EpochEnd)):
+        if delay and isinstance(event, (BatchEnd, EpochEnd)):
             time.sleep(delay)
+        elif delay and isinstance(event, Progress):
+            time.sleep(delay / 10)  # one per image once slowed: a tenth keeps a bar visible, not endless
 
     return emit
 

@@ -42,6 +42,8 @@ def test_upload_train_watch_inspect_download_predict(
     size.fill("96")
     size.press("Enter")
     settle(page)
+    page.get_by_text("3: fine-tuning", exact=True).click()  # batch by batch: progress to watch
+    settle(page)
     epochs = page.get_by_role("spinbutton", name="Epochs")
     epochs.fill("4")
     epochs.press("Enter")
@@ -56,7 +58,8 @@ def test_upload_train_watch_inspect_download_predict(
         text = progress_text(page)
         if text and text not in seen:
             seen.add(text)
-            if screenshot_dir and len(seen) == 3:
+            training = " 2 of 4 epochs" in f" {text}"
+            if screenshot_dir and (len(seen) == 2 or training):  # best: epochs done, their curves
                 page.screenshot(path=str(screenshot_dir / "train.png"))
         if page.get_by_text("Training finished").count():
             break
