@@ -10,11 +10,25 @@ pages show it as a message. Anything else that escapes is a bug and keeps its tr
 
 from __future__ import annotations
 
+import unicodedata
+
 MAX_MESSAGE = 500
+# Characters a terminal or a log acts on rather than shows: controls (escape sequences, carriage
+# returns), format characters (right-to-left overrides), separators and private or lone codes.
+_ACTIVE = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
 
 
 class TransferLabError(Exception):
     """A refused input or a step that failed for a reason the user can act on."""
+
+
+def printable(text: str) -> str:
+    """``text`` with every character a terminal would act on written out as an escape (``\\x1b``,
+    ``\\u202e``): names from an upload must never move a cursor, colour a screen or reverse a line."""
+    return "".join(
+        ch if unicodedata.category(ch) not in _ACTIVE else ch.encode("unicode_escape").decode("ascii")
+        for ch in text
+    )
 
 
 def one_line(exc: BaseException, limit: int | None = MAX_MESSAGE) -> str:
@@ -23,7 +37,7 @@ def one_line(exc: BaseException, limit: int | None = MAX_MESSAGE) -> str:
     Our own errors are sentences written for people and stand alone; any other exception is
     prefixed with its type, without which its text is often cryptic (``KeyError: 'fc'``).
     """
-    text = " ".join(str(exc).split())
+    text = printable(" ".join(str(exc).split()))
     if not isinstance(exc, TransferLabError) or not text:
         text = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
     return text if limit is None or len(text) <= limit else text[: limit - 3] + "..."

@@ -38,6 +38,16 @@ def runs_dir() -> Path:
     return home() / "runs"
 
 
+def keep_caches_home() -> None:
+    """Point the caches that torch's compilers write (the exporter uses inductor's) under the
+    home folder, unless the operator chose a place: by default they land in the system's temp
+    directory, and nothing of ours may be written outside the home folder. For processes that
+    train or export (the CLI, the worker), before they compile anything."""
+    cache = home() / "cache"
+    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(cache / "torchinductor"))
+    os.environ.setdefault("TRITON_CACHE_DIR", str(cache / "triton"))
+
+
 def queue_dir() -> Path:
     """Tickets and slot locks of the local job queue."""
     return home() / "queue"

@@ -97,3 +97,54 @@ def test_one_line_names_foreign_errors_and_trusts_ours() -> None:
     assert one_line(KeyError("fc")) == "KeyError: 'fc'"
     assert one_line(TransferLabError("no such\n  run")) == "no such run"
     assert one_line(TransferLabError("x" * 1000)).endswith("...")
+
+
+@NO_CUDA
+@pytest.mark.parametrize(
+    ("fields", "said"),
+    [
+        ({"device": "mps"}, "MPS is not available"),
+        ({"precision": "fp16"}, "precision 'fp16' needs a CUDA GPU"),
+        ({"image_size": 100_000}, "image_size must be at most 2,048"),
+        ({"epochs": 10**9}, "epochs must be at most 1,000"),
+        ({"lr": 1e400}, "lr must be a finite number"),
+    ],
+)
+def test_estimate_refuses_what_this_machine_or_any_cannot_run(capsys, fields: dict, said: str) -> None:
+    plan = json.dumps({"data": str(sample_path("faces")), "backbone": "efficientnet_lite0", **fields})
+    assert said in refusal(capsys, "estimate", plan)
+
+
+def test_estimate_refuses_a_weights_file_that_is_not_a_state_dict(capsys, tmp_path: Path) -> None:
+    torch.save([1, 2, 3], tmp_path / "list.pt")
+    plan = json.dumps({"data": str(sample_path("faces")), "backbone": "efficientnet_lite0",
+                       "weights": str(tmp_path / "list.pt"), "image_size": 32})  # fmt: skip
+    assert "holds a list, not a state_dict" in refusal(capsys, "estimate", plan)
+
+
+@pytest.mark.parametrize(
+    ("flags", "said"),
+    [
+        (["--lr", "inf"], "lr must be a finite number, not inf"),
+        (["--seed", str(2**70)], "seed must be at most 4,294,967,295"),
+        (["--epochs", "5000"], "epochs must be at most 1,000"),
+        (["--image-size", "99999"], "image_size must be at most 2,048"),
+    ],
+)
+def test_train_refuses_numbers_no_run_can_use(capsys, tmp_path: Path, flags: list[str], said: str) -> None:
+    argv = [
+        "train",
+        str(sample_path("faces")),
+        "--backbone",
+        "efficientnet_lite0",
+        "--out",
+        str(tmp_path / "run"),
+    ]
+    assert said in refusal(capsys, *argv, *flags)
+    assert not (tmp_path / "run").exists()
+
+
+def test_train_at_an_absurd_learning_rate_is_refused_before_any_work(capsys, tmp_path: Path) -> None:
+    argv = ["train", str(sample_path("faces")), "--backbone", "efficientnet_lite0", "--case", "3"]
+    line = refusal(capsys, *argv, "--lr", "1e308", "--out", str(tmp_path / "run"))
+    assert line.endswith("lr must be at most 10, not 1e+308")

@@ -17,7 +17,7 @@ from unittest import mock
 
 import numpy as np
 import pytest
-from fixtures.data.zips import encode, encrypted, make_zip
+from fixtures.data.zips import encode, encrypted, make_zip, one_bit_png, repeated_records
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from PIL import Image
@@ -25,7 +25,16 @@ from PIL import Image
 from core.data import IngestError, Limits, ingest
 from core.data import ingestion as ingest_module
 
-LIMITS = Limits(max_total_bytes=2_000_000, max_ratio=50, ratio_min_bytes=64_000, max_image_pixels=2_000)
+# Small ceilings, scaled to these small zips: every example's images together hold a few thousand
+# pixels in a few KB of archive, a pixel bomb tens of thousands.
+LIMITS = Limits(
+    max_total_bytes=2_000_000,
+    max_ratio=50,
+    ratio_min_bytes=64_000,
+    max_image_pixels=2_000,
+    max_pixels_per_mb=2_000_000,
+    min_pixel_budget=20_000,
+)
 MODES = [
     ("RGB", "JPEG"),
     ("RGB", "BMP"),
@@ -43,7 +52,7 @@ MODES = [
     ("RGBA", "PNG"),
 ]
 EXTENSIONS = {"JPEG": "jpg", "BMP": "bmp", "PNG": "png", "GIF": "gif", "WEBP": "webp", "TIFF": "tif"}
-REFUSING = ["climb", "climb-backslash", "absolute", "symlink", "bomb", "encrypted"]
+REFUSING = ["climb", "climb-backslash", "absolute", "symlink", "bomb", "encrypted", "overlap", "pixel-bomb"]
 HARMLESS = ["clutter", "nested-zip", "ignored-bomb", "oversized", "duplicate", "loose-file", "text-as-image"]
 HEX_DIGEST = re.compile(r"[0-9a-f]{64}")
 
@@ -98,7 +107,8 @@ def hostile_zips(draw: st.DrawFn, outside: Path) -> bytes:
         )
         for feature in features
     ]
-    return build(files, extras, encrypt="encrypted" in features)
+    repeats = draw(st.integers(1, 50)) if "overlap" in features else 0
+    return build(files, extras, encrypt="encrypted" in features, repeats=repeats)
 
 
 Extra = tuple[dict[str, bytes], dict[str, str]]  # (entries, symlinks: name -> target)
@@ -120,6 +130,8 @@ def with_feature(
             str(outside / "class1" / "absolute.png"): data,
         },
         "bomb": {inside + "bomb.bmp": bytes(bomb)},
+        # each under the per-image limit, together over the archive's pixel budget
+        "pixel-bomb": {inside + f"blank{i}.png": one_bit_png(40, 20 + i) for i in range(30)},
         "clutter": {"__MACOSX/._x.png": b"\0\5\26\7", inside + ".DS_Store": b"x", "Thumbs.db": b"x"},
         "nested-zip": {inside + "more.zip": make_zip({"class0/x.png": data})},
         "ignored-bomb": {inside + "log.txt": bytes(1_500_000)},
@@ -131,12 +143,14 @@ def with_feature(
     return entries.get(feature, {}), {}
 
 
-def build(files: dict[str, bytes], extras: list[Extra], *, encrypt: bool = False) -> bytes:
+def build(files: dict[str, bytes], extras: list[Extra], *, encrypt: bool = False, repeats: int = 0) -> bytes:
     entries, symlinks = dict(files), {}
     for more_entries, more_symlinks in extras:
         entries.update(more_entries)
         symlinks.update(more_symlinks)
     data = make_zip(entries, symlinks=symlinks)
+    if repeats:  # many central records, one local header: the same bytes unpacked again and again
+        data = repeated_records(data, repeats)
     return encrypted(data) if encrypt else data
 
 
@@ -153,6 +167,7 @@ def explicit_examples(outside: Path) -> list[bytes]:
             files,
             [with_feature(feature, "", outside, image, depth=6, bomb=300_000)],
             encrypt=feature == "encrypted",
+            repeats=20 if feature == "overlap" else 0,
         )
         for feature in REFUSING
     ]
@@ -236,3 +251,10 @@ def _assert_contained(root: Path, home: Path, accepted: bool) -> None:
     else:
         assert written == []
     assert not home.exists() or [p.name for p in home.iterdir()] == ["datasets"]
+
+
+@pytest.mark.parametrize("feature", REFUSING)
+def test_each_refusing_feature_is_refused_on_its_own(feature: str, tmp_path: Path) -> None:
+    data = dict(zip(REFUSING, explicit_examples(tmp_path)))[feature]
+    with pytest.raises(IngestError):
+        ingest(data, limits=LIMITS)

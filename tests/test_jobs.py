@@ -493,3 +493,13 @@ def test_a_real_tiny_training_runs_end_to_end_through_the_queue(home: Path, tmp_
     row = jobs.list_runs()[0]
     assert (row["backbone"], row["case"]) == ("mobilenet_v3_small", 4)
     assert 0.0 <= row["best_val_accuracy"] <= 1.0
+
+
+def test_a_relative_data_path_is_made_absolute_at_submission(
+    home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "photos").mkdir()
+    monkeypatch.chdir(tmp_path)
+    run_id = jobs.submit({"data": "photos", "seconds": 0.1}, target=SLEEPY)
+    wait_for_state(run_id, "done")
+    assert Run.open(run_id).plan_fields()["data"] == str(tmp_path / "photos")  # the worker runs elsewhere

@@ -243,3 +243,14 @@ def test_another_data_set_brings_its_own_advice() -> None:
     assert at.radio(key="plan_case").value == 1  # faces: small, similar to ImageNet
     at.selectbox(key="sample").set_value("digits").run()
     assert at.radio(key="plan_case").value == 2  # digits: small, unlike ImageNet
+
+
+@pytest.mark.parametrize(
+    "run_id", ["x" * 300, "[click](http://evil.example)", "../../etc", "20261129-120000-dead"]
+)
+def test_a_crafted_run_link_shows_no_run_and_nothing_else(run_id: str, lab_home: Path) -> None:
+    at = open_page("pages/train.py", run=run_id)  # no exception: open_page asserts it
+    [error] = at.error
+    assert error.value.startswith("No run ") and "may have been deleted" in error.value
+    assert "](http" not in error.value  # a link in the id stays text
+    assert str(lab_home) not in error.value and len(error.value) < 200

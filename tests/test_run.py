@@ -84,3 +84,27 @@ def test_train_out_naming_a_file_is_refused(capsys, tmp_path: Path) -> None:
     assert main(["train", str(sample_path("faces")), "--backbone", "efficientnet_lite0", "--out", out]) == 1
     assert "is a file, not a folder" in capsys.readouterr().err
     assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+def test_a_training_run_writes_nothing_outside_the_home_folder(tmp_path: Path) -> None:
+    """The one documented exception is TORCH_HOME, which fetch-weights fills on purpose."""
+    import os
+    import subprocess
+    import sys
+
+    places = {name: tmp_path / name for name in ("user", "tmp", "cwd", "torch")}
+    for folder in places.values():
+        folder.mkdir()
+    home = tmp_path / "home"
+    env = {**os.environ, "HOME": str(places["user"]), "TMPDIR": str(places["tmp"]), "TORCH_HOME": str(places["torch"]),
+           "TRANSFER_LAB_HOME": str(home), "PYTHONPATH": str(Path(__file__).resolve().parents[1])}  # fmt: skip
+    for key in ("TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR", "XDG_CACHE_HOME"):
+        env.pop(key, None)
+    command = [sys.executable, "-m", "core", "train", str(sample_path("faces")), "--backbone", "efficientnet_lite0",
+               "--epochs", "1", "--image-size", "32"]  # fmt: skip
+    done = subprocess.run(command, cwd=places["cwd"], env=env, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert {name: sorted(p.name for p in folder.iterdir()) for name, folder in places.items()} == {
+        "user": [], "tmp": [], "cwd": [], "torch": []
+    }  # fmt: skip
+    assert (home / "runs").is_dir() and (home / "cache" / "torchinductor").is_dir()  # where they went

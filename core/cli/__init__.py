@@ -13,6 +13,7 @@ import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
+from core import storage
 from core.errors import TransferLabError, one_line
 
 COMMANDS: dict[str, str] = {
@@ -62,6 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    storage.keep_caches_home()
     try:
         return args.run(args)
     except TransferLabError as exc:  # a refused input or a failed run: one line, exit code 1

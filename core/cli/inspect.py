@@ -30,6 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from core.data import Limits, ingest
+    from core.errors import printable
 
     source = Path(args.path)
     if not source.exists() and args.path in SAMPLES:
@@ -46,21 +47,22 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(report.to_json())
         return 0
-    name, count = report.source["name"], report.num_images
-    print(f"{name}: {count:,} images in {len(report.classes)} classes ({report.layout})")
-    print(f"Split: {report.split}")
-    width = max(len("class"), *(len(label) for label in report.classes))
-    print(f"  {'class':<{width}}  {'train':>6}  {'val':>6}  {'test':>6}")
-    for label in report.classes:
+    lines = [
+        f"{report.source['name']}: {report.num_images:,} images in {len(report.classes)} classes ({report.layout})"
+    ]
+    lines.append(f"Split: {report.split}")
+    labels = [printable(label) for label in report.classes]  # names from an upload act on no terminal
+    width = max(len("class"), *map(len, labels))
+    lines.append(f"  {'class':<{width}}  {'train':>6}  {'val':>6}  {'test':>6}")
+    for label, shown in zip(report.classes, labels):
         counts = [report.counts[split][label] for split in ("train", "val", "test")]
-        print(f"  {label:<{width}}  " + "  ".join(f"{n:>6}" for n in counts))
-    for item in report.skipped:
-        print(f"Skipped {item['file']}: {item['reason']}")
+        lines.append(f"  {shown:<{width}}  " + "  ".join(f"{n:>6}" for n in counts))
+    lines += [f"Skipped {item['file']}: {item['reason']}" for item in report.skipped]
     if report.ignored:
-        print("Ignored: " + ", ".join(f"{n} {reason}" for reason, n in report.ignored.items()))
-    for warning in report.warnings:
-        print(f"Warning: {warning}")
-    print(f"Stored in {dataset.root}")
+        lines.append("Ignored: " + ", ".join(f"{n} {reason}" for reason, n in report.ignored.items()))
+    lines += [f"Warning: {warning}" for warning in report.warnings]
+    lines.append(f"Stored in {dataset.root}")
+    print("\n".join(printable(line) for line in lines))
     return 0
 
 

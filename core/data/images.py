@@ -75,6 +75,21 @@ def read_image(
         raise IngestError(_decode_failure(exc)) from None
 
 
+def read_header(source: str | Path | bytes, *, max_pixels: int = Limits.max_image_pixels) -> ImageInfo:
+    """What the file says it is, without decoding its pixels: cheap enough to check every
+    budget before any decoding is paid for. Raises :class:`IngestError` with the reason."""
+    fp = io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else source
+    try:
+        with Image.open(fp, formats=DECODERS) as image:
+            info = ImageInfo(image.width, image.height, image.mode, image.format or "")
+    except Image.DecompressionBombError:
+        raise IngestError(f"more than {2 * Image.MAX_IMAGE_PIXELS:,} pixels") from None
+    except Exception as exc:  # noqa: BLE001 - as in read_image: any failure means "not an image"
+        raise IngestError(_decode_failure(exc)) from None
+    _check_pixels(info, max_pixels)
+    return info
+
+
 def decode_image(source: str | Path | bytes, *, max_pixels: int = Limits.max_image_pixels) -> Image.Image:
     """The RGB picture in ``source`` (a path or the file's bytes), normalised as for training."""
     return read_image(source, max_pixels=max_pixels)[0]

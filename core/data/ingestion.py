@@ -24,7 +24,7 @@ from typing import BinaryIO
 
 from core import storage
 from core.data import zipsafe
-from core.data.images import read_image
+from core.data.images import ImageInfo, read_header, read_image
 from core.data.layout import Layout, Placed, place
 from core.data.limits import IngestError, Limits
 from core.data.manifest import Manifest, Record
@@ -124,14 +124,18 @@ def _from_zip(
 def _unpack(
     fp: BinaryIO, staging: Path, source: dict[str, str], limits: Limits, progress: Progress | None
 ) -> Manifest:
+    archive_bytes = fp.seek(0, os.SEEK_END)
+    fp.seek(0)
     with zipsafe.open_zip(fp, limits) as archive:
         entries = zipsafe.checked_entries(archive, limits)
         layout = place([entry.name for entry in entries])
-        zipsafe.check_sizes([entries[placed.index] for placed in layout.placed], limits)
+        _check_class_count(layout, limits)
+        zipsafe.check_sizes([entries[placed.index] for placed in layout.placed], limits, archive_bytes)
         manifest = _empty_manifest(source, layout)
         images = staging / "images"
         images.mkdir()
         budget = limits.max_total_bytes
+        admission = _Admission(manifest, limits, pixel_budget(archive_bytes, limits))
         for number, placed in enumerate(layout.placed):
             entry = entries[placed.index]
             dest = images / f"{number:06d}-{_safe_filename(entry.name)}"
@@ -141,7 +145,7 @@ def _unpack(
                 manifest.skipped.append((placed.name, str(exc)))
                 continue
             budget -= written
-            if not _admit(manifest, placed, dest, dest.relative_to(staging), digest, limits):
+            if not admission.admit(placed, dest, dest.relative_to(staging), digest):
                 dest.unlink()
             if progress:
                 progress(number + 1, len(layout.placed))
@@ -159,9 +163,11 @@ def _from_folder(folder: Path, limits: Limits, progress: Progress | None) -> tup
     if manifest is None:
         with _staged(work) as staging:
             layout = place(names)
+            _check_class_count(layout, limits)
             layout.skipped.extend((link, SYMLINK) for link in symlinks)
             layout.ignored["hidden folder"] += hidden
             manifest = _empty_manifest({"kind": "folder", "name": str(folder), "sha256": fingerprint}, layout)
+            admission = _Admission(manifest, limits, pixel_budget(None, limits))
             for number, placed in enumerate(layout.placed):
                 relative = names[placed.index]
                 try:
@@ -170,7 +176,7 @@ def _from_folder(folder: Path, limits: Limits, progress: Progress | None) -> tup
                 except OSError as exc:
                     manifest.skipped.append((placed.name, f"unreadable ({exc.strerror or exc})"))
                     continue
-                _admit(manifest, placed, folder / relative, Path(relative), digest, limits)
+                admission.admit(placed, folder / relative, Path(relative), digest)
                 if progress:
                     progress(number + 1, len(layout.placed))
             _check_classes(manifest)
@@ -220,29 +226,71 @@ def _empty_manifest(source: dict[str, str], layout: Layout) -> Manifest:
     )
 
 
-def _admit(
-    manifest: Manifest, placed: Placed, file: Path, relative: Path, digest: str, limits: Limits
-) -> bool:
-    """Decode ``file`` and record it as an image, or as skipped with the reason; say which."""
-    try:
-        info = read_image(file, max_pixels=limits.max_image_pixels, draft=VALIDATION_DRAFT)[1]
-    except IngestError as exc:
-        manifest.skipped.append((placed.name, str(exc)))
-        return False
-    manifest.images.append(
-        Record(
-            placed.name,
-            relative.as_posix(),
-            placed.label,
-            placed.split,
-            digest,
-            info.width,
-            info.height,
-            info.mode,
-            info.format,
+class _Admission:
+    """Decides each file of a data set: an image to record, or a file to skip with its reason.
+
+    Every image's header is read before its pixels are decoded, and charged to the data set's
+    pixel budget: a few KB of one-bit PNG can claim 50 megapixels, and decoding is what costs.
+    Over budget, the whole data set is refused. A content seen before is decided once.
+    """
+
+    def __init__(self, manifest: Manifest, limits: Limits, pixel_budget: int) -> None:
+        self.manifest, self.limits, self.budget = manifest, limits, pixel_budget
+        self.pixels = 0
+        self._verdicts: dict[str, ImageInfo | str] = {}  # sha256 -> what it is, or why it was skipped
+
+    def admit(self, placed: Placed, file: Path, relative: Path, digest: str) -> bool:
+        """Record ``file`` as an image or as skipped; say which."""
+        if digest not in self._verdicts:
+            self._verdicts[digest] = self._decide(file, placed.name)
+        verdict = self._verdicts[digest]
+        if isinstance(verdict, str):
+            self.manifest.skipped.append((placed.name, verdict))
+            return False
+        where = (placed.name, relative.as_posix(), placed.label, placed.split, digest)
+        self.manifest.images.append(
+            Record(*where, verdict.width, verdict.height, verdict.mode, verdict.format)
         )
-    )
-    return True
+        return True
+
+    def _decide(self, file: Path, name: str) -> ImageInfo | str:
+        max_pixels = self.limits.max_image_pixels
+        try:
+            header = read_header(file, max_pixels=max_pixels)
+        except IngestError as exc:
+            return str(exc)
+        self._charge(header.width * header.height, name)
+        try:
+            return read_image(file, max_pixels=max_pixels, draft=VALIDATION_DRAFT)[1]
+        except IngestError as exc:
+            return str(exc)
+
+    def _charge(self, pixels: int, name: str) -> None:
+        self.pixels += pixels
+        if self.pixels > self.budget:
+            raise IngestError(
+                f"the images hold more than {self.budget:,} pixels ({name!r} passes the mark), the limit "
+                f"for this upload: {self.limits.max_pixels_per_mb:,} per MiB of archive, "
+                f"{self.limits.max_total_pixels:,} in all"
+            )
+
+
+def pixel_budget(archive_bytes: int | None, limits: Limits) -> int:
+    """The pixels an upload of ``archive_bytes`` may decode (None: a server folder, the absolute cap)."""
+    if archive_bytes is None:
+        return limits.max_total_pixels
+    by_size = int(archive_bytes / (1 << 20) * limits.max_pixels_per_mb)
+    return min(limits.max_total_pixels, max(limits.min_pixel_budget, by_size))
+
+
+def _check_class_count(layout: Layout, limits: Limits) -> None:
+    """Refuse more class folders than the limit, before anything is extracted or decoded."""
+    classes = len({placed.label for placed in layout.placed})
+    if classes > limits.max_classes:
+        raise IngestError(
+            f"the data has {classes:,} class folders; the limit is {limits.max_classes:,} "
+            "(is a folder of images one level too deep?)"
+        )
 
 
 def _check_classes(manifest: Manifest) -> None:

@@ -21,6 +21,7 @@ FEW_IMAGES = 10  # per class: below this, one image moves a class's accuracy by 
 FEW_VAL_IMAGES = 20
 IMBALANCE_WARNING = 3.0  # largest class / smallest class
 SMALL_SIDE = 32  # pixels: smaller images are mostly upscaling blur at a backbone's input size
+LISTED = 5  # names shown in one warning; past that, a count (50,000 classes must not be 50,000 lines)
 
 
 @dataclass
@@ -128,16 +129,30 @@ def _sizes(records: list[Record]) -> dict[str, Any]:
 def _warnings(report: DatasetReport) -> list[str]:
     warnings = []
     pool = Counter(report.counts["train"]) + Counter(report.counts["val"])
-    for label in report.classes:
-        if pool[label] < FEW_IMAGES:
-            warnings.append(
-                f"fewer than {FEW_IMAGES} images in class {label!r} ({pool[label]}): "
-                "expect unstable validation accuracy"
-            )
+    few = [label for label in report.classes if pool[label] < FEW_IMAGES]
+    if len(few) > LISTED:
+        warnings.append(
+            f"{len(few):,} classes have fewer than {FEW_IMAGES} images each (e.g. "
+            f"{', '.join(map(repr, few[:LISTED]))}): expect unstable validation accuracy"
+        )
+    else:
+        warnings.extend(
+            f"fewer than {FEW_IMAGES} images in class {label!r} ({pool[label]}): expect unstable "
+            "validation accuracy"
+            for label in few
+        )
+    same = _differing_only_in_case(report.classes)
+    if same:
+        shown = "; ".join(" and ".join(map(repr, group)) for group in same[:LISTED])
+        warnings.append(
+            f"{_count(len(same), 'group')} of classes differ only in case ({shown}): they train as "
+            "separate classes; rename the folders if they are the same thing"
+        )
     val_total = sum(report.counts["val"].values())
     missing_val = [label for label in report.classes if report.counts["val"][label] == 0]
     if missing_val:
-        warnings.append(f"no validation images for class {', '.join(map(repr, missing_val))}")
+        more = f" and {len(missing_val) - LISTED:,} more" if len(missing_val) > LISTED else ""
+        warnings.append(f"no validation images for class {', '.join(map(repr, missing_val[:LISTED]))}{more}")
     if 0 < val_total < FEW_VAL_IMAGES:
         warnings.append(
             f"only {val_total} validation images: each one moves validation accuracy by "
@@ -175,6 +190,13 @@ def _warnings(report: DatasetReport) -> list[str]:
     if nested:
         warnings.append(f"{_count(nested, 'archive')} inside the upload ignored: unpack into class folders")
     return warnings
+
+
+def _differing_only_in_case(classes: list[str]) -> list[list[str]]:
+    groups: defaultdict[str, list[str]] = defaultdict(list)
+    for label in classes:
+        groups[label.casefold()].append(label)
+    return [sorted(group) for group in groups.values() if len(group) > 1]
 
 
 def _count(n: int, noun: str) -> str:

@@ -7,6 +7,7 @@ Nothing here writes to a path taken from the archive: callers choose every desti
 from __future__ import annotations
 
 import hashlib
+import itertools
 import lzma
 import re
 import stat
@@ -25,6 +26,7 @@ _END_RECORD = b"PK\x05\x06"
 _ZIP64_LOCATOR = b"PK\x06\x07"
 _ZIP64_END_RECORD = b"PK\x06\x06"
 _HEADER_LEN = 46  # a central-directory header before its name, extra field and comment
+_LOCAL_LEN = 30  # a local file header before its name and extra field
 _END_LEN = 22  # the end record before its comment
 _ZIP64_TAIL = 56 + 20  # zip64 end record and locator, just before the end record
 _DRIVE = re.compile(r"^[A-Za-z]:")
@@ -76,6 +78,7 @@ def checked_entries(archive: zipfile.ZipFile, limits: Limits) -> list[Entry]:
             entries.append(Entry(name, info))
     if not entries:
         raise IngestError("the zip is empty: it holds only folders")
+    _refuse_overlaps(archive.fp, infos)
     return entries
 
 
@@ -89,8 +92,9 @@ def safe_name(raw: str) -> str:
     return "/".join(part for part in parts if part not in ("", "."))
 
 
-def check_sizes(entries: list[Entry], limits: Limits) -> None:
-    """Refuse a zip bomb from the sizes the archive declares, before extracting anything.
+def check_sizes(entries: list[Entry], limits: Limits, archive_bytes: int) -> None:
+    """Refuse a zip bomb from the sizes the archive declares, before extracting anything: one
+    entry's ratio, the whole archive's, and the total.
 
     The declared sizes are also what ``zipfile`` stops reading at, so a lying header cannot
     produce more than this; :func:`extract` counts the real bytes all the same.
@@ -107,6 +111,12 @@ def check_sizes(entries: list[Entry], limits: Limits) -> None:
         total += size
     if total > limits.max_total_bytes:
         raise IngestError(f"the images unpack to {total:,} bytes; the limit is {limits.max_total_bytes:,}")
+    ratio = total / max(archive_bytes, 1)
+    if total >= limits.ratio_min_bytes and ratio > limits.max_ratio:
+        raise IngestError(
+            f"the zip expands {ratio:,.0f}:1 in all (the limit is {limits.max_ratio:,.0f}:1): "
+            "this looks like a zip bomb"
+        )
 
 
 def extract(archive: zipfile.ZipFile, entry: Entry, dest: Path, budget: int) -> tuple[int, str]:
@@ -131,6 +141,31 @@ def extract(archive: zipfile.ZipFile, entry: Entry, dest: Path, budget: int) -> 
         dest.unlink(missing_ok=True)
         raise DamagedEntry(f"damaged zip entry ({exc})") from None
     return written, digest.hexdigest()
+
+
+def _refuse_overlaps(fp: BinaryIO, infos: list[zipfile.ZipInfo]) -> None:
+    """Refuse records whose data overlap or repeat: many central-directory records can point at
+    one local header (or into another entry's data), so a few KB would unpack into gigabytes.
+
+    Each record's span runs from its local header to the end of its compressed data, with the
+    name and extra lengths the local header itself gives (they may differ from the central ones).
+    """
+    spans = []
+    for info in infos:
+        fp.seek(info.header_offset)
+        local = fp.read(_LOCAL_LEN)
+        name, extra = struct.unpack_from("<2H", local, 26) if len(local) == _LOCAL_LEN else (0, 0)
+        spans.append(
+            (info.header_offset, info.header_offset + _LOCAL_LEN + name + extra + info.compress_size, info)
+        )
+    spans.sort(key=lambda span: span[0])
+    for (_, end, earlier), (start, _, later) in itertools.pairwise(spans):
+        if start < end:
+            raise IngestError(
+                f"the zip's entries {earlier.filename!r} and {later.filename!r} overlap: a crafted archive "
+                "that repeats its data; refused"
+            )
+    fp.seek(0)
 
 
 def _is_symlink(info: zipfile.ZipInfo) -> bool:

@@ -105,7 +105,7 @@ def submit(
         raise ValueError(f"target {target!r} is not of the form 'package.module:function'")
     if run_id is not None and not is_run_id(run_id):
         raise ValueError(f"run id {run_id!r} must be letters, digits, '.', '_' or '-' (at most 100)")
-    plan = json.loads(json.dumps(dict(plan), allow_nan=False))  # refuse what JSON cannot carry now
+    plan = _absolute_paths(json.loads(json.dumps(dict(plan), allow_nan=False)))  # JSON-safe, now
     max_concurrent()  # likewise a bad TRANSFER_LAB_MAX_RUNS, rather than in the worker
     run, keeper = _create_run(run_id)
     with keeper:  # our copy of the lock goes at the end: the worker holds its own from then on
@@ -214,6 +214,16 @@ def waiting_runs() -> list[str]:
 
 
 # ---------------------------------------------------------------------------- internals
+
+
+def _absolute_paths(plan: dict[str, Any]) -> dict[str, Any]:
+    """Data and weights given relative to the submitter's folder, made absolute: the worker
+    runs in the run's own folder, where a relative path would name something else."""
+    for key in ("data", "weights"):
+        value = plan.get(key)
+        if isinstance(value, str) and value and not Path(value).is_absolute() and Path(value).exists():
+            plan[key] = str(Path(value).resolve())
+    return plan
 
 
 def _state(current: Mapping[str, Any]) -> RunState:

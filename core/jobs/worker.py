@@ -21,7 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from core import jobs
+from core import jobs, storage
 from core.jobs import queue
 from core.jobs.run import Cancelled, Run, RunState, StatusKeeper, run_events
 
@@ -30,6 +30,7 @@ QUEUE_POLL_S = 0.2
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    storage.keep_caches_home()
     run = Run(Path(args.run_dir).resolve())
     keeper = StatusKeeper(run, args.lock_fd) if args.lock_fd is not None else StatusKeeper.take(run)
     if keeper is None:

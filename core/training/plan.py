@@ -9,6 +9,7 @@ backbone-dependent defaults; everything else is checked on construction.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
@@ -31,6 +32,13 @@ DEVICES = ("auto", "cpu", "cuda", "mps")  # plus "cuda:N"
 # older version is migrated on read (``Plan.from_stored``), never refused: every stored run must
 # stay readable after an upgrade.
 PLAN_SCHEMA = 2
+# Past these, a plan is a typo or an attack on a shared server, not a training run.
+MAX_EPOCHS = 1_000
+MAX_BATCH_SIZE = 4_096
+MAX_FEATURE_VIEWS = 16
+MAX_IMAGE_SIZE = 2_048
+MAX_SEED = 2**32 - 1
+MAX_RATE = 10.0  # learning rates and weight decay: past this, the first step overflows
 
 
 class PlanError(TransferLabError, ValueError):
@@ -86,14 +94,20 @@ class Plan:
         _choice("class_weights", self.class_weights, CLASS_WEIGHTING)
         if self.device not in DEVICES and not _is_cuda_index(self.device):
             raise PlanError(f"device {self.device!r} is not one of: {', '.join(DEVICES)}, cuda:N")
-        _at_least("epochs", self.epochs, 1)
-        _at_least("batch_size", self.batch_size, 2)  # BatchNorm cannot train on one image
-        _at_least("feature_views", self.feature_views, 1)
-        _at_least("patience", self.patience, 0)
+        _between("epochs", self.epochs, 1, MAX_EPOCHS)
+        _between("batch_size", self.batch_size, 2, MAX_BATCH_SIZE)  # BatchNorm cannot train on one image
+        _between("feature_views", self.feature_views, 1, MAX_FEATURE_VIEWS)
+        _between("patience", self.patience, 0, MAX_EPOCHS)
+        _between("seed", self.seed, 0, MAX_SEED)
+        if self.image_size is not None:
+            _between("image_size", self.image_size, 1, MAX_IMAGE_SIZE)
         _positive("lr", self.lr)
+        _at_most("lr", self.lr, MAX_RATE)
         if self.body_lr is not None:
             _positive("body_lr", self.body_lr)
+            _at_most("body_lr", self.body_lr, MAX_RATE)
         _at_least("weight_decay", self.weight_decay, 0)
+        _at_most("weight_decay", self.weight_decay, MAX_RATE)
         if not 0 < self.val_fraction < 1:
             raise PlanError(f"val_fraction {self.val_fraction} must lie between 0 and 1")
         if self.freeze_epochs is not None and not 0 <= self.freeze_epochs < self.epochs:
@@ -223,11 +237,19 @@ def _check_types(plan: Plan) -> None:
         if value is None and "None" in f.type:
             continue
         if kind == "float" and isinstance(value, int) and not isinstance(value, bool):
-            object.__setattr__(plan, f.name, float(value))  # JSON writes 1.0 as 1 in places
-            continue
+            value = float(value) if abs(value) < 2**1023 else math.inf  # JSON writes 1.0 as 1 in places
+            object.__setattr__(plan, f.name, value)
         expected = {"str": str, "int": int, "float": float}[kind]
         if isinstance(value, bool) or not isinstance(value, expected):
-            raise PlanError(f"{f.name} must be {f.type}, not {value!r}")
+            raise PlanError(f"{f.name} must be {f.type}, not {value!r}"[:200])
+        if kind == "float" and not math.isfinite(value):
+            raise PlanError(f"{f.name} must be a finite number, not {value!r}")
+
+
+def _between(name: str, value: int, low: int, high: int) -> None:
+    _at_least(name, value, low)
+    if value > high:
+        raise PlanError(f"{name} must be at most {high:,}, not {value:,}")
 
 
 def _choice(name: str, value: Any, choices: tuple) -> None:
@@ -238,6 +260,11 @@ def _choice(name: str, value: Any, choices: tuple) -> None:
 def _at_least(name: str, value: float, low: float) -> None:
     if value < low:
         raise PlanError(f"{name} must be at least {low}, not {value}")
+
+
+def _at_most(name: str, value: float, high: float) -> None:
+    if value > high:
+        raise PlanError(f"{name} must be at most {high:g}, not {value:g}")
 
 
 def _positive(name: str, value: float) -> None:

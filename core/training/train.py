@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import functools
+import math
 import random
 import time
 from collections.abc import Callable, Iterator
@@ -211,6 +212,11 @@ class Training:
             lambda size: evaluate(trainable, self.val_source, size, self.accel)
         )
         val_loss = float(F.cross_entropy(logits, labels))
+        if not math.isfinite(val_loss) or not math.isfinite(record["train_loss"]):
+            raise TrainingError(  # the weights blew up between the last step and the evaluation
+                f"training diverged by the end of epoch {record['epoch']} (validation loss is {val_loss}): "
+                f"lower the learning rate (now {self.plan.lr:g})"
+            )
         val_accuracy = metrics.accuracy(logits, labels)
         record.update(val_loss=val_loss, val_accuracy=val_accuracy, seconds=seconds)
         self.history.append(record)
