@@ -48,6 +48,11 @@ def keep_caches_home() -> None:
     os.environ.setdefault("TRITON_CACHE_DIR", str(cache / "triton"))
 
 
+def uploads_dir() -> Path:
+    """Uploaded zips, kept only until their validation job has unpacked them."""
+    return home() / "uploads"
+
+
 def queue_dir() -> Path:
     """Tickets and slot locks of the local job queue."""
     return home() / "queue"
@@ -85,6 +90,11 @@ class RunFiles:
         return self.directory / "metrics.json"
 
     @property
+    def result_file(self) -> Path:
+        """What a job other than training produced (a validated data set's folder)."""
+        return self.directory / "result.json"
+
+    @property
     def model_dir(self) -> Path:
         """``model.pt2``, ``labels.json`` and ``preprocess.json``: what a user downloads."""
         return self.directory / "model"
@@ -114,10 +124,15 @@ def write_json(path: Path, data: Any) -> None:
 def write_text_atomic(path: Path, text: str) -> None:
     """Replace ``path`` with ``text`` (UTF-8) so that readers see the old file or the new one,
     never half of one: write a temporary file beside it, then rename it over ``path``."""
+    write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    """Replace ``path`` with ``data`` as ``write_text_atomic`` does: whole, or not at all."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            out.write(text)
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

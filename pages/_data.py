@@ -4,18 +4,27 @@ from __future__ import annotations
 
 import html
 import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 import plotly.graph_objects as go
 import streamlit as st
 
+from core import jobs
 from core.data import Dataset, IngestError, ingest
 from core.data.samples import SAMPLES, sample_path
+from core.jobs import targets
+from core.jobs.run import Run, RunState
+from core.training.events import read_events
+from core.training.progress import RunProgress, duration
 from pages._common import escape
 from pages._plan_form import DEFAULT_VAL, VAL_KEY
 
 DATA_ROOT_ENV = "TRANSFER_LAB_DATA_ROOT"  # set it to let users train on folders under it
+UPLOAD_PARAM = "upload"  # the URL's name for an upload: its sha256
+SUBMITTED = "submitted_upload"  # the uploader's file last handed to a validation job
+POLL_SECONDS = 1.0
 SOURCES = {"sample": "Sample data set", "upload": "Upload a zip", "folder": "Folder on the server"}
 GRID_CLASSES, GRID_IMAGES = 8, 6
 LAST_UPLOAD = "last_upload"
@@ -28,7 +37,7 @@ def choose_dataset() -> Dataset | None:
         "Data",
         sources,
         format_func=SOURCES.get,
-        default="sample",
+        default="upload" if UPLOAD_PARAM in st.query_params else "sample",
         required=True,
         key="source",
         persist_state="session",
@@ -52,18 +61,52 @@ def choose_dataset() -> Dataset | None:
 
 
 def _uploaded() -> Dataset | None:
-    """The zip in the uploader, else the one uploaded earlier in this session (a file uploader
-    forgets its file when the user visits another page; the data set is still on disk)."""
+    """The zip in the uploader, validated by a job of its own (never in the web server).
+
+    The URL names the upload by its content hash, so a reload (or a visit to another page, which
+    empties the uploader) finds the validation, or the validated data set, again.
+    """
     upload = st.file_uploader("Zip of images, one folder per class", type=["zip"], key="upload")
-    if upload is not None:
-        st.session_state[LAST_UPLOAD] = (("upload", upload.file_id), upload.name)
-        return _ingest(("upload", upload.file_id), upload.getvalue, upload.name)
-    if LAST_UPLOAD in st.session_state:
-        identity, name = st.session_state[LAST_UPLOAD]
-        st.caption(f"Using your earlier upload, {escape(name)}. Upload another zip to replace it.")
-        return _ingest(identity, None, name)
-    st.info("Upload a zip, or pick a sample data set to try the app first.")
+    if upload is not None and st.session_state.get(SUBMITTED) != upload.file_id:
+        st.session_state[SUBMITTED] = upload.file_id
+        st.session_state[LAST_UPLOAD] = targets.accept_upload(upload.getvalue(), upload.name)
+        st.query_params[UPLOAD_PARAM] = st.session_state[LAST_UPLOAD]
+    digest = st.query_params.get(UPLOAD_PARAM) or st.session_state.get(LAST_UPLOAD)
+    if not digest:
+        st.info("Upload a zip, or pick a sample data set to try the app first.")
+        return None
+    state = targets.upload_state(digest)
+    if state.dataset is not None:
+        if upload is None:
+            st.caption("Using your earlier upload. Upload another zip to replace it.")
+        return _ingest(("upload", digest), lambda: state.dataset, "your upload")
+    if state.refusal is not None:
+        st.error(f"This data cannot be used: {escape(state.refusal)}", icon=":material/block:")
+        return None
+    _follow_validation(digest)
     return None
+
+
+@st.fragment(run_every=POLL_SECONDS)
+def _follow_validation(digest: str) -> None:
+    """The validation job's progress, polled; the whole page reruns once it has ended."""
+    state = targets.upload_state(digest)
+    if state.job_id is None or RunState(jobs.reconcile(state.job_id)["state"]).final:
+        st.rerun()
+    progress = RunProgress.of(read_events(Run.open(state.job_id).directory))
+    step = progress.current
+    with st.container(border=True, key="validation"):
+        if step is None:
+            st.caption("Checking the upload: reading the zip...")
+        else:
+            left = duration(progress.eta_s(time.time()))
+            st.progress(
+                step.done / max(step.total, 1),
+                text=f"Checking images: {step.done:,} of {step.total:,} · {step.images_per_s:,.0f} images/s · {left} left",
+            )
+        if st.button("Cancel", key="cancel_validation", icon=":material/stop:"):
+            jobs.cancel(state.job_id)
+            st.rerun()
 
 
 def _server_folder() -> Dataset | None:
@@ -82,7 +125,7 @@ def _server_folder() -> Dataset | None:
 
 
 def _ingest(
-    identity: tuple, load: Callable[[], object] | None, label: str, *, cache_errors: bool = True
+    identity: tuple, load: Callable[[], object], label: str, *, cache_errors: bool = True
 ) -> Dataset | None:
     """Ingest once per source and validation share in this session, with a progress bar.
 
@@ -93,9 +136,7 @@ def _ingest(
     cache = st.session_state.setdefault("datasets", {})
     key = (identity, val_fraction)
     if key not in cache:
-        source = load() if load else _source_of(cache, identity)
-        if source is None:
-            return None
+        source = load()
         progress = st.progress(0.0, text=f"Checking {escape(label)}...")
         try:
             cache[key] = ingest(
@@ -116,14 +157,6 @@ def _ingest(
         st.error(f"This data cannot be used: {escape(result)}", icon=":material/block:")
         return None
     return result
-
-
-def _source_of(cache: dict, identity: tuple) -> Path | None:
-    """An earlier upload's folder under datasets/, which ingest accepts in place of its bytes."""
-    for (known, _), result in cache.items():
-        if known == identity and isinstance(result, Dataset):
-            return result.root
-    return None
 
 
 def show_report(dataset: Dataset) -> None:

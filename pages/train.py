@@ -50,6 +50,6 @@ if estimate_col.button(
         except (RuntimeError, subprocess.TimeoutExpired) as exc:
             estimate_col.warning(f"Could not estimate: {escape(exc)}")
 if start_col.button("Start training", type="primary", key="start", icon=":material/play_arrow:"):
-    new_run = jobs.submit(plan.to_dict())
+    new_run = jobs.submit(plan.to_dict(), dataset_name=dataset.report.source.get("name"))
     st.query_params["run"] = new_run
     st.rerun()

@@ -254,3 +254,22 @@ def test_a_crafted_run_link_shows_no_run_and_nothing_else(run_id: str, lab_home:
     assert error.value.startswith("No run ") and "may have been deleted" in error.value
     assert "](http" not in error.value  # a link in the id stays text
     assert str(lab_home) not in error.value and len(error.value) < 200
+
+
+def test_an_upload_link_finds_its_validated_data_after_a_reload(lab_home: Path) -> None:
+    from fixtures.data.zips import classes, make_zip
+
+    from core.jobs import targets
+
+    digest = targets.accept_upload(make_zip(classes({"cats": 5, "dogs": 5})), "pets.zip")
+    wait_until(lambda: targets.upload_state(digest).dataset is not None)
+    at = open_page("pages/train.py", upload=digest)  # a new session: the uploader is empty
+    assert at.segmented_control(key="source").value == "upload"
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Classes"] == "2" and "Using your earlier upload" in at.caption[0].value
+
+
+@pytest.mark.parametrize("digest", ["0" * 64, "not-a-hash"])
+def test_an_upload_link_to_nothing_says_so(digest: str) -> None:
+    at = open_page("pages/train.py", upload=digest)
+    assert "no such upload" in at.error[0].value

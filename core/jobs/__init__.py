@@ -94,12 +94,19 @@ def submit(
     target: str = DEFAULT_TARGET,
     dataset_name: str | None = None,
     owner: str = "local",
+    kind: str = "train",
+    queued: bool = True,
+    time_limit_s: float | None = None,
 ) -> str:
     """Queue ``plan`` as a new run and start its worker; returns the run id at once.
 
     ``target`` is the training entry point as ``module:function``, called in the worker as
     ``function(run_dir, emit)``; tests pass small targets of their own. ``dataset_name`` is what
     people call the data (an upload's file name); by default the data path's last part.
+
+    Jobs other than training (``kind``) are kept out of the runs table; a job that is not
+    ``queued`` starts at once, beside any training (validating an upload must not wait behind
+    a long run); past ``time_limit_s`` a job fails, saying so.
     """
     if not _TARGET_PATTERN.match(target):
         raise ValueError(f"target {target!r} is not of the form 'package.module:function'")
@@ -111,11 +118,15 @@ def submit(
     with keeper:  # our copy of the lock goes at the end: the worker holds its own from then on
         storage.write_json(run.plan_file, plan)
         name = dataset_name or Path(str(plan.get("data", "")).rstrip("/")).name
-        run.write_record(RunRecord(owner=owner, dataset_name=name, created=time.time()))
-        keeper.set_state(RunState.QUEUED, pid=None, heartbeat=None, submitted=time.time())
-        queue.enqueue(run.id)
+        run.write_record(RunRecord(owner=owner, kind=kind, dataset_name=name, created=time.time()))
+        keeper.set_state(RunState.QUEUED, pid=None, heartbeat=None, submitted=time.time(), kind=kind)
+        if queued:
+            queue.enqueue(run.id)
+        options = ([] if queued else ["--unqueued"]) + (
+            ["--time-limit", f"{time_limit_s:g}"] if time_limit_s else []
+        )
         try:
-            _start_worker(run, target, keeper.lock_fd)
+            _start_worker(run, target, keeper.lock_fd, options)
         except OSError as exc:
             queue.dequeue(run.id)
             keeper.set_state(RunState.FAILED, f"could not start the worker: {exc}")
@@ -164,8 +175,9 @@ def cancel(run_id: str) -> None:
     _reconcile(run)
 
 
-def list_runs() -> list[dict[str, Any]]:
-    """Every run, newest first, with what a runs table shows: state, plan summary, best accuracy.
+def list_runs(kind: str = "train") -> list[dict[str, Any]]:
+    """Every run of ``kind``, newest first, with what a runs table shows: state, plan summary,
+    best accuracy.
 
     Active runs are reconciled first. Plans and metrics are parsed again only when their files
     change, so a long history of finished runs costs a ``stat`` each.
@@ -173,7 +185,10 @@ def list_runs() -> list[dict[str, Any]]:
     line = waiting_runs()
     rows = []
     for run in _runs():
-        current = _reconcile(run) if _state(run.status()).active else run.status()
+        current = run.status()
+        if current.get("kind", "train") != kind:
+            continue
+        current = _reconcile(run) if _state(current).active else current
         rows.append(_row(run, current, line) | _summary(run.metrics_file))
     return _newest_first(rows)
 
@@ -184,7 +199,7 @@ def active_runs() -> list[dict[str, Any]]:
     Cheap enough for every rerun of every page: besides each ``status.json``, it reads only the
     plans of active runs, and checks only their workers.
     """
-    active = [run for run in _runs() if _state(run.status()).active]
+    active = [run for run in _runs() if _is_active_training(run.status())]
     if not active:
         return []
     line = waiting_runs()
@@ -214,6 +229,10 @@ def waiting_runs() -> list[str]:
 
 
 # ---------------------------------------------------------------------------- internals
+
+
+def _is_active_training(current: Mapping[str, Any]) -> bool:
+    return _state(current).active and current.get("kind", "train") == "train"
 
 
 def _absolute_paths(plan: dict[str, Any]) -> dict[str, Any]:
@@ -250,7 +269,7 @@ def _create_run(run_id: str | None) -> tuple[Run, StatusKeeper]:
     raise RuntimeError(f"could not find a free run id in {storage.runs_dir()}")
 
 
-def _start_worker(run: Run, target: str, lock_fd: int) -> None:
+def _start_worker(run: Run, target: str, lock_fd: int, options: list[str]) -> None:
     env = {
         **os.environ,
         storage.HOME_ENV: str(storage.home()),
@@ -259,7 +278,7 @@ def _start_worker(run: Run, target: str, lock_fd: int) -> None:
     }
     # An absolute folder, which is also how a reader tells this worker from a stranger with a recycled pid.
     command = [sys.executable, "-m", queue.WORKER_MODULE, str(run.directory.resolve()), "--target", target]
-    command += ["--lock-fd", str(lock_fd)]
+    command += ["--lock-fd", str(lock_fd), *options]
     with open(run.log_file, "ab") as log:
         worker = subprocess.Popen(
             command,

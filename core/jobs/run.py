@@ -86,6 +86,10 @@ class Cancelled(BaseException):
     """
 
 
+class TimeLimit(BaseException):
+    """Raised in a worker's main thread when its job's time is up (a BaseException, as above)."""
+
+
 def new_run_id() -> str:
     """Sortable by start time, unique without coordination: ``20261121-231500-3fa2``."""
     return time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(2)
@@ -103,6 +107,7 @@ class RunRecord:
     """
 
     owner: str = "local"
+    kind: str = "train"  # what the job does: "train", or "validate" an upload
     dataset_name: str = ""  # what people call the data set (an upload's file name)
     backend: str = "local"  # which jobs backend runs it
     created: float | None = None
@@ -271,7 +276,7 @@ class StatusKeeper:
             if cancelled:
                 self.set_state(RunState.CANCELLED, CANCELLED_MESSAGE)
             else:
-                self.set_state(RunState.FAILED, one_line(exc))
+                self.set_state(RunState.FAILED, str(exc) if isinstance(exc, TimeLimit) else one_line(exc))
             raise
         _ignore_sigterm()
         self.set_state(RunState.DONE)
@@ -338,8 +343,10 @@ def _installed(package: str) -> str | None:
 
 
 def _ignore_sigterm() -> None:
+    """No cancel and no time limit may interrupt the recording of an outcome."""
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.setitimer(signal.ITIMER_REAL, 0)
 
 
 def _shown(run_id: object) -> str:

@@ -23,7 +23,7 @@ from typing import Any
 
 from core import jobs, storage
 from core.jobs import queue
-from core.jobs.run import Cancelled, Run, RunState, StatusKeeper, run_events
+from core.jobs.run import Cancelled, Run, RunState, StatusKeeper, TimeLimit, run_events
 
 QUEUE_POLL_S = 0.2
 
@@ -47,11 +47,16 @@ def main(argv: list[str] | None = None) -> int:
         keeper.update(pid=os.getpid())
         try:
             with keeper.beating(), keeper.outcome():
-                _wait_for_slot(run, keeper)
+                if not args.unqueued:
+                    _wait_for_slot(run, keeper)
+                if args.time_limit:
+                    _stop_after(args.time_limit)
                 keeper.begin()
                 _load_target(args.target)(run.directory, run_events(run, keeper))
         except Cancelled:
             return 0
+        except TimeLimit:
+            return 1
         except BaseException:  # noqa: BLE001 - the worker exists to record how a run ended, however it did
             if run.cancel_requested():  # the cancel surfaced as another exception
                 return 0
@@ -90,6 +95,17 @@ def _load_target(spec: str) -> Callable[..., Any]:
     return getattr(importlib.import_module(module_name), function)
 
 
+def _stop_after(seconds: float) -> None:
+    """Raise ``TimeLimit`` in the main thread once ``seconds`` have passed."""
+
+    def time_up(signum: int, frame: Any) -> None:
+        signal.signal(signal.SIGALRM, signal.SIG_IGN)
+        raise TimeLimit(f"stopped after {seconds:g} s, the time limit for this job")
+
+    signal.signal(signal.SIGALRM, time_up)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+
+
 def _on_sigterm(signum: int, frame: Any) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)  # one cancel is enough: record it in peace
     raise Cancelled
@@ -102,6 +118,8 @@ def _parser() -> argparse.ArgumentParser:
         "--target", default=jobs.DEFAULT_TARGET, help="training entry point as module:function"
     )
     parser.add_argument("--lock-fd", type=int, help=argparse.SUPPRESS)  # passed by core.jobs.submit
+    parser.add_argument("--unqueued", action="store_true", help="start at once, beside any training")
+    parser.add_argument("--time-limit", type=float, metavar="SECONDS", help="fail the job after this long")
     return parser
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 EVENTS_FILE = "events.jsonl"
+PROGRESS_INTERVAL_S = 0.25  # at most four progress events a second, and each phase's last
 
 
 @dataclass(frozen=True)
@@ -153,6 +154,32 @@ def parse_event(data: dict[str, Any]) -> Event:
         except TypeError:
             pass
     return UnknownEvent(name=str(data.get("type")), data=data, time=float(data.get("time") or 0.0))
+
+
+class PhaseMeter:
+    """Counts one phase's images over several parts (the splits) and reports them as ``Progress``
+    at most four times a second, and once more when the phase is complete."""
+
+    def __init__(self, emit: Emit, phase: str, total: int) -> None:
+        self.emit, self.phase, self.total = emit, phase, total
+        self.done_before, self.started, self.last = 0, time.perf_counter(), 0.0
+        emit(PhaseStarted(phase=phase))
+
+    def part(self) -> Callable[[int, int], None]:
+        """A ``progress(done, total)`` callback for the next part."""
+        offset: list[int] = []
+
+        def report(done: int, total: int) -> None:
+            if not offset:
+                offset.append(self.done_before)
+                self.done_before += total
+            count, now = offset[0] + done, time.perf_counter()
+            if count == self.total or now - self.last >= PROGRESS_INTERVAL_S:
+                self.last = now
+                rate = count / max(now - self.started, 1e-9)
+                self.emit(Progress(phase=self.phase, done=count, total=self.total, images_per_s=rate))
+
+        return report
 
 
 class EventLog:

@@ -9,7 +9,6 @@ weights, and how images become batches. Training (``core.training.train``) and t
 from __future__ import annotations
 
 import functools
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +24,7 @@ from core.models.preprocess import Preprocess
 from core.training import metrics
 from core.training.batches import ImageSource, feature_source
 from core.training.device import Accelerator, Ranks
-from core.training.events import Emit, PhaseStarted, Progress
+from core.training.events import Emit, PhaseMeter
 from core.training.head import Standardise
 from core.training.loop import BatchSource, shard
 from core.training.plan import Plan
@@ -34,7 +33,6 @@ from core.training.plan import Plan
 # statistics by 1 % a step; fine-tuned on a new data set they would still describe ImageNet
 # after hundreds of steps, and evaluation would normalise with the wrong numbers.
 MIN_BN_MOMENTUM = 0.1
-PROGRESS_INTERVAL_S = 0.25  # at most four progress events a second, and each phase's last
 T = TypeVar("T")
 
 
@@ -85,7 +83,7 @@ class Setup:
             "val": dataset.val if main else [],
             "test": dataset.test if main else [],
         }
-        decoding = _Meter(emit, "decoding", sum(map(len, splits.values())))
+        decoding = PhaseMeter(emit, "decoding", sum(map(len, splits.values())))
         sources: dict[str, BatchSource] = {
             name: self.images(samples, train=name == "train", progress=decoding.part())
             for name, samples in splits.items()
@@ -94,7 +92,7 @@ class Setup:
         if self.frozen is not None:
             views = self.plan.feature_views if self.plan.augment != "none" else 1
             total = sum(map(len, sources.values())) + (views - 1) * len(sources["train"])
-            features = _Meter(emit, "features", total)
+            features = PhaseMeter(emit, "features", total)
             sources = {
                 name: retry_on_oom(
                     functools.partial(
@@ -118,32 +116,6 @@ class Sources:
     train: BatchSource
     val: BatchSource | None  # rank 0 alone evaluates
     test: BatchSource | None  # when the data has a test/ split
-
-
-class _Meter:
-    """Counts one phase's images over several parts (the splits) and reports them as ``Progress``
-    at most four times a second, and once more when the phase is complete."""
-
-    def __init__(self, emit: Emit, phase: str, total: int) -> None:
-        self.emit, self.phase, self.total = emit, phase, total
-        self.done_before, self.started, self.last = 0, time.perf_counter(), 0.0
-        emit(PhaseStarted(phase=phase))
-
-    def part(self) -> Callable[[int, int], None]:
-        """A ``progress(done, total)`` callback for the next part."""
-        offset: list[int] = []
-
-        def report(done: int, total: int) -> None:
-            if not offset:
-                offset.append(self.done_before)
-                self.done_before += total
-            count, now = offset[0] + done, time.perf_counter()
-            if count == self.total or now - self.last >= PROGRESS_INTERVAL_S:
-                self.last = now
-                rate = count / max(now - self.started, 1e-9)
-                self.emit(Progress(phase=self.phase, done=count, total=self.total, images_per_s=rate))
-
-        return report
 
 
 def build(plan: Plan, dataset: Dataset, accel: Accelerator, ranks: Ranks | None = None) -> Setup:

@@ -1,0 +1,110 @@
+"""Jobs other than training that the workers run: validating an uploaded zip.
+
+An upload is untrusted and may be huge, so the web server never unpacks or decodes it: it writes
+the zip under ``uploads/`` and submits this job, which runs in a worker of its own (with
+progress, cancel and a time limit) and leaves either a validated ``datasets/<sha256>/`` or
+nothing (ingestion stages its work and renames it into place only once every check passed).
+Heavy imports wait until the job runs: the server imports this package.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from core import jobs, storage
+from core.jobs.run import Run, RunState
+from core.storage import write_json
+from core.training.events import Emit, PhaseMeter
+
+VALIDATE_KIND = "validate"
+VALIDATE_TARGET = "core.jobs.targets:validate_upload"
+# Validating 100,000 photos takes minutes; a job that takes longer is stopped and says so.
+VALIDATION_TIME_LIMIT_S = 15 * 60
+
+
+@dataclass(frozen=True)
+class UploadState:
+    """Where an upload stands: validated (its data set's folder), being validated (the job), or
+    refused (why)."""
+
+    sha256: str
+    name: str = ""
+    dataset: Path | None = None
+    job_id: str | None = None
+    refusal: str | None = None
+
+
+def accept_upload(data: bytes, name: str, owner: str = "local") -> str:
+    """Keep an uploaded zip under ``uploads/`` and start validating it, unless that content was
+    validated before; return its sha256, by which the page follows it (and a reload finds it)."""
+    digest = hashlib.sha256(data).hexdigest()
+    if upload_state(digest).dataset is not None:
+        return digest
+    folder = storage.uploads_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{digest}.zip"
+    storage.write_bytes_atomic(path, data)
+    jobs.submit(
+        {"data": str(path), "name": name}, target=VALIDATE_TARGET, kind=VALIDATE_KIND, queued=False,
+        time_limit_s=VALIDATION_TIME_LIMIT_S, dataset_name=name, owner=owner,
+    )  # fmt: skip
+    return digest
+
+
+def upload_state(digest: str) -> UploadState:
+    """The upload with this sha256: its data set once validated, else its newest validation job."""
+    if not _is_sha256(digest):
+        return UploadState(digest, refusal="no such upload")
+    folder = storage.datasets_dir() / digest
+    if (folder / "manifest.json").is_file():
+        return UploadState(digest, dataset=folder)
+    for row in jobs.list_runs(kind=VALIDATE_KIND):  # newest first
+        if Path(str(row.get("data") or "")).stem == digest:
+            state = RunState(row["state"])
+            if state.active:
+                return UploadState(digest, job_id=row["run_id"])
+            return UploadState(digest, job_id=row["run_id"], refusal=row["message"] or f"validation {state}")
+    return UploadState(digest, refusal="no such upload: upload the zip again")
+
+
+def _is_sha256(text: str) -> bool:
+    return len(text) == 64 and all(c in "0123456789abcdef" for c in text)
+
+
+def validate_upload(run_dir: Path, emit: Emit) -> dict[str, Any]:
+    """Validate the zip the job's plan names (``data``, shown as ``name``), reporting each
+    image checked; write ``result.json`` (the data set's folder and counts). The zip goes
+    afterwards, whatever happened: its images are in the data set now, or refused."""
+    from core.data import ingest
+
+    run = Run(Path(run_dir))
+    plan = run.plan_fields()
+    upload = Path(plan["data"])
+    try:
+        dataset = ingest(upload, name=plan.get("name") or upload.name, progress=_reporter(emit))
+    finally:
+        upload.unlink(missing_ok=True)
+    result = {
+        "dataset": str(dataset.root),
+        "sha256": dataset.report.source["sha256"],
+        "images": dataset.report.num_images,
+        "classes": len(dataset.classes),
+    }
+    write_json(run.result_file, result)
+    return result
+
+
+def _reporter(emit: Emit) -> Callable[[int, int], None]:
+    """Progress of the ``validating`` phase, whose size ingestion learns once it has the layout."""
+    meters: list[Callable[[int, int], None]] = []
+
+    def progress(done: int, total: int) -> None:
+        if not meters:
+            meters.append(PhaseMeter(emit, "validating", total).part())
+        meters[0](done, total)
+
+    return progress

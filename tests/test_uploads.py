@@ -1,0 +1,97 @@
+"""Uploads are validated by a job of their own, never by the web server: progress, cancel, a time
+limit, and either a validated data set or nothing at all."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+from fixtures.data.zips import classes, make_zip
+
+from core import jobs, storage
+from core.jobs import targets
+from core.jobs.run import Run
+from core.training.events import read_events
+
+SMALL = make_zip(classes({"cats": 4, "dogs": 4}))
+
+
+def wait_for(condition, timeout_s: float = 60.0):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if value := condition():
+            return value
+        time.sleep(0.1)
+    pytest.fail("timed out")
+
+
+def settled(digest: str) -> targets.UploadState:
+    """The upload's state once its job has ended (reconciled as the page does)."""
+
+    def ended() -> targets.UploadState | None:
+        state = targets.upload_state(digest)
+        if state.job_id:
+            jobs.reconcile(state.job_id)
+            state = targets.upload_state(digest)
+        return None if state.job_id and state.refusal is None and state.dataset is None else state
+
+    return wait_for(ended)
+
+
+def big_upload(images: int = 3000) -> bytes:
+    return make_zip(classes({"a": images // 2, "b": images // 2}))
+
+
+def test_an_upload_is_validated_by_a_job_and_becomes_a_data_set(lab_home: Path) -> None:
+    digest = targets.accept_upload(SMALL, "pets.zip")
+    state = settled(digest)
+    assert state.dataset == storage.datasets_dir() / digest and state.refusal is None
+    [job] = jobs.list_runs(kind="validate")
+    assert job["state"] == "done" and jobs.list_runs() == []  # not a training run
+    validating = [e for e in read_events(Run.open(job["run_id"]).directory) if e.type == "progress"]
+    assert validating[-1].phase == "validating" and validating[-1].done == validating[-1].total == 8
+    assert Run.open(job["run_id"]).record().dataset_name == "pets.zip"
+    assert list(storage.uploads_dir().iterdir()) == []  # the zip went once unpacked
+    assert targets.accept_upload(SMALL, "again.zip") == digest  # known content: no second job
+    assert len(jobs.list_runs(kind="validate")) == 1
+
+
+def test_a_refused_upload_says_why_and_leaves_nothing(lab_home: Path) -> None:
+    digest = targets.accept_upload(make_zip(classes({"only": 5})), "one.zip")
+    state = settled(digest)
+    assert state.dataset is None and "only one class ('only')" in state.refusal
+    assert not (storage.datasets_dir() / digest).exists()
+
+
+def test_a_validation_past_its_time_limit_fails_and_leaves_nothing(lab_home: Path, tmp_path: Path) -> None:
+    path = tmp_path / "big.zip"
+    path.write_bytes(big_upload())
+    job = jobs.submit({"data": str(path)}, target=targets.VALIDATE_TARGET, kind="validate", queued=False,
+                      time_limit_s=0.5)  # fmt: skip
+    final = wait_for(lambda: (s := jobs.reconcile(job))["state"] in ("done", "failed") and s)
+    assert (
+        final["state"] == "failed" and final["message"] == "stopped after 0.5 s, the time limit for this job"
+    )
+    assert not [p for p in storage.datasets_dir().glob("*") if not p.name.startswith(".")]
+
+
+@pytest.mark.parametrize("how", ["cancel", "kill"])
+def test_a_validation_stopped_half_way_leaves_no_data_set(lab_home: Path, how: str) -> None:
+    digest = targets.accept_upload(big_upload(), "big.zip")
+    job = targets.upload_state(digest).job_id
+    wait_for(lambda: any(e.type == "progress" for e in read_events(Run.open(job).directory)))
+    if how == "cancel":
+        jobs.cancel(job)
+    else:
+        os.kill(jobs.status(job)["pid"], signal.SIGKILL)
+    state = settled(digest)
+    assert state.dataset is None and state.refusal
+    assert not (storage.datasets_dir() / digest).exists()  # staging, if any, never became the data set
+
+
+def test_a_made_up_upload_is_not_found(lab_home: Path) -> None:
+    assert targets.upload_state("x" * 64).refusal.startswith("no such upload")
+    assert targets.upload_state("../etc").refusal == "no such upload"
