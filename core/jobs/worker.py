@@ -17,7 +17,8 @@ import signal
 import sys
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -52,16 +53,14 @@ def main(argv: list[str] | None = None) -> int:
                 if args.time_limit:
                     _stop_after(args.time_limit)
                 keeper.begin()
-                _load_target(args.target)(run.directory, run_events(run, keeper))
+                with _traceback_logged(run):
+                    _load_target(args.target)(run.directory, run_events(run, keeper))
         except Cancelled:
             return 0
         except TimeLimit:
             return 1
         except BaseException:  # noqa: BLE001 - the worker exists to record how a run ended, however it did
-            if run.cancel_requested():  # the cancel surfaced as another exception
-                return 0
-            traceback.print_exc()
-            return 1
+            return 0 if run.cancel_requested() else 1  # a cancel may surface as another exception
         finally:
             queue.dequeue(run.id)
     return 0
@@ -93,6 +92,21 @@ def _wait_for_slot(run: Run, keeper: StatusKeeper) -> None:
 def _load_target(spec: str) -> Callable[..., Any]:
     module_name, _, function = spec.partition(":")
     return getattr(importlib.import_module(module_name), function)
+
+
+@contextmanager
+def _traceback_logged(run: Run) -> Iterator[None]:
+    """Write a failure's traceback to the worker's log before the run is marked failed, so that
+    whoever sees the final state finds the whole story in the log."""
+    try:
+        yield
+    except (Cancelled, TimeLimit, KeyboardInterrupt):
+        raise
+    except BaseException:
+        if not run.cancel_requested():
+            traceback.print_exc()
+            sys.stderr.flush()
+        raise
 
 
 def _stop_after(seconds: float) -> None:
