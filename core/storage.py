@@ -53,6 +53,11 @@ def uploads_dir() -> Path:
     return home() / "uploads"
 
 
+def races_dir() -> Path:
+    """One record per race of the cases: which runs race, on what data."""
+    return home() / "races"
+
+
 def queue_dir() -> Path:
     """Tickets and slot locks of the local job queue."""
     return home() / "queue"

@@ -157,6 +157,7 @@ class Advice:
     alternatives: list[int] = field(default_factory=list)
     size: str = "small"
     similarity: str = "similar"
+    evidence: dict[str, Any] = field(default_factory=dict)  # measured numbers behind the answer, if any
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -168,6 +169,7 @@ class Advice:
             "alternatives": list(self.alternatives),
             "size": self.size,
             "similarity": self.similarity,
+            "evidence": dict(self.evidence),
         }
 
 

@@ -18,6 +18,7 @@ from core.errors import TransferLabError, one_line
 
 COMMANDS: dict[str, str] = {
     "advise": "core.cli.advise",
+    "analyze": "core.cli.analyze",
     "backbones": "core.cli.backbones",
     "fetch-weights": "core.cli.fetch_weights",
     "inspect": "core.cli.inspect",

@@ -18,6 +18,7 @@ PHASE_LABELS = {"decoding": "decoding images", "features": "computing features"}
 PHASE_LINES = {
     "tuning": "fitting the new layer: its weight decay by cross-validation, then L-BFGS",
     "exporting": "exporting the model",
+    "scoring": "scoring backbones and stages: LogME and k-NN on the pooled features",
 }
 
 

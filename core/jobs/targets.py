@@ -1,4 +1,4 @@
-"""Jobs other than training that the workers run: validating an uploaded zip.
+"""Jobs other than training that the workers run: validating an uploaded zip, analysing a data set.
 
 An upload is untrusted and may be huge, so the web server never unpacks or decodes it: it writes
 the zip under ``uploads/`` and submits this job, which runs in a worker of its own (with
@@ -24,6 +24,10 @@ VALIDATE_KIND = "validate"
 VALIDATE_TARGET = "core.jobs.targets:validate_upload"
 # Validating 100,000 photos takes minutes; a job that takes longer is stopped and says so.
 VALIDATION_TIME_LIMIT_S = 15 * 60
+ANALYSE_KIND = "analysis"
+ANALYSE_TARGET = "core.jobs.targets:analyse_data"
+# The analysis stops starting backbones after its own budget; this limit catches the rest.
+ANALYSIS_TIME_LIMIT_S = 20 * 60
 
 
 @dataclass(frozen=True)
@@ -108,3 +112,37 @@ def _reporter(emit: Emit) -> Callable[[int, int], None]:
         meters[0](done, total)
 
     return progress
+
+
+def submit_analysis(
+    data: str | Path, name: str, options: dict[str, Any] | None = None, owner: str = "local"
+) -> str:
+    """Start analysing the data set at ``data`` (a validated upload's folder, a sample, a server
+    folder) in a job of its own, beside any training; returns the job's id."""
+    plan = {"data": str(data), "name": name, **(options or {})}
+    return jobs.submit(
+        plan, target=ANALYSE_TARGET, kind=ANALYSE_KIND, queued=False,
+        time_limit_s=ANALYSIS_TIME_LIMIT_S, dataset_name=name, owner=owner,
+    )  # fmt: skip
+
+
+def analysis_result(job_id: str) -> dict[str, Any] | None:
+    """A finished analysis's result (``python -m core analyze --json``'s object), else None;
+    ``RunNotFound`` for an id that names no job."""
+    return storage.read_json(Run.open(job_id).result_file)
+
+
+def analyse_data(run_dir: Path, emit: Emit) -> dict[str, Any]:
+    """Analyse the data set the job's plan names and write the result to ``result.json``."""
+    from core.analysis import AnalysisPlan, analyse
+    from core.data import ingest
+
+    run = Run(Path(run_dir))
+    fields = run.plan_fields()
+    options = {key: fields[key] for key in ("sample", "seed", "budget_s") if key in fields}
+    plan = AnalysisPlan(backbones=tuple(fields.get("backbones") or ()), **options)
+    dataset = ingest(Path(fields["data"]), name=fields.get("name"), seed=plan.seed)
+    result = analyse(dataset, plan, emit).to_dict()
+    result["data"] = str(dataset.root)
+    write_json(run.result_file, result)
+    return result

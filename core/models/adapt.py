@@ -99,7 +99,7 @@ def build_model(
     """
     _check_arguments(backbone, case, num_classes, cut)
     family = backbone.family
-    model = _initialised(backbone, weights, keep_aux=case in (3, 4))
+    model = initialised(backbone, weights, keep_aux=case in (3, 4))
     if case == 2:
         return _truncated(model, backbone, cut or backbone.default_cut, num_classes)
     if case == 1:
@@ -173,7 +173,7 @@ def _check_arguments(backbone: Backbone, case: int, num_classes: int, cut: str |
         )
 
 
-def _initialised(backbone: Backbone, weights: str, keep_aux: bool) -> nn.Module:
+def initialised(backbone: Backbone, weights: str, *, keep_aux: bool = False) -> nn.Module:
     """The full ImageNet architecture with the requested weights, aux heads dropped unless kept."""
     # A user's file is read before building, so that a bad path fails fast.
     state = None if weights in ("imagenet", "none") else load_state_dict_file(weights)
