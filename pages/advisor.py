@@ -3,6 +3,7 @@
 import streamlit as st
 
 from core.advice import cases
+from pages import _analysis
 from pages._charts import decision_matrix, network_diagram
 from pages._common import update_draft_plan
 
@@ -10,12 +11,26 @@ IMAGE_STEPS = [n * 10**e for e in range(1, 8) for n in (1, 2, 5)][:-2]  # 10 ...
 CLASS_STEPS = [n * 10**e for e in range(5) for n in (1, 2, 5)][1:-2]  # 2 ... 20,000
 LINE_STEPS = [n * 10**e for e in range(2, 7) for n in (1, 2, 5)]  # 100 ... 5,000,000
 SIMILARITY_LABELS = {"similar": "Similar", "different": "Different", "unsure": "Not sure"}
+MODES = {"answer": "Answer two questions", "measure": "Measure my data"}
 
 st.title("Which transfer-learning approach?")
 st.write(
     "Two things decide how to adapt a network pre-trained on ImageNet: how much data you have, "
     "and how much it looks like ImageNet's photos."
 )
+followed = _analysis.ANALYSIS_PARAM in st.query_params or _analysis.RACE_PARAM in st.query_params
+mode = st.segmented_control(
+    "Advice from",
+    list(MODES),
+    format_func=MODES.get,
+    default="measure" if followed else "answer",
+    required=True,
+    key="advisor_mode",
+    help="Measuring runs pre-trained networks over a sample of your images, in a job on this server.",
+)
+if mode == "measure":
+    _analysis.show()
+    st.stop()
 
 inputs, outputs = st.columns([1, 2], gap="large")
 with inputs:

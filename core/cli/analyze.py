@@ -38,6 +38,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--race", type=positive_int, metavar="EPOCHS", help="also train cases 1, 2 and 3 for EPOCHS each"
     )
+    parser.add_argument(
+        "--race-image-size",
+        type=positive_int,
+        metavar="PX",
+        help="the race's input size (default: the backbone's)",
+    )
     parser.add_argument("--json", action="store_true", help="print the result as one JSON object")
 
 
@@ -68,6 +74,7 @@ def run(args: argparse.Namespace) -> int:
         race = start_race(
             dataset.root, recommended=result["recommended_case"], backbone=result["backbone"], cut=result["cut"],
             epochs=args.race, seed=args.seed, dataset_name=result["dataset"]["name"],
+            plan={"image_size": args.race_image_size} if args.race_image_size else None,
         )  # fmt: skip
         print(
             f"racing cases 1, 2 and 3 for {args.race} epoch(s), twice each: race {race.race_id}",

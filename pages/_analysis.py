@@ -1,0 +1,217 @@
+"""The Advisor's "Measure my data" part: analyse a data set in a job, show the numbers, carry the
+plan to Train, and race the cases to check the advice.
+
+The analysis and the race are jobs (``core.jobs``), named in the URL (``?analysis=``,
+``?race=``), so a reload or a shared link finds them again.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import streamlit as st
+
+from core import jobs
+from core.advice import cases
+from core.jobs import race as races
+from core.jobs import targets
+from core.jobs.run import Run, RunNotFound, RunState
+from core.models.backbones import catalog
+from core.training.events import read_events
+from core.training.progress import RunProgress, duration
+from pages import _analysis_charts as charts
+from pages._charts import decision_matrix
+from pages._common import escape, update_draft_plan
+from pages._data import choose_dataset
+
+ANALYSIS_PARAM, RACE_PARAM = "analysis", "race"
+MEASURED = "measured_similarity"  # dataset sha256 -> the measured verdict, for the Train page
+POLL_SECONDS = 1.0
+PHASES = {"decoding": "Decoding the sample", "features": "Running the backbones", "scoring": "Scoring"}
+
+
+def show() -> None:
+    """The analysis the URL names, or the data picker and the button that starts one."""
+    job_id = st.query_params.get(ANALYSIS_PARAM)
+    if job_id:
+        _show_job(job_id)
+        return
+    dataset = choose_dataset()
+    if dataset is None:
+        return
+    with st.form("analyse", border=True):
+        st.caption(
+            "Runs pre-trained networks over a sample of your images: how far they move ImageNet's "
+            "statistics, how well each backbone's features separate your classes, and where to cut."
+        )
+        left, right = st.columns(2)
+        sample = left.slider("Images to analyse", 20, 1000, 200, step=10, key="analysis_sample")
+        usable = [b.name for b in catalog() if b.weights.on_disk()]
+        chosen = right.multiselect(
+            "Backbones to rank", usable, default=usable, key="analysis_backbones",
+            help="Those with weights on this machine. EfficientNet-Lite0 always runs: the similarity is measured with it.",
+        )  # fmt: skip
+        if st.form_submit_button("Analyse my data", type="primary", icon=":material/query_stats:"):
+            name = dataset.report.source.get("name", "data")
+            options = {"sample": sample, "backbones": chosen}
+            st.query_params[ANALYSIS_PARAM] = targets.submit_analysis(dataset.root, name, options)
+            st.rerun()
+
+
+def _show_job(job_id: str) -> None:
+    try:
+        state = RunState(jobs.status(job_id)["state"])
+    except RunNotFound:
+        st.warning("No such analysis: it may have been deleted. Start a new one.", icon=":material/help:")
+        _new_analysis_button()
+        return
+    if state.active:
+        _follow(job_id)
+        return
+    result = targets.analysis_result(job_id)
+    if result is None:
+        message = jobs.status(job_id).get("message") or f"the analysis {state}"
+        st.error(f"The analysis did not finish: {escape(message)}", icon=":material/block:")
+        _new_analysis_button()
+        return
+    _show_result(result)
+
+
+@st.fragment(run_every=POLL_SECONDS)
+def _follow(job_id: str) -> None:
+    """The job's progress, polled; the page reruns once it has ended."""
+    if RunState(jobs.reconcile(job_id)["state"]).final:
+        st.rerun()
+    progress = RunProgress.of(read_events(Run.open(job_id).directory))
+    step = progress.current
+    with st.container(border=True, key="analysis_progress"):
+        label = PHASES.get(progress.phase, "Starting")
+        if step is None or progress.phase == "scoring":
+            st.caption(f"{label}...")
+        else:
+            left = duration(progress.eta_s(time.time()))
+            st.progress(
+                step.done / max(step.total, 1),
+                text=f"{label}: {step.done:,} of {step.total:,} images · {step.images_per_s:,.0f} images/s · {left} left",
+            )
+        if st.button("Cancel", key="cancel_analysis", icon=":material/stop:"):
+            jobs.cancel(job_id)
+            st.rerun()
+
+
+def _show_result(result: dict[str, Any]) -> None:
+    advice, evidence, data = result["advice"], result["evidence"], result["dataset"]
+    st.subheader(f"{escape(data['name'])}: {result['verdict']} — case {advice['case']}, {advice['name']}")
+    best = _best_stage(result)
+    figures = st.columns([1, 1, 1, 2])
+    figures[0].metric("Similarity to ImageNet", f"{result['similarity']:.2f}", help=_SIMILARITY_HELP)
+    figures[1].metric("Images", f"{data['images']:,}", help=f"{data['images_per_class']:,.0f} per class")
+    figures[2].metric(
+        "Cut (case 2)", f"stage {best['index']} of {len(result['stage_scores'])}",
+        help=f"After {best['stage']}: {best['channels']} channels, keeps {best['params_kept']:.0%} of the network",
+    )  # fmt: skip
+    figures[3].metric("Backbone", result["backbone"])
+    st.markdown(f"**Why.** {advice['rationale']}")
+    notes = _uncertainty(result)
+    if notes:
+        st.info(" ".join(notes), icon=":material/balance:")
+    left, right = st.columns(2)
+    left.plotly_chart(
+        decision_matrix(data["images"], result["verdict"], advice["case"], advice["thresholds"]["dividing_line"]),
+        key="measured_matrix", config={"displayModeBar": False},
+    )  # fmt: skip
+    right.plotly_chart(charts.shift_by_depth(evidence), key="shift_chart", config={"displayModeBar": False})
+    left.plotly_chart(
+        charts.backbone_ranking(result["backbone_ranking"]),
+        key="ranking_chart",
+        config={"displayModeBar": False},
+    )
+    left.caption(f"{escape(result['ranking_note'])}. Images/s on this machine: " + ", ".join(
+        f"{e['name']} {e['images_per_s']:,.0f}" for e in result["backbone_ranking"]))  # fmt: skip
+    right.plotly_chart(
+        charts.stage_curve(result["stage_scores"], result["cut"]),
+        key="stage_chart",
+        config={"displayModeBar": False},
+    )
+    right.caption(escape(result["cut_note"]).capitalize() + ".")
+    for skipped in result.get("skipped", []):
+        st.caption(f":material/timer_off: {escape(skipped)}")
+    buttons = st.columns([1, 1, 2])
+    if buttons[0].button(
+        "Use this plan", type="primary", key="use_measured_plan", icon=":material/arrow_forward:"
+    ):
+        _use_plan(result)
+    _race_controls(result, buttons[1])
+
+
+_SIMILARITY_HELP = (
+    "0 to 1, from how far your images move the BatchNorm statistics of EfficientNet-Lite0's "
+    "deepest layers away from ImageNet's. Above 0.6: similar; below 0.4: different; between: not sure."
+)
+
+
+def _best_stage(result: dict[str, Any]) -> dict[str, Any]:
+    return next(stage for stage in result["stage_scores"] if stage["stage"] == result["cut"])
+
+
+def _uncertainty(result: dict[str, Any]) -> list[str]:
+    advice = result["advice"]
+    notes = []
+    if advice["alternatives"]:
+        names = "; ".join(f"case {n} ({cases.CASES[n].name})" for n in advice["alternatives"])
+        notes.append(f"The numbers sit near a boundary: also worth a try, {names}.")
+    if not result["ranked_by_evidence"]:
+        notes.append(f"Backbones: {escape(result['ranking_note'])}.")
+    return notes
+
+
+def _use_plan(result: dict[str, Any]) -> None:
+    """Carry case, backbone and cut to the Train page, with the measured verdict."""
+    backbone, cut = result["backbone"], result["cut"]
+    update_draft_plan(case=result["advice"]["case"], backbone=backbone)
+    st.session_state[f"plan_cut_{backbone}"] = cut
+    st.session_state.setdefault(MEASURED, {})[result["data"]] = {
+        "verdict": result["verdict"], "similarity": result["similarity"],
+    }  # fmt: skip
+    st.switch_page("pages/train.py")
+
+
+def _race_controls(result: dict[str, Any], column: Any) -> None:
+    race_id = st.query_params.get(RACE_PARAM)
+    race = races.Race.load(race_id) if race_id else None
+    if race is None:
+        epochs = column.number_input("Race epochs", 1, 50, 3, key="race_epochs")
+        if column.button("Race cases 1, 2 and 3", key="start_race", icon=":material/sports_score:"):
+            started = races.start_race(
+                result["data"], recommended=result["advice"]["case"], backbone=result["backbone"],
+                cut=result["cut"], epochs=int(epochs), dataset_name=result["dataset"]["name"],
+            )  # fmt: skip
+            st.query_params[RACE_PARAM] = started.race_id
+            st.rerun()
+        return
+    _follow_race(race)
+
+
+@st.fragment(run_every=POLL_SECONDS * 2)
+def _follow_race(race: races.Race) -> None:
+    for lane in race.lanes:
+        jobs.reconcile(lane.run_id)
+    standing = races.standing(race)
+    with st.container(border=True, key="race"):
+        st.markdown(f"**Race:** {standing.verdict}")
+        if standing.cases:
+            st.plotly_chart(
+                charts.race_chart(standing.to_dict()["race"], race.recommended), key="race_chart",
+                config={"displayModeBar": False},
+            )  # fmt: skip
+        st.caption(
+            f"Each case trains {races.REPEATS} times (seeds {race.lanes[0].seed} and {race.lanes[-1].seed}) "
+            f"as ordinary runs, judged on {standing.judged_on} accuracy; a gap within the seeds' spread is a tie."
+        )
+
+
+def _new_analysis_button() -> None:
+    if st.button("New analysis", key="new_analysis", icon=":material/add:"):
+        del st.query_params[ANALYSIS_PARAM]
+        st.rerun()

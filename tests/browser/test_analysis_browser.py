@@ -1,0 +1,49 @@
+"""In a real browser: measure a sample data set on the Advisor, then train with the measured plan."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.browser
+
+
+def settle(page) -> None:
+    page.wait_for_timeout(300)
+    page.locator("[data-testid='stStatusWidget']").wait_for(state="hidden", timeout=60_000)
+    page.wait_for_function("document.querySelectorAll('[data-stale=\"true\"]').length === 0")
+
+
+def test_measure_a_sample_and_carry_the_plan_to_train(
+    page, app_url: str, screenshot_dir: Path | None
+) -> None:
+    page.goto(app_url)
+    page.get_by_text("Which transfer-learning approach?").wait_for()
+    page.get_by_text("Measure my data", exact=True).click()
+    page.get_by_role("button", name="Analyse my data").wait_for(
+        timeout=120_000
+    )  # the first visit imports torch
+    settle(page)
+    page.get_by_role("button", name="Analyse my data").click()
+
+    # The job runs in its own process; the page follows it, then shows the numbers.
+    page.get_by_text("Similarity to ImageNet").wait_for(timeout=180_000)
+    assert "?analysis=" in page.url
+    page.locator(".js-plotly-plot").nth(3).wait_for()
+    headline = page.locator("h3").filter(has_text="case").first.inner_text()
+    assert "different" in headline and "case 2" in headline
+    if screenshot_dir:
+        page.set_viewport_size({"width": 1400, "height": 1600})
+        settle(page)
+        page.screenshot(path=str(screenshot_dir / "analysis.png"))
+
+    # A reload finds the same analysis again.
+    page.reload()
+    page.get_by_text("Similarity to ImageNet").wait_for(timeout=60_000)
+
+    page.get_by_role("button", name="Use this plan").click()
+    page.get_by_text("Training images").wait_for(timeout=60_000)
+    assert page.url.rstrip("/").endswith("/train")
+    assert page.get_by_role("radio", name="2: truncated feature extraction").is_checked()
+    page.get_by_text("Cut after").wait_for()

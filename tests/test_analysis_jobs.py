@@ -1,0 +1,87 @@
+"""Analysis as the user meets it: ``python -m core analyze``, its race, and the analysis job."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from core import jobs
+from core.cli import main
+from core.data.samples import sample_path
+from core.jobs import targets
+from core.jobs.run import RunState
+
+CONTRACT_KEYS = {
+    "similarity", "verdict", "evidence", "recommended_case", "backbone", "cut", "backbone_ranking", "stage_scores",
+}  # fmt: skip
+
+
+def wait_final(run_id: str, timeout: float = 240) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = jobs.reconcile(run_id)
+        if RunState(status["state"]).final:
+            return status
+        time.sleep(0.3)
+    raise AssertionError(f"{run_id} still {status['state']} after {timeout} s")
+
+
+def test_analyze_json_has_the_contract_keys_and_the_race_its_winner(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    argv = ["analyze", "textures", "--backbones", "efficientnet_lite0", "--sample", "40", "--json"]
+    code = main([*argv, "--race", "1", "--race-image-size", "32"])
+
+    result = json.loads(capsys.readouterr().out)
+    assert code == 0
+    assert CONTRACT_KEYS <= result.keys()
+    assert result["verdict"] == "different" and 0 <= result["similarity"] < 0.4
+    assert result["recommended_case"] == 2 and result["cut"] in [s["stage"] for s in result["stage_scores"]]
+    assert [entry["name"] for entry in result["backbone_ranking"]] == ["efficientnet_lite0"]
+    assert result["evidence"]["shift_by_depth"][-1] == result["evidence"]["deepest_shift"]
+    # The race: three cases, two seeds each, as ordinary runs anyone can open on the Results page.
+    assert set(result["race"]) == {"1", "2", "3"} and result["race_judged_on"] == "validation"
+    assert all(len(entry["accuracies"]) == 2 for entry in result["race"].values())
+    assert result["race_winner"] in (None, 1, 2, 3) and result["race_verdict"]
+    runs = jobs.list_runs()
+    assert len(runs) == 6 and {run["state"] for run in runs} == {"done"}
+    assert sorted(run["case"] for run in runs) == [1, 1, 2, 2, 3, 3]
+
+
+def test_analyze_says_in_words_what_it_measured(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["analyze", "faces", "--backbones", "efficientnet_lite0", "--sample", "24"]) == 0
+
+    out = capsys.readouterr().out
+    assert out.startswith("similarity 0.")
+    assert "case 2: truncated feature extraction" in out and "cut _blocks." in out
+
+
+def test_analyze_refuses_a_backbone_without_weights_in_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["analyze", "textures", "--backbones", "resnet152", "--sample", "8"])
+
+    err = capsys.readouterr().err.strip()
+    assert code == 1 and "\n" not in err
+    assert "no ImageNet weights on this machine for resnet152" in err and "fetch-weights resnet152" in err
+
+
+def test_the_analysis_job_runs_beside_a_training_run_and_leaves_its_result(
+    lab_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TRANSFER_LAB_MAX_RUNS", "1")
+    training = jobs.submit({"seconds": 60}, target="tests.helpers_jobs:sleepy")  # holds the one slot
+    job = targets.submit_analysis(
+        sample_path("faces"), "faces", {"sample": 16, "backbones": ["efficientnet_lite0"]}
+    )
+
+    final = wait_final(job)
+
+    assert final["state"] == "done", final["message"]
+    assert jobs.status(training)["state"] == "running"
+    assert [run["run_id"] for run in jobs.list_runs()] == [training]  # jobs stay out of the runs table
+    result = targets.analysis_result(job)
+    assert CONTRACT_KEYS <= result.keys() and result["dataset"]["name"] == "faces"
+    jobs.cancel(training)
+    wait_final(training)

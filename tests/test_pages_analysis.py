@@ -1,0 +1,86 @@
+"""The Advisor's "Measure my data" part in each state a user meets, headless through AppTest."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from core import jobs
+from core.data.samples import sample_path
+from core.jobs import targets
+from core.jobs.run import RunState
+
+APP = str(Path(__file__).resolve().parents[1] / "streamlit_app.py")
+TIMEOUT = 180
+
+
+def open_advisor(**query: str) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    for key, value in query.items():
+        at.query_params[key] = value
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def wait_final(job_id: str, timeout: float = 240) -> None:
+    deadline = time.monotonic() + timeout
+    while not RunState(jobs.reconcile(job_id)["state"]).final:
+        assert time.monotonic() < deadline, f"analysis {job_id} did not finish"
+        time.sleep(0.3)
+
+
+def test_measuring_starts_a_job_shows_its_progress_then_the_numbers_and_carries_the_plan_to_train(
+    lab_home: Path,
+) -> None:
+    at = open_advisor()
+    at.segmented_control(key="advisor_mode").set_value("measure").run()
+    at.slider(key="analysis_sample").set_value(20)
+    at.multiselect(key="analysis_backbones").set_value(["efficientnet_lite0"])
+    next(b for b in at.button if b.label == "Analyse my data").click().run()
+
+    job_id = (
+        at.query_params["analysis"][0]
+        if isinstance(at.query_params["analysis"], list)
+        else at.query_params["analysis"]
+    )
+    assert jobs.status(job_id)["state"] in ("queued", "running")
+    assert at.get("button") and any(b.label == "Cancel" for b in at.button)  # the progress card, with cancel
+
+    wait_final(job_id)
+    at.run()
+    assert not at.exception, at.exception
+    metrics = {m.label: m.value for m in at.metric}
+    # The faces sample: 25 x 25 grey crops, further from ImageNet than the sample's label guessed.
+    assert float(metrics["Similarity to ImageNet"]) < 0.4
+    assert metrics["Backbone"] == "efficientnet_lite0" and metrics["Cut (case 2)"].startswith("stage ")
+    assert len(at.get("plotly_chart")) == 4  # the matrix, the shift by depth, the ranking, the cut curve
+
+    at.button(key="use_measured_plan").click().run()
+    assert not at.exception, at.exception
+    assert at.radio(key="plan_case").value == 2  # 200 images, measured different: case 2
+    assert at.selectbox(key="plan_cut_efficientnet_lite0").value == targets.analysis_result(job_id)["cut"]
+    assert at.selectbox(key="plan_backbone").value == "efficientnet_lite0"
+
+
+def test_an_analysis_that_failed_says_why_in_one_line(lab_home: Path) -> None:
+    job_id = targets.submit_analysis(sample_path("faces"), "faces", {"backbones": ["resnet152"]})
+    wait_final(job_id)
+
+    at = open_advisor(analysis=job_id)
+
+    assert at.segmented_control(key="advisor_mode").value == "measure"
+    [error] = at.error
+    assert error.value.startswith("The analysis did not finish:") and "resnet152" in error.value
+    assert "Traceback" not in error.value
+
+
+@pytest.mark.parametrize("made_up", ["20990101-000000-0000", "../../etc"])
+def test_an_analysis_link_to_nothing_says_so(made_up: str) -> None:
+    at = open_advisor(analysis=made_up)
+
+    [warning] = at.warning
+    assert warning.value.startswith("No such analysis")
