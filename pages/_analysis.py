@@ -26,7 +26,7 @@ from pages._common import escape, update_draft_plan
 from pages._data import choose_dataset
 
 ANALYSIS_PARAM, RACE_PARAM = "analysis", "race"
-MEASURED = "measured_similarity"  # dataset sha256 -> the measured verdict, for the Train page
+MEASURED = "measured_similarity"  # data set sha256 -> the measured verdict, for the Train page
 POLL_SECONDS = 1.0
 PHASES = {"decoding": "Decoding the sample", "features": "Running the backbones", "scoring": "Scoring"}
 
@@ -171,7 +171,7 @@ def _use_plan(result: dict[str, Any]) -> None:
     backbone, cut = result["backbone"], result["cut"]
     update_draft_plan(case=result["advice"]["case"], backbone=backbone)
     st.session_state[f"plan_cut_{backbone}"] = cut
-    st.session_state.setdefault(MEASURED, {})[result["data"]] = {
+    st.session_state.setdefault(MEASURED, {})[result["dataset"]["sha256"]] = {
         "verdict": result["verdict"], "similarity": result["similarity"],
     }  # fmt: skip
     st.switch_page("pages/train.py")

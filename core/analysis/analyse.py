@@ -113,12 +113,13 @@ def analyse(dataset: Dataset, plan: AnalysisPlan, emit: Emit = lambda event: Non
         if p.candidate.label in _ranked_labels(plan, candidates)
     ]
     ranking = rank(ranked)
+    clock.lap("ranking")
     chosen = next(
         p for p in passes if p.candidate.label == next(r for r in ranking.entries if r.pretrained).label
     )
     backbone = chosen.candidate.backbone
     cut = choose_cut(backbone.name, backbone.stage_facts(), chosen.stages, labels, classes, seed=plan.seed)
-    clock.lap("scoring")
+    clock.lap("cut")
     for reason in skipped:
         emit(RunWarning(message=reason))
     return Analysis(
@@ -223,6 +224,7 @@ def _summary(dataset: Dataset) -> dict[str, Any]:
     report = dataset.report
     return {
         "name": report.source.get("name", ""),
+        "sha256": report.source.get("sha256", ""),
         "images": report.num_images,
         "classes": len(dataset.classes),
         "images_per_class": round(report.num_images / max(len(dataset.classes), 1), 1),

@@ -22,24 +22,37 @@ TOLERANCE = 1e-5  # relative change of alpha / beta that counts as converged
 
 @dataclass(frozen=True)
 class Spectrum:
-    """The features ``F`` (n x d) as LogME needs them: squared singular values and left
-    singular vectors, computed once and shared by every class."""
+    """The features ``F`` (n x d) as LogME needs them: the squared singular values, and a way
+    to write targets in the left singular basis; computed once, shared by every class.
+
+    Whichever of ``F F^T`` (n x n) and ``F^T F`` (d x d) is smaller is diagonalised: the
+    same singular values, at a fraction of a full SVD's cost.
+    """
 
     n: int
     d: int
     sigma2: torch.Tensor  # [r] squared singular values, r = min(n, d)
-    u: torch.Tensor  # [n, r]
+    u: torch.Tensor | None  # [n, r] left singular vectors (when n <= d)
+    features: torch.Tensor | None  # F, to project through V when n > d
+    v: torch.Tensor | None  # [d, r] right singular vectors (when n > d)
 
     @classmethod
     def of(cls, features: torch.Tensor) -> Spectrum:
         f = features.double()
         n, d = f.shape
-        if n <= d:  # the n x n Gram matrix is the cheaper eigenproblem
+        if n <= d:
             sigma2, u = torch.linalg.eigh(f @ f.T)
-        else:
-            u, s, _ = torch.linalg.svd(f, full_matrices=False)
-            sigma2 = s**2
-        return cls(n, d, sigma2.clamp_min(0), u)
+            return cls(n, d, sigma2.clamp_min(0), u, None, None)
+        sigma2, v = torch.linalg.eigh(f.T @ f)
+        return cls(n, d, sigma2.clamp_min(0), None, f, v)
+
+    def project(self, targets: torch.Tensor) -> torch.Tensor:
+        """``U^T Y``: via ``U = F V / sigma`` when only V is known (zero where sigma is)."""
+        if self.u is not None:
+            return self.u.T @ targets
+        sigma = self.sigma2.sqrt()
+        scale = torch.where(sigma > sigma.max() * 1e-10, 1 / sigma, torch.zeros_like(sigma))
+        return scale.view(-1, 1) * (self.v.T @ (self.features.T @ targets))
 
 
 def log_evidence(
@@ -99,6 +112,6 @@ def logme(features: torch.Tensor, labels: torch.Tensor, num_classes: int | None 
 def _projected(spectrum: Spectrum, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """The targets in the singular basis, and the squared part of each no linear map of F reaches."""
     targets = targets.double()
-    z = spectrum.u.T @ targets
+    z = spectrum.project(targets)
     outside = ((targets**2).sum(dim=0) - (z**2).sum(dim=0)).clamp_min(0)
     return z, outside

@@ -1,0 +1,139 @@
+"""The data analysis, measured: its speed, how well its ranking predicts fine-tuning, and the race.
+
+    .venv/bin/python bench/analysis.py speed [--images 500]
+    .venv/bin/python bench/analysis.py tau [--epochs 3] [--image-size 128]
+    .venv/bin/python bench/analysis.py race [--epochs 3] [--image-size 96]
+
+- ``speed``: one backbone (EfficientNet-Lite0, 224 px) over N JPEG photo crops (bench/photos.py),
+  each part timed: decoding, the forward pass (BatchNorm moments and pooled stages included),
+  scoring the backbone (LogME and k-NN with their intervals), and the per-stage cut probe.
+- ``tau``: on each bundled sample, the analysis's ranking of every backbone with weights here
+  (plus a random-init Lite0) against the accuracy each reaches fine-tuned (case 3) for a few
+  epochs; Kendall's tau of the two orders. Reported, never asserted.
+- ``race``: ``python -m core analyze SAMPLE --race EPOCHS`` on the three bundled samples, and a
+  Markdown table of the recommended case against the race's winner.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+SAMPLES = ("faces", "digits", "textures")
+
+
+def speed(images: int) -> None:
+    from photos import build
+
+    from core.analysis import AnalysisPlan, analyse
+    from core.data import ingest
+
+    with tempfile.TemporaryDirectory() as tmp:
+        os.environ["TRANSFER_LAB_HOME"] = tmp
+        per_class = -(-images // (4 * 19))  # bench/photos.py: 4 classes x 19 photos x per_class crops
+        data = build(Path(tmp) / "photos.zip", per_class=per_class, progress=lambda line: None)
+        dataset = ingest(data)
+        started = time.perf_counter()
+        result = analyse(dataset, AnalysisPlan(backbones=("efficientnet_lite0",), sample=images))
+        total = time.perf_counter() - started
+    print(f"{result.sample_size} images, EfficientNet-Lite0 at 224 px: {total:.1f} s end to end")
+    for part, seconds in result.seconds.items():
+        print(f"  {part:<10} {seconds:6.1f} s")
+    print(f"  verdict {result.similarity.verdict} ({result.similarity.score:.2f}), case {result.advice.case}")
+
+
+def kendall_tau(first: list[str], second: list[str]) -> float:
+    """Kendall's tau-a between two orders of the same items."""
+    position = {name: i for i, name in enumerate(second)}
+    pairs = list(itertools.combinations(first, 2))
+    agree = sum(1 if position[a] < position[b] else -1 for a, b in pairs)
+    return agree / len(pairs)
+
+
+def tau(epochs: int, image_size: int) -> None:
+    from core.analysis import AnalysisPlan, analyse
+    from core.data import ingest
+    from core.data.samples import sample_path
+    from core.training import train
+    from core.training.plan import Plan
+
+    taus = []
+    with tempfile.TemporaryDirectory() as tmp:
+        os.environ["TRANSFER_LAB_HOME"] = tmp
+        for name in SAMPLES:
+            dataset = ingest(sample_path(name))
+            result = analyse(dataset, AnalysisPlan(controls=("efficientnet_lite0",)))
+            ranked = [entry.label for entry in result.ranking.entries]
+            accuracy = {}
+            for entry in result.ranking.entries:
+                plan = Plan(
+                    data=str(sample_path(name)), backbone=entry.backbone, case=3, epochs=epochs,
+                    image_size=image_size, weights="imagenet" if entry.pretrained else "none",
+                )  # fmt: skip
+                run_dir = Path(tmp) / f"{name}-{entry.label.replace(' ', '_')}"
+                run_dir.mkdir()
+                metrics = train.fit(plan, run_dir, lambda event: None)
+                accuracy[entry.label] = metrics["best_val_accuracy"]
+            fine_tuned = sorted(accuracy, key=accuracy.get, reverse=True)
+            taus.append(kendall_tau(ranked, fine_tuned))
+            print(f"{name}: ranked {ranked} ({result.ranking.note})")
+            print(f"  fine-tuned ({epochs} epochs, {image_size} px): "
+                  + ", ".join(f"{k} {v:.1%}" for k, v in accuracy.items()) + f"; Kendall tau {taus[-1]:+.2f}")  # fmt: skip
+    print(f"mean Kendall tau over {len(taus)} data sets: {sum(taus) / len(taus):+.2f}")
+
+
+def race(epochs: int, image_size: int) -> None:
+    rows = [
+        "| sample | similarity | recommended | winner | case 1 | case 2 | case 3 |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    with tempfile.TemporaryDirectory() as tmp:
+        env = {**os.environ, "TRANSFER_LAB_HOME": tmp}
+        for name in SAMPLES:
+            command = [sys.executable, "-m", "core", "analyze", name, "--json", "--race", str(epochs),
+                       "--race-image-size", str(image_size)]  # fmt: skip
+            out = subprocess.run(
+                command, cwd=ROOT, env=env, capture_output=True, text=True, check=True
+            ).stdout
+            result = json.loads(out)
+            cells = [
+                f"{result['race'][c]['accuracy']:.1%} ({result['race'][c]['seconds']:.0f} s)"
+                if c in result["race"]
+                else "-"
+                for c in ("1", "2", "3")
+            ]
+            winner = result["race_winner"] or "tie"
+            rows.append(f"| {name} | {result['similarity']:.2f} {result['verdict']} | {result['recommended_case']} "
+                        f"| {winner} | " + " | ".join(cells) + " |")  # fmt: skip
+            print(rows[-1], flush=True)
+    print("\n".join(rows))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("what", choices=("speed", "tau", "race"))
+    parser.add_argument("--images", type=int, default=500)
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--image-size", type=int, default=None)
+    args = parser.parse_args()
+    if args.what == "speed":
+        speed(args.images)
+    elif args.what == "tau":
+        tau(args.epochs, args.image_size or 128)
+    else:
+        race(args.epochs, args.image_size or 96)
+
+
+if __name__ == "__main__":
+    main()
