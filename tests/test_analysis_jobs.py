@@ -12,6 +12,7 @@ from core import jobs
 from core.cli import main
 from core.data.samples import sample_path
 from core.jobs import targets
+from core.jobs.race import CaseResult, Lane, LaneResult, Race, Standing
 from core.jobs.run import RunState
 
 CONTRACT_KEYS = {
@@ -85,3 +86,24 @@ def test_the_analysis_job_runs_beside_a_training_run_and_leaves_its_result(
     assert CONTRACT_KEYS <= result.keys() and result["dataset"]["name"] == "faces"
     jobs.cancel(training)
     wait_final(training)
+
+
+def standing(accuracies: dict[int, tuple[float, float]], recommended: int = 2) -> Standing:
+    lanes = tuple(Lane(case, seed, f"run-{case}-{seed}") for case in accuracies for seed in (0, 1))
+    results = tuple(LaneResult(lane, "done", accuracies[lane.case][lane.seed], 10.0) for lane in lanes)
+    cases = sorted(
+        (CaseResult(case, values, 10.0) for case, values in accuracies.items()), key=lambda c: -c.mean
+    )
+    return Standing(Race("r1", "data", recommended, lanes), results, tuple(cases), "validation")
+
+
+def test_a_race_names_its_winner_unless_the_gap_is_within_the_seeds_spread() -> None:
+    clear = standing({1: (0.70, 0.72), 2: (0.90, 0.91), 3: (0.60, 0.65)})
+    assert clear.winner == 2 and clear.verdict == "case 2 wins (as advised)"
+
+    close = standing({1: (0.86, 0.92), 2: (0.90, 0.91), 3: (0.60, 0.65)})
+    assert close.winner is None and close.tied
+    assert close.verdict.startswith("a tie between case 2 and case 1")
+
+    against = standing({1: (0.95, 0.96), 2: (0.80, 0.81), 3: (0.60, 0.65)})
+    assert against.verdict == "case 1 wins (the advice was case 2)"
