@@ -98,25 +98,12 @@ def analyse(dataset: Dataset, plan: AnalysisPlan, emit: Emit = lambda event: Non
     clock.lap("features")
 
     emit(PhaseStarted(phase="scoring"))
-    reference = next(p for p in passes if p.candidate.label == REFERENCE_BACKBONE)
+    by_label = {p.candidate.label: p for p in passes}
+    reference = by_label[REFERENCE_BACKBONE]
     similarity = measure(reference.layer_shifts, reference.logits, REFERENCE_BACKBONE)
-    ranked = [
-        Ranked(
-            label=p.candidate.label,
-            backbone=p.candidate.backbone.name,
-            pretrained=p.candidate.pretrained,
-            top1=p.candidate.top1,
-            scores=separability(p.features, labels, classes, seed=plan.seed),
-            images_per_s=p.images_per_s,
-        )
-        for p in passes
-        if p.candidate.label in _ranked_labels(plan, candidates)
-    ]
-    ranking = rank(ranked)
+    ranking = rank([_scored(p, labels, classes, plan.seed) for p in passes if p.candidate.ranked])
     clock.lap("ranking")
-    chosen = next(
-        p for p in passes if p.candidate.label == next(r for r in ranking.entries if r.pretrained).label
-    )
+    chosen = by_label[next(entry.label for entry in ranking.entries if entry.pretrained)]
     backbone = chosen.candidate.backbone
     cut = choose_cut(backbone.name, backbone.stage_facts(), chosen.stages, labels, classes, seed=plan.seed)
     clock.lap("cut")
@@ -174,16 +161,21 @@ def _candidates(plan: AnalysisPlan) -> list[Candidate]:
             f"no ImageNet weights on this machine for {', '.join(missing)}; fetch them first "
             f"(python -m core fetch-weights {missing[0]}) or leave them out"
         )
-    candidates = [Candidate(b) for b in backbones] + [
-        Candidate(resolve(n), pretrained=False) for n in plan.controls
-    ]
+    candidates = [Candidate(b, ranked=b.name in names) for b in backbones]
+    candidates += [Candidate(resolve(name), pretrained=False) for name in plan.controls]
     return sorted(candidates, key=lambda c: (_cost(c.backbone), c.label))
 
 
-def _ranked_labels(plan: AnalysisPlan, candidates: list[Candidate]) -> set[str]:
-    """The candidates the ranking lists: all, unless backbones were named without the reference."""
-    named = set(plan.backbones) | {f"{n} (random init)" for n in plan.controls}
-    return {c.label for c in candidates if not plan.backbones or c.label in named}
+def _scored(found: Probe, labels: torch.Tensor, classes: int, seed: int) -> Ranked:
+    candidate = found.candidate
+    return Ranked(
+        label=candidate.label,
+        backbone=candidate.backbone.name,
+        pretrained=candidate.pretrained,
+        top1=candidate.top1,
+        scores=separability(found.features, labels, classes, seed=seed),
+        images_per_s=found.images_per_s,
+    )
 
 
 def _cost(backbone: Backbone) -> float:

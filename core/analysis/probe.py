@@ -28,10 +28,12 @@ BATCH_SIZE = 32
 
 @dataclass(frozen=True)
 class Candidate:
-    """A backbone to score: with its ImageNet weights, or randomly initialised (a control)."""
+    """A backbone to score: with its ImageNet weights, or randomly initialised (a control);
+    ``ranked`` False for one that only runs to measure the similarity."""
 
     backbone: Backbone
     pretrained: bool = True
+    ranked: bool = True
 
     @property
     def label(self) -> str:
