@@ -58,7 +58,12 @@ def configured() -> Backend:
         raise BackendError(
             f"{BACKEND_ENV}=ray needs {RAY_ADDRESS_ENV}, the Ray dashboard's address (http://HEAD:8265)"
         )
-    return Backend(RAY, address if "://" in address else f"http://{address}")
+    if not address.startswith(("http://", "https://")):
+        # Ray itself reads RAY_ADDRESS, and takes a bare host:port for its internal (GCS) address.
+        raise BackendError(
+            f"{RAY_ADDRESS_ENV}={address!r}: give the Ray dashboard's address, such as http://HEAD:8265"
+        )
+    return Backend(RAY, address)
 
 
 def of_run(status: Mapping[str, Any]) -> Backend:

@@ -51,6 +51,9 @@ VERSIONS_ENV = "TRANSFER_LAB_VERSIONS"  # what the submitter runs, for the entry
 WAITING_MESSAGE = "waiting for cluster resources"
 # Between writing the run folder and Ray knowing the job, a reader must not call the run lost.
 SUBMIT_GRACE_S = 30.0
+# Ray calls a job stopped as soon as it is asked to, and gives its process 3 s to go: the worker
+# records its own end meanwhile, and a reader records it only after this long.
+ENDED_GRACE_S = 5.0
 # Environment a job's entrypoint gets from the submitter, when set there.
 PASSED_ENV = ("TRANSFER_LAB_STEP_DELAY", "TRANSFER_LAB_DATA_ROOT", "TORCH_HOME")
 
@@ -71,8 +74,9 @@ def submit(
         "PYTHONUNBUFFERED": "1",
         VERSIONS_ENV: json.dumps(versions()),
     } | {name: os.environ[name] for name in PASSED_ENV if os.environ.get(name)}
+    client = _client(address)
     try:
-        _client(address).submit_job(
+        client.submit_job(
             entrypoint=entrypoint,
             submission_id=run.id,
             runtime_env={"env_vars": env},
@@ -173,9 +177,12 @@ def _client(address: str) -> JobSubmissionClient:
 
     try:
         return JobSubmissionClient(address)
-    except (RuntimeError, ConnectionError, ValueError) as exc:
-        _client.cache_clear()
-        raise BackendError(f"no Ray cluster answers at {address}: {one_line(exc)}") from exc
+    except ConnectionError:
+        raise BackendError(
+            f"no Ray cluster answers at {address}: is its head running, and is that its dashboard's port?"
+        ) from None
+    except (RuntimeError, ValueError) as exc:
+        raise BackendError(f"Ray at {address} refused this app: {one_line(exc)}") from exc
 
 
 def _job(address: str, run_id: str) -> JobDetails | None:
@@ -210,6 +217,8 @@ def _verdict(
                 f"the job stopped responding (no heartbeat for {now - beat:.0f} s) and was stopped",
             )
         return None
+    if now - (job.end_time or 0) / 1000 < ENDED_GRACE_S:
+        return None  # the worker may still be recording how it ended
     if run.cancel_requested():
         return RunState.CANCELLED, CANCELLED_MESSAGE
     if status == "STOPPED":
