@@ -107,9 +107,9 @@ def on_ray(lab_home: Path, ray_cluster: Any, monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setenv(backend.RAY_ADDRESS_ENV, ray_cluster.address_for_jobs)
     monkeypatch.delenv(ray_backend.RESOURCES_ENV, raising=False)
     yield ray_cluster
-    for run in lab_home.glob("runs/*"):
-        if json.loads((run / "status.json").read_text()).get("backend") == "ray":
-            ray_job(run.name, stop=True)
+    for run in lab_home.glob("runs/*/status.json"):
+        if json.loads(run.read_text()).get("backend") == "ray":
+            ray_job(run.parent.name, stop=True)
 
 
 def ray_job(run_id: str, stop: bool = False) -> Any:
@@ -154,7 +154,7 @@ def test_a_run_on_ray_trains_and_leaves_the_run_directory_a_local_run_leaves(
 
     assert (final["backend"], final["address"]) == ("ray", on_ray.address_for_jobs)
     assert final["host"] == platform.node() and final["message"] == ""
-    assert str(ray_job(on_cluster).status) == "SUCCEEDED"
+    wait_until(lambda: str(ray_job(on_cluster).status) == "SUCCEEDED", "Ray's job succeeded", timeout_s=15)
     assert contents(run_dir(on_cluster)) == contents(run_dir(here))
     assert Run.open(on_cluster).record().backend == "ray" and Run.open(here).record().backend == "local"
     assert set(Run.open(on_cluster).metrics()) == set(Run.open(here).metrics())
@@ -279,6 +279,10 @@ def test_a_two_worker_run_trains_under_torchtrainer_with_the_metrics_of_one(
     events = read_events(run_dir(run_id))
     epochs = [e.epoch for e in events if e.type == "epoch"]
     assert epochs == list(range(1, len(epochs) + 1)) and epochs  # one stream: rank 0's
+    data = next(e for e in events if e.type == "data")
+    embedded = [e.total for e in events if e.type == "progress" and e.phase == "features"]
+    assert set(embedded) == {data.train // 2 + data.val}  # rank 0 embedded its half of the training images
+    assert Run.open(run_id).record().provenance["dataset_sha256"] == data.sha256
     assert (run_dir(run_id) / "model" / "model.pt2").is_file()
     assert (run_dir(run_id) / "ray").is_dir()  # Ray Train's own storage stays in the run
 
@@ -327,4 +331,34 @@ def test_without_ray_installed_choosing_it_names_the_install_command(lab_home: P
     assert done.stderr.strip().splitlines()[-1] == (
         "core.jobs.backend.BackendError: TRANSFER_LAB_BACKEND=ray needs Ray, which is not installed here: "
         "pip install -r requirements-ray.txt"
+    )
+
+
+def test_train_submit_sends_the_plan_through_ray_and_follows_its_events(on_ray: Any, tmp_path: Path) -> None:
+    data = colours(tmp_path / "colours")
+    tiny = ["--backbone", "mobilenet_v3_small", "--case", "4", "--weights", "none", "--epochs", "1",
+            "--batch-size", "4", "--image-size", "32", "--augment", "none", "--device", "cpu"]  # fmt: skip
+
+    done = subprocess.run(
+        [sys.executable, "-m", "core", "train", str(data), *tiny, "--submit", "--json"],
+        cwd=ROOT, env=dict(os.environ), capture_output=True, text=True, timeout=180, check=False,
+    )  # fmt: skip
+
+    assert done.returncode == 0, done.stderr[-2000:]
+    run_id = done.stderr.split("submitted run ")[1].split()[0]
+    assert f"submitted run {run_id} (ray)" in done.stderr
+    assert "epoch 1/1: train loss" in done.stderr  # drawn from the run's events as they came
+    assert json.loads(done.stdout) == Run.open(run_id).metrics()
+    wait_until(lambda: str(ray_job(run_id).status) == "SUCCEEDED", "Ray's job succeeded", timeout_s=15)
+
+
+def test_train_refuses_several_workers_in_process(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "core", "train", str(colours(tmp_path / "c")), "--weights", "none", "--workers", "2"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 1
+    assert (
+        done.stderr.strip()
+        == "python -m core train: --workers 2 needs --submit (or run every process under torchrun)"
     )
