@@ -362,3 +362,51 @@ def test_train_refuses_several_workers_in_process(tmp_path: Path) -> None:
         done.stderr.strip()
         == "python -m core train: --workers 2 needs --submit (or run every process under torchrun)"
     )
+
+
+@pytest.fixture
+def shared_home(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A home every uid may enter and write, as a volume shared by a team's machines is made
+    (pytest's own temp folders are private), with a umask that keeps new folders writable."""
+    import shutil
+    import tempfile
+
+    home = Path(tempfile.mkdtemp(prefix="transfer-lab-shared-"))
+    home.chmod(0o777)
+    monkeypatch.setenv("TRANSFER_LAB_HOME", str(home))
+    umask = os.umask(0)
+    try:
+        yield home
+    finally:
+        os.umask(umask)
+        shutil.rmtree(home)
+
+
+NOBODY = 65534
+SETPRIV = "/usr/bin/setpriv"
+
+
+@pytest.mark.skipif(
+    os.geteuid() != 0 or not Path(SETPRIV).exists(), reason="needs root and setpriv to switch uid"
+)
+def test_a_run_written_by_a_worker_under_another_uid_is_readable_by_the_app(
+    on_ray: Any, shared_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The worker runs as nobody (allowed to read the interpreter under /root, nothing more); the
+    # app reads as root stripped of every capability, so that only the files' modes let it in.
+    worker = f"{SETPRIV} --reuid={NOBODY} --regid={NOBODY} --clear-groups --inh-caps=+dac_read_search "
+    monkeypatch.setenv(ray_backend.PYTHON_ENV, worker + f"--ambient-caps=+dac_read_search {sys.executable}")
+    run_id = jobs.submit({"seconds": 0.3, "accuracy": 0.6}, target=SLEEPY)
+    wait_for_state(run_id, "done", timeout_s=60)
+    assert (run_dir(run_id) / "metrics.json").stat().st_uid == NOBODY
+
+    code = (
+        "import json, sys; from core import jobs; from core.training.events import read_events; "
+        f"run = jobs.Run.open({run_id!r}); "
+        "print(json.dumps([run.status()['state'], run.metrics()['best_val_accuracy'], run.record().backend, "
+        "[e.type for e in read_events(run.directory)][-2:]]))"
+    )
+    app = [SETPRIV, "--bounding-set=-all", "--inh-caps=-all", sys.executable, "-c", code]
+    done = subprocess.run(app, cwd=ROOT, capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr[-1500:]
+    assert json.loads(done.stdout) == ["done", 0.6, "ray", ["done", "status"]]

@@ -46,7 +46,8 @@ if TYPE_CHECKING:
 
 CPUS_ENV = "TRANSFER_LAB_RAY_CPUS"
 RESOURCES_ENV = "TRANSFER_LAB_RAY_RESOURCES"
-PYTHON_ENV = "TRANSFER_LAB_RAY_PYTHON"  # the interpreter on the nodes, when not at this server's path
+# The interpreter on the nodes (a command: it may start with a wrapper), when not this server's.
+PYTHON_ENV = "TRANSFER_LAB_RAY_PYTHON"
 VERSIONS_ENV = "TRANSFER_LAB_VERSIONS"  # what the submitter runs, for the entrypoint to compare
 WAITING_MESSAGE = "waiting for cluster resources"
 # Between writing the run folder and Ray knowing the job, a reader must not call the run lost.
@@ -62,9 +63,9 @@ def submit(
     run: Run, target: str, options: list[str], *, kind: str, plan: Mapping[str, Any], address: str
 ) -> None:
     """Submit ``run`` as a Ray job whose entrypoint is the worker in Ray mode."""
-    python = os.environ.get(PYTHON_ENV) or sys.executable
+    python = shlex.split(os.environ.get(PYTHON_ENV, "")) or [sys.executable]
     folder = str(run.directory.resolve())
-    command = [python, "-m", queue.WORKER_MODULE, folder, "--target", target, "--ray", *options]
+    command = [*python, "-m", queue.WORKER_MODULE, folder, "--target", target, "--ray", *options]
     entrypoint = (
         f"cd {shlex.quote(folder)} && exec {shlex.join(command)} >> {shlex.quote(str(run.log_file))} 2>&1"
     )
@@ -159,7 +160,7 @@ def check_versions() -> None:
     differ = [
         f"{name} {here.get(name)} here, {want} on the app server"
         for name, want in expected.items()
-        if here.get(name) != want
+        if not _same_version(here.get(name), want)
     ]
     if differ:
         raise BackendError(
@@ -169,6 +170,14 @@ def check_versions() -> None:
 
 
 # ---------------------------------------------------------------------------- internals
+
+
+def _same_version(here: str | None, there: str | None) -> bool:
+    """Equal versions; a local part (``+3fa2b1c``, the git commit of a checkout) counts only when
+    both sides know theirs: a node may run an installed copy, or be unable to ask git."""
+    if here is None or there is None or ("+" in here) == ("+" in there):
+        return here == there
+    return here.split("+")[0] == there.split("+")[0]
 
 
 @functools.cache
