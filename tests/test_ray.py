@@ -410,3 +410,17 @@ def test_a_run_written_by_a_worker_under_another_uid_is_readable_by_the_app(
     done = subprocess.run(app, cwd=ROOT, capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 0, done.stderr[-1500:]
     assert json.loads(done.stdout) == ["done", 0.6, "ray", ["done", "status"]]
+
+
+def test_the_estimate_is_a_short_ray_job_under_ray(on_ray: Any, tmp_path: Path) -> None:
+    from core.jobs.estimate import ESTIMATE_KIND, estimate
+
+    plan = TINY_CASE_4 | {"data": str(colours(tmp_path / "colours")), "epochs": 3}
+    guess = estimate(plan)
+
+    assert (guess.device, guess.epochs, guess.train_images + guess.val_images) == ("cpu", 3, 16)
+    assert 0 < guess.epoch_s < guess.total_s
+    jobs_run = jobs.list_runs(kind=ESTIMATE_KIND)
+    assert [(row["state"], jobs.status(row["run_id"])["backend"]) for row in jobs_run] == [("done", "ray")]
+    assert jobs.list_runs() == []  # the runs table lists training alone
+    wait_until(lambda: str(ray_job(jobs_run[0]["run_id"]).status) == "SUCCEEDED", "Ray's job", timeout_s=15)

@@ -55,6 +55,8 @@ SUBMIT_GRACE_S = 30.0
 # Ray calls a job stopped as soon as it is asked to, and gives its process 3 s to go: the worker
 # records its own end meanwhile, and a reader records it only after this long.
 ENDED_GRACE_S = 5.0
+# The job kinds that time or train a model, and so want what a run would get: a GPU when there are.
+GPU_KINDS = ("train", "estimate")
 # Environment a job's entrypoint gets from the submitter, when set there.
 PASSED_ENV = ("TRANSFER_LAB_STEP_DELAY", "TRANSFER_LAB_DATA_ROOT", "TORCH_HOME")
 
@@ -242,7 +244,7 @@ def _verdict(
 
 def _entrypoint_resources(address: str, kind: str, workers: int) -> dict[str, Any]:
     """What the entrypoint reserves: nothing of its own for a multi-worker run (Ray Train's
-    workers reserve theirs); a GPU for training on a cluster with GPUs; else CPUs."""
+    workers reserve theirs); a GPU for training or timing a plan on a cluster with GPUs; else CPUs."""
     raw = os.environ.get(CPUS_ENV, "").strip() or "1"
     try:
         cpus = float(raw)
@@ -251,7 +253,7 @@ def _entrypoint_resources(address: str, kind: str, workers: int) -> dict[str, An
     custom = _custom_resources()
     if kind == "train" and workers > 1:
         return {"entrypoint_num_cpus": 0, "entrypoint_resources": custom}
-    if kind == "train" and _cluster_gpus(address) > 0:
+    if kind in GPU_KINDS and _cluster_gpus(address) > 0:
         return {"entrypoint_num_gpus": 1, "entrypoint_resources": custom}
     return {"entrypoint_num_cpus": cpus, "entrypoint_resources": custom}
 
