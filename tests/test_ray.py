@@ -12,6 +12,7 @@ import itertools
 import json
 import os
 import platform
+import signal
 import socket
 import subprocess
 import sys
@@ -27,7 +28,7 @@ from core import jobs
 from core.jobs import backend, ray_backend
 from core.jobs.run import Run
 from core.training.events import EventReader, read_events
-from tests.test_jobs import FOREVER, SLEEPY, event_types, run_dir, wait_for_state, wait_until
+from tests.test_jobs import FOREVER, SLEEPY, event_types, process_gone, run_dir, wait_for_state, wait_until
 
 pytestmark = pytest.mark.ray
 ROOT = Path(__file__).resolve().parents[1]
@@ -424,3 +425,18 @@ def test_the_estimate_is_a_short_ray_job_under_ray(on_ray: Any, tmp_path: Path) 
     assert [(row["state"], jobs.status(row["run_id"])["backend"]) for row in jobs_run] == [("done", "ray")]
     assert jobs.list_runs() == []  # the runs table lists training alone
     wait_until(lambda: str(ray_job(jobs_run[0]["run_id"]).status) == "SUCCEEDED", "Ray's job", timeout_s=15)
+
+
+def test_a_frozen_ray_run_is_stopped_and_failed_by_its_heartbeat(
+    on_ray: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run_id = jobs.submit({}, target=FOREVER)
+    pid = wait_for_state(run_id, "running", timeout_s=60)["pid"]
+
+    os.kill(pid, signal.SIGSTOP)  # the same machine here: on a cluster, any node
+    monkeypatch.setattr(jobs, "HEARTBEAT_TIMEOUT_S", 1.0)
+    final = wait_for_state(run_id, "failed", timeout_s=30)
+
+    assert final["message"].startswith("the job stopped responding (no heartbeat for ")
+    wait_until(lambda: str(ray_job(run_id).status) == "STOPPED", "Ray's job stopped", timeout_s=15)
+    wait_until(lambda: process_gone(pid), "the frozen worker killed by Ray", timeout_s=15)
