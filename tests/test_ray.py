@@ -177,6 +177,7 @@ def test_progress_arrives_while_a_ray_run_runs(on_ray: Any) -> None:
     )
 
     assert jobs.status(run_id)["state"] == "running" and seen[0].step >= 1
+    assert jobs.recover() == []  # an app restarting leaves a run going on the cluster alone
     assert wait_for_state(run_id, "done", timeout_s=30)["heartbeat"]
     assert jobs.list_runs()[0]["best_val_accuracy"] == 0.8
 

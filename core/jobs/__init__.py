@@ -10,7 +10,9 @@ worker: whoever can take a run's ``worker.lock`` knows the worker is gone, pid r
 is the only one allowed to record how the run ended; a worker that stopped answering, or
 ignores a cancel, is killed there. The live page calls it every couple of seconds, listing and
 start-up recovery call it too. Another jobs backend plugs in at this seam: the pid and lock
-checks live behind it.
+checks live behind it. ``core.jobs.backend`` says which backend new jobs go to (the local
+workers, or a Ray cluster: ``core.jobs.ray_backend``), and each run's ``status.json`` which
+backend settles it.
 
 This module never imports torch: the web server calls it, and must not initialise CUDA.
 """
