@@ -251,6 +251,11 @@ def waiting_runs() -> list[str]:
     return queue.waiting_runs(on_gone=_settle_orphan)
 
 
+def worker_pythonpath() -> str:
+    """Where a worker finds this code first, then whatever this process finds on its path."""
+    return os.pathsep.join(filter(None, [str(storage.CODE_ROOT), os.environ.get("PYTHONPATH")]))
+
+
 # ---------------------------------------------------------------------------- internals
 
 
@@ -306,7 +311,7 @@ def _start_worker(run: Run, target: str, lock_fd: int, options: list[str]) -> No
     env = {
         **os.environ,
         storage.HOME_ENV: str(storage.home()),
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(storage.CODE_ROOT), os.environ.get("PYTHONPATH")])),
+        "PYTHONPATH": worker_pythonpath(),
         "PYTHONUNBUFFERED": "1",  # so the log holds the last words of a worker that is killed
     }
     # An absolute folder, which is also how a reader tells this worker from a stranger with a recycled pid.

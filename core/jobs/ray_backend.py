@@ -73,7 +73,7 @@ def submit(
     )
     env = {
         storage.HOME_ENV: str(storage.home()),
-        "PYTHONPATH": str(storage.CODE_ROOT),
+        "PYTHONPATH": jobs.worker_pythonpath(),
         "PYTHONUNBUFFERED": "1",
         VERSIONS_ENV: json.dumps(versions()),
     } | {name: os.environ[name] for name in PASSED_ENV if os.environ.get(name)}
