@@ -441,3 +441,12 @@ def test_a_frozen_ray_run_is_stopped_and_failed_by_its_heartbeat(
     assert final["message"].startswith("the job stopped responding (no heartbeat for ")
     wait_until(lambda: str(ray_job(run_id).status) == "STOPPED", "Ray's job stopped", timeout_s=15)
     wait_until(lambda: process_gone(pid), "the frozen worker killed by Ray", timeout_s=15)
+
+
+def test_versions_compare_without_a_torch_builds_flavour_and_with_a_commit_both_sides_know() -> None:
+    same = ray_backend._same_version
+    assert same("torch", "2.14.1+cpu", "2.14.1+cu130")  # a CPU web server, GPU nodes
+    assert not same("torch", "2.14.1", "2.13.0")
+    assert not same("ray", "2.60.0", None)
+    assert same("transfer-lab", "0.1.0", "0.1.0+3fa2b1c")  # an installed copy, or git out of reach
+    assert not same("transfer-lab", "0.1.0+3fa2b1c", "0.1.0+9e8d7c6")

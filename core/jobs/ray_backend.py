@@ -113,7 +113,7 @@ def reconcile(run: Run, gone_state: RunState) -> dict[str, Any]:
             state, reason = verdict
             tail = run.log_tail()
             keeper.set_state(
-                state, f"{reason}; last words: {tail}" if tail and state.value == "failed" else reason
+                state, f"{reason}; last words: {tail}" if tail and state is RunState.FAILED else reason
             )
         return keeper.data
 
@@ -162,7 +162,7 @@ def check_versions() -> None:
     differ = [
         f"{name} {here.get(name)} here, {want} on the app server"
         for name, want in expected.items()
-        if not _same_version(here.get(name), want)
+        if not _same_version(name, here.get(name), want)
     ]
     if differ:
         raise BackendError(
@@ -174,10 +174,13 @@ def check_versions() -> None:
 # ---------------------------------------------------------------------------- internals
 
 
-def _same_version(here: str | None, there: str | None) -> bool:
-    """Equal versions; a local part (``+3fa2b1c``, the git commit of a checkout) counts only when
-    both sides know theirs: a node may run an installed copy, or be unable to ask git."""
-    if here is None or there is None or ("+" in here) == ("+" in there):
+def _same_version(name: str, here: str | None, there: str | None) -> bool:
+    """Equal versions, but for their local parts: a torch build's (``+cpu`` on a web server,
+    ``+cu130`` on GPU nodes) never counts, and a checkout's git commit (``0.1.0+3fa2b1c``) only
+    when both sides know theirs (a node may run an installed copy, or be unable to ask git)."""
+    if here is None or there is None:
+        return here == there
+    if name == "transfer-lab" and ("+" in here) == ("+" in there):
         return here == there
     return here.split("+")[0] == there.split("+")[0]
 
