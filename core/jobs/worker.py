@@ -16,6 +16,7 @@ heartbeat); it first checks that this node runs the submitter's versions.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import os
 import platform
@@ -23,7 +24,7 @@ import signal
 import sys
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
             keeper.set_state(RunState.QUEUED, submitted=time.time())
         keeper.update(pid=os.getpid(), host=platform.node())
         try:
-            with keeper.beating(), keeper.outcome():
+            with keeper.beating(), keeper.outcome(), _traceback_logged():
                 if args.ray:
                     from core.jobs import ray_backend
 
@@ -72,13 +73,21 @@ def main(argv: list[str] | None = None) -> int:
         except TimeLimit:
             return 1
         except BaseException:  # noqa: BLE001 - the worker exists to record how a run ended, however it did
-            if run.cancel_requested():  # the cancel surfaced as another exception
-                return 0
-            traceback.print_exc()
-            return 1
+            return 0 if run.cancel_requested() else 1  # a cancel may surface as another exception
         finally:
             queue.dequeue(run.id)
     return 0
+
+
+@contextlib.contextmanager
+def _traceback_logged() -> Iterator[None]:
+    """Print an error's traceback to the log before the status says ``failed``, so that whoever
+    reads the failed status finds the traceback there already."""
+    try:
+        yield
+    except Exception:
+        traceback.print_exc()
+        raise
 
 
 def _wait_for_slot(run: Run, keeper: StatusKeeper) -> None:
