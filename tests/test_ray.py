@@ -1,7 +1,7 @@
 """The Ray jobs backend against a real Ray cluster on 127.0.0.1, started once for the session.
 
-The head has 4 logical CPUs (more than the real cores: Ray only counts them) and one ``slot``, a
-custom resource a one-slot cluster is made of; a test that needs a node to kill adds one with a
+The head has 2 logical CPUs, so that a two-worker run shows it fits a two-CPU cluster, and one
+``slot``, a custom resource a one-slot cluster is made of; a test that needs a node to kill adds one with a
 resource of its own and pins its run there. Runs go through the app's jobs API, as the pages
 send them, and the worker in Ray mode keeps the same run directory as a local worker does.
 """
@@ -57,7 +57,7 @@ def ray_cluster() -> Iterator[Any]:
     cluster = Cluster(
         initialize_head=True,
         head_node_args={
-            "num_cpus": 4,
+            "num_cpus": 2,
             "resources": {"slot": 1},
             "node_ip_address": "127.0.0.1",
             "include_dashboard": True,
