@@ -20,6 +20,10 @@ from typing import Any
 CODE_ROOT = Path(__file__).resolve().parent.parent
 HOME_ENV = "TRANSFER_LAB_HOME"
 DEFAULT_HOME = "~/.transfer_lab"
+# The process's umask, read once (reading it means setting it): atomic writes start from a
+# private temporary file, and give the file they replace the mode a plain open() would have.
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
 
 
 def home() -> Path:
@@ -136,6 +140,9 @@ def write_bytes_atomic(path: Path, data: bytes) -> None:
     """Replace ``path`` with ``data`` as ``write_text_atomic`` does: whole, or not at all."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        # mkstemp makes the file private (0600): under another uid (a cluster node's worker),
+        # the app could not read the run it wrote.
+        os.fchmod(fd, 0o666 & ~_UMASK)
         with os.fdopen(fd, "wb") as out:
             out.write(data)
         os.replace(tmp, path)

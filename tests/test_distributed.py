@@ -115,6 +115,34 @@ def test_two_processes_share_each_epoch_and_rank_0_alone_writes(tmp_path: Path, 
     assert abs(two - one) <= 0.15, (one, two)
 
 
+def test_a_plan_with_two_workers_trains_under_torchrun_inside_its_worker(
+    tmp_path: Path, lab_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from core import jobs
+    from core.training.events import read_events
+    from tests.test_jobs import wait_for_state
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    plan = {
+        **PLAN,
+        "data": str(digits_folder(tmp_path / "digits", classes="0123")),
+        "workers": 2,
+        "device": "cpu",
+    }
+    run_id = jobs.submit(plan)
+    final = wait_for_state(run_id, "done", timeout_s=240)
+
+    run_dir = lab_home / "runs" / run_id
+    assert final["message"] == "" and final["backend"] == "local"
+    events = read_events(run_dir)
+    data = next(e for e in events if e.type == "data")
+    embedded = [e.total for e in events if e.type == "progress" and e.phase == "features"]
+    assert set(embedded) == {data.train // 2 + data.val}  # rank 0 embedded its half of the training images
+    assert [e.type for e in events].count("done") == 1  # one stream: rank 0's
+    assert [e.epoch for e in events if e.type == "epoch"] == [1, 2]
+    assert json.loads((run_dir / "metrics.json").read_text())["best_val_accuracy"] > 0.5  # chance: 0.25
+
+
 def _one_rank(run_dir: Path, log_dir: Path, plan_json: str) -> None:
     """One torchrun rank: train, noting the samples seen, and (rank 1) refusing run-dir writes."""
     from core.training import setup, train

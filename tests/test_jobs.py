@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import signal
@@ -123,6 +124,35 @@ def test_the_error_is_in_the_events_by_the_time_the_status_says_failed(
         keeper.set_state(RunState.FAILED, "ValueError: boom")
 
     assert events_when_failed == [["error"]]
+
+
+def test_the_traceback_is_in_the_log_by_the_time_the_status_says_failed(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from core.jobs import worker
+
+    directory = run_dir("20260101-000000-boom")
+    write_json(directory / "plan.json", {})
+    log = io.StringIO()  # the worker's stderr, which is its log
+    monkeypatch.setattr(sys, "stderr", log)
+    for name in ("TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR"):  # set by the worker for itself
+        monkeypatch.setenv(name, str(home / "cache"))
+    log_when_failed = []
+
+    def write_and_look(path: Path, data: Any) -> None:
+        write_json(path, data)
+        if path.name == "status.json" and data["state"] == "failed":
+            log_when_failed.append(log.getvalue())
+
+    monkeypatch.setattr(run_module, "write_json", write_and_look)
+    sigterm = signal.getsignal(signal.SIGTERM)
+    try:
+        code = worker.main([str(directory), "--target", "tests.helpers_jobs:failing", "--unqueued"])
+    finally:
+        signal.signal(signal.SIGTERM, sigterm)
+
+    assert code == 1
+    assert len(log_when_failed) == 1 and "Traceback" in log_when_failed[0]
 
 
 def test_a_missing_training_entry_point_fails_the_run_readably(home: Path) -> None:

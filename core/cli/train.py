@@ -4,6 +4,11 @@ Progress is a bar on a terminal and plain lines otherwise, drawn from the same e
 writes to ``events.jsonl``. The run keeps ``status.json`` as a worker would, so that the app lists
 it with its own runs. Under ``torchrun`` every rank runs this command; rank 0 alone writes the run
 directory and prints.
+
+``--submit`` trains elsewhere instead: the plan goes to the configured jobs backend (a local
+worker, or a Ray job under ``TRANSFER_LAB_BACKEND=ray``), and this command follows the run's
+events until it ends; Ctrl-C cancels it. ``--workers N`` (with ``--submit``) trains on N
+processes: torchrun on the local backend, Ray Train on Ray.
 """
 
 from __future__ import annotations
@@ -19,7 +24,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from core.cli.display import RunDisplay
     from core.jobs.run import Run, StatusKeeper
+    from core.training.events import EventReader
     from core.training.plan import Plan
 
 HELP = "train a model on a zip or folder of images and write a complete run directory"
@@ -53,6 +60,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--patience", type=int, default=5, help="stop after this many epochs without progress (0: never)"
     )
     parser.add_argument("--json", action="store_true", help="print the final metrics as JSON")
+    parser.add_argument(
+        "--submit",
+        action="store_true",
+        help="run it through the jobs backend (local worker or Ray) and follow it",
+    )
+    parser.add_argument(
+        "--workers", type=int, default=1, help="with --submit: processes training the run together"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -80,7 +95,12 @@ def run(args: argparse.Namespace) -> int:
         device=args.device,
         precision=args.precision,
         patience=args.patience,
+        workers=args.workers,
     ).resolve()
+    if args.submit:
+        return _submitted(plan, args)
+    if plan.workers > 1:
+        raise CliError(f"--workers {plan.workers} needs --submit (or run every process under torchrun)")
     ranks = ranks_from_env()
     run = _run_folder(args.out)
     if ranks.is_main:
@@ -102,6 +122,54 @@ def run(args: argparse.Namespace) -> int:
     else:
         _summary(result, run.directory, args)
     return 0
+
+
+def _submitted(plan: Plan, args: argparse.Namespace) -> int:
+    """Submit ``plan`` through the configured jobs backend and follow its events to the end."""
+    from core import jobs
+    from core.cli import CliError
+    from core.cli.display import RunDisplay
+    from core.errors import TransferLabError
+    from core.training.events import EventReader
+
+    if args.out is not None:
+        raise CliError("--out and --submit do not go together: a submitted run lives under runs/")
+    try:
+        run_id = jobs.submit(plan.to_dict())
+    except TransferLabError as exc:
+        raise CliError(str(exc)) from exc
+    run = jobs.Run.open(run_id)
+    print(f"submitted run {run_id} ({run.status().get('backend', 'local')})", file=sys.stderr)
+    display, reader = RunDisplay(sys.stderr), EventReader(run.directory)
+    try:
+        final = _follow(run_id, reader, display)
+    except KeyboardInterrupt:
+        jobs.cancel(run_id)
+        raise CliError(f"run {run_id} cancelled") from None
+    finally:
+        display.close()
+    if final["state"] != "done":
+        raise CliError(f"run {run_id} {final['state']}: {final['message']}")
+    result = run.metrics() or {}
+    if args.json:
+        print(json.dumps(result, indent=2, allow_nan=False))
+    else:
+        _summary(result, run.directory, args)
+    return 0
+
+
+def _follow(run_id: str, reader: EventReader, display: RunDisplay, poll_s: float = 1.0) -> dict:
+    """Draw the run's new events until its status is final; the status is settled with its
+    backend at each poll, so a worker that died ends the wait."""
+    from core import jobs
+
+    while True:
+        current = jobs.reconcile(run_id)
+        for event in reader.new_events():
+            display(event)
+        if current["state"] not in ("queued", "running"):
+            return current
+        time.sleep(poll_s)
 
 
 def _run_folder(out: Path | None) -> Run:

@@ -10,7 +10,9 @@ worker: whoever can take a run's ``worker.lock`` knows the worker is gone, pid r
 is the only one allowed to record how the run ended; a worker that stopped answering, or
 ignores a cancel, is killed there. The live page calls it every couple of seconds, listing and
 start-up recovery call it too. Another jobs backend plugs in at this seam: the pid and lock
-checks live behind it.
+checks live behind it. ``core.jobs.backend`` says which backend new jobs go to (the local
+workers, or a Ray cluster: ``core.jobs.ray_backend``), and each run's ``status.json`` which
+backend settles it.
 
 This module never imports torch: the web server calls it, and must not initialise CUDA.
 """
@@ -26,12 +28,12 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from core import storage
-from core.jobs import hardware, queue
+from core.jobs import backend, hardware, queue
 from core.jobs.run import (
     CANCELLED_MESSAGE,
     Run,
@@ -42,6 +44,8 @@ from core.jobs.run import (
     is_run_id,
     new_run_id,
 )
+from core.jobs.run import all_runs as _runs
+from core.jobs.run import state_of as _state
 from core.storage import read_json
 
 MAX_RUNS_ENV = "TRANSFER_LAB_MAX_RUNS"
@@ -113,18 +117,31 @@ def submit(
     if run_id is not None and not is_run_id(run_id):
         raise ValueError(f"run id {run_id!r} must be letters, digits, '.', '_' or '-' (at most 100)")
     plan = _absolute_paths(json.loads(json.dumps(dict(plan), allow_nan=False)))  # JSON-safe, now
+    chosen = backend.configured()  # a misconfigured backend is refused before any folder is made
     max_concurrent()  # likewise a bad TRANSFER_LAB_MAX_RUNS, rather than in the worker
     run, keeper = _create_run(run_id)
     with keeper:  # our copy of the lock goes at the end: the worker holds its own from then on
         storage.write_json(run.plan_file, plan)
         name = dataset_name or Path(str(plan.get("data", "")).rstrip("/")).name
-        run.write_record(RunRecord(owner=owner, kind=kind, dataset_name=name, created=time.time()))
-        keeper.set_state(RunState.QUEUED, pid=None, heartbeat=None, submitted=time.time(), kind=kind)
+        record = RunRecord(
+            owner=owner, kind=kind, dataset_name=name, backend=chosen.name, created=time.time()
+        )
+        run.write_record(record)
+        keeper.set_state(
+            RunState.QUEUED,
+            pid=None,
+            heartbeat=None,
+            submitted=time.time(),
+            kind=kind,
+            **chosen.status_fields(),
+        )
+        time_limit = ["--time-limit", f"{time_limit_s:g}"] if time_limit_s else []
+        if chosen.name == backend.RAY:
+            _submit_to_ray(run, keeper, target, time_limit, kind=kind, plan=plan, address=chosen.address)
+            return run.id
         if queued:
             queue.enqueue(run.id)
-        options = ([] if queued else ["--unqueued"]) + (
-            ["--time-limit", f"{time_limit_s:g}"] if time_limit_s else []
-        )
+        options = ([] if queued else ["--unqueued"]) + time_limit
         try:
             _start_worker(run, target, keeper.lock_fd, options)
         except OSError as exc:
@@ -168,6 +185,12 @@ def cancel(run_id: str) -> None:
     with contextlib.suppress(FileExistsError):
         # The request's time is the file's: a second click must not restart the grace period.
         run.cancel_file.open("x").close()
+    if _on_ray(run.status()):
+        from core.jobs import ray_backend
+
+        ray_backend.cancel(run)
+        _reconcile(run)
+        return
     pid = run.status().get("pid")
     if pid and queue.is_worker_of(pid, run.directory):
         with contextlib.suppress(ProcessLookupError):
@@ -228,6 +251,11 @@ def waiting_runs() -> list[str]:
     return queue.waiting_runs(on_gone=_settle_orphan)
 
 
+def worker_pythonpath() -> str:
+    """Where a worker finds this code first, then whatever this process finds on its path."""
+    return os.pathsep.join(filter(None, [str(storage.CODE_ROOT), os.environ.get("PYTHONPATH")]))
+
+
 # ---------------------------------------------------------------------------- internals
 
 
@@ -243,12 +271,6 @@ def _absolute_paths(plan: dict[str, Any]) -> dict[str, Any]:
         if isinstance(value, str) and value and not Path(value).is_absolute() and Path(value).exists():
             plan[key] = str(Path(value).resolve())
     return plan
-
-
-def _state(current: Mapping[str, Any]) -> RunState:
-    """A status's state; a status not yet written counts as queued (its submitter is at work)."""
-    value = current.get("state")
-    return RunState(value) if value in RunState.__members__.values() else RunState.QUEUED
 
 
 def _create_run(run_id: str | None) -> tuple[Run, StatusKeeper]:
@@ -269,11 +291,27 @@ def _create_run(run_id: str | None) -> tuple[Run, StatusKeeper]:
     raise RuntimeError(f"could not find a free run id in {storage.runs_dir()}")
 
 
+def _on_ray(current: Mapping[str, Any]) -> bool:
+    """Whether a run runs on Ray: its status says so, whatever the configuration says now."""
+    return backend.of_run(current).name == backend.RAY
+
+
+def _submit_to_ray(run: Run, keeper: StatusKeeper, target: str, options: list[str], **how: Any) -> None:
+    """Hand the run to Ray; a refusal fails the run, saying why, and is raised."""
+    from core.jobs import ray_backend
+
+    try:
+        ray_backend.submit(run, target, options, **how)
+    except backend.BackendError as exc:
+        keeper.set_state(RunState.FAILED, str(exc))
+        raise
+
+
 def _start_worker(run: Run, target: str, lock_fd: int, options: list[str]) -> None:
     env = {
         **os.environ,
         storage.HOME_ENV: str(storage.home()),
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(storage.CODE_ROOT), os.environ.get("PYTHONPATH")])),
+        "PYTHONPATH": worker_pythonpath(),
         "PYTHONUNBUFFERED": "1",  # so the log holds the last words of a worker that is killed
     }
     # An absolute folder, which is also how a reader tells this worker from a stranger with a recycled pid.
@@ -294,17 +332,16 @@ def _start_worker(run: Run, target: str, lock_fd: int, options: list[str]) -> No
     threading.Thread(target=worker.wait, name=f"reap-worker-{worker.pid}", daemon=True).start()
 
 
-def _runs() -> Iterator[Run]:
-    if storage.runs_dir().is_dir():
-        for directory in storage.runs_dir().iterdir():
-            run = Run(directory)
-            if is_run_id(run.id) and run.status_file.exists():
-                yield run
-
-
 def _with_position(run: Run) -> dict[str, Any]:
     current = run.status()
-    position = queue_position(run.id) if _state(current) is RunState.QUEUED else None
+    waiting = _state(current) is RunState.QUEUED
+    if waiting and _on_ray(current):
+        from core.jobs import ray_backend
+
+        return {**current, "run_id": run.id, "queue_position": None} | {
+            "message": ray_backend.waiting_message(run, current)
+        }
+    position = queue_position(run.id) if waiting else None
     return {**current, "run_id": run.id, "queue_position": position}
 
 
@@ -346,6 +383,10 @@ def _reconcile(run: Run, gone_state: RunState = RunState.FAILED) -> dict[str, An
     current = run.status()
     if not _state(current).active:
         return current
+    if _on_ray(current):
+        from core.jobs import ray_backend
+
+        return ray_backend.reconcile(run, gone_state)
     keeper = StatusKeeper.take(run)
     kill_reason = None
     if keeper is None:

@@ -23,7 +23,7 @@ import subprocess
 import threading
 import time
 import tomllib
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field, fields
 from enum import StrEnum
 from functools import cache
@@ -88,6 +88,21 @@ class Cancelled(BaseException):
 
 class TimeLimit(BaseException):
     """Raised in a worker's main thread when its job's time is up (a BaseException, as above)."""
+
+
+def state_of(current: Mapping[str, Any]) -> RunState:
+    """A status's state; a status not yet written counts as queued (its submitter is at work)."""
+    value = current.get("state")
+    return RunState(value) if value in RunState.__members__.values() else RunState.QUEUED
+
+
+def all_runs() -> Iterator[Run]:
+    """Every run under ``runs/`` that has a status, in no particular order."""
+    if storage.runs_dir().is_dir():
+        for directory in storage.runs_dir().iterdir():
+            run = Run(directory)
+            if is_run_id(run.id) and run.status_file.exists():
+                yield run
 
 
 def new_run_id() -> str:
@@ -240,10 +255,7 @@ class StatusKeeper:
 
     def observe(self, event: Event) -> None:
         """A subscriber to the run's events: the data set's identity goes into the record."""
-        if isinstance(event, DataReady):
-            record = self.run.record()
-            facts = {**record.provenance, "dataset_sha256": event.sha256}
-            self.run.write_record(RunRecord(**{**asdict(record), "provenance": facts}))
+        note_dataset(self.run, event)
 
     @contextlib.contextmanager
     def beating(self) -> Iterator[None]:
@@ -282,6 +294,15 @@ class StatusKeeper:
         self.set_state(RunState.DONE)
 
 
+def note_dataset(run: Run, event: Event) -> None:
+    """Put the data set's identity into the run record once the data are ready: what the keeper
+    observes, and what rank 0 of a multi-process run does itself."""
+    if isinstance(event, DataReady):
+        record = run.record()
+        facts = {**record.provenance, "dataset_sha256": event.sha256}
+        run.write_record(RunRecord(**{**asdict(record), "provenance": facts}))
+
+
 def run_events(run: Run, keeper: StatusKeeper | None, *subscribers: Emit) -> Emit:
     """The ``emit`` of a run this process trains: each event goes to ``events.jsonl`` (what the
     pages read), to the keeper (the run record) and to any other subscriber (the CLI's display).
@@ -313,8 +334,8 @@ def provenance(run: Run) -> dict[str, Any]:
     return {
         "app_version": app_version(),
         "python": platform.python_version(),
-        "torch": _installed("torch"),
-        "torchvision": _installed("torchvision"),
+        "torch": installed("torch"),
+        "torchvision": installed("torchvision"),
         "host": platform.node(),
         "seed": run.plan_fields().get("seed", 0),
     }
@@ -334,7 +355,7 @@ def app_version() -> str:
     return version
 
 
-def _installed(package: str) -> str | None:
+def installed(package: str) -> str | None:
     """A package's version without importing it (the server never imports torch)."""
     try:
         return metadata.version(package)

@@ -5,20 +5,26 @@ here, and the GPU memory goes back to the system when the process ends. The work
 its turn in the queue, calls the target (``core.training.train:run`` unless told otherwise; tests pass
 small targets of their own) as ``target(run_dir, emit)``, and keeps the run's status through its
 ``StatusKeeper``, heartbeat included. SIGTERM means cancel. Started by hand, it queues like any
-submitted run.
+submitted run. A plan with ``workers`` above 1 trains on that many processes
+(``core.jobs.distributed``) while this one keeps the status.
+
+With ``--ray`` it is a Ray job's entrypoint (``core.jobs.ray_backend``): Ray has placed it, so it
+skips the queue, and it holds no ``worker.lock`` (liveness is Ray's job status and the
+heartbeat); it first checks that this node runs the submitter's versions.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import os
+import platform
 import signal
 import sys
 import time
 import traceback
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -33,10 +39,14 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     storage.keep_caches_home()
     run = Run(Path(args.run_dir).resolve())
-    keeper = StatusKeeper(run, args.lock_fd) if args.lock_fd is not None else StatusKeeper.take(run)
+    if args.ray:
+        keeper: StatusKeeper | None = StatusKeeper(run, -1)
+    else:
+        keeper = StatusKeeper(run, args.lock_fd) if args.lock_fd is not None else StatusKeeper.take(run)
     if keeper is None:
         raise SystemExit(f"another worker already runs {run.directory}")
-    os.set_inheritable(keeper.lock_fd, False)  # a program the training starts must not keep it alive
+    if keeper.lock_fd >= 0:
+        os.set_inheritable(keeper.lock_fd, False)  # a program the training starts must not keep it alive
     signal.signal(signal.SIGTERM, _on_sigterm)
     with keeper:
         state = keeper.data.get("state")
@@ -45,16 +55,19 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         if state is None:
             keeper.set_state(RunState.QUEUED, submitted=time.time())
-        keeper.update(pid=os.getpid())
+        keeper.update(pid=os.getpid(), host=platform.node())
         try:
-            with keeper.beating(), keeper.outcome():
-                if not args.unqueued:
+            with keeper.beating(), keeper.outcome(), _traceback_logged():
+                if args.ray:
+                    from core.jobs import ray_backend
+
+                    ray_backend.check_versions()
+                elif not args.unqueued:
                     _wait_for_slot(run, keeper)
                 if args.time_limit:
                     _stop_after(args.time_limit)
                 keeper.begin()
-                with _traceback_logged(run):
-                    _load_target(args.target)(run.directory, run_events(run, keeper))
+                _train(run, keeper, args)
         except Cancelled:
             return 0
         except TimeLimit:
@@ -64,6 +77,17 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             queue.dequeue(run.id)
     return 0
+
+
+@contextlib.contextmanager
+def _traceback_logged() -> Iterator[None]:
+    """Print an error's traceback to the log before the status says ``failed``, so that whoever
+    reads the failed status finds the traceback there already."""
+    try:
+        yield
+    except Exception:
+        traceback.print_exc()
+        raise
 
 
 def _wait_for_slot(run: Run, keeper: StatusKeeper) -> None:
@@ -89,24 +113,21 @@ def _wait_for_slot(run: Run, keeper: StatusKeeper) -> None:
     keeper.update(slot=slot, gpu=gpu)
 
 
+def _train(run: Run, keeper: StatusKeeper, args: argparse.Namespace) -> None:
+    """Call the target here, or for a training plan with several ``workers``, train on that
+    many processes: torchrun on this machine, Ray Train under Ray."""
+    workers = int(run.plan_fields().get("workers") or 1) if args.target == jobs.DEFAULT_TARGET else 1
+    if workers > 1:
+        from core.jobs import distributed
+
+        distributed.train(run, workers, on_ray=args.ray)
+    else:
+        _load_target(args.target)(run.directory, run_events(run, keeper))
+
+
 def _load_target(spec: str) -> Callable[..., Any]:
     module_name, _, function = spec.partition(":")
     return getattr(importlib.import_module(module_name), function)
-
-
-@contextmanager
-def _traceback_logged(run: Run) -> Iterator[None]:
-    """Write a failure's traceback to the worker's log before the run is marked failed, so that
-    whoever sees the final state finds the whole story in the log."""
-    try:
-        yield
-    except (Cancelled, TimeLimit, KeyboardInterrupt):
-        raise
-    except BaseException:
-        if not run.cancel_requested():
-            traceback.print_exc()
-            sys.stderr.flush()
-        raise
 
 
 def _stop_after(seconds: float) -> None:
@@ -134,6 +155,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--lock-fd", type=int, help=argparse.SUPPRESS)  # passed by core.jobs.submit
     parser.add_argument("--unqueued", action="store_true", help="start at once, beside any training")
     parser.add_argument("--time-limit", type=float, metavar="SECONDS", help="fail the job after this long")
+    parser.add_argument("--ray", action="store_true", help="run as a Ray job's entrypoint: no local queue")
     return parser
 
 

@@ -55,6 +55,11 @@ class Estimate:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self) | {"first_epoch_s": self.first_epoch_s, "total_s": self.total_s}
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Estimate:
+        """Read back what ``to_dict`` wrote (the derived totals are computed again)."""
+        return cls(**{f.name: data[f.name] for f in fields(cls)})
+
 
 def estimate(plan: Plan, batches: int = 2) -> Estimate:
     """Time a plan's parts on its own data and device: the set-up, then up to ``batches`` real
@@ -110,8 +115,7 @@ def estimate_in_subprocess(plan: dict[str, Any], timeout_s: float = 600) -> Esti
     if result.returncode != 0:
         lines = result.stderr.strip().splitlines() or [f"exit code {result.returncode}"]
         raise RuntimeError(lines[-1])
-    data = json.loads(result.stdout)
-    return Estimate(**{f.name: data[f.name] for f in fields(Estimate)})
+    return Estimate.from_dict(json.loads(result.stdout))
 
 
 def _train_step_seconds(

@@ -194,7 +194,9 @@ class EventLog:
 
     def __call__(self, event: Event) -> None:
         line = json.dumps(event.to_dict(), allow_nan=False) + "\n"
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        # Writable by the group where the umask allows it: under Ray, the app server starts the
+        # log and a worker on another node, maybe under another uid, appends to it.
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
         try:
             os.write(fd, line.encode())
         finally:

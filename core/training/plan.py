@@ -39,6 +39,7 @@ MAX_FEATURE_VIEWS = 16
 MAX_IMAGE_SIZE = 2_048
 MAX_SEED = 2**32 - 1
 MAX_RATE = 10.0  # learning rates and weight decay: past this, the first step overflows
+MAX_WORKERS = 1_024
 
 
 class PlanError(TransferLabError, ValueError):
@@ -58,7 +59,9 @@ class Plan:
     their new layer by L-BFGS with a cross-validated penalty, so ``lr``, ``optimizer``,
     ``schedule``, ``weight_decay`` and ``batch_size`` (but for the feature pass) are for cases 3
     and 4. ``patience`` stops a run after that many epochs
-    without a better validation accuracy (0: never).
+    without a better validation accuracy (0: never). ``workers`` is how many processes train
+    the run together (DistributedDataParallel): ``torchrun`` on the local jobs backend, Ray
+    Train under Ray; ``batch_size`` is each one's.
     """
 
     data: str = ""
@@ -83,6 +86,7 @@ class Plan:
     precision: str = "auto"
     class_weights: str = "auto"
     patience: int = 5
+    workers: int = 1
 
     def __post_init__(self) -> None:
         _check_types(self)
@@ -98,6 +102,7 @@ class Plan:
         _between("batch_size", self.batch_size, 2, MAX_BATCH_SIZE)  # BatchNorm cannot train on one image
         _between("feature_views", self.feature_views, 1, MAX_FEATURE_VIEWS)
         _between("patience", self.patience, 0, MAX_EPOCHS)
+        _between("workers", self.workers, 1, MAX_WORKERS)
         _between("seed", self.seed, 0, MAX_SEED)
         if self.image_size is not None:
             _between("image_size", self.image_size, 1, MAX_IMAGE_SIZE)
