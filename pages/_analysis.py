@@ -7,7 +7,6 @@ The analysis and the race are jobs (``core.jobs``), named in the URL (``?analysi
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import streamlit as st
@@ -16,19 +15,22 @@ from core import jobs
 from core.advice import cases
 from core.jobs import race as races
 from core.jobs import targets
-from core.jobs.run import Run, RunNotFound, RunState
+from core.jobs.run import RunNotFound, RunState
 from core.models.backbones import catalog
-from core.training.events import read_events
-from core.training.progress import RunProgress, duration
 from pages import _analysis_charts as charts
 from pages._charts import decision_matrix
 from pages._common import escape, update_draft_plan
 from pages._data import choose_dataset
+from pages._jobs import progress_card
 
 ANALYSIS_PARAM, RACE_PARAM = "analysis", "race"
 MEASURED = "measured_similarity"  # data set sha256 -> the measured verdict, for the Train page
 POLL_SECONDS = 1.0
-PHASES = {"decoding": "Decoding the sample", "features": "Running the backbones", "scoring": "Scoring"}
+PHASES = {
+    "decoding": "Decoding the sample",
+    "features": "Running the backbones",
+    "scoring": "Scoring the backbones and stages",
+}
 
 
 def show() -> None:
@@ -83,21 +85,7 @@ def _follow(job_id: str) -> None:
     """The job's progress, polled; the page reruns once it has ended."""
     if RunState(jobs.reconcile(job_id)["state"]).final:
         st.rerun()
-    progress = RunProgress.of(read_events(Run.open(job_id).directory))
-    step = progress.current
-    with st.container(border=True, key="analysis_progress"):
-        label = PHASES.get(progress.phase, "Starting")
-        if step is None or progress.phase == "scoring":
-            st.caption(f"{label}...")
-        else:
-            left = duration(progress.eta_s(time.time()))
-            st.progress(
-                step.done / max(step.total, 1),
-                text=f"{label}: {step.done:,} of {step.total:,} images · {step.images_per_s:,.0f} images/s · {left} left",
-            )
-        if st.button("Cancel", key="cancel_analysis", icon=":material/stop:"):
-            jobs.cancel(job_id)
-            st.rerun()
+    progress_card(job_id, key="analysis_progress", phases=PHASES, waiting="Starting")
 
 
 def _show_result(result: dict[str, Any]) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import html
 import os
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -15,10 +14,9 @@ from core import jobs
 from core.data import Dataset, IngestError, ingest
 from core.data.samples import SAMPLES, sample_path
 from core.jobs import targets
-from core.jobs.run import Run, RunState
-from core.training.events import read_events
-from core.training.progress import RunProgress, duration
+from core.jobs.run import RunState
 from pages._common import escape
+from pages._jobs import progress_card
 from pages._plan_form import DEFAULT_VAL, VAL_KEY
 
 DATA_ROOT_ENV = "TRANSFER_LAB_DATA_ROOT"  # set it to let users train on folders under it
@@ -93,20 +91,10 @@ def _follow_validation(digest: str) -> None:
     state = targets.upload_state(digest)
     if state.job_id is None or RunState(jobs.reconcile(state.job_id)["state"]).final:
         st.rerun()
-    progress = RunProgress.of(read_events(Run.open(state.job_id).directory))
-    step = progress.current
-    with st.container(border=True, key="validation"):
-        if step is None:
-            st.caption("Checking the upload: reading the zip...")
-        else:
-            left = duration(progress.eta_s(time.time()))
-            st.progress(
-                step.done / max(step.total, 1),
-                text=f"Checking images: {step.done:,} of {step.total:,} · {step.images_per_s:,.0f} images/s · {left} left",
-            )
-        if st.button("Cancel", key="cancel_validation", icon=":material/stop:"):
-            jobs.cancel(state.job_id)
-            st.rerun()
+    progress_card(
+        state.job_id, key="validation", phases={"validating": "Checking images"},
+        waiting="Checking the upload: reading the zip",
+    )  # fmt: skip
 
 
 def _server_folder() -> Dataset | None:
