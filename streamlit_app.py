@@ -4,6 +4,7 @@ import streamlit as st
 
 from core import jobs
 from core.jobs import hardware
+from pages._common import run_label
 
 st.set_page_config(page_title="Transfer Lab", page_icon=":material/model_training:", layout="wide")
 
@@ -28,7 +29,7 @@ with st.sidebar:
     st.caption(f":material/memory: {hardware.describe()}")
     active = jobs.active_runs()
     for run in active:
-        label = f"{run['run_id']} · {run['backbone']} · {run['state']}"
+        label = f"{run_label(run)} · {run['state']}"
         st.page_link(
             "pages/train.py", label=label, icon=":material/sync:", query_params={"run": run["run_id"]}
         )

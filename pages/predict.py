@@ -10,7 +10,7 @@ from core import jobs
 from core.artifacts.predict import Predictor
 from core.data import IngestError, decode_image
 from core.jobs import Run
-from pages._common import escape
+from pages._common import data_name, escape, focus_run, run_label
 
 THUMBNAIL = 512
 
@@ -55,17 +55,25 @@ if not done:
     st.info("No finished run yet: train one on the **Train** page.")
     st.stop()
 
-labels = {
-    r["run_id"]: f"{r['run_id']} · {r['backbone']} · case {r['case']} · {(r['best_val_accuracy'] or 0):.0%}"
-    for r in done
-}
-wanted = st.query_params.get("run")
-ids = list(labels)
+runs = {r["run_id"]: r for r in done}
+wanted = st.query_params.get("run") or focus_run()
+ids = list(runs)
 run_id = st.selectbox(
-    "Model", ids, index=ids.index(wanted) if wanted in ids else 0, format_func=labels.get, key="model"
+    "Model",
+    ids,
+    index=ids.index(wanted) if wanted in ids else 0,
+    format_func=lambda run: run_label(runs[run]),
+    key="model",
+    help="Opens on the run you last looked at on Results or Train.",
 )
+focus_run(run_id)
 model = predictor(run_id)
-st.caption(f"Classes: {escape(', '.join(model.labels))} · input {model.pre.crop} px")
+st.info(
+    f"This model was trained on **{escape(data_name(runs[run_id]))}** and knows {len(model.labels)} classes: "
+    f"{escape(', '.join(model.labels))}. It answers with one of them, whatever the image shows.",
+    icon=":material/label:",
+)
+st.caption(f"Input {model.pre.crop} px")
 
 uploads = st.file_uploader(
     "Images",

@@ -122,7 +122,8 @@ def test_results_without_runs_points_to_train() -> None:
 def test_predict_without_runs_and_with_one(trained: str) -> None:
     at = open_page("pages/predict.py")
     assert at.selectbox(key="model").value == trained
-    assert "faces" in at.caption[0].value or "Classes:" in at.caption[0].value
+    notice = at.info[0].value
+    assert "trained on **faces\\.zip**" in notice and "knows 2 classes: face, not\\_face" in notice
 
 
 def test_estimate_button_times_real_batches(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -140,9 +141,12 @@ def test_estimate_button_times_real_batches(monkeypatch: pytest.MonkeyPatch) -> 
 def test_case_four_that_failed_offers_a_from_scratch_rerun(trained: str, lab_home: Path) -> None:
     metrics_file = lab_home / "runs" / trained / "metrics.json"
     metrics = json.loads(metrics_file.read_text())
-    metrics_file.write_text(json.dumps({**metrics, "suggest": "from_scratch"}))
+    plan = {**metrics["plan"], "case": 4}
+    failed = {**metrics, "best_val_accuracy": 0.5, "majority_rate": 0.5, "plan": plan}
+    metrics_file.write_text(json.dumps(failed))
     at = open_page("pages/results.py")
-    assert "train from scratch" in at.warning[0].value
+    assert at.error[0].value.startswith("This run did not work: best validation accuracy 50.0%")
+    assert "training from scratch (weights 'none')" in at.error[0].value
     at.button(key="rerun_scratch").click().run()
     rerun = next(r for r in jobs.list_runs() if r["run_id"] != trained)
     try:
