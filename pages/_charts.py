@@ -100,14 +100,16 @@ def decision_matrix(num_images: int, similarity: str, chosen_case: int, dividing
     return fig
 
 
-def network_diagram(layer_fates: dict[str, str]) -> go.Figure:
-    """The demo network (3 conv + 3 FC layers) with each layer coloured by what the case does."""
+def network_diagram(layer_fates: dict[str, str], heights: Sequence[float] | None = None) -> go.Figure:
+    """A network as boxes, each layer coloured by what the case does to it: the Advisor's demo
+    network (3 conv + 3 FC layers), or a real backbone's stages (``heights`` then gives each
+    box's height, and the last layer is the new one)."""
     names = list(layer_fates)
     fig = go.Figure()
     for i, name in enumerate(names):
         fate = layer_fates[name]
         conv = name.startswith("conv")
-        height = 1.6 - 0.25 * i if conv else 0.7
+        height = heights[i] if heights is not None else (1.6 - 0.25 * i if conv else 0.7)
         fig.add_shape(
             type="rect",
             x0=i + 0.1,
@@ -154,6 +156,21 @@ def network_diagram(layer_fates: dict[str, str]) -> go.Figure:
         legend={"orientation": "h", "y": 1.12, "x": 0},
     )
     return fig
+
+
+def backbone_diagram(facts: Sequence[Any], cut: str) -> go.Figure:
+    """Case 2 on a real backbone: its stages up to the cut kept and frozen, the rest removed,
+    and the new layer; taller boxes have more channels. ``facts`` are its ``StageFact``s."""
+    cut_index = next(f.index for f in facts if f.path == cut)
+    fates = {
+        f"stage {f.index}" if len(facts) <= 8 else str(f.index): "frozen"
+        if f.index <= cut_index
+        else "removed"
+        for f in facts
+    }
+    widest = max(math.log2(f.channels) for f in facts)
+    heights = [0.5 + 1.1 * math.log2(f.channels) / widest for f in facts]
+    return network_diagram(fates | {"new_fc": "new"}, heights=[*heights, 0.7])
 
 
 def accuracy_vs_cost(rows: Sequence[dict[str, Any]]) -> go.Figure:

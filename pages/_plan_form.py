@@ -9,6 +9,7 @@ from core.data import Dataset
 from core.data.samples import sample_for_digest
 from core.models import backbones
 from core.training.plan import AUGMENTATIONS, Plan, PlanError
+from pages._charts import backbone_diagram
 from pages._common import draft_plan
 
 ADVISED_FOR = "plan_case_advised_for"  # the data set and similarity the case was last advised for
@@ -65,9 +66,11 @@ def plan_form(dataset: Dataset) -> Plan | None:
         chosen = backbones.resolve(backbone)
         cut = None
         if case == 2:
+            facts = {fact.path: fact for fact in chosen.stage_facts()}
             cut = middle.selectbox(
                 "Cut after",
                 chosen.stages,
+                format_func=lambda path: facts[path].label(),
                 help=HELP["cut"],
                 **_state(f"plan_cut_{backbone}", chosen.default_cut),
             )
@@ -124,6 +127,14 @@ def plan_form(dataset: Dataset) -> Plan | None:
             disabled=not _needs_split(dataset),
             **_state(VAL_KEY, DEFAULT_VAL),
         )
+        if case == 2:
+            st.plotly_chart(
+                backbone_diagram(list(facts.values()), cut),
+                width="stretch",
+                key="cut_diagram",
+                config={"displayModeBar": False},
+            )
+            st.caption(f"{backbone} cut after stage {facts[cut].index}: the kept stages stay frozen.")
     try:
         return Plan(
             data=str(dataset.root),

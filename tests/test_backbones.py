@@ -151,3 +151,20 @@ def test_the_surgery_plan_and_catalog_never_look_a_backbone_up_by_name() -> None
     root = Path(__file__).resolve().parents[1] / "core"
     for module in ("models/adapt.py", "models/weights.py", "artifacts/export.py", "artifacts/predict.py"):
         assert "resolve(" not in (root / module).read_text(), module
+
+
+def test_a_stage_is_labelled_in_words() -> None:
+    facts = backbones.resolve("efficientnet_lite0").stage_facts()
+    assert facts[4].label() == "stage 5 of 7 · 112 channels · 14×14 · keeps 21% of the network"
+    assert (
+        backbones.resolve("vit_b_32")
+        .stage_facts()[0]
+        .label()
+        .startswith("stage 1 of 12 · 768 channels · tokens")
+    )
+
+
+def test_the_share_kept_counts_convolutions_that_hold_a_padding_module() -> None:
+    """EfficientNet-Lite's convolutions pad with a module inside them: their weights count too."""
+    kept = [f.params_kept for f in backbones.resolve("efficientnet_lite0").stage_facts()]
+    assert kept == sorted(kept) and kept[-1] > 0.8

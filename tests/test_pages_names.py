@@ -69,3 +69,18 @@ def test_a_done_card_shows_the_final_accuracy_time_and_a_failure(
     at = open_page("pages/train.py", run=newest)
     assert at.error[0].value.startswith("This run did not work") and "case 2" in at.error[0].value
     assert not at.success
+
+
+def test_the_case_two_cut_is_chosen_among_stages_in_words_with_the_network_drawn() -> None:
+    from streamlit.testing.v1 import AppTest
+    from test_pages_training import APP, TIMEOUT
+
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    at.session_state["draft_plan"] = {"case": 2}
+    at.run()
+    at.switch_page("pages/train.py").run()
+    cut = at.selectbox(key="plan_cut_efficientnet_lite0")
+    assert cut.value == "_blocks.10"
+    assert cut.format_func("_blocks.10") == "stage 5 of 7 · 112 channels · 14×14 · keeps 21% of the network"
+    charts = [c for c in at.get("plotly_chart") if c.proto.id and "cut_diagram" in c.proto.id]
+    assert charts, "the kept/removed diagram of this network"
