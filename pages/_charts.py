@@ -249,8 +249,11 @@ def confusion_heatmap(matrix: Sequence[Sequence[int]], labels: Sequence[str]) ->
             colorbar={"title": "images"},
         )
     )
-    fig.update_xaxes(title="predicted", tickangle=-45 if n > 8 else 0, showticklabels=n <= 60)
-    fig.update_yaxes(title="true", autorange="reversed", showticklabels=n <= 60)
+    # Categorical axes: classes named 0-9 would otherwise become a numeric axis and lose labels.
+    fig.update_xaxes(
+        title="predicted", type="category", tickangle=-45 if n > 8 else 0, showticklabels=n <= 60
+    )
+    fig.update_yaxes(title="true", type="category", autorange="reversed", showticklabels=n <= 60)
     side = min(900, max(320, 18 * n + 160))
     fig.update_layout(height=side, margin={"l": 10, "r": 10, "t": 10, "b": 10})
     return fig
@@ -293,3 +296,42 @@ def epoch_axis(epochs: int) -> dict[str, Any]:
     """Whole epochs only: a tick per epoch, or per a round number of them on long runs."""
     step = max(1, math.ceil(epochs / 10))
     return {"title": "epoch", "tickmode": "linear", "tick0": 1, "dtick": step, "tickformat": "d"}
+
+
+def top_classes_chart(top: Sequence[tuple[str, float]]) -> go.Figure:
+    """One image's most probable classes as bars, the likeliest on top."""
+    labels = [html.escape(label) for label, _ in top][::-1]
+    fig = go.Figure(
+        go.Bar(
+            x=[p for _, p in top][::-1],
+            y=labels,
+            orientation="h",
+            text=[f"{p:.1%}" for _, p in top][::-1],
+            textposition="auto",
+        )
+    )
+    fig.update_layout(
+        height=60 + 36 * len(top),
+        margin={"l": 10, "r": 10, "t": 10, "b": 10},
+        xaxis={"range": [0, 1], "tickvals": [0, 0.25, 0.5, 0.75, 1], "tickformat": ".0%"},
+        yaxis={"type": "category"},  # classes named 0-9 are names, not numbers
+    )
+    return fig
+
+
+def counts_chart(counts: dict[str, dict[str, int]]) -> go.Figure:
+    """Images per class, stacked by split."""
+    fig = go.Figure()
+    for split, per_class in counts.items():
+        if any(per_class.values()):
+            names = [html.escape(label) for label in per_class]  # plotly renders tags in labels
+            fig.add_trace(go.Bar(x=names, y=list(per_class.values()), name=split))
+    fig.update_layout(
+        barmode="stack",
+        height=260,
+        margin={"l": 10, "r": 10, "t": 10, "b": 10},
+        yaxis_title="images",
+        xaxis={"type": "category"},  # classes named 0-9 are names, not numbers
+        legend={"orientation": "h", "y": 1.15},
+    )
+    return fig

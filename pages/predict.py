@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import plotly.graph_objects as go
 import streamlit as st
 from PIL import Image
 
@@ -10,6 +9,7 @@ from core import jobs
 from core.artifacts.predict import Predictor
 from core.data import IngestError, decode_image
 from core.jobs import Run
+from pages._charts import top_classes_chart
 from pages._common import data_name, escape, focus_run, run_label
 
 THUMBNAIL = 512
@@ -28,25 +28,6 @@ def classify(run_id: str, file_id: str, _data: bytes) -> tuple[tuple[tuple[str, 
     [prediction] = predictor(run_id).predict([image], top_k=5)
     image.thumbnail((THUMBNAIL, THUMBNAIL))
     return prediction.top, image
-
-
-def top_classes_chart(top: tuple[tuple[str, float], ...]) -> go.Figure:
-    labels = [label for label, _ in top][::-1]
-    fig = go.Figure(
-        go.Bar(
-            x=[p for _, p in top][::-1],
-            y=labels,
-            orientation="h",
-            text=[f"{p:.1%}" for _, p in top][::-1],
-            textposition="auto",
-        )
-    )
-    fig.update_layout(
-        height=60 + 36 * len(top),
-        margin={"l": 10, "r": 10, "t": 10, "b": 10},
-        xaxis={"range": [0, 1], "tickformat": ".0%"},
-    )
-    return fig
 
 
 st.title("Predict")

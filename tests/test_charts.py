@@ -27,3 +27,26 @@ def test_network_diagram_draws_one_box_per_layer_in_the_case_colours() -> None:
     boxes = [shape for shape in figure.layout.shapes if shape.type == "rect"]
     assert len(boxes) == len(layers)
     assert sum(shape.line.dash == "dash" for shape in boxes) == list(layers.values()).count("removed")
+
+
+def test_classes_named_with_digits_stay_categories_on_every_chart() -> None:
+    """The digits sample's classes are 0-9: on a numeric axis its bars and labels went missing."""
+    from pages._charts import counts_chart, top_classes_chart
+
+    digits = [str(d) for d in range(10)]
+    confusion = confusion_heatmap([[1] * 10] * 10, digits)
+    assert confusion.layout.xaxis.type == confusion.layout.yaxis.type == "category"
+    top = top_classes_chart([("7", 0.9), ("1", 0.1)])
+    assert top.layout.yaxis.type == "category" and list(top.data[0].y) == ["1", "7"]
+    assert counts_chart({"train": dict.fromkeys(digits, 5)}).layout.xaxis.type == "category"
+
+
+def test_accuracy_axes_run_from_0_to_100_percent_and_epochs_are_whole() -> None:
+    from pages._charts import curves_by_run
+
+    fig = curves_by_run(
+        {"faces.zip · case 1": [{"epoch": 1, "val_accuracy": 0.61}, {"epoch": 2, "val_accuracy": 0.64}]}
+    )
+    assert fig.layout.yaxis.range == (0, 1.02) and list(fig.layout.yaxis.tickvals) == [0, 0.25, 0.5, 0.75, 1]
+    assert fig.layout.xaxis.dtick == 1 and fig.layout.xaxis.tickformat == "d"
+    assert fig.data[0].name == "faces.zip · case 1"

@@ -136,6 +136,12 @@ def test_estimate_button_times_real_batches(monkeypatch: pytest.MonkeyPatch) -> 
         and "in all on cpu" in at.info[0].value
         and "to export" in at.info[0].value
     )
+    said = at.info[0].value
+    assert " 0 s " not in said and "each epoch refines the new layer in" in said  # case 1
+    at.number_input(key="plan_epochs").set_value(9).run()  # another plan: its own estimate, later
+    assert not any("in all on" in i.value for i in at.info)
+    at.number_input(key="plan_epochs").set_value(10).run()
+    assert at.info[0].value == said  # the estimate stays on screen for its plan
 
 
 def test_case_four_that_failed_offers_a_from_scratch_rerun(trained: str, lab_home: Path) -> None:

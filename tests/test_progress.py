@@ -110,3 +110,7 @@ def test_durations_read_as_people_say_them() -> None:
 def test_an_unknown_type_keeps_its_data() -> None:
     event = parse_event({"type": "later", "time": 5, "x": [1, 2]})
     assert isinstance(event, UnknownEvent) and event.time == 5 and event.data["x"] == [1, 2]
+
+
+def test_a_duration_is_never_zero_seconds() -> None:
+    assert duration(0.2) == "under a second" and duration(0.6) == "1 s" and duration(None) == "-"

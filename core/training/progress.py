@@ -136,9 +136,12 @@ def _left(count: int, per_s: float) -> float | None:
 
 
 def duration(seconds: float | None) -> str:
-    """``42 s``, ``3.5 min``, ``1.2 h``: how long, as people say it (``-`` for not known)."""
+    """``42 s``, ``3.5 min``, ``1.2 h``, ``under a second``: how long, as people say it (``-``
+    for not known)."""
     if seconds is None:
         return "-"
+    if seconds < 0.5:
+        return "under a second"  # never "0 s": something that takes no time needs no estimate
     if seconds < 90:
         return f"{seconds:.0f} s"
     if seconds < 90 * 60:
