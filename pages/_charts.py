@@ -7,9 +7,11 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+import plotly.colors
 import plotly.graph_objects as go
 
 from core.advice import cases
+from core.models.families import FAMILIES
 
 FATE_COLOURS = {
     "frozen": "#8A9BB8",
@@ -24,6 +26,10 @@ FATE_LABELS = {
     "new": "new, random init",
 }
 HIGHLIGHT = "#2E6BE6"
+LOG_TICKS = (0.01, 0.03, 0.1, 0.3, 1, 3, 10, 30, 100, 300, 1000)
+# One distinct colour per backbone family, assigned in the catalog's order of families.
+FAMILY_ORDER = tuple(family.name for family in FAMILIES)
+FAMILY_COLOURS = plotly.colors.qualitative.Dark24 + plotly.colors.qualitative.Light24
 MIN_LOG, MAX_LOG = 1.0, 7.0  # 10 to 10 million images on the matrix's size axis
 
 
@@ -173,11 +179,12 @@ def backbone_diagram(facts: Sequence[Any], cut: str) -> go.Figure:
     return network_diagram(fates | {"new_fc": "new"}, heights=[*heights, 0.7])
 
 
-def accuracy_vs_cost(rows: Sequence[dict[str, Any]]) -> go.Figure:
-    """ImageNet top-1 against GFLOPs (log), one bubble per backbone sized by parameters."""
+def accuracy_vs_cost(rows: Sequence[dict[str, Any]], chosen: str | None = None) -> go.Figure:
+    """ImageNet top-1 against GFLOPs (log), one bubble per backbone, its area proportional to
+    its parameters; a colour per family (in catalog order, so a family keeps its colour under
+    any filter), and the ``chosen`` backbone ringed."""
     fig = go.Figure()
-    families = sorted({r["family"] for r in rows})
-    for family in families:
+    for family in sorted({r["family"] for r in rows}):
         members = [r for r in rows if r["family"] == family and r["top1"] is not None and r["gflops"]]
         if not members:
             continue
@@ -186,10 +193,11 @@ def accuracy_vs_cost(rows: Sequence[dict[str, Any]]) -> go.Figure:
                 x=[r["gflops"] for r in members],
                 y=[r["top1"] for r in members],
                 mode="markers",
-                name=family,
+                name=html.escape(family),
                 marker={
-                    "size": [max(6.0, math.sqrt(r["params"] / 1e6) * 3) for r in members],
+                    "size": [bubble_size(r["params"]) for r in members],
                     "sizemode": "diameter",
+                    "color": FAMILY_COLOURS[FAMILY_ORDER.index(family) % len(FAMILY_COLOURS)],
                     "opacity": 0.75,
                     "line": {"width": 1, "color": "#1B2333"},
                 },
@@ -198,10 +206,42 @@ def accuracy_vs_cost(rows: Sequence[dict[str, Any]]) -> go.Figure:
                 "%{customdata[1]:.1f}M parameters<br>input %{customdata[2]} px · %{customdata[3]}<extra></extra>",
             )
         )
-    fig.update_xaxes(type="log", title="GFLOPs per image (log scale)")
+    picked = [r for r in rows if r["name"] == chosen and r["top1"] is not None and r["gflops"]]
+    for r in picked:
+        fig.add_trace(
+            go.Scatter(
+                x=[r["gflops"]],
+                y=[r["top1"]],
+                mode="markers+text",
+                name=f"chosen: {r['name']}",
+                text=[f"<b>{r['name']}</b>"],
+                textposition="top center",
+                marker={
+                    "size": bubble_size(r["params"]) + 10,
+                    "color": "rgba(0,0,0,0)",
+                    "line": {"width": 3, "color": HIGHLIGHT},
+                },
+                hoverinfo="skip",
+            )
+        )
+    fig.update_xaxes(
+        type="log",
+        title="GFLOPs per image (log scale)",
+        tickvals=LOG_TICKS,
+        ticktext=[f"{t:g}" for t in LOG_TICKS],
+    )
     fig.update_yaxes(title="ImageNet top-1 accuracy (%)")
-    fig.update_layout(height=460, margin={"l": 10, "r": 10, "t": 30, "b": 10}, legend={"title": "family"})
+    fig.update_layout(
+        height=480,
+        margin={"l": 10, "r": 10, "t": 30, "b": 10},
+        legend={"title": "family (bubble area: parameters)"},
+    )
     return fig
+
+
+def bubble_size(params: float) -> float:
+    """A bubble's diameter for ``params`` parameters: its area grows with the parameter count."""
+    return max(6.0, math.sqrt(params / 1e6) * 3)
 
 
 def imagenet_history(rows: Sequence[dict[str, Any]]) -> go.Figure:

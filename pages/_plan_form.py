@@ -21,7 +21,8 @@ VAL_KEY, DEFAULT_VAL = "plan_val", 0.2  # the data step reads it too: the report
 
 HELP = {
     "case": "From the Advisor: 1 and 2 freeze the pre-trained network (small data), 3 and 4 re-train it.",
-    "backbone": "Bigger networks are more accurate and slower. Those marked offline need no download.",
+    "backbone": "Bigger networks are more accurate and slower. Those marked 'download first' need "
+    "`python -m core fetch-weights NAME` on a machine that can reach the internet.",
     "cut": "Case 2 keeps the network up to this stage. Earlier: more generic features, for data far from ImageNet.",
     "weights": "ImageNet: start from pre-trained weights. None: random init, case 4's fallback when "
     "pre-trained init does not give a successful model.",
@@ -233,5 +234,5 @@ def _needs_split(dataset: Dataset) -> bool:
 def _label_backbone(name: str) -> str:
     backbone = backbones.resolve(name)
     if not backbone.weights.on_disk():
-        return name
+        return f"{name} (download first)"
     return f"{name} (offline)" if backbone.packaged else f"{name} (on disk)"

@@ -50,3 +50,22 @@ def test_accuracy_axes_run_from_0_to_100_percent_and_epochs_are_whole() -> None:
     assert fig.layout.yaxis.range == (0, 1.02) and list(fig.layout.yaxis.tickvals) == [0, 0.25, 0.5, 0.75, 1]
     assert fig.layout.xaxis.dtick == 1 and fig.layout.xaxis.tickformat == "d"
     assert fig.data[0].name == "faces.zip · case 1"
+
+
+def test_the_backbone_scatter_reads_plainly() -> None:
+    from pages._charts import accuracy_vs_cost
+
+    rows = [
+        {"name": n, "family": f, "top1": t, "gflops": g, "params": p, "input_size": 224, "year": 2019}
+        for n, f, t, g, p in (
+            ("a1", "ResNet", 70.0, 1.8, 11e6),
+            ("b1", "VGG", 72.0, 7.6, 138e6),
+            ("c1", "EfficientNet", 77.0, 0.4, 5e6),
+        )
+    ]
+    fig = accuracy_vs_cost(rows, chosen="b1")
+    colours = [t.marker.color for t in fig.data if not t.name.startswith("chosen")]
+    assert len(set(colours)) == 3  # one colour per family
+    assert "1" in fig.layout.xaxis.ticktext and "10" in fig.layout.xaxis.ticktext  # not 2e0
+    assert fig.data[-1].name == "chosen: b1" and fig.data[-1].x == (7.6,)
+    assert "bubble area: parameters" in fig.layout.legend.title.text
