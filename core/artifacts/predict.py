@@ -9,7 +9,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -33,12 +32,6 @@ class PredictError(TransferLabError, ValueError):
 class Prediction:
     file: str
     top: tuple[tuple[str, float], ...]  # (label, probability), most probable first
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "file": self.file,
-            "top": [{"label": label, "probability": round(p, 6)} for label, p in self.top],
-        }
 
 
 def image_to_input(image: Image.Image, pre: Preprocess) -> torch.Tensor:
