@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -11,8 +12,10 @@ import streamlit as st
 from core import jobs
 from core.artifacts import bundle
 from core.data import IngestError, ingest
-from core.jobs import Run
+from core.errors import TransferLabError
+from core.jobs import Run, targets
 from core.training import verdict
+from core.training.evaluate import evaluate
 from pages._charts import confusion_heatmap, curves_by_run
 from pages._common import data_name, escape, focus_run, plan_summary, run_label
 
@@ -25,6 +28,19 @@ def image_paths(data: str, val_fraction: float, seed: int) -> dict[str, Path]:
     except IngestError:
         return {}
     return {s.name or s.path.name: s.path for s in dataset.train + dataset.val + dataset.test}
+
+
+@st.cache_data(max_entries=8, show_spinner="Checking the zip, then scoring the model on it...")
+def check_on(run_id: str, digest: str) -> dict:
+    """The run's exported model scored on an uploaded labelled zip, once validated by its job."""
+    state = targets.upload_state(digest)
+    while state.dataset is None and state.refusal is None:
+        time.sleep(0.5)
+        jobs.reconcile(state.job_id)
+        state = targets.upload_state(digest)
+    if state.refusal is not None:
+        raise IngestError(state.refusal)
+    return evaluate(Run.open(run_id).model_dir, state.dataset)
 
 
 st.title("Results")
@@ -142,6 +158,29 @@ else:
                 f"**{escape(row['predicted'])}** ({row['confidence']:.0%}), "
                 f"truly {escape(row['true'])} · {escape(row['file'])}"
             )
+
+st.subheader("Check it on other labelled images")
+check = st.file_uploader(
+    "A zip with one folder per class, named as this model's classes (images it never saw)",
+    type=["zip"],
+    key="check_zip",
+)
+if check is not None:
+    try:
+        checked = check_on(chosen, targets.accept_upload(check.getvalue(), check.name))
+    except TransferLabError as exc:
+        st.error(f"{escape(check.name)}: {escape(exc)}")
+    else:
+        st.metric(
+            f"Accuracy on {checked['images']:,} images of {check.name}",
+            f"{checked['accuracy']:.1%}",
+            help=f"Always answering the most common class would score {checked['majority_rate']:.1%}.",
+        )
+        st.plotly_chart(
+            confusion_heatmap(checked["confusion_matrix"], checked["labels"]),
+            width="stretch",
+            key="check_confusion",
+        )
 
 st.download_button(
     # Built when clicked, not on every rerun: a VGG bundle is half a gigabyte.
