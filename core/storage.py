@@ -114,6 +114,17 @@ class RunFiles:
         return self.directory / "cancel.requested"
 
 
+def _file_mode() -> int:
+    """The mode a plain ``open`` gives a new file: 0666 less the process's umask. Read once, at
+    import, before any thread exists (reading the umask means setting it for a moment)."""
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+FILE_MODE = _file_mode()
+
+
 def write_json(path: Path, data: Any) -> None:
     """Atomically replace ``path`` with ``data`` as JSON (no NaN: browsers reject it)."""
     path = Path(path)
@@ -131,6 +142,7 @@ def write_bytes_atomic(path: Path, data: bytes) -> None:
     """Replace ``path`` with ``data`` as ``write_text_atomic`` does: whole, or not at all."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, FILE_MODE)  # mkstemp makes 0600; the run's other files follow the umask
         with os.fdopen(fd, "wb") as out:
             out.write(data)
         os.replace(tmp, path)

@@ -194,7 +194,7 @@ class EventLog:
 
     def __call__(self, event: Event) -> None:
         line = json.dumps(event.to_dict(), allow_nan=False) + "\n"
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
         try:
             os.write(fd, line.encode())
         finally:
