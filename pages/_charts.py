@@ -30,7 +30,8 @@ LOG_TICKS = (0.01, 0.03, 0.1, 0.3, 1, 3, 10, 30, 100, 300, 1000)
 # One distinct colour per backbone family, assigned in the catalog's order of families.
 FAMILY_ORDER = tuple(family.name for family in FAMILIES)
 FAMILY_COLOURS = plotly.colors.qualitative.Dark24 + plotly.colors.qualitative.Light24
-MIN_LOG, MAX_LOG = 1.0, 7.0  # 10 to 10 million images on the matrix's size axis
+MIN_LOG, MAX_LOG = 1.0, 7.0
+LABEL_CLEARANCE = 0.8  # in decades on the size axis: a two-line label and the star, apart  # 10 to 10 million images on the matrix's size axis
 
 
 def decision_matrix(num_images: int, similarity: str, chosen_case: int, dividing_line: int) -> go.Figure:
@@ -42,6 +43,8 @@ def decision_matrix(num_images: int, similarity: str, chosen_case: int, dividing
         ("large", "similar"): (0, 1, line, MAX_LOG),
         ("large", "different"): (1, 2, line, MAX_LOG),
     }
+    x = {"similar": 0.5, "different": 1.5, "unsure": 1.0}[similarity]
+    y = min(max(math.log10(num_images), MIN_LOG + 0.3), MAX_LOG - 0.3)
     fig = go.Figure()
     for case in cases.CASES.values():
         x0, x1, y0, y1 = cells[(case.size, case.similarity)]
@@ -59,13 +62,11 @@ def decision_matrix(num_images: int, similarity: str, chosen_case: int, dividing
         )
         fig.add_annotation(
             x=(x0 + x1) / 2,
-            y=(y0 + y1) / 2,
+            y=_label_height(y0, y1, y if x0 < x < x1 else None),
             text=f"<b>Case {case.number}</b><br>{case.name}",
             showarrow=False,
             font={"size": 15, "color": "#FFFFFF" if chosen else "#1B2333"},
         )
-    x = {"similar": 0.5, "different": 1.5, "unsure": 1.0}[similarity]
-    y = min(max(math.log10(num_images), MIN_LOG + 0.3), MAX_LOG - 0.3)
     fig.add_trace(
         go.Scatter(
             x=[x],
@@ -104,6 +105,15 @@ def decision_matrix(num_images: int, similarity: str, chosen_case: int, dividing
     )
     fig.update_layout(height=380, margin={"l": 10, "r": 10, "t": 10, "b": 10}, plot_bgcolor="#FFFFFF")
     return fig
+
+
+def _label_height(y0: float, y1: float, star: float | None) -> float:
+    """A case label's height in its cell: the middle, unless the user's star is there; then
+    the other half of the cell, so that the star never hides the label."""
+    middle = (y0 + y1) / 2
+    if star is None or abs(star - middle) >= LABEL_CLEARANCE:
+        return middle
+    return middle + (1 if star < middle else -1) * (y1 - y0) / 4 * 1.3
 
 
 def network_diagram(layer_fates: dict[str, str], heights: Sequence[float] | None = None) -> go.Figure:

@@ -69,3 +69,12 @@ def test_the_backbone_scatter_reads_plainly() -> None:
     assert "1" in fig.layout.xaxis.ticktext and "10" in fig.layout.xaxis.ticktext  # not 2e0
     assert fig.data[-1].name == "chosen: b1" and fig.data[-1].x == (7.6,)
     assert "bubble area: parameters" in fig.layout.legend.title.text
+
+
+def test_the_star_never_sits_on_a_case_label() -> None:
+    for images, similarity in ((316, "similar"), (500_000, "different"), (3_000, "similar")):
+        figure = decision_matrix(images, similarity, chosen_case=1, dividing_line=10_000)
+        star_x, star_y = figure.data[0].x[0], figure.data[0].y[0]
+        for label in figure.layout.annotations:
+            same_cell = abs(label.x - star_x) < 0.5
+            assert not same_cell or abs(label.y - star_y) >= 0.8, (images, label.text)

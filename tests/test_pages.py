@@ -101,3 +101,11 @@ def test_advisor_inputs_survive_a_visit_to_another_page() -> None:
     at.switch_page("pages/advisor.py").run()
     assert at.select_slider(key="images").value == 500_000
     assert card_title(at) == "Case 3: fine-tuning"
+
+
+def test_the_advisor_caption_follows_not_sure() -> None:
+    at = open_page()
+    at.radio(key="similarity").set_value("unsure").run()
+    caption = next(c.value for c in at.caption if "data set" in c.value)
+    assert caption.startswith("Small data set, closeness to ImageNet not known")
+    assert not any("course" in c.value for c in at.caption)

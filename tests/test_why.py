@@ -43,3 +43,15 @@ def test_no_notice_when_the_advisor_agrees_or_was_not_asked() -> None:
     reason = why.case_reason(200, 2, "different", why.ADVISOR)
     assert why.contradiction(2, reason, advisor_images=2_000) is None
     assert why.contradiction(None, reason) is None
+
+
+def test_the_situation_follows_not_sure() -> None:
+    from core.advice.cases import recommend
+
+    assert (
+        why.situation(recommend(200, 2, "different"), "different")
+        == "Small data set, different from ImageNet."
+    )
+    unsure = why.situation(recommend(200, 2, "unsure"), "unsure")
+    assert unsure.startswith("Small data set, closeness to ImageNet not known: case 2")
+    assert "different from ImageNet" in unsure and "Small data set, different" not in unsure

@@ -107,3 +107,15 @@ def contradiction(
         f"case {advisor_case} stays selected until you change it."
     )
     return Contradiction(advisor_case, reason.case, message)
+
+
+def situation(advice: Advice, similarity: str) -> str:
+    """The advice's cell of the matrix in words, as the user answered: "Small data set,
+    different from ImageNet.", or for "not sure" what the case assumes and why."""
+    size = f"{advice.size.capitalize()} data set"
+    if similarity == "unsure":
+        return (
+            f"{size}, closeness to ImageNet not known: case {advice.case} is the one that holds up "
+            f"either way (it treats the images as {_SIMILAR_WORDS[advice.similarity]})."
+        )
+    return f"{size}, {_SIMILAR_WORDS[similarity]}."
