@@ -44,7 +44,7 @@ def test_offline_extra_params_match_its_module(rows: dict) -> None:
 
 def test_input_sizes_come_from_the_weights_not_from_folklore(rows: dict) -> None:
     assert rows["inception_v3"].input_size == 299
-    assert rows["googlenet"].input_size == 224  # the course notes say 299: wrong
+    assert rows["googlenet"].input_size == 224  # some notes say 299: wrong
     assert rows["resnet50"].input_size == 224
     assert rows["vit_h_14"].input_size == 518
     assert rows["efficientnet_lite0"].min_size == 32  # any size from 32 px up, 224 by default

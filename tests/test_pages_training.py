@@ -252,7 +252,7 @@ def test_another_data_set_brings_its_own_advice() -> None:
     at = open_page("pages/train.py")
     assert at.radio(key="plan_case").value == 1  # faces: small, similar to ImageNet
     at.selectbox(key="sample").set_value("digits").run()
-    assert at.radio(key="plan_case").value == 2  # digits: small, unlike ImageNet
+    assert at.radio(key="plan_case").value == 2  # digits: small, different from ImageNet
 
 
 @pytest.mark.parametrize(

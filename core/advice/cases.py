@@ -26,7 +26,7 @@ FEW_PER_CLASS = 20
 SIMILARITY_EXAMPLES = {
     "similar": "Everyday photos of objects, animals or scenes like ImageNet's: dogs vs wolves, "
     "cars, food, furniture.",
-    "different": "Images unlike ImageNet's photos: flowers vs dogs is already a stretch; X-rays, "
+    "different": "Images different from ImageNet's photos: flowers vs dogs is already a stretch; X-rays, "
     "satellite tiles, microscopy and handwriting are far from it.",
     "unsure": "Not sure: the advice takes the option that holds up either way and names the alternative.",
 }
