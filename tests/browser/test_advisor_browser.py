@@ -17,6 +17,9 @@ def test_advisor_follows_size_and_similarity(page, app_url: str, screenshot_dir:
     page.goto(app_url)
     page.get_by_text("Which transfer-learning approach?").wait_for()
     assert card(page).inner_text().startswith("Case 1")
+    # The page icon ships with the app: no request for it leaves the machine.
+    icons = page.eval_on_selector_all("link[rel~='icon']", "links => links.map(l => l.href)")
+    assert icons and all(href.startswith((app_url, "data:")) for href in icons), icons
 
     page.get_by_role("slider", name="Images in your data set").press("End")
     page.wait_for_function("document.querySelector('.st-key-advice_card h3').innerText.startsWith('Case 3')")
