@@ -17,7 +17,7 @@ from core import jobs
 from core.jobs import Run, RunState
 from core.training import verdict
 from core.training.events import EpochEnd, EventReader, read_events
-from core.training.progress import RunProgress, duration
+from core.training.progress import RunProgress, duration, queue_wait
 from pages._charts import accuracy_axis, epoch_axis
 from pages._common import escape, focus_run, plan_summary, run_label
 
@@ -179,24 +179,21 @@ def _cancel(run_id: str, status: dict[str, Any]) -> None:
 
 
 def _estimated_wait(run_id: str) -> str:
-    """How long until this queued run starts: the time left of the runs training now, plus a
-    typical run's length for each one waiting ahead of it."""
+    """How long until this queued run starts (``progress.queue_wait``), from the runs training
+    now and the median length of the finished ones."""
     rows = jobs.list_runs()
-    ahead = jobs.waiting_runs()
-    ahead = ahead[: ahead.index(run_id)] if run_id in ahead else ahead
+    line = jobs.waiting_runs()
+    ahead = line.index(run_id) if run_id in line else len(line)
     lengths = sorted(r["finished"] - r["started"] for r in rows if r["state"] == "done" and r["started"])
-    typical = lengths[len(lengths) // 2] if lengths else None
-    left = []
-    for row in rows:
-        if row["state"] == "running":
-            total = Run.open(row["run_id"]).plan_fields().get("epochs")
-            left.append(
-                RunProgress.of(read_events(Run.open(row["run_id"]).directory), total).eta_s(time.time())
-            )
-    left += [typical] * len(ahead)
-    if not left or any(part is None for part in left):
-        return "wait not known yet"
-    return f"starts in about {duration(sum(left))}"
+    now = time.time()
+    running = [_time_left(row["run_id"], now) for row in rows if row["state"] == "running"]
+    wait = queue_wait(running, ahead, lengths[len(lengths) // 2] if lengths else None)
+    return "wait not known yet" if wait is None else f"starts in about {duration(wait)}"
+
+
+def _time_left(run_id: str, now: float) -> float | None:
+    run = Run.open(run_id)
+    return RunProgress.of(read_events(run.directory), run.plan_fields().get("epochs")).eta_s(now)
 
 
 def _progress(view: RunProgress) -> None:

@@ -86,7 +86,7 @@ def test_a_queued_run_says_its_place(monkeypatch: pytest.MonkeyPatch) -> None:
     second = jobs.submit({"seconds": 1}, target="tests.helpers_jobs:sleepy")
     try:
         at = open_page("pages/train.py", run=second)
-        assert any("place 1 in the queue" in m.value for m in at.markdown)
+        assert any("place 1 in the queue · wait not known yet" in m.value for m in at.markdown)
     finally:
         jobs.cancel(second)
         jobs.cancel(first)
@@ -171,6 +171,27 @@ def test_a_running_run_shows_progress_and_cancels() -> None:
         assert any("**running**" in m.value for m in at.markdown)
         assert "Epoch 1" in at.get("progress")[0].proto.text
         at.button(key="cancel").click().run()
+        wait_until(lambda: _final(run))
+        assert jobs.status(run)["state"] == "cancelled"
+    finally:
+        jobs.cancel(run)
+
+
+def test_cancelling_a_run_that_has_trained_a_while_asks_first(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pages import _live
+
+    monkeypatch.setattr(_live, "CONFIRM_CANCEL_AFTER_S", 0.0)  # as if it had trained a minute
+    run = jobs.submit({}, target="tests.helpers_jobs:forever")
+    try:
+        wait_until(lambda: any(e.type == "batch" for e in read_events(runs_dir() / run)))
+        at = open_page("pages/train.py", run=run)
+        at.button(key="cancel").click().run()
+        assert jobs.status(run)["state"] == "running"
+        assert "Cancel this run? It has trained for" in at.warning[0].value
+        at.button(key="confirm_cancel_no").click().run()
+        assert jobs.status(run)["state"] == "running" and not at.warning
+        at.button(key="cancel").click().run()
+        at.button(key="confirm_cancel_yes").click().run()
         wait_until(lambda: _final(run))
         assert jobs.status(run)["state"] == "cancelled"
     finally:

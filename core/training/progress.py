@@ -131,6 +131,15 @@ class RunProgress:
         return (batch.steps - batch.step) * per_step + (remaining_epochs - 1) * per_epoch
 
 
+def queue_wait(running_left_s: list[float | None], ahead: int, typical_s: float | None) -> float | None:
+    """Seconds until a queued run starts: what the runs training now have left, plus a typical
+    run's length for each of the ``ahead`` runs waiting before it; None when any part is unknown."""
+    parts = [*running_left_s, *([typical_s] * ahead)]
+    if not parts or any(part is None for part in parts):
+        return None
+    return sum(parts)
+
+
 def _left(count: int, per_s: float) -> float | None:
     return count / per_s if per_s > 0 else None
 

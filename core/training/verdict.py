@@ -65,4 +65,5 @@ def judge(best_val_accuracy: float, majority_rate: float, plan: Mapping[str, Any
 
 def judge_metrics(metrics: Mapping[str, Any]) -> Verdict:
     """The verdict on a finished run, from its ``metrics.json``."""
-    return judge(metrics["best_val_accuracy"], metrics["majority_rate"], metrics.get("plan") or {})
+    majority = metrics.get("majority_rate") or 0.0  # a run too old to have measured it
+    return judge(metrics["best_val_accuracy"], majority, metrics.get("plan") or {})
