@@ -26,7 +26,7 @@ FATE_LABELS = {
     "new": "new, random init",
 }
 HIGHLIGHT = "#2E6BE6"
-LOG_TICKS = (0.01, 0.03, 0.1, 0.3, 1, 3, 10, 30, 100, 300, 1000)
+LOG_TICKS = tuple(n * 10.0**e for e in range(-2, 4) for n in (1, 2, 5))  # 0.01, 0.02, 0.05 ... 5000
 # One distinct colour per backbone family, assigned in the catalog's order of families.
 FAMILY_ORDER = tuple(family.name for family in FAMILIES)
 FAMILY_COLOURS = plotly.colors.qualitative.Dark24 + plotly.colors.qualitative.Light24
@@ -226,6 +226,7 @@ def accuracy_vs_cost(rows: Sequence[dict[str, Any]], chosen: str | None = None) 
                 name=f"chosen: {r['name']}",
                 text=[f"<b>{r['name']}</b>"],
                 textposition="top center",
+                cliponaxis=False,
                 marker={
                     "size": bubble_size(r["params"]) + 10,
                     "color": "rgba(0,0,0,0)",
@@ -357,13 +358,14 @@ def top_classes_chart(top: Sequence[tuple[str, float]]) -> go.Figure:
             y=labels,
             orientation="h",
             text=[f"{p:.1%}" for _, p in top][::-1],
-            textposition="auto",
+            textposition="outside",  # legible beside a short bar, never turned on its side
+            cliponaxis=False,
         )
     )
     fig.update_layout(
         height=60 + 36 * len(top),
         margin={"l": 10, "r": 10, "t": 10, "b": 10},
-        xaxis={"range": [0, 1], "tickvals": [0, 0.25, 0.5, 0.75, 1], "tickformat": ".0%"},
+        xaxis={"range": [0, 1.12], "tickvals": [0, 0.25, 0.5, 0.75, 1], "tickformat": ".0%"},
         yaxis={"type": "category"},  # classes named 0-9 are names, not numbers
     )
     return fig
