@@ -23,7 +23,7 @@ def weights_badge(row: dict) -> str:
         return "ready (in a package)"
     if row["on_disk"]:
         return "ready (on disk)"
-    return f"download first: python -m core fetch-weights {row['name']}"
+    return f"fetch-weights {row['name']}"
 
 
 @st.cache_data
@@ -68,6 +68,11 @@ st.caption(
     f"{len(shown)} of {len(table)} backbones"
     + (f" · {waiting} need their weights downloaded first" if waiting else "")
     + (" (turn off *Ready to train here* to see them)" if available_only and waiting else "")
+    + (
+        " · fetch them with `python -m core fetch-weights NAME` where the internet is reachable"
+        if waiting
+        else ""
+    )
 )
 st.dataframe(
     shown.assign(params=shown["params"] / 1e6),
@@ -77,7 +82,6 @@ st.dataframe(
     column_order=[
         "name",
         "family",
-        "year",
         "top1",
         "top5",
         "params",
@@ -87,19 +91,24 @@ st.dataframe(
         "weights_here",
     ],
     column_config={
-        "name": st.column_config.TextColumn("Backbone", pinned=True),
-        "family": st.column_config.TextColumn("Family"),
+        "name": st.column_config.TextColumn("Backbone", pinned=True, width=140),
+        "family": st.column_config.TextColumn("Family", width=110),
         "top1": st.column_config.ProgressColumn(
-            "Top-1 %", min_value=50, max_value=90, format="%.1f", width="small"
+            "Top-1 %", min_value=50, max_value=90, format="%.1f", width=95
         ),
-        "top5": st.column_config.NumberColumn("Top-5 %", format="%.1f"),
-        "params": st.column_config.NumberColumn("Params (M)", format="%.1f"),
-        "gflops": st.column_config.NumberColumn("GFLOPs", format="%.2f"),
-        "file_size_mb": st.column_config.NumberColumn("Weights (MB)", format="%.0f"),
-        "input_size": st.column_config.NumberColumn("Input px", help="Crop size the weights expect"),
-        "year": st.column_config.NumberColumn("Year", format="%d"),
+        "top5": st.column_config.NumberColumn("Top-5 %", format="%.1f", width=70),
+        "params": st.column_config.NumberColumn("Params (M)", format="%.1f", width=80),
+        "gflops": st.column_config.NumberColumn("GFLOPs", format="%.2f", width=70),
+        "file_size_mb": st.column_config.NumberColumn(
+            "MB", format="%.0f", width="small", help="Weights file"
+        ),
+        "input_size": st.column_config.NumberColumn(
+            "Input px", help="Crop size the weights expect", width="small"
+        ),
         "weights_here": st.column_config.TextColumn(
-            "Weights here", help="Ready, or the command that fetches them"
+            "Weights here",
+            help="Ready, or `python -m core fetch-weights NAME` where the internet is reachable",
+            width=220,
         ),
     },
 )

@@ -91,7 +91,7 @@ def test_backbones_offline_filter_keeps_the_offline_backbone() -> None:
     at.toggle(key="available_only").set_value(False).run()
     badges = dict(zip(at.dataframe[0].value["name"], at.dataframe[0].value["weights_here"]))
     assert badges["efficientnet_lite0"] == "ready (in a package)"
-    assert badges["vgg16"] == "download first: python -m core fetch-weights vgg16"
+    assert badges["vgg16"] == "fetch-weights vgg16"
 
 
 def test_advisor_inputs_survive_a_visit_to_another_page() -> None:
