@@ -87,7 +87,9 @@ finished = [r["run_id"] for r in runs if r["state"] == "done"]
 compare = st.multiselect("Compare runs", ids, default=finished[:3], format_func=labels.get, key="compare")
 if compare:
     histories = {labels[run]: (Run.open(run).metrics() or {}).get("history", []) for run in compare}
-    st.plotly_chart(curves_by_run(histories), width="stretch", key="compare_chart")
+    st.plotly_chart(
+        curves_by_run(histories), width="stretch", key="compare_chart", config={"displayModeBar": False}
+    )
 
 wanted = st.query_params.get("run") or focus_run()
 chosen = st.selectbox(

@@ -90,6 +90,9 @@ def test_upload_train_watch_inspect_download_predict(
     page.get_by_text("Confusion matrix").wait_for(timeout=60_000)
     page.locator(".st-key-confusion .js-plotly-plot, [data-testid='stPlotlyChart']").first.wait_for()
     if screenshot_dir:
+        settle(page)
+        page.mouse.move(0, 0)
+        page.wait_for_timeout(1500)  # the runs table draws on a canvas after the page settles
         page.screenshot(path=str(screenshot_dir / "results.png"))
     with page.expect_download() as download:
         page.get_by_role("button", name="Download the model").click()
