@@ -68,6 +68,8 @@ def test_upload_train_watch_inspect_download_predict(
 
     # Live progress: the page redraws from the run directory while the worker trains.
     page.locator(".st-key-run_status").wait_for(timeout=60_000)
+    sidebar = page.locator("[data-testid='stSidebar']")
+    sidebar.get_by_text("faces.zip · case 3 · efficientnet_lite0", exact=False).wait_for()  # named
     seen: set[str] = set()
     deadline = time.monotonic() + 360
     while time.monotonic() < deadline:
