@@ -1,11 +1,16 @@
 """Transfer Lab: the app shell. Each page lives in ``pages/``; the work is done in ``core/``."""
 
+from pathlib import Path
+
 import streamlit as st
 
 from core import jobs
 from core.jobs import hardware
+from pages._common import run_label
 
-st.set_page_config(page_title="Transfer Lab", page_icon=":material/model_training:", layout="wide")
+# The icon ships with the app: a Material icon as favicon would be fetched from a font server.
+ICON = Path(__file__).resolve().parent / ".streamlit" / "icon.png"
+st.set_page_config(page_title="Transfer Lab", page_icon=str(ICON), layout="wide")
 
 
 @st.cache_resource
@@ -28,7 +33,7 @@ with st.sidebar:
     st.caption(f":material/memory: {hardware.describe()}")
     active = jobs.active_runs()
     for run in active:
-        label = f"{run['run_id']} · {run['backbone']} · {run['state']}"
+        label = f"{run_label(run)} · {run['state']}"
         st.page_link(
             "pages/train.py", label=label, icon=":material/sync:", query_params={"run": run["run_id"]}
         )

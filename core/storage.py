@@ -20,10 +20,6 @@ from typing import Any
 CODE_ROOT = Path(__file__).resolve().parent.parent
 HOME_ENV = "TRANSFER_LAB_HOME"
 DEFAULT_HOME = "~/.transfer_lab"
-# The process's umask, read once (reading it means setting it): atomic writes start from a
-# private temporary file, and give the file they replace the mode a plain open() would have.
-_UMASK = os.umask(0o022)
-os.umask(_UMASK)
 
 
 def home() -> Path:
@@ -123,6 +119,17 @@ class RunFiles:
         return self.directory / "cancel.requested"
 
 
+def _file_mode() -> int:
+    """The mode a plain ``open`` gives a new file: 0666 less the process's umask. Read once, at
+    import, before any thread exists (reading the umask means setting it for a moment)."""
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+FILE_MODE = _file_mode()
+
+
 def write_json(path: Path, data: Any) -> None:
     """Atomically replace ``path`` with ``data`` as JSON (no NaN: browsers reject it)."""
     path = Path(path)
@@ -140,9 +147,9 @@ def write_bytes_atomic(path: Path, data: bytes) -> None:
     """Replace ``path`` with ``data`` as ``write_text_atomic`` does: whole, or not at all."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        # mkstemp makes the file private (0600): under another uid (a cluster node's worker),
-        # the app could not read the run it wrote.
-        os.fchmod(fd, 0o666 & ~_UMASK)
+        # mkstemp makes the file private (0600); the run's other files follow the umask, and under
+        # another uid (a cluster node's worker) the app could not read the run it wrote.
+        os.fchmod(fd, FILE_MODE)
         with os.fdopen(fd, "wb") as out:
             out.write(data)
         os.replace(tmp, path)

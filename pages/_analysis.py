@@ -19,12 +19,11 @@ from core.jobs.run import RunNotFound, RunState
 from core.models.backbones import catalog
 from pages import _analysis_charts as charts
 from pages._charts import decision_matrix
-from pages._common import escape, update_draft_plan
+from pages._common import escape, record_measurement, update_draft_plan
 from pages._data import choose_dataset
 from pages._jobs import progress_card
 
 ANALYSIS_PARAM, RACE_PARAM = "analysis", "race"
-MEASURED = "measured_similarity"  # data set sha256 -> the measured verdict, for the Train page
 POLL_SECONDS = 1.0
 PHASES = {
     "decoding": "Decoding the sample",
@@ -159,9 +158,7 @@ def _use_plan(result: dict[str, Any]) -> None:
     backbone, cut = result["backbone"], result["cut"]
     update_draft_plan(case=result["advice"]["case"], backbone=backbone)
     st.session_state[f"plan_cut_{backbone}"] = cut
-    st.session_state.setdefault(MEASURED, {})[result["dataset"]["sha256"]] = {
-        "verdict": result["verdict"], "similarity": result["similarity"],
-    }  # fmt: skip
+    record_measurement(result["dataset"]["sha256"], result["verdict"], result["similarity"])
     st.switch_page("pages/train.py")
 
 

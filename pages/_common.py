@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import re
+import time
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import streamlit as st
 
+from core.advice import cases
+from core.storage import read_json
+
 DRAFT_PLAN = "draft_plan"
 # Markdown that a name could smuggle in: links, images, emphasis, code, headings, HTML-ish tags.
 _MARKDOWN_SPECIALS = re.compile(r"([\\`*_{}\[\]()<>#+\-.!|~:$])")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 def draft_plan() -> dict[str, Any]:
@@ -24,7 +31,72 @@ def update_draft_plan(**fields: Any) -> None:
         st.session_state[f"plan_{name}"] = value
 
 
+MEASURED = "measured_similarity"  # data set sha256 -> what the Advisor's analysis measured
+
+
+def record_measurement(sha256: str, verdict: str, similarity: float) -> None:
+    """Keep an analysis's verdict for the session, so that Train's question starts from it."""
+    st.session_state.setdefault(MEASURED, {})[sha256] = {"verdict": verdict, "similarity": similarity}
+
+
+def measurement(sha256: str) -> dict[str, Any] | None:
+    """The verdict measured for this data set in this session, if any."""
+    return st.session_state.get(MEASURED, {}).get(sha256)
+
+
 def escape(text: object) -> str:
     """``text`` shown literally in Markdown. Names inside an upload (classes, files) are untrusted
     on a shared server: unescaped, a folder named like a link or an image would render as one."""
     return _MARKDOWN_SPECIALS.sub(r"\\\1", str(text))
+
+
+def data_name(row: Mapping[str, Any]) -> str:
+    """What people call a run's data: the name recorded when it started (an upload's file
+    name); for older runs the data's folder or zip name, or an upload's name from its manifest."""
+    if row.get("dataset_name") and not _SHA256.fullmatch(row["dataset_name"]):
+        return row["dataset_name"]
+    data = Path(str(row.get("data") or "").rstrip("/"))
+    if _SHA256.fullmatch(data.name):  # datasets/<sha256>/: the upload names itself in its manifest
+        return (read_json(data / "manifest.json", {}) or {}).get("source", {}).get("name") or "an upload"
+    return data.name or "?"
+
+
+def run_label(row: Mapping[str, Any]) -> str:
+    """A run as people tell runs apart: its data, case, backbone, accuracy and start time, not
+    its id. ``row`` is a runs-table row (``jobs.list_runs``)."""
+    parts = [data_name(row), f"case {row.get('case', '?')}", str(row.get("backbone") or "?")]
+    accuracy = row.get("best_val_accuracy")
+    if accuracy is not None:
+        parts.append(f"{accuracy:.0%}")
+    if row.get("submitted"):
+        parts.append(time.strftime("%d %b %H:%M", time.localtime(row["submitted"])))
+    return " · ".join(p for p in parts if p)
+
+
+FOCUS_RUN = "focus_run"  # the run the user last looked at: Predict opens on it
+
+
+def focus_run(run_id: str | None = None) -> str | None:
+    """Remember ``run_id`` as the run the user is looking at; return the one remembered."""
+    if run_id:
+        st.session_state[FOCUS_RUN] = run_id
+    return st.session_state.get(FOCUS_RUN)
+
+
+def plan_summary(plan: Mapping[str, Any]) -> str:
+    """A plan in one line: "case 3 (fine-tuning) · resnet18 · 5 epochs · 96 px · light augmentation"."""
+    case = plan.get("case")
+    name = cases.CASES[case].name if case in cases.CASES else "?"
+    parts = [f"case {case} ({name})", str(plan.get("backbone", "?"))]
+    if case == 2 and plan.get("cut"):
+        parts.append(f"cut after {plan['cut']}")
+    if plan.get("weights") == "none":
+        parts.append("from scratch")
+    parts.append(f"{plan.get('epochs', '?')} epochs")
+    if case in (3, 4):
+        parts.append(f"learning rate {plan.get('lr', '?'):g}" if plan.get("lr") else "")
+    if plan.get("image_size"):
+        parts.append(f"{plan['image_size']} px")
+    augment = plan.get("augment", "light")
+    parts.append("no augmentation" if augment == "none" else f"{augment} augmentation")
+    return " · ".join(p for p in parts if p)

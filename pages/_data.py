@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import html
 import os
 from collections.abc import Callable
 from pathlib import Path
 
-import plotly.graph_objects as go
 import streamlit as st
 
 from core import jobs
@@ -15,6 +13,7 @@ from core.data import Dataset, IngestError, ingest
 from core.data.samples import SAMPLES, sample_path
 from core.jobs import targets
 from core.jobs.run import RunState
+from pages._charts import counts_chart
 from pages._common import escape
 from pages._jobs import progress_card
 from pages._plan_form import DEFAULT_VAL, VAL_KEY
@@ -159,40 +158,30 @@ def show_report(dataset: Dataset) -> None:
         st.caption(f"Layout: {report.layout}. Validation split: {report.split}.")
         for warning in report.warnings:
             st.warning(escape(warning), icon=":material/warning:")
-        st.plotly_chart(
-            _counts_chart(report.counts), width="stretch", key="counts", config={"displayModeBar": False}
-        )
-        _image_grid(dataset)
+        with st.expander("Images per class, and a few of each", expanded=False):
+            st.plotly_chart(
+                counts_chart(report.counts), width="stretch", key="counts", config={"displayModeBar": False}
+            )
+            _image_grid(dataset)
         if report.skipped:
             with st.expander(f"{len(report.skipped)} skipped files"):
                 st.dataframe(report.skipped, hide_index=True, width="stretch", key="skipped")
 
 
-def _counts_chart(counts: dict[str, dict[str, int]]) -> go.Figure:
-    fig = go.Figure()
-    for split, per_class in counts.items():
-        if any(per_class.values()):
-            names = [html.escape(label) for label in per_class]  # plotly renders tags in labels
-            fig.add_trace(go.Bar(x=names, y=list(per_class.values()), name=split))
-    fig.update_layout(
-        barmode="stack",
-        height=260,
-        margin={"l": 10, "r": 10, "t": 10, "b": 10},
-        yaxis_title="images",
-        legend={"orientation": "h", "y": 1.15},
-    )
-    return fig
-
-
 def _image_grid(dataset: Dataset) -> None:
+    """Every class: a row of examples each while there are few classes, one example each beyond."""
     classes = dataset.classes
-    shown = (
-        classes
-        if len(classes) <= GRID_CLASSES
-        else st.multiselect("Show images of", classes, default=classes[:GRID_CLASSES], key="grid_classes")
-    )
-    for label in shown:
-        index = classes.index(label)
-        files = [s.path for s in dataset.train if s.label == index][:GRID_IMAGES]
+    first = {}
+    for sample in dataset.train:
+        first.setdefault(sample.label, []).append(sample.path)
+    if len(classes) > GRID_CLASSES:
+        shown = [(label, first.get(i, [])[:1]) for i, label in enumerate(classes)]
+        st.image(
+            [str(files[0]) for _, files in shown if files],
+            width=72,
+            caption=[escape(label) for label, files in shown if files],
+        )
+        return
+    for index, label in enumerate(classes):
         st.markdown(f"**{escape(label)}**")
-        st.image([str(f) for f in files], width=96)
+        st.image([str(f) for f in first.get(index, [])[:GRID_IMAGES]], width=96)

@@ -15,11 +15,14 @@ import streamlit as st
 
 from core import jobs
 from core.jobs import Run, RunState
-from core.training.events import EpochEnd, EventReader
-from core.training.progress import RunProgress, duration
-from pages._common import escape
+from core.training import verdict
+from core.training.events import EpochEnd, EventReader, read_events
+from core.training.progress import RunProgress, duration, queue_wait
+from pages._charts import accuracy_axis, epoch_axis
+from pages._common import escape, focus_run, plan_summary, run_label
 
 POLL_SECONDS = 1.0
+CONFIRM_CANCEL_AFTER_S = 60.0  # a run that has trained this long asks before it is cancelled
 PHASE_LABELS = {"decoding": "Decoding images", "features": "Computing features"}
 PHASE_CAPTIONS = {
     "tuning": "Fitting the new layer: choosing its weight decay by cross-validation...",
@@ -93,17 +96,22 @@ def _view(run_id: str) -> RunProgress:
 
 def _render(run_id: str, view: RunProgress, status: dict[str, Any]) -> None:
     state = status["state"]
+    run = Run.open(run_id)
+    row = {**status, **run.plan_fields(), "dataset_name": run.record().dataset_name}
+    focus_run(run_id)
     with st.container(border=True, key="run_status"):
-        st.subheader(f"Run {run_id}")
+        st.subheader(run_label(row))
+        st.caption(f"{plan_summary(row)} · run id `{run_id}`")
         line = f"**{state}**" + (f": {escape(status['message'])}" if status.get("message") else "")
         if state == "queued" and status.get("queue_position"):
-            line = f"**queued**: place {status['queue_position']} in the queue"
+            line = f"**queued**: place {status['queue_position']} in the queue · {_estimated_wait(run_id)}"
         st.markdown(f"{STATE_ICONS.get(state, '')} {line}")
         if state == "running":
             _progress(view)
-        if state in ("queued", "running") and st.button("Cancel", key="cancel", icon=":material/stop:"):
-            jobs.cancel(run_id)
-            st.rerun()
+        if state in ("queued", "running"):
+            _cancel(run_id, status)
+        if state == "done":
+            _outcome(run, status)
     for warning in view.warnings:
         st.warning(escape(warning.message), icon=":material/warning:")
     for message in view.errors:
@@ -115,11 +123,77 @@ def _render(run_id: str, view: RunProgress, status: dict[str, Any]) -> None:
             key=f"curves_{len(view.epochs)}",
             config={"displayModeBar": False},
         )
-    if state == "done":
-        st.success("Training finished. See the confusion matrix and download the model on **Results**.")
-        st.page_link(
-            "pages/results.py", label="Open Results", icon=":material/insights:", query_params={"run": run_id}
-        )
+
+
+def _outcome(run: Run, status: dict[str, Any]) -> None:
+    """The finished run in a line: its final accuracy against the majority rate, and how long."""
+    metrics = run.metrics() or {}
+    took = (
+        duration((status.get("finished") or 0) - (status.get("started") or 0))
+        if status.get("started")
+        else "-"
+    )
+    if "best_val_accuracy" in metrics:
+        judged = verdict.judge_metrics(metrics)
+        columns = st.columns(3)
+        columns[0].metric("Final accuracy", f"{judged.best_val_accuracy:.1%}")
+        columns[1].metric("Always the commonest class", f"{judged.majority_rate:.1%}")
+        columns[2].metric("Total time", took)
+        if judged.worked:
+            st.success("Training finished. See the confusion matrix and download the model on **Results**.")
+        else:
+            st.error(judged.advice, icon=":material/error:")
+    else:
+        st.success(f"Training finished in {took}.")
+    links = st.columns(2)
+    links[0].page_link(
+        "pages/results.py", label="Open Results", icon=":material/insights:", query_params={"run": run.id}
+    )
+    links[1].page_link(
+        "pages/predict.py",
+        label="Try this model",
+        icon=":material/image_search:",
+        query_params={"run": run.id},
+    )
+
+
+def _cancel(run_id: str, status: dict[str, Any]) -> None:
+    """A cancel button; past a minute of training it asks first, since the work would be lost."""
+    trained_s = time.time() - status["started"] if status.get("started") else 0.0
+    asking = st.session_state.get("confirm_cancel") == run_id
+    if not asking and st.button("Cancel", key="cancel", icon=":material/stop:"):
+        if trained_s <= CONFIRM_CANCEL_AFTER_S:
+            jobs.cancel(run_id)
+            st.rerun()
+        st.session_state["confirm_cancel"] = asking = run_id
+    if asking:
+        st.warning(f"Cancel this run? It has trained for {duration(trained_s)}, and that work will be lost.")
+        yes, no = st.columns(2)
+        if yes.button("Yes, cancel it", key="confirm_cancel_yes", type="primary"):
+            st.session_state.pop("confirm_cancel", None)
+            jobs.cancel(run_id)
+            st.rerun()
+        if no.button("Keep training", key="confirm_cancel_no"):
+            st.session_state.pop("confirm_cancel", None)
+            st.rerun()
+
+
+def _estimated_wait(run_id: str) -> str:
+    """How long until this queued run starts (``progress.queue_wait``), from the runs training
+    now and the median length of the finished ones."""
+    rows = jobs.list_runs()
+    line = jobs.waiting_runs()
+    ahead = line.index(run_id) if run_id in line else len(line)
+    lengths = sorted(r["finished"] - r["started"] for r in rows if r["state"] == "done" and r["started"])
+    now = time.time()
+    running = [_time_left(row["run_id"], now) for row in rows if row["state"] == "running"]
+    wait = queue_wait(running, ahead, lengths[len(lengths) // 2] if lengths else None)
+    return "wait not known yet" if wait is None else f"starts in about {duration(wait)}"
+
+
+def _time_left(run_id: str, now: float) -> float | None:
+    run = Run.open(run_id)
+    return RunProgress.of(read_events(run.directory), run.plan_fields().get("epochs")).eta_s(now)
 
 
 def _progress(view: RunProgress) -> None:
@@ -180,15 +254,9 @@ def _curves(epochs: list[EpochEnd]) -> go.Figure:
     fig.update_layout(
         height=320,
         margin={"l": 10, "r": 10, "t": 30, "b": 10},
-        xaxis_title="epoch",
-        yaxis={"title": "loss"},
-        yaxis2={
-            "title": "accuracy",
-            "overlaying": "y",
-            "side": "right",
-            "range": [0, 1.02],
-            "tickformat": ".0%",
-        },
+        xaxis=epoch_axis(max(x)),
+        yaxis={"title": "loss", "rangemode": "tozero"},
+        yaxis2=accuracy_axis() | {"overlaying": "y", "side": "right"},
         legend={"orientation": "h", "y": 1.15},
     )
     return fig

@@ -4,19 +4,25 @@ from __future__ import annotations
 
 import streamlit as st
 
-from core.advice import cases
+from core.advice import cases, why
 from core.data import Dataset
 from core.data.samples import sample_for_digest
 from core.models import backbones
 from core.training.plan import AUGMENTATIONS, Plan, PlanError
-from pages._common import draft_plan
+from pages._charts import backbone_diagram
+from pages._common import draft_plan, measurement
 
-ADVISED_FOR = "plan_case_advised_for"  # the data set the case was last advised for
+ADVISED_FOR = "plan_case_advised_for"  # the data set and similarity the case was last advised for
+SIMILARITY_KEY = "plan_similarity"
+SIMILARITY_FOR = "plan_similarity_for"  # what the question last started from
+ADVISOR_SIMILARITY = "similarity"  # the Advisor page's own answer, kept for the session
+SIMILARITY_LABELS = {"similar": "Similar", "different": "Different", "unsure": "Not sure"}
 VAL_KEY, DEFAULT_VAL = "plan_val", 0.2  # the data step reads it too: the report shows this split
 
 HELP = {
     "case": "From the Advisor: 1 and 2 freeze the pre-trained network (small data), 3 and 4 re-train it.",
-    "backbone": "Bigger networks are more accurate and slower. Those marked offline need no download.",
+    "backbone": "Bigger networks are more accurate and slower. Those marked 'download first' need "
+    "`python -m core fetch-weights NAME` on a machine that can reach the internet.",
     "cut": "Case 2 keeps the network up to this stage. Earlier: more generic features, for data far from ImageNet.",
     "weights": "ImageNet: start from pre-trained weights. None: random init, case 4's fallback when "
     "pre-trained init does not give a successful model.",
@@ -39,7 +45,7 @@ def plan_form(dataset: Dataset) -> Plan | None:
     comes from the draft plan (Advisor, Backbones) or from the data set.
     """
     draft = draft_plan()
-    _advise_on_new_data(dataset, draft)
+    _why_this_case(dataset, draft)
     with st.container(border=True, key="plan_form"):
         st.subheader("Plan")
         left, middle, right = st.columns(3)
@@ -61,9 +67,11 @@ def plan_form(dataset: Dataset) -> Plan | None:
         chosen = backbones.resolve(backbone)
         cut = None
         if case == 2:
+            facts = {fact.path: fact for fact in chosen.stage_facts()}
             cut = middle.selectbox(
                 "Cut after",
                 chosen.stages,
+                format_func=lambda path: facts[path].label(),
                 help=HELP["cut"],
                 **_state(f"plan_cut_{backbone}", chosen.default_cut),
             )
@@ -120,6 +128,14 @@ def plan_form(dataset: Dataset) -> Plan | None:
             disabled=not _needs_split(dataset),
             **_state(VAL_KEY, DEFAULT_VAL),
         )
+        if case == 2:
+            st.plotly_chart(
+                backbone_diagram(list(facts.values()), cut),
+                width="stretch",
+                key="cut_diagram",
+                config={"displayModeBar": False},
+            )
+            st.caption(f"{backbone} cut after stage {facts[cut].index}: the kept stages stay frozen.")
     try:
         return Plan(
             data=str(dataset.root),
@@ -145,20 +161,80 @@ def _state(key: str, first_value: object) -> dict[str, object]:
     return {"key": key, "persist_state": "session"}
 
 
-def _advise_on_new_data(dataset: Dataset, draft: dict) -> None:
-    """New data, new advice: the case follows the data set unless the Advisor chose it."""
-    digest = dataset.report.source.get("sha256")
-    if st.session_state.get(ADVISED_FOR) != digest:
-        st.session_state[ADVISED_FOR] = digest
-        st.session_state["plan_case"] = draft.get("case") or _advised_case(dataset)
+def _why_this_case(dataset: Dataset, draft: dict) -> None:
+    """One line that says which case this data calls for and why, the similarity question it
+    rests on, and a notice when the Advisor's case contradicts the data.
+
+    The case radio follows the data: it is set again when the data set or the similarity answer
+    changes, to the Advisor's case while the answer is the Advisor's, else to this data's case.
+    """
+    with st.container(key="case_reason"):
+        line = st.empty()
+        similarity, source, evidence = similarity_input(dataset, draft)
+        images = max(dataset.report.num_images, len(dataset.classes))
+        reason = why.case_reason(images, len(dataset.classes), similarity, source, evidence=evidence)
+        line.markdown(f":material/lightbulb: {reason.line}", help=reason.advice.rationale)
+        advised_for = (dataset.report.source.get("sha256"), similarity)
+        if st.session_state.get(ADVISED_FOR) != advised_for:
+            st.session_state[ADVISED_FOR] = advised_for
+            advisor_case = draft.get("case") if source == why.ADVISOR else None
+            st.session_state["plan_case"] = advisor_case or reason.case
+        notice = why.contradiction(draft.get("case"), reason, _advisor_images(draft))
+        if notice is not None and st.session_state.get("plan_case") == notice.advisor_case:
+            st.warning(notice.message, icon=":material/compare_arrows:")
+            if st.button(f"Use case {notice.data_case}", key="use_data_case"):
+                st.session_state["plan_case"] = notice.data_case
+                st.rerun()
 
 
-def _advised_case(dataset: Dataset) -> int:
-    """The Advisor's case for this data set; a sample knows its similarity, an upload is 'unsure'."""
-    sample = sample_for_digest(dataset.report.source.get("sha256", ""))
-    similarity = sample.similarity if sample else "unsure"
-    images = max(dataset.report.num_images, len(dataset.classes))
-    return cases.recommend(images, len(dataset.classes), similarity).case
+def similarity_input(dataset: Dataset, draft: dict) -> tuple[str, str, str | None]:
+    """How close the images are to ImageNet, where that answer came from (``why.SOURCES``), and
+    for a measured one, what was measured.
+
+    The question starts from the Advisor's measurement of this data set, if there is one, else
+    from the Advisor's answer, if the user took its plan, else from what a sample is known to be,
+    else "not sure"; it starts over when any of them changes.
+    """
+    digest = dataset.report.source.get("sha256", "")
+    measured = measurement(digest)
+    advisor = draft.get("similarity") or (
+        st.session_state.get(ADVISOR_SIMILARITY) if draft.get("case") else None
+    )
+    sample = sample_for_digest(digest)
+    evidence = None
+    if measured:
+        start, source = measured["verdict"], why.MEASURED
+        evidence = (
+            f"similarity {measured['similarity']:.2f} of 1, from how far they move ImageNet's statistics"
+        )
+    elif advisor:
+        start, source = advisor, why.ADVISOR
+    elif sample is not None:
+        start, source = sample.similarity, why.SAMPLE
+    else:
+        start, source = "unsure", why.ASKED
+    origin = (dataset.report.source.get("sha256"), start)
+    if st.session_state.get(SIMILARITY_FOR) != origin:
+        st.session_state[SIMILARITY_FOR] = origin
+        st.session_state[SIMILARITY_KEY] = start
+    answer = st.radio(
+        "How close are these images to ImageNet's photos?",
+        list(SIMILARITY_LABELS),
+        format_func=SIMILARITY_LABELS.get,
+        horizontal=True,
+        key=SIMILARITY_KEY,
+        persist_state="session",
+        help=cases.SIMILARITY_EXAMPLES["similar"] + " " + cases.SIMILARITY_EXAMPLES["different"],
+    )
+    if answer != start:
+        return answer, why.ASKED, None
+    return answer, source, evidence
+
+
+def _advisor_images(draft: dict) -> int | None:
+    """The data set size the Advisor was told, when its plan was taken."""
+    images = draft.get("images") or (st.session_state.get("images") if draft.get("case") else None)
+    return int(images) if images else None
 
 
 def _needs_split(dataset: Dataset) -> bool:
@@ -169,5 +245,5 @@ def _needs_split(dataset: Dataset) -> bool:
 def _label_backbone(name: str) -> str:
     backbone = backbones.resolve(name)
     if not backbone.weights.on_disk():
-        return name
+        return f"{name} (download first)"
     return f"{name} (offline)" if backbone.packaged else f"{name} (on disk)"

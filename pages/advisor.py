@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from core.advice import cases
+from core.advice import cases, why
 from pages import _analysis
 from pages._charts import decision_matrix, network_diagram
 from pages._common import update_draft_plan
@@ -71,7 +71,7 @@ with inputs:
             format_func=lambda n: f"{n:,}",
         )
         st.caption(
-            "This line is subjective. The course calls ~2,000 images small and ~1,000,000 large; "
+            "This line is subjective. Common guidance calls ~2,000 images small and ~1,000,000 large; "
             f"the default of {cases.DEFAULT_DIVIDING_LINE:,} sits between. Move it if your images "
             "are unusually varied (move it up) or very uniform (move it down)."
         )
@@ -93,7 +93,9 @@ with outputs:
 
 with st.container(border=True, key="advice_card"):
     st.subheader(f"Case {advice.case}: {advice.name}")
-    st.caption(f"{case.when} · about {advice.thresholds['images_per_class']:,.0f} images per class")
+    st.caption(
+        f"{why.situation(advice, similarity)} · about {advice.thresholds['images_per_class']:,.0f} images per class"
+    )
     left, right = st.columns([1, 1], gap="large")
     left.markdown("\n".join(f"{i}. {step}" for i, step in enumerate(advice.steps, 1)))
     right.markdown(f"**Why.** {advice.rationale}")

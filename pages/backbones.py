@@ -11,7 +11,19 @@ from pages._common import draft_plan, update_draft_plan
 
 @st.cache_data(show_spinner="Reading the weights' metadata...")
 def load_catalog() -> pd.DataFrame:
-    return pd.DataFrame([backbone.summary() for backbone in backbones.catalog()])
+    table = pd.DataFrame([backbone.summary() for backbone in backbones.catalog()])
+    table["usable"] = table["on_disk"] | table["offline"]
+    table["weights_here"] = [weights_badge(row) for row in table.to_dict("records")]
+    return table
+
+
+def weights_badge(row: dict) -> str:
+    """Where a backbone's weights stand on this server, and the command that fetches them."""
+    if row["offline"]:
+        return "ready (in a package)"
+    if row["on_disk"]:
+        return "ready (on disk)"
+    return f"fetch-weights {row['name']}"
 
 
 @st.cache_data
@@ -33,7 +45,15 @@ families = filters[0].multiselect(
 query = filters[1].text_input(
     "Search by name", key="query", persist_state="session", placeholder="e.g. resnet"
 )
-available_only = filters[2].toggle("Usable offline / on disk", key="available_only", persist_state="session")
+# Most servers cannot download weights: the page opens on the backbones that train here.
+st.session_state.setdefault("available_only", True)
+available_only = filters[2].toggle(
+    "Ready to train here",
+    key="available_only",
+    persist_state="session",
+    help="Weights in an installed package or already on disk. The others need "
+    "`python -m core fetch-weights NAME` on a machine that can reach the internet.",
+)
 
 shown = table
 if families:
@@ -41,9 +61,19 @@ if families:
 if query:
     shown = shown[shown["name"].str.contains(query.strip(), case=False, regex=False)]
 if available_only:
-    shown = shown[shown["on_disk"] | shown["offline"]]
+    shown = shown[shown["usable"]]
 
-st.caption(f"{len(shown)} of {len(table)} backbones")
+waiting = int((~table["usable"]).sum())
+st.caption(
+    f"{len(shown)} of {len(table)} backbones"
+    + (f" · {waiting} need their weights downloaded first" if waiting else "")
+    + (" (turn off *Ready to train here* to see them)" if available_only and waiting else "")
+    + (
+        " · fetch them with `python -m core fetch-weights NAME` where the internet is reachable"
+        if waiting
+        else ""
+    )
+)
 st.dataframe(
     shown.assign(params=shown["params"] / 1e6),
     key="catalog",
@@ -52,53 +82,58 @@ st.dataframe(
     column_order=[
         "name",
         "family",
-        "year",
         "top1",
         "top5",
         "params",
         "gflops",
         "file_size_mb",
         "input_size",
-        "resize_size",
-        "on_disk",
-        "offline",
+        "weights_here",
     ],
     column_config={
-        "name": st.column_config.TextColumn("Backbone", pinned=True),
-        "family": st.column_config.TextColumn("Family"),
-        "top1": st.column_config.ProgressColumn("Top-1 %", min_value=50, max_value=90, format="%.1f"),
-        "top5": st.column_config.NumberColumn("Top-5 %", format="%.1f"),
-        "params": st.column_config.NumberColumn("Params (M)", format="%.1f"),
-        "gflops": st.column_config.NumberColumn("GFLOPs", format="%.2f"),
-        "file_size_mb": st.column_config.NumberColumn("Weights (MB)", format="%.0f"),
-        "input_size": st.column_config.NumberColumn("Input px", help="Crop size the weights expect"),
-        "resize_size": st.column_config.NumberColumn("Resize px"),
-        "year": st.column_config.NumberColumn("Year", format="%d"),
-        "on_disk": st.column_config.CheckboxColumn("On disk", help="Weights already downloaded"),
-        "offline": st.column_config.CheckboxColumn("Offline", help="Weights ship in an installed package"),
+        "name": st.column_config.TextColumn("Backbone", pinned=True, width=140),
+        "family": st.column_config.TextColumn("Family", width=110),
+        "top1": st.column_config.ProgressColumn(
+            "Top-1 %", min_value=50, max_value=90, format="%.1f", width=95
+        ),
+        "top5": st.column_config.NumberColumn("Top-5 %", format="%.1f", width=70),
+        "params": st.column_config.NumberColumn("Params (M)", format="%.1f", width=80),
+        "gflops": st.column_config.NumberColumn("GFLOPs", format="%.2f", width=70),
+        "file_size_mb": st.column_config.NumberColumn(
+            "MB", format="%.0f", width="small", help="Weights file"
+        ),
+        "input_size": st.column_config.NumberColumn(
+            "Input px", help="Crop size the weights expect", width="small"
+        ),
+        "weights_here": st.column_config.TextColumn(
+            "Weights here",
+            help="Ready, or `python -m core fetch-weights NAME` where the internet is reachable",
+            width=220,
+        ),
     },
 )
 
-st.subheader("Accuracy against cost")
-st.plotly_chart(accuracy_vs_cost(shown.to_dict("records")), width="stretch", key="scatter")
-
-st.subheader("Pick a backbone")
 names = table["name"].tolist()
 current = draft_plan().get("backbone") or backbones.default_backbone().name
+pick = st.session_state.get("pick", current)
+
+st.subheader("Accuracy against cost")
+st.plotly_chart(accuracy_vs_cost(shown.to_dict("records"), chosen=pick), width="stretch", key="scatter")
+st.caption("Each bubble's area is proportional to its parameter count; the ringed one is your pick.")
+
+st.subheader("Pick a backbone")
 pick = st.selectbox(
     "Backbone for training", names, index=names.index(current), key="pick", persist_state="session"
 )
 picked = table.set_index("name").loc[pick]
-st.caption(
-    f"{picked['family']} · {picked['params'] / 1e6:.1f}M parameters · input {picked['input_size']} px · "
-    + (
-        "weights usable offline"
-        if picked["offline"]
-        else "weights on disk"
-        if picked["on_disk"]
-        else "weights download on first use (`python -m core fetch-weights " + pick + "`)"
+st.caption(f"{picked['family']} · {picked['params'] / 1e6:.1f}M parameters · input {picked['input_size']} px")
+if not picked["usable"]:
+    st.warning(
+        f"{pick}'s weights are not on this server, so it cannot train here yet. Fetch them on a "
+        f"machine that can reach the internet: `python -m core fetch-weights {pick}`, or pick one "
+        "marked ready.",
+        icon=":material/cloud_off:",
     )
-)
 if st.button("Use this backbone", type="primary", key="use_backbone", icon=":material/arrow_forward:"):
     update_draft_plan(backbone=pick)
     st.switch_page("pages/train.py")

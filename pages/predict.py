@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
-import plotly.graph_objects as go
+from pathlib import Path
+
 import streamlit as st
 from PIL import Image
 
 from core import jobs
+from core.artifacts.batch import Row, predict_many, to_csv
 from core.artifacts.predict import Predictor
 from core.data import IngestError, decode_image
+from core.errors import TransferLabError
 from core.jobs import Run
-from pages._common import escape
+from pages._charts import top_classes_chart
+from pages._common import data_name, escape, focus_run, run_label
 
 THUMBNAIL = 512
 
@@ -30,23 +34,10 @@ def classify(run_id: str, file_id: str, _data: bytes) -> tuple[tuple[tuple[str, 
     return prediction.top, image
 
 
-def top_classes_chart(top: tuple[tuple[str, float], ...]) -> go.Figure:
-    labels = [label for label, _ in top][::-1]
-    fig = go.Figure(
-        go.Bar(
-            x=[p for _, p in top][::-1],
-            y=labels,
-            orientation="h",
-            text=[f"{p:.1%}" for _, p in top][::-1],
-            textposition="auto",
-        )
-    )
-    fig.update_layout(
-        height=60 + 36 * len(top),
-        margin={"l": 10, "r": 10, "t": 10, "b": 10},
-        xaxis={"range": [0, 1], "tickformat": ".0%"},
-    )
-    return fig
+@st.cache_data(max_entries=8, show_spinner="Classifying every image in the zip...")
+def classify_zip(run_id: str, file_id: str, _data: bytes) -> list[Row]:
+    """Every image of an uploaded zip classified, once per model and upload."""
+    return predict_many(predictor(run_id), _data)
 
 
 st.title("Predict")
@@ -55,17 +46,25 @@ if not done:
     st.info("No finished run yet: train one on the **Train** page.")
     st.stop()
 
-labels = {
-    r["run_id"]: f"{r['run_id']} · {r['backbone']} · case {r['case']} · {(r['best_val_accuracy'] or 0):.0%}"
-    for r in done
-}
-wanted = st.query_params.get("run")
-ids = list(labels)
+runs = {r["run_id"]: r for r in done}
+wanted = st.query_params.get("run") or focus_run()
+ids = list(runs)
 run_id = st.selectbox(
-    "Model", ids, index=ids.index(wanted) if wanted in ids else 0, format_func=labels.get, key="model"
+    "Model",
+    ids,
+    index=ids.index(wanted) if wanted in ids else 0,
+    format_func=lambda run: run_label(runs[run]),
+    key="model",
+    help="Opens on the run you last looked at on Results or Train.",
 )
+focus_run(run_id)
 model = predictor(run_id)
-st.caption(f"Classes: {escape(', '.join(model.labels))} · input {model.pre.crop} px")
+st.info(
+    f"This model was trained on **{escape(data_name(runs[run_id]))}** and knows {len(model.labels)} classes: "
+    f"{escape(', '.join(model.labels))}. It answers with one of them, whatever the image shows.",
+    icon=":material/label:",
+)
+st.caption(f"Input {model.pre.crop} px")
 
 uploads = st.file_uploader(
     "Images",
@@ -96,4 +95,38 @@ for upload in [*(uploads or []), *shots]:
             width="stretch",
             key=f"bars_{upload.file_id}",
             config={"displayModeBar": False},
+        )
+
+st.subheader("Many images at once")
+batch = st.file_uploader(
+    "A zip of images (any folders inside; no labels needed)", type=["zip"], key="batch_zip"
+)
+if batch is not None:
+    try:
+        rows = classify_zip(run_id, batch.file_id, batch.getvalue())
+    except TransferLabError as exc:
+        st.error(f"{escape(batch.name)}: {escape(exc)}")
+    else:
+        st.dataframe(
+            [
+                {
+                    "file": r.file,
+                    "predicted": r.top[0][0] if r.top else "",
+                    "confidence": r.top[0][1] if r.top else None,
+                    "error": r.error,
+                }
+                for r in rows
+            ],
+            hide_index=True,
+            width="stretch",
+            key="batch_rows",
+            column_config={"confidence": st.column_config.NumberColumn("confidence", format="percent")},
+        )
+        st.download_button(
+            "Download the predictions (CSV)",
+            data=to_csv(rows),
+            file_name=f"{Path(batch.name).stem}-predictions.csv",
+            mime="text/csv",
+            key="batch_csv",
+            icon=":material/download:",
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -11,9 +12,12 @@ import streamlit as st
 from core import jobs
 from core.artifacts import bundle
 from core.data import IngestError, ingest
-from core.jobs import Run
+from core.errors import TransferLabError
+from core.jobs import Run, targets
+from core.training import verdict
+from core.training.evaluate import evaluate
 from pages._charts import confusion_heatmap, curves_by_run
-from pages._common import escape
+from pages._common import data_name, escape, focus_run, plan_summary, run_label
 
 
 @st.cache_resource(max_entries=8)
@@ -26,6 +30,19 @@ def image_paths(data: str, val_fraction: float, seed: int) -> dict[str, Path]:
     return {s.name or s.path.name: s.path for s in dataset.train + dataset.val + dataset.test}
 
 
+@st.cache_data(max_entries=8, show_spinner="Checking the zip, then scoring the model on it...")
+def check_on(run_id: str, digest: str) -> dict:
+    """The run's exported model scored on an uploaded labelled zip, once validated by its job."""
+    state = targets.upload_state(digest)
+    while state.dataset is None and state.refusal is None:
+        time.sleep(0.5)
+        jobs.reconcile(state.job_id)
+        state = targets.upload_state(digest)
+    if state.refusal is not None:
+        raise IngestError(state.refusal)
+    return evaluate(Run.open(run_id).model_dir, state.dataset)
+
+
 st.title("Results")
 
 runs = jobs.list_runs()
@@ -34,55 +51,77 @@ if not runs:
     st.page_link("pages/train.py", label="Go to Train", icon=":material/model_training:")
     st.stop()
 
+labels = {r["run_id"]: run_label(r) for r in runs}
 table = pd.DataFrame(runs)
-table["data"] = table["data"].fillna("").map(lambda p: p.rstrip("/").rsplit("/", 1)[-1])
+table["data"] = [data_name(r) for r in runs]
 table["minutes"] = ((table["finished"] - table["started"]) / 60).round(1)
+table["worked"] = [
+    None
+    if r["best_val_accuracy"] is None
+    else verdict.judge(r["best_val_accuracy"], r["majority_rate"] or 0, r).worked
+    for r in runs
+]
 st.dataframe(
-    table[["run_id", "state", "backbone", "case", "data", "best_val_accuracy", "minutes"]],
+    table[["data", "case", "backbone", "best_val_accuracy", "worked", "state", "minutes", "run_id"]],
     hide_index=True,
     width="stretch",
     key="runs",
     column_config={
-        "run_id": "Run",
+        "data": "Data",
+        "case": st.column_config.NumberColumn("Case", format="%d"),
+        "backbone": "Backbone",
         "best_val_accuracy": st.column_config.ProgressColumn(
             "Best val accuracy", min_value=0.0, max_value=1.0, format="percent"
         ),
+        "worked": st.column_config.CheckboxColumn(
+            "Worked", help="Clearly beats always answering the most common class"
+        ),
+        "state": "State",
         "minutes": st.column_config.NumberColumn("Minutes", format="%.1f"),
+        "run_id": "Run id",
     },
 )
 
 ids = table["run_id"].tolist()
 finished = [r["run_id"] for r in runs if r["state"] == "done"]
-compare = st.multiselect("Compare runs", ids, default=finished[:3], key="compare")
+compare = st.multiselect("Compare runs", ids, default=finished[:3], format_func=labels.get, key="compare")
 if compare:
-    histories = {run: (Run.open(run).metrics() or {}).get("history", []) for run in compare}
-    st.plotly_chart(curves_by_run(histories), width="stretch", key="compare_chart")
+    histories = {labels[run]: (Run.open(run).metrics() or {}).get("history", []) for run in compare}
+    st.plotly_chart(
+        curves_by_run(histories), width="stretch", key="compare_chart", config={"displayModeBar": False}
+    )
 
-wanted = st.query_params.get("run")
-chosen = st.selectbox("Run in detail", ids, index=ids.index(wanted) if wanted in ids else 0, key="detail")
+wanted = st.query_params.get("run") or focus_run()
+chosen = st.selectbox(
+    "Run in detail",
+    ids,
+    index=ids.index(wanted) if wanted in ids else 0,
+    format_func=labels.get,
+    key="detail",
+)
+focus_run(chosen)
 run = Run.open(chosen)
 metrics = run.metrics()
+st.caption(f"{plan_summary(run.plan_fields())} · run id `{chosen}`")
 if metrics is None:
-    st.info(f"Run {chosen} has no results ({table.set_index('run_id').loc[chosen, 'state']}).")
+    st.info(f"This run has no results ({table.set_index('run_id').loc[chosen, 'state']}).")
     st.stop()
 
+judged = verdict.judge_metrics(metrics)
 cols = st.columns(4)
 cols[0].metric("Best val accuracy", f"{metrics['best_val_accuracy']:.1%}")
 cols[1].metric("Always the commonest class", f"{metrics['majority_rate']:.1%}")
 cols[2].metric("Epochs", metrics["epochs_run"])
 cols[3].metric("Device", f"{metrics['device']} · {metrics['precision']}")
-
-if metrics.get("suggest") == "from_scratch":
-    st.warning(
-        "Pre-trained init did not give a successful model. The course's fallback for case 4 "
-        "is to train from scratch.",
-        icon=":material/restart_alt:",
-    )
-    if st.button("Re-run from scratch", key="rerun_scratch", type="primary"):
-        new_run = jobs.submit(
-            {**run.plan_fields(), "weights": "none"}, dataset_name=run.record().dataset_name
-        )
-        st.switch_page("pages/train.py", query_params={"run": new_run})
+if not judged.worked:
+    st.error(judged.advice, icon=":material/error:")
+if judged.suggest == verdict.FROM_SCRATCH and st.button(
+    "Re-run from scratch", key="rerun_scratch", type="primary"
+):
+    new_run = jobs.submit({**run.plan_fields(), "weights": "none"}, dataset_name=run.record().dataset_name)
+    st.switch_page("pages/train.py", query_params={"run": new_run})
+if st.button("Try this model", key="try_model", icon=":material/image_search:"):
+    st.switch_page("pages/predict.py", query_params={"run": chosen})
 
 left, right = st.columns([3, 2], gap="large")
 with left:
@@ -92,7 +131,16 @@ with left:
     )
 with right:
     st.subheader("Per class")
-    st.dataframe(pd.DataFrame(metrics["per_class"]).T, width="stretch", key="per_class")
+    st.dataframe(
+        pd.DataFrame(metrics["per_class"]).T,
+        width="stretch",
+        key="per_class",
+        column_config={
+            name: st.column_config.NumberColumn(name.capitalize(), format="percent")
+            for name in ("precision", "recall", "f1")
+        }
+        | {"support": st.column_config.NumberColumn("Images", format="%d")},
+    )
     if "test" in metrics:
         st.metric("Test accuracy (held-out test/ split)", f"{metrics['test']['accuracy']:.1%}")
 
@@ -112,6 +160,29 @@ else:
                 f"**{escape(row['predicted'])}** ({row['confidence']:.0%}), "
                 f"truly {escape(row['true'])} · {escape(row['file'])}"
             )
+
+st.subheader("Check it on other labelled images")
+check = st.file_uploader(
+    "A zip with one folder per class, named as this model's classes (images it never saw)",
+    type=["zip"],
+    key="check_zip",
+)
+if check is not None:
+    try:
+        checked = check_on(chosen, targets.accept_upload(check.getvalue(), check.name))
+    except TransferLabError as exc:
+        st.error(f"{escape(check.name)}: {escape(exc)}")
+    else:
+        st.metric(
+            f"Accuracy on {checked['images']:,} images of {check.name}",
+            f"{checked['accuracy']:.1%}",
+            help=f"Always answering the most common class would score {checked['majority_rate']:.1%}.",
+        )
+        st.plotly_chart(
+            confusion_heatmap(checked["confusion_matrix"], checked["labels"]),
+            width="stretch",
+            key="check_confusion",
+        )
 
 st.download_button(
     # Built when clicked, not on every rerun: a VGG bundle is half a gigabyte.

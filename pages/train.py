@@ -2,16 +2,33 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 
 import streamlit as st
 
 from core import jobs
-from core.training.estimate import estimate_in_subprocess
+from core.training.estimate import Estimate, estimate_in_subprocess
 from core.training.progress import duration
 from pages import _live, _plan_form
 from pages._common import escape
 from pages._data import choose_dataset, show_report
+
+
+def _estimate_text(guess: Estimate, case: int) -> str:
+    """The estimate in one sentence: the total, then its parts."""
+    prepared = "decode images, compute features, fit the new layer" if case <= 2 else "decode images"
+    epochs = (
+        "each epoch refines the new layer in " + duration(guess.epoch_s)
+        if case <= 2
+        else f"{duration(guess.epoch_s)} per epoch"
+    )
+    return (
+        f"About {duration(guess.total_s)} in all on {guess.device} ({guess.precision}): "
+        f"{duration(guess.prepare_s)} to prepare ({prepared}), {epochs}, "
+        f"{duration(guess.export_s)} to export the model."
+    )
+
 
 st.title("Train")
 
@@ -29,6 +46,8 @@ plan = _plan_form.plan_form(dataset)
 if plan is None:
     st.stop()
 estimate_col, start_col = st.columns([3, 1])
+estimates = st.session_state.setdefault("estimates", {})  # plan -> what was said: it stays on screen
+plan_key = json.dumps(plan.to_dict(), sort_keys=True)
 if estimate_col.button(
     "Estimate time",
     key="estimate",
@@ -37,18 +56,15 @@ if estimate_col.button(
 ):
     with st.spinner("Timing two batches..."):
         try:
-            guess = estimate_in_subprocess(plan.to_dict())
-            prepared = (
-                "decode images, compute features, fit the new layer" if plan.case <= 2 else "decode images"
-            )
-            estimate_col.info(
-                f"About {duration(guess.total_s)} in all on {guess.device} ({guess.precision}): "
-                f"{duration(guess.prepare_s)} to prepare ({prepared}), {duration(guess.epoch_s)} per epoch, "
-                f"{duration(guess.export_s)} to export the model.",
-                icon=":material/timer:",
-            )
+            estimates[plan_key] = _estimate_text(estimate_in_subprocess(plan.to_dict()), plan.case)
         except (RuntimeError, subprocess.TimeoutExpired) as exc:
-            estimate_col.warning(f"Could not estimate: {escape(exc)}")
+            estimates[plan_key] = f"Could not estimate: {escape(exc)}"
+if plan_key in estimates:
+    said = estimates[plan_key]
+    if said.startswith("Could not"):
+        estimate_col.warning(said)
+    else:
+        estimate_col.info(said, icon=":material/timer:")
 if start_col.button("Start training", type="primary", key="start", icon=":material/play_arrow:"):
     new_run = jobs.submit(plan.to_dict(), dataset_name=dataset.report.source.get("name"))
     st.query_params["run"] = new_run

@@ -44,7 +44,7 @@ def test_offline_extra_params_match_its_module(rows: dict) -> None:
 
 def test_input_sizes_come_from_the_weights_not_from_folklore(rows: dict) -> None:
     assert rows["inception_v3"].input_size == 299
-    assert rows["googlenet"].input_size == 224  # the course notes say 299: wrong
+    assert rows["googlenet"].input_size == 224  # some notes say 299: wrong
     assert rows["resnet50"].input_size == 224
     assert rows["vit_h_14"].input_size == 518
     assert rows["efficientnet_lite0"].min_size == 32  # any size from 32 px up, 224 by default
@@ -151,3 +151,20 @@ def test_the_surgery_plan_and_catalog_never_look_a_backbone_up_by_name() -> None
     root = Path(__file__).resolve().parents[1] / "core"
     for module in ("models/adapt.py", "models/weights.py", "artifacts/export.py", "artifacts/predict.py"):
         assert "resolve(" not in (root / module).read_text(), module
+
+
+def test_a_stage_is_labelled_in_words() -> None:
+    facts = backbones.resolve("efficientnet_lite0").stage_facts()
+    assert facts[4].label() == "stage 5 of 7 · 112 channels · 14×14 · keeps 21% of the network"
+    assert (
+        backbones.resolve("vit_b_32")
+        .stage_facts()[0]
+        .label()
+        .startswith("stage 1 of 12 · 768 channels · tokens")
+    )
+
+
+def test_the_share_kept_counts_convolutions_that_hold_a_padding_module() -> None:
+    """EfficientNet-Lite's convolutions pad with a module inside them: their weights count too."""
+    kept = [f.params_kept for f in backbones.resolve("efficientnet_lite0").stage_facts()]
+    assert kept == sorted(kept) and kept[-1] > 0.8

@@ -103,3 +103,10 @@ def test_cases_module_stays_free_of_torch() -> None:
     code = "import sys, core.advice.cases; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_the_rationale_never_tells_a_fine_tuning_case_to_freeze() -> None:
+    advice = cases.recommend(20_000, 2_000, "similar")  # large, but 10 images per class
+    assert advice.case == 3
+    assert "freezing more" not in advice.rationale and "try case 1, which freezes it" in advice.rationale
+    assert "prefer freezing more" in cases.recommend(200, 20, "similar").rationale  # case 1

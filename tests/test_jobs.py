@@ -370,7 +370,9 @@ def test_list_runs_shows_the_newest_first_with_its_plan(home: Path) -> None:
         "backbone": "vgg16",
         "case": 1,
         "data": "flowers",
+        "dataset_name": "flowers",  # what the pages name the run by
         "best_val_accuracy": 0.9,
+        "majority_rate": None,
     }
 
 
@@ -411,7 +413,8 @@ def test_active_runs_lists_the_running_run_and_reads_nothing_of_finished_ones(
     ]
     assert "best_val_accuracy" not in active[0]
     assert f"{finished}/status.json" in files_read
-    assert [name for name in files_read if not name.endswith("/status.json")] == [f"{running}/plan.json"]
+    others = [name for name in files_read if not name.endswith("/status.json")]
+    assert others == [f"{running}/plan.json", f"{running}/run.json"]
 
 
 def test_list_runs_parses_a_finished_run_once_until_its_files_change(

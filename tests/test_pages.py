@@ -63,6 +63,8 @@ def test_use_this_plan_carries_the_case_to_train() -> None:
 def test_backbones_table_filters_and_pick_carries_to_train() -> None:
     at = open_page("pages/backbones.py")
     assert at.title[0].value == "Which network?"
+    assert at.toggle(key="available_only").value  # no internet here: opens on what trains
+    at.toggle(key="available_only").set_value(False).run()
     total = at.dataframe[0].value.shape[0]
     assert total >= 81
     at.multiselect(key="families").set_value(["ResNet"]).run()
@@ -71,6 +73,7 @@ def test_backbones_table_filters_and_pick_carries_to_train() -> None:
     at.text_input(key="query").input("resnet1").run()
     assert set(at.dataframe[0].value["name"]) == {"resnet18", "resnet101", "resnet152", "wide_resnet101_2"}
     at.selectbox(key="pick").set_value("resnet50").run()
+    assert "python -m core fetch-weights resnet50" in at.warning[0].value  # why, before it is taken
     at.button(key="use_backbone").click().run()
     assert at.session_state["draft_plan"]["backbone"] == "resnet50"
     assert at.title[0].value == "Train"
@@ -81,10 +84,14 @@ def test_backbones_table_filters_and_pick_carries_to_train() -> None:
 
 def test_backbones_offline_filter_keeps_the_offline_backbone() -> None:
     at = open_page("pages/backbones.py")
-    at.toggle(key="available_only").set_value(True).run()
-    names = at.dataframe[0].value["name"].tolist()
-    assert "efficientnet_lite0" in names
-    assert all(at.dataframe[0].value["on_disk"] | at.dataframe[0].value["offline"])
+    table = at.dataframe[0].value
+    assert "efficientnet_lite0" in table["name"].tolist()
+    assert all(table["on_disk"] | table["offline"])
+    assert "need their weights downloaded first" in at.caption[0].value
+    at.toggle(key="available_only").set_value(False).run()
+    badges = dict(zip(at.dataframe[0].value["name"], at.dataframe[0].value["weights_here"]))
+    assert badges["efficientnet_lite0"] == "ready (in a package)"
+    assert badges["vgg16"] == "fetch-weights vgg16"
 
 
 def test_advisor_inputs_survive_a_visit_to_another_page() -> None:
@@ -94,3 +101,11 @@ def test_advisor_inputs_survive_a_visit_to_another_page() -> None:
     at.switch_page("pages/advisor.py").run()
     assert at.select_slider(key="images").value == 500_000
     assert card_title(at) == "Case 3: fine-tuning"
+
+
+def test_the_advisor_caption_follows_not_sure() -> None:
+    at = open_page()
+    at.radio(key="similarity").set_value("unsure").run()
+    caption = next(c.value for c in at.caption if "data set" in c.value)
+    assert caption.startswith("Small data set, closeness to ImageNet not known")
+    assert not any("course" in c.value for c in at.caption)

@@ -62,6 +62,8 @@ def test_measuring_starts_a_job_shows_its_progress_then_the_numbers_and_carries_
     at.button(key="use_measured_plan").click().run()
     assert not at.exception, at.exception
     assert at.radio(key="plan_case").value == 2  # 200 images, measured different: case 2
+    reason = next(m.value for m in at.markdown if "because" in m.value)
+    assert "your images measure as different from ImageNet (similarity 0." in reason
     assert at.selectbox(key="plan_cut_efficientnet_lite0").value == targets.analysis_result(job_id)["cut"]
     assert at.selectbox(key="plan_backbone").value == "efficientnet_lite0"
 

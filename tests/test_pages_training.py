@@ -86,7 +86,7 @@ def test_a_queued_run_says_its_place(monkeypatch: pytest.MonkeyPatch) -> None:
     second = jobs.submit({"seconds": 1}, target="tests.helpers_jobs:sleepy")
     try:
         at = open_page("pages/train.py", run=second)
-        assert any("place 1 in the queue" in m.value for m in at.markdown)
+        assert any("place 1 in the queue · wait not known yet" in m.value for m in at.markdown)
     finally:
         jobs.cancel(second)
         jobs.cancel(first)
@@ -122,7 +122,8 @@ def test_results_without_runs_points_to_train() -> None:
 def test_predict_without_runs_and_with_one(trained: str) -> None:
     at = open_page("pages/predict.py")
     assert at.selectbox(key="model").value == trained
-    assert "faces" in at.caption[0].value or "Classes:" in at.caption[0].value
+    notice = at.info[0].value
+    assert "trained on **faces\\.zip**" in notice and "knows 2 classes: face, not\\_face" in notice
 
 
 def test_estimate_button_times_real_batches(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -135,14 +136,23 @@ def test_estimate_button_times_real_batches(monkeypatch: pytest.MonkeyPatch) -> 
         and "in all on cpu" in at.info[0].value
         and "to export" in at.info[0].value
     )
+    said = at.info[0].value
+    assert " 0 s " not in said and "each epoch refines the new layer in" in said  # case 1
+    at.number_input(key="plan_epochs").set_value(9).run()  # another plan: its own estimate, later
+    assert not any("in all on" in i.value for i in at.info)
+    at.number_input(key="plan_epochs").set_value(10).run()
+    assert at.info[0].value == said  # the estimate stays on screen for its plan
 
 
 def test_case_four_that_failed_offers_a_from_scratch_rerun(trained: str, lab_home: Path) -> None:
     metrics_file = lab_home / "runs" / trained / "metrics.json"
     metrics = json.loads(metrics_file.read_text())
-    metrics_file.write_text(json.dumps({**metrics, "suggest": "from_scratch"}))
+    plan = {**metrics["plan"], "case": 4}
+    failed = {**metrics, "best_val_accuracy": 0.5, "majority_rate": 0.5, "plan": plan}
+    metrics_file.write_text(json.dumps(failed))
     at = open_page("pages/results.py")
-    assert "train from scratch" in at.warning[0].value
+    assert at.error[0].value.startswith("This run did not work: best validation accuracy 50.0%")
+    assert "training from scratch (weights 'none')" in at.error[0].value
     at.button(key="rerun_scratch").click().run()
     rerun = next(r for r in jobs.list_runs() if r["run_id"] != trained)
     try:
@@ -161,6 +171,27 @@ def test_a_running_run_shows_progress_and_cancels() -> None:
         assert any("**running**" in m.value for m in at.markdown)
         assert "Epoch 1" in at.get("progress")[0].proto.text
         at.button(key="cancel").click().run()
+        wait_until(lambda: _final(run))
+        assert jobs.status(run)["state"] == "cancelled"
+    finally:
+        jobs.cancel(run)
+
+
+def test_cancelling_a_run_that_has_trained_a_while_asks_first(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pages import _live
+
+    monkeypatch.setattr(_live, "CONFIRM_CANCEL_AFTER_S", 0.0)  # as if it had trained a minute
+    run = jobs.submit({}, target="tests.helpers_jobs:forever")
+    try:
+        wait_until(lambda: any(e.type == "batch" for e in read_events(runs_dir() / run)))
+        at = open_page("pages/train.py", run=run)
+        at.button(key="cancel").click().run()
+        assert jobs.status(run)["state"] == "running"
+        assert "Cancel this run? It has trained for" in at.warning[0].value
+        at.button(key="confirm_cancel_no").click().run()
+        assert jobs.status(run)["state"] == "running" and not at.warning
+        at.button(key="cancel").click().run()
+        at.button(key="confirm_cancel_yes").click().run()
         wait_until(lambda: _final(run))
         assert jobs.status(run)["state"] == "cancelled"
     finally:
@@ -242,7 +273,7 @@ def test_another_data_set_brings_its_own_advice() -> None:
     at = open_page("pages/train.py")
     assert at.radio(key="plan_case").value == 1  # faces: small, similar to ImageNet
     at.selectbox(key="sample").set_value("digits").run()
-    assert at.radio(key="plan_case").value == 2  # digits: small, unlike ImageNet
+    assert at.radio(key="plan_case").value == 2  # digits: small, different from ImageNet
 
 
 @pytest.mark.parametrize(

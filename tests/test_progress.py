@@ -110,3 +110,16 @@ def test_durations_read_as_people_say_them() -> None:
 def test_an_unknown_type_keeps_its_data() -> None:
     event = parse_event({"type": "later", "time": 5, "x": [1, 2]})
     assert isinstance(event, UnknownEvent) and event.time == 5 and event.data["x"] == [1, 2]
+
+
+def test_a_duration_is_never_zero_seconds() -> None:
+    assert duration(0.2) == "under a second" and duration(0.6) == "1 s" and duration(None) == "-"
+
+
+def test_a_queued_run_waits_for_the_runs_ahead_of_it() -> None:
+    from core.training.progress import queue_wait
+
+    assert queue_wait([120.0], ahead=2, typical_s=300.0) == 720.0  # the one training, two waiting
+    assert queue_wait([120.0], ahead=0, typical_s=None) == 120.0  # next in line
+    assert queue_wait([None], ahead=0, typical_s=300.0) is None  # the running one has no ETA yet
+    assert queue_wait([], ahead=1, typical_s=None) is None

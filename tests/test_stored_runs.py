@@ -65,7 +65,8 @@ def test_an_old_run_shows_its_progress_and_result(stored: str) -> None:
 def test_an_old_run_opens_on_results(stored: str) -> None:
     at = open_page("pages/results.py", run=stored)
     assert at.metric[0].value == "50.0%"
-    assert "train from scratch" in at.warning[0].value
+    assert at.error[0].value.startswith("This run did not work")  # judged by today's rule
+    assert "training from scratch (weights 'none')" in at.error[0].value and at.button(key="rerun_scratch")
     assert at.get("download_button")
 
 

@@ -448,7 +448,7 @@ def test_the_cli_prints_plain_lines_off_a_terminal(case1: SimpleNamespace) -> No
     assert lines[3:-1] == [f"epoch {n}/3" for n in range(1, case1.metrics["epochs_run"] + 1)]
     assert lines[-1] == "exporting the model"
     assert "images in" in case1.stderr.splitlines()[0]  # how many, how long, how fast
-    assert case1.stdout.startswith("best validation accuracy ")
+    assert case1.stdout.splitlines()[-1].startswith("Best validation accuracy ")  # the verdict, last
 
 
 def test_the_exported_program_predicts_what_the_model_in_memory_predicts(
@@ -642,7 +642,8 @@ def test_case_4_that_fails_from_pre_trained_weights_suggests_training_from_scrat
     result = fit(plan, tmp_path / "run", events.append)
     assert result["suggest"] == "from_scratch"
     [warning] = [e for e in events if e.type == "warning"]
-    assert warning.suggest == "from_scratch" and "train from scratch (weights 'none')" in warning.message
+    assert warning.suggest == "from_scratch" and "training from scratch (weights 'none')" in warning.message
+    assert warning.message.startswith("This run did not work: best validation accuracy")
     assert result["warnings"] == [warning.message]
 
 
@@ -664,9 +665,13 @@ def stalled(home: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
 
 def test_a_run_that_stops_improving_stops_early(stalled: dict) -> None:
     assert (stalled["epochs_run"], stalled["best_epoch"]) == (2, 1)
-    assert stalled["warnings"] == [
-        "stopped early after epoch 2 of 6: no better validation accuracy for 1 epoch; keeping epoch 1"
-    ]
+    stopped, failed = stalled["warnings"]
+    assert (
+        stopped
+        == "stopped early after epoch 2 of 6: no better validation accuracy for 1 epoch; keeping epoch 1"
+    )
+    # Always answering "0" scores as well: the run says it did not work, and what to try.
+    assert failed.startswith("This run did not work") and "a higher learning rate (now 1e-09)" in failed
 
 
 def test_large_imbalance_weights_the_rare_class(stalled: dict) -> None:

@@ -14,7 +14,7 @@ from core.errors import TransferLabError
 
 SIMILARITIES = ("similar", "different", "unsure")
 
-# Where "small" ends, in images. The course's examples put ~2,000 images firmly on the small side
+# Where "small" ends, in images. Common guidance puts ~2,000 images firmly on the small side
 # and ~1,000,000 on the large side; 10,000 sits between them where fine-tuning a whole network
 # stops over-fitting in practice. It is a judgement call, so the UI lets the user move it.
 DEFAULT_DIVIDING_LINE = 10_000
@@ -26,7 +26,7 @@ FEW_PER_CLASS = 20
 SIMILARITY_EXAMPLES = {
     "similar": "Everyday photos of objects, animals or scenes like ImageNet's: dogs vs wolves, "
     "cars, food, furniture.",
-    "different": "Images unlike ImageNet's photos: flowers vs dogs is already a stretch; X-rays, "
+    "different": "Images different from ImageNet's photos: flowers vs dogs is already a stretch; X-rays, "
     "satellite tiles, microscopy and handwriting are far from it.",
     "unsure": "Not sure: the advice takes the option that holds up either way and names the alternative.",
 }
@@ -248,10 +248,13 @@ def _rationale(case: Case, similarity: str, near: bool, per_class: float, line: 
             "judgement call: the other size's case is worth a try."
         )
     if per_class < FEW_PER_CLASS:
-        parts.append(
-            f"Only {per_class:.0f} images per class: expect unstable validation accuracy, and "
+        # Advice that matches the case: more freezing for the frozen cases, a fallback for the others.
+        remedy = (
             "prefer freezing more of the network."
+            if case.size == "small"
+            else f"if re-training over-fits, try case {case_for('small', case.similarity).number}, which freezes it."
         )
+        parts.append(f"Only {per_class:.0f} images per class: expect unstable validation accuracy; {remedy}")
     return " ".join(parts)
 
 

@@ -42,9 +42,15 @@ def model_bundle(run_dir: Path) -> bytes:
     files = sorted(p for p in model_dir.iterdir() if p.is_file()) if model_dir.is_dir() else []
     if not files:
         raise FileNotFoundError(f"{run_dir} has no exported model: did the run finish?")
+    folder = bundle_folder(run_dir)  # unzipping makes one folder, not loose files beside others
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
         for path in files:
-            archive.write(path, path.name)
-        archive.writestr("README.md", readme(run_dir))
+            archive.write(path, f"{folder}/{path.name}")
+        archive.writestr(f"{folder}/README.md", readme(run_dir))
     return buffer.getvalue()
+
+
+def bundle_folder(run_dir: Path) -> str:
+    """The bundle's one top-level folder: ``transfer-lab-<run id>``."""
+    return f"transfer-lab-{Path(run_dir).resolve().name}"

@@ -40,7 +40,7 @@ def export_model(model: nn.Module, pre: Preprocess, labels: Sequence[str], model
     """
     model_dir = Path(model_dir)
     model_dir.mkdir(parents=True, exist_ok=True)
-    portable = copy.deepcopy(model).float().cpu().to(memory_format=torch.contiguous_format).eval()
+    portable = portable_copy(model)
     example = torch.zeros(2, 3, pre.crop, pre.crop)  # export specialises a batch of 1; 2 generalises
     batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
     program = torch.export.export(portable, (example,), dynamic_shapes=({0: batch},))
@@ -51,6 +51,12 @@ def export_model(model: nn.Module, pre: Preprocess, labels: Sequence[str], model
     write_json(model_dir / LABELS_FILE, list(labels))
     write_json(model_dir / PREPROCESS_FILE, pre.to_dict())
     return path
+
+
+def portable_copy(model: nn.Module) -> nn.Module:
+    """What is exported: a float32, CPU, contiguous copy of ``model`` in eval mode. The final
+    metrics are measured on it too, so that they are the exported model's numbers."""
+    return copy.deepcopy(model).float().cpu().to(memory_format=torch.contiguous_format).eval()
 
 
 def load_model(model_dir: Path) -> tuple[nn.Module, Preprocess, list[str]]:

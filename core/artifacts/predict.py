@@ -9,11 +9,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image
+from torch import nn
 
 from core.artifacts.export import load_model
 from core.data.images import RESAMPLING, decode_image, upright_rgb
@@ -32,12 +32,6 @@ class PredictError(TransferLabError, ValueError):
 class Prediction:
     file: str
     top: tuple[tuple[str, float], ...]  # (label, probability), most probable first
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "file": self.file,
-            "top": [{"label": label, "probability": round(p, 6)} for label, p in self.top],
-        }
 
 
 def image_to_input(image: Image.Image, pre: Preprocess) -> torch.Tensor:
@@ -69,10 +63,28 @@ class Predictor:
     def __init__(self, model_dir: Path) -> None:
         self.model, self.pre, self.labels = load_model(model_dir)
 
+    @classmethod
+    def of(cls, model: nn.Module, pre: Preprocess, labels: Sequence[str]) -> Predictor:
+        """A predictor around a model in memory (float32, CPU), with the exported files' inputs."""
+        predictor = cls.__new__(cls)
+        predictor.model, predictor.pre, predictor.labels = model, pre, list(labels)
+        return predictor
+
     @torch.no_grad()
     def probabilities(self, inputs: torch.Tensor) -> torch.Tensor:
         """Class probabilities ``[N, classes]`` of preprocessed inputs ``[N, 3, crop, crop]``."""
         return self.model(inputs).float().softmax(1)
+
+    @torch.no_grad()
+    def logits(self, images: Sequence[ImageInput], batch_size: int = 32) -> torch.Tensor:
+        """Logits ``[N, classes]`` of ``images``, prepared exactly as ``predict`` prepares them."""
+        chunks = [
+            self.model(self._inputs(images[i : i + batch_size])) for i in range(0, len(images), batch_size)
+        ]
+        return torch.cat(chunks).float() if chunks else torch.zeros(0, len(self.labels))
+
+    def _inputs(self, images: Sequence[ImageInput]) -> torch.Tensor:
+        return torch.stack([image_to_input(_open(image), self.pre) for image in images])
 
     def predict(self, images: Sequence[ImageInput], top_k: int = 5, batch_size: int = 32) -> list[Prediction]:
         """The ``top_k`` classes of each image, most probable first."""
@@ -80,8 +92,7 @@ class Predictor:
         results = []
         for start in range(0, len(images), batch_size):
             chunk = images[start : start + batch_size]
-            inputs = torch.stack([image_to_input(_open(image), self.pre) for image in chunk])
-            probabilities, indices = self.probabilities(inputs).topk(k, dim=1)
+            probabilities, indices = self.probabilities(self._inputs(chunk)).topk(k, dim=1)
             for image, p, i in zip(chunk, probabilities.tolist(), indices.tolist()):
                 top = tuple((self.labels[c], prob) for c, prob in zip(i, p))
                 results.append(Prediction(_name(image), top))

@@ -33,6 +33,7 @@ HELP = "train a model on a zip or folder of images and write a complete run dire
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.formatter_class = _WithDefaults
     parser.add_argument("data", metavar="DATA", help="a .zip of images or a folder of class folders")
     parser.add_argument("--backbone", help="torchvision model name (default: one with weights on disk)")
     parser.add_argument(
@@ -42,20 +43,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=1,
         help="1 feature extraction, 2 truncated, 3 fine-tuning, 4 fine-tuning or from scratch",
     )
-    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--epochs", type=int, default=10, help="passes over the training images")
     parser.add_argument("--out", type=Path, metavar="RUN_DIR", help="the run directory (default: a new run)")
     parser.add_argument(
         "--weights", default="imagenet", help="imagenet, none (random init) or a state_dict path"
     )
     parser.add_argument("--cut", help="case 2: the stage after which to cut (default: the family's)")
     parser.add_argument("--image-size", type=int, help="input side in pixels (default: the backbone's)")
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--batch-size", type=int, default=32, help="images per step")
     parser.add_argument("--lr", type=float, default=1e-3, help="learning rate of the new head")
-    parser.add_argument("--body-lr", type=float, help="learning rate of pre-trained layers (cases 3, 4)")
-    parser.add_argument("--augment", choices=("none", "light", "strong"), default="light")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--body-lr",
+        type=float,
+        help="learning rate of pre-trained layers (cases 3, 4; default: a tenth of --lr)",
+    )
+    parser.add_argument(
+        "--augment", choices=("none", "light", "strong"), default="light", help="random crops, flips, colour"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="for the split, the init and the batches")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
-    parser.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto")
+    parser.add_argument(
+        "--precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto", help="autocast precision"
+    )
     parser.add_argument(
         "--patience", type=int, default=5, help="stop after this many epochs without progress (0: never)"
     )
@@ -68,6 +77,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--workers", type=int, default=1, help="with --submit: processes training the run together"
     )
+
+
+class _WithDefaults(argparse.HelpFormatter):
+    """``--help`` names every default that its help does not already give."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if action.default not in (None, False, argparse.SUPPRESS) and "default" not in text:
+            text += " (default: %(default)s)"
+        return text
 
 
 def run(args: argparse.Namespace) -> int:
@@ -223,15 +242,16 @@ def _kept(run: Run) -> Iterator[StatusKeeper]:
 
 
 def _summary(result: dict, out: Path, args: argparse.Namespace) -> None:
-    print(
-        f"best validation accuracy {result['best_val_accuracy']:.1%} (epoch {result['best_epoch']}, "
-        f"always answering the most common class: {result['majority_rate']:.1%})"
-    )
+    """The result in a few lines; the last says whether the run worked, and if not, what to try."""
+    from core.training import verdict
+
+    judged = verdict.judge_metrics(result)
     if "test" in result:
         print(f"test accuracy {result['test']['accuracy']:.1%}")
     print(f"run directory: {out}")
-    if result.get("suggest") == "from_scratch":
+    if judged.suggest == verdict.FROM_SCRATCH:
         print(
-            f"suggestion: train from scratch: python -m core train {args.data} --case 4 --weights none "
+            f"to train from scratch: python -m core train {args.data} --case 4 --weights none "
             f"--backbone {result['plan']['backbone']} --epochs {args.epochs}"
         )
+    print(f"{judged.advice} (best epoch {result['best_epoch']})" if judged.worked else judged.advice)

@@ -61,7 +61,11 @@ LOCK_PATIENCE_S = 0.5
 CANCEL_GRACE_S = 10.0
 
 # What a runs table shows from each run's files; only these fields are kept in _summaries.
-_SUMMARY_FIELDS = {"plan.json": ("backbone", "case", "data"), "metrics.json": ("best_val_accuracy",)}
+_SUMMARY_FIELDS = {
+    "plan.json": ("backbone", "case", "data"),
+    "metrics.json": ("best_val_accuracy", "majority_rate"),
+    "run.json": ("dataset_name",),
+}
 # path -> (the file's stat stamp, its summary fields): a finished run's files are parsed once.
 _summaries: dict[Path, tuple[tuple[int, int, int] | None, dict[str, Any]]] = {}
 _TARGET_PATTERN = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
@@ -352,6 +356,7 @@ def _row(run: Run, current: Mapping[str, Any], line: list[str]) -> dict[str, Any
         | {key: current.get(key) for key in ("state", "message", "submitted", "started", "finished")}
         | {"queue_position": line.index(run.id) + 1 if run.id in line else None}
         | _summary(run.plan_file)
+        | _summary(run.record_file)
     )
 
 

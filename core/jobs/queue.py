@@ -36,7 +36,7 @@ WORKER_MODULE = "core.jobs.worker"
 
 def try_lock(path: Path) -> int | None:
     """A descriptor holding an exclusive ``flock`` on ``path``, or None if someone holds it."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -163,7 +163,7 @@ def _tickets() -> list[tuple[str, str]]:
 
 @contextlib.contextmanager
 def _queue_lock() -> Iterator[None]:
-    fd = os.open(storage.queue_dir() / "queue.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    fd = os.open(storage.queue_dir() / "queue.lock", os.O_RDWR | os.O_CREAT, 0o666)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield

@@ -62,6 +62,15 @@ class StageFact:
     side: int | None  # its output's height and width at the default input size (None: tokens)
     stride: int | None  # input side / output side (None: tokens, which have no grid)
     params_kept: float  # share of the network's parameters (head excluded) a cut here keeps
+    count: int  # how many stages the network has
+
+    def label(self) -> str:
+        """The cut in words: "stage 5 of 7 · 112 channels · 14×14 · keeps 60% of the network"."""
+        grid = f"{self.side}×{self.side}" if self.side else "tokens"
+        return (
+            f"stage {self.index} of {self.count} · {self.channels:,} channels · {grid} · "
+            f"keeps {_share(self.params_kept)} of the network"
+        )
 
 
 @dataclass(frozen=True)
@@ -294,13 +303,12 @@ def _stage_facts(name: str) -> tuple[StageFact, ...]:
     with on_meta():
         model = backbone.architecture(random_init=True).eval()
         side = backbone.input_size_rule(case=2)[1] or backbone.preprocess.crop
-        calls: list[nn.Module] = []  # leaf modules, in the order their forwards ran
+        # Every module, in the order its forward began: a module's own parameters count once it
+        # has started (a packaged EfficientNet's convolutions have a padding module inside them,
+        # so counting leaves alone would miss their weights).
+        calls: list[nn.Module] = []
         ends: dict[str, tuple[torch.Size, int]] = {}  # stage -> (output shape, calls so far)
-        handles = [
-            m.register_forward_hook(lambda m, *_: calls.append(m))
-            for m in model.modules()
-            if not any(True for _ in m.children())
-        ]
+        handles = [m.register_forward_pre_hook(lambda m, _: calls.append(m)) for m in model.modules()]
         for stage in backbone.stages:
 
             def ended(module: nn.Module, args: object, out: torch.Tensor, stage: str = stage) -> None:
@@ -325,6 +333,7 @@ def _stage_facts(name: str) -> tuple[StageFact, ...]:
                 side=grid,
                 stride=_nominal_stride(side, grid),
                 params_kept=round(sum(kept.values()) / total, 4),
+                count=len(backbone.stages),
             )
         )
     return tuple(facts)
@@ -348,6 +357,10 @@ def _channels_and_side(shape: torch.Size, layout: str) -> tuple[int, int | None]
     if layout == "nhwc":
         return int(shape[-1]), int(shape[1])
     return int(shape[1]), int(shape[-1])
+
+
+def _share(fraction: float) -> str:
+    return "under 1%" if 0 < fraction < 0.005 else f"{fraction:.0%}"
 
 
 def _finite(value: Any) -> float | None:

@@ -131,14 +131,26 @@ class RunProgress:
         return (batch.steps - batch.step) * per_step + (remaining_epochs - 1) * per_epoch
 
 
+def queue_wait(running_left_s: list[float | None], ahead: int, typical_s: float | None) -> float | None:
+    """Seconds until a queued run starts: what the runs training now have left, plus a typical
+    run's length for each of the ``ahead`` runs waiting before it; None when any part is unknown."""
+    parts = [*running_left_s, *([typical_s] * ahead)]
+    if not parts or any(part is None for part in parts):
+        return None
+    return sum(parts)
+
+
 def _left(count: int, per_s: float) -> float | None:
     return count / per_s if per_s > 0 else None
 
 
 def duration(seconds: float | None) -> str:
-    """``42 s``, ``3.5 min``, ``1.2 h``: how long, as people say it (``-`` for not known)."""
+    """``42 s``, ``3.5 min``, ``1.2 h``, ``under a second``: how long, as people say it (``-``
+    for not known)."""
     if seconds is None:
         return "-"
+    if seconds < 0.5:
+        return "under a second"  # never "0 s": something that takes no time needs no estimate
     if seconds < 90:
         return f"{seconds:.0f} s"
     if seconds < 90 * 60:

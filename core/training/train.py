@@ -24,12 +24,13 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from core.artifacts.export import export_model
+from core.artifacts.export import export_model, portable_copy
+from core.artifacts.predict import Predictor
 from core.data import Dataset, Sample, ingest
 from core.errors import TransferLabError
 from core.models.adapt import aux_weight
 from core.storage import RunFiles, read_json, write_json
-from core.training import head, metrics, setup
+from core.training import head, metrics, setup, verdict
 from core.training.batches import FeatureSource
 from core.training.device import Accelerator, Ranks, accelerator, ranks_from_env
 from core.training.events import (
@@ -55,9 +56,6 @@ from core.training.plan import Plan
 from core.training.setup import Setup
 from core.training.stages import Stage, head_lr, optimizer_for, stage_groups, stages
 
-# Case 4 from pre-trained weights "succeeds" when its best validation accuracy beats always
-# answering the most common class by at least this much; otherwise the course's fallback is offered.
-SUCCESS_MARGIN = 0.05
 # A tie in validation accuracy counts as progress only if the loss falls by at least this much.
 LOSS_MIN_DELTA = 1e-4
 BATCH_EVENT_INTERVAL_S = 0.25  # at most four progress lines a second, and every epoch's last
@@ -104,8 +102,7 @@ class Training:
         self.warnings: list[str] = []
         self.history: list[dict[str, float]] = []
         self.best_accuracy, self.best_loss, self.best_epoch = -1.0, float("inf"), -1
-        self.val_files = [_file(s) for s in dataset.val]
-        self.test_files = [_file(s) for s in dataset.test]
+        self.val_samples, self.test_samples = dataset.val, dataset.test
         if not dataset.val:
             raise TrainingError("the validation split is empty: add images or raise val_fraction")
         sources = setup.sources(dataset, emit, self._retry_on_oom)
@@ -276,28 +273,35 @@ class Training:
     # -- the result ------------------------------------------------------------------------------
 
     def finish(self, run_dir: Path) -> dict[str, Any]:
-        """Restore the best state, measure it, export it, and write ``metrics.json``."""
+        """Restore the best state, export it, measure the exported model, write ``metrics.json``.
+
+        The final numbers come from the model as it is exported (float32 on the CPU, each image
+        file prepared as Predict prepares it), so that Results and Predict agree on every image;
+        the epochs' numbers came from the training precision and the cached features.
+        """
         self.setup.trainable.load_state_dict(self.best_state)
-        result = self._measure()
         files = RunFiles(run_dir)
         self.emit(PhaseStarted(phase="exporting"))
-        export_model(self.setup.whole(), self.setup.pre, self.setup.classes, files.model_dir)
+        whole = self.setup.whole()
+        export_model(whole, self.setup.pre, self.setup.classes, files.model_dir)
+        result = self._measure(Predictor.of(portable_copy(whole), self.setup.pre, self.setup.classes))
         write_json(files.metrics_file, result)
         return result
 
-    def _measure(self) -> dict[str, Any]:
-        classes, trainable = self.setup.classes, self.setup.trainable
-        logits, labels = evaluate(trainable, self.val_source, self.batch_size, self.accel)
+    def _measure(self, exported: Predictor) -> dict[str, Any]:
+        classes = self.setup.classes
+        logits, labels = _logits(exported, self.val_samples, self.batch_size)
+        report = metrics.report(logits, labels, [_file(s) for s in self.val_samples], classes)
+        self.best_accuracy = report["accuracy"]
         majority = metrics.majority_rate(labels.tolist(), len(classes))
-        last = self.history[-1]
         result: dict[str, Any] = {
-            "val_accuracy": last["val_accuracy"],
+            "val_accuracy": self.history[-1]["val_accuracy"],
             "best_val_accuracy": self.best_accuracy,
             "best_epoch": self.best_epoch,
             "epochs_run": len(self.history),
             "majority_rate": majority,
             "labels": classes,
-            **_without_accuracy(metrics.report(logits, labels, self.val_files, classes)),
+            **_without_accuracy(report),
             "history": self.history,
             "device": str(self.accel.device),
             "precision": self.accel.precision,
@@ -306,23 +310,23 @@ class Training:
         }
         if self.head_choice is not None:
             result["head"] = self.head_choice.to_dict()
-        if self.test_source is not None:
-            test_logits, test_labels = evaluate(trainable, self.test_source, self.batch_size, self.accel)
-            result["test"] = metrics.report(test_logits, test_labels, self.test_files, classes)
-        if (
-            self.plan.case == 4
-            and self.plan.weights != "none"
-            and self.best_accuracy < majority + SUCCESS_MARGIN
-        ):
-            self._warn(
-                f"case 4 from pre-trained weights did not clearly beat always answering the most common "
-                f"class ({self.best_accuracy:.0%} vs {majority:.0%}): the course's fallback is to train "
-                f"from scratch (weights 'none')",
-                suggest="from_scratch",
-            )
-            result["suggest"] = "from_scratch"
+        if self.test_samples:
+            test_logits, test_labels = _logits(exported, self.test_samples, self.batch_size)
+            files = [_file(s) for s in self.test_samples]
+            result["test"] = metrics.report(test_logits, test_labels, files, classes)
+        judged = verdict.judge(self.best_accuracy, majority, self.plan.to_dict())
+        if not judged.worked:
+            self._warn(judged.advice, suggest=judged.suggest)
+        if judged.suggest:
+            result["suggest"] = judged.suggest
         result["warnings"] = self.warnings
         return result
+
+
+def _logits(exported: Predictor, samples: list[Sample], batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The exported model's logits of each sample's image file, as Predict computes them."""
+    logits = exported.logits([s.path for s in samples], batch_size)
+    return logits, torch.tensor([s.label for s in samples], dtype=torch.long)
 
 
 def _all_ranks(source: FeatureSource, ranks: Ranks) -> tuple[torch.Tensor, torch.Tensor]:

@@ -17,6 +17,9 @@ def test_advisor_follows_size_and_similarity(page, app_url: str, screenshot_dir:
     page.goto(app_url)
     page.get_by_text("Which transfer-learning approach?").wait_for()
     assert card(page).inner_text().startswith("Case 1")
+    # The page icon ships with the app: no request for it leaves the machine.
+    icons = page.eval_on_selector_all("link[rel~='icon']", "links => links.map(l => l.href)")
+    assert icons and all(href.startswith((app_url, "data:")) for href in icons), icons
 
     page.get_by_role("slider", name="Images in your data set").press("End")
     page.wait_for_function("document.querySelector('.st-key-advice_card h3').innerText.startsWith('Case 3')")
@@ -35,6 +38,10 @@ def test_backbones_page_shows_the_catalog(page, app_url: str, screenshot_dir: Pa
     page.get_by_text("backbones", exact=False).first.wait_for()
     page.locator("[data-testid='stDataFrame']").wait_for()
     page.locator(".js-plotly-plot").first.wait_for()
-    if screenshot_dir:
+    if screenshot_dir:  # the whole catalog, as a machine with every weight would see it
+        page.get_by_test_id("stCheckbox").get_by_text("Ready to train here").click()
+        page.wait_for_timeout(300)
+        page.locator("[data-testid='stStatusWidget']").wait_for(state="hidden", timeout=60_000)
+        page.wait_for_timeout(1000)
         page.set_viewport_size({"width": 1400, "height": 1500})
         page.screenshot(path=str(screenshot_dir / "backbones.png"))

@@ -1,0 +1,68 @@
+"""Beyond one image: a zip or folder of images to a CSV, and a run scored on a second labelled zip."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from core.artifacts.batch import predict_many, to_csv
+from core.artifacts.predict import Predictor
+from core.cli import main
+from core.data.samples import sample_path
+
+
+def unlabelled_zip(tmp_path: Path) -> Path:
+    """Four faces and two backgrounds, flat, plus a file that only claims to be an image."""
+    faces = zipfile.ZipFile(sample_path("faces"))
+    path = tmp_path / "new.zip"
+    with zipfile.ZipFile(path, "w") as out:
+        for name in ("face/000.png", "face/001.png", "face/002.png", "face/003.png"):
+            out.writestr(f"batch/{Path(name).name}", faces.read(name))
+        for name in [n for n in faces.namelist() if n.startswith("not_face/") and n.endswith(".png")][:2]:
+            out.writestr(f"batch/bg-{Path(name).name}", faces.read(name))
+        out.writestr("batch/broken.png", b"not a png")
+        out.writestr("batch/notes.txt", b"ignored")
+    return path
+
+
+def test_a_zip_of_images_becomes_one_csv_line_each(finished_run: Path, tmp_path: Path) -> None:
+    rows = predict_many(Predictor(finished_run / "model"), unlabelled_zip(tmp_path), top_k=2)
+    assert [r.file for r in rows][:2] == ["batch/000.png", "batch/001.png"] and len(rows) == 7
+    [broken] = [r for r in rows if r.error]
+    assert broken.file == "batch/broken.png" and "cannot read image" in broken.error
+    lines = list(csv.DictReader(io.StringIO(to_csv(rows, top_k=2))))
+    assert list(lines[0]) == ["file", "predicted", "confidence", "class 2", "confidence 2", "error"]
+    assert {line["predicted"] for line in lines if not line["error"]} <= {"face", "not_face"}
+
+
+def test_the_cli_writes_the_csv_for_a_folder(
+    finished_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = tmp_path / "folder"
+    zipfile.ZipFile(unlabelled_zip(tmp_path)).extractall(folder)
+    out = tmp_path / "predictions.csv"
+    assert main(["predict", str(finished_run), str(folder), "--csv", str(out)]) == 0
+    assert "7 images classified" in capsys.readouterr().out
+    assert out.read_text().splitlines()[1].startswith("batch/000.png,")
+
+
+def test_a_run_is_scored_on_a_second_labelled_zip(
+    finished_run: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["evaluate", str(finished_run), str(sample_path("faces")), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["images"] == 200 and sum(map(sum, result["confusion_matrix"])) == 200
+    assert 0.5 < result["accuracy"] <= 1 and set(result["per_class"]) == {"face", "not_face"}
+
+
+def test_labels_the_model_does_not_know_are_refused_in_one_line(
+    finished_run: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["evaluate", str(finished_run), str(sample_path("textures"))]) == 1
+    err = capsys.readouterr().err
+    assert "the model does not know the classes 'brick', 'grass', 'gravel'" in err and err.count("\n") == 1
