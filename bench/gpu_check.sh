@@ -14,16 +14,16 @@ step() { echo; echo "== $1"; }
   nvidia-smi -L
   $py -c "import torch, torchvision; print(torch.__version__, torchvision.__version__, torch.cuda.get_device_name())"
   step "a case-3 run on CUDA through the CLI (bf16 autocast, channels_last)"
-  timeout 120 $py -m core train samples/digits.zip --case 3 --epochs 3 --out /tmp/tl_run3
+  timeout 90 $py -m core train samples/digits.zip --case 3 --epochs 3 --out /tmp/tl_run3
   step "a case-2 run on CUDA (features once, the head solved)"
-  timeout 120 $py -m core train samples/digits.zip --case 2 --epochs 3 --out /tmp/tl_run2
+  timeout 90 $py -m core train samples/digits.zip --case 2 --epochs 3 --out /tmp/tl_run2
   step "analysis speed: 500 photos, Lite0, 224 px"
-  timeout 120 $py bench/analysis.py speed --images 500
+  timeout 90 $py bench/analysis.py speed --images 500
   step "precision: fp32 against bf16 (+ channels_last) in one process"
-  timeout 90 $py bench/bench_precision.py --model resnet50 --batch 128 --steps 10
+  timeout 60 $py bench/bench_precision.py --model resnet50 --batch 128 --steps 10
+  step "GPU-path tests"
+  timeout 150 $py -m pytest -q -p no:cacheprovider tests/test_device.py tests/test_train.py tests/test_head.py \
+    tests/test_analysis.py tests/test_export.py tests/test_estimate.py
   step "the engine against the PyTorch tutorial's loop"
   timeout 300 $py bench/compare.py --cases 1,2,3
-  step "GPU-path tests"
-  timeout 240 $py -m pytest -q -p no:cacheprovider -x tests/test_device.py tests/test_train.py tests/test_head.py \
-    tests/test_analysis.py tests/test_export.py tests/test_estimate.py
 } 2>&1 | tee "$out/log"
