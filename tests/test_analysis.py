@@ -176,7 +176,8 @@ def test_the_cut_is_the_stage_whose_features_carry_the_classes() -> None:
         "late": torch.randn(48, 32, generator=generator),
     }
     facts = tuple(
-        StageFact(i, path, features[path].shape[1], None, None, i / 3) for i, path in enumerate(features, 1)
+        StageFact(i, path, features[path].shape[1], None, None, i / 3, count=3)
+        for i, path in enumerate(features, 1)
     )
 
     choice = choose_cut("toy", facts, features, labels, 4)

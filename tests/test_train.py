@@ -4,6 +4,7 @@ metrics), then every case end to end on the bundled digits."""
 from __future__ import annotations
 
 import contextlib
+import copy
 import io
 import itertools
 import json
@@ -463,7 +464,7 @@ def test_the_exported_program_predicts_what_the_model_in_memory_predicts(
     samples = [Sample(path, int(path.parent.name)) for path in sorted(digits.glob("*/*.png"))[::25]]
     inputs = to_model_input(ImageCache(samples, pre.resize).images, pre, train=False)
     with torch.no_grad():
-        expected = case1.exported.eval()(inputs)
+        expected = copy.deepcopy(case1.exported).cpu().eval()(inputs)  # trained on a GPU, where there is one
     torch.testing.assert_close(program(inputs), expected, atol=1e-4, rtol=1e-4)
 
 
@@ -475,7 +476,7 @@ def test_bf16_on_cpu_lands_within_2_points_of_fp32(
     )
     fp32 = fit(plan, tmp_path / "fp32", lambda event: None)
     assert fp32["precision"] == "fp32"
-    assert abs(case1.metrics["best_val_accuracy"] - fp32["best_val_accuracy"]) <= 0.02
+    assert round(abs(case1.metrics["best_val_accuracy"] - fp32["best_val_accuracy"]), 6) <= 0.02
 
 
 @pytest.mark.parametrize("case", [2, 3, 4])
