@@ -4,6 +4,7 @@ import streamlit as st
 
 from core import jobs
 from core.jobs import hardware
+from pages import _access
 
 st.set_page_config(page_title="Transfer Lab", page_icon=":material/model_training:", layout="wide")
 
@@ -22,11 +23,17 @@ PAGES = [
     st.Page("pages/predict.py", title="Predict", icon=":material/image_search:", url_path="predict"),
 ]
 
-recover_runs_once()
+viewer = _access.signed_in()
+if viewer is None:  # nothing of the app before sign-in, not even the pages' names
+    _access.sign_in()
+    st.stop()
 page = st.navigation(PAGES)
+_access.signed_in_as(viewer)
+_access.back_to_the_requested_page(PAGES, page)
+recover_runs_once()
 with st.sidebar:
     st.caption(f":material/memory: {hardware.describe()}")
-    active = jobs.active_runs()
+    active = jobs.active_runs(viewer)
     for run in active:
         label = f"{run['run_id']} · {run['backbone']} · {run['state']}"
         st.page_link(

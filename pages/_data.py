@@ -18,6 +18,7 @@ from core.jobs import targets
 from core.jobs.run import Run, RunState
 from core.training.events import read_events
 from core.training.progress import RunProgress, duration
+from pages._access import viewer
 from pages._common import escape
 from pages._plan_form import DEFAULT_VAL, VAL_KEY
 
@@ -69,13 +70,13 @@ def _uploaded() -> Dataset | None:
     upload = st.file_uploader("Zip of images, one folder per class", type=["zip"], key="upload")
     if upload is not None and st.session_state.get(SUBMITTED) != upload.file_id:
         st.session_state[SUBMITTED] = upload.file_id
-        st.session_state[LAST_UPLOAD] = targets.accept_upload(upload.getvalue(), upload.name)
+        st.session_state[LAST_UPLOAD] = targets.accept_upload(upload.getvalue(), upload.name, viewer().owner)
         st.query_params[UPLOAD_PARAM] = st.session_state[LAST_UPLOAD]
     digest = st.query_params.get(UPLOAD_PARAM) or st.session_state.get(LAST_UPLOAD)
     if not digest:
         st.info("Upload a zip, or pick a sample data set to try the app first.")
         return None
-    state = targets.upload_state(digest)
+    state = targets.upload_state(digest, viewer())
     if state.dataset is not None:
         if upload is None:
             st.caption("Using your earlier upload. Upload another zip to replace it.")
@@ -90,10 +91,10 @@ def _uploaded() -> Dataset | None:
 @st.fragment(run_every=POLL_SECONDS)
 def _follow_validation(digest: str) -> None:
     """The validation job's progress, polled; the whole page reruns once it has ended."""
-    state = targets.upload_state(digest)
-    if state.job_id is None or RunState(jobs.reconcile(state.job_id)["state"]).final:
+    state = targets.upload_state(digest, viewer())
+    if state.job_id is None or RunState(jobs.reconcile(state.job_id, viewer())["state"]).final:
         st.rerun()
-    progress = RunProgress.of(read_events(Run.open(state.job_id).directory))
+    progress = RunProgress.of(read_events(Run.open(state.job_id, viewer()).directory))
     step = progress.current
     with st.container(border=True, key="validation"):
         if step is None:
@@ -105,7 +106,7 @@ def _follow_validation(digest: str) -> None:
                 text=f"Checking images: {step.done:,} of {step.total:,} · {step.images_per_s:,.0f} images/s · {left} left",
             )
         if st.button("Cancel", key="cancel_validation", icon=":material/stop:"):
-            jobs.cancel(state.job_id)
+            jobs.cancel(state.job_id, viewer())
             st.rerun()
 
 

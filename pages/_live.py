@@ -17,6 +17,7 @@ from core import jobs
 from core.jobs import Run, RunState
 from core.training.events import EpochEnd, EventReader
 from core.training.progress import RunProgress, duration
+from pages._access import viewer
 from pages._common import escape
 
 POLL_SECONDS = 1.0
@@ -53,7 +54,7 @@ class LiveRun:
 
 def show_run(run_id: str) -> None:
     try:
-        status = jobs.reconcile(run_id)
+        status = jobs.reconcile(run_id, viewer())
     except jobs.RunNotFound:
         st.error(f"No run {escape(repr(run_id)[:60])} here. It may have been deleted.")
         _new_run_button()
@@ -77,15 +78,15 @@ def _settled_status(run_id: str) -> dict[str, Any]:
     """The run's status, reconciled with its worker at most every ``RECONCILE_SECONDS``."""
     last = st.session_state.setdefault("reconciled_at", {})
     if time.monotonic() - last.get(run_id, 0.0) < RECONCILE_SECONDS:
-        return jobs.status(run_id)
+        return jobs.status(run_id, viewer())
     last[run_id] = time.monotonic()
-    return jobs.reconcile(run_id)
+    return jobs.reconcile(run_id, viewer())
 
 
 def _view(run_id: str) -> RunProgress:
     views = st.session_state.setdefault("run_views", {})
     if run_id not in views:
-        run = Run.open(run_id)
+        run = Run.open(run_id, viewer())
         total = run.plan_fields().get("epochs")
         views[run_id] = LiveRun(EventReader(run.directory), RunProgress(total_epochs=total))
     return views[run_id].update()
@@ -102,7 +103,7 @@ def _render(run_id: str, view: RunProgress, status: dict[str, Any]) -> None:
         if state == "running":
             _progress(view)
         if state in ("queued", "running") and st.button("Cancel", key="cancel", icon=":material/stop:"):
-            jobs.cancel(run_id)
+            jobs.cancel(run_id, viewer())
             st.rerun()
     for warning in view.warnings:
         st.warning(escape(warning.message), icon=":material/warning:")

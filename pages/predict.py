@@ -10,6 +10,7 @@ from core import jobs
 from core.artifacts.predict import Predictor
 from core.data import IngestError, decode_image
 from core.jobs import Run
+from pages._access import viewer
 from pages._common import escape
 
 THUMBNAIL = 512
@@ -50,7 +51,7 @@ def top_classes_chart(top: tuple[tuple[str, float], ...]) -> go.Figure:
 
 
 st.title("Predict")
-done = [r for r in jobs.list_runs() if r["state"] == "done"]
+done = [r for r in jobs.list_runs(viewer=viewer()) if r["state"] == "done"]
 if not done:
     st.info("No finished run yet: train one on the **Train** page.")
     st.stop()

@@ -12,6 +12,7 @@ from core import jobs
 from core.artifacts import bundle
 from core.data import IngestError, ingest
 from core.jobs import Run
+from pages._access import viewer
 from pages._charts import confusion_heatmap, curves_by_run
 from pages._common import escape
 
@@ -28,7 +29,7 @@ def image_paths(data: str, val_fraction: float, seed: int) -> dict[str, Path]:
 
 st.title("Results")
 
-runs = jobs.list_runs()
+runs = jobs.list_runs(viewer=viewer())
 if not runs:
     st.info("No runs yet: start one on the **Train** page.")
     st.page_link("pages/train.py", label="Go to Train", icon=":material/model_training:")
@@ -55,12 +56,12 @@ ids = table["run_id"].tolist()
 finished = [r["run_id"] for r in runs if r["state"] == "done"]
 compare = st.multiselect("Compare runs", ids, default=finished[:3], key="compare")
 if compare:
-    histories = {run: (Run.open(run).metrics() or {}).get("history", []) for run in compare}
+    histories = {run: (Run.open(run, viewer()).metrics() or {}).get("history", []) for run in compare}
     st.plotly_chart(curves_by_run(histories), width="stretch", key="compare_chart")
 
 wanted = st.query_params.get("run")
 chosen = st.selectbox("Run in detail", ids, index=ids.index(wanted) if wanted in ids else 0, key="detail")
-run = Run.open(chosen)
+run = Run.open(chosen, viewer())
 metrics = run.metrics()
 if metrics is None:
     st.info(f"Run {chosen} has no results ({table.set_index('run_id').loc[chosen, 'state']}).")
@@ -80,7 +81,9 @@ if metrics.get("suggest") == "from_scratch":
     )
     if st.button("Re-run from scratch", key="rerun_scratch", type="primary"):
         new_run = jobs.submit(
-            {**run.plan_fields(), "weights": "none"}, dataset_name=run.record().dataset_name
+            {**run.plan_fields(), "weights": "none"},
+            dataset_name=run.record().dataset_name,
+            owner=viewer().owner,
         )
         st.switch_page("pages/train.py", query_params={"run": new_run})
 
