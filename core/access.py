@@ -78,7 +78,7 @@ class AccessSettings:
 
     mode: str = OFF
     password_hash: str = ""
-    allow: tuple[str, ...] = ()  # e-mail domains (``example.com``) or addresses; empty: anyone
+    allow: tuple[str, ...] = ()  # e-mail domains (``example.com``) or addresses; empty: nobody
     admins: tuple[str, ...] = ()  # owners who see every run
     share_runs: bool = False  # everyone signed in sees every run
 
@@ -89,10 +89,10 @@ class AccessSettings:
         return Viewer(owner, sees_all=self.share_runs or owner in self.admins)
 
     def allows(self, email: str) -> bool:
-        """Whether an identity provider's user may come in: an address or its domain is listed."""
+        """Whether an identity provider's user may come in: an address or its domain is listed.
+
+        Nobody without a list: a public provider signs in anyone on earth who has an account."""
         email = email.strip().lower()
-        if not self.allow:
-            return True
         return email in self.allow or email.rpartition("@")[2] in self.allow
 
 
@@ -110,7 +110,7 @@ def settings(
     section = dict(secrets_.get("access") or {})
     auth = dict(secrets_.get("auth") or {})
     password_hash = env.get(PASSWORD_HASH_ENV) or str(section.get("password_hash") or "")
-    if auth.get("server_metadata_url") or any(isinstance(value, Mapping) for value in auth.values()):
+    if auth.get("server_metadata_url"):  # one provider, straight under [auth]: what st.login() uses
         mode = OIDC
     elif password_hash:
         mode = PASSWORD
@@ -129,9 +129,11 @@ def settings(
 
 
 def _names(from_env: str | None, from_secrets: Any) -> tuple[str, ...]:
-    """A comma-separated variable, else the secrets' list; lower case, as owners are kept."""
-    raw = from_env.split(",") if from_env else list(from_secrets or ())
-    return tuple(name.strip().lower() for name in raw if str(name).strip())
+    """A comma-separated variable, else the secrets' list (or comma-separated string); lower
+    case, as owners are kept."""
+    raw = from_env or from_secrets or ()
+    names = raw.split(",") if isinstance(raw, str) else [str(name) for name in raw]
+    return tuple(name.strip().lower() for name in names if name.strip())
 
 
 def owner_name(text: str) -> str:

@@ -42,7 +42,7 @@ def signed_in() -> Viewer | None:
 def _provider_viewer(settings: AccessSettings) -> Viewer | None:
     """The identity provider's user, if signed in with an e-mail address the allow-list admits."""
     email = str(st.user.get("email") or "") if st.user.is_logged_in else ""
-    if not email or not settings.allows(email):
+    if not email or st.user.get("email_verified") is False or not settings.allows(email):
         return None
     try:
         return settings.viewer(access.owner_name(email))
@@ -56,7 +56,7 @@ def sign_in() -> None:
     st.session_state.setdefault(REQUESTED, _requested_page())
     st.title("Transfer Lab")
     if settings.mode == access.OIDC:
-        _identity_provider()
+        _identity_provider(settings)
     else:
         _team_password(settings)
 
@@ -107,13 +107,16 @@ def _secrets() -> dict[str, Any]:
         return {}
 
 
-def _identity_provider() -> None:
+def _identity_provider(settings: AccessSettings) -> None:
     if not st.user.is_logged_in:
         st.write("Sign in with your organisation's account to continue.")
         st.button("Sign in", key="sign_in", type="primary", icon=":material/login:", on_click=st.login)
         return
     email = str(st.user.get("email") or "")
-    st.error(f"{escape(email) or 'This account'} may not use this instance. Ask its administrator.")
+    if not settings.allow:
+        st.error("No one may sign in yet: the administrator has not listed who may (`[access] allow`).")
+    else:
+        st.error(f"{escape(email) or 'This account'} may not use this instance. Ask its administrator.")
     st.button("Sign out", key="sign_out", on_click=st.logout)
 
 

@@ -64,8 +64,10 @@ def test_the_allow_list_takes_domains_and_addresses_and_admins_see_all() -> None
     )
     assert settings.allows("ann@example.com") and settings.allows("guest@other.org")
     assert not settings.allows("eve@other.org") and not settings.allows("eve@example.com.evil")
+    assert not access.settings({}, env={}).allows("ann@example.com")  # no list: nobody
     assert settings.viewer("boss@example.com").sees_all
     assert not settings.viewer("ann@example.com").sees_all
+    assert access.settings({"access": {"allow": "a.org, b.org"}}, env={}).allow == ("a.org", "b.org")
     shared = access.settings({}, env={access.PASSWORD_HASH_ENV: "x", access.SHARE_ENV: "true"})
     assert shared.viewer("ann").sees_all
 

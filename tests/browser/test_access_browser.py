@@ -61,8 +61,15 @@ def test_with_a_password_only_the_sign_in_shows_until_signed_in(tab, app_server,
         tab.get_by_text("No run 'aliceRun' here").wait_for()
 
 
+def sign_in_at_the_provider(page, url: str, email: str) -> None:
+    page.goto(url)
+    page.get_by_role("button", name="Sign in").click()
+    page.locator("input[name='sub']").fill(email)  # the provider's own page
+    page.get_by_role("button", name="Authorize").click()
+
+
 def test_signed_in_through_the_identity_provider_a_person_sees_their_own_runs_only(
-    tab, app_server, identity_provider: str, tmp_path: Path
+    tab, browser, app_server, identity_provider: str, tmp_path: Path
 ) -> None:
     home = tmp_path / "home"
     home.mkdir()
@@ -85,10 +92,7 @@ def test_signed_in_through_the_identity_provider_a_person_sees_their_own_runs_on
         tab.goto(f"{url}/results")
         tab.get_by_role("button", name="Sign in").wait_for()
         assert "Results" not in main_text(tab) and "Run" not in main_text(tab)
-        tab.get_by_role("button", name="Sign in").click()
-
-        tab.locator("input[name='sub']").fill("bob@example.com")  # the provider's own page
-        tab.get_by_role("button", name="Authorize").click()
+        sign_in_at_the_provider(tab, url, "bob@example.com")
         tab.get_by_text("bob@example.com · your runs").wait_for()
 
         tab.goto(f"{url}/results")  # the sign-in lasts: a new page load keeps it
@@ -96,3 +100,9 @@ def test_signed_in_through_the_identity_provider_a_person_sees_their_own_runs_on
         assert "aliceRun" not in tab.locator("body").inner_text()
         tab.goto(f"{url}/train?run=aliceRun")
         tab.get_by_text("No run 'aliceRun' here").wait_for()
+
+        stranger = browser.new_context().new_page()  # someone the allow-list does not name
+        sign_in_at_the_provider(stranger, url, "eve@other.org")
+        stranger.get_by_text("eve@other.org may not use this instance").wait_for(timeout=60_000)
+        assert stranger.locator("[data-testid='stSidebarNav']").count() == 0
+        stranger.context.close()
