@@ -14,6 +14,7 @@ from streamlit.testing.v1 import AppTest
 
 from core import access, jobs, storage
 from core.access import AccessSettings, FailureThrottle, SignInRefused, Viewer
+from core.cli import build_parser
 from core.jobs import targets
 from core.jobs.race import Lane, Race
 from core.jobs.run import Run, RunNotFound, RunRecord
@@ -154,7 +155,7 @@ def test_another_owners_race_is_none() -> None:
     assert Race.load("r1", BOB) is None
 
 
-def test_the_cli_refuses_an_owner_no_sign_in_could_give(lab_home: Path) -> None:
+def test_the_cli_owner_defaults_to_local_and_refuses_a_name_no_sign_in_could_give(lab_home: Path) -> None:
     refused = subprocess.run(
         [sys.executable, "-m", "core", "train", "x.zip", "--owner", "<script>"],
         check=False,
@@ -164,6 +165,9 @@ def test_the_cli_refuses_an_owner_no_sign_in_could_give(lab_home: Path) -> None:
     )
     assert refused.returncode == 2 and "--owner" in refused.stderr
     assert refused.stderr.count("\n") == 1
+    parser = build_parser()
+    assert parser.parse_args(["train", "x.zip", "--owner", " Ann@Example.com"]).owner == "ann@example.com"
+    assert parser.parse_args(["analyze", "faces"]).owner == access.LOCAL_OWNER
 
 
 # ------------------------------------------------------------------ the pages, signed in
