@@ -10,11 +10,13 @@ import time
 from pathlib import Path
 
 import pytest
+from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 from core import access, jobs, storage
 from core.access import AccessSettings, FailureThrottle, SignInRefused, Viewer
 from core.cli import build_parser
+from core.cli import main as cli_main
 from core.jobs import targets
 from core.jobs.race import Lane, Race
 from core.jobs.run import Run, RunNotFound, RunRecord
@@ -168,6 +170,18 @@ def test_the_cli_owner_defaults_to_local_and_refuses_a_name_no_sign_in_could_giv
     parser = build_parser()
     assert parser.parse_args(["train", "x.zip", "--owner", " Ann@Example.com"]).owner == "ann@example.com"
     assert parser.parse_args(["analyze", "faces"]).owner == access.LOCAL_OWNER
+
+
+def test_a_command_line_run_belongs_to_its_owner(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    only = tmp_path / "one_class" / "cats"
+    only.mkdir(parents=True)
+    for i in range(3):
+        Image.new("RGB", (8, 8), (i, 0, 0)).save(only / f"{i}.png")
+    # The run fails on its data (one class), after it was recorded: what the app lists.
+    assert cli_main(["train", str(only.parent), "--backbone", "efficientnet_lite0", "--owner", "Ann"]) == 1
+    [row] = jobs.list_runs(viewer=Viewer("ann", sees_all=False))
+    assert row["state"] == "failed" and jobs.list_runs(viewer=BOB) == []
+    assert Run.open(row["run_id"]).record().owner == "ann"
 
 
 # ------------------------------------------------------------------ the pages, signed in
