@@ -6,6 +6,7 @@ import streamlit as st
 
 from core import jobs
 from core.jobs import hardware
+from pages import _access
 from pages._common import run_label
 
 # The icon ships with the app: a Material icon as favicon would be fetched from a font server.
@@ -27,11 +28,17 @@ PAGES = [
     st.Page("pages/predict.py", title="Predict", icon=":material/image_search:", url_path="predict"),
 ]
 
-recover_runs_once()
+viewer = _access.signed_in()
+if viewer is None:  # nothing of the app before sign-in, not even the pages' names
+    _access.sign_in()
+    st.stop()
 page = st.navigation(PAGES)
+_access.signed_in_as(viewer)
+_access.back_to_the_requested_page(PAGES, page)
+recover_runs_once()
 with st.sidebar:
     st.caption(f":material/memory: {hardware.describe()}")
-    active = jobs.active_runs()
+    active = jobs.active_runs(viewer)
     for run in active:
         label = f"{run_label(run)} · {run['state']}"
         st.page_link(

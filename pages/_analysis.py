@@ -18,6 +18,7 @@ from core.jobs import targets
 from core.jobs.run import RunNotFound, RunState
 from core.models.backbones import catalog
 from pages import _analysis_charts as charts
+from pages._access import viewer
 from pages._charts import decision_matrix
 from pages._common import escape, record_measurement, update_draft_plan
 from pages._data import choose_dataset
@@ -56,13 +57,15 @@ def show() -> None:
         if st.form_submit_button("Analyse my data", type="primary", icon=":material/query_stats:"):
             name = dataset.report.source.get("name", "data")
             options = {"sample": sample, "backbones": chosen}
-            st.query_params[ANALYSIS_PARAM] = targets.submit_analysis(dataset.root, name, options)
+            st.query_params[ANALYSIS_PARAM] = targets.submit_analysis(
+                dataset.root, name, options, viewer().owner
+            )
             st.rerun()
 
 
 def _show_job(job_id: str) -> None:
     try:
-        state = RunState(jobs.status(job_id)["state"])
+        state = RunState(jobs.status(job_id, viewer())["state"])
     except RunNotFound:
         st.warning("No such analysis: it may have been deleted. Start a new one.", icon=":material/help:")
         _new_analysis_button()
@@ -70,9 +73,9 @@ def _show_job(job_id: str) -> None:
     if state.active:
         _follow(job_id)
         return
-    result = targets.analysis_result(job_id)
+    result = targets.analysis_result(job_id, viewer())
     if result is None:
-        message = jobs.status(job_id).get("message") or f"the analysis {state}"
+        message = jobs.status(job_id, viewer()).get("message") or f"the analysis {state}"
         st.error(f"The analysis did not finish: {escape(message)}", icon=":material/block:")
         _new_analysis_button()
         return
@@ -82,7 +85,7 @@ def _show_job(job_id: str) -> None:
 @st.fragment(run_every=POLL_SECONDS)
 def _follow(job_id: str) -> None:
     """The job's progress, polled; the page reruns once it has ended."""
-    if RunState(jobs.reconcile(job_id)["state"]).final:
+    if RunState(jobs.reconcile(job_id, viewer())["state"]).final:
         st.rerun()
     progress_card(job_id, key="analysis_progress", phases=PHASES, waiting="Starting")
 
@@ -164,13 +167,14 @@ def _use_plan(result: dict[str, Any]) -> None:
 
 def _race_controls(result: dict[str, Any], column: Any) -> None:
     race_id = st.query_params.get(RACE_PARAM)
-    race = races.Race.load(race_id) if race_id else None
+    race = races.Race.load(race_id, viewer()) if race_id else None
     if race is None:
         epochs = column.number_input("Race epochs", 1, 50, 3, key="race_epochs")
         if column.button("Race cases 1, 2 and 3", key="start_race", icon=":material/sports_score:"):
             started = races.start_race(
                 result["data"], recommended=result["advice"]["case"], backbone=result["backbone"],
                 cut=result["cut"], epochs=int(epochs), dataset_name=result["dataset"]["name"],
+                owner=viewer().owner,
             )  # fmt: skip
             st.query_params[RACE_PARAM] = started.race_id
             st.rerun()
@@ -181,7 +185,7 @@ def _race_controls(result: dict[str, Any], column: Any) -> None:
 @st.fragment(run_every=POLL_SECONDS * 2)
 def _follow_race(race: races.Race) -> None:
     for lane in race.lanes:
-        jobs.reconcile(lane.run_id)
+        jobs.reconcile(lane.run_id, viewer())
     standing = races.standing(race)
     with st.container(border=True, key="race"):
         st.markdown(f"**Race:** {standing.verdict}")

@@ -13,6 +13,7 @@ from core.data import Dataset, IngestError, ingest
 from core.data.samples import SAMPLES, sample_path
 from core.jobs import targets
 from core.jobs.run import RunState
+from pages._access import viewer
 from pages._charts import counts_chart
 from pages._common import escape
 from pages._jobs import progress_card
@@ -66,13 +67,13 @@ def _uploaded() -> Dataset | None:
     upload = st.file_uploader("Zip of images, one folder per class", type=["zip"], key="upload")
     if upload is not None and st.session_state.get(SUBMITTED) != upload.file_id:
         st.session_state[SUBMITTED] = upload.file_id
-        st.session_state[LAST_UPLOAD] = targets.accept_upload(upload.getvalue(), upload.name)
+        st.session_state[LAST_UPLOAD] = targets.accept_upload(upload.getvalue(), upload.name, viewer().owner)
         st.query_params[UPLOAD_PARAM] = st.session_state[LAST_UPLOAD]
     digest = st.query_params.get(UPLOAD_PARAM) or st.session_state.get(LAST_UPLOAD)
     if not digest:
         st.info("Upload a zip, or pick a sample data set to try the app first.")
         return None
-    state = targets.upload_state(digest)
+    state = targets.upload_state(digest, viewer())
     if state.dataset is not None:
         if upload is None:
             st.caption("Using your earlier upload. Upload another zip to replace it.")
@@ -87,8 +88,8 @@ def _uploaded() -> Dataset | None:
 @st.fragment(run_every=POLL_SECONDS)
 def _follow_validation(digest: str) -> None:
     """The validation job's progress, polled; the whole page reruns once it has ended."""
-    state = targets.upload_state(digest)
-    if state.job_id is None or RunState(jobs.reconcile(state.job_id)["state"]).final:
+    state = targets.upload_state(digest, viewer())
+    if state.job_id is None or RunState(jobs.reconcile(state.job_id, viewer())["state"]).final:
         st.rerun()
     progress_card(
         state.job_id, key="validation", phases={"validating": "Checking images"},

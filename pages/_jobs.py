@@ -11,12 +11,13 @@ from core import jobs
 from core.jobs.run import Run
 from core.training.events import read_events
 from core.training.progress import RunProgress, duration
+from pages._access import viewer
 
 
 def progress_card(job_id: str, *, key: str, phases: dict[str, str], waiting: str) -> None:
     """The job's current phase as a bar (``phases`` names the phases people see; any other
     shows ``waiting``), and a Cancel button that stops the job."""
-    progress = RunProgress.of(read_events(Run.open(job_id).directory))
+    progress = RunProgress.of(read_events(Run.open(job_id, viewer()).directory))
     step, label = progress.current, phases.get(progress.phase)
     with st.container(border=True, key=key):
         if step is None or label is None or step.phase != progress.phase:
@@ -28,5 +29,5 @@ def progress_card(job_id: str, *, key: str, phases: dict[str, str], waiting: str
                 text=f"{label}: {step.done:,} of {step.total:,} · {step.images_per_s:,.0f} images/s · {left} left",
             )
         if st.button("Cancel", key=f"cancel_{key}", icon=":material/stop:"):
-            jobs.cancel(job_id)
+            jobs.cancel(job_id, viewer())
             st.rerun()

@@ -18,6 +18,7 @@ from core.jobs import Run, RunState
 from core.training import verdict
 from core.training.events import EpochEnd, EventReader, read_events
 from core.training.progress import RunProgress, duration, queue_wait
+from pages._access import viewer
 from pages._charts import accuracy_axis, epoch_axis
 from pages._common import escape, focus_run, plan_summary, run_label
 
@@ -56,7 +57,7 @@ class LiveRun:
 
 def show_run(run_id: str) -> None:
     try:
-        status = jobs.reconcile(run_id)
+        status = jobs.reconcile(run_id, viewer())
     except jobs.RunNotFound:
         st.error(f"No run {escape(repr(run_id)[:60])} here. It may have been deleted.")
         _new_run_button()
@@ -80,15 +81,15 @@ def _settled_status(run_id: str) -> dict[str, Any]:
     """The run's status, reconciled with its worker at most every ``RECONCILE_SECONDS``."""
     last = st.session_state.setdefault("reconciled_at", {})
     if time.monotonic() - last.get(run_id, 0.0) < RECONCILE_SECONDS:
-        return jobs.status(run_id)
+        return jobs.status(run_id, viewer())
     last[run_id] = time.monotonic()
-    return jobs.reconcile(run_id)
+    return jobs.reconcile(run_id, viewer())
 
 
 def _view(run_id: str) -> RunProgress:
     views = st.session_state.setdefault("run_views", {})
     if run_id not in views:
-        run = Run.open(run_id)
+        run = Run.open(run_id, viewer())
         total = run.plan_fields().get("epochs")
         views[run_id] = LiveRun(EventReader(run.directory), RunProgress(total_epochs=total))
     return views[run_id].update()
@@ -96,7 +97,7 @@ def _view(run_id: str) -> RunProgress:
 
 def _render(run_id: str, view: RunProgress, status: dict[str, Any]) -> None:
     state = status["state"]
-    run = Run.open(run_id)
+    run = Run.open(run_id, viewer())
     row = {**status, **run.plan_fields(), "dataset_name": run.record().dataset_name}
     focus_run(run_id)
     with st.container(border=True, key="run_status"):
@@ -163,7 +164,7 @@ def _cancel(run_id: str, status: dict[str, Any]) -> None:
     asking = st.session_state.get("confirm_cancel") == run_id
     if not asking and st.button("Cancel", key="cancel", icon=":material/stop:"):
         if trained_s <= CONFIRM_CANCEL_AFTER_S:
-            jobs.cancel(run_id)
+            jobs.cancel(run_id, viewer())
             st.rerun()
         st.session_state["confirm_cancel"] = asking = run_id
     if asking:
@@ -171,7 +172,7 @@ def _cancel(run_id: str, status: dict[str, Any]) -> None:
         yes, no = st.columns(2)
         if yes.button("Yes, cancel it", key="confirm_cancel_yes", type="primary"):
             st.session_state.pop("confirm_cancel", None)
-            jobs.cancel(run_id)
+            jobs.cancel(run_id, viewer())
             st.rerun()
         if no.button("Keep training", key="confirm_cancel_no"):
             st.session_state.pop("confirm_cancel", None)
@@ -180,7 +181,8 @@ def _cancel(run_id: str, status: dict[str, Any]) -> None:
 
 def _estimated_wait(run_id: str) -> str:
     """How long until this queued run starts (``progress.queue_wait``), from the runs training
-    now and the median length of the finished ones."""
+    now and the median length of the finished ones. Everyone's runs share the queue, so all of
+    them count here; only a duration is shown of them."""
     rows = jobs.list_runs()
     line = jobs.waiting_runs()
     ahead = line.index(run_id) if run_id in line else len(line)
@@ -192,7 +194,7 @@ def _estimated_wait(run_id: str) -> str:
 
 
 def _time_left(run_id: str, now: float) -> float | None:
-    run = Run.open(run_id)
+    run = Run.open(run_id)  # maybe another owner's run: only its time left is used
     return RunProgress.of(read_events(run.directory), run.plan_fields().get("epochs")).eta_s(now)
 
 

@@ -13,6 +13,7 @@ from core.artifacts.predict import Predictor
 from core.data import IngestError, decode_image
 from core.errors import TransferLabError
 from core.jobs import Run
+from pages._access import viewer
 from pages._charts import top_classes_chart
 from pages._common import data_name, escape, focus_run, run_label
 
@@ -41,7 +42,7 @@ def classify_zip(run_id: str, file_id: str, _data: bytes) -> list[Row]:
 
 
 st.title("Predict")
-done = [r for r in jobs.list_runs() if r["state"] == "done"]
+done = [r for r in jobs.list_runs(viewer=viewer()) if r["state"] == "done"]
 if not done:
     st.info("No finished run yet: train one on the **Train** page.")
     st.stop()

@@ -16,6 +16,7 @@ from core.errors import TransferLabError
 from core.jobs import Run, targets
 from core.training import verdict
 from core.training.evaluate import evaluate
+from pages._access import viewer
 from pages._charts import confusion_heatmap, curves_by_run
 from pages._common import data_name, escape, focus_run, plan_summary, run_label
 
@@ -45,7 +46,7 @@ def check_on(run_id: str, digest: str) -> dict:
 
 st.title("Results")
 
-runs = jobs.list_runs()
+runs = jobs.list_runs(viewer=viewer())
 if not runs:
     st.info("No runs yet: start one on the **Train** page.")
     st.page_link("pages/train.py", label="Go to Train", icon=":material/model_training:")
@@ -86,7 +87,7 @@ ids = table["run_id"].tolist()
 finished = [r["run_id"] for r in runs if r["state"] == "done"]
 compare = st.multiselect("Compare runs", ids, default=finished[:3], format_func=labels.get, key="compare")
 if compare:
-    histories = {labels[run]: (Run.open(run).metrics() or {}).get("history", []) for run in compare}
+    histories = {labels[run]: (Run.open(run, viewer()).metrics() or {}).get("history", []) for run in compare}
     st.plotly_chart(
         curves_by_run(histories), width="stretch", key="compare_chart", config={"displayModeBar": False}
     )
@@ -100,7 +101,7 @@ chosen = st.selectbox(
     key="detail",
 )
 focus_run(chosen)
-run = Run.open(chosen)
+run = Run.open(chosen, viewer())
 metrics = run.metrics()
 st.caption(f"{plan_summary(run.plan_fields())} · run id `{chosen}`")
 if metrics is None:
@@ -118,7 +119,9 @@ if not judged.worked:
 if judged.suggest == verdict.FROM_SCRATCH and st.button(
     "Re-run from scratch", key="rerun_scratch", type="primary"
 ):
-    new_run = jobs.submit({**run.plan_fields(), "weights": "none"}, dataset_name=run.record().dataset_name)
+    new_run = jobs.submit(
+        {**run.plan_fields(), "weights": "none"}, dataset_name=run.record().dataset_name, owner=viewer().owner
+    )
     st.switch_page("pages/train.py", query_params={"run": new_run})
 if st.button("Try this model", key="try_model", icon=":material/image_search:"):
     st.switch_page("pages/predict.py", query_params={"run": chosen})
@@ -169,7 +172,7 @@ check = st.file_uploader(
 )
 if check is not None:
     try:
-        checked = check_on(chosen, targets.accept_upload(check.getvalue(), check.name))
+        checked = check_on(chosen, targets.accept_upload(check.getvalue(), check.name, viewer().owner))
     except TransferLabError as exc:
         st.error(f"{escape(check.name)}: {escape(exc)}")
     else:

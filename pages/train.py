@@ -11,6 +11,7 @@ from core import jobs
 from core.training.estimate import Estimate, estimate_in_subprocess
 from core.training.progress import duration
 from pages import _live, _plan_form
+from pages._access import viewer
 from pages._common import escape
 from pages._data import choose_dataset, show_report
 
@@ -66,6 +67,8 @@ if plan_key in estimates:
     else:
         estimate_col.info(said, icon=":material/timer:")
 if start_col.button("Start training", type="primary", key="start", icon=":material/play_arrow:"):
-    new_run = jobs.submit(plan.to_dict(), dataset_name=dataset.report.source.get("name"))
+    new_run = jobs.submit(
+        plan.to_dict(), dataset_name=dataset.report.source.get("name"), owner=viewer().owner
+    )
     st.query_params["run"] = new_run
     st.rerun()

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import IO
 
 import pytest
 
@@ -77,28 +79,44 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _wait_healthy(url: str, process: subprocess.Popen, timeout: float = 90) -> None:
+def _wait_healthy(
+    url: str, process: subprocess.Popen, timeout: float = 90, path: str = "/_stcore/health"
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"the app exited early with code {process.returncode}")
+            raise RuntimeError(f"{url} exited early with code {process.returncode}")
         try:
-            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
+            with urllib.request.urlopen(f"{url}{path}", timeout=2) as response:
                 if response.status == 200:
                     return
         except OSError:
             time.sleep(0.3)
-    raise TimeoutError(f"the app at {url} did not become healthy in {timeout:.0f} s")
+    raise TimeoutError(f"{url} did not become healthy in {timeout:.0f} s")
 
 
-@pytest.fixture(scope="session")
-def app_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A real Streamlit server on 127.0.0.1 with its own storage, for the whole session."""
+def _stop(process: subprocess.Popen, log: IO[str]) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+    log.close()
+
+
+@contextlib.contextmanager
+def serve_app(
+    home: Path, env: dict[str, str] | None = None, secrets: Callable[[str], str] | None = None
+) -> Iterator[str]:
+    """A real Streamlit server on 127.0.0.1 with its storage in ``home`` and extra environment;
+    ``secrets`` writes its ``secrets.toml`` from its URL. Yields the URL, stops it afterwards."""
     port = _free_port()
-    home = tmp_path_factory.mktemp("browser_home")
-    log = open(home / "server.log", "w")  # noqa: SIM115 - open for the whole session, closed below
-    # Workers sleep after each batch so that a tiny run lasts long enough to watch it live.
-    env = {**os.environ, "TRANSFER_LAB_HOME": str(home), "TRANSFER_LAB_STEP_DELAY": "0.3"}
+    url = f"http://127.0.0.1:{port}"
+    args = []
+    if secrets is not None:
+        (home / "secrets.toml").write_text(secrets(url))
+        args = ["--secrets.files", str(home / "secrets.toml")]
+    log = open(home / "server.log", "w")  # noqa: SIM115 - open for the server's life, closed below
     process = subprocess.Popen(
         [
             sys.executable,
@@ -109,23 +127,26 @@ def app_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             str(port),
             "--server.headless",
             "true",
+            *args,
         ],
         cwd=ROOT,
-        env=env,
+        env={**os.environ, "TRANSFER_LAB_HOME": str(home), **(env or {})},
         stdout=log,
         stderr=subprocess.STDOUT,
     )
-    url = f"http://127.0.0.1:{port}"
     try:
         _wait_healthy(url, process)
         yield url
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-        log.close()
+        _stop(process, log)
+
+
+@pytest.fixture(scope="session")
+def app_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real Streamlit server on 127.0.0.1 with its own storage, for the whole session."""
+    # Workers sleep after each batch so that a tiny run lasts long enough to watch it live.
+    with serve_app(tmp_path_factory.mktemp("browser_home"), env={"TRANSFER_LAB_STEP_DELAY": "0.3"}) as url:
+        yield url
 
 
 @pytest.fixture(scope="session")
@@ -162,3 +183,29 @@ def screenshot_dir() -> Path | None:
     path = Path(folder)
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+@pytest.fixture(scope="session")
+def app_server():
+    """Starts further app servers, configured differently from ``app_url``'s:
+    ``with app_server(home, env={...}, secrets=lambda url: "...") as url``."""
+    return serve_app
+
+
+@pytest.fixture(scope="session")
+def identity_provider(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real OpenID Connect provider for tests (``oidc-provider-mock``) on 127.0.0.1: it signs
+    in whoever is typed on its page, with that text as the e-mail address. Yields its issuer URL."""
+    port = _free_port()
+    log = open(tmp_path_factory.mktemp("identity_provider") / "provider.log", "w")  # noqa: SIM115
+    process = subprocess.Popen(
+        [sys.executable, "-m", "oidc_provider_mock", "--host", "127.0.0.1", "--port", str(port)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_healthy(url, process, timeout=60, path="/.well-known/openid-configuration")
+        yield url
+    finally:
+        _stop(process, log)

@@ -13,9 +13,21 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 CORE = ROOT / "core"
 # Bottom to top, as DESIGN.md's module map lists them; a module may import its own layer or lower.
-LAYERS = ("errors", "storage", "advice", "data", "models", "artifacts", "training", "analysis", "jobs", "cli")
+LAYERS = (
+    "errors",
+    "storage",
+    "access",
+    "advice",
+    "data",
+    "models",
+    "artifacts",
+    "training",
+    "analysis",
+    "jobs",
+    "cli",
+)
 RANK = {"errors": 0, "storage": 0, **{name: i for i, name in enumerate(LAYERS)}}
-TORCH_FREE = ("core.errors", "core.storage", "core.advice", "core.jobs")
+TORCH_FREE = ("core.errors", "core.storage", "core.access", "core.advice", "core.jobs")
 HEAVY = ("torch", "torchvision", "ray")
 
 

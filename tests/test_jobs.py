@@ -371,6 +371,7 @@ def test_list_runs_shows_the_newest_first_with_its_plan(home: Path) -> None:
         "case": 1,
         "data": "flowers",
         "dataset_name": "flowers",  # what the pages name the run by
+        "owner": "local",  # whose run it is (an admin's table shows it)
         "best_val_accuracy": 0.9,
         "majority_rate": None,
     }

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
-from core import storage
+from core import access, storage
 from core.errors import TransferLabError, one_line
 
 COMMANDS: dict[str, str] = {
@@ -27,6 +27,7 @@ COMMANDS: dict[str, str] = {
     "predict": "core.cli.predict",
     "evaluate": "core.cli.evaluate",
     "export": "core.cli.export",
+    "hash-password": "core.cli.hash_password",
 }
 
 
@@ -43,6 +44,20 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive number, got {value}")
     return value
+
+
+def add_owner_argument(parser: argparse.ArgumentParser) -> None:
+    """``--owner``: whose runs a command starts; the app shows them to that owner and to admins."""
+    parser.add_argument(
+        "--owner", type=_owner, default=access.LOCAL_OWNER, help="who owns the runs in the app"
+    )
+
+
+def _owner(text: str) -> str:
+    try:
+        return access.owner_name(text)
+    except access.SignInRefused as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 class _Parser(argparse.ArgumentParser):

@@ -12,7 +12,7 @@ import json
 import sys
 from pathlib import Path
 
-from core.cli import positive_int
+from core.cli import add_owner_argument, positive_int
 from core.data.samples import SAMPLES, sample_path
 
 HELP = "measure how close a data set is to ImageNet, rank backbones, pick the cut, and advise"
@@ -45,6 +45,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="the race's input size (default: the backbone's)",
     )
     parser.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    add_owner_argument(parser)  # the race's runs
 
 
 def run(args: argparse.Namespace) -> int:
@@ -74,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
         race = start_race(
             dataset.root, recommended=result["recommended_case"], backbone=result["backbone"], cut=result["cut"],
             epochs=args.race, seed=args.seed, dataset_name=result["dataset"]["name"],
-            plan={"image_size": args.race_image_size} if args.race_image_size else None,
+            plan={"image_size": args.race_image_size} if args.race_image_size else None, owner=args.owner,
         )  # fmt: skip
         print(
             f"racing cases 1, 2 and 3 for {args.race} epoch(s), twice each: race {race.race_id}",

@@ -29,6 +29,8 @@ if TYPE_CHECKING:
     from core.training.events import EventReader
     from core.training.plan import Plan
 
+from core.cli import add_owner_argument
+
 HELP = "train a model on a zip or folder of images and write a complete run directory"
 
 
@@ -77,6 +79,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--workers", type=int, default=1, help="with --submit: processes training the run together"
     )
+    add_owner_argument(parser)
 
 
 class _WithDefaults(argparse.HelpFormatter):
@@ -123,7 +126,7 @@ def run(args: argparse.Namespace) -> int:
     ranks = ranks_from_env()
     run = _run_folder(args.out)
     if ranks.is_main:
-        _start(run, plan)
+        _start(run, plan, args.owner)
     display = RunDisplay(sys.stderr)
     try:
         with _kept(run) if ranks.is_main else contextlib.nullcontext() as keeper:
@@ -210,13 +213,13 @@ def _run_folder(out: Path | None) -> Run:
     return run
 
 
-def _start(run: Run, plan: Plan) -> None:
+def _start(run: Run, plan: Plan, owner: str) -> None:
     from core.jobs.run import RunRecord
     from core.storage import write_json
 
     write_json(run.plan_file, plan.to_dict())
     name = Path(plan.data).name
-    run.write_record(RunRecord(dataset_name=name, created=time.time()))
+    run.write_record(RunRecord(owner=owner, dataset_name=name, created=time.time()))
 
 
 @contextlib.contextmanager

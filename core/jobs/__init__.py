@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from core import storage
+from core.access import LOCAL, Viewer
 from core.jobs import backend, hardware, queue
 from core.jobs.run import (
     CANCELLED_MESSAGE,
@@ -64,7 +65,7 @@ CANCEL_GRACE_S = 10.0
 _SUMMARY_FIELDS = {
     "plan.json": ("backbone", "case", "data"),
     "metrics.json": ("best_val_accuracy", "majority_rate"),
-    "run.json": ("dataset_name",),
+    "run.json": ("dataset_name", "owner"),
 }
 # path -> (the file's stat stamp, its summary fields): a finished run's files are parsed once.
 _summaries: dict[Path, tuple[tuple[int, int, int] | None, dict[str, Any]]] = {}
@@ -155,18 +156,19 @@ def submit(
     return run.id
 
 
-def status(run_id: str) -> dict[str, Any]:
-    """The run's ``status.json`` plus ``run_id`` and ``queue_position``, as last recorded.
+def status(run_id: str, viewer: Viewer = LOCAL) -> dict[str, Any]:
+    """The run's ``status.json`` plus ``run_id`` and ``queue_position``, as last recorded;
+    ``RunNotFound`` for a run ``viewer`` may not see.
 
     It only reads: a run whose worker died still says ``running`` here until ``reconcile``.
     """
-    return _with_position(Run.open(run_id))
+    return _with_position(Run.open(run_id, viewer))
 
 
-def reconcile(run_id: str) -> dict[str, Any]:
+def reconcile(run_id: str, viewer: Viewer = LOCAL) -> dict[str, Any]:
     """``status`` after settling the run with its worker: a gone worker's run is finished, a
     frozen or cancel-ignoring worker is killed first."""
-    run = Run.open(run_id)
+    run = Run.open(run_id, viewer)
     _reconcile(run)
     return _with_position(run)
 
@@ -177,13 +179,13 @@ def queue_position(run_id: str) -> int | None:
     return line.index(run_id) + 1 if run_id in line else None
 
 
-def cancel(run_id: str) -> None:
+def cancel(run_id: str, viewer: Viewer = LOCAL) -> None:
     """Stop a queued or running run: it is marked ``cancelled`` within seconds.
 
     A finished run stays as it is. A worker that ignores SIGTERM for ``CANCEL_GRACE_S`` is
     killed the next time anyone reconciles its run.
     """
-    run = Run.open(run_id)
+    run = Run.open(run_id, viewer)
     if not _state(run.status()).active:
         return
     with contextlib.suppress(FileExistsError):
@@ -202,9 +204,9 @@ def cancel(run_id: str) -> None:
     _reconcile(run)
 
 
-def list_runs(kind: str = "train") -> list[dict[str, Any]]:
-    """Every run of ``kind``, newest first, with what a runs table shows: state, plan summary,
-    best accuracy.
+def list_runs(kind: str = "train", viewer: Viewer = LOCAL) -> list[dict[str, Any]]:
+    """Every run of ``kind`` that ``viewer`` may see, newest first, with what a runs table
+    shows: state, plan summary, best accuracy.
 
     Active runs are reconciled first. Plans and metrics are parsed again only when their files
     change, so a long history of finished runs costs a ``stat`` each.
@@ -213,20 +215,21 @@ def list_runs(kind: str = "train") -> list[dict[str, Any]]:
     rows = []
     for run in _runs():
         current = run.status()
-        if current.get("kind", "train") != kind:
+        if current.get("kind", "train") != kind or not _visible(run, viewer):
             continue
         current = _reconcile(run) if _state(current).active else current
         rows.append(_row(run, current, line) | _summary(run.metrics_file))
     return _newest_first(rows)
 
 
-def active_runs() -> list[dict[str, Any]]:
-    """The queued and running runs, newest first: ``list_runs`` rows without ``best_val_accuracy``.
+def active_runs(viewer: Viewer = LOCAL) -> list[dict[str, Any]]:
+    """The queued and running runs ``viewer`` may see, newest first: ``list_runs`` rows without
+    ``best_val_accuracy``.
 
     Cheap enough for every rerun of every page: besides each ``status.json``, it reads only the
     plans of active runs, and checks only their workers.
     """
-    active = [run for run in _runs() if _is_active_training(run.status())]
+    active = [run for run in _runs() if _is_active_training(run.status()) and _visible(run, viewer)]
     if not active:
         return []
     line = waiting_runs()
@@ -261,6 +264,11 @@ def worker_pythonpath() -> str:
 
 
 # ---------------------------------------------------------------------------- internals
+
+
+def _visible(run: Run, viewer: Viewer) -> bool:
+    """Whether ``viewer`` may see ``run``; its owner is read once until ``run.json`` changes."""
+    return viewer.sees_all or viewer.may_see(_summary(run.record_file)["owner"])
 
 
 def _is_active_training(current: Mapping[str, Any]) -> bool:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from core import jobs, storage
+from core.access import LOCAL, LOCAL_OWNER, Viewer
 from core.jobs.run import Run, RunState
 
 RACE_CASES = (1, 2, 3)
@@ -39,21 +40,24 @@ class Race:
     data: str
     recommended: int
     lanes: tuple[Lane, ...]
+    owner: str = LOCAL_OWNER
 
     @property
     def file(self) -> Path:
         return storage.races_dir() / f"{self.race_id}.json"
 
     @classmethod
-    def load(cls, race_id: str) -> Race | None:
-        """The race with this id, or None (an id that could not be one never reaches the disk)."""
+    def load(cls, race_id: str, viewer: Viewer = LOCAL) -> Race | None:
+        """The race with this id, or None: also for another owner's race, which ``viewer`` may
+        not see (an id that could not be one never reaches the disk)."""
         if not (race_id.isalnum() and len(race_id) <= 32):
             return None
         data = storage.read_json(storage.races_dir() / f"{race_id}.json")
-        if not data:
+        owner = (data or {}).get("owner", LOCAL_OWNER)
+        if not data or not viewer.may_see(owner):
             return None
         lanes = tuple(Lane(**lane) for lane in data["lanes"])
-        return cls(data["race_id"], data["data"], int(data["recommended"]), lanes)
+        return cls(data["race_id"], data["data"], int(data["recommended"]), lanes, owner)
 
 
 @dataclass(frozen=True)
@@ -150,15 +154,20 @@ def start_race(
     seed: int = 0,
     dataset_name: str | None = None,
     plan: dict[str, Any] | None = None,
+    owner: str = LOCAL_OWNER,
 ) -> Race:
-    """Queue the race's runs (``plan`` adds fields to each, such as an image size) and record it."""
+    """Queue the race's runs (``plan`` adds fields to each, such as an image size) for ``owner``
+    and record it."""
     lanes = []
     for repeat in range(REPEATS):
         for case in RACE_CASES:
             fields = {**(plan or {}), "data": str(data), "case": case, "backbone": backbone,
                       "cut": cut if case == 2 else None, "epochs": epochs, "seed": seed + repeat}  # fmt: skip
-            lanes.append(Lane(case, seed + repeat, jobs.submit(fields, dataset_name=dataset_name)))
-    race = Race(time.strftime("%Y%m%d%H%M%S") + secrets.token_hex(3), str(data), recommended, tuple(lanes))
+            lanes.append(
+                Lane(case, seed + repeat, jobs.submit(fields, dataset_name=dataset_name, owner=owner))
+            )
+    race_id = time.strftime("%Y%m%d%H%M%S") + secrets.token_hex(3)
+    race = Race(race_id, str(data), recommended, tuple(lanes), owner)
     storage.write_json(race.file, asdict(race))
     return race
 

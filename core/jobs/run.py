@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any, Self
 
 from core import storage
+from core.access import LOCAL, Viewer
 from core.errors import TransferLabError, one_line
 from core.jobs import queue
 from core.storage import RunFiles, read_json, write_json
@@ -143,13 +144,14 @@ class Run(RunFiles):
     folder (``train --out`` may write one anywhere)."""
 
     @classmethod
-    def open(cls, run_id: str) -> Run:
-        """The run ``run_id`` under ``runs/``; ``RunNotFound`` if there is none (or the id is
-        not one a run could have: such ids never reach the file system)."""
+    def open(cls, run_id: str, viewer: Viewer = LOCAL) -> Run:
+        """The run ``run_id`` under ``runs/``; ``RunNotFound`` if there is none, if ``viewer``
+        may not see it (another owner's run is missing, the same words), or if the id is not
+        one a run could have (such ids never reach the file system)."""
         if not is_run_id(run_id):
             raise RunNotFound(f"no run {_shown(run_id)}")
         run = cls(storage.runs_dir() / run_id)
-        if not run.status_file.exists():
+        if not run.status_file.exists() or not viewer.may_see(run.record().owner):
             raise RunNotFound(f"no run {_shown(run_id)} in {storage.runs_dir()}")
         return run
 

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from core import jobs, storage
+from core import access, jobs, storage
+from core.access import LOCAL, Viewer
 from core.jobs.run import Run, RunState
 from core.storage import write_json
 from core.training.events import Emit, PhaseMeter
@@ -42,10 +43,14 @@ class UploadState:
     refusal: str | None = None
 
 
-def accept_upload(data: bytes, name: str, owner: str = "local") -> str:
+def accept_upload(data: bytes, name: str, owner: str = access.LOCAL_OWNER) -> str:
     """Keep an uploaded zip under ``uploads/`` and start validating it, unless that content was
-    validated before; return its sha256, by which the page follows it (and a reload finds it)."""
+    validated before; return its sha256, by which the page follows it (and a reload finds it).
+
+    Whoever uploads a data set becomes one of its owners, also when its content was there before.
+    """
     digest = hashlib.sha256(data).hexdigest()
+    access.add_owner(dataset_owners_file(digest), owner)
     if upload_state(digest).dataset is not None:
         return digest
     folder = storage.uploads_dir()
@@ -59,20 +64,32 @@ def accept_upload(data: bytes, name: str, owner: str = "local") -> str:
     return digest
 
 
-def upload_state(digest: str) -> UploadState:
-    """The upload with this sha256: its data set once validated, else its newest validation job."""
-    if not _is_sha256(digest):
+def upload_state(digest: str, viewer: Viewer = LOCAL) -> UploadState:
+    """The upload with this sha256: its data set once validated, else its newest validation job;
+    an upload that ``viewer`` does not own is no such upload."""
+    if not _is_sha256(digest) or not _owns(viewer, digest):
         return UploadState(digest, refusal="no such upload")
     folder = storage.datasets_dir() / digest
     if (folder / "manifest.json").is_file():
         return UploadState(digest, dataset=folder)
-    for row in jobs.list_runs(kind=VALIDATE_KIND):  # newest first
+    for row in jobs.list_runs(kind=VALIDATE_KIND, viewer=viewer):  # newest first
         if Path(str(row.get("data") or "")).stem == digest:
             state = RunState(row["state"])
             if state.active:
                 return UploadState(digest, job_id=row["run_id"])
             return UploadState(digest, job_id=row["run_id"], refusal=row["message"] or f"validation {state}")
     return UploadState(digest, refusal="no such upload: upload the zip again")
+
+
+def dataset_owners_file(digest: str) -> Path:
+    """Who uploaded the data set ``datasets/<digest>/``: a JSON list beside it."""
+    return storage.datasets_dir() / f"{digest}.owners.json"
+
+
+def _owns(viewer: Viewer, digest: str) -> bool:
+    """A data set from before owners were kept belongs to ``local``."""
+    owners = access.stored_owners(dataset_owners_file(digest)) or [access.LOCAL_OWNER]
+    return any(viewer.may_see(owner) for owner in owners)
 
 
 def _is_sha256(text: str) -> bool:
@@ -115,7 +132,7 @@ def _reporter(emit: Emit) -> Callable[[int, int], None]:
 
 
 def submit_analysis(
-    data: str | Path, name: str, options: dict[str, Any] | None = None, owner: str = "local"
+    data: str | Path, name: str, options: dict[str, Any] | None = None, owner: str = access.LOCAL_OWNER
 ) -> str:
     """Start analysing the data set at ``data`` (a validated upload's folder, a sample, a server
     folder) in a job of its own, beside any training; returns the job's id."""
@@ -126,10 +143,10 @@ def submit_analysis(
     )  # fmt: skip
 
 
-def analysis_result(job_id: str) -> dict[str, Any] | None:
+def analysis_result(job_id: str, viewer: Viewer = LOCAL) -> dict[str, Any] | None:
     """A finished analysis's result (``python -m core analyze --json``'s object), else None;
-    ``RunNotFound`` for an id that names no job."""
-    return storage.read_json(Run.open(job_id).result_file)
+    ``RunNotFound`` for an id that names no job ``viewer`` may see."""
+    return storage.read_json(Run.open(job_id, viewer).result_file)
 
 
 def analyse_data(run_dir: Path, emit: Emit) -> dict[str, Any]:

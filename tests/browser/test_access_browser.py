@@ -1,0 +1,108 @@
+"""Access in a real browser: with a team password nothing but the sign-in shows; with an
+identity provider (a real one, started on 127.0.0.1 by the test), a person signs in there and
+sees their own runs, never another's."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from core import access
+from core.jobs.run import Run, RunRecord
+from core.storage import write_json
+
+pytestmark = pytest.mark.browser
+
+PASSWORD = "correct horse battery staple"
+
+
+def stored_run(home: Path, run_id: str, owner: str) -> None:
+    """A finished run in the server's storage, owned by ``owner``."""
+    run = Run(home / "runs" / run_id)
+    run.directory.mkdir(parents=True)
+    write_json(run.plan_file, {"backbone": "resnet18", "case": 1, "data": "/data/faces", "epochs": 1})
+    write_json(run.status_file, {"state": "done", "message": "", "submitted": time.time(), "kind": "train"})
+    run.write_record(RunRecord(owner=owner, dataset_name="faces"))
+
+
+@pytest.fixture
+def tab(browser) -> Iterator[object]:
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    page = context.new_page()
+    page.set_default_timeout(60_000)
+    yield page
+    context.close()
+
+
+def main_text(page) -> str:
+    return page.locator("[data-testid='stMain']").inner_text()
+
+
+def test_with_a_password_only_the_sign_in_shows_until_signed_in(tab, app_server, tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    stored_run(home, "aliceRun", "alice")
+    env = {access.PASSWORD_HASH_ENV: access.hash_password(PASSWORD)}
+    with app_server(home, env=env) as url:
+        tab.goto(f"{url}/train?run=aliceRun")
+        tab.get_by_role("button", name="Sign in").wait_for()
+        assert "Train" not in main_text(tab) and "aliceRun" not in tab.locator("body").inner_text()
+        assert tab.locator("[data-testid='stSidebarNav']").count() == 0  # no pages listed either
+
+        tab.get_by_role("textbox", name="Your name").fill("bob")
+        tab.get_by_role("textbox", name="Team password").fill(PASSWORD)
+        tab.get_by_role("button", name="Sign in").click()
+        tab.locator("[data-testid='stSidebarNav']").wait_for()
+        tab.get_by_text("bob · your runs").wait_for()
+        # The deep link's page, where another owner's run is as missing as a made-up one.
+        tab.get_by_text("No run 'aliceRun' here").wait_for()
+
+
+def sign_in_at_the_provider(page, url: str, email: str) -> None:
+    page.goto(url)
+    page.get_by_role("button", name="Sign in").click()
+    page.locator("input[name='sub']").fill(email)  # the provider's own page
+    page.get_by_role("button", name="Authorize").click()
+
+
+def test_signed_in_through_the_identity_provider_a_person_sees_their_own_runs_only(
+    tab, browser, app_server, identity_provider: str, tmp_path: Path
+) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    stored_run(home, "aliceRun", "alice@example.com")
+    stored_run(home, "bobRun", "bob@example.com")
+
+    def secrets(url: str) -> str:
+        return (
+            "[auth]\n"
+            f'redirect_uri = "{url}/oauth2callback"\n'
+            'cookie_secret = "a-cookie-secret-for-the-test-only"\n'
+            'client_id = "transfer-lab"\n'
+            'client_secret = "test-secret"\n'
+            f'server_metadata_url = "{identity_provider}/.well-known/openid-configuration"\n'
+            "[access]\n"
+            'allow = ["example.com"]\n'
+        )
+
+    with app_server(home, secrets=secrets) as url:
+        tab.goto(f"{url}/results")
+        tab.get_by_role("button", name="Sign in").wait_for()
+        assert "Results" not in main_text(tab) and "Run" not in main_text(tab)
+        sign_in_at_the_provider(tab, url, "bob@example.com")
+        tab.get_by_text("bob@example.com · your runs").wait_for()
+
+        tab.goto(f"{url}/results")  # the sign-in lasts: a new page load keeps it
+        tab.get_by_text("Run bobRun has no results").wait_for()
+        assert "aliceRun" not in tab.locator("body").inner_text()
+        tab.goto(f"{url}/train?run=aliceRun")
+        tab.get_by_text("No run 'aliceRun' here").wait_for()
+
+        stranger = browser.new_context().new_page()  # someone the allow-list does not name
+        sign_in_at_the_provider(stranger, url, "eve@other.org")
+        stranger.get_by_text("eve@other.org may not use this instance").wait_for(timeout=60_000)
+        assert stranger.locator("[data-testid='stSidebarNav']").count() == 0
+        stranger.context.close()

@@ -1,0 +1,245 @@
+"""Access and owners: the team password and its wait after failures, and each owner seeing only
+their own runs and uploads, in ``core`` and through the app's pages (AppTest)."""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from PIL import Image
+from streamlit.testing.v1 import AppTest
+
+from core import access, jobs, storage
+from core.access import AccessSettings, FailureThrottle, SignInRefused, Viewer
+from core.cli import build_parser
+from core.cli import main as cli_main
+from core.jobs import targets
+from core.jobs.race import Lane, Race
+from core.jobs.run import Run, RunNotFound, RunRecord
+from core.storage import write_json
+
+ROOT = Path(__file__).resolve().parents[1]
+APP = str(ROOT / "streamlit_app.py")
+PASSWORD = "correct horse battery staple"
+ALICE, BOB = Viewer("alice", sees_all=False), Viewer("bob", sees_all=False)
+
+
+def stored_run(run_id: str, owner: str, state: str = "done") -> str:
+    """A finished run on disk, as a worker leaves it, owned by ``owner``."""
+    run = Run(storage.runs_dir() / run_id)
+    run.directory.mkdir(parents=True)
+    write_json(run.plan_file, {"backbone": "resnet18", "case": 1, "data": "/data/faces", "epochs": 1})
+    write_json(run.status_file, {"state": state, "message": "", "submitted": time.time(), "kind": "train"})
+    run.write_record(RunRecord(owner=owner, dataset_name="faces"))
+    return run_id
+
+
+@pytest.fixture
+def password(monkeypatch: pytest.MonkeyPatch) -> str:
+    monkeypatch.setenv(access.PASSWORD_HASH_ENV, access.hash_password(PASSWORD))
+    return PASSWORD
+
+
+# ------------------------------------------------------------------ settings and the password
+
+
+def test_access_is_off_without_configuration_and_everyone_is_local() -> None:
+    settings = access.settings({}, env={})
+    assert settings.mode == access.OFF
+    assert settings.viewer("anyone") == access.LOCAL and access.LOCAL.may_see("bob")
+
+
+def test_the_mode_follows_what_is_configured() -> None:
+    auth = {"auth": {"client_id": "lab", "server_metadata_url": "http://127.0.0.1:1/.well-known"}}
+    assert access.settings(auth, env={}).mode == access.OIDC
+    assert access.settings({"access": {"password_hash": "scrypt$00$00"}}, env={}).mode == access.PASSWORD
+    assert access.settings({}, env={access.PASSWORD_HASH_ENV: "scrypt$00$00"}).mode == access.PASSWORD
+
+
+def test_the_allow_list_takes_domains_and_addresses_and_admins_see_all() -> None:
+    settings = access.settings(
+        {"access": {"allow": ["example.com", "Guest@Other.org"], "admins": ["boss@example.com"]}},
+        env={access.PASSWORD_HASH_ENV: "x"},
+    )
+    assert settings.allows("ann@example.com") and settings.allows("guest@other.org")
+    assert not settings.allows("eve@other.org") and not settings.allows("eve@example.com.evil")
+    assert not access.settings({}, env={}).allows("ann@example.com")  # no list: nobody
+    assert settings.viewer("boss@example.com").sees_all
+    assert not settings.viewer("ann@example.com").sees_all
+    assert access.settings({"access": {"allow": "a.org, b.org"}}, env={}).allow == ("a.org", "b.org")
+    shared = access.settings({}, env={access.PASSWORD_HASH_ENV: "x", access.SHARE_ENV: "true"})
+    assert shared.viewer("ann").sees_all
+
+
+def test_a_password_matches_its_hash_only() -> None:
+    stored = access.hash_password(PASSWORD)
+    assert PASSWORD not in stored
+    assert access.password_matches(PASSWORD, stored)
+    assert not access.password_matches(PASSWORD + " ", stored)
+    assert not access.password_matches(PASSWORD, "plain-text")
+
+
+def test_each_failure_doubles_the_wait_per_client_and_a_new_throttle_sees_it() -> None:
+    throttle = FailureThrottle()
+    assert [throttle.failed("10.0.0.1", now=100.0) for _ in range(3)] == [1.0, 2.0, 4.0]
+    # Another session (or server process) reads the same file: the wait is not per session.
+    assert FailureThrottle().wait_s("10.0.0.1", now=101.0) == pytest.approx(3.0)
+    assert FailureThrottle().wait_s("10.0.0.2", now=101.0) == 0.0
+    assert access.delay_s(30) == access.MAX_DELAY_S
+    throttle.succeeded("10.0.0.1")
+    assert throttle.wait_s("10.0.0.1", now=101.0) == 0.0
+
+
+def test_while_the_wait_lasts_even_the_right_password_is_refused() -> None:
+    settings = AccessSettings(mode=access.PASSWORD, password_hash=access.hash_password(PASSWORD))
+    with pytest.raises(SignInRefused, match="wrong password"):
+        access.check_password(settings, "guess", None)
+    with pytest.raises(SignInRefused, match="too many failed sign-ins"):
+        access.check_password(settings, PASSWORD, None)
+    time.sleep(access.delay_s(1))
+    access.check_password(settings, PASSWORD, None)
+
+
+# ------------------------------------------------------------------ owners in the jobs layer
+
+
+def test_another_owners_run_is_not_found_exactly_like_a_made_up_id() -> None:
+    stored_run("alice-run", "alice")
+    with pytest.raises(RunNotFound) as made_up:
+        Run.open("no-such-run", BOB)
+    with pytest.raises(RunNotFound) as theirs:
+        Run.open("alice-run", BOB)
+    assert str(theirs.value) == str(made_up.value).replace("no-such-run", "alice-run")
+    for call in (jobs.status, jobs.reconcile, jobs.cancel):
+        with pytest.raises(RunNotFound):
+            call("alice-run", BOB)
+    assert jobs.status("alice-run", ALICE)["state"] == "done"
+
+
+def test_each_owner_lists_their_own_runs_and_admins_all() -> None:
+    stored_run("alice-run", "alice")
+    stored_run("bob-run", "bob", state="queued")
+    stored_run("cli-run", "local")
+    assert [r["run_id"] for r in jobs.list_runs(viewer=ALICE)] == ["alice-run"]
+    assert [r["run_id"] for r in jobs.list_runs(viewer=BOB)] == ["bob-run"]
+    assert {r["run_id"] for r in jobs.list_runs(viewer=Viewer("boss", sees_all=True))} == {
+        "alice-run",
+        "bob-run",
+        "cli-run",
+    }
+    assert {r["run_id"] for r in jobs.list_runs()} == {"alice-run", "bob-run", "cli-run"}  # access off
+    assert jobs.active_runs(ALICE) == []
+
+
+def test_an_upload_belongs_to_whoever_uploaded_it() -> None:
+    content = b"the bytes of a zip validated earlier"
+    digest = hashlib.sha256(content).hexdigest()
+    (storage.datasets_dir() / digest).mkdir(parents=True)
+    (storage.datasets_dir() / digest / "manifest.json").write_text("{}")
+    access.add_owner(targets.dataset_owners_file(digest), "alice")
+    assert targets.upload_state(digest, ALICE).dataset is not None
+    assert targets.upload_state(digest, BOB).refusal == "no such upload"
+    assert targets.upload_state("b" * 64, BOB).refusal == "no such upload"
+    # The same content uploaded by another person is theirs too, without validating it again.
+    assert targets.accept_upload(content, "mine.zip", owner="bob") == digest
+    assert targets.upload_state(digest, BOB).dataset is not None
+    assert jobs.list_runs(kind=targets.VALIDATE_KIND) == []
+
+
+def test_another_owners_race_is_none() -> None:
+    race = Race("r1", "/data/faces", 1, (Lane(1, 0, "x"),), owner="alice")
+    write_json(race.file, {**race.__dict__, "lanes": [lane.__dict__ for lane in race.lanes]})
+    assert Race.load("r1", ALICE) == race
+    assert Race.load("r1", BOB) is None
+
+
+def test_the_cli_owner_defaults_to_local_and_refuses_a_name_no_sign_in_could_give(lab_home: Path) -> None:
+    refused = subprocess.run(
+        [sys.executable, "-m", "core", "train", "x.zip", "--owner", "<script>"],
+        check=False,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert refused.returncode == 2 and "--owner" in refused.stderr
+    assert refused.stderr.count("\n") == 1
+    parser = build_parser()
+    assert parser.parse_args(["train", "x.zip", "--owner", " Ann@Example.com"]).owner == "ann@example.com"
+    assert parser.parse_args(["analyze", "faces"]).owner == access.LOCAL_OWNER
+
+
+def test_a_command_line_run_belongs_to_its_owner(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    only = tmp_path / "one_class" / "cats"
+    only.mkdir(parents=True)
+    for i in range(3):
+        Image.new("RGB", (8, 8), (i, 0, 0)).save(only / f"{i}.png")
+    # The run fails on its data (one class), after it was recorded: what the app lists.
+    assert cli_main(["train", str(only.parent), "--backbone", "efficientnet_lite0", "--owner", "Ann"]) == 1
+    [row] = jobs.list_runs(viewer=Viewer("ann", sees_all=False))
+    assert row["state"] == "failed" and jobs.list_runs(viewer=BOB) == []
+    assert Run.open(row["run_id"]).record().owner == "ann"
+
+
+# ------------------------------------------------------------------ the pages, signed in
+
+
+def sign_in(name: str, secret: str = PASSWORD, **query: str) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=120)
+    for key, value in query.items():
+        at.query_params[key] = value
+    at.run()
+    at.text_input(key="sign_in_name").input(name)
+    at.text_input(key="sign_in_password").input(secret)
+    at.button(key="sign_in_submit").click().run()
+    assert not at.exception, at.exception
+    return at
+
+
+def test_with_a_password_nothing_shows_before_sign_in(password: str) -> None:
+    at = AppTest.from_file(APP, default_timeout=120).run()
+    assert [t.value for t in at.title] == ["Transfer Lab"]
+    assert not at.sidebar.caption and not at.get("plotly_chart")
+    at = sign_in("alice", "wrong")
+    assert "wrong password" in at.error[0].value
+    assert [t.value for t in at.title] == ["Transfer Lab"]
+
+
+def test_a_second_owner_can_neither_list_nor_open_the_first_ones_run(password: str) -> None:
+    theirs = stored_run("aliceRun", "alice")
+    at = sign_in("Bob")
+    assert at.title[0].value == "Which transfer-learning approach?"
+    assert "bob" in at.sidebar.caption[0].value
+    at.switch_page("pages/results.py").run()
+    assert "No runs yet" in at.info[0].value
+    made_up = sign_in("bob", run="madeUp")
+    made_up.switch_page("pages/train.py").run()
+    at.query_params["run"] = theirs
+    at.switch_page("pages/train.py").run()
+    assert at.error[0].value == made_up.error[0].value.replace("madeUp", theirs)
+
+    owner = sign_in("alice")
+    owner.switch_page("pages/results.py").run()
+    assert owner.dataframe[0].value["run_id"].tolist() == [theirs]
+
+
+def test_a_failed_sign_in_makes_a_new_session_wait_too(password: str) -> None:
+    sign_in("eve", "guess")
+    again = sign_in("eve")  # a fresh session, the right password, straight away
+    assert "too many failed sign-ins" in again.error[0].value
+
+
+def test_hash_password_prints_a_hash_that_the_password_matches() -> None:
+    made = subprocess.run(
+        [sys.executable, "-m", "core", "hash-password"],
+        input=PASSWORD + "\n",
+        check=True,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    printed = made.stdout.strip()
+    assert PASSWORD not in printed and access.password_matches(PASSWORD, printed)
