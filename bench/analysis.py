@@ -1,7 +1,7 @@
 """The data analysis, measured: its speed, how well its ranking predicts fine-tuning, and the race.
 
     .venv/bin/python bench/analysis.py speed [--images 500]
-    .venv/bin/python bench/analysis.py tau [--epochs 3] [--image-size 128]
+    .venv/bin/python bench/analysis.py tau [--epochs 3] [--image-size 128] [--samples faces,textures]
     .venv/bin/python bench/analysis.py race [--epochs 3] [--image-size 96]
 
 - ``speed``: one backbone (EfficientNet-Lite0, 224 px) over N JPEG photo crops (bench/photos.py),
@@ -61,7 +61,7 @@ def kendall_tau(first: list[str], second: list[str]) -> float:
     return agree / len(pairs)
 
 
-def tau(epochs: int, image_size: int) -> None:
+def tau(epochs: int, image_size: int, samples: tuple[str, ...]) -> None:
     from core.analysis import AnalysisPlan, analyse
     from core.data import ingest
     from core.data.samples import sample_path
@@ -71,7 +71,7 @@ def tau(epochs: int, image_size: int) -> None:
     taus = []
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["TRANSFER_LAB_HOME"] = tmp
-        for name in SAMPLES:
+        for name in samples:
             dataset = ingest(sample_path(name))
             result = analyse(dataset, AnalysisPlan(controls=("efficientnet_lite0",)))
             ranked = [entry.label for entry in result.ranking.entries]
@@ -126,11 +126,12 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=500)
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--image-size", type=int, default=None)
+    parser.add_argument("--samples", default=",".join(SAMPLES), help="comma-separated bundled samples (tau)")
     args = parser.parse_args()
     if args.what == "speed":
         speed(args.images)
     elif args.what == "tau":
-        tau(args.epochs, args.image_size or 128)
+        tau(args.epochs, args.image_size or 128, tuple(args.samples.split(",")))
     else:
         race(args.epochs, args.image_size or 96)
 
