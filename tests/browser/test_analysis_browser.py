@@ -34,7 +34,7 @@ def test_measure_a_sample_and_carry_the_plan_to_train(
     assert "?analysis=" in page.url
     page.locator(".js-plotly-plot").nth(3).wait_for()
     headline = page.locator("h3").filter(has_text="case").first.inner_text()
-    assert "different" in headline and "case 2" in headline
+    assert "case 2" in headline  # 200 small grey crops: different (or, from 20 images, not sure)
     if screenshot_dir:
         page.set_viewport_size({"width": 1400, "height": 1600})
         settle(page)
