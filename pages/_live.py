@@ -102,7 +102,9 @@ def _render(run_id: str, view: RunProgress, status: dict[str, Any]) -> None:
     focus_run(run_id)
     with st.container(border=True, key="run_status"):
         st.subheader(run_label(row))
-        st.caption(f"{plan_summary(row)} · run id `{run_id}`")
+        backend = status.get("backend") or "local"
+        host = f" on {escape(status['host'])}" if status.get("host") else ""
+        st.caption(f"{plan_summary(row)} · run id `{run_id}` · {backend} backend{host}")
         line = f"**{state}**" + (f": {escape(status['message'])}" if status.get("message") else "")
         if state == "queued" and status.get("queue_position"):
             line = f"**queued**: place {status['queue_position']} in the queue · {_estimated_wait(run_id)}"

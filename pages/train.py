@@ -8,7 +8,8 @@ import subprocess
 import streamlit as st
 
 from core import jobs
-from core.training.estimate import Estimate, estimate_in_subprocess
+from core.jobs.estimate import estimate
+from core.training.estimate import Estimate
 from core.training.progress import duration
 from pages import _live, _plan_form
 from pages._access import viewer
@@ -53,11 +54,11 @@ if estimate_col.button(
     "Estimate time",
     key="estimate",
     icon=":material/timer:",
-    help="Times two real batches of your data on this machine.",
+    help="Times two real batches of your data where the run would train (here, or a Ray node).",
 ):
     with st.spinner("Timing two batches..."):
         try:
-            estimates[plan_key] = _estimate_text(estimate_in_subprocess(plan.to_dict()), plan.case)
+            estimates[plan_key] = _estimate_text(estimate(plan.to_dict()), plan.case)
         except (RuntimeError, subprocess.TimeoutExpired) as exc:
             estimates[plan_key] = f"Could not estimate: {escape(exc)}"
 if plan_key in estimates:

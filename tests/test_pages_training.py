@@ -104,6 +104,7 @@ def test_a_done_run_links_to_results(trained: str) -> None:
     at = open_page("pages/train.py", run=trained)
     assert any("**done**" in m.value for m in at.markdown)
     assert "Training finished" in at.success[0].value
+    assert any("local backend" in c.value for c in at.caption)  # the jobs backend, as a label
 
 
 def test_results_empty_then_with_a_run(trained: str, lab_home: Path) -> None:
