@@ -123,7 +123,26 @@ def test_the_error_is_in_the_events_by_the_time_the_status_says_failed(
     with StatusKeeper.take(Run(directory)) as keeper:
         keeper.set_state(RunState.FAILED, "ValueError: boom")
 
-    assert events_when_failed == [["error"]]
+    assert events_when_failed == [["error", "status"]]  # the whole story, its end included
+
+
+def test_the_events_are_complete_by_the_time_the_status_says_done(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    directory = run_dir("20260101-000000-fine")
+    directory.mkdir(parents=True)
+    events_when_done = []
+
+    def write_and_look(path: Path, data: Any) -> None:
+        write_json(path, data)
+        if path.name == "status.json" and data["state"] == "done":
+            events_when_done.append([(e.type, getattr(e, "state", None)) for e in read_events(directory)])
+
+    monkeypatch.setattr(run_module, "write_json", write_and_look)
+    with StatusKeeper.take(Run(directory)) as keeper:
+        keeper.set_state(RunState.DONE)
+
+    assert events_when_done == [[("status", "done")]]
 
 
 def test_the_traceback_is_in_the_log_by_the_time_the_status_says_failed(

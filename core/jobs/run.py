@@ -241,11 +241,12 @@ class StatusKeeper:
             self.data = {**self.data, **values, "state": state, "message": message}
             if state.final:
                 self.data["finished"] = time.time()
+            # The events first: whoever sees the new state in status.json finds every event up to
+            # it in the log (the failure's message included).
             if state is RunState.FAILED:
-                # First, so that whoever sees the final status, in status.json or in the events, finds it.
                 self._events(RunFailed(message=message))
-            write_json(self.run.status_file, self.data)
             self._events(StatusChanged(state=state, message=message))
+            write_json(self.run.status_file, self.data)
 
     def begin(self) -> None:
         """The run starts training here: say so, and record where and with what it runs."""

@@ -96,8 +96,9 @@ def test_signed_in_through_the_identity_provider_a_person_sees_their_own_runs_on
         tab.get_by_text("bob@example.com · your runs").wait_for()
 
         tab.goto(f"{url}/results")  # the sign-in lasts: a new page load keeps it
-        tab.get_by_text("Run bobRun has no results").wait_for()
-        assert "aliceRun" not in tab.locator("body").inner_text()
+        tab.get_by_text("This run has no results").wait_for()
+        shown = tab.locator("body").inner_text()
+        assert "bobRun" in shown and "aliceRun" not in shown
         tab.goto(f"{url}/train?run=aliceRun")
         tab.get_by_text("No run 'aliceRun' here").wait_for()
 
