@@ -48,4 +48,4 @@ def test_measure_a_sample_and_carry_the_plan_to_train(
     page.get_by_text("Training images").wait_for(timeout=60_000)
     assert page.url.rstrip("/").endswith("/train")
     assert page.get_by_role("radio", name="2: truncated feature extraction").is_checked()
-    page.get_by_text("Cut after").wait_for()
+    page.get_by_text("Cut after", exact=True).wait_for()
