@@ -107,42 +107,31 @@ def test_a_failing_run_records_a_one_line_message_and_the_traceback(home: Path) 
     assert [e.message for e in errors] == [final["message"]]
 
 
-def test_the_error_is_in_the_events_by_the_time_the_status_says_failed(
-    home: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize(
+    ("state", "message", "expected"),
+    [
+        (RunState.FAILED, "ValueError: boom", [("error", None), ("status", "failed")]),
+        (RunState.DONE, "", [("status", "done")]),
+    ],
+)
+def test_the_events_are_complete_by_the_time_the_status_names_the_end(
+    state: RunState, message: str, expected: list, home: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """Whoever sees the final state in status.json finds the whole story in the events."""
     directory = run_dir("20260101-000000-boom")
     directory.mkdir(parents=True)
-    events_when_failed = []
+    events_at_the_end = []
 
     def write_and_look(path: Path, data: Any) -> None:
         write_json(path, data)
-        if path.name == "status.json" and data["state"] == "failed":
-            events_when_failed.append([e.type for e in read_events(directory)])
+        if path.name == "status.json" and data["state"] == state:
+            events_at_the_end.append([(e.type, getattr(e, "state", None)) for e in read_events(directory)])
 
     monkeypatch.setattr(run_module, "write_json", write_and_look)
     with StatusKeeper.take(Run(directory)) as keeper:
-        keeper.set_state(RunState.FAILED, "ValueError: boom")
+        keeper.set_state(state, message)
 
-    assert events_when_failed == [["error", "status"]]  # the whole story, its end included
-
-
-def test_the_events_are_complete_by_the_time_the_status_says_done(
-    home: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    directory = run_dir("20260101-000000-fine")
-    directory.mkdir(parents=True)
-    events_when_done = []
-
-    def write_and_look(path: Path, data: Any) -> None:
-        write_json(path, data)
-        if path.name == "status.json" and data["state"] == "done":
-            events_when_done.append([(e.type, getattr(e, "state", None)) for e in read_events(directory)])
-
-    monkeypatch.setattr(run_module, "write_json", write_and_look)
-    with StatusKeeper.take(Run(directory)) as keeper:
-        keeper.set_state(RunState.DONE)
-
-    assert events_when_done == [[("status", "done")]]
+    assert events_at_the_end == [expected]
 
 
 def test_the_traceback_is_in_the_log_by_the_time_the_status_says_failed(
