@@ -65,17 +65,18 @@ def show() -> None:
 
 def _show_job(job_id: str) -> None:
     try:
-        state = RunState(jobs.status(job_id, viewer())["state"])
+        status = jobs.status(job_id, viewer())
     except RunNotFound:
         st.warning("No such analysis: it may have been deleted. Start a new one.", icon=":material/help:")
         _new_analysis_button()
         return
+    state = RunState(status["state"])
     if state.active:
         _follow(job_id)
         return
     result = targets.analysis_result(job_id, viewer())
     if result is None:
-        message = jobs.status(job_id, viewer()).get("message") or f"the analysis {state}"
+        message = status.get("message") or f"the analysis {state}"
         st.error(f"The analysis did not finish: {escape(message)}", icon=":material/block:")
         _new_analysis_button()
         return

@@ -44,15 +44,13 @@ def backbone_ranking(entries: Sequence[dict[str, Any]]) -> go.Figure:
     fig = go.Figure()
     fig.add_bar(
         x=names, y=[s["value"] for s in knn], name="k-NN accuracy", marker_color=HIGHLIGHT, yaxis="y",
-        error_y={"type": "data", "symmetric": False, "array": [s["high"] - s["value"] for s in knn],
-                 "arrayminus": [s["value"] - s["low"] for s in knn]},
+        error_y=_interval(knn),
         hovertemplate="%{x}: k-NN %{y:.1%}<extra></extra>",
     )  # fmt: skip
     fig.add_scatter(
         x=names, y=[s["value"] for s in logme], name="LogME", mode="markers", yaxis="y2",
         marker={"symbol": "diamond", "size": 12, "color": "#F2A93B"},
-        error_y={"type": "data", "symmetric": False, "array": [s["high"] - s["value"] for s in logme],
-                 "arrayminus": [s["value"] - s["low"] for s in logme]},
+        error_y=_interval(logme),
         hovertemplate="%{x}: LogME %{y:.3f}<extra></extra>",
     )  # fmt: skip
     fig.update_layout(
@@ -62,6 +60,16 @@ def backbone_ranking(entries: Sequence[dict[str, Any]]) -> go.Figure:
         legend={"orientation": "h", "y": -0.2},
     )
     return _layout(fig, title="Backbones on your images, before any training")
+
+
+def _interval(scores: Sequence[dict[str, float]]) -> dict[str, Any]:
+    """Error bars from each score's interval (low, value, high)."""
+    return {
+        "type": "data",
+        "symmetric": False,
+        "array": [s["high"] - s["value"] for s in scores],
+        "arrayminus": [s["value"] - s["low"] for s in scores],
+    }
 
 
 def stage_curve(stages: Sequence[dict[str, Any]], best: str) -> go.Figure:

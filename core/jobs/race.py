@@ -177,7 +177,7 @@ def standing(race: Race) -> Standing:
     results, test_seen = [], False
     for lane in race.lanes:
         run = Run(storage.runs_dir() / lane.run_id)
-        status = storage.read_json(run.status_file, {})
+        status = run.status()
         metrics = run.metrics() if status.get("state") == RunState.DONE else None
         accuracy = seconds = None
         if metrics:
