@@ -56,3 +56,10 @@ def embedding(run_dir: Path, emit: Emit) -> dict[str, Any]:
     emit(Progress(phase="features", done=50, total=200, images_per_s=25.0))
     while True:
         time.sleep(0.05)
+
+
+def alarm_default(run_dir: Path, emit: Emit) -> dict[str, Any]:
+    """Gives SIGALRM its default action back, killing the process, as a native library that
+    installs its own handlers may; then trains forever."""
+    signal.signal(signal.SIGALRM, signal.SIG_DFL)
+    return forever(run_dir, emit)

@@ -197,6 +197,17 @@ def test_cancel_kills_a_worker_that_ignores_it(home: Path, monkeypatch: pytest.M
     wait_until(lambda: process_gone(pid), "worker exit", timeout_s=5)
 
 
+def test_a_job_past_its_time_limit_says_so_even_if_the_limit_kills_it(home: Path) -> None:
+    # A native library may take SIGALRM back, and then the signal ends the process at once:
+    # the run must still say why it ended, not that its worker died without a word.
+    run_id = jobs.submit({}, target="tests.helpers_jobs:alarm_default", queued=False, time_limit_s=0.5)
+
+    final = wait_for_state(run_id, "failed", timeout_s=15)
+
+    assert final["message"] == "stopped after 0.5 s, the time limit for this job"
+    assert event_types(run_id)[-1] == "failed"
+
+
 def test_a_second_run_waits_in_line_and_starts_after_the_first(home: Path) -> None:
     first = jobs.submit({"seconds": 1.0}, target=SLEEPY)
     wait_for_state(first, "running")

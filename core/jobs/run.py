@@ -209,7 +209,7 @@ class StatusKeeper:
     def __init__(self, run: Run, lock_fd: int) -> None:
         self.run, self.lock_fd = run, lock_fd
         self.data: dict[str, Any] = run.status()
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # finish() sets the state under it
         self._events = EventLog(run.directory)
 
     @classmethod
@@ -279,6 +279,15 @@ class StatusKeeper:
             halted.set()
             thread.join()
 
+    def finish(self, state: RunState, message: str = "") -> bool:
+        """Record ``state`` as the run's outcome unless one is recorded already: the first
+        outcome wins (a time limit's watchdog and the run itself may both decide one)."""
+        with self._lock:
+            if state_of(self.data).final:
+                return False
+            self.set_state(state, message)
+            return True
+
     @contextlib.contextmanager
     def outcome(self) -> Iterator[None]:
         """Record how the block ended as the run's final state, then let any exception go on:
@@ -286,15 +295,15 @@ class StatusKeeper:
         try:
             yield
         except BaseException as exc:
-            _ignore_sigterm()  # the outcome is decided: record it in peace
+            _ignore_stop_signals()  # the outcome is decided: record it in peace
             cancelled = isinstance(exc, (Cancelled, KeyboardInterrupt)) or self.run.cancel_requested()
             if cancelled:
-                self.set_state(RunState.CANCELLED, CANCELLED_MESSAGE)
+                self.finish(RunState.CANCELLED, CANCELLED_MESSAGE)
             else:
-                self.set_state(RunState.FAILED, str(exc) if isinstance(exc, TimeLimit) else one_line(exc))
+                self.finish(RunState.FAILED, str(exc) if isinstance(exc, TimeLimit) else one_line(exc))
             raise
-        _ignore_sigterm()
-        self.set_state(RunState.DONE)
+        _ignore_stop_signals()
+        self.finish(RunState.DONE)
 
 
 def note_dataset(run: Run, event: Event) -> None:
@@ -366,11 +375,11 @@ def installed(package: str) -> str | None:
         return None
 
 
-def _ignore_sigterm() -> None:
+def _ignore_stop_signals() -> None:
     """No cancel and no time limit may interrupt the recording of an outcome."""
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, signal.SIG_IGN)
 
 
 def _shown(run_id: object) -> str:

@@ -22,6 +22,7 @@ import os
 import platform
 import signal
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Callable, Iterator
@@ -33,6 +34,8 @@ from core.jobs import queue
 from core.jobs.run import Cancelled, Run, RunState, StatusKeeper, TimeLimit, run_events
 
 QUEUE_POLL_S = 0.2
+# How long a job past its time limit has to clean up before its process is ended.
+TIME_LIMIT_GRACE_S = 10.0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -65,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
                 elif not args.unqueued:
                     _wait_for_slot(run, keeper)
                 if args.time_limit:
-                    _stop_after(args.time_limit)
+                    _stop_after(args.time_limit, keeper)
                 keeper.begin()
                 _train(run, keeper, args)
         except Cancelled:
@@ -130,15 +133,32 @@ def _load_target(spec: str) -> Callable[..., Any]:
     return getattr(importlib.import_module(module_name), function)
 
 
-def _stop_after(seconds: float) -> None:
-    """Raise ``TimeLimit`` in the main thread once ``seconds`` have passed."""
+def _stop_after(seconds: float, keeper: StatusKeeper) -> None:
+    """Once ``seconds`` have passed, fail the run, then stop it.
+
+    A watchdog thread records the outcome before anything is interrupted: a signal landing in C
+    code (an import of torch, a decoder) may kill the process outright, and the run must still
+    say why it ended. SIGALRM then raises ``TimeLimit`` in the main thread, so that the job's
+    own clean-up runs; a main thread that does not end within ``TIME_LIMIT_GRACE_S`` (blocked in
+    C, or swallowing the exception) is ended here.
+    """
+    message = f"stopped after {seconds:g} s, the time limit for this job"
 
     def time_up(signum: int, frame: Any) -> None:
         signal.signal(signal.SIGALRM, signal.SIG_IGN)
-        raise TimeLimit(f"stopped after {seconds:g} s, the time limit for this job")
+        raise TimeLimit(message)
+
+    def watchdog() -> None:
+        if not keeper.finish(RunState.FAILED, message):
+            return  # the run ended first
+        signal.pthread_kill(threading.main_thread().ident, signal.SIGALRM)
+        time.sleep(TIME_LIMIT_GRACE_S)
+        os._exit(1)
 
     signal.signal(signal.SIGALRM, time_up)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
+    timer = threading.Timer(seconds, watchdog)
+    timer.daemon = True
+    timer.start()
 
 
 def _on_sigterm(signum: int, frame: Any) -> None:
