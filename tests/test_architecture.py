@@ -16,6 +16,7 @@ CORE = ROOT / "core"
 LAYERS = (
     "errors",
     "storage",
+    "limits",
     "access",
     "advice",
     "data",
@@ -27,7 +28,7 @@ LAYERS = (
     "cli",
 )
 RANK = {"errors": 0, "storage": 0, **{name: i for i, name in enumerate(LAYERS)}}
-TORCH_FREE = ("core.errors", "core.storage", "core.access", "core.advice", "core.jobs")
+TORCH_FREE = ("core.errors", "core.storage", "core.limits", "core.access", "core.advice", "core.jobs")
 HEAVY = ("torch", "torchvision", "ray")
 
 

@@ -18,8 +18,9 @@ from typing import Any, BinaryIO
 
 from core.artifacts.predict import Predictor
 from core.data.images import IMAGE_EXTENSIONS, decode_image
-from core.data.limits import IngestError, Limits
+from core.data.limits import IngestError
 from core.data.zipsafe import check_sizes, checked_entries, open_zip
+from core.limits import Limits
 
 Progress = Callable[[int, int], None]
 

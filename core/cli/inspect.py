@@ -7,9 +7,9 @@ from pathlib import Path
 
 from core.cli import positive_int
 from core.data.samples import SAMPLES, sample_path
+from core.limits import MIB
 
 HELP = "validate a zip of class folders (or a folder) and print its dataset report"
-MIB = 1 << 20
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

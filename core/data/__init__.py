@@ -11,8 +11,9 @@ from __future__ import annotations
 from core.data.cache import ImageCache
 from core.data.images import decode_image
 from core.data.ingestion import Dataset, Sample, ingest
-from core.data.limits import IngestError, Limits
+from core.data.limits import IngestError
 from core.data.report import DatasetReport
+from core.limits import Limits
 
 __all__ = [
     "Dataset",

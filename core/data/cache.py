@@ -20,7 +20,8 @@ from PIL import Image
 from core import storage
 from core.data.images import RESAMPLING, read_image
 from core.data.ingestion import Sample
-from core.data.limits import GIB, IngestError
+from core.data.limits import IngestError
+from core.limits import GIB
 
 DEFAULT_MAX_RAM_BYTES = 1 * GIB
 

@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
-from core.data.limits import IngestError, Limits
+from core.data.limits import IngestError
+from core.limits import Limits
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 # Only these decoders may run: Pillow would otherwise also try EPS (which runs Ghostscript), PSD,

@@ -26,9 +26,10 @@ from core import storage
 from core.data import zipsafe
 from core.data.images import ImageInfo, read_header, read_image
 from core.data.layout import Layout, Placed, place
-from core.data.limits import IngestError, Limits
+from core.data.limits import IngestError
 from core.data.manifest import Manifest, Record
 from core.data.report import DatasetReport, build_report
+from core.limits import Limits
 from core.storage import write_text_atomic
 
 Progress = Callable[[int, int], None]  # (images checked, images to check)

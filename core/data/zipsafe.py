@@ -1,5 +1,5 @@
 """Read an untrusted zip without trusting it: names, links, encryption and sizes are checked
-against :class:`~core.data.limits.Limits` before a byte is extracted, and again while extracting.
+against :class:`~core.limits.Limits` before a byte is extracted, and again while extracting.
 
 Nothing here writes to a path taken from the archive: callers choose every destination.
 """
@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from core.data.limits import IngestError, Limits
+from core.data.limits import IngestError
+from core.limits import Limits
 
 CHUNK = 1 << 20
 _CENTRAL_HEADER = b"PK\x01\x02"
