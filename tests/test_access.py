@@ -17,7 +17,7 @@ from core import access, jobs, storage
 from core.access import AccessSettings, FailureThrottle, SignInRefused, Viewer
 from core.cli import build_parser
 from core.cli import main as cli_main
-from core.jobs import targets
+from core.jobs import targets, usage
 from core.jobs.race import Lane, Race
 from core.jobs.run import Run, RunNotFound, RunRecord
 from core.storage import write_json
@@ -140,7 +140,7 @@ def test_an_upload_belongs_to_whoever_uploaded_it() -> None:
     digest = hashlib.sha256(content).hexdigest()
     (storage.datasets_dir() / digest).mkdir(parents=True)
     (storage.datasets_dir() / digest / "manifest.json").write_text("{}")
-    access.add_owner(targets.dataset_owners_file(digest), "alice")
+    access.add_owner(usage.dataset_owners_file(digest), "alice")
     assert targets.upload_state(digest, ALICE).dataset is not None
     assert targets.upload_state(digest, BOB).refusal == "no such upload"
     assert targets.upload_state("b" * 64, BOB).refusal == "no such upload"

@@ -17,6 +17,7 @@ from typing import Any
 
 from core import access, jobs, storage
 from core.access import LOCAL, Viewer
+from core.jobs import usage
 from core.jobs.run import Run, RunState
 from core.storage import write_json
 from core.training.events import Emit, PhaseMeter
@@ -50,7 +51,7 @@ def accept_upload(data: bytes, name: str, owner: str = access.LOCAL_OWNER) -> st
     Whoever uploads a data set becomes one of its owners, also when its content was there before.
     """
     digest = hashlib.sha256(data).hexdigest()
-    access.add_owner(dataset_owners_file(digest), owner)
+    access.add_owner(usage.dataset_owners_file(digest), owner)
     if upload_state(digest).dataset is not None:
         return digest
     folder = storage.uploads_dir()
@@ -81,15 +82,8 @@ def upload_state(digest: str, viewer: Viewer = LOCAL) -> UploadState:
     return UploadState(digest, refusal="no such upload: upload the zip again")
 
 
-def dataset_owners_file(digest: str) -> Path:
-    """Who uploaded the data set ``datasets/<digest>/``: a JSON list beside it."""
-    return storage.datasets_dir() / f"{digest}.owners.json"
-
-
 def _owns(viewer: Viewer, digest: str) -> bool:
-    """A data set from before owners were kept belongs to ``local``."""
-    owners = access.stored_owners(dataset_owners_file(digest)) or [access.LOCAL_OWNER]
-    return any(viewer.may_see(owner) for owner in owners)
+    return any(viewer.may_see(owner) for owner in usage.dataset_owners(digest))
 
 
 def _is_sha256(text: str) -> bool:
