@@ -84,13 +84,25 @@ class Limits:
         """``LimitExceeded`` for a zip larger than an upload may be."""
         if size > self.max_upload_bytes:
             raise LimitExceeded(
-                f"the zip is {size / MIB:,.1f} MiB; uploads are limited to {self.max_upload_bytes / MIB:,.0f} MiB"
+                f"the zip is {size_text(size)}; uploads are limited to {size_text(self.max_upload_bytes)}"
             )
 
 
-# What a shared instance gets for each instance limit it leaves unsaid.
+def size_text(size: float) -> str:
+    """Bytes as people read them: ``512 B``, ``3.0 MiB``, ``20.4 GiB``."""
+    if abs(size) < 1024:
+        return f"{size:.0f} B"
+    for unit in ("KiB", "MiB", "GiB"):
+        size /= 1024
+        if abs(size) < 1024:
+            break
+    return f"{size:,.1f} {unit}"
+
+
+# What a shared instance gets for each instance limit it leaves unsaid (six active runs: one race of
+# the cases fits).
 SHARED_DEFAULTS = Limits(
-    max_active_runs=3, max_epochs=100, max_image_size=512, disk_quota_bytes=20 * GIB, keep_runs_days=30.0
+    max_active_runs=6, max_epochs=100, max_image_size=512, disk_quota_bytes=20 * GIB, keep_runs_days=30.0
 )
 # Each configurable limit: its name in ``[limits]`` and, upper-cased after the prefix, in the
 # environment; and the factor from the unit it is given in to the field's.

@@ -15,6 +15,8 @@ import streamlit as st
 
 from core import access
 from core.access import AccessSettings, SignInRefused, Viewer
+from core.limits import Limits
+from core.limits import configured as configured_limits
 from pages._common import escape
 
 VIEWER = "access_viewer"
@@ -93,6 +95,11 @@ def _requested_page() -> str:
 def viewer() -> Viewer:
     """Who is looking, as the gate let them in: whose runs this page may list, open and change."""
     return st.session_state[VIEWER]
+
+
+def limits() -> Limits:
+    """This instance's limits: what it configures, on top of the shared defaults once access is on."""
+    return configured_limits(_secrets(), shared=_settings().mode != access.OFF)
 
 
 def _settings() -> AccessSettings:

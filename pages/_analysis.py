@@ -16,9 +16,10 @@ from core.advice import cases
 from core.jobs import race as races
 from core.jobs import targets
 from core.jobs.run import RunNotFound, RunState
+from core.limits import LimitExceeded
 from core.models.backbones import catalog
 from pages import _analysis_charts as charts
-from pages._access import viewer
+from pages._access import limits, viewer
 from pages._charts import decision_matrix
 from pages._common import escape, record_measurement, update_draft_plan
 from pages._data import choose_dataset
@@ -172,11 +173,15 @@ def _race_controls(result: dict[str, Any], column: Any) -> None:
     if race is None:
         epochs = column.number_input("Race epochs", 1, 50, 3, key="race_epochs")
         if column.button("Race cases 1, 2 and 3", key="start_race", icon=":material/sports_score:"):
-            started = races.start_race(
-                result["data"], recommended=result["advice"]["case"], backbone=result["backbone"],
-                cut=result["cut"], epochs=int(epochs), dataset_name=result["dataset"]["name"],
-                owner=viewer().owner,
-            )  # fmt: skip
+            try:
+                started = races.start_race(
+                    result["data"], recommended=result["advice"]["case"], backbone=result["backbone"],
+                    cut=result["cut"], epochs=int(epochs), dataset_name=result["dataset"]["name"],
+                    owner=viewer().owner, limits=limits(),
+                )  # fmt: skip
+            except LimitExceeded as exc:
+                column.error(f"Not started: {exc}.", icon=":material/block:")
+                return
             st.query_params[RACE_PARAM] = started.race_id
             st.rerun()
         return

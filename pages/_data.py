@@ -13,7 +13,8 @@ from core.data import Dataset, IngestError, ingest
 from core.data.samples import SAMPLES, sample_path
 from core.jobs import targets
 from core.jobs.run import RunState
-from pages._access import viewer
+from core.limits import LimitExceeded
+from pages._access import limits, viewer
 from pages._charts import counts_chart
 from pages._common import escape
 from pages._jobs import progress_card
@@ -22,6 +23,7 @@ from pages._plan_form import DEFAULT_VAL, VAL_KEY
 DATA_ROOT_ENV = "TRANSFER_LAB_DATA_ROOT"  # set it to let users train on folders under it
 UPLOAD_PARAM = "upload"  # the URL's name for an upload: its sha256
 SUBMITTED = "submitted_upload"  # the uploader's file last handed to a validation job
+REFUSED = "refused_upload"  # (the uploader's file, why it was refused) while it stays there
 POLL_SECONDS = 1.0
 SOURCES = {"sample": "Sample data set", "upload": "Upload a zip", "folder": "Folder on the server"}
 GRID_CLASSES, GRID_IMAGES = 8, 6
@@ -67,8 +69,20 @@ def _uploaded() -> Dataset | None:
     upload = st.file_uploader("Zip of images, one folder per class", type=["zip"], key="upload")
     if upload is not None and st.session_state.get(SUBMITTED) != upload.file_id:
         st.session_state[SUBMITTED] = upload.file_id
-        st.session_state[LAST_UPLOAD] = targets.accept_upload(upload.getvalue(), upload.name, viewer().owner)
-        st.query_params[UPLOAD_PARAM] = st.session_state[LAST_UPLOAD]
+        try:
+            digest = targets.accept_upload(upload.getvalue(), upload.name, viewer().owner, limits())
+        except LimitExceeded as exc:
+            st.session_state[REFUSED] = (
+                upload.file_id,
+                f"{escape(upload.name)} was not accepted: {exc}.",
+            )
+        else:
+            st.session_state[LAST_UPLOAD] = digest
+            st.query_params[UPLOAD_PARAM] = digest
+    refused = st.session_state.get(REFUSED)
+    if upload is not None and refused and refused[0] == upload.file_id:
+        st.error(refused[1], icon=":material/block:")  # until another zip replaces this one
+        return None
     digest = st.query_params.get(UPLOAD_PARAM) or st.session_state.get(LAST_UPLOAD)
     if not digest:
         st.info("Upload a zip, or pick a sample data set to try the app first.")

@@ -9,6 +9,7 @@ from core.data import Dataset
 from core.data.samples import sample_for_digest
 from core.models import backbones
 from core.training.plan import AUGMENTATIONS, Plan, PlanError
+from pages._access import limits
 from pages._charts import backbone_diagram
 from pages._common import draft_plan, measurement
 
@@ -83,21 +84,25 @@ def plan_form(dataset: Dataset) -> Plan | None:
             **_state("plan_weights", draft.get("weights", "imagenet")),
         )
         min_size, exact = chosen.input_size_rule(case)
+        ceilings = limits()
+        largest = max(exact or 0, ceilings.max_image_size or 1024)  # an exact size is what the net needs
         image_size = right.number_input(
             "Image size (px)",
             min_value=max(min_size, 32),
-            max_value=1024,
+            max_value=largest,
             step=16,
             help=HELP["image_size"],
             disabled=exact is not None,
-            **_state(f"plan_image_size_{backbone}", exact or chosen.preprocess.crop),
+            **_state(f"plan_image_size_{backbone}", exact or chosen.preprocess.crop, largest),
         )
+        most_epochs = ceilings.max_epochs or 500
         epochs = left.number_input(
             "Epochs",
             1,
-            500,
-            help=HELP["epochs"],
-            **_state("plan_epochs", draft.get("epochs", 10 if case <= 2 else 5)),
+            most_epochs,
+            help=HELP["epochs"]
+            + (f" This instance allows {most_epochs} at most." if ceilings.max_epochs else ""),
+            **_state("plan_epochs", draft.get("epochs", 10 if case <= 2 else 5), most_epochs),
         )
         batch_size = right.select_slider(
             "Batch size",
@@ -155,9 +160,12 @@ def plan_form(dataset: Dataset) -> Plan | None:
         return None
 
 
-def _state(key: str, first_value: object) -> dict[str, object]:
-    """Widget arguments that give it ``first_value`` once and keep the user's choice after."""
+def _state(key: str, first_value: object, ceiling: int | None = None) -> dict[str, object]:
+    """Widget arguments that give it ``first_value`` once and keep the user's choice after (or
+    another page's, such as the Advisor's plan), brought down to ``ceiling``."""
     st.session_state.setdefault(key, first_value)
+    if ceiling is not None and st.session_state[key] > ceiling:
+        st.session_state[key] = ceiling
     return {"key": key, "persist_state": "session"}
 
 

@@ -16,7 +16,7 @@ from core.errors import TransferLabError
 from core.jobs import Run, targets
 from core.training import verdict
 from core.training.evaluate import evaluate
-from pages._access import viewer
+from pages._access import limits, viewer
 from pages._charts import confusion_heatmap, curves_by_run
 from pages._common import data_name, escape, focus_run, plan_summary, run_label
 
@@ -119,10 +119,15 @@ if not judged.worked:
 if judged.suggest == verdict.FROM_SCRATCH and st.button(
     "Re-run from scratch", key="rerun_scratch", type="primary"
 ):
-    new_run = jobs.submit(
-        {**run.plan_fields(), "weights": "none"}, dataset_name=run.record().dataset_name, owner=viewer().owner
-    )
-    st.switch_page("pages/train.py", query_params={"run": new_run})
+    try:
+        new_run = jobs.submit(
+            {**run.plan_fields(), "weights": "none"}, dataset_name=run.record().dataset_name,
+            owner=viewer().owner, limits=limits(),
+        )  # fmt: skip
+    except jobs.LimitExceeded as exc:
+        st.error(f"Not started: {exc}.", icon=":material/block:")
+    else:
+        st.switch_page("pages/train.py", query_params={"run": new_run})
 if st.button("Try this model", key="try_model", icon=":material/image_search:"):
     st.switch_page("pages/predict.py", query_params={"run": chosen})
 
@@ -172,7 +177,8 @@ check = st.file_uploader(
 )
 if check is not None:
     try:
-        checked = check_on(chosen, targets.accept_upload(check.getvalue(), check.name, viewer().owner))
+        digest = targets.accept_upload(check.getvalue(), check.name, viewer().owner, limits())
+        checked = check_on(chosen, digest)
     except TransferLabError as exc:
         st.error(f"{escape(check.name)}: {escape(exc)}")
     else:

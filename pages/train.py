@@ -12,7 +12,7 @@ from core.jobs.estimate import estimate
 from core.training.estimate import Estimate
 from core.training.progress import duration
 from pages import _live, _plan_form
-from pages._access import viewer
+from pages._access import limits, viewer
 from pages._common import escape
 from pages._data import choose_dataset, show_report
 
@@ -68,8 +68,15 @@ if plan_key in estimates:
     else:
         estimate_col.info(said, icon=":material/timer:")
 if start_col.button("Start training", type="primary", key="start", icon=":material/play_arrow:"):
-    new_run = jobs.submit(
-        plan.to_dict(), dataset_name=dataset.report.source.get("name"), owner=viewer().owner
-    )
-    st.query_params["run"] = new_run
-    st.rerun()
+    try:
+        new_run = jobs.submit(
+            plan.to_dict(),
+            dataset_name=dataset.report.source.get("name"),
+            owner=viewer().owner,
+            limits=limits(),
+        )
+    except jobs.LimitExceeded as exc:
+        st.error(f"Not started: {exc}.", icon=":material/block:")
+    else:
+        st.query_params["run"] = new_run
+        st.rerun()

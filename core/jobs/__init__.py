@@ -20,6 +20,7 @@ This module never imports torch: the web server calls it, and must not initialis
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import re
@@ -28,13 +29,13 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 from core import storage
 from core.access import LOCAL, Viewer
-from core.jobs import backend, hardware, queue
+from core.jobs import backend, hardware, queue, usage
 from core.jobs.run import (
     CANCELLED_MESSAGE,
     Run,
@@ -47,6 +48,7 @@ from core.jobs.run import (
 )
 from core.jobs.run import all_runs as _runs
 from core.jobs.run import state_of as _state
+from core.limits import LimitExceeded, Limits, size_text
 from core.storage import read_json
 
 MAX_RUNS_ENV = "TRANSFER_LAB_MAX_RUNS"
@@ -72,7 +74,7 @@ _summaries: dict[Path, tuple[tuple[int, int, int] | None, dict[str, Any]]] = {}
 _TARGET_PATTERN = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 
 # What callers of this module use from the layer below, by name.
-__all__ = ["Run", "RunNotFound", "RunState"]
+__all__ = ["LimitExceeded", "Run", "RunNotFound", "RunState"]
 
 
 def max_concurrent() -> int:
@@ -106,6 +108,7 @@ def submit(
     kind: str = "train",
     queued: bool = True,
     time_limit_s: float | None = None,
+    limits: Limits | None = None,
 ) -> str:
     """Queue ``plan`` as a new run and start its worker; returns the run id at once.
 
@@ -116,7 +119,17 @@ def submit(
     Jobs other than training (``kind``) are kept out of the runs table; a job that is not
     ``queued`` starts at once, beside any training (validating an upload must not wait behind
     a long run); past ``time_limit_s`` a job fails, saying so.
+
+    With ``limits``, a run over this instance's limits for ``owner`` is refused with
+    ``LimitExceeded`` before anything is written (see ``admitted``).
     """
+    if limits is not None:
+        limits.check_plan(int(plan.get("epochs") or 0), plan.get("image_size"))
+        with admitted(owner, limits):
+            return submit(
+                plan, run_id=run_id, target=target, dataset_name=dataset_name, owner=owner, kind=kind,
+                queued=queued, time_limit_s=time_limit_s,
+            )  # fmt: skip
     if not _TARGET_PATTERN.match(target):
         raise ValueError(f"target {target!r} is not of the form 'package.module:function'")
     if run_id is not None and not is_run_id(run_id):
@@ -154,6 +167,33 @@ def submit(
             keeper.set_state(RunState.FAILED, f"could not start the worker: {exc}")
             raise
     return run.id
+
+
+@contextlib.contextmanager
+def admitted(owner: str, limits: Limits, runs: int = 1) -> Iterator[None]:
+    """Let ``owner`` submit ``runs`` training runs within ``limits``, or raise ``LimitExceeded``
+    naming the limit: at most ``max_active_runs`` queued or running, and nothing new over the
+    disk quota.
+
+    The check and the submissions inside the block happen under one lock, so that people
+    submitting at the same moment are counted one after the other: none slips past the limit.
+    """
+    storage.queue_dir().mkdir(parents=True, exist_ok=True)
+    fd = os.open(storage.queue_dir() / "admission.lock", os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        _check_active_runs(owner, limits, runs)
+        _check_quota(owner, limits)
+        yield
+    finally:
+        os.close(fd)
+
+
+def check_upload(owner: str, limits: Limits, size: int) -> None:
+    """``LimitExceeded`` for an upload of ``size`` bytes that is too large, or that ``owner``'s
+    disk quota has no room for."""
+    limits.check_upload(size)
+    _check_quota(owner, limits, adding=size)
 
 
 def status(run_id: str, viewer: Viewer = LOCAL) -> dict[str, Any]:
@@ -264,6 +304,35 @@ def worker_pythonpath() -> str:
 
 
 # ---------------------------------------------------------------------------- internals
+
+
+def _check_active_runs(owner: str, limits: Limits, runs: int) -> None:
+    if limits.max_active_runs is None:
+        return
+    active = sum(
+        1
+        for run in _runs()
+        if _is_active_training(run.status()) and _summary(run.record_file)["owner"] == owner
+    )
+    if active + runs > limits.max_active_runs:
+        asked = f"; this asks for {runs} more" if runs > 1 else ""
+        raise LimitExceeded(
+            f"you have {active} run{'' if active == 1 else 's'} queued or running{asked}, and the limit here "
+            f"is {limits.max_active_runs} per person: cancel one, or wait for one to finish"
+        )
+
+
+def _check_quota(owner: str, limits: Limits, adding: int = 0) -> None:
+    quota = limits.disk_quota_bytes
+    if quota is None:
+        return
+    used = usage.owner_bytes(owner)
+    if used + adding > quota:
+        needs = f" and this needs {size_text(adding)} more" if adding else ""
+        raise LimitExceeded(
+            f"your runs and data sets take {size_text(used)}{needs}, over your disk quota of "
+            f"{size_text(quota)}: ask an admin to delete old runs"
+        )
 
 
 def _visible(run: Run, viewer: Viewer) -> bool:

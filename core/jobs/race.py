@@ -11,6 +11,7 @@ spread of either one's repeats, which is called a tie. A race is a small record 
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 import time
 from collections.abc import Callable
@@ -21,6 +22,7 @@ from typing import Any
 from core import jobs, storage
 from core.access import LOCAL, LOCAL_OWNER, Viewer
 from core.jobs.run import Run, RunState
+from core.limits import Limits
 
 RACE_CASES = (1, 2, 3)
 REPEATS = 2
@@ -155,17 +157,22 @@ def start_race(
     dataset_name: str | None = None,
     plan: dict[str, Any] | None = None,
     owner: str = LOCAL_OWNER,
+    limits: Limits | None = None,
 ) -> Race:
     """Queue the race's runs (``plan`` adds fields to each, such as an image size) for ``owner``
-    and record it."""
+    and record it. With ``limits``, the race is admitted whole or refused (``LimitExceeded``):
+    its runs count against ``owner``'s runs like any others."""
+    if limits is not None:
+        limits.check_plan(epochs, (plan or {}).get("image_size"))
     lanes = []
-    for repeat in range(REPEATS):
-        for case in RACE_CASES:
-            fields = {**(plan or {}), "data": str(data), "case": case, "backbone": backbone,
-                      "cut": cut if case == 2 else None, "epochs": epochs, "seed": seed + repeat}  # fmt: skip
-            lanes.append(
-                Lane(case, seed + repeat, jobs.submit(fields, dataset_name=dataset_name, owner=owner))
-            )
+    with jobs.admitted(owner, limits, runs=REPEATS * len(RACE_CASES)) if limits else contextlib.nullcontext():
+        for repeat in range(REPEATS):
+            for case in RACE_CASES:
+                fields = {**(plan or {}), "data": str(data), "case": case, "backbone": backbone,
+                          "cut": cut if case == 2 else None, "epochs": epochs, "seed": seed + repeat}  # fmt: skip
+                lanes.append(
+                    Lane(case, seed + repeat, jobs.submit(fields, dataset_name=dataset_name, owner=owner))
+                )
     race_id = time.strftime("%Y%m%d%H%M%S") + secrets.token_hex(3)
     race = Race(race_id, str(data), recommended, tuple(lanes), owner)
     storage.write_json(race.file, asdict(race))

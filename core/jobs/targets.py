@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ from core import access, jobs, storage
 from core.access import LOCAL, Viewer
 from core.jobs import usage
 from core.jobs.run import Run, RunState
+from core.limits import Limits
 from core.storage import write_json
 from core.training.events import Emit, PhaseMeter
 
@@ -44,12 +45,18 @@ class UploadState:
     refusal: str | None = None
 
 
-def accept_upload(data: bytes, name: str, owner: str = access.LOCAL_OWNER) -> str:
+def accept_upload(
+    data: bytes, name: str, owner: str = access.LOCAL_OWNER, limits: Limits | None = None
+) -> str:
     """Keep an uploaded zip under ``uploads/`` and start validating it, unless that content was
     validated before; return its sha256, by which the page follows it (and a reload finds it).
 
     Whoever uploads a data set becomes one of its owners, also when its content was there before.
+    With ``limits``, a zip over the upload size or ``owner``'s disk quota is refused with
+    ``LimitExceeded``, and the validation applies their ingestion ceilings.
     """
+    if limits is not None:
+        jobs.check_upload(owner, limits, len(data))
     digest = hashlib.sha256(data).hexdigest()
     access.add_owner(usage.dataset_owners_file(digest), owner)
     if upload_state(digest).dataset is not None:
@@ -58,8 +65,9 @@ def accept_upload(data: bytes, name: str, owner: str = access.LOCAL_OWNER) -> st
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{digest}.zip"
     storage.write_bytes_atomic(path, data)
+    ceilings = {"limits": asdict(limits)} if limits is not None else {}
     jobs.submit(
-        {"data": str(path), "name": name}, target=VALIDATE_TARGET, kind=VALIDATE_KIND, queued=False,
+        {"data": str(path), "name": name, **ceilings}, target=VALIDATE_TARGET, kind=VALIDATE_KIND, queued=False,
         time_limit_s=VALIDATION_TIME_LIMIT_S, dataset_name=name, owner=owner,
     )  # fmt: skip
     return digest
@@ -100,7 +108,10 @@ def validate_upload(run_dir: Path, emit: Emit) -> dict[str, Any]:
     plan = run.plan_fields()
     upload = Path(plan["data"])
     try:
-        dataset = ingest(upload, name=plan.get("name") or upload.name, progress=_reporter(emit))
+        limits = Limits(**plan.get("limits", {}))
+        dataset = ingest(
+            upload, name=plan.get("name") or upload.name, limits=limits, progress=_reporter(emit)
+        )
     finally:
         upload.unlink(missing_ok=True)
     result = {

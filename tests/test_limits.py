@@ -1,0 +1,213 @@
+"""Limits on a shared instance: configured in one place, refused in one line naming the limit, and
+never slipped past by people submitting at the same moment."""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from fixtures.data.zips import classes, make_zip
+from streamlit.testing.v1 import AppTest
+
+from core import jobs, limits, storage
+from core.jobs import race, targets, usage
+from core.limits import GIB, MIB, LimitExceeded, Limits
+
+FOREVER, SLEEPY = "tests.helpers_jobs:forever", "tests.helpers_jobs:sleepy"
+APP = str(Path(__file__).resolve().parents[1] / "streamlit_app.py")
+
+
+def wait_for(condition, timeout_s: float = 60.0):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if value := condition():
+            return value
+        time.sleep(0.1)
+    pytest.fail("timed out")
+
+
+# ---------------------------------------------------------------------------- configuration
+
+
+def test_a_local_run_has_no_instance_limits_and_a_shared_one_has_the_defaults() -> None:
+    local = limits.configured({}, env={})
+    assert (local.max_active_runs, local.max_epochs, local.disk_quota_bytes, local.keep_runs_days) == (
+        None,
+    ) * 4
+    shared = limits.configured({}, env={}, shared=True)
+    assert shared == limits.SHARED_DEFAULTS and shared.max_active_runs == 6  # one race of the cases fits
+
+
+def test_the_environment_wins_over_the_secrets_and_none_turns_a_limit_off() -> None:
+    secrets = {"limits": {"max_active_runs": 2, "disk_quota_gb": 5, "max_upload_mb": 10, "max_epochs": 20}}
+    env = {"TRANSFER_LAB_MAX_ACTIVE_RUNS": "4", "TRANSFER_LAB_MAX_EPOCHS": "none"}
+
+    chosen = limits.configured(secrets, env=env, shared=True)
+
+    assert chosen.max_active_runs == 4 and chosen.max_epochs is None
+    assert chosen.disk_quota_bytes == 5 * GIB and chosen.max_upload_bytes == 10 * MIB
+    assert chosen.max_image_size == limits.SHARED_DEFAULTS.max_image_size  # left unsaid: the default
+
+
+def test_sizes_read_as_people_read_them() -> None:
+    assert [limits.size_text(n) for n in (512, 3 * MIB, 20.4 * GIB, 5000 * GIB)] == [
+        "512 B", "3.0 MiB", "20.4 GiB", "5,000.0 GiB"
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize("value", ["many", "-1", "2.5"])
+def test_a_bad_setting_is_refused_naming_it(value: str) -> None:
+    with pytest.raises(ValueError, match=r"^TRANSFER_LAB_MAX_ACTIVE_RUNS \(or \[limits\] max_active_runs\)"):
+        limits.configured({}, env={"TRANSFER_LAB_MAX_ACTIVE_RUNS": value})
+
+
+# ---------------------------------------------------------------------------- runs per person
+
+
+def test_five_people_submitting_at_once_are_each_held_to_their_limit_and_nothing_is_lost(
+    lab_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TRANSFER_LAB_MAX_RUNS", "1")
+    ceiling = Limits(max_active_runs=2)
+    blocker = jobs.submit({}, target=FOREVER, owner="admin")  # holds the one slot while all submit
+    wait_for(lambda: jobs.status(blocker)["state"] == "running")
+    accepted: list[tuple[str, str]] = []
+    refused: list[tuple[str, str]] = []
+    start = threading.Barrier(15)
+
+    def submit(owner: str) -> None:
+        start.wait()
+        try:
+            run_id = jobs.submit({"seconds": 0.1}, target=SLEEPY, owner=owner, limits=ceiling)
+        except LimitExceeded as exc:
+            refused.append((owner, str(exc)))
+        else:
+            accepted.append((owner, run_id))
+
+    people = [f"user{n}" for n in range(5)]
+    threads = [threading.Thread(target=submit, args=(owner,)) for owner in people for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert sorted(owner for owner, _ in refused) == people  # each person's third is refused
+    assert {message for _, message in refused} == {
+        "you have 2 runs queued or running, and the limit here is 2 per person: cancel one, or wait for one to finish"
+    }
+    assert sorted(owner for owner, _ in accepted) == sorted(people * 2)
+    jobs.cancel(blocker)
+    finals = [
+        wait_for(lambda r=run_id: (s := jobs.reconcile(r))["state"] == "done" and s) for _, run_id in accepted
+    ]
+    by_submission = sorted(finals, key=lambda s: s["submitted"])
+    assert [s["run_id"] for s in by_submission] == [
+        s["run_id"] for s in sorted(finals, key=lambda s: s["started"])
+    ]
+    assert all(
+        earlier["finished"] <= later["started"] for earlier, later in itertools.pairwise(by_submission)
+    )
+    assert len(jobs.list_runs(viewer=jobs.LOCAL)) == 10 + 1  # every accepted run, and the blocker
+
+
+def test_a_run_over_the_epochs_or_image_size_limit_is_refused_before_anything_is_written(
+    lab_home: Path,
+) -> None:
+    ceiling = Limits(max_epochs=20, max_image_size=256)
+    with pytest.raises(LimitExceeded, match=r"^50 epochs is over this instance's limit of 20 a run$"):
+        jobs.submit({"epochs": 50}, target=SLEEPY, owner="ann", limits=ceiling)
+    with pytest.raises(LimitExceeded, match=r"^image size 384 px is over this instance's limit of 256 px$"):
+        jobs.submit({"epochs": 5, "image_size": 384}, target=SLEEPY, owner="ann", limits=ceiling)
+    assert not storage.runs_dir().exists() or list(storage.runs_dir().iterdir()) == []
+
+
+def test_a_race_is_admitted_whole_or_not_at_all(lab_home: Path) -> None:
+    with pytest.raises(LimitExceeded, match=r"^you have 0 runs queued or running; this asks for 6 more"):
+        race.start_race("/data", recommended=1, backbone="x", cut=None, epochs=1, owner="ann",
+                        limits=Limits(max_active_runs=4))  # fmt: skip
+    assert not storage.runs_dir().exists() or list(storage.runs_dir().iterdir()) == []
+
+
+# ---------------------------------------------------------------------------- disk and uploads
+
+
+def test_over_quota_new_runs_and_uploads_are_refused_with_the_figures(lab_home: Path) -> None:
+    ann_run = jobs.submit({"seconds": 0.1}, target=SLEEPY, owner="ann")
+    wait_for(lambda: jobs.reconcile(ann_run)["state"] == "done")
+    (storage.runs_dir() / ann_run / "model.bin").write_bytes(b"x" * (3 * MIB))
+    quota = Limits(disk_quota_bytes=2 * MIB)
+
+    with pytest.raises(
+        LimitExceeded,
+        match=r"^your runs and data sets take 3\.0 MiB, over your disk quota of 2\.0 MiB: ask an admin",
+    ):
+        jobs.submit({"seconds": 0.1}, target=SLEEPY, owner="ann", limits=quota)
+    small = make_zip(classes({"a": 2, "b": 2}))
+    with pytest.raises(
+        LimitExceeded, match=r"take 3\.0 MiB and this needs [\d.]+ KiB more, over your disk quota of 2\.0 MiB"
+    ):
+        targets.accept_upload(small, "pets.zip", owner="ann", limits=quota)
+
+    assert usage.owner_bytes("ann") >= 3 * MIB and usage.owner_bytes("bob") == 0
+    jobs.submit(
+        {"seconds": 0.1}, target=SLEEPY, owner="bob", limits=quota
+    )  # another owner's quota is their own
+    assert not storage.uploads_dir().exists() or list(storage.uploads_dir().iterdir()) == []
+
+
+def test_an_upload_over_the_size_limit_is_refused_and_nothing_is_kept(lab_home: Path) -> None:
+    data = make_zip(classes({"a": 3, "b": 3}))
+    with pytest.raises(LimitExceeded, match=r"^the zip is [\d.]+ KiB; uploads are limited to [\d.]+ KiB$"):
+        targets.accept_upload(data, "pets.zip", limits=Limits(max_upload_bytes=len(data) - 1))
+    assert not storage.uploads_dir().exists() or list(storage.uploads_dir().iterdir()) == []
+    assert jobs.list_runs(kind=targets.VALIDATE_KIND) == []
+
+
+def test_the_validation_applies_the_configured_images_per_zip(lab_home: Path) -> None:
+    digest = targets.accept_upload(
+        make_zip(classes({"a": 3, "b": 3})), "pets.zip", limits=Limits(max_entries=4)
+    )
+
+    def refused() -> str | None:
+        state = targets.upload_state(digest)
+        if state.job_id:
+            jobs.reconcile(state.job_id)
+        return targets.upload_state(digest).refusal
+
+    assert wait_for(refused) == "the zip has 6 entries; the limit is 4"
+
+
+# ---------------------------------------------------------------------------- the pages
+
+
+def test_the_train_page_says_why_a_run_over_the_limit_was_not_started(
+    lab_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TRANSFER_LAB_MAX_RUNS", "1")
+    monkeypatch.setenv("TRANSFER_LAB_MAX_ACTIVE_RUNS", "1")
+    busy = jobs.submit({}, target=FOREVER)
+    try:
+        at = AppTest.from_file(APP, default_timeout=180)
+        at.run()
+        at.switch_page("pages/train.py").run()
+        at.button(key="start").click().run()
+
+        said = "you have 1 run queued or running, and the limit here is 1 per person: cancel one, or wait for one to finish"
+        assert [e.value for e in at.error] == [f"Not started: {said}."]
+        assert len(jobs.list_runs()) == 1
+    finally:
+        jobs.cancel(busy)
+
+
+def test_the_plan_form_offers_no_more_epochs_than_the_instance_allows(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("TRANSFER_LAB_MAX_EPOCHS", "7")
+    at = AppTest.from_file(APP, default_timeout=180)
+    at.run()
+    at.switch_page("pages/train.py").run()
+    epochs = at.number_input(key="plan_epochs")
+    assert epochs.max == 7 and epochs.value == 7  # the sample's case 1 would start at 10
