@@ -1,7 +1,8 @@
 """Small training targets for the tests of ``core.jobs``: the real worker process runs them.
 
 Each has the training entry point's signature, ``target(run_dir, emit)``, and reads its knobs
-from the run's ``plan.json``, as ``core.training.train.run`` does.
+from the run's ``plan.json``, as ``core.training.train.run`` does. ``wait_for`` is how the tests
+wait for what those workers do.
 """
 
 from __future__ import annotations
@@ -9,11 +10,24 @@ from __future__ import annotations
 import json
 import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from core.storage import RunFiles, write_json
 from core.training.events import BatchEnd, Emit, PhaseStarted, Progress, RunDone
+
+
+def wait_for(condition: Callable[[], Any], timeout_s: float = 60.0) -> Any:
+    """``condition()``'s first truthy value, polled for up to ``timeout_s``; the test fails after."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if value := condition():
+            return value
+        time.sleep(0.1)
+    pytest.fail(f"nothing within {timeout_s} s")
 
 
 def sleepy(run_dir: Path, emit: Emit) -> dict[str, Any]:

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import itertools
 import threading
-import time
 from pathlib import Path
 
 import pytest
 from fixtures.data.zips import classes, make_zip
+from helpers_jobs import wait_for
 from streamlit.testing.v1 import AppTest
 
 from core import jobs, limits, storage
@@ -18,15 +18,6 @@ from core.limits import GIB, MIB, LimitExceeded, Limits
 
 FOREVER, SLEEPY = "tests.helpers_jobs:forever", "tests.helpers_jobs:sleepy"
 APP = str(Path(__file__).resolve().parents[1] / "streamlit_app.py")
-
-
-def wait_for(condition, timeout_s: float = 60.0):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if value := condition():
-            return value
-        time.sleep(0.1)
-    pytest.fail("timed out")
 
 
 # ---------------------------------------------------------------------------- configuration

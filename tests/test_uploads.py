@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 from pathlib import Path
 
 import pytest
 from fixtures.data.zips import classes, make_zip
+from helpers_jobs import wait_for
 
 from core import jobs, storage
 from core.jobs import targets
@@ -17,15 +17,6 @@ from core.jobs.run import Run
 from core.training.events import read_events
 
 SMALL = make_zip(classes({"cats": 4, "dogs": 4}))
-
-
-def wait_for(condition, timeout_s: float = 60.0):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if value := condition():
-            return value
-        time.sleep(0.1)
-    pytest.fail("timed out")
 
 
 def settled(digest: str) -> targets.UploadState:
