@@ -106,3 +106,13 @@ def _measure(folder: Path, stamp: object) -> int:
     size = folder_bytes(folder)
     _measured[folder] = (stamp, size)
     return size
+
+
+def human_bytes(size: float) -> str:
+    """``1.5 GiB``, ``230 MiB``, ``12.0 KiB``, ``87 B``: sizes as people read them."""
+    units = ("B", "KiB", "MiB", "GiB", "TiB")
+    for unit in units:
+        if abs(size) < 1024 or unit == units[-1]:
+            break
+        size /= 1024
+    return f"{size:,.0f} {unit}" if unit == "B" or abs(size) >= 100 else f"{size:,.1f} {unit}"
