@@ -10,6 +10,7 @@ each is measured once per process, until its status (a pin, a deletion) changes.
 from __future__ import annotations
 
 import os
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -116,3 +117,12 @@ def human_bytes(size: float) -> str:
             break
         size /= 1024
     return f"{size:,.0f} {unit}" if unit == "B" or abs(size) >= 100 else f"{size:,.1f} {unit}"
+
+
+def home_disk() -> tuple[int, int]:
+    """``(total, free)`` bytes of the file system the home folder is on (or will be)."""
+    place = storage.home()
+    while not place.exists() and place != place.parent:
+        place = place.parent
+    disk = shutil.disk_usage(place)
+    return disk.total, disk.free
