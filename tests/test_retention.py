@@ -142,7 +142,11 @@ def test_leftovers_of_interrupted_work_go_and_recent_work_stays() -> None:
     uploads.mkdir(parents=True)
     ended = uploads / f"{sha('a')}.zip"  # its validation failed, its worker killed before cleaning up
     ended.write_bytes(b"z" * 100)
+    os.utime(ended, (NOW - 2 * DAY_S, NOW - 2 * DAY_S))
     stored_run("val-a", finished_days_ago=1, kind="validate", data=str(ended))
+    again = uploads / f"{sha('d')}.zip"  # uploaded again after its validation failed: a new job comes
+    again.write_bytes(b"z")
+    stored_run("val-d", finished_days_ago=1, kind="validate", data=str(again))
     validating = uploads / f"{sha('b')}.zip"
     validating.write_bytes(b"z")
     stored_run("val-b", finished_days_ago=None, kind="validate", data=str(validating))

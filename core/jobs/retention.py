@@ -315,19 +315,21 @@ def _upload_zip(digest: str) -> Path:
 
 def _ended_uploads(kept: list[Run], now: float) -> Iterator[tuple[Gone, list[Path]]]:
     """Upload zips whose validation has ended (the worker deletes its zip; a killed one cannot),
-    or that no validation job took up within ``UPLOAD_GRACE_S``."""
+    or that no validation job took up within ``UPLOAD_GRACE_S``. A zip written again after its
+    last validation ended (the same content uploaded again) waits for its new job."""
     if not storage.uploads_dir().is_dir():
         return
-    validating: dict[str, bool] = {}  # zip path -> whether a job validating it is still active
+    ended: dict[str, float | None] = {}  # zip -> when its last validation ended; None while one runs
     for run in kept:
         data = _normal(run.plan_fields().get("data"))
         if data and data.endswith(".zip"):
-            validating[data] = validating.get(data, False) or state_of(run.status()).active
+            current = run.status()
+            end = None if state_of(current).active else finished_at(run, current)
+            before = ended.get(data, 0.0)
+            ended[data] = None if end is None or before is None else max(before, end)
     for path in storage.uploads_dir().glob("*.zip"):
-        info = path.stat()
-        ended = validating.get(os.path.normpath(path)) is False
-        unclaimed = str(os.path.normpath(path)) not in validating and now - info.st_mtime > UPLOAD_GRACE_S
-        if ended or unclaimed:
+        info, last = path.stat(), ended.get(os.path.normpath(path), 0.0)
+        if last is not None and (info.st_mtime <= last or now - info.st_mtime > UPLOAD_GRACE_S):
             yield Gone(path.name, info.st_size, "its validation has ended"), [path]
 
 
