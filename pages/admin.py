@@ -4,6 +4,7 @@ pin, delete and cancel. The shell lists this page for admins only: for anyone el
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 import pandas as pd
@@ -13,7 +14,7 @@ import streamlit as st
 from core import jobs
 from core.jobs import Run, RunState, retention, targets, usage
 from core.jobs.usage import human_bytes
-from core.limits import MIB, Limits
+from core.limits import MIB
 from pages._access import viewer
 from pages._common import escape, run_label
 from pages._retention import kept_when, limits
@@ -54,7 +55,7 @@ def disk() -> None:
             "Total": [human_bytes(entry.total_bytes) for entry in owners],
         }
     )
-    st.dataframe(table, hide_index=True, width="stretch", key="admin_disk")
+    st.dataframe(table, hide_index=True, width="stretch")
     st.plotly_chart(
         disk_chart(owners), width="stretch", key="admin_disk_chart", config={"displayModeBar": False}
     )
@@ -89,51 +90,55 @@ def disk_chart(owners: list[usage.OwnerUsage]) -> go.Figure:
 
 def queue(rows: list[dict[str, Any]]) -> None:
     """The queued and running jobs, with their place in line and their workers."""
-    st.subheader("Queue and workers")
-    active = [row for row in rows if RunState(row["state"]).active]
-    if not active:
-        st.caption("No job is queued or running.")
-        return
     now = time.time()
-    table = pd.DataFrame(
+    _jobs_table(
+        "Queue and workers",
+        [row for row in rows if RunState(row["state"]).active],
+        "No job is queued or running.",
         {
-            "Run": [row["run_id"] for row in active],
-            "Owner": [row.get("owner") or "local" for row in active],
-            "Kind": [row["kind"] for row in active],
-            "State": [row["state"] for row in active],
-            "Place in queue": [row.get("queue_position") for row in active],
-            "Submitted": [_when(row.get("submitted")) for row in active],
-            "Worker": [_worker(row) for row in active],
-            "Heartbeat": [
-                f"{now - row['heartbeat']:.0f} s ago" if row.get("heartbeat") else "-" for row in active
-            ],
-            "Slot / GPU": [_slot(row) for row in active],
-            "Backend": [row.get("backend") or "local" for row in active],
-        }
+            "Place in queue": lambda row: row.get("queue_position"),
+            "Submitted": lambda row: _when(row.get("submitted")),
+            "Worker": _worker,
+            "Heartbeat": lambda row: f"{now - row['heartbeat']:.0f} s ago" if row.get("heartbeat") else "-",
+            "Slot / GPU": _slot,
+            "Backend": lambda row: row.get("backend") or "local",
+        },
     )
-    st.dataframe(table, hide_index=True, width="stretch", key="admin_queue")
 
 
 def finished(rows: list[dict[str, Any]]) -> None:
     """The finished jobs, and until when retention keeps each."""
-    st.subheader("Finished runs")
-    done = [row for row in rows if RunState(row["state"]).final]
-    if not done:
-        st.caption("No finished run.")
-        return
     rule = limits()
-    table = pd.DataFrame(
+    _jobs_table(
+        "Finished runs",
+        [row for row in rows if RunState(row["state"]).final],
+        "No finished run.",
         {
-            "Run": [row["run_id"] for row in done],
-            "Owner": [row.get("owner") or "local" for row in done],
-            "Kind": [row["kind"] for row in done],
-            "State": [row["state"] for row in done],
-            "Finished": [_when(row.get("finished")) for row in done],
-            "Size": [human_bytes(usage.run_bytes(Run.open(row["run_id"], viewer()))) for row in done],
-            "Kept": [_kept(row, rule) for row in done],
-        }
+            "Finished": lambda row: _when(row.get("finished")),
+            "Size": lambda row: human_bytes(usage.run_bytes(Run.open(row["run_id"], viewer()))),
+            "Kept": lambda row: kept_when(Run.open(row["run_id"], viewer()), rule, row) or "forever",
+        },
     )
-    st.dataframe(table, hide_index=True, width="stretch", key="admin_finished")
+
+
+def _jobs_table(
+    title: str, rows: list[dict[str, Any]], empty: str, columns: dict[str, Callable[[dict[str, Any]], object]]
+) -> None:
+    """A section listing jobs: who, what and in which state, then ``columns``, each computed
+    from a row; ``empty`` when there are none."""
+    st.subheader(title)
+    if not rows:
+        st.caption(empty)
+        return
+    every = {
+        "Run": lambda row: row["run_id"],
+        "Owner": lambda row: row.get("owner") or "local",
+        "Kind": lambda row: row["kind"],
+        "State": lambda row: row["state"],
+        **columns,
+    }
+    frame = pd.DataFrame({name: [value(row) for row in rows] for name, value in every.items()})
+    st.dataframe(frame, hide_index=True, width="stretch")
 
 
 def actions(rows: list[dict[str, Any]]) -> None:
@@ -205,10 +210,6 @@ def _slot(row: dict[str, Any]) -> str:
     if row.get("slot") is None:
         return "-"
     return f"slot {row['slot']}" + (f" · GPU {row['gpu']}" if row.get("gpu") is not None else " · CPU")
-
-
-def _kept(row: dict[str, Any], rule: Limits) -> str:
-    return kept_when(Run.open(row["run_id"], viewer()), rule, row) or "forever"
 
 
 st.title("Admin")

@@ -5,7 +5,6 @@ announces when retention deletes a run."""
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,19 +13,24 @@ from streamlit.testing.v1 import AppTest
 from core import access, jobs, storage
 from core.jobs import Run, queue, retention
 from tests.test_access import APP, PASSWORD, sign_in
-from tests.test_jobs import FOREVER, _kill_workers, wait_for_state, wait_until
+from tests.test_jobs import (
+    FOREVER,
+    home,  # noqa: F401 - the fixture: one run at a time, no worker left behind
+    wait_for_state,
+    wait_until,
+)
 from tests.test_retention import sha, stored_dataset, stored_run
+
+# Real workers in some tests: one run at a time, and none left behind.
+pytestmark = pytest.mark.usefixtures("home")
 
 
 @pytest.fixture
-def team(monkeypatch: pytest.MonkeyPatch, lab_home: Path) -> Iterator[Path]:
+def team(monkeypatch: pytest.MonkeyPatch, lab_home: Path) -> Path:
     """A shared instance (team password, so finished runs are kept 30 days) whose admin is boss."""
     monkeypatch.setenv(access.PASSWORD_HASH_ENV, access.hash_password(PASSWORD))
     monkeypatch.setenv(access.ADMINS_ENV, "boss")
-    monkeypatch.setenv("TRANSFER_LAB_MAX_RUNS", "1")
-    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
-    yield lab_home
-    _kill_workers(lab_home)
+    return lab_home
 
 
 def table(at: AppTest, column: str) -> list[dict[str, object]]:

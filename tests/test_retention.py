@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,7 +16,13 @@ from core.jobs import queue, retention, usage
 from core.jobs.run import Run, RunRecord, RunState, StatusKeeper
 from core.limits import DAY_S, Limits
 from core.storage import write_json
-from tests.test_jobs import FOREVER, SLEEPY, _kill_workers, wait_for_state, wait_until
+from tests.test_jobs import (
+    FOREVER,
+    SLEEPY,
+    home,  # noqa: F401 - the fixture: one run at a time, no worker left behind
+    wait_for_state,
+    wait_until,
+)
 
 NOW = time.time()
 KEEP = Limits(keep_runs_days=30.0)
@@ -202,15 +207,8 @@ def test_a_finished_run_can_be_deleted_now_and_an_active_one_cannot() -> None:
     assert queued.status_file.exists()
 
 
-@pytest.fixture
-def workers(lab_home: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    monkeypatch.setenv("TRANSFER_LAB_MAX_RUNS", "1")
-    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
-    yield lab_home
-    _kill_workers(lab_home)
-
-
-def test_runs_of_the_real_worker_go_when_finished_and_stay_while_running(workers: Path) -> None:
+@pytest.mark.usefixtures("home")
+def test_runs_of_the_real_worker_go_when_finished_and_stay_while_running() -> None:
     done = jobs.submit({"seconds": 0.1}, target=SLEEPY, owner="alice")
     wait_for_state(done, "done")
     running = jobs.submit({}, target=FOREVER, queued=False, owner="bob")
