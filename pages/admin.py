@@ -16,7 +16,7 @@ from core.jobs import Run, RunState, retention, targets, usage
 from core.jobs.usage import human_bytes
 from core.limits import MIB
 from pages._access import viewer
-from pages._common import escape, run_label
+from pages._common import data_name, escape, run_label
 from pages._retention import kept_when, limits
 
 KINDS = {"train": "training", targets.VALIDATE_KIND: "validation", targets.ANALYSE_KIND: "analysis"}
@@ -151,10 +151,7 @@ def actions(rows: list[dict[str, Any]]) -> None:
     chosen = st.selectbox(
         "Run",
         list(by_id),
-        format_func=lambda run_id: (
-            f"{run_id} · {by_id[run_id]['kind']} · {by_id[run_id]['state']} · "
-            f"{by_id[run_id].get('owner') or 'local'} · {run_label(by_id[run_id])}"
-        ),
+        format_func=lambda run_id: _choice(by_id[run_id]),
         key="admin_run",
     )
     row, run = by_id[chosen], Run.open(chosen, viewer())
@@ -175,6 +172,12 @@ def actions(rows: list[dict[str, Any]]) -> None:
         st.session_state[CONFIRM_DELETE] = chosen
     if st.session_state.get(CONFIRM_DELETE) == chosen:
         _confirm_delete(run)
+
+
+def _choice(row: dict[str, Any]) -> str:
+    """A run in the chooser: its id, kind, state and owner, then what it ran on."""
+    what = run_label(row) if row["kind"] == KINDS["train"] else data_name(row)
+    return f"{row['run_id']} · {row['kind']} · {row['state']} · {row.get('owner') or 'local'} · {what}"
 
 
 def _confirm_delete(run: Run) -> None:

@@ -215,7 +215,10 @@ def _delete_expired(run: Run, limits: Limits, now: float) -> bool:
         expiry = None if keeper is None else expires_at(run, limits, keeper.data)
         if expiry is None or expiry > now:
             return False
-        trash = _to_trash(run.directory)
+        try:
+            trash = _to_trash(run.directory)
+        except OSError:
+            return False  # the next sweep tries again; a page must not fail for it
     shutil.rmtree(trash, ignore_errors=True)
     return True
 
