@@ -14,7 +14,6 @@ import streamlit as st
 from core import jobs
 from core.jobs import Run, RunState, retention, targets, usage
 from core.jobs.usage import human_bytes
-from core.limits import MIB
 from pages._access import viewer
 from pages._common import data_name, escape, run_label
 from pages._retention import kept_when, limits
@@ -62,8 +61,11 @@ def disk() -> None:
 
 
 def disk_chart(owners: list[usage.OwnerUsage]) -> go.Figure:
-    """Runs and data sets per owner, stacked, in MiB, with human sizes on hover."""
+    """Runs and data sets per owner, stacked, in the unit of the largest total,
+    with human sizes on hover."""
     names = [entry.owner for entry in owners]
+    unit = human_bytes(max(entry.total_bytes for entry in owners)).split()[-1]
+    scale = 1024 ** usage.SIZE_UNITS.index(unit)
     fig = go.Figure()
     for label, sizes in (
         ("runs", [entry.run_bytes for entry in owners]),
@@ -72,7 +74,7 @@ def disk_chart(owners: list[usage.OwnerUsage]) -> go.Figure:
         fig.add_trace(
             go.Bar(
                 x=names,
-                y=[size / MIB for size in sizes],
+                y=[size / scale for size in sizes],
                 name=label,
                 customdata=[human_bytes(size) for size in sizes],
                 hovertemplate="%{x}: %{customdata} in " + label + "<extra></extra>",
@@ -82,7 +84,7 @@ def disk_chart(owners: list[usage.OwnerUsage]) -> go.Figure:
         barmode="stack",
         height=280,
         margin={"l": 10, "r": 10, "t": 30, "b": 10},
-        yaxis={"title": "MiB"},
+        yaxis={"title": unit},
         legend={"orientation": "h", "y": 1.15},
     )
     return fig
