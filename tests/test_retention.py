@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -129,6 +130,23 @@ def test_a_data_set_goes_only_when_no_owner_references_it_and_no_kept_run_uses_i
     assert shared.exists() and usage.dataset_owners(sha("b")) == ["alice", "bob"]
     assert used.exists()
     assert sorted(digest for digest, _ in usage.datasets()) == [sha("b"), sha("c")]
+
+
+def test_a_kept_run_keeps_the_data_set_it_recorded_and_an_unknown_active_one_keeps_them_all() -> None:
+    sample = stored_dataset(sha("g"), None)  # a zip outside datasets/, extracted here long ago
+    os.utime(sample / "manifest.json", (NOW - 90 * DAY_S, NOW - 90 * DAY_S))
+    lapsed = stored_dataset(sha("h"), {"alice": 90})
+    on_sample = stored_run("on-sample", finished_days_ago=5, data="/app/samples/faces.zip")
+    record = on_sample.record()
+    on_sample.write_record(replace(record, provenance={"dataset_sha256": sha("g")}))
+    starting = stored_run("starting", finished_days_ago=None, data="/data/new.zip")  # not ingested yet
+
+    assert retention.sweep(KEEP, now=NOW).digests == []
+    assert sample.exists() and lapsed.exists()
+    with StatusKeeper.take(starting) as keeper:  # it ends before it read any data set
+        keeper.set_state(RunState.FAILED, "refused")
+    assert retention.sweep(KEEP, now=NOW).digests == [sha("h")]
+    assert sample.exists() and not lapsed.exists()
 
 
 def test_an_upload_renews_its_owners_reference_and_reads_old_list_files() -> None:

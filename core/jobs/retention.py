@@ -10,8 +10,9 @@ A data set (``datasets/<sha>/``) is content-addressed and may have several owner
 reference is the time they last uploaded it, kept in ``datasets/<sha>.owners.json`` as
 ``{owner: epoch seconds}`` (a file from before is a list, counted from the file's last change);
 it lapses ``keep_runs_days`` after that upload. The data set goes once every reference has
-lapsed and no run that is kept uses it (its plan's ``data`` is the folder or inside it, or for a
-server folder's manifest, that folder), so a run keeps its data for as long as the run is kept.
+lapsed and no run that is kept uses it (its plan's ``data`` is the folder or inside it, or its
+record names the data set's sha256), so a run keeps its data for as long as the run is kept;
+while an active run has not yet said which data set it reads, none goes.
 The owners file goes with its folder.
 
 ``sweep`` deletes all of that, plus what interrupted work left: upload zips whose validation has
@@ -258,27 +259,37 @@ def _run_detail(run: Run) -> str:
 
 
 def _unneeded_datasets(kept: list[Run], limits: Limits, now: float) -> Iterator[tuple[Gone, list[Path]]]:
-    """Data sets whose owners' references have all lapsed and that no kept run uses."""
+    """Data sets whose owners' references have all lapsed and that no kept run uses; none while
+    an active run has not yet said which data set it reads (it may be about to read any)."""
     if limits.keep_runs_days is None:
         return
-    used = {_normal(run.plan_fields().get("data")) for run in kept}
-    used.discard(None)
+    uses = [_uses(run) for run in kept]
+    if any(use is None for use in uses):
+        return  # the next sweep decides
+    used = set().union(*uses)
     for digest, folder in usage.datasets():
         owners_file = usage.dataset_owners_file(digest)
-        if _referenced(owners_file, folder, limits, now) or _in_use(folder, used):
+        if _referenced(owners_file, folder, limits, now) or _in_use(digest, folder, used):
             continue
-        owners = ", ".join(usage.dataset_owners(digest))
-        yield (
-            Gone(digest, usage.folder_bytes(folder), f"{_dataset_name(folder)} · {owners}"),
-            [folder, owners_file],
-        )
-    for owners_file in (
-        storage.datasets_dir().glob("*.owners.json") if storage.datasets_dir().is_dir() else ()
-    ):
+        detail = f"{_dataset_name(folder)} · {', '.join(usage.dataset_owners(digest))}"
+        yield Gone(digest, usage.folder_bytes(folder), detail), [folder, owners_file]
+    for owners_file in storage.datasets_dir().glob("*.owners.json"):
         digest = owners_file.name.removesuffix(".owners.json")
         orphan = not (storage.datasets_dir() / digest).exists() and not _upload_zip(digest).exists()
         if orphan and not _referenced(owners_file, None, limits, now):
             yield Gone(owners_file.name, owners_file.stat().st_size, "owners of no data set"), [owners_file]
+
+
+def _uses(run: Run) -> set[str] | None:
+    """What data a run reads: its plan's ``data`` path and, once recorded, its data set's sha256
+    (the name of its folder under ``datasets/``: a zip's content, a server folder's listing);
+    None for an active run that has recorded neither a data set folder nor its sha256 yet."""
+    data = _normal(run.plan_fields().get("data"))
+    digest = run.record().provenance.get("dataset_sha256")
+    inside = data is not None and _inside(data, str(storage.datasets_dir()))
+    if not digest and not inside and state_of(run.status()).active:
+        return None
+    return {value for value in (data, digest) if value}
 
 
 def _referenced(owners_file: Path, folder: Path | None, limits: Limits, now: float) -> bool:
@@ -291,16 +302,13 @@ def _referenced(owners_file: Path, folder: Path | None, limits: Limits, now: flo
     return any(now - when < keep_s for when in references.values())
 
 
-def _in_use(folder: Path, used: set[str | None]) -> bool:
-    """Whether a kept run's data is this data set's folder or inside it, or, for a server
-    folder's manifest kept here, that folder."""
-    source = (storage.read_json(folder / "manifest.json", {}) or {}).get("source") or {}
-    roots = [str(folder)] + (
-        [str(source["name"])] if source.get("kind") == "folder" and source.get("name") else []
-    )
-    return any(
-        path == root or path.startswith(root.rstrip("/") + "/") for root in roots for path in used if path
-    )
+def _in_use(digest: str, folder: Path, used: set[str]) -> bool:
+    """Whether a kept run reads this data set: by its sha256, or by a path in its folder."""
+    return digest in used or any(_inside(path, str(folder)) for path in used)
+
+
+def _inside(path: str, folder: str) -> bool:
+    return path == folder or path.startswith(folder.rstrip("/") + "/")
 
 
 def _normal(path: object) -> str | None:
@@ -346,7 +354,7 @@ def _leftovers(now: float) -> Iterator[tuple[Gone, list[Path]]]:
     }
     for parent, globs in patterns.items():
         for pattern in globs:
-            for path in parent.glob(pattern) if parent.is_dir() else ():
+            for path in parent.glob(pattern):
                 old = now - path.lstat().st_mtime > LEFTOVER_AGE_S
                 if pattern.startswith(TRASH_PREFIX) or old:
                     size = usage.folder_bytes(path) if path.is_dir() else path.lstat().st_size
@@ -355,7 +363,7 @@ def _leftovers(now: float) -> Iterator[tuple[Gone, list[Path]]]:
 
 def _finished_races(kept_ids: set[str]) -> Iterator[tuple[Gone, list[Path]]]:
     """Race records none of whose runs is kept."""
-    for path in storage.races_dir().glob("*.json") if storage.races_dir().is_dir() else ():
+    for path in storage.races_dir().glob("*.json"):
         lanes = (storage.read_json(path, {}) or {}).get("lanes") or []
         if not any(lane.get("run_id") in kept_ids for lane in lanes):
             yield Gone(path.stem, path.stat().st_size, "its runs are gone"), [path]
