@@ -5,8 +5,8 @@ from pathlib import Path
 import streamlit as st
 
 from core import jobs
-from core.jobs import hardware
-from pages import _access
+from core.jobs import hardware, retention
+from pages import _access, _retention
 from pages._common import run_label
 
 # The icon ships with the app: a Material icon as favicon would be fetched from a font server.
@@ -16,8 +16,11 @@ st.set_page_config(page_title="Transfer Lab", page_icon=str(ICON), layout="wide"
 
 @st.cache_resource
 def recover_runs_once() -> list[str]:
-    """Runs left 'running' by a server that died are marked interrupted, once per server."""
-    return jobs.recover()
+    """Runs left 'running' by a server that died are marked interrupted, once per server; then
+    retention sweeps (and again at most hourly, below)."""
+    marked = jobs.recover()
+    retention.sweep_if_due(_retention.limits(), every_s=0)
+    return marked
 
 
 PAGES = [
@@ -27,15 +30,19 @@ PAGES = [
     st.Page("pages/results.py", title="Results", icon=":material/insights:", url_path="results"),
     st.Page("pages/predict.py", title="Predict", icon=":material/image_search:", url_path="predict"),
 ]
+# Listed for admins only: for anyone else /admin is an unknown page, like any made-up address.
+ADMIN = st.Page("pages/admin.py", title="Admin", icon=":material/admin_panel_settings:", url_path="admin")
 
 viewer = _access.signed_in()
 if viewer is None:  # nothing of the app before sign-in, not even the pages' names
     _access.sign_in()
     st.stop()
-page = st.navigation(PAGES)
+pages = [*PAGES, ADMIN] if viewer.admin else PAGES
+page = st.navigation(pages)
 _access.signed_in_as(viewer)
-_access.back_to_the_requested_page(PAGES, page)
+_access.back_to_the_requested_page(pages, page)
 recover_runs_once()
+retention.sweep_if_due(_retention.limits())
 with st.sidebar:
     st.caption(f":material/memory: {hardware.describe()}")
     active = jobs.active_runs(viewer)

@@ -59,17 +59,20 @@ class SignInRefused(TransferLabError):
 @dataclass(frozen=True)
 class Viewer:
     """Whose runs someone sees: their own (``owner``), or all of them (``sees_all``: an admin,
-    a team that shares its runs, or a local run with access off)."""
+    a team that shares its runs, or a local run with access off); and whether they run the
+    instance (``admin``: a configured admin, or the local viewer with access off), which opens
+    the Admin page."""
 
     owner: str = LOCAL_OWNER
     sees_all: bool = True
+    admin: bool = False
 
     def may_see(self, owner: str | None) -> bool:
         """A run or data set without a recorded owner belongs to ``local``."""
         return self.sees_all or (owner or LOCAL_OWNER) == self.owner
 
 
-LOCAL = Viewer()
+LOCAL = Viewer(admin=True)
 
 
 @dataclass(frozen=True)
@@ -86,7 +89,8 @@ class AccessSettings:
         """The viewer ``owner`` signs in as (``owner`` as ``owner_name`` returned it)."""
         if self.mode == OFF:
             return LOCAL
-        return Viewer(owner, sees_all=self.share_runs or owner in self.admins)
+        admin = owner in self.admins
+        return Viewer(owner, sees_all=self.share_runs or admin, admin=admin)
 
     def allows(self, email: str) -> bool:
         """Whether an identity provider's user may come in: an address or its domain is listed.
@@ -236,14 +240,27 @@ def delay_s(failures: int) -> float:
 
 
 def stored_owners(path: Path) -> list[str]:
-    """The owners a JSON list file names; ``[]`` when there is none."""
-    owners = storage.read_json(path, [])
-    return [str(owner) for owner in owners] if isinstance(owners, list) else []
+    """The owners a data set's owners file names; ``[]`` when there is none."""
+    return list(owner_references(path))
 
 
-def add_owner(path: Path, owner: str) -> None:
-    """Add ``owner`` to a JSON list file of owners (a data set's: anyone who uploaded it)."""
-    owners = stored_owners(path)
-    if owner not in owners:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        storage.write_json(path, [*owners, owner])
+def owner_references(path: Path) -> dict[str, float]:
+    """Each owner in a data set's owners file, with when they last uploaded it (the epoch
+    seconds that their reference counts from; retention lets it lapse). A file from before the
+    times were kept is a JSON list: its owners count from the file's last change."""
+    stored = storage.read_json(path, [])
+    if isinstance(stored, dict):
+        return {str(owner): float(when) for owner, when in stored.items()}
+    if not isinstance(stored, list) or not stored:
+        return {}
+    written = path.stat().st_mtime
+    return {str(owner): written for owner in stored}
+
+
+def add_owner(path: Path, owner: str, now: float | None = None) -> None:
+    """Record that ``owner`` uploaded the data set of this owners file (now): a new owner joins,
+    an existing one's reference starts again."""
+    references = owner_references(path) if path.exists() else {}
+    references[owner] = time.time() if now is None else now
+    path.parent.mkdir(parents=True, exist_ok=True)
+    storage.write_json(path, references)

@@ -118,6 +118,11 @@ class RunFiles:
     def cancel_file(self) -> Path:
         return self.directory / "cancel.requested"
 
+    @property
+    def pin_file(self) -> Path:
+        """Present while an admin has pinned the run: retention never deletes it."""
+        return self.directory / "pinned"
+
 
 def _file_mode() -> int:
     """The mode a plain ``open`` gives a new file: 0666 less the process's umask. Read once, at

@@ -21,6 +21,7 @@ from core.training.progress import RunProgress, duration, queue_wait
 from pages._access import viewer
 from pages._charts import accuracy_axis, epoch_axis
 from pages._common import escape, focus_run, plan_summary, run_label
+from pages._retention import kept_until
 
 POLL_SECONDS = 1.0
 CONFIRM_CANCEL_AFTER_S = 60.0  # a run that has trained this long asks before it is cancelled
@@ -115,6 +116,8 @@ def _render(run_id: str, view: RunProgress, status: dict[str, Any]) -> None:
             _cancel(run_id, status)
         if state == "done":
             _outcome(run, status)
+        if RunState(state).final:
+            kept_until(run, status)
     for warning in view.warnings:
         st.warning(escape(warning.message), icon=":material/warning:")
     for message in view.errors:

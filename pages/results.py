@@ -19,6 +19,7 @@ from core.training.evaluate import evaluate
 from pages._access import limits, viewer
 from pages._charts import confusion_heatmap, curves_by_run
 from pages._common import data_name, escape, focus_run, plan_summary, run_label
+from pages._retention import kept_until
 
 
 @st.cache_resource(max_entries=8)
@@ -104,6 +105,7 @@ focus_run(chosen)
 run = Run.open(chosen, viewer())
 metrics = run.metrics()
 st.caption(f"{plan_summary(run.plan_fields())} · run id `{chosen}`")
+kept_until(run)
 if metrics is None:
     st.info(f"This run has no results ({table.set_index('run_id').loc[chosen, 'state']}).")
     st.stop()

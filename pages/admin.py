@@ -1,0 +1,230 @@
+"""Admin: the disk each owner takes, the queue and its workers, the finished runs and when they go;
+pin, delete and cancel. The shell lists this page for admins only: for anyone else it does not exist."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+
+from core import jobs
+from core.jobs import Run, RunState, retention, targets, usage
+from core.jobs.usage import human_bytes
+from pages._access import viewer
+from pages._common import data_name, escape, run_label
+from pages._retention import kept_when, limits
+
+KINDS = {"train": "training", targets.VALIDATE_KIND: "validation", targets.ANALYSE_KIND: "analysis"}
+CONFIRM_DELETE = "admin_confirm_delete"
+DONE_MESSAGE = "admin_done"
+
+
+def all_rows() -> list[dict[str, Any]]:
+    """Every job of every kind and owner, newest first, each with its kind and full status."""
+    rows = []
+    for kind, label in KINDS.items():
+        for row in jobs.list_runs(kind, viewer()):
+            rows.append({**Run.open(row["run_id"], viewer()).status(), **row, "kind": label})
+    return sorted(rows, key=lambda row: row.get("submitted") or 0.0, reverse=True)
+
+
+def disk() -> None:
+    """Per owner: runs and data sets, in a table and a bar; and the home's file system."""
+    st.subheader("Disk")
+    owners = sorted(usage.disk_by_owner().values(), key=lambda entry: entry.total_bytes, reverse=True)
+    total, free = usage.home_disk()
+    columns = st.columns(3)
+    columns[0].metric("Transfer Lab's data", human_bytes(sum(entry.total_bytes for entry in owners)))
+    columns[1].metric("Free on its disk", human_bytes(free))
+    columns[2].metric("Disk size", human_bytes(total))
+    if not owners:
+        st.caption("Nothing stored yet.")
+        return
+    table = pd.DataFrame(
+        {
+            "Owner": [entry.owner for entry in owners],
+            "Runs": [entry.runs for entry in owners],
+            "In runs": [human_bytes(entry.run_bytes) for entry in owners],
+            "Data sets": [len(entry.datasets) for entry in owners],
+            "In data sets": [human_bytes(entry.dataset_bytes) for entry in owners],
+            "Total": [human_bytes(entry.total_bytes) for entry in owners],
+        }
+    )
+    st.dataframe(table, hide_index=True, width="stretch")
+    st.plotly_chart(
+        disk_chart(owners), width="stretch", key="admin_disk_chart", config={"displayModeBar": False}
+    )
+
+
+def disk_chart(owners: list[usage.OwnerUsage]) -> go.Figure:
+    """Runs and data sets per owner, stacked, in the unit of the largest total,
+    with human sizes on hover."""
+    names = [entry.owner for entry in owners]
+    unit = human_bytes(max(entry.total_bytes for entry in owners)).split()[-1]
+    scale = 1024 ** usage.SIZE_UNITS.index(unit)
+    fig = go.Figure()
+    for label, sizes in (
+        ("runs", [entry.run_bytes for entry in owners]),
+        ("data sets", [entry.dataset_bytes for entry in owners]),
+    ):
+        fig.add_trace(
+            go.Bar(
+                x=names,
+                y=[size / scale for size in sizes],
+                name=label,
+                customdata=[human_bytes(size) for size in sizes],
+                hovertemplate="%{x}: %{customdata} in " + label + "<extra></extra>",
+            )
+        )
+    fig.update_layout(
+        barmode="stack",
+        height=280,
+        margin={"l": 10, "r": 10, "t": 30, "b": 10},
+        yaxis={"title": unit},
+        legend={"orientation": "h", "y": 1.15},
+    )
+    return fig
+
+
+def queue(rows: list[dict[str, Any]]) -> None:
+    """The queued and running jobs, with their place in line and their workers."""
+    now = time.time()
+    _jobs_table(
+        "Queue and workers",
+        [row for row in rows if RunState(row["state"]).active],
+        "No job is queued or running.",
+        {
+            "Place in queue": lambda row: row.get("queue_position"),
+            "Submitted": lambda row: _when(row.get("submitted")),
+            "Worker": _worker,
+            "Heartbeat": lambda row: f"{now - row['heartbeat']:.0f} s ago" if row.get("heartbeat") else "-",
+            "Slot / GPU": _slot,
+            "Backend": lambda row: row.get("backend") or "local",
+        },
+    )
+
+
+def finished(rows: list[dict[str, Any]]) -> None:
+    """The finished jobs, and until when retention keeps each."""
+    rule = limits()
+    _jobs_table(
+        "Finished runs",
+        [row for row in rows if RunState(row["state"]).final],
+        "No finished run.",
+        {
+            "Finished": lambda row: _when(row.get("finished")),
+            "Size": lambda row: human_bytes(usage.run_bytes(Run.open(row["run_id"], viewer()))),
+            "Kept": lambda row: kept_when(Run.open(row["run_id"], viewer()), rule, row) or "forever",
+        },
+    )
+
+
+def _jobs_table(
+    title: str, rows: list[dict[str, Any]], empty: str, columns: dict[str, Callable[[dict[str, Any]], object]]
+) -> None:
+    """A section listing jobs: who, what and in which state, then ``columns``, each computed
+    from a row; ``empty`` when there are none."""
+    st.subheader(title)
+    if not rows:
+        st.caption(empty)
+        return
+    every = {
+        "Run": lambda row: row["run_id"],
+        "Owner": lambda row: row.get("owner") or "local",
+        "Kind": lambda row: row["kind"],
+        "State": lambda row: row["state"],
+        **columns,
+    }
+    frame = pd.DataFrame({name: [value(row) for row in rows] for name, value in every.items()})
+    st.dataframe(frame, hide_index=True, width="stretch")
+
+
+def actions(rows: list[dict[str, Any]]) -> None:
+    """Pin or unpin, delete (asking first) a finished run; cancel an active one."""
+    st.subheader("Act on a run")
+    if not rows:
+        st.caption("No runs.")
+        return
+    by_id = {row["run_id"]: row for row in rows}
+    chosen = st.selectbox(
+        "Run",
+        list(by_id),
+        format_func=lambda run_id: _choice(by_id[run_id]),
+        key="admin_run",
+    )
+    row, run = by_id[chosen], Run.open(chosen, viewer())
+    if RunState(row["state"]).active:
+        if st.button("Cancel", key="admin_cancel", icon=":material/stop:"):
+            jobs.cancel(chosen, viewer())
+            _done(f"Cancelled {chosen}.")
+        return
+    buttons = st.columns(2)
+    if retention.is_pinned(run):
+        if buttons[0].button("Unpin", key="admin_unpin", icon=":material/keep_off:"):
+            retention.unpin(run)
+            _done(f"Unpinned {chosen}: retention applies to it again.")
+    elif buttons[0].button("Pin", key="admin_pin", icon=":material/keep:"):
+        retention.pin(run)
+        _done(f"Pinned {chosen}: kept until unpinned.")
+    if buttons[1].button("Delete", key="admin_delete", icon=":material/delete:"):
+        st.session_state[CONFIRM_DELETE] = chosen
+    if st.session_state.get(CONFIRM_DELETE) == chosen:
+        _confirm_delete(run)
+
+
+def _choice(row: dict[str, Any]) -> str:
+    """A run in the chooser: its id, kind, state and owner, then what it ran on."""
+    what = run_label(row) if row["kind"] == KINDS["train"] else data_name(row)
+    return f"{row['run_id']} · {row['kind']} · {row['state']} · {row.get('owner') or 'local'} · {what}"
+
+
+def _confirm_delete(run: Run) -> None:
+    st.warning(f"Delete run {escape(run.id)} and its model for good? This cannot be undone.")
+    yes, no = st.columns(2)
+    if yes.button("Yes, delete it", key="admin_delete_yes", type="primary"):
+        st.session_state.pop(CONFIRM_DELETE, None)
+        try:
+            freed = retention.delete(run)
+        except retention.CannotDelete as exc:
+            st.error(str(exc))
+            return
+        _done(f"Deleted {run.id}: {human_bytes(freed)} freed.")
+    if no.button("Keep it", key="admin_delete_no"):
+        st.session_state.pop(CONFIRM_DELETE, None)
+        st.rerun()
+
+
+def _done(message: str) -> None:
+    st.session_state[DONE_MESSAGE] = message
+    st.rerun()
+
+
+def _when(stamp: float | None) -> str:
+    return time.strftime("%d %b %Y %H:%M", time.localtime(stamp)) if stamp else "-"
+
+
+def _worker(row: dict[str, Any]) -> str:
+    return f"pid {row['pid']} on {row.get('host') or '?'}" if row.get("pid") else "-"
+
+
+def _slot(row: dict[str, Any]) -> str:
+    if row.get("slot") is None:
+        return "-"
+    return f"slot {row['slot']}" + (f" · GPU {row['gpu']}" if row.get("gpu") is not None else " · CPU")
+
+
+st.title("Admin")
+if not viewer().admin:  # the shell does not list this page for others; this is a second lock
+    st.error("This page is for admins.")
+    st.stop()
+if message := st.session_state.pop(DONE_MESSAGE, None):
+    st.success(message)
+everything = all_rows()
+disk()
+queue(everything)
+finished(everything)
+actions(everything)

@@ -1,0 +1,44 @@
+"""The Admin page in a real browser: an admin who follows a link to /admin lands on it after
+signing in; anyone else who types the address gets the app's default page, and no Admin in the
+page list."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from core import access
+from tests.browser.test_access_browser import PASSWORD, main_text
+
+pytestmark = pytest.mark.browser
+
+
+def signed_in_at_admin(browser, url: str, name: str):
+    """A fresh browser tab that opened ``/admin`` and signed in as ``name``."""
+    tab = browser.new_context(viewport={"width": 1400, "height": 1000}).new_page()
+    tab.set_default_timeout(60_000)
+    tab.goto(f"{url}/admin")
+    tab.get_by_role("textbox", name="Your name").fill(name)
+    tab.get_by_role("textbox", name="Team password").fill(PASSWORD)
+    tab.get_by_role("button", name="Sign in").click()
+    tab.locator("[data-testid='stSidebarNav']").wait_for()
+    return tab
+
+
+def test_only_an_admin_reaches_the_admin_page_by_its_address(browser, app_server, tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {access.PASSWORD_HASH_ENV: access.hash_password(PASSWORD), access.ADMINS_ENV: "boss"}
+    with app_server(home, env=env) as url:
+        tab = signed_in_at_admin(browser, url, "ann")
+        tab.get_by_role("heading", name="Which transfer-learning approach?").wait_for()
+        assert "Admin" not in tab.locator("[data-testid='stSidebarNav']").inner_text()
+        assert "Disk" not in main_text(tab)
+
+        tab.context.close()
+        tab = signed_in_at_admin(browser, url, "boss")
+        tab.get_by_role("heading", name="Admin").wait_for()
+        tab.get_by_text("Queue and workers").wait_for()
+        assert "Admin" in tab.locator("[data-testid='stSidebarNav']").inner_text()
+        tab.context.close()

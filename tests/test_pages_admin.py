@@ -1,0 +1,123 @@
+"""The Admin page through the app shell (AppTest): only admins have it; it shows the disk per
+owner, the queue and its workers, and pins, deletes and cancels. And the run card's line that
+announces when retention deletes a run."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from core import access, jobs, storage
+from core.jobs import Run, queue, retention
+from tests.test_access import APP, PASSWORD, sign_in
+from tests.test_jobs import (
+    FOREVER,
+    home,  # noqa: F401 - the fixture: one run at a time, no worker left behind
+    wait_for_state,
+    wait_until,
+)
+from tests.test_retention import sha, stored_dataset, stored_run
+
+# Real workers in some tests: one run at a time, and none left behind.
+pytestmark = pytest.mark.usefixtures("home")
+
+
+@pytest.fixture
+def team(monkeypatch: pytest.MonkeyPatch, lab_home: Path) -> Path:
+    """A shared instance (team password, so finished runs are kept 30 days) whose admin is boss."""
+    monkeypatch.setenv(access.PASSWORD_HASH_ENV, access.hash_password(PASSWORD))
+    monkeypatch.setenv(access.ADMINS_ENV, "boss")
+    return lab_home
+
+
+def table(at: AppTest, column: str) -> list[dict[str, object]]:
+    """The rows of the one table that has ``column``."""
+    [frame] = [frame.value for frame in at.dataframe if column in frame.value.columns]
+    return frame.to_dict("records")
+
+
+def test_a_non_admin_has_no_admin_page_not_even_by_its_address(team: Path) -> None:
+    at = sign_in("ann")
+    # The page is not registered for ann: her /admin is an unknown page, like any made-up address.
+    with pytest.raises(ValueError, match="Could not find a navigation page") as refused:
+        at.switch_page("pages/admin.py")
+    assert "admin.py" not in re.sub(r"for '[^']*'", "", str(refused.value))
+    assert not at.exception and at.title[0].value == "Which transfer-learning approach?"
+
+
+def test_with_access_off_the_local_viewer_runs_the_instance() -> None:
+    at = AppTest.from_file(APP, default_timeout=120).run()
+    at.switch_page("pages/admin.py").run()
+    assert not at.exception, at.exception
+    assert [s.value for s in at.subheader] == ["Disk", "Queue and workers", "Finished runs", "Act on a run"]
+    assert not at.dataframe  # nothing stored yet, no run at all
+    assert "Nothing stored yet." in [c.value for c in at.caption]
+
+
+def test_an_admin_sees_disk_queue_and_workers_and_pins_deletes_and_cancels(team: Path) -> None:
+    stored_run(
+        "alice-old", finished_days_ago=10, owner="alice", data=str(stored_dataset(sha("a"), {"alice": 1}))
+    )
+    stored_run("bob-done", finished_days_ago=1, owner="bob")
+    running = jobs.submit({}, target=FOREVER, queued=False, owner="carol")
+    wait_until(lambda: jobs.status(running).get("heartbeat"), "a running worker")
+
+    at = sign_in("boss")
+    at.switch_page("pages/admin.py").run()
+    assert not at.exception, at.exception
+
+    disk = {row["Owner"]: row for row in table(at, "In data sets")}
+    assert set(disk) == {"alice", "bob", "carol"}
+    assert disk["alice"]["Data sets"] == 1 and disk["alice"]["In data sets"].endswith("KiB")
+    assert at.get("plotly_chart") and {m.label for m in at.metric} >= {"Free on its disk", "Disk size"}
+    [active] = table(at, "Heartbeat")
+    pid = jobs.status(running)["pid"]
+    assert (active["Run"], active["Owner"], active["State"]) == (running, "carol", "running")
+    assert active["Worker"].startswith(f"pid {pid} on ") and active["Heartbeat"].endswith("s ago")
+    finished = {row["Run"]: row for row in table(at, "Kept")}
+    assert finished["alice-old"]["Kept"].startswith("Kept until ")
+
+    at.selectbox(key="admin_run").select("alice-old").run()
+    at.button(key="admin_pin").click().run()
+    assert retention.is_pinned(Run.open("alice-old"))
+    assert {row["Run"]: row["Kept"] for row in table(at, "Kept")}["alice-old"].startswith("Pinned")
+    at.button(key="admin_unpin").click().run()
+    assert not retention.is_pinned(Run.open("alice-old"))
+
+    at.selectbox(key="admin_run").select("bob-done").run()
+    at.button(key="admin_delete").click().run()
+    assert (storage.runs_dir() / "bob-done").exists()  # it asks first
+    at.button(key="admin_delete_yes").click().run()
+    assert not (storage.runs_dir() / "bob-done").exists()
+    assert at.success[0].value.startswith("Deleted bob-done")
+    assert "bob-done" not in at.selectbox(key="admin_run").options
+
+    at.selectbox(key="admin_run").select(running).run()
+    assert {"admin_delete", "admin_pin"}.isdisjoint(button.key for button in at.button)  # cancel only
+    at.button(key="admin_cancel").click().run()
+    wait_for_state(running, "cancelled")
+    wait_until(lambda: not queue.worker_alive(storage.runs_dir() / running), "the worker's exit")
+
+
+def test_a_finished_runs_card_says_until_when_it_is_kept(team: Path) -> None:
+    stored_run("mine", finished_days_ago=10, owner="ann")
+    at = sign_in("ann", run="mine")
+    at.switch_page("pages/train.py").run()
+    line = "finished runs are deleted after 30 days. An admin can pin it."
+    assert any(c.value.endswith(line) and "Kept until" in c.value for c in at.caption)
+    retention.pin(Run.open("mine"))
+    at.switch_page("pages/results.py").run()
+    assert ":material/auto_delete: Pinned: kept until unpinned." in [c.value for c in at.caption]
+
+
+def test_without_a_keeping_time_the_card_says_nothing_of_deletion() -> None:
+    stored_run("mine", finished_days_ago=1000, owner="local")
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.query_params["run"] = "mine"
+    at.run()
+    at.switch_page("pages/train.py").run()
+    assert not at.exception, at.exception
+    assert not any("deleted" in c.value or "Kept until" in c.value for c in at.caption)
