@@ -6,7 +6,7 @@ import streamlit as st
 
 from core import jobs
 from core.jobs import hardware, retention
-from pages import _access, _retention
+from pages import _access
 from pages._common import run_label
 
 # The icon ships with the app: a Material icon as favicon would be fetched from a font server.
@@ -19,7 +19,7 @@ def recover_runs_once() -> list[str]:
     """Runs left 'running' by a server that died are marked interrupted, once per server; then
     retention sweeps (and again at most hourly, below)."""
     marked = jobs.recover()
-    retention.sweep_if_due(_retention.limits(), every_s=0)
+    retention.sweep_if_due(_access.limits(), every_s=0)
     return marked
 
 
@@ -42,7 +42,7 @@ page = st.navigation(pages)
 _access.signed_in_as(viewer)
 _access.back_to_the_requested_page(pages, page)
 recover_runs_once()
-retention.sweep_if_due(_retention.limits())
+retention.sweep_if_due(_access.limits())
 with st.sidebar:
     st.caption(f":material/memory: {hardware.describe()}")
     active = jobs.active_runs(viewer)

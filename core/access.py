@@ -34,6 +34,7 @@ from typing import Any
 
 from core import storage
 from core.errors import TransferLabError
+from core.limits import Limits, configured
 
 LOCAL_OWNER = "local"
 OFF, PASSWORD, OIDC = "off", "password", "oidc"
@@ -130,6 +131,14 @@ def settings(
         if share
         else bool(section.get("share_runs")),
     )
+
+
+def instance_limits(
+    secrets_: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None
+) -> Limits:
+    """The limits in force on this instance: ``[limits]`` and the environment, over the shared
+    defaults once access is configured (an instance people share)."""
+    return configured(secrets_, env, shared=settings(secrets_, env).mode != OFF)
 
 
 def _names(from_env: str | None, from_secrets: Any) -> tuple[str, ...]:

@@ -25,6 +25,7 @@ from core.errors import TransferLabError
 MIB = 1 << 20
 GIB = 1 << 30
 DAY_S = 24 * 3600.0
+SIZE_UNITS = ("B", "KiB", "MiB", "GiB", "TiB")  # what human_bytes writes, 1024 apart
 ENV_PREFIX = "TRANSFER_LAB_"
 
 
@@ -84,19 +85,17 @@ class Limits:
         """``LimitExceeded`` for a zip larger than an upload may be."""
         if size > self.max_upload_bytes:
             raise LimitExceeded(
-                f"the zip is {size_text(size)}; uploads are limited to {size_text(self.max_upload_bytes)}"
+                f"the zip is {human_bytes(size)}; uploads are limited to {human_bytes(self.max_upload_bytes)}"
             )
 
 
-def size_text(size: float) -> str:
-    """Bytes as people read them: ``512 B``, ``3.0 MiB``, ``20.4 GiB``."""
-    if abs(size) < 1024:
-        return f"{size:.0f} B"
-    for unit in ("KiB", "MiB", "GiB"):
-        size /= 1024
-        if abs(size) < 1024:
+def human_bytes(size: float) -> str:
+    """``1.5 GiB``, ``230 MiB``, ``12.0 KiB``, ``87 B``: sizes as people read them."""
+    for unit in SIZE_UNITS:
+        if abs(size) < 1024 or unit == SIZE_UNITS[-1]:
             break
-    return f"{size:,.1f} {unit}"
+        size /= 1024
+    return f"{size:,.0f} {unit}" if unit == "B" or abs(size) >= 100 else f"{size:,.1f} {unit}"
 
 
 # What a shared instance gets for each instance limit it leaves unsaid (six active runs: one race of

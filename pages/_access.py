@@ -16,7 +16,6 @@ import streamlit as st
 from core import access
 from core.access import AccessSettings, SignInRefused, Viewer
 from core.limits import Limits
-from core.limits import configured as configured_limits
 from pages._common import escape
 
 VIEWER = "access_viewer"
@@ -99,7 +98,7 @@ def viewer() -> Viewer:
 
 def limits() -> Limits:
     """This instance's limits: what it configures, on top of the shared defaults once access is on."""
-    return configured_limits(_secrets(), shared=_settings().mode != access.OFF)
+    return access.instance_limits(_secrets())
 
 
 def _settings() -> AccessSettings:

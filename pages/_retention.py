@@ -9,12 +9,7 @@ import streamlit as st
 
 from core.jobs import Run, retention
 from core.limits import Limits
-from pages._access import _secrets
-
-
-def limits() -> Limits:
-    """The instance's limits, from its secrets and environment (shared defaults when access is on)."""
-    return retention.instance_limits(_secrets())
+from pages._access import limits
 
 
 def kept_until(run: Run, status: dict[str, Any] | None = None) -> None:

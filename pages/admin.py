@@ -13,10 +13,10 @@ import streamlit as st
 
 from core import jobs
 from core.jobs import Run, RunState, retention, targets, usage
-from core.jobs.usage import human_bytes
-from pages._access import viewer
+from core.limits import SIZE_UNITS, human_bytes
+from pages._access import limits, viewer
 from pages._common import data_name, escape, run_label
-from pages._retention import kept_when, limits
+from pages._retention import kept_when
 
 KINDS = {"train": "training", targets.VALIDATE_KIND: "validation", targets.ANALYSE_KIND: "analysis"}
 CONFIRM_DELETE = "admin_confirm_delete"
@@ -65,7 +65,7 @@ def disk_chart(owners: list[usage.OwnerUsage]) -> go.Figure:
     with human sizes on hover."""
     names = [entry.owner for entry in owners]
     unit = human_bytes(max(entry.total_bytes for entry in owners)).split()[-1]
-    scale = 1024 ** usage.SIZE_UNITS.index(unit)
+    scale = 1024 ** SIZE_UNITS.index(unit)
     fig = go.Figure()
     for label, sizes in (
         ("runs", [entry.run_bytes for entry in owners]),

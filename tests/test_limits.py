@@ -44,8 +44,8 @@ def test_the_environment_wins_over_the_secrets_and_none_turns_a_limit_off() -> N
 
 
 def test_sizes_read_as_people_read_them() -> None:
-    assert [limits.size_text(n) for n in (512, 3 * MIB, 20.4 * GIB, 5000 * GIB)] == [
-        "512 B", "3.0 MiB", "20.4 GiB", "5,000.0 GiB"
+    assert [limits.human_bytes(n) for n in (512, 3 * MIB, 20.4 * GIB, 5000 * GIB)] == [
+        "512 B", "3.0 MiB", "20.4 GiB", "4.9 TiB"
     ]  # fmt: skip
 
 

@@ -268,6 +268,6 @@ def test_the_command_line_lists_what_would_go_then_deletes_it(
 
 def test_a_shared_instance_keeps_runs_thirty_days_unless_configured() -> None:
     shared = {"access": {"password_hash": "scrypt$00$00"}}
-    assert retention.instance_limits(shared).keep_runs_days == 30.0
-    assert retention.instance_limits({}).keep_runs_days is None
-    assert retention.instance_limits({**shared, "limits": {"keep_runs_days": "none"}}).keep_runs_days is None
+    assert access.instance_limits(shared).keep_runs_days == 30.0
+    assert access.instance_limits({}).keep_runs_days is None
+    assert access.instance_limits({**shared, "limits": {"keep_runs_days": "none"}}).keep_runs_days is None

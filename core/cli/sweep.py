@@ -12,10 +12,10 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from core import storage
+from core import access, storage
 from core.cli import CliError
 from core.jobs import retention
-from core.jobs.usage import human_bytes
+from core.limits import human_bytes
 
 HELP = "delete finished runs past their keeping time and data sets nobody needs (retention)"
 SECRETS = storage.CODE_ROOT / ".streamlit" / "secrets.toml"
@@ -29,7 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    limits = retention.instance_limits(_secrets(args.secrets))
+    limits = access.instance_limits(_secrets(args.secrets))
     swept = retention.sweep(limits, dry_run=args.dry_run)
     kept = (
         "finished runs are kept forever (no keep_runs_days)"

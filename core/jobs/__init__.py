@@ -48,7 +48,7 @@ from core.jobs.run import (
 )
 from core.jobs.run import all_runs as _runs
 from core.jobs.run import state_of as _state
-from core.limits import LimitExceeded, Limits, size_text
+from core.limits import LimitExceeded, Limits, human_bytes
 from core.storage import read_json
 
 MAX_RUNS_ENV = "TRANSFER_LAB_MAX_RUNS"
@@ -328,10 +328,10 @@ def _check_quota(owner: str, limits: Limits, adding: int = 0) -> None:
         return
     used = usage.owner_bytes(owner)
     if used + adding > quota:
-        needs = f" and this needs {size_text(adding)} more" if adding else ""
+        needs = f" and this needs {human_bytes(adding)} more" if adding else ""
         raise LimitExceeded(
-            f"your runs and data sets take {size_text(used)}{needs}, over your disk quota of "
-            f"{size_text(quota)}: ask an admin to delete old runs"
+            f"your runs and data sets take {human_bytes(used)}{needs}, over your disk quota of "
+            f"{human_bytes(quota)}: ask an admin to delete old runs"
         )
 
 

@@ -39,7 +39,7 @@ from core import access, storage
 from core.errors import TransferLabError
 from core.jobs import queue, usage
 from core.jobs.run import Run, StatusKeeper, all_runs, state_of
-from core.limits import DAY_S, Limits, configured
+from core.limits import DAY_S, Limits
 
 TRASH_PREFIX = ".trash-"
 SWEEP_EVERY_S = 3600.0
@@ -94,12 +94,6 @@ class Swept:
     @property
     def size(self) -> int:
         return sum(gone.size for group in self.groups().values() for gone in group)
-
-
-def instance_limits(secrets_: Mapping[str, Any] | None = None) -> Limits:
-    """The limits in force on this instance: ``[limits]`` and the environment, over the shared
-    defaults when access is configured (an instance people share)."""
-    return configured(secrets_, shared=access.settings(secrets_).mode != access.OFF)
 
 
 # ---------------------------------------------------------------------------- pins and expiry

@@ -17,7 +17,6 @@ from pathlib import Path
 from core import access, storage
 from core.jobs.run import Run, all_runs, state_of
 
-SIZE_UNITS = ("B", "KiB", "MiB", "GiB", "TiB")  # what human_bytes writes, 1024 apart
 # folder -> (the stamp it was measured at, its bytes)
 _measured: dict[Path, tuple[object, int]] = {}
 
@@ -108,15 +107,6 @@ def _measure(folder: Path, stamp: object) -> int:
     size = folder_bytes(folder)
     _measured[folder] = (stamp, size)
     return size
-
-
-def human_bytes(size: float) -> str:
-    """``1.5 GiB``, ``230 MiB``, ``12.0 KiB``, ``87 B``: sizes as people read them."""
-    for unit in SIZE_UNITS:
-        if abs(size) < 1024 or unit == SIZE_UNITS[-1]:
-            break
-        size /= 1024
-    return f"{size:,.0f} {unit}" if unit == "B" or abs(size) >= 100 else f"{size:,.1f} {unit}"
 
 
 def home_disk() -> tuple[int, int]:
