@@ -10,6 +10,7 @@ pages show it as a message. Anything else that escapes is a bug and keeps its tr
 
 from __future__ import annotations
 
+import errno
 import unicodedata
 
 MAX_MESSAGE = 500
@@ -34,10 +35,25 @@ def printable(text: str) -> str:
 def one_line(exc: BaseException, limit: int | None = MAX_MESSAGE) -> str:
     """``exc`` as one line of at most ``limit`` characters, whitespace runs collapsed.
 
-    Our own errors are sentences written for people and stand alone; any other exception is
-    prefixed with its type, without which its text is often cryptic (``KeyError: 'fc'``).
+    Our own errors are sentences written for people and stand alone, and so does a full disk's;
+    any other exception is prefixed with its type, without which its text is often cryptic
+    (``KeyError: 'fc'``).
     """
-    text = printable(" ".join(str(exc).split()))
-    if not isinstance(exc, TransferLabError) or not text:
-        text = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    if is_disk_full(exc):
+        text = printable(disk_full(exc))
+    else:
+        text = printable(" ".join(str(exc).split()))
+        if not isinstance(exc, TransferLabError) or not text:
+            text = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
     return text if limit is None or len(text) <= limit else text[: limit - 3] + "..."
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
+def disk_full(exc: OSError) -> str:
+    """What a person reads when a write failed for want of space (or over a disk quota): which
+    file, and what to do."""
+    where = f" {exc.filename}" if exc.filename else " a file"
+    return f"the disk is full: could not write{where}; free some space there and try again"

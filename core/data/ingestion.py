@@ -29,7 +29,7 @@ from core.data.layout import Layout, Placed, place
 from core.data.limits import IngestError, Limits
 from core.data.manifest import Manifest, Record
 from core.data.report import DatasetReport, build_report
-from core.storage import write_text_atomic
+from core.storage import naming_errors, write_text_atomic
 
 Progress = Callable[[int, int], None]  # (images checked, images to check)
 REPORT_FILENAME = "report.json"
@@ -381,7 +381,8 @@ def _staged(final: Path) -> Iterator[Path]:
     _sweep_stale_staging(final.parent)
     staging = Path(tempfile.mkdtemp(prefix=f".staging-{final.name[:16]}-", dir=final.parent))
     try:
-        yield staging
+        with naming_errors(final):  # a full disk names the data set it could not write
+            yield staging
         if final.exists() and Manifest.load(final) is None:  # left by an older version
             stale = staging.with_name(staging.name + "-stale")
             os.rename(final, stale)

@@ -268,7 +268,8 @@ class StatusKeeper:
 
         def beat() -> None:
             while not halted.wait(HEARTBEAT_INTERVAL_S):
-                self.update(heartbeat=time.time())
+                with contextlib.suppress(OSError):  # a full disk: the next beat tries again
+                    self.update(heartbeat=time.time())
 
         self.update(heartbeat=time.time())
         thread = threading.Thread(target=beat, name="heartbeat", daemon=True)

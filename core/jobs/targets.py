@@ -48,19 +48,25 @@ def accept_upload(data: bytes, name: str, owner: str = access.LOCAL_OWNER) -> st
     validated before; return its sha256, by which the page follows it (and a reload finds it).
 
     Whoever uploads a data set becomes one of its owners, also when its content was there before.
+    A write that fails (a full disk) raises, leaving nothing behind.
     """
     digest = hashlib.sha256(data).hexdigest()
-    access.add_owner(dataset_owners_file(digest), owner)
     if upload_state(digest).dataset is not None:
+        access.add_owner(dataset_owners_file(digest), owner)
         return digest
     folder = storage.uploads_dir()
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{digest}.zip"
-    storage.write_bytes_atomic(path, data)
-    jobs.submit(
-        {"data": str(path), "name": name}, target=VALIDATE_TARGET, kind=VALIDATE_KIND, queued=False,
-        time_limit_s=VALIDATION_TIME_LIMIT_S, dataset_name=name, owner=owner,
-    )  # fmt: skip
+    storage.write_bytes_atomic(path, data)  # whole or not at all: a full disk leaves no part
+    try:
+        access.add_owner(dataset_owners_file(digest), owner)
+        jobs.submit(
+            {"data": str(path), "name": name}, target=VALIDATE_TARGET, kind=VALIDATE_KIND, queued=False,
+            time_limit_s=VALIDATION_TIME_LIMIT_S, dataset_name=name, owner=owner,
+        )  # fmt: skip
+    except BaseException:
+        path.unlink(missing_ok=True)  # no job will unpack it
+        raise
     return digest
 
 
