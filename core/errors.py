@@ -16,6 +16,8 @@ import unicodedata
 MAX_MESSAGE = 500
 # Characters a terminal or a log acts on rather than shows: controls (escape sequences, carriage
 # returns), format characters (right-to-left overrides), separators and private or lone codes.
+# A write that found no room: the disk is full, or its owner's quota is.
+_NO_ROOM = (errno.ENOSPC, errno.EDQUOT)
 _ACTIVE = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
 
 
@@ -39,8 +41,11 @@ def one_line(exc: BaseException, limit: int | None = MAX_MESSAGE) -> str:
     any other exception is prefixed with its type, without which its text is often cryptic
     (``KeyError: 'fc'``).
     """
-    if is_disk_full(exc):
+    if isinstance(exc, OSError) and exc.errno in _NO_ROOM:
         text = printable(disk_full(exc))
+    elif isinstance(exc, MemoryError):
+        detail = f" ({' '.join(str(exc).split())})" if str(exc) else ""
+        text = printable(f"MemoryError: out of memory{detail}; a smaller batch or image size needs less")
     else:
         text = printable(" ".join(str(exc).split()))
         if not isinstance(exc, TransferLabError) or not text:
@@ -48,8 +53,14 @@ def one_line(exc: BaseException, limit: int | None = MAX_MESSAGE) -> str:
     return text if limit is None or len(text) <= limit else text[: limit - 3] + "..."
 
 
-def is_disk_full(exc: BaseException) -> bool:
-    return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
+def is_disk_full(exc: BaseException | None) -> bool:
+    """Whether ``exc``, or the error it was handling when it was raised (a failure to record
+    a failure), is a write that found no room."""
+    while exc is not None:
+        if isinstance(exc, OSError) and exc.errno in _NO_ROOM:
+            return True
+        exc = exc.__context__
+    return False
 
 
 def disk_full(exc: OSError) -> str:

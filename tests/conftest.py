@@ -125,6 +125,7 @@ def start_app(
     ``secrets.toml`` from its URL. The caller stops it (``_stop``), or kills it."""
     port = port or _free_port()
     url = f"http://127.0.0.1:{port}"
+    home.mkdir(parents=True, exist_ok=True)
     args = []
     if secrets is not None:
         (home / "secrets.toml").write_text(secrets(url))

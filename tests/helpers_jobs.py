@@ -16,6 +16,18 @@ from core.storage import RunFiles, write_json
 from core.training.events import BatchEnd, Emit, PhaseStarted, Progress, RunDone
 
 
+def colour_folders(data: Path) -> Path:
+    """A tiny real data set at ``data``: 8 shades each of red and blue, 40 px, a folder per class."""
+    from PIL import Image
+
+    for label, colour in {"red": (220, 30, 30), "blue": (30, 30, 220)}.items():
+        (data / label).mkdir(parents=True)
+        for i in range(8):
+            shade = tuple(max(0, c - 9 * i) for c in colour)
+            Image.new("RGB", (40, 40), shade).save(data / label / f"{i}.png")
+    return data
+
+
 def sleepy(run_dir: Path, emit: Emit) -> dict[str, Any]:
     """Trains for ``plan["seconds"]``, a batch every 0.1 s, and scores ``plan["accuracy"]``."""
     plan = json.loads(RunFiles(Path(run_dir)).plan_file.read_text())
@@ -63,3 +75,15 @@ def alarm_default(run_dir: Path, emit: Emit) -> dict[str, Any]:
     installs its own handlers may; then trains forever."""
     signal.signal(signal.SIGALRM, signal.SIG_DFL)
     return forever(run_dir, emit)
+
+
+def greedy(run_dir: Path, emit: Emit) -> dict[str, Any]:
+    """Runs out of memory, as a run too big for its machine does: its address space is capped
+    at what it uses now plus a little, then it asks for far more."""
+    import resource
+
+    used = int(Path("/proc/self/statm").read_text().split()[0]) * resource.getpagesize()
+    resource.setrlimit(resource.RLIMIT_AS, (used + 64 * 2**20, resource.RLIM_INFINITY))
+    emit(BatchEnd(epoch=1, step=1, steps=2, loss=1.0, images_per_s=100.0))
+    hoard = bytearray(2**32)
+    return {"size": len(hoard)}

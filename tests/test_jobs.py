@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from PIL import Image
+from helpers_jobs import colour_folders
 
 from core import jobs, storage
 from core.jobs import queue
@@ -520,12 +520,7 @@ def test_the_server_side_never_imports_torch() -> None:
 
 
 def test_a_real_tiny_training_runs_end_to_end_through_the_queue(home: Path, tmp_path: Path) -> None:
-    data = tmp_path / "colours"
-    for label, colour in {"red": (220, 30, 30), "blue": (30, 30, 220)}.items():
-        (data / label).mkdir(parents=True)
-        for i in range(8):
-            shade = tuple(max(0, c - 9 * i) for c in colour)
-            Image.new("RGB", (40, 40), shade).save(data / label / f"{i}.png")
+    data = colour_folders(tmp_path / "colours")
     plan = {
         "data": str(data),
         "backbone": "mobilenet_v3_small",

@@ -29,6 +29,7 @@ from core.data.layout import Layout, Placed, place
 from core.data.limits import IngestError, Limits
 from core.data.manifest import Manifest, Record
 from core.data.report import DatasetReport, build_report
+from core.errors import disk_full, is_disk_full
 from core.storage import naming_errors, write_text_atomic
 
 Progress = Callable[[int, int], None]  # (images checked, images to check)
@@ -97,6 +98,8 @@ def ingest(
                 raise IngestError(f"no such file or folder: {str(path)!r}")
         return _dataset(root, work, manifest, val_fraction, seed)
     except OSError as exc:
+        if is_disk_full(exc):
+            raise IngestError(disk_full(exc)) from None
         raise IngestError(f"could not read or store the data: {exc.strerror or exc}") from None
 
 

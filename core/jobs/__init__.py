@@ -39,6 +39,7 @@ from core.errors import is_disk_full, one_line
 from core.jobs import backend, hardware, queue
 from core.jobs.run import (
     CANCELLED_MESSAGE,
+    EXIT_DISK_FULL,
     Run,
     RunNotFound,
     RunRecord,
@@ -176,8 +177,7 @@ def reconcile(run_id: str, viewer: Viewer = LOCAL) -> dict[str, Any]:
     """``status`` after settling the run with its worker: a gone worker's run is finished, a
     frozen or cancel-ignoring worker is killed first."""
     run = Run.open(run_id, viewer)
-    _reconcile(run)
-    return _with_position(run)
+    return _with_position(run, _reconcile(run))  # on a full disk, an ending status.json lacks
 
 
 def queue_position(run_id: str) -> int | None:
@@ -388,6 +388,8 @@ def _exit_status(run: Run, pid: int | None) -> int | None:
 
 def _how_it_ended(returncode: int) -> str:
     """A worker's exit status in words."""
+    if returncode == EXIT_DISK_FULL:
+        return "stopped because the disk was full"
     if returncode >= 0:
         return f"exited with code {returncode}"
     try:
@@ -402,8 +404,9 @@ def _how_it_ended(returncode: int) -> str:
     return f"was killed by {name}"
 
 
-def _with_position(run: Run) -> dict[str, Any]:
-    current = run.status()
+def _with_position(run: Run, current: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """``current`` (the run's status, read here unless given) with its place in the queue."""
+    current = run.status() if current is None else current
     waiting = _state(current) is RunState.QUEUED
     if waiting and _on_ray(current):
         from core.jobs import ray_backend
