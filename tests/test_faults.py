@@ -146,7 +146,7 @@ def test_a_training_that_fills_the_disk_fails_saying_so_and_leaves_no_half_model
 def test_a_disk_full_to_the_last_byte_still_says_how_the_run_ended(
     small_disk: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv(STEP_DELAY_ENV, "1")
+    monkeypatch.setenv(STEP_DELAY_ENV, "0.5")  # time to fill the disk mid-epoch
     run_id = jobs.submit({**TINY_TRAINING, "data": str(colour_folders(tmp_path / "colours"))})
     wait_until(lambda: batch_seen(run_id), "a batch trained", timeout_s=60)
     filler = fill(small_disk)  # not even status.json can be written now
