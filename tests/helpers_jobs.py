@@ -15,6 +15,18 @@ from typing import Any
 from core.storage import RunFiles, write_json
 from core.training.events import BatchEnd, Emit, PhaseStarted, Progress, RunDone
 
+# A real training small enough for a test: a small net from scratch, tiny images, one epoch.
+TINY_TRAINING = {
+    "backbone": "mobilenet_v3_small",
+    "case": 4,
+    "weights": "none",
+    "epochs": 1,
+    "batch_size": 4,
+    "image_size": 32,
+    "augment": "none",
+    "device": "cpu",
+}
+
 
 def colour_folders(data: Path) -> Path:
     """A tiny real data set at ``data``: 8 shades each of red and blue, 40 px, a folder per class."""

@@ -16,8 +16,8 @@ from urllib.parse import urlparse
 import pytest
 from conftest import _stop, start_app
 from fixtures.data.zips import classes, make_zip, png
-from helpers_jobs import colour_folders
-from test_jobs import _kill_workers, process_gone, wait_for_state, wait_until
+from helpers_jobs import TINY_TRAINING, colour_folders
+from test_jobs import _kill_workers, home, process_gone, wait_for_state, wait_until
 from test_pages_training import open_page
 
 from core import jobs, storage
@@ -25,26 +25,9 @@ from core.jobs import targets
 from core.jobs.run import STEP_DELAY_ENV, Run
 from core.training.events import read_events
 
-TINY_TRAINING = {
-    "backbone": "mobilenet_v3_small",
-    "case": 4,
-    "weights": "none",
-    "epochs": 1,
-    "batch_size": 4,
-    "image_size": 32,
-    "augment": "none",
-    "device": "cpu",
-}
 MODEL_FILES = {"model.pt2", "labels.json", "preprocess.json"}
-
-
-@pytest.fixture
-def home(lab_home: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """One run at a time, no GPU; no worker outlives the test."""
-    monkeypatch.setenv("TRANSFER_LAB_MAX_RUNS", "1")
-    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
-    yield lab_home
-    _kill_workers(lab_home)
+# The jobs tests' fixture, used here by name: one run at a time, no GPU, no worker left behind.
+__all__ = ["home"]
 
 
 @pytest.fixture

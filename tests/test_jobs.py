@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers_jobs import colour_folders
+from helpers_jobs import TINY_TRAINING, colour_folders
 
 from core import jobs, storage
 from core.jobs import queue
@@ -520,18 +520,7 @@ def test_the_server_side_never_imports_torch() -> None:
 
 
 def test_a_real_tiny_training_runs_end_to_end_through_the_queue(home: Path, tmp_path: Path) -> None:
-    data = colour_folders(tmp_path / "colours")
-    plan = {
-        "data": str(data),
-        "backbone": "mobilenet_v3_small",
-        "case": 4,
-        "weights": "none",
-        "epochs": 1,
-        "batch_size": 4,
-        "image_size": 32,
-        "augment": "none",
-        "device": "cpu",
-    }
+    plan = {**TINY_TRAINING, "data": str(colour_folders(tmp_path / "colours"))}
 
     run_id = jobs.submit(plan)
     final = wait_for_state(run_id, "done", timeout_s=120)
