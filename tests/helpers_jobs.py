@@ -99,3 +99,11 @@ def greedy(run_dir: Path, emit: Emit) -> dict[str, Any]:
     emit(BatchEnd(epoch=1, step=1, steps=2, loss=1.0, images_per_s=100.0))
     hoard = bytearray(2**32)
     return {"size": len(hoard)}
+
+
+def vanishing(run_dir: Path, emit: Emit) -> dict[str, Any]:
+    """Ends its process on the spot with code 3, as a native library's ``exit()`` does."""
+    import os
+
+    print("calling the native library", flush=True)
+    os._exit(3)

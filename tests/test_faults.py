@@ -101,6 +101,16 @@ def test_a_worker_killed_mid_epoch_fails_saying_so_and_the_next_run_trains(
     assert {p.name for p in Run.open(after).model_dir.iterdir()} == MODEL_FILES
 
 
+def test_a_worker_that_exits_without_reporting_fails_with_its_exit_code(home: Path) -> None:
+    run_id = jobs.submit({}, target="tests.helpers_jobs:vanishing")
+    final = wait_for_state(run_id, "failed")
+    pid = final["pid"]
+    assert final["message"] == (
+        f"the worker (pid {pid}) exited with code 3; last words: calling the native library"
+    )
+    assert storage.read_json(Run.open(run_id).exit_file) == {"pid": pid, "returncode": 3}
+
+
 def test_a_run_out_of_memory_fails_with_one_line(home: Path) -> None:
     run_id = jobs.submit({}, target="tests.helpers_jobs:greedy")
     final = wait_for_state(run_id, "failed")
