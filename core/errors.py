@@ -14,10 +14,10 @@ import errno
 import unicodedata
 
 MAX_MESSAGE = 500
-# Characters a terminal or a log acts on rather than shows: controls (escape sequences, carriage
-# returns), format characters (right-to-left overrides), separators and private or lone codes.
 # A write that found no room: the disk is full, or its owner's quota is.
 _NO_ROOM = (errno.ENOSPC, errno.EDQUOT)
+# Characters a terminal or a log acts on rather than shows: controls (escape sequences, carriage
+# returns), format characters (right-to-left overrides), separators and private or lone codes.
 _ACTIVE = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
 
 
