@@ -18,6 +18,8 @@ from test_jobs import _kill_workers, home, wait_for_state, wait_until
 from test_pages_training import open_page
 
 from core import jobs, storage
+from core.cli import main
+from core.data.samples import sample_path
 from core.jobs import targets
 from core.jobs.run import STEP_DELAY_ENV, Run
 from core.training.events import read_events
@@ -156,6 +158,15 @@ def test_a_run_submitted_to_a_full_disk_is_refused_and_leaves_no_folder(small_di
     with pytest.raises(OSError, match="No space left"):
         jobs.submit({"seconds": 0.1}, target="tests.helpers_jobs:sleepy")
     assert list(storage.runs_dir().iterdir()) == [] and leftovers(small_disk) == []
+
+
+def test_the_command_line_says_the_disk_is_full_in_one_line(small_disk: Path, capsys) -> None:
+    fill(small_disk)
+    argv = ["train", str(sample_path("faces")), "--backbone", "efficientnet_lite0", "--epochs", "1"]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"python -m core train: the disk is full: could not write {small_disk}/")
+    assert len(err.splitlines()) == 1 and leftovers(small_disk) == []
 
 
 def test_an_upload_to_a_full_disk_is_one_line_on_the_page_and_leaves_nothing(small_disk: Path) -> None:
