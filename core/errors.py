@@ -2,9 +2,10 @@
 
 A refused upload, a plan that cannot run, a device this machine lacks, weights it cannot get, a
 run that does not exist: each is a ``TransferLabError`` whose ``str()`` is one line saying what
-to change. A full disk is an ``OSError`` (ENOSPC) that ``one_line`` words the same way. Each subclass also keeps the builtin base that fits it (``ValueError``,
-``LookupError``, ``RuntimeError``), so callers that catch those keep working. The command line
-turns this root into exit code 1 and one line on stderr, in one place (``core.cli.main``); the
+to change. Each subclass also keeps the builtin base that fits it (``ValueError``,
+``LookupError``, ``RuntimeError``), so callers that catch those keep working. A full disk is an
+``OSError`` (ENOSPC) that ``one_line`` words as a sentence too. The command line turns this root,
+and a full disk, into exit code 1 and one line on stderr, in one place (``core.cli.main``); the
 pages show it as a message. Anything else that escapes is a bug and keeps its traceback.
 """
 
