@@ -3,16 +3,20 @@
 A refused upload, a plan that cannot run, a device this machine lacks, weights it cannot get, a
 run that does not exist: each is a ``TransferLabError`` whose ``str()`` is one line saying what
 to change. Each subclass also keeps the builtin base that fits it (``ValueError``,
-``LookupError``, ``RuntimeError``), so callers that catch those keep working. The command line
-turns this root into exit code 1 and one line on stderr, in one place (``core.cli.main``); the
+``LookupError``, ``RuntimeError``), so callers that catch those keep working. A full disk is an
+``OSError`` (ENOSPC) that ``one_line`` words as a sentence too. The command line turns this root,
+and a full disk, into exit code 1 and one line on stderr, in one place (``core.cli.main``); the
 pages show it as a message. Anything else that escapes is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
 
+import errno
 import unicodedata
 
 MAX_MESSAGE = 500
+# A write that found no room: the disk is full, or its owner's quota is.
+_NO_ROOM = (errno.ENOSPC, errno.EDQUOT)
 # Characters a terminal or a log acts on rather than shows: controls (escape sequences, carriage
 # returns), format characters (right-to-left overrides), separators and private or lone codes.
 _ACTIVE = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
@@ -34,10 +38,34 @@ def printable(text: str) -> str:
 def one_line(exc: BaseException, limit: int | None = MAX_MESSAGE) -> str:
     """``exc`` as one line of at most ``limit`` characters, whitespace runs collapsed.
 
-    Our own errors are sentences written for people and stand alone; any other exception is
-    prefixed with its type, without which its text is often cryptic (``KeyError: 'fc'``).
+    Our own errors are sentences written for people and stand alone, and so does a full disk's;
+    any other exception is prefixed with its type, without which its text is often cryptic
+    (``KeyError: 'fc'``).
     """
-    text = printable(" ".join(str(exc).split()))
-    if not isinstance(exc, TransferLabError) or not text:
-        text = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    if isinstance(exc, OSError) and exc.errno in _NO_ROOM:
+        text = printable(disk_full(exc))
+    elif isinstance(exc, MemoryError):
+        detail = f" ({' '.join(str(exc).split())})" if str(exc) else ""
+        text = printable(f"MemoryError: out of memory{detail}; a smaller batch or image size needs less")
+    else:
+        text = printable(" ".join(str(exc).split()))
+        if not isinstance(exc, TransferLabError) or not text:
+            text = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
     return text if limit is None or len(text) <= limit else text[: limit - 3] + "..."
+
+
+def is_disk_full(exc: BaseException | None) -> bool:
+    """Whether ``exc``, or the error it was handling when it was raised (a failure to record
+    a failure), is a write that found no room."""
+    while exc is not None:
+        if isinstance(exc, OSError) and exc.errno in _NO_ROOM:
+            return True
+        exc = exc.__context__
+    return False
+
+
+def disk_full(exc: OSError) -> str:
+    """What a person reads when a write failed for want of space (or over a disk quota): which
+    file, and what to do."""
+    where = f" {exc.filename}" if exc.filename else " a file"
+    return f"the disk is full: could not write{where}; free some space there and try again"

@@ -9,9 +9,12 @@ nothing of ours.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -123,16 +126,25 @@ class RunFiles:
         """Present while an admin has pinned the run: retention never deletes it."""
         return self.directory / "pinned"
 
+    @property
+    def exit_file(self) -> Path:
+        """How the worker process ended (its pid and exit status), written by the process that
+        started it and reaped it: a worker killed outright cannot say so itself."""
+        return self.directory / "exit.json"
 
-def _file_mode() -> int:
-    """The mode a plain ``open`` gives a new file: 0666 less the process's umask. Read once, at
-    import, before any thread exists (reading the umask means setting it for a moment)."""
+
+def _umask() -> int:
+    """The process's umask. Read once, at import, before any thread exists (reading the umask
+    means setting it for a moment)."""
     umask = os.umask(0o022)
     os.umask(umask)
-    return 0o666 & ~umask
+    return umask
 
 
-FILE_MODE = _file_mode()
+# The modes a plain ``open`` and ``mkdir`` give a new file and folder.
+_UMASK = _umask()
+FILE_MODE = 0o666 & ~_UMASK
+DIR_MODE = 0o777 & ~_UMASK
 
 
 def write_json(path: Path, data: Any) -> None:
@@ -150,17 +162,55 @@ def write_text_atomic(path: Path, text: str) -> None:
 
 def write_bytes_atomic(path: Path, data: bytes) -> None:
     """Replace ``path`` with ``data`` as ``write_text_atomic`` does: whole, or not at all."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with naming_errors(path):
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         # mkstemp makes the file private (0600); the run's other files follow the umask, and under
         # another uid (a cluster node's worker) the app could not read the run it wrote.
         os.fchmod(fd, FILE_MODE)
-        with os.fdopen(fd, "wb") as out:
+        with naming_errors(path), os.fdopen(fd, "wb") as out:
             out.write(data)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+@contextlib.contextmanager
+def naming_errors(path: Path) -> Iterator[None]:
+    """Name ``path`` in an ``OSError`` from the block that names no file: a write that fails
+    because the disk is full says ``No space left on device`` and nothing else, and the person
+    who must free space needs to know which disk."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.filename is None:
+            exc.filename = str(path)
+        raise
+
+
+@contextlib.contextmanager
+def staged_folder(final: Path) -> Iterator[Path]:
+    """A fresh folder beside ``final`` that replaces it only if the block succeeds: a reader
+    sees the old folder or the whole new one, and a failed write (a full disk) leaves neither
+    half of one nor the staging folder."""
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    with naming_errors(final.parent):
+        staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
+    try:
+        try:
+            yield staging
+        except OSError as exc:  # named as the folder it was to become: the staging one is gone
+            if isinstance(exc.filename, str) and exc.filename.startswith(str(staging)):
+                exc.filename = str(final) + exc.filename[len(str(staging)) :]
+            raise
+        os.chmod(staging, DIR_MODE)  # mkdtemp's folder is private, as mkstemp's file is
+        if final.exists():
+            shutil.rmtree(final)
+        os.rename(staging, final)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def read_json(path: Path, default: Any = None) -> Any:

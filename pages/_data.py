@@ -11,6 +11,7 @@ import streamlit as st
 from core import jobs
 from core.data import Dataset, IngestError, ingest
 from core.data.samples import SAMPLES, sample_path
+from core.errors import one_line
 from core.jobs import targets
 from core.jobs.run import RunState
 from core.limits import LimitExceeded
@@ -68,15 +69,16 @@ def _uploaded() -> Dataset | None:
     """
     upload = st.file_uploader("Zip of images, one folder per class", type=["zip"], key="upload")
     if upload is not None and st.session_state.get(SUBMITTED) != upload.file_id:
-        st.session_state[SUBMITTED] = upload.file_id
         try:
             digest = targets.accept_upload(upload.getvalue(), upload.name, viewer().owner, limits())
         except LimitExceeded as exc:
-            st.session_state[REFUSED] = (
-                upload.file_id,
-                f"{escape(upload.name)} was not accepted: {exc}.",
-            )
+            st.session_state[SUBMITTED] = upload.file_id
+            st.session_state[REFUSED] = (upload.file_id, f"{escape(upload.name)} was not accepted: {exc}.")
+        except OSError as exc:  # a full disk: nothing was kept, and uploading again may work later
+            st.error(f"This upload could not be kept: {escape(one_line(exc))}", icon=":material/error:")
+            return None
         else:
+            st.session_state[SUBMITTED] = upload.file_id
             st.session_state[LAST_UPLOAD] = digest
             st.query_params[UPLOAD_PARAM] = digest
     refused = st.session_state.get(REFUSED)

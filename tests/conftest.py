@@ -10,6 +10,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
@@ -104,19 +105,32 @@ def _stop(process: subprocess.Popen, log: IO[str]) -> None:
     log.close()
 
 
-@contextlib.contextmanager
-def serve_app(
-    home: Path, env: dict[str, str] | None = None, secrets: Callable[[str], str] | None = None
-) -> Iterator[str]:
-    """A real Streamlit server on 127.0.0.1 with its storage in ``home`` and extra environment;
-    ``secrets`` writes its ``secrets.toml`` from its URL. Yields the URL, stops it afterwards."""
-    port = _free_port()
+@dataclass
+class App:
+    """A Streamlit server process of the app, its URL and its log."""
+
+    process: subprocess.Popen
+    url: str
+    log: IO[str]
+
+
+def start_app(
+    home: Path,
+    env: dict[str, str] | None = None,
+    secrets: Callable[[str], str] | None = None,
+    port: int | None = None,
+) -> App:
+    """Start a real Streamlit server on 127.0.0.1 (on ``port``, else a free one) with its storage
+    in ``home`` and extra environment, and wait until it answers; ``secrets`` writes its
+    ``secrets.toml`` from its URL. The caller stops it (``_stop``), or kills it."""
+    port = port or _free_port()
     url = f"http://127.0.0.1:{port}"
+    home.mkdir(parents=True, exist_ok=True)
     args = []
     if secrets is not None:
         (home / "secrets.toml").write_text(secrets(url))
         args = ["--secrets.files", str(home / "secrets.toml")]
-    log = open(home / "server.log", "w")  # noqa: SIM115 - open for the server's life, closed below
+    log = open(home / "server.log", "a")  # noqa: SIM115 - open for the server's life, closed by _stop
     process = subprocess.Popen(
         [
             sys.executable,
@@ -136,9 +150,22 @@ def serve_app(
     )
     try:
         _wait_healthy(url, process)
-        yield url
-    finally:
+    except BaseException:
         _stop(process, log)
+        raise
+    return App(process, url, log)
+
+
+@contextlib.contextmanager
+def serve_app(
+    home: Path, env: dict[str, str] | None = None, secrets: Callable[[str], str] | None = None
+) -> Iterator[str]:
+    """A real Streamlit server, as ``start_app`` starts it. Yields the URL, stops it afterwards."""
+    app = start_app(home, env, secrets)
+    try:
+        yield app.url
+    finally:
+        _stop(app.process, app.log)
 
 
 @pytest.fixture(scope="session")

@@ -19,6 +19,30 @@ import pytest
 from core.storage import RunFiles, write_json
 from core.training.events import BatchEnd, Emit, PhaseStarted, Progress, RunDone
 
+# A real training small enough for a test: a small net from scratch, tiny images, one epoch.
+TINY_TRAINING = {
+    "backbone": "mobilenet_v3_small",
+    "case": 4,
+    "weights": "none",
+    "epochs": 1,
+    "batch_size": 4,
+    "image_size": 32,
+    "augment": "none",
+    "device": "cpu",
+}
+
+
+def colour_folders(data: Path) -> Path:
+    """A tiny real data set at ``data``: 8 shades each of red and blue, 40 px, a folder per class."""
+    from PIL import Image
+
+    for label, colour in {"red": (220, 30, 30), "blue": (30, 30, 220)}.items():
+        (data / label).mkdir(parents=True)
+        for i in range(8):
+            shade = tuple(max(0, c - 9 * i) for c in colour)
+            Image.new("RGB", (40, 40), shade).save(data / label / f"{i}.png")
+    return data
+
 
 def wait_for(condition: Callable[[], Any], timeout_s: float = 60.0) -> Any:
     """``condition()``'s first truthy value, polled for up to ``timeout_s``; the test fails after."""
@@ -77,3 +101,23 @@ def alarm_default(run_dir: Path, emit: Emit) -> dict[str, Any]:
     installs its own handlers may; then trains forever."""
     signal.signal(signal.SIGALRM, signal.SIG_DFL)
     return forever(run_dir, emit)
+
+
+def greedy(run_dir: Path, emit: Emit) -> dict[str, Any]:
+    """Runs out of memory, as a run too big for its machine does: its address space is capped
+    at what it uses now plus a little, then it asks for far more."""
+    import resource
+
+    used = int(Path("/proc/self/statm").read_text().split()[0]) * resource.getpagesize()
+    resource.setrlimit(resource.RLIMIT_AS, (used + 64 * 2**20, resource.RLIM_INFINITY))
+    emit(BatchEnd(epoch=1, step=1, steps=2, loss=1.0, images_per_s=100.0))
+    hoard = bytearray(2**32)
+    return {"size": len(hoard)}
+
+
+def vanishing(run_dir: Path, emit: Emit) -> dict[str, Any]:
+    """Ends its process on the spot with code 3, as a native library's ``exit()`` does."""
+    import os
+
+    print("calling the native library", flush=True)
+    os._exit(3)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import importlib.util
+import io
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from torch import nn
 
 from core.errors import TransferLabError
 from core.models.preprocess import Preprocess
-from core.storage import read_json, write_json
+from core.storage import read_json, staged_folder, write_bytes_atomic, write_json
 
 PROGRAM_FILE = "model.pt2"
 LABELS_FILE = "labels.json"
@@ -32,25 +33,27 @@ class ExportError(TransferLabError, RuntimeError):
 
 
 def export_model(model: nn.Module, pre: Preprocess, labels: Sequence[str], model_dir: Path) -> Path:
-    """Write ``model.pt2``, ``labels.json`` and ``preprocess.json`` to ``model_dir``.
+    """Write ``model.pt2``, ``labels.json`` and ``preprocess.json`` to ``model_dir``, all three
+    or none: they are written beside it and the folder is renamed into place.
 
     The program takes float32 images ``[N, 3, crop, crop]``, normalised as ``preprocess.json``
     says, for any ``N``; it returns logits ``[N, len(labels)]``. Exported from a float32, CPU,
     contiguous copy so that it runs anywhere, whatever the training device and precision were.
     """
     model_dir = Path(model_dir)
-    model_dir.mkdir(parents=True, exist_ok=True)
     portable = portable_copy(model)
     example = torch.zeros(2, 3, pre.crop, pre.crop)  # export specialises a batch of 1; 2 generalises
     batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
     program = torch.export.export(portable, (example,), dynamic_shapes=({0: batch},))
-    path = model_dir / PROGRAM_FILE
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")  # torch.export wants the .pt2 suffix
-    torch.export.save(program, tmp)
-    tmp.replace(path)
-    write_json(model_dir / LABELS_FILE, list(labels))
-    write_json(model_dir / PREPROCESS_FILE, pre.to_dict())
-    return path
+    # Saved to memory first: on a full disk torch's own writer fails with a cryptic error and
+    # then aborts the process as it closes the file, while a plain write raises ENOSPC.
+    buffer = io.BytesIO()
+    torch.export.save(program, buffer)
+    with staged_folder(model_dir) as staging:
+        write_bytes_atomic(staging / PROGRAM_FILE, buffer.getvalue())
+        write_json(staging / LABELS_FILE, list(labels))
+        write_json(staging / PREPROCESS_FILE, pre.to_dict())
+    return model_dir / PROGRAM_FILE
 
 
 def portable_copy(model: nn.Module) -> nn.Module:

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from core import access, storage
-from core.errors import TransferLabError, one_line
+from core.errors import TransferLabError, is_disk_full, one_line
 
 COMMANDS: dict[str, str] = {
     "advise": "core.cli.advise",
@@ -84,6 +84,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     storage.keep_caches_home()
     try:
         return args.run(args)
-    except TransferLabError as exc:  # a refused input or a failed run: one line, exit code 1
+    except (TransferLabError, OSError) as exc:  # a refused input or a failed run: one line, exit code 1
+        if isinstance(exc, OSError) and not is_disk_full(exc):
+            raise  # any other OSError is a bug, and keeps its traceback
         print(f"python -m core {args.command}: {one_line(exc, limit=None)}", file=sys.stderr)
         return 1

@@ -29,8 +29,9 @@ from core.data.layout import Layout, Placed, place
 from core.data.limits import IngestError
 from core.data.manifest import Manifest, Record
 from core.data.report import DatasetReport, build_report
+from core.errors import disk_full, is_disk_full
 from core.limits import Limits
-from core.storage import write_text_atomic
+from core.storage import naming_errors, write_text_atomic
 
 Progress = Callable[[int, int], None]  # (images checked, images to check)
 REPORT_FILENAME = "report.json"
@@ -98,6 +99,8 @@ def ingest(
                 raise IngestError(f"no such file or folder: {str(path)!r}")
         return _dataset(root, work, manifest, val_fraction, seed)
     except OSError as exc:
+        if is_disk_full(exc):
+            raise IngestError(disk_full(exc)) from None
         raise IngestError(f"could not read or store the data: {exc.strerror or exc}") from None
 
 
@@ -382,7 +385,8 @@ def _staged(final: Path) -> Iterator[Path]:
     _sweep_stale_staging(final.parent)
     staging = Path(tempfile.mkdtemp(prefix=f".staging-{final.name[:16]}-", dir=final.parent))
     try:
-        yield staging
+        with naming_errors(final):  # a full disk names the data set it could not write
+            yield staging
         if final.exists() and Manifest.load(final) is None:  # left by an older version
             stale = staging.with_name(staging.name + "-stale")
             os.rename(final, stale)

@@ -24,6 +24,7 @@ import fcntl
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -35,9 +36,11 @@ from typing import Any
 
 from core import storage
 from core.access import LOCAL, Viewer
+from core.errors import is_disk_full, one_line
 from core.jobs import backend, hardware, queue, usage
 from core.jobs.run import (
     CANCELLED_MESSAGE,
+    EXIT_DISK_FULL,
     Run,
     RunNotFound,
     RunRecord,
@@ -62,6 +65,8 @@ HEARTBEAT_TIMEOUT_S = 60.0
 LOCK_PATIENCE_S = 0.5
 # How long a worker may take to honour SIGTERM before it is killed outright.
 CANCEL_GRACE_S = 10.0
+# How long a reader waits to reap a worker it saw die (the server started it) for its exit status.
+REAP_PATIENCE_S = 2.0
 
 # What a runs table shows from each run's files; only these fields are kept in _summaries.
 _SUMMARY_FIELDS = {
@@ -71,6 +76,8 @@ _SUMMARY_FIELDS = {
 }
 # path -> (the file's stat stamp, its summary fields): a finished run's files are parsed once.
 _summaries: dict[Path, tuple[tuple[int, int, int] | None, dict[str, Any]]] = {}
+# The workers this process started, by run folder, until each one's exit.json is written.
+_workers: dict[Path, subprocess.Popen] = {}
 _TARGET_PATTERN = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 
 # What callers of this module use from the layer below, by name.
@@ -139,20 +146,21 @@ def submit(
     max_concurrent()  # likewise a bad TRANSFER_LAB_MAX_RUNS, rather than in the worker
     run, keeper = _create_run(run_id)
     with keeper:  # our copy of the lock goes at the end: the worker holds its own from then on
-        storage.write_json(run.plan_file, plan)
-        name = dataset_name or Path(str(plan.get("data", "")).rstrip("/")).name
-        record = RunRecord(
-            owner=owner, kind=kind, dataset_name=name, backend=chosen.name, created=time.time()
-        )
-        run.write_record(record)
-        keeper.set_state(
-            RunState.QUEUED,
-            pid=None,
-            heartbeat=None,
-            submitted=time.time(),
-            kind=kind,
-            **chosen.status_fields(),
-        )
+        with _removed_on_failure(run):  # a full disk leaves no half-written run
+            storage.write_json(run.plan_file, plan)
+            name = dataset_name or Path(str(plan.get("data", "")).rstrip("/")).name
+            record = RunRecord(
+                owner=owner, kind=kind, dataset_name=name, backend=chosen.name, created=time.time()
+            )
+            run.write_record(record)
+            keeper.set_state(
+                RunState.QUEUED,
+                pid=None,
+                heartbeat=None,
+                submitted=time.time(),
+                kind=kind,
+                **chosen.status_fields(),
+            )
         time_limit = ["--time-limit", f"{time_limit_s:g}"] if time_limit_s else []
         if chosen.name == backend.RAY:
             _submit_to_ray(run, keeper, target, time_limit, kind=kind, plan=plan, address=chosen.address)
@@ -209,8 +217,7 @@ def reconcile(run_id: str, viewer: Viewer = LOCAL) -> dict[str, Any]:
     """``status`` after settling the run with its worker: a gone worker's run is finished, a
     frozen or cancel-ignoring worker is killed first."""
     run = Run.open(run_id, viewer)
-    _reconcile(run)
-    return _with_position(run)
+    return _with_position(run, _reconcile(run))  # on a full disk, an ending status.json lacks
 
 
 def queue_position(run_id: str) -> int | None:
@@ -372,6 +379,16 @@ def _create_run(run_id: str | None) -> tuple[Run, StatusKeeper]:
     raise RuntimeError(f"could not find a free run id in {storage.runs_dir()}")
 
 
+@contextlib.contextmanager
+def _removed_on_failure(run: Run) -> Iterator[None]:
+    """Remove the run's folder if the block fails: a run is written whole or not at all."""
+    try:
+        yield
+    except BaseException:
+        shutil.rmtree(run.directory, ignore_errors=True)
+        raise
+
+
 def _on_ray(current: Mapping[str, Any]) -> bool:
     """Whether a run runs on Ray: its status says so, whatever the configuration says now."""
     return backend.of_run(current).name == backend.RAY
@@ -409,12 +426,56 @@ def _start_worker(run: Run, target: str, lock_fd: int, options: list[str]) -> No
             pass_fds=(lock_fd,),
             start_new_session=True,  # survives the server, and a cancel can kill its whole group
         )
-    # Reap the worker when it ends, so a long-lived server collects no zombies.
-    threading.Thread(target=worker.wait, name=f"reap-worker-{worker.pid}", daemon=True).start()
+    # Reap the worker when it ends, so a long-lived server collects no zombies, and record how
+    # it ended: a worker killed outright (kill -9, the out-of-memory killer) cannot say so itself.
+    _workers[run.directory] = worker
+    threading.Thread(target=_reap, args=(run, worker), name=f"reap-worker-{worker.pid}", daemon=True).start()
 
 
-def _with_position(run: Run) -> dict[str, Any]:
-    current = run.status()
+def _reap(run: Run, worker: subprocess.Popen) -> None:
+    """Wait for ``worker`` to end and write its exit status to ``exit.json``. Until that is
+    written (the disk may be full) the worker stays in ``_workers``, where ``_verdict`` asks it."""
+    returncode = worker.wait()
+    with contextlib.suppress(OSError):  # the run's folder may be gone, or the disk full
+        storage.write_json(run.exit_file, {"pid": worker.pid, "returncode": returncode})
+        _workers.pop(run.directory, None)
+
+
+def _exit_status(run: Run, pid: int | None) -> int | None:
+    """How the worker ``pid`` of ``run`` ended, if the process that started it knows: its exit
+    code, or minus the signal that killed it."""
+    worker = _workers.get(run.directory)
+    if worker is not None and worker.pid == pid:
+        # Its lock is released as the process dies, a moment before it can be reaped.
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            return worker.wait(timeout=REAP_PATIENCE_S)
+    exited = read_json(run.exit_file, {})
+    if exited.get("pid") == pid and isinstance(exited.get("returncode"), int):
+        return exited["returncode"]
+    return None
+
+
+def _how_it_ended(returncode: int) -> str:
+    """A worker's exit status in words."""
+    if returncode == EXIT_DISK_FULL:
+        return "stopped because the disk was full"
+    if returncode >= 0:
+        return f"exited with code {returncode}"
+    try:
+        name = signal.Signals(-returncode).name
+    except ValueError:
+        name = f"signal {-returncode}"
+    if name == "SIGKILL":
+        return (
+            "was killed by SIGKILL (the system's out-of-memory killer does this when memory runs"
+            " out, as does kill -9)"
+        )
+    return f"was killed by {name}"
+
+
+def _with_position(run: Run, current: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """``current`` (the run's status, read here unless given) with its place in the queue."""
+    current = run.status() if current is None else current
     waiting = _state(current) is RunState.QUEUED
     if waiting and _on_ray(current):
         from core.jobs import ray_backend
@@ -487,9 +548,21 @@ def _reconcile(run: Run, gone_state: RunState = RunState.FAILED) -> dict[str, An
             return current
     with keeper:
         if _state(keeper.data).active:  # the worker may have finished meanwhile
-            keeper.set_state(*_verdict(run, keeper.data, gone_state, kill_reason))
+            _record_end(keeper, *_verdict(run, keeper.data, gone_state, kill_reason))
             queue.dequeue(run.id)
         return keeper.data
+
+
+def _record_end(keeper: StatusKeeper, state: RunState, message: str) -> None:
+    """Record how a run ended. On a full disk, where not even ``status.json`` can be written,
+    the caller still gets the ending, saying so (the disk is most likely why the worker died);
+    it is recorded by whoever reconciles the run once space is freed."""
+    try:
+        keeper.set_state(state, message)
+    except OSError as exc:
+        if not is_disk_full(exc):
+            raise
+        keeper.data = {**keeper.data, "state": state, "message": f"{one_line(exc)}; {message}"}
 
 
 def _settle_orphan(directory: Path) -> None:
@@ -522,6 +595,9 @@ def _verdict(
         state = RunState.INTERRUPTED
         reason = f"its worker was gone when the app started (the run was {current['state']})"
     else:
-        state, reason = RunState.FAILED, f"the worker (pid {current.get('pid')}) died without reporting"
+        pid = current.get("pid")
+        returncode = _exit_status(run, pid)
+        ended = "died without reporting" if returncode is None else _how_it_ended(returncode)
+        state, reason = RunState.FAILED, f"the worker (pid {pid}) {ended}"
     tail = run.log_tail()
     return state, f"{reason}; last words: {tail}" if tail else f"{reason}; its log is empty"

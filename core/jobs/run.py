@@ -55,6 +55,8 @@ CANCELLED_MESSAGE = "cancelled by the user"
 HEARTBEAT_INTERVAL_S = 2.0
 STEP_DELAY_ENV = "TRANSFER_LAB_STEP_DELAY"
 RECORD_SCHEMA = 1
+# A worker's exit status when the disk was full (errno's ENOSPC): said when nothing else could be.
+EXIT_DISK_FULL = 28
 
 
 class RunState(StrEnum):
@@ -268,7 +270,8 @@ class StatusKeeper:
 
         def beat() -> None:
             while not halted.wait(HEARTBEAT_INTERVAL_S):
-                self.update(heartbeat=time.time())
+                with contextlib.suppress(OSError):  # a full disk: the next beat tries again
+                    self.update(heartbeat=time.time())
 
         self.update(heartbeat=time.time())
         thread = threading.Thread(target=beat, name="heartbeat", daemon=True)

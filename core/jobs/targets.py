@@ -53,23 +53,29 @@ def accept_upload(
 
     Whoever uploads a data set becomes one of its owners, also when its content was there before.
     With ``limits``, a zip over the upload size or ``owner``'s disk quota is refused with
-    ``LimitExceeded``, and the validation applies their ingestion ceilings.
+    ``LimitExceeded``, and the validation applies their ingestion ceilings. A write that fails (a
+    full disk) raises, leaving nothing behind.
     """
     if limits is not None:
         jobs.check_upload(owner, limits, len(data))
     digest = hashlib.sha256(data).hexdigest()
-    access.add_owner(usage.dataset_owners_file(digest), owner)
     if upload_state(digest).dataset is not None:
+        access.add_owner(usage.dataset_owners_file(digest), owner)
         return digest
     folder = storage.uploads_dir()
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{digest}.zip"
-    storage.write_bytes_atomic(path, data)
+    storage.write_bytes_atomic(path, data)  # whole or not at all: a full disk leaves no part
     ceilings = {"limits": asdict(limits)} if limits is not None else {}
-    jobs.submit(
-        {"data": str(path), "name": name, **ceilings}, target=VALIDATE_TARGET, kind=VALIDATE_KIND, queued=False,
-        time_limit_s=VALIDATION_TIME_LIMIT_S, dataset_name=name, owner=owner,
-    )  # fmt: skip
+    try:
+        access.add_owner(usage.dataset_owners_file(digest), owner)
+        jobs.submit(
+            {"data": str(path), "name": name, **ceilings}, target=VALIDATE_TARGET, kind=VALIDATE_KIND,
+            queued=False, time_limit_s=VALIDATION_TIME_LIMIT_S, dataset_name=name, owner=owner,
+        )  # fmt: skip
+    except BaseException:
+        path.unlink(missing_ok=True)  # no job will unpack it
+        raise
     return digest
 
 

@@ -30,8 +30,9 @@ from pathlib import Path
 from typing import Any
 
 from core import jobs, storage
+from core.errors import is_disk_full
 from core.jobs import queue
-from core.jobs.run import Cancelled, Run, RunState, StatusKeeper, TimeLimit, run_events
+from core.jobs.run import EXIT_DISK_FULL, Cancelled, Run, RunState, StatusKeeper, TimeLimit, run_events
 
 QUEUE_POLL_S = 0.2
 # How long a job past its time limit has to clean up before its process is ended.
@@ -75,8 +76,11 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         except TimeLimit:
             return 1
-        except BaseException:  # noqa: BLE001 - the worker exists to record how a run ended, however it did
-            return 0 if run.cancel_requested() else 1  # a cancel may surface as another exception
+        except BaseException as exc:  # noqa: BLE001 - the worker exists to record how a run ended, however it did
+            if run.cancel_requested():
+                return 0  # a cancel may surface as another exception
+            # A full disk may keep the outcome from being recorded: the exit status still says why.
+            return EXIT_DISK_FULL if is_disk_full(exc) else 1
         finally:
             queue.dequeue(run.id)
     return 0

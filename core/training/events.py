@@ -10,6 +10,7 @@ this version does not know are dropped, and a type it does not know becomes ``Un
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import time
@@ -17,6 +18,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, ClassVar
+
+from core.storage import naming_errors
 
 EVENTS_FILE = "events.jsonl"
 PROGRESS_INTERVAL_S = 0.25  # at most four progress events a second, and each phase's last
@@ -196,11 +199,14 @@ class EventLog:
         line = json.dumps(event.to_dict(), allow_nan=False) + "\n"
         # Writable by the group where the umask allows it: under Ray, the app server starts the
         # log and a worker on another node, maybe under another uid, appends to it.
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
-        try:
-            os.write(fd, line.encode())
-        finally:
-            os.close(fd)
+        data = line.encode()
+        with naming_errors(self.path):  # a full disk says which file it could not write
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+            try:
+                if os.write(fd, data) < len(data):  # the disk filled up half-way through the line
+                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            finally:
+                os.close(fd)
 
 
 class EventReader:
