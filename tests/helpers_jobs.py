@@ -44,14 +44,14 @@ def colour_folders(data: Path) -> Path:
     return data
 
 
-def wait_for(condition: Callable[[], Any], timeout_s: float = 60.0) -> Any:
+def wait_for(condition: Callable[[], Any], timeout_s: float = 60.0, what: str = "the condition") -> Any:
     """``condition()``'s first truthy value, polled for up to ``timeout_s``; the test fails after."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if value := condition():
             return value
-        time.sleep(0.1)
-    pytest.fail(f"nothing within {timeout_s} s")
+        time.sleep(0.05)
+    pytest.fail(f"no {what} within {timeout_s} s")
 
 
 def sleepy(run_dir: Path, emit: Emit) -> dict[str, Any]:

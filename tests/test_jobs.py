@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers_jobs import TINY_TRAINING, colour_folders
+from helpers_jobs import TINY_TRAINING, colour_folders, wait_for
 
 from core import jobs, storage
 from core.jobs import queue
@@ -52,12 +52,7 @@ def _kill_workers(home: Path) -> None:
 
 
 def wait_until(condition: Callable[[], Any], what: str, timeout_s: float = 20.0) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if value := condition():
-            return value
-        time.sleep(0.05)
-    pytest.fail(f"no {what} within {timeout_s} s")
+    return wait_for(condition, timeout_s, what)
 
 
 def wait_for_state(run_id: str, state: str, timeout_s: float = 20.0) -> dict[str, Any]:
