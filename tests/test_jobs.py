@@ -461,6 +461,7 @@ def test_nothing_is_written_outside_the_home_folder(
 
     run_id = jobs.submit({"seconds": 0.1}, target=SLEEPY)
     wait_for_state(run_id, "done")
+    wait_until(lambda: Run.open(run_id).exit_file.exists(), "exit status")  # the reaper writes it last
 
     assert {name: list(folder.iterdir()) for name, folder in elsewhere.items()} == {
         "user": [],
@@ -476,6 +477,7 @@ def test_nothing_is_written_outside_the_home_folder(
         "metrics.json",
         "worker.log",
         "worker.lock",
+        "exit.json",
     }
 
 

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from core import access
+from core import access, storage
 from tests.browser.test_access_browser import PASSWORD, main_text
+from tests.test_retention import sha, stored_dataset, stored_run
 
 pytestmark = pytest.mark.browser
 
@@ -26,9 +27,14 @@ def signed_in_at_admin(browser, url: str, name: str):
     return tab
 
 
-def test_only_an_admin_reaches_the_admin_page_by_its_address(browser, app_server, tmp_path: Path) -> None:
+def test_only_an_admin_reaches_the_admin_page_by_its_address(
+    browser, app_server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, screenshot_dir: Path | None
+) -> None:
     home = tmp_path / "home"
-    home.mkdir()
+    monkeypatch.setenv(storage.HOME_ENV, str(home))
+    for run_id, owner, days in (("20261120-101500-ab12", "ann", 9), ("20261128-164000-cd34", "boss", 1)):
+        stored_run(run_id, finished_days_ago=days, owner=owner)
+    stored_dataset(sha("a"), {"ann": 9, "boss": 1})
     env = {access.PASSWORD_HASH_ENV: access.hash_password(PASSWORD), access.ADMINS_ENV: "boss"}
     with app_server(home, env=env) as url:
         tab = signed_in_at_admin(browser, url, "ann")
@@ -41,4 +47,8 @@ def test_only_an_admin_reaches_the_admin_page_by_its_address(browser, app_server
         tab.get_by_role("heading", name="Admin").wait_for()
         tab.get_by_text("Queue and workers").wait_for()
         assert "Admin" in tab.locator("[data-testid='stSidebarNav']").inner_text()
+        assert "ann" in main_text(tab) and "20261120-101500-ab12" in main_text(tab)  # everyone's runs
+        if screenshot_dir:
+            tab.locator("[data-testid='stPlotlyChart']").first.wait_for()
+            tab.screenshot(path=str(screenshot_dir / "admin.png"))
         tab.context.close()
