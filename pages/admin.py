@@ -38,7 +38,9 @@ def disk() -> None:
     owners = sorted(usage.disk_by_owner().values(), key=lambda entry: entry.total_bytes, reverse=True)
     total, free = usage.home_disk()
     columns = st.columns(3)
-    columns[0].metric("Transfer Lab's data", human_bytes(sum(entry.total_bytes for entry in owners)))
+    columns[0].metric(
+        "Transfer Lab's data", human_bytes(usage.stored_bytes()), help="Each shared data set counted once."
+    )
     columns[1].metric("Free on its disk", human_bytes(free))
     columns[2].metric("Disk size", human_bytes(total))
     if not owners:

@@ -15,6 +15,7 @@ from streamlit.testing.v1 import AppTest
 from core import jobs, limits, storage
 from core.jobs import race, targets, usage
 from core.limits import GIB, MIB, LimitExceeded, Limits
+from tests.test_retention import sha, stored_dataset
 
 FOREVER, SLEEPY = "tests.helpers_jobs:forever", "tests.helpers_jobs:sleepy"
 APP = str(Path(__file__).resolve().parents[1] / "streamlit_app.py")
@@ -202,3 +203,13 @@ def test_the_plan_form_offers_no_more_epochs_than_the_instance_allows(
     at.switch_page("pages/train.py").run()
     epochs = at.number_input(key="plan_epochs")
     assert epochs.max == 7 and epochs.value == 7  # the sample's case 1 would start at 10
+
+
+def test_a_shared_data_set_counts_in_full_for_each_owner_and_once_on_disk(lab_home: Path) -> None:
+    folder = stored_dataset(sha("a"), {"ann": 1, "bob": 2})
+    size = usage.folder_bytes(folder)
+
+    by_owner = usage.disk_by_owner()
+
+    assert by_owner["ann"].dataset_bytes == by_owner["bob"].dataset_bytes == size > 0
+    assert usage.stored_bytes() == size

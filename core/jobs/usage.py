@@ -45,12 +45,22 @@ def disk_by_owner() -> dict[str, OwnerUsage]:
         entry.run_bytes += run_bytes(run)
         entry.runs += 1
     for digest, folder in datasets():
-        size = _measure(folder, (folder / "manifest.json").stat().st_mtime_ns)
+        size = dataset_bytes(folder)
         for owner in dataset_owners(digest):
             entry = usage.setdefault(owner, OwnerUsage(owner))
             entry.dataset_bytes += size
             entry.datasets.append(digest)
     return usage
+
+
+def stored_bytes() -> int:
+    """What all runs and data sets take: each data set once, however many people own it."""
+    return sum(run_bytes(run) for run in all_runs()) + sum(dataset_bytes(folder) for _, folder in datasets())
+
+
+def dataset_bytes(folder: Path) -> int:
+    """A validated data set's folder, measured once (it never changes once validated)."""
+    return _measure(folder, (folder / "manifest.json").stat().st_mtime_ns)
 
 
 def owner_bytes(owner: str) -> int:
