@@ -53,4 +53,5 @@ with st.sidebar:
         )
     if not active:
         st.caption("No active runs.")
+    _access.show_share(viewer, active)
 page.run()

@@ -15,7 +15,8 @@ import streamlit as st
 
 from core import access
 from core.access import AccessSettings, SignInRefused, Viewer
-from core.limits import Limits
+from core.jobs import usage
+from core.limits import Limits, human_bytes
 from pages._common import escape
 
 VIEWER = "access_viewer"
@@ -75,6 +76,27 @@ def signed_in_as(signed_in_viewer: Viewer) -> None:
         elif st.button("Sign out", key="sign_out"):
             st.session_state.pop(SIGNED_IN, None)
             st.rerun()
+
+
+def show_share(signed_in_viewer: Viewer, active: list[dict[str, Any]]) -> None:
+    """In the sidebar, where this person stands against the limits that bound them: their runs in
+    line and their disk, so that a refusal is no surprise. Nothing where no such limit is set."""
+    ceilings = limits()
+    parts = []
+    if ceilings.max_active_runs is not None:
+        mine = sum(1 for row in active if row.get("owner", access.LOCAL_OWNER) == signed_in_viewer.owner)
+        parts.append(f"{mine} of {ceilings.max_active_runs} runs in line")
+    if ceilings.disk_quota_bytes is not None:
+        used = _disk_used(signed_in_viewer.owner)
+        parts.append(f"{human_bytes(used)} of {human_bytes(ceilings.disk_quota_bytes)} disk")
+    if parts:
+        st.caption(":material/data_usage: Yours: " + " · ".join(parts))
+
+
+@st.cache_data(ttl=30, show_spinner=False)
+def _disk_used(owner: str) -> int:
+    """An owner's disk, measured at most every 30 s: it walks their running runs' folders."""
+    return usage.owner_bytes(owner)
 
 
 def back_to_the_requested_page(pages: list[Any], current: Any) -> None:

@@ -4,6 +4,7 @@ never slipped past by people submitting at the same moment."""
 from __future__ import annotations
 
 import itertools
+import re
 import threading
 from pathlib import Path
 
@@ -213,3 +214,25 @@ def test_a_shared_data_set_counts_in_full_for_each_owner_and_once_on_disk(lab_ho
 
     assert by_owner["ann"].dataset_bytes == by_owner["bob"].dataset_bytes == size > 0
     assert usage.stored_bytes() == size
+
+
+def test_the_sidebar_shows_where_a_person_stands_against_their_limits(
+    lab_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def share() -> list[str]:
+        at = AppTest.from_file(APP, default_timeout=180)
+        at.run()
+        return [c.value for c in at.sidebar.caption if "Yours:" in c.value]
+
+    assert share() == []  # a local run sets no limit
+    monkeypatch.setenv("TRANSFER_LAB_MAX_RUNS", "1")
+    monkeypatch.setenv("TRANSFER_LAB_MAX_ACTIVE_RUNS", "3")
+    monkeypatch.setenv("TRANSFER_LAB_DISK_QUOTA_GB", "1")
+    busy = jobs.submit({}, target=FOREVER)
+    try:
+        [line] = share()
+        assert re.fullmatch(
+            r":material/data_usage: Yours: 1 of 3 runs in line · [\d.]+ (B|KiB) of 1\.0 GiB disk", line
+        )
+    finally:
+        jobs.cancel(busy)
