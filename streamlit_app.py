@@ -1,5 +1,6 @@
 """Transfer Lab: the app shell. Each page lives in ``pages/``; the work is done in ``core/``."""
 
+import threading
 from pathlib import Path
 
 import streamlit as st
@@ -19,8 +20,17 @@ def recover_runs_once() -> list[str]:
     """Runs left 'running' by a server that died are marked interrupted, once per server; then
     retention sweeps (and again at most hourly, below)."""
     marked = jobs.recover()
-    retention.sweep_if_due(_access.limits(), every_s=0)
+    sweep_if_due(every_s=0)
     return marked
+
+
+def sweep_if_due(every_s: float = retention.SWEEP_EVERY_S) -> None:
+    """Retention's sweep when it is due, in a thread: deleting gigabytes must not hold up a page."""
+    if retention.is_due(every_s):
+        sweep = threading.Thread(
+            target=retention.sweep_if_due, args=(_access.limits(), every_s), name="retention", daemon=True
+        )
+        sweep.start()
 
 
 PAGES = [
@@ -42,7 +52,7 @@ page = st.navigation(pages)
 _access.signed_in_as(viewer)
 _access.back_to_the_requested_page(pages, page)
 recover_runs_once()
-retention.sweep_if_due(_access.limits())
+sweep_if_due()
 with st.sidebar:
     st.caption(f":material/memory: {hardware.describe()}")
     active = jobs.active_runs(viewer)

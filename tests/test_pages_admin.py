@@ -121,3 +121,14 @@ def test_without_a_keeping_time_the_card_says_nothing_of_deletion() -> None:
     at.switch_page("pages/train.py").run()
     assert not at.exception, at.exception
     assert not any("deleted" in c.value or "Kept until" in c.value for c in at.caption)
+
+
+def test_the_app_sweeps_by_itself_beside_the_page(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TRANSFER_LAB_KEEP_RUNS_DAYS", "30")
+    old, recent = stored_run("old", finished_days_ago=40), stored_run("recent", finished_days_ago=3)
+
+    at = AppTest.from_file(APP, default_timeout=120).run()
+
+    assert not at.exception
+    wait_until(lambda: not old.directory.exists(), "the sweep")  # in a thread of its own
+    assert recent.directory.exists() and not retention.is_due()

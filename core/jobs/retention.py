@@ -166,19 +166,24 @@ def sweep_if_due(limits: Limits, every_s: float = SWEEP_EVERY_S, now: float | No
     calls on its pages. The time of the last sweep is kept in the home folder, so every server
     process sharing it sweeps once an hour between them; one sweeping makes the others skip."""
     now = time.time() if now is None else now
-    if now - _last_sweep() < every_s:
+    if not is_due(every_s, now):
         return None
     storage.home().mkdir(parents=True, exist_ok=True)
     fd = queue.try_lock(_sweep_file().with_suffix(".lock"))
     if fd is None:
         return None  # another process sweeps
     try:
-        if now - _last_sweep() < every_s:
+        if not is_due(every_s, now):
             return None
         storage.write_json(_sweep_file(), {"swept": now})
         return sweep(limits, now)
     finally:
         os.close(fd)
+
+
+def is_due(every_s: float = SWEEP_EVERY_S, now: float | None = None) -> bool:
+    """Whether no sweep has started for ``every_s`` seconds: one read of a small file."""
+    return (time.time() if now is None else now) - _last_sweep() >= every_s
 
 
 # ---------------------------------------------------------------------------- internals
