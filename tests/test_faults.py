@@ -20,9 +20,10 @@ from test_pages_training import open_page
 from core import jobs, storage
 from core.cli import main
 from core.data.samples import sample_path
-from core.jobs import targets
+from core.jobs import retention, targets
 from core.jobs.run import STEP_DELAY_ENV, Run
 from core.training.events import read_events
+from tests.test_retention import KEEP, stored_run
 
 MODEL_FILES = {"model.pt2", "labels.json", "preprocess.json"}
 # The jobs tests' fixture, used here by name: one run at a time, no GPU, no worker left behind.
@@ -198,3 +199,12 @@ def test_an_upload_whose_data_set_does_not_fit_fails_saying_so_and_leaves_nothin
     assert targets.upload_state(digest).refusal.startswith("the disk is full")
     assert not (storage.datasets_dir() / digest).exists() and list(storage.uploads_dir().iterdir()) == []
     assert leftovers(small_disk) == []
+
+
+def test_retention_still_sweeps_a_full_disk(small_disk: Path) -> None:
+    old = stored_run("old", finished_days_ago=40)
+    fill(small_disk)
+
+    swept = retention.sweep_if_due(KEEP, every_s=0)  # it cannot note the time: it sweeps anyway
+
+    assert swept is not None and swept.run_ids == ["old"] and not old.directory.exists()

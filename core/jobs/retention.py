@@ -175,7 +175,8 @@ def sweep_if_due(limits: Limits, every_s: float = SWEEP_EVERY_S, now: float | No
     try:
         if not is_due(every_s, now):
             return None
-        storage.write_json(_sweep_file(), {"swept": now})
+        with contextlib.suppress(OSError):  # a full disk is when a sweep matters most
+            storage.write_json(_sweep_file(), {"swept": now})
         return sweep(limits, now)
     finally:
         os.close(fd)
