@@ -20,7 +20,6 @@ No streamlit and no torch here: the pages read the secrets and pass them in.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import hmac
 import os
@@ -227,9 +226,7 @@ class FailureThrottle:
     @contextlib.contextmanager
     def _failures(self, now: float, write: bool = False) -> Iterator[dict[str, dict[str, Any]]]:
         """The failures by client, old ones dropped; written back when ``write``."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path.with_suffix(".lock"), "a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
+        with storage.locked(self.path.with_suffix(".lock")):
             failures = storage.read_json(self.path, {})
             if not isinstance(failures, dict):
                 failures = {}  # a damaged file forgets, rather than locking everyone out

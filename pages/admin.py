@@ -24,11 +24,13 @@ DONE_MESSAGE = "admin_done"
 
 
 def all_rows() -> list[dict[str, Any]]:
-    """Every job of every kind and owner, newest first, each with its kind and full status."""
+    """Every job of every kind and owner, newest first, each with its kind, its full status and
+    its run handle (``"run"``), opened once here for every section of the page."""
     rows = []
     for kind, label in KINDS.items():
         for row in jobs.list_runs(kind, viewer()):
-            rows.append({**Run.open(row["run_id"], viewer()).status(), **row, "kind": label})
+            run = Run.open(row["run_id"], viewer())
+            rows.append({**run.status(), **row, "kind": label, "run": run})
     return sorted(rows, key=lambda row: row.get("submitted") or 0.0, reverse=True)
 
 
@@ -119,8 +121,8 @@ def finished(rows: list[dict[str, Any]]) -> None:
         "No finished run.",
         {
             "Finished": lambda row: _when(row.get("finished")),
-            "Size": lambda row: human_bytes(usage.run_bytes(Run.open(row["run_id"], viewer()))),
-            "Kept": lambda row: kept_when(Run.open(row["run_id"], viewer()), rule, row) or "forever",
+            "Size": lambda row: human_bytes(usage.run_bytes(row["run"])),
+            "Kept": lambda row: kept_when(row["run"], rule, row) or "forever",
         },
     )
 
@@ -158,7 +160,7 @@ def actions(rows: list[dict[str, Any]]) -> None:
         format_func=lambda run_id: _choice(by_id[run_id]),
         key="admin_run",
     )
-    row, run = by_id[chosen], Run.open(chosen, viewer())
+    row, run = by_id[chosen], by_id[chosen]["run"]
     if RunState(row["state"]).active:
         if st.button("Cancel", key="admin_cancel", icon=":material/stop:"):
             jobs.cancel(chosen, viewer())

@@ -20,7 +20,6 @@ This module never imports torch: the web server calls it, and must not initialis
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import re
@@ -186,15 +185,10 @@ def admitted(owner: str, limits: Limits, runs: int = 1) -> Iterator[None]:
     The check and the submissions inside the block happen under one lock, so that people
     submitting at the same moment are counted one after the other: none slips past the limit.
     """
-    storage.queue_dir().mkdir(parents=True, exist_ok=True)
-    fd = os.open(storage.queue_dir() / "admission.lock", os.O_RDWR | os.O_CREAT, 0o666)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+    with storage.locked(storage.queue_dir() / "admission.lock"):
         _check_active_runs(owner, limits, runs)
         _check_quota(owner, limits)
         yield
-    finally:
-        os.close(fd)
 
 
 def check_upload(owner: str, limits: Limits, size: int) -> None:

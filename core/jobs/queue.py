@@ -21,7 +21,7 @@ import re
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 from core import storage
@@ -71,7 +71,7 @@ def enqueue(run_id: str) -> None:
     """Take a ticket behind every run already waiting."""
     tickets = _tickets_dir()
     tickets.mkdir(parents=True, exist_ok=True)
-    with _queue_lock():
+    with storage.locked(storage.queue_dir() / "queue.lock"):
         last = max((int(seq) for seq, _ in _tickets()), default=0)
         (tickets / f"{last + 1:09d}-{run_id}").touch()
 
@@ -159,13 +159,3 @@ def _tickets() -> list[tuple[str, str]]:
         return []
     names = sorted(p.name for p in _tickets_dir().iterdir() if re.match(r"^\d{9}-", p.name))
     return [(name[:9], name[10:]) for name in names]
-
-
-@contextlib.contextmanager
-def _queue_lock() -> Iterator[None]:
-    fd = os.open(storage.queue_dir() / "queue.lock", os.O_RDWR | os.O_CREAT, 0o666)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)

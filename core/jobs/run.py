@@ -14,6 +14,7 @@ Like the rest of the jobs layer, this module never imports torch.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import platform
 import re
@@ -55,8 +56,8 @@ CANCELLED_MESSAGE = "cancelled by the user"
 HEARTBEAT_INTERVAL_S = 2.0
 STEP_DELAY_ENV = "TRANSFER_LAB_STEP_DELAY"
 RECORD_SCHEMA = 1
-# A worker's exit status when the disk was full (errno's ENOSPC): said when nothing else could be.
-EXIT_DISK_FULL = 28
+# A worker's exit status when the disk was full: said when nothing else could be.
+EXIT_DISK_FULL = errno.ENOSPC
 
 
 class RunState(StrEnum):
