@@ -21,12 +21,17 @@ from pages._common import escape
 
 VIEWER = "access_viewer"
 SIGNED_IN = "access_owner"  # password mode: the name this session signed in with
+LIMITS = "access_limits"  # this run's Limits, resolved by signed_in()
 REQUESTED = "access_requested_page"  # the page a link asked for before the sign-in
 
 
 def signed_in() -> Viewer | None:
-    """This session's viewer once signed in (always, with access off), else None; draws nothing."""
+    """This session's viewer once signed in (always, with access off), else None; draws nothing.
+
+    The shell asks this first on every run of the app, so this is also where the instance's
+    limits are resolved, once a run, for every page and the sidebar (``limits``)."""
     settings = _settings()
+    st.session_state[LIMITS] = access.instance_limits(_secrets())
     if settings.mode == access.OFF:
         found: Viewer | None = access.LOCAL
     elif settings.mode == access.OIDC:
@@ -119,8 +124,9 @@ def viewer() -> Viewer:
 
 
 def limits() -> Limits:
-    """This instance's limits: what it configures, on top of the shared defaults once access is on."""
-    return access.instance_limits(_secrets())
+    """This instance's limits: what it configures, on top of the shared defaults once access is
+    on; resolved by ``signed_in`` for this run of the app."""
+    return st.session_state[LIMITS]
 
 
 def _settings() -> AccessSettings:
