@@ -112,7 +112,7 @@ def seen_by_model(run_dir: Path, source: object) -> torch.Tensor:
     predictor = Predictor(run_dir / "model")
     seen = []
     probabilities = predictor.probabilities
-    predictor.probabilities = lambda inputs: seen.append(inputs) or probabilities(inputs)
+    predictor.probabilities = lambda inputs, *engine: seen.append(inputs) or probabilities(inputs, *engine)
     predictor.predict([source])
     return seen[0][0]
 

@@ -61,6 +61,7 @@ class Analysis:
     advice: Advice
     skipped: tuple[str, ...]
     seconds: dict[str, float] = field(default_factory=dict)
+    runtimes: dict[str, dict[str, Any]] = field(default_factory=dict)  # what ran each backbone's pass
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -80,6 +81,7 @@ class Analysis:
             "stage_scores": [stage.to_dict() for stage in self.cut.stages],
             "skipped": list(self.skipped),
             "seconds": {k: round(v, 2) for k, v in self.seconds.items()},
+            "runtimes": self.runtimes,
         }
 
 
@@ -118,6 +120,7 @@ def analyse(dataset: Dataset, plan: AnalysisPlan, emit: Emit = lambda event: Non
         advice=measured_advice(dataset, similarity),
         skipped=tuple(skipped),
         seconds=clock.laps,
+        runtimes={p.candidate.label: p.runtime.to_dict() for p in passes if p.runtime is not None},
     )
 
 

@@ -15,11 +15,12 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from core.analysis.shift import batchnorm_moments
+from core.analysis.shift import Moments, grid_moments
 from core.data import ImageCache
 from core.models.adapt import initialised
 from core.models.backbones import Backbone
 from core.models.preprocess import Preprocess
+from core.models.runtime import Choice, Engine
 from core.training.device import Accelerator
 from core.training.transforms import to_model_input
 
@@ -59,6 +60,7 @@ class Probe:
     logits: torch.Tensor  # [n, 1000] ImageNet logits
     layer_shifts: list[float]  # per BatchNorm layer, shallow to deep (empty without BatchNorm)
     images_per_s: float  # forward passes only, decoding excluded
+    runtime: Choice | None = None  # what ran the pass
 
 
 def probe(
@@ -69,56 +71,104 @@ def probe(
     batch_size: int = BATCH_SIZE,
     progress: Callable[[int, int], None] | None = None,
 ) -> Probe:
-    """Run ``candidate`` over ``images`` (cached at its preprocessing's resize) in eval mode."""
+    """Run ``candidate`` over ``images`` (cached at its preprocessing's resize) in eval mode, in
+    torch or the fastest inference runtime here (``core.models.runtime``)."""
     backbone = candidate.backbone
     model = accel.prepare(initialised(backbone, "imagenet" if candidate.pretrained else "none")).eval()
-    collected: dict[str, list[torch.Tensor]] = {"head": [], **{stage: [] for stage in backbone.stages}}
-    handles = [_pooled_input(model.get_submodule(backbone.family.head), collected["head"])]
-    handles += [
-        _pooled_output(model.get_submodule(stage), collected[stage], backbone.family.layout)
-        for stage in backbone.stages
+    probed = Probed(model, backbone)
+    engine = Engine(probed, accel, len(images))
+    kept = 2 + len(backbone.stages)  # logits, head input, stages; then the layers' moments
+    pooled, moments, seconds = [], None, 0.0
+    for indices in torch.arange(len(images)).split(batch_size):
+        inputs = to_model_input(images.images[indices], backbone.preprocess, train=False)
+        started = time.perf_counter()
+        outputs = engine(inputs, pad_to=batch_size)
+        seconds += time.perf_counter() - started
+        pooled.append(outputs[:kept])
+        # Summed as they come, on the device: a batch's moments, not every image's, stay in memory.
+        summed = [layer.float().sum(dim=0) for layer in outputs[kept:]]
+        moments = summed if moments is None else [a + b for a, b in zip(moments, summed, strict=True)]
+        if progress:
+            progress(int(indices[-1]) + 1, len(images))
+    logits, features, *stages = (torch.cat(parts).float().cpu() for parts in zip(*pooled, strict=True))
+    layers = [model.get_submodule(name) for name in probed.reached]
+    shifts = [
+        Moments.of(layer, sums, len(images)).shift()
+        for layer, sums in zip(layers, moments or [], strict=True)
     ]
-    logits, seconds = [], 0.0
-    try:
-        with batchnorm_moments(model) as moments, torch.inference_mode():
-            for indices in torch.arange(len(images)).split(batch_size):
-                inputs = accel.to_device(
-                    to_model_input(images.images[indices], backbone.preprocess, train=False)
-                )
-                started = time.perf_counter()
-                with accel.autocast():
-                    logits.append(model(inputs).float().cpu())
-                seconds += time.perf_counter() - started
-                if progress:
-                    progress(int(indices[-1]) + 1, len(images))
-            shifts = [m.shift() for m in moments.values()]
-    finally:
-        for handle in handles:
-            handle.remove()
     return Probe(
         candidate=candidate,
-        features=torch.cat(collected.pop("head")),
-        stages={stage: torch.cat(parts) for stage, parts in collected.items()},
-        logits=torch.cat(logits),
+        features=features,
+        stages=dict(zip(backbone.stages, stages, strict=True)),
+        logits=logits,
         layer_shifts=shifts,
         images_per_s=len(images) / max(seconds, 1e-9),
+        runtime=engine.choice,
     )
 
 
-def _pooled_input(head: nn.Module, into: list[torch.Tensor]) -> torch.utils.hooks.RemovableHandle:
+class Probed(nn.Module):
+    """A backbone whose forward returns, besides its ImageNet logits, the pooled input of its
+    head, the pooled output of every stage and ``grid_moments`` of every BatchNorm layer's
+    input (those with stored statistics, in the order the pass reaches them): all one function
+    of the batch, so an inference runtime can run it as well as torch."""
+
+    def __init__(self, model: nn.Module, backbone: Backbone) -> None:
+        super().__init__()
+        self.model = model
+        self.head, self.stages, self.layout = backbone.family.head, backbone.stages, backbone.family.layout
+        self.batchnorms = [
+            name
+            for name, module in model.named_modules()
+            if isinstance(module, nn.BatchNorm2d) and module.running_mean is not None
+        ]
+        self.reached: list[str] = []  # the BatchNorm layers in the order the last pass reached them
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        captured: dict[str, torch.Tensor] = {}
+        moments: dict[str, torch.Tensor] = {}
+        handles = [
+            self.model.get_submodule(self.head).register_forward_pre_hook(_keep_input(captured, "head"))
+        ]
+        handles += [
+            self.model.get_submodule(stage).register_forward_hook(_keep_pooled(captured, stage, self.layout))
+            for stage in self.stages
+        ]
+        handles += [
+            self.model.get_submodule(name).register_forward_pre_hook(_keep_moments(moments, name))
+            for name in self.batchnorms
+        ]
+        try:
+            logits = self.model(x)
+        finally:
+            for handle in handles:
+                handle.remove()
+        self.reached = list(moments)
+        return (logits.float(), captured["head"], *(captured[s] for s in self.stages), *moments.values())
+
+    def extra_repr(self) -> str:
+        return f"head={self.head!r}, stages={self.stages!r}, layout={self.layout!r}"
+
+
+def _keep_input(into: dict[str, torch.Tensor], key: str) -> Callable:
     def hook(module: nn.Module, args: tuple[torch.Tensor, ...]) -> None:
-        into.append(args[0].detach().float().flatten(1).cpu())
+        into[key] = args[0].float().flatten(1)
 
-    return head.register_forward_pre_hook(hook)
+    return hook
 
 
-def _pooled_output(
-    stage: nn.Module, into: list[torch.Tensor], layout: str
-) -> torch.utils.hooks.RemovableHandle:
+def _keep_pooled(into: dict[str, torch.Tensor], key: str, layout: str) -> Callable:
     """Average the stage's output over its positions (grid cells or tokens)."""
     dims = {"nchw": (2, 3), "nhwc": (1, 2), "tokens": (1,)}[layout]
 
     def hook(module: nn.Module, args: object, out: torch.Tensor) -> None:
-        into.append(out.detach().float().mean(dim=dims).cpu())
+        into[key] = out.float().mean(dim=dims)
 
-    return stage.register_forward_hook(hook)
+    return hook
+
+
+def _keep_moments(into: dict[str, torch.Tensor], key: str) -> Callable:
+    def hook(module: nn.Module, args: tuple[torch.Tensor, ...]) -> None:
+        into.setdefault(key, grid_moments(args[0]))
+
+    return hook

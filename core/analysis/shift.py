@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -24,23 +22,33 @@ GRID = 16  # positions per side sampled from each feature map
 DEPTH_PARTS = 4  # the profile is averaged per quarter of the network's BatchNorm layers
 
 
+def grid_moments(x: torch.Tensor) -> torch.Tensor:
+    """``[N, 2, C]``: each image's per-channel mean and mean square over a regular grid of at most
+    GRID x GRID positions of the feature map ``x`` (``[N, C, H, W]``).
+
+    The grid estimates the same moments as every position (the early layers' 112 x 112 maps would
+    cost more than the network); per-image values let a pass be padded, split or run by an
+    inference runtime and still add up to the same totals.
+    """
+    step = max(1, math.ceil(max(x.shape[2], x.shape[3]) / GRID))
+    x = x.detach()[:, :, ::step, ::step].float()
+    return torch.stack([x.mean(dim=(2, 3)), x.square().mean(dim=(2, 3))], dim=1)
+
+
 @dataclass
 class Moments:
-    """Running sums of one layer's input, per channel, in float64."""
+    """The sums of one layer's per-image input moments over a sample, per channel, in float64."""
 
     layer: nn.BatchNorm2d
     total: torch.Tensor
     squares: torch.Tensor
     count: int = 0
 
-    def add(self, x: torch.Tensor) -> None:
-        # A regular grid of at most GRID x GRID positions per image estimates the same moments
-        # as every position (the early layers' 112 x 112 maps would cost more than the network).
-        step = max(1, math.ceil(max(x.shape[2], x.shape[3]) / GRID))
-        x = x.detach()[:, :, ::step, ::step].float()
-        self.total += x.sum(dim=(0, 2, 3)).double().cpu()
-        self.squares += x.square().sum(dim=(0, 2, 3)).double().cpu()
-        self.count += x.shape[0] * x.shape[2] * x.shape[3]
+    @classmethod
+    def of(cls, layer: nn.BatchNorm2d, sums: torch.Tensor, images: int) -> Moments:
+        """From the sum over ``images`` images of their ``grid_moments`` (``[2, C]``)."""
+        sums = sums.double().cpu()
+        return cls(layer, sums[0], sums[1], images)
 
     def shift(self) -> float:
         """The median over channels of the symmetric KL between the sample's Gaussian and the
@@ -53,30 +61,6 @@ class Moments:
         gap = (mean - stored_mean) ** 2
         kl = 0.5 * (var / stored_var + stored_var / var - 2) + 0.5 * gap * (1 / var + 1 / stored_var)
         return float(kl.median())
-
-
-@contextmanager
-def batchnorm_moments(model: nn.Module) -> Iterator[dict[int, Moments]]:
-    """Accumulate the input moments of every BatchNorm2d layer with stored statistics; the
-    dict fills in the order the forward pass reaches the layers."""
-    found: dict[int, Moments] = {}
-
-    def hook(layer: nn.BatchNorm2d, args: tuple[torch.Tensor, ...]) -> None:
-        if id(layer) not in found:
-            zeros = torch.zeros(layer.num_features, dtype=torch.float64)
-            found[id(layer)] = Moments(layer, zeros, zeros.clone())
-        found[id(layer)].add(args[0])
-
-    handles = [
-        m.register_forward_pre_hook(hook)
-        for m in model.modules()
-        if isinstance(m, nn.BatchNorm2d) and m.running_mean is not None
-    ]
-    try:
-        yield found
-    finally:
-        for handle in handles:
-            handle.remove()
 
 
 def depth_profile(shifts: list[float], parts: int = DEPTH_PARTS) -> list[float]:

@@ -50,6 +50,7 @@ def predict_many(
     """Classify every image in ``source`` (a folder, a .zip path or a zip's bytes), in name order."""
     limits = limits or Limits()
     images = list(_images(source, limits))
+    engine = predictor.engine(len(images))
     rows: list[Row] = []
     for start in range(0, len(images), batch_size):
         decoded, names = [], []
@@ -59,7 +60,7 @@ def predict_many(
                 names.append(name)
             except (IngestError, OSError) as exc:
                 rows.append(Row(name, error=f"cannot read image: {exc}"))
-        predictions = predictor.predict(decoded, top_k=top_k, batch_size=batch_size) if decoded else []
+        predictions = predictor.predict(decoded, top_k, batch_size, engine) if decoded else []
         rows += [Row(name, p.top) for name, p in zip(names, predictions, strict=True)]
         if progress:
             progress(min(start + batch_size, len(images)), len(images))

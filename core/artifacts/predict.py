@@ -20,6 +20,7 @@ from core.data.images import RESAMPLING, decode_image, upright_rgb
 from core.data.limits import IngestError
 from core.errors import TransferLabError
 from core.models.preprocess import Preprocess
+from core.models.runtime import CPU_FP32, Engine
 
 ImageInput = str | Path | bytes | Image.Image
 
@@ -70,29 +71,44 @@ class Predictor:
         predictor.model, predictor.pre, predictor.labels = model, pre, list(labels)
         return predictor
 
-    @torch.no_grad()
-    def probabilities(self, inputs: torch.Tensor) -> torch.Tensor:
-        """Class probabilities ``[N, classes]`` of preprocessed inputs ``[N, 3, crop, crop]``."""
-        return self.model(inputs).float().softmax(1)
+    def engine(self, images: int) -> Engine:
+        """What runs the model over ``images`` inputs: torch, or the fastest inference runtime on
+        this machine when there are enough of them to pay for converting (``core.models.runtime``).
+        One engine can serve several calls that together hold ``images`` inputs."""
+        return Engine(self.model, CPU_FP32, images)
 
-    @torch.no_grad()
-    def logits(self, images: Sequence[ImageInput], batch_size: int = 32) -> torch.Tensor:
+    def probabilities(self, inputs: torch.Tensor, engine: Engine | None = None) -> torch.Tensor:
+        """Class probabilities ``[N, classes]`` of preprocessed inputs ``[N, 3, crop, crop]``."""
+        engine = engine or self.engine(len(inputs))
+        return engine(inputs)[0].float().softmax(1)
+
+    def logits(
+        self, images: Sequence[ImageInput], batch_size: int = 32, engine: Engine | None = None
+    ) -> torch.Tensor:
         """Logits ``[N, classes]`` of ``images``, prepared exactly as ``predict`` prepares them."""
+        engine = engine or self.engine(len(images))
         chunks = [
-            self.model(self._inputs(images[i : i + batch_size])) for i in range(0, len(images), batch_size)
+            engine(self._inputs(images[i : i + batch_size]))[0] for i in range(0, len(images), batch_size)
         ]
         return torch.cat(chunks).float() if chunks else torch.zeros(0, len(self.labels))
 
     def _inputs(self, images: Sequence[ImageInput]) -> torch.Tensor:
         return torch.stack([image_to_input(_open(image), self.pre) for image in images])
 
-    def predict(self, images: Sequence[ImageInput], top_k: int = 5, batch_size: int = 32) -> list[Prediction]:
+    def predict(
+        self,
+        images: Sequence[ImageInput],
+        top_k: int = 5,
+        batch_size: int = 32,
+        engine: Engine | None = None,
+    ) -> list[Prediction]:
         """The ``top_k`` classes of each image, most probable first."""
         k = min(top_k, len(self.labels))
+        engine = engine or self.engine(len(images))
         results = []
         for start in range(0, len(images), batch_size):
             chunk = images[start : start + batch_size]
-            probabilities, indices = self.probabilities(self._inputs(chunk)).topk(k, dim=1)
+            probabilities, indices = self.probabilities(self._inputs(chunk), engine).topk(k, dim=1)
             for image, p, i in zip(chunk, probabilities.tolist(), indices.tolist()):
                 top = tuple((self.labels[c], prob) for c, prob in zip(i, p))
                 results.append(Prediction(_name(image), top))

@@ -12,7 +12,7 @@ from typing import TextIO
 
 from tqdm import tqdm
 
-from core.training.events import BatchEnd, EpochEnd, Event, PhaseStarted, Progress, RunWarning
+from core.training.events import BatchEnd, EpochEnd, Event, PhaseStarted, Progress, RuntimeChosen, RunWarning
 
 PHASE_LABELS = {"decoding": "decoding images", "features": "computing features"}
 PHASE_LINES = {
@@ -56,6 +56,8 @@ class RunDisplay:
             )
         elif isinstance(event, RunWarning):
             self._line(f"warning: {event.message}")
+        elif isinstance(event, RuntimeChosen):
+            self._line(f"the {event.phase} pass ran on {event.summary()}")
         elif isinstance(event, PhaseStarted) and event.phase in PHASE_LINES:
             self._close()
             self._line(PHASE_LINES[event.phase])

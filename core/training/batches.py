@@ -10,10 +10,10 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import torch
-from torch import nn
 
 from core.data.cache import ImageCache
 from core.models.preprocess import Preprocess
+from core.models.runtime import Engine
 from core.training.device import Accelerator
 from core.training.loop import Batch
 from core.training.transforms import to_model_input
@@ -76,41 +76,38 @@ class FeatureSource:
         return self.accel.to_device(self.views[0][indices]), self.labels[indices].to(self.accel.device)
 
 
-@torch.no_grad()
 def embed(
-    body: nn.Module,
+    engine: Engine,
     source: ImageSource,
     batch_size: int,
-    accel: Accelerator,
     progress: Callable[[int, int], None] | None = None,
 ) -> Batch:
     """The body's output for every image of ``source``, in order, and the labels, on the CPU.
 
-    Kept in the dtype autocast produced (bf16 halves the cache) until the head reads it.
+    Kept in the dtype the engine produced (bf16 halves the cache) until the head reads it, and
+    on the device until the pass ends: one copy to the host, not one per batch.
     ``progress(done, total)`` hears of each batch.
     """
-    body.eval()
     outputs, labels = [], []
     for indices in torch.arange(len(source)).split(batch_size):
         inputs, batch_labels = source.load(indices, epoch=0)
-        with accel.autocast():
-            outputs.append(body(inputs).cpu())
-        labels.append(batch_labels.cpu())
+        outputs.append(engine(inputs, pad_to=batch_size)[0])
+        labels.append(batch_labels)
         if progress:
             progress(int(indices[-1]) + 1, len(source))
-    return torch.cat(outputs), torch.cat(labels)
+    return torch.cat(outputs).cpu(), torch.cat(labels).cpu()
 
 
 def feature_source(
-    body: nn.Module,
+    engine: Engine,
     images: ImageSource,
     views: int,
     batch_size: int,
-    accel: Accelerator,
     progress: Callable[[int, int], None] | None = None,
 ) -> FeatureSource:
-    """Run the body once per image and view: view 0 is the centre crop, each further view a new
-    draw of ``images``' augmentation. ``progress(done, total)`` counts images over all views."""
+    """Run the frozen body (``engine``) once per image and view: view 0 is the centre crop, each
+    further view a new draw of ``images``' augmentation. ``progress(done, total)`` counts images
+    over all views."""
     count = len(images)
     passes = [images.centred()] + [images] * (views - 1)
 
@@ -119,5 +116,5 @@ def feature_source(
             return None
         return lambda done, _total: progress(view * count + done, views * count)
 
-    cached = [embed(body, source, batch_size, accel, view_progress(v)) for v, source in enumerate(passes)]
-    return FeatureSource([features for features, _ in cached], cached[0][1], accel)
+    cached = [embed(engine, source, batch_size, view_progress(v)) for v, source in enumerate(passes)]
+    return FeatureSource([features for features, _ in cached], cached[0][1], images.accel)

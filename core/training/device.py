@@ -8,56 +8,17 @@ trains about three times faster than fp32.
 
 from __future__ import annotations
 
-import contextlib
 import os
-from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
 import torch
 
 from core.errors import TransferLabError
-
-PRECISION_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+from core.models.runtime import PRECISION_DTYPES, Accelerator
 
 
 class DeviceError(TransferLabError, ValueError):
     """A device or precision the plan asks for that this machine cannot give."""
-
-
-@dataclass(frozen=True)
-class Accelerator:
-    """How tensors are placed and computed: one record handed to the loop."""
-
-    device: torch.device
-    precision: str  # "fp32" | "bf16" | "fp16"
-    channels_last: bool
-
-    @property
-    def pin_memory(self) -> bool:
-        return self.device.type == "cuda"
-
-    @property
-    def needs_grad_scaler(self) -> bool:
-        """fp16's narrow range underflows small gradients unless the loss is scaled."""
-        return self.precision == "fp16"
-
-    def autocast(self) -> AbstractContextManager:
-        dtype = PRECISION_DTYPES[self.precision]
-        if dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=dtype)
-
-    def to_device(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.to(self.device, non_blocking=self.pin_memory)
-        if self.channels_last and x.dim() == 4:
-            x = x.contiguous(memory_format=torch.channels_last)
-        return x
-
-    def prepare(self, module: torch.nn.Module) -> torch.nn.Module:
-        module = module.to(self.device)
-        if self.channels_last:
-            module = module.to(memory_format=torch.channels_last)
-        return module
 
 
 def select_device(name: str = "auto", local_rank: int = 0) -> torch.device:
@@ -112,7 +73,7 @@ def accelerator(device: str = "auto", precision: str = "auto", local_rank: int =
         torch.backends.cudnn.benchmark = True  # fixed input sizes: let cuDNN pick its fastest kernels
     # channels_last pays off where convolutions run through cuDNN or oneDNN's reduced precision.
     channels_last = dev.type == "cuda" or (dev.type == "cpu" and chosen == "bf16")
-    return Accelerator(dev, chosen, channels_last)
+    return Accelerator(dev, chosen, channels_last, fixed_shapes=dev.type == "cuda")
 
 
 def is_out_of_memory(exc: BaseException) -> bool:

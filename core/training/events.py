@@ -75,6 +75,26 @@ class Progress(Event):
 
 
 @dataclass(frozen=True)
+class RuntimeChosen(Event):
+    """What ran a forward-only pass (``features``: the frozen body's; ``evaluation``: the
+    exported model's) and why, with every candidate's measured rate (``core.models.runtime``)."""
+
+    type: ClassVar[str] = "runtime"
+    phase: str
+    runtime: str
+    reason: str
+    images_per_s: dict[str, float] = field(default_factory=dict)
+
+    def summary(self) -> str:
+        """``openvino at 212 images/s (torch 41, onnxruntime 180)``: the choice in a few words."""
+        rates = dict(self.images_per_s)
+        chosen = rates.pop(self.runtime, None)
+        others = ", ".join(f"{name} {rate:,.0f}" for name, rate in rates.items())
+        rate = f" at {chosen:,.0f} images/s" if chosen is not None else ""
+        return f"{self.runtime}{rate} ({others or self.reason})"
+
+
+@dataclass(frozen=True)
 class BatchEnd(Event):
     type: ClassVar[str] = "batch"
     epoch: int
@@ -135,6 +155,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         DataReady,
         PhaseStarted,
         Progress,
+        RuntimeChosen,
         BatchEnd,
         EpochEnd,
         RunWarning,

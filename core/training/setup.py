@@ -21,6 +21,7 @@ from core.data import Dataset, ImageCache, Sample
 from core.models.adapt import build_model, split_frozen
 from core.models.backbones import Backbone, resolve
 from core.models.preprocess import Preprocess
+from core.models.runtime import Choice, Engine
 from core.training import metrics
 from core.training.batches import ImageSource, feature_source
 from core.training.device import Accelerator, Ranks
@@ -89,20 +90,21 @@ class Setup:
             for name, samples in splits.items()
             if samples
         }
-        if self.frozen is not None:
-            views = self.plan.feature_views if self.plan.augment != "none" else 1
-            total = sum(map(len, sources.values())) + (views - 1) * len(sources["train"])
-            features = PhaseMeter(emit, "features", total)
-            sources = {
-                name: retry_on_oom(
-                    functools.partial(
-                        feature_source, self.frozen, images, views if name == "train" else 1,
-                        accel=self.accel, progress=features.part(),
-                    )
+        if self.frozen is None:
+            return Sources(sources["train"], sources.get("val"), sources.get("test"))
+        views = self.plan.feature_views if self.plan.augment != "none" else 1
+        total = sum(map(len, sources.values())) + (views - 1) * len(sources["train"])
+        features = PhaseMeter(emit, "features", total)
+        body = Engine(self.frozen.eval(), self.accel, images=total)
+        sources = {
+            name: retry_on_oom(
+                functools.partial(
+                    feature_source, body, images, views if name == "train" else 1, progress=features.part()
                 )
-                for name, images in sources.items()
-            }  # fmt: skip
-        return Sources(sources["train"], sources.get("val"), sources.get("test"))
+            )
+            for name, images in sources.items()
+        }
+        return Sources(sources["train"], sources.get("val"), sources.get("test"), body.choice)
 
     def whole(self) -> nn.Module:
         """The model as one module again: what is exported."""
@@ -116,6 +118,7 @@ class Sources:
     train: BatchSource
     val: BatchSource | None  # rank 0 alone evaluates
     test: BatchSource | None  # when the data has a test/ split
+    features_runtime: Choice | None = None  # what ran the frozen body's feature pass (cases 1, 2)
 
 
 def build(plan: Plan, dataset: Dataset, accel: Accelerator, ranks: Ranks | None = None) -> Setup:

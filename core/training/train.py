@@ -29,6 +29,7 @@ from core.artifacts.predict import Predictor
 from core.data import Dataset, Sample, ingest
 from core.errors import TransferLabError
 from core.models.adapt import aux_weight
+from core.models.runtime import Choice, Engine
 from core.storage import RunFiles, read_json, write_json
 from core.training import head, metrics, setup, verdict
 from core.training.batches import FeatureSource
@@ -41,6 +42,7 @@ from core.training.events import (
     Event,
     PhaseStarted,
     RunDone,
+    RuntimeChosen,
     RunWarning,
 )
 from core.training.loop import (
@@ -107,6 +109,9 @@ class Training:
             raise TrainingError("the validation split is empty: add images or raise val_fraction")
         sources = setup.sources(dataset, emit, self._retry_on_oom)
         self.train_source, self.val_source, self.test_source = sources.train, sources.val, sources.test
+        self.runtimes: dict[str, dict[str, Any]] = {}
+        if sources.features_runtime is not None:
+            self._ran("features", sources.features_runtime)
         self.best_state = copy.deepcopy(self.setup.trainable.state_dict())
         self.head_choice: head.Choice | None = None
 
@@ -266,6 +271,17 @@ class Training:
         result, self.batch_size = halve_batch_on_oom(work, self.batch_size, self._warn, self.accel.device)
         return result
 
+    def _ran(self, phase: str, choice: Choice) -> None:
+        """Say which runtime ran a forward-only pass: in the events (the run's provenance) and
+        in the metrics."""
+        self.runtimes[phase] = choice.to_dict()
+        record = choice.to_dict()
+        self.emit(
+            RuntimeChosen(
+                phase=phase, runtime=choice.runtime, reason=choice.reason, images_per_s=record["images_per_s"]
+            )
+        )
+
     def _warn(self, message: str, suggest: str | None = None) -> None:
         self.warnings.append(message)
         self.emit(RunWarning(message=message, suggest=suggest))
@@ -290,7 +306,8 @@ class Training:
 
     def _measure(self, exported: Predictor) -> dict[str, Any]:
         classes = self.setup.classes
-        logits, labels = _logits(exported, self.val_samples, self.batch_size)
+        engine = exported.engine(len(self.val_samples) + len(self.test_samples))
+        logits, labels = _logits(exported, self.val_samples, self.batch_size, engine)
         report = metrics.report(logits, labels, [_file(s) for s in self.val_samples], classes)
         self.best_accuracy = report["accuracy"]
         majority = metrics.majority_rate(labels.tolist(), len(classes))
@@ -311,7 +328,7 @@ class Training:
         if self.head_choice is not None:
             result["head"] = self.head_choice.to_dict()
         if self.test_samples:
-            test_logits, test_labels = _logits(exported, self.test_samples, self.batch_size)
+            test_logits, test_labels = _logits(exported, self.test_samples, self.batch_size, engine)
             files = [_file(s) for s in self.test_samples]
             result["test"] = metrics.report(test_logits, test_labels, files, classes)
         judged = verdict.judge(self.best_accuracy, majority, self.plan.to_dict())
@@ -319,13 +336,18 @@ class Training:
             self._warn(judged.advice, suggest=judged.suggest)
         if judged.suggest:
             result["suggest"] = judged.suggest
+        if engine.choice is not None:
+            self._ran("evaluation", engine.choice)
+        result["runtimes"] = self.runtimes
         result["warnings"] = self.warnings
         return result
 
 
-def _logits(exported: Predictor, samples: list[Sample], batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _logits(
+    exported: Predictor, samples: list[Sample], batch_size: int, engine: Engine
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The exported model's logits of each sample's image file, as Predict computes them."""
-    logits = exported.logits([s.path for s in samples], batch_size)
+    logits = exported.logits([s.path for s in samples], batch_size, engine)
     return logits, torch.tensor([s.label for s in samples], dtype=torch.long)
 
 

@@ -1,0 +1,376 @@
+"""How forward-only passes run on this machine: torch itself, or an inference runtime, chosen by
+timing each on the pass's own batches.
+
+Frozen bodies (cases 1 and 2), the analysis's probe and exported models only ever run forward,
+and torch's eager CPU kernels are slow at what most of these networks are made of (depthwise and
+pointwise convolutions): on 2 cores EfficientNet-Lite0's body ran several times faster in
+OpenVINO or ONNX Runtime than in torch, in fp32 as in bf16 (bench/README.md has the figures).
+Which runtime wins depends on the CPU (AVX2 only, AVX-512, AMX), the network and the threads,
+so an ``Engine`` measures instead of guessing: its first batches run in torch, and once it
+knows torch's rate and how many images remain, it converts the module (through ONNX, cached
+on disk by content) only if the time that can be saved exceeds what converting costs, times
+every candidate on the same real batch, checks that each one's outputs match torch's, and keeps
+the fastest. ``Engine.choice`` says what it chose and why, for the run's provenance.
+
+On a GPU torch runs every pass; batches are then padded to one shape, since cuDNN's autotuner
+(``cudnn.benchmark``) tunes every convolution again for each new input shape.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import hashlib
+import importlib
+import io
+import os
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from core import storage
+
+PRECISION_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+# A runtime is worth converting to only when torch would need at least this long for what is
+# left of the pass: converting and timing the candidates costs one to a few seconds.
+MIN_SAVING_S = 3.0
+# A runtime's outputs must match torch's float32 outputs on the same batch to within this
+# fraction of their largest magnitude (float32 runtimes agree to about 1e-5, measured), or, in a
+# pass that torch runs in reduced precision, to within twice torch's own distance from them.
+AGREEMENT = 1e-3
+CACHED_GRAPHS = 16  # ONNX graphs kept on disk, newest first
+Outputs = tuple[torch.Tensor, ...]
+
+
+@dataclass(frozen=True)
+class Accelerator:
+    """How tensors are placed and computed: one record handed to every pass and to the loop."""
+
+    device: torch.device
+    precision: str  # "fp32" | "bf16" | "fp16"
+    channels_last: bool
+    # cuDNN's autotuner (cudnn.benchmark) tunes every convolution again for each new input shape:
+    # where it runs, forward-only passes pad their batches to one shape.
+    fixed_shapes: bool = False
+
+    @property
+    def pin_memory(self) -> bool:
+        return self.device.type == "cuda"
+
+    @property
+    def needs_grad_scaler(self) -> bool:
+        """fp16's narrow range underflows small gradients unless the loss is scaled."""
+        return self.precision == "fp16"
+
+    def autocast(self) -> AbstractContextManager:
+        dtype = PRECISION_DTYPES[self.precision]
+        if dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=dtype)
+
+    def to_device(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.to(self.device, non_blocking=self.pin_memory)
+        if self.channels_last and x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x
+
+    def prepare(self, module: nn.Module) -> nn.Module:
+        module = module.to(self.device)
+        if self.channels_last:
+            module = module.to(memory_format=torch.channels_last)
+        return module
+
+
+CPU_FP32 = Accelerator(torch.device("cpu"), "fp32", channels_last=False)
+
+
+@dataclass(frozen=True)
+class Choice:
+    """Which runtime ran a pass, what each candidate measured, and why."""
+
+    runtime: str
+    reason: str
+    images_per_s: dict[str, float] = field(default_factory=dict)
+    rejected: dict[str, str] = field(default_factory=dict)  # candidate -> why it could not run
+    threads: int = 1
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "runtime": self.runtime,
+            "reason": self.reason,
+            "images_per_s": {name: round(rate, 1) for name, rate in self.images_per_s.items()},
+            "rejected": dict(self.rejected),
+            "threads": self.threads,
+        }
+
+
+class Engine:
+    """Runs ``module`` (in eval mode, returning a tensor or a tuple of tensors) over the batches
+    of one or more passes that hold ``images`` inputs in all; call it with each batch in turn.
+
+    Outputs are a tuple, on the accelerator's device, in the dtype the runtime gives (bf16
+    features stay bf16 in torch). ``runtimes`` names the candidates besides torch.
+    """
+
+    def __init__(
+        self,
+        module: nn.Module,
+        accel: Accelerator,
+        images: int,
+        runtimes: Sequence[str] = ("onnxruntime", "openvino"),
+    ) -> None:
+        self.module, self.accel, self.images = module, accel, images
+        self.runtimes = tuple(runtimes) if accel.device.type == "cpu" else ()
+        self.done = 0
+        self.choice: Choice | None = None
+        self._chosen: Callable[[torch.Tensor], Outputs] | None = None
+        self._torch_rates: list[float] = []
+
+    @torch.inference_mode()
+    def __call__(self, batch: torch.Tensor, pad_to: int | None = None) -> Outputs:
+        """The module's outputs for ``batch``. Where shapes must stay fixed (CUDA), a batch
+        smaller than ``pad_to`` is padded to it and the outputs cut back."""
+        self.done += len(batch)
+        if self.accel.fixed_shapes:
+            return self._padded(batch, pad_to or len(batch))
+        if self._chosen is not None:
+            return self._chosen(batch)
+        started = time.perf_counter()
+        outputs = self._torch(batch)
+        self._torch_rates.append(len(batch) / max(time.perf_counter() - started, 1e-9))
+        remaining = self.images - self.done
+        if len(self._torch_rates) >= 2 or remaining <= 0:  # the first batch is cold: kernels get built
+            self._decide(batch, outputs, remaining)
+        return outputs
+
+    def _torch(self, batch: torch.Tensor) -> Outputs:
+        with self.accel.autocast():
+            return _as_tuple(self.module(self.accel.to_device(batch)))
+
+    def _padded(self, batch: torch.Tensor, size: int) -> Outputs:
+        """The outputs of ``batch`` padded to ``size`` inputs by repeating its last one."""
+        if self.choice is None:
+            self.choice = Choice("torch", f"on {self.accel.device.type} torch runs every pass")
+        count = len(batch)
+        if count < size:
+            batch = torch.cat([batch, batch[-1:].expand(size - count, *batch.shape[1:])])
+        return tuple(output[:count] for output in self._torch(batch))
+
+    def _decide(self, batch: torch.Tensor, reference: Outputs, remaining: int) -> None:
+        """Keep torch, or switch to the fastest runtime whose outputs match torch's on ``batch``."""
+        threads = torch.get_num_threads()
+        rates = {"torch": self._torch_rates[-1]}
+        self._chosen = self._torch
+        if not self.runtimes or remaining / rates["torch"] < MIN_SAVING_S:
+            why = "torch alone was asked for" if not self.runtimes else "too few images left to convert"
+            self.choice = Choice("torch", why, rates, threads=threads)
+            return
+        try:
+            graph = onnx_graph(self.module, batch)
+        except Exception as exc:  # noqa: BLE001 - a module the exporter cannot trace stays with torch
+            self.choice = Choice("torch", f"the ONNX export failed ({_line(exc)})", rates, threads=threads)
+            return
+        exact, allowed = self._allowed_gaps(batch, reference)
+        runners: dict[str, Callable[[torch.Tensor], Outputs]] = {"torch": self._torch}
+        rejected = {}
+        for name, build in self._builders(graph, threads).items():
+            try:
+                runner = build()
+                rates[name] = _measured_rate(runner, batch, exact, allowed)
+                runners[name] = runner
+            except Exception as exc:  # noqa: BLE001 - not installed, not convertible, or disagreeing
+                rejected[name] = _line(exc)
+        best = max(rates, key=rates.__getitem__)
+        self._chosen = runners[best]
+        self.choice = Choice(best, "the fastest on this machine's own batches", rates, rejected, threads)
+
+    def _allowed_gaps(self, batch: torch.Tensor, reference: Outputs) -> tuple[Outputs, list[float]]:
+        """torch's float32 outputs for ``batch``, and how far from each a runtime's may lie."""
+        exact = reference
+        if self.accel.precision != "fp32":
+            exact = _as_tuple(self.module(self.accel.to_device(batch)))  # no autocast: float32
+        gaps = []
+        for ours, theirs in zip(reference, exact, strict=True):
+            ours, theirs = ours.float().cpu(), theirs.float().cpu()
+            scale = float(theirs.abs().max()) if theirs.numel() else 0.0
+            noise = float((ours - theirs).abs().max()) if theirs.numel() else 0.0
+            gaps.append(max(AGREEMENT * max(scale, 1e-6), 2 * noise))
+        return exact, gaps
+
+    def _builders(self, graph: bytes, threads: int) -> dict[str, Callable[[], Callable]]:
+        builders: dict[str, Callable[[], Callable]] = {}
+        if "onnxruntime" in self.runtimes:
+            builders["onnxruntime"] = lambda: OnnxRuntime(graph, threads)
+        if "openvino" in self.runtimes:
+            builders["openvino"] = lambda: OpenVino(graph, threads, "f32")
+            if self.accel.precision == "bf16":  # the plan allows bf16: OpenVINO runs it on AMX
+                builders["openvino-bf16"] = lambda: OpenVino(graph, threads, "bf16")
+        return builders
+
+
+class OnnxRuntime:
+    """An ONNX graph in ONNX Runtime's CPU provider."""
+
+    def __init__(self, graph: bytes, threads: int) -> None:
+        onnxruntime = _imported("onnxruntime")
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+        options.log_severity_level = 4  # its failures come back as exceptions; its warnings are noise
+        self.session = onnxruntime.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
+        self.input = self.session.get_inputs()[0].name
+
+    def __call__(self, batch: torch.Tensor) -> Outputs:
+        arrays = self.session.run(None, {self.input: _array(batch)})
+        return tuple(torch.from_numpy(array) for array in arrays)
+
+
+class OpenVino:
+    """An ONNX graph compiled by OpenVINO for the CPU, in f32 or (on bf16 units) bf16."""
+
+    def __init__(self, graph: bytes, threads: int, precision: str) -> None:
+        core = _openvino_core()
+        config = {"INFERENCE_NUM_THREADS": threads, "INFERENCE_PRECISION_HINT": precision}
+        self.compiled = core.compile_model(
+            core.read_model(graph, b""), "CPU", config | {"PERFORMANCE_HINT": "LATENCY"}
+        )
+        self.request = self.compiled.create_infer_request()
+
+    def __call__(self, batch: torch.Tensor) -> Outputs:
+        self.request.infer({0: _array(batch)})
+        # The request reuses its output buffers: copy them out before the next batch.
+        return tuple(
+            torch.from_numpy(self.request.get_output_tensor(i).data.copy())
+            for i in range(len(self.compiled.outputs))
+        )
+
+
+def onnx_graph(module: nn.Module, batch: torch.Tensor) -> bytes:
+    """``module`` as an ONNX graph with a dynamic batch, exported once per content and input
+    size and kept under the home folder's ``cache/runtimes/``."""
+    with torch.inference_mode(False), torch.no_grad():
+        example = batch[:2].detach().clone().float().cpu().contiguous()
+        folder = runtimes_cache_dir()
+        path = folder / f"{content_key(module, example.shape[1:])}.onnx"
+        if path.is_file():
+            path.touch()
+            return path.read_bytes()
+        graph = _export(module, example)
+    folder.mkdir(parents=True, exist_ok=True)
+    storage.write_bytes_atomic(path, graph)
+    for stale in sorted(folder.glob("*.onnx"), key=lambda p: p.stat().st_mtime, reverse=True)[CACHED_GRAPHS:]:
+        stale.unlink(missing_ok=True)
+    return graph
+
+
+def runtimes_cache_dir() -> Path:
+    return storage.home() / "cache" / "runtimes"
+
+
+def content_key(module: nn.Module, input_shape: Sequence[int]) -> str:
+    """Names a module by what it computes: its structure, code, weights and buffers, the input
+    size and the torch version (the exporter's output may change with it)."""
+    digest = hashlib.sha256(f"{torch.__version__}\0{tuple(input_shape)}\0{module!r}".encode())
+    digest.update(str(getattr(module, "code", "")).encode())
+    for name, tensor in module.state_dict().items():
+        flat = tensor.detach().cpu().contiguous().reshape(-1)
+        digest.update(f"{name}\0{tensor.dtype}\0{tuple(tensor.shape)}\0".encode())
+        digest.update(flat.view(torch.uint8).numpy().tobytes() if flat.numel() else b"")
+    return digest.hexdigest()[:32]
+
+
+class _Traceable(nn.Module):
+    """The module as the tracer wants it: an exported program's module refuses ``train()``,
+    which the exporter calls on what it exports."""
+
+    def __init__(self, module: nn.Module) -> None:
+        super().__init__()
+        self.module = module
+
+    def train(self, mode: bool = True) -> _Traceable:
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
+        return self.module(x)
+
+
+def _export(module: nn.Module, example: torch.Tensor) -> bytes:
+    """The TorchScript-based exporter: a second or two for a small CNN where the torch.export-based
+    one takes several, and it traces through forward hooks (the analysis's probe is made of them)."""
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the exporter's deprecation and constant-folding notes
+        torch.onnx.export(
+            _Traceable(module),
+            (example,),
+            buffer,
+            input_names=["input"],
+            dynamic_axes={"input": {0: "batch"}},
+            dynamo=False,
+        )
+    return buffer.getvalue()
+
+
+def _measured_rate(
+    runner: Callable[[torch.Tensor], Outputs], batch: torch.Tensor, exact: Outputs, allowed: list[float]
+) -> float:
+    """Images per second of ``runner`` on ``batch`` (after a warm-up call), once each of its
+    outputs is shown to lie within ``allowed`` of torch's float32 ones (``exact``)."""
+    runner(batch)
+    started = time.perf_counter()
+    outputs = runner(batch)
+    rate = len(batch) / max(time.perf_counter() - started, 1e-9)
+    if len(outputs) != len(exact):
+        raise ValueError(f"{len(outputs)} outputs where torch gives {len(exact)}")
+    for index, (got, want, gap) in enumerate(zip(outputs, exact, allowed, strict=True)):
+        want = want.float().cpu()
+        if got.shape != want.shape:
+            raise ValueError(f"output {index} is {tuple(got.shape)} where torch's is {tuple(want.shape)}")
+        distance = float((got.float() - want).abs().max()) if want.numel() else 0.0
+        if not distance <= gap:
+            raise ValueError(f"output {index} differs from torch's by {distance:.3g} (allowed {gap:.3g})")
+    return rate
+
+
+@functools.cache
+def _openvino_core() -> Any:
+    return _imported("openvino").Core()
+
+
+@functools.cache
+def _imported(name: str) -> Any:
+    """ONNX Runtime and OpenVINO write telemetry ids into the user's home folder and a temporary
+    file as they are imported, and nothing of ours may be written outside the app's home folder:
+    they are imported with ``HOME`` and ``TMPDIR`` pointed inside it."""
+    own = runtimes_cache_dir() / "home"
+    own.mkdir(parents=True, exist_ok=True)
+    saved = {key: os.environ.get(key) for key in ("HOME", "TMPDIR")}
+    os.environ.update(HOME=str(own), TMPDIR=str(own))
+    try:
+        return importlib.import_module(name)
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def _array(batch: torch.Tensor) -> np.ndarray:
+    return batch.detach().float().cpu().contiguous().numpy()
+
+
+def _as_tuple(outputs: torch.Tensor | Sequence[torch.Tensor]) -> Outputs:
+    return (outputs,) if isinstance(outputs, torch.Tensor) else tuple(outputs)
+
+
+def _line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0] if lines else ''}"[:200]

@@ -1,0 +1,174 @@
+"""Forward-only passes: torch or an inference runtime, chosen by measurement, with the same
+outputs either way, one batch shape where cuDNN would retune, and the graphs cached by content."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from core.analysis.probe import Candidate, probe
+from core.data import ImageCache, ingest
+from core.data.samples import sample_path
+from core.models import runtime
+from core.models.backbones import resolve
+from core.models.runtime import CPU_FP32, Accelerator, Engine
+from core.training.batches import embed
+from core.training.loop import evaluate
+
+RUNTIMES = ("onnxruntime", "openvino")
+
+
+def small_net() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 16, 3, stride=2),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+    ).eval()  # fmt: skip
+
+
+@pytest.fixture
+def always_convert(monkeypatch: pytest.MonkeyPatch) -> None:
+    """However short the pass, the runtimes are tried: what a long pass on a slow CPU gets."""
+    monkeypatch.setattr(runtime, "MIN_SAVING_S", 0.0)
+
+
+def run(engine: Engine, inputs: torch.Tensor, batch: int) -> torch.Tensor:
+    return torch.cat([engine(chunk, pad_to=batch)[0] for chunk in inputs.split(batch)])
+
+
+def test_a_long_pass_runs_on_the_fastest_runtime_and_gives_torchs_outputs(always_convert: None) -> None:
+    net, inputs = small_net(), torch.randn(40, 3, 24, 24)
+    engine = Engine(net, CPU_FP32, len(inputs))
+
+    outputs = run(engine, inputs, 8)
+
+    with torch.no_grad():
+        torch.testing.assert_close(outputs, net(inputs), atol=1e-4, rtol=1e-4)
+    choice = engine.choice
+    assert set(choice.images_per_s) == {"torch", *RUNTIMES} and not choice.rejected
+    assert choice.runtime == max(choice.images_per_s, key=choice.images_per_s.get)
+    assert choice.threads == torch.get_num_threads()
+
+
+def test_a_short_pass_stays_in_torch_without_converting(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(runtime, "onnx_graph", lambda *args: pytest.fail("converted a short pass"))
+    engine = Engine(small_net(), CPU_FP32, 24)
+
+    run(engine, torch.randn(24, 3, 24, 24), 8)
+
+    assert engine.choice.runtime == "torch" and engine.choice.reason == "too few images left to convert"
+
+
+class Noisy(nn.Module):
+    """Outputs that no other runtime can reproduce: its random numbers are its own."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pooled = x.mean(dim=(2, 3))
+        return pooled + torch.rand_like(pooled)
+
+
+def test_a_runtime_whose_outputs_differ_from_torchs_is_rejected(always_convert: None) -> None:
+    engine = Engine(Noisy(), CPU_FP32, 32)
+
+    run(engine, torch.randn(32, 3, 8, 8), 8)
+
+    assert engine.choice.runtime == "torch"
+    assert set(engine.choice.rejected) == set(RUNTIMES)
+    assert all("differs from torch's" in why for why in engine.choice.rejected.values())
+
+
+def test_the_graph_is_exported_once_per_content(
+    always_convert: None, lab_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    exports = []
+    real_export = runtime._export
+    monkeypatch.setattr(runtime, "_export", lambda *args: exports.append(1) or real_export(*args))
+    inputs = torch.randn(32, 3, 24, 24)
+
+    for _ in range(2):
+        run(Engine(small_net(), CPU_FP32, len(inputs)), inputs, 8)
+    changed = small_net()
+    with torch.no_grad():
+        changed[0].weight.add_(1)
+    run(Engine(changed, CPU_FP32, len(inputs)), inputs, 8)
+
+    assert len(exports) == 2  # the second engine found the first one's graph; new weights, new graph
+    assert len(list((lab_home / "cache" / "runtimes").glob("*.onnx"))) == 2
+
+
+def test_bf16_passes_may_run_on_openvinos_bf16_and_stay_close_to_torch(always_convert: None) -> None:
+    accel = Accelerator(torch.device("cpu"), "bf16", channels_last=True)
+    net, inputs = accel.prepare(small_net()), torch.randn(32, 3, 24, 24)
+    engine = Engine(net, accel, len(inputs))
+
+    outputs = run(engine, inputs, 8).float()
+
+    assert "openvino-bf16" in {**engine.choice.images_per_s, **engine.choice.rejected}
+    with torch.no_grad():
+        reference = net(inputs)
+    assert (outputs - reference).abs().max() <= 0.08 * reference.abs().max()
+
+
+class ShapeSpy(nn.Module):
+    def __init__(self, module: nn.Module) -> None:
+        super().__init__()
+        self.module, self.shapes = module, set()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.shapes.add(tuple(x.shape))
+        return self.module(x)
+
+
+class Batches:
+    """A batch source of random images, as the training's sources serve them."""
+
+    def __init__(self, count: int) -> None:
+        self.images, self.labels = torch.randn(count, 3, 16, 16), torch.arange(count) % 3
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def load(self, indices: torch.Tensor, epoch: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.images[indices], self.labels[indices]
+
+
+def test_where_shapes_must_stay_fixed_every_pass_feeds_the_network_one_shape() -> None:
+    fixed = Accelerator(torch.device("cpu"), "fp32", channels_last=False, fixed_shapes=True)
+    source = Batches(21)  # batches of 8, 8 and 5
+    spy = ShapeSpy(small_net())
+
+    features, labels = embed(Engine(spy, fixed, len(source)), source, 8)
+    logits, _ = evaluate(spy, source, 8, fixed)
+
+    assert spy.shapes == {(8, 3, 16, 16)}
+    assert (
+        features.shape == (21, 16) and logits.shape == (21, 16) and labels.tolist() == source.labels.tolist()
+    )
+    with torch.no_grad():
+        torch.testing.assert_close(features, spy.module(source.images), atol=1e-5, rtol=1e-5)
+
+
+def test_elsewhere_the_last_batch_is_not_padded() -> None:
+    source, spy = Batches(21), ShapeSpy(small_net())
+
+    evaluate(spy, source, 8, CPU_FP32)
+
+    assert {shape[0] for shape in spy.shapes} == {8, 5}
+
+
+def test_the_analysis_probe_measures_the_same_in_a_runtime_as_in_torch(always_convert: None) -> None:
+    dataset = ingest(sample_path("digits"))
+    candidate = Candidate(resolve("efficientnet_lite0"))
+    cache = ImageCache(dataset.train[:48], candidate.preprocess.resize)
+
+    converted = probe(candidate, cache, CPU_FP32, batch_size=16)
+    in_torch = probe(candidate, cache, Accelerator(torch.device("cpu"), "fp32", False, fixed_shapes=True))
+
+    assert converted.runtime.runtime != "torch" and in_torch.runtime.runtime == "torch"
+    torch.testing.assert_close(converted.features, in_torch.features, atol=1e-3, rtol=1e-3)
+    torch.testing.assert_close(converted.logits, in_torch.logits, atol=1e-3, rtol=1e-3)
+    assert converted.stages.keys() == in_torch.stages.keys()
+    assert converted.layer_shifts == pytest.approx(in_torch.layer_shifts, rel=1e-3, abs=1e-4)
