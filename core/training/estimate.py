@@ -78,8 +78,8 @@ def estimate(plan: Plan, batches: int = 2) -> Estimate:
     built = setup.build(plan, dataset, accelerator(plan.device, plan.precision))
     setup_s = time.perf_counter() - started
     n_train, n_val = len(dataset.train), len(dataset.val) + len(dataset.test)
-    first = min(DEFAULT_BATCH_SIZE if plan.batch_size == AUTO else plan.batch_size, n_train)
-    count = min(batches, n_train // first) * first
+    decoded_batch = min(DEFAULT_BATCH_SIZE if plan.batch_size == AUTO else plan.batch_size, n_train)
+    count = min(batches, n_train // decoded_batch) * decoded_batch
     started = time.perf_counter()
     source = built.images(dataset.train[:count], train=True)
     decode = (time.perf_counter() - started) / count * (n_train + n_val)
