@@ -33,16 +33,21 @@ from core.training.plan import Plan
 from core.training.train import fit
 
 
-def test_an_epoch_sees_every_sample_once_in_a_new_order() -> None:
+def test_an_epoch_sees_every_sample_in_full_batches_in_a_new_order() -> None:
     first, second = epoch_batches(103, 10, seed=0, epoch=0), epoch_batches(103, 10, seed=0, epoch=1)
-    assert sorted(torch.cat(first).tolist()) == list(range(103))
-    assert torch.cat(first).tolist() != torch.cat(second).tolist()
+    assert [len(b) for b in first] == [10] * 11  # one shape for every step
+    seen = torch.cat(first).tolist()
+    assert sorted(set(seen)) == list(range(103))
+    assert seen[103:] == seen[:7]  # the last batch filled from the start of the same shuffle
+    assert all(len(set(b.tolist())) == len(b) for b in first)  # no image twice in one batch
+    assert seen != torch.cat(second).tolist()
     assert [b.tolist() for b in first] == [b.tolist() for b in epoch_batches(103, 10, seed=0, epoch=0)]
 
 
-def test_a_last_batch_of_one_joins_the_one_before() -> None:
-    sizes = [len(b) for b in epoch_batches(21, 10, seed=0, epoch=0)]
-    assert sizes == [10, 11]
+def test_a_data_set_smaller_than_the_batch_is_one_batch_of_all_of_it() -> None:
+    assert [len(b) for b in epoch_batches(7, 10, seed=0, epoch=0)] == [7]
+    assert [len(b) for b in epoch_batches(21, 10, seed=0, epoch=0)] == [10, 10, 10]  # no batch of one
+    assert epoch_batches(0, 10, seed=0, epoch=0) == []
 
 
 def test_rank_shares_hold_every_sample_once_and_differ_by_at_most_one() -> None:

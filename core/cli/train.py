@@ -52,7 +52,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--cut", help="case 2: the stage after which to cut (default: the family's)")
     parser.add_argument("--image-size", type=int, help="input side in pixels (default: the backbone's)")
-    parser.add_argument("--batch-size", type=int, default=32, help="images per step")
+    parser.add_argument(
+        "--batch-size",
+        type=_batch_size,
+        default="auto",
+        help="images per step, or auto: 32 on a CPU, measured on a GPU (cases 3, 4)",
+    )
     parser.add_argument("--lr", type=float, default=1e-3, help="learning rate of the new head")
     parser.add_argument(
         "--body-lr",
@@ -80,6 +85,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--workers", type=int, default=1, help="with --submit: processes training the run together"
     )
     add_owner_argument(parser)
+
+
+def _batch_size(text: str) -> int | str:
+    """``auto`` or a whole number; the plan checks its range."""
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is neither auto nor a whole number") from None
 
 
 class _WithDefaults(argparse.HelpFormatter):

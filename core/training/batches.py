@@ -20,7 +20,14 @@ from core.training.transforms import to_model_input
 
 
 class ImageSource:
-    """Model inputs made on the device from a cache of resized uint8 images."""
+    """Model inputs made on the device from a cache of resized uint8 images.
+
+    On CUDA a cache that fits in ``DEVICE_CACHE_FRACTION`` of the free GPU memory is copied to
+    the GPU once: each batch is then an index into it, and no step waits for a copy from the
+    host. A larger one stays in host memory, and each batch travels pinned, as uint8.
+    """
+
+    DEVICE_CACHE_FRACTION = 0.25  # of the free GPU memory; the rest is for training itself
 
     def __init__(
         self,
@@ -31,30 +38,54 @@ class ImageSource:
         train: bool,
         augment: str = "none",
         seed: int = 0,
+        placed: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> None:
         self.cache, self.pre, self.accel = cache, pre, accel
         self.train, self.augment = train, augment
         # Augmentation draws from its own CPU generator: a seeded run augments alike on any device.
         self.generator = torch.Generator().manual_seed(seed)
+        # The pixels and labels where batches are indexed from: the cache's, or a copy on the GPU.
+        self.pixels, self.labels = placed or self._place(cache, accel)
+
+    @staticmethod
+    def fits_on_device(cache_bytes: int, free_bytes: int) -> bool:
+        """Whether a cache of ``cache_bytes`` goes to a GPU with ``free_bytes`` free."""
+        return cache_bytes <= ImageSource.DEVICE_CACHE_FRACTION * free_bytes
+
+    @staticmethod
+    def _place(cache: ImageCache, accel: Accelerator) -> tuple[torch.Tensor, torch.Tensor]:
+        images, labels = cache.images, cache.labels
+        if accel.device.type != "cuda":
+            return images, labels
+        free, _ = torch.cuda.mem_get_info(accel.device)
+        if not ImageSource.fits_on_device(images.numel() * images.element_size(), free):
+            return images, labels
+        return images.to(accel.device), labels.to(accel.device)
 
     def __len__(self) -> int:
         return len(self.cache)
 
     def centred(self) -> ImageSource:
         """The same images as validation sees them: the centre crop, no augmentation."""
-        return ImageSource(self.cache, self.pre, self.accel, train=False)
+        return ImageSource(self.cache, self.pre, self.accel, train=False, placed=(self.pixels, self.labels))
 
     def load(self, indices: torch.Tensor, epoch: int) -> Batch:
-        pixels, labels = self.cache.images[indices], self.cache.labels[indices]
-        if self.accel.pin_memory:
-            pixels, labels = pixels.pin_memory(), labels.pin_memory()
-        device, non_blocking = self.accel.device, self.accel.pin_memory
-        # Augment on the device, from uint8 that travels four times lighter than floats.
-        pixels = pixels.to(device, non_blocking=non_blocking)
+        device, pinned = self.accel.device, self.accel.pin_memory
+        if self.pixels.device == device:  # on the GPU already, or training on the CPU
+            # A pinned copy of the indices is the one host-to-device copy that waits for nothing.
+            where = indices.pin_memory().to(device, non_blocking=True) if pinned else indices.to(device)
+            pixels, labels = self.pixels[where], self.labels[where]
+        else:
+            pixels, labels = self.pixels[indices], self.labels[indices]
+            if pinned:
+                pixels, labels = pixels.pin_memory(), labels.pin_memory()
+            # Augment on the device, from uint8 that travels four times lighter than floats.
+            pixels = pixels.to(device, non_blocking=pinned)
+            labels = labels.to(device, non_blocking=pinned)
         inputs = to_model_input(
             pixels, self.pre, train=self.train, augment=self.augment, generator=self.generator
         )
-        return self.accel.to_device(inputs), labels.to(device, non_blocking=non_blocking)
+        return self.accel.to_device(inputs), labels
 
 
 class FeatureSource:

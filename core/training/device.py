@@ -70,7 +70,12 @@ def accelerator(device: str = "auto", precision: str = "auto", local_rank: int =
     chosen = choose_precision(dev, precision)
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
-        torch.backends.cudnn.benchmark = True  # fixed input sizes: let cuDNN pick its fastest kernels
+        # On, because every training batch of a run has one shape (``epoch_batches`` fills the
+        # last one): cuDNN then times its kernels for each convolution once per shape and pass
+        # (forward; backward, and again when a stage starts training the body's weights) and
+        # every later step reuses the fastest. It costs seconds at each new shape, which is why
+        # training never varies its batch; evaluation's remainder batch is one more shape.
+        torch.backends.cudnn.benchmark = True
     # channels_last pays off where convolutions run through cuDNN or oneDNN's reduced precision.
     channels_last = dev.type == "cuda" or (dev.type == "cpu" and chosen == "bf16")
     return Accelerator(dev, chosen, channels_last, fixed_shapes=dev.type == "cuda")

@@ -24,10 +24,11 @@ from core.artifacts.export import export_model
 from core.data import ingest
 from core.models.adapt import aux_weight
 from core.training import head, setup
+from core.training.batch_size import DEFAULT_BATCH_SIZE, choose_batch_size
 from core.training.batches import ImageSource
 from core.training.device import Accelerator, accelerator
 from core.training.loop import Optimisation
-from core.training.plan import Plan
+from core.training.plan import AUTO, Plan
 from core.training.setup import Setup
 from core.training.stages import stage_groups
 
@@ -66,9 +67,10 @@ def estimate(plan: Plan, batches: int = 2) -> Estimate:
     batches (the first warms up, the last counts), the new layer's fit (cases 1 and 2) on
     features of the real size, and a real export.
 
-    Every batch is full (the whole training set, when that is smaller than one): a short
-    remainder would spread the fixed cost of a step over fewer images and overstate the cost of
-    each, and a batch of one fails BatchNorm in training.
+    Every batch is full (the whole training set, when that is smaller than one), as in training,
+    at the batch size training will choose (``core.training.batch_size``, which on a GPU measures
+    steps itself: that time is part of the preparation). An epoch trains whole batches, its last
+    one filled from the start of the shuffle.
     """
     started = time.perf_counter()
     plan = plan.resolve()
@@ -76,12 +78,18 @@ def estimate(plan: Plan, batches: int = 2) -> Estimate:
     built = setup.build(plan, dataset, accelerator(plan.device, plan.precision))
     setup_s = time.perf_counter() - started
     n_train, n_val = len(dataset.train), len(dataset.val) + len(dataset.test)
-    size = min(plan.batch_size, n_train)
-    chunks = list(torch.arange(min(batches, n_train // size) * size).split(size))
-    count = len(chunks) * size
+    decoded_batch = min(DEFAULT_BATCH_SIZE if plan.batch_size == AUTO else plan.batch_size, n_train)
+    count = min(batches, n_train // decoded_batch) * decoded_batch
     started = time.perf_counter()
     source = built.images(dataset.train[:count], train=True)
     decode = (time.perf_counter() - started) / count * (n_train + n_val)
+    started = time.perf_counter()
+    size = min(choose_batch_size(built, source, n_train).size, n_train)
+    choose_s = time.perf_counter() - started
+    # Batches of the chosen size from the images decoded (repeated if they are fewer: a step
+    # costs the same whichever images it sees).
+    chunks = [chunk % count for chunk in torch.arange(min(batches, n_train // size) * size).split(size)]
+    trained = math.ceil(n_train / size) * size  # the images an epoch's full batches hold
     accel = built.accel
     if plan.trains_body:
         eval_per_image, _ = _forward_seconds(built.model, source, chunks[-1], accel)
@@ -91,8 +99,8 @@ def estimate(plan: Plan, batches: int = 2) -> Estimate:
             _train_step_seconds(built, source, chunks[0], chunks[-1], head_only=True) if head_only else whole
         )
         per_image = (head_only * first + (plan.epochs - head_only) * whole) / plan.epochs
-        epoch = per_image * n_train + eval_per_image * n_val
-        prepare = setup_s + decode
+        epoch = per_image * trained + eval_per_image * n_val
+        prepare = setup_s + decode + choose_s
     else:
         views = plan.feature_views if plan.augment != "none" else 1
         embed_per_image, features = _forward_seconds(built.frozen, source, chunks[-1], accel)

@@ -67,15 +67,62 @@ def shard(count: int, ranks: Ranks, seed: int) -> list[int]:
 
 
 def epoch_batches(count: int, batch_size: int, seed: int, epoch: int) -> list[torch.Tensor]:
-    """A fresh shuffle of ``range(count)`` cut into batches, each sample exactly once.
+    """A fresh shuffle of ``range(count)`` cut into batches that all have one size.
 
-    A last batch of one image joins the one before it: BatchNorm cannot normalise a single value.
+    One shape for every step of a run: under ``cudnn.benchmark`` each new input shape autotunes
+    every convolution again (forward, and backward in training), so a short last batch would be a
+    second shape every epoch. The last batch is filled from the start of the same shuffle: every
+    sample is seen at least once, fewer than a batch of them twice, and never twice in one batch
+    (which would also weigh one image double in BatchNorm's statistics). A data set smaller than
+    the batch is one batch of all of it.
     """
+    if count == 0:
+        return []
+    size = min(batch_size, count)
     order = torch.randperm(count, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
-    batches = list(order.split(batch_size))
-    if len(batches) > 1 and len(batches[-1]) == 1:
-        batches[-2:] = [torch.cat(batches[-2:])]
-    return batches
+    fill = -count % size
+    return list(torch.cat([order, order[:fill]]).split(size))
+
+
+class EpochTotals:
+    """An epoch's running sums, kept on the device so that no step waits for the device.
+
+    Reading a number from a GPU makes the CPU wait for all the work queued before it; a read
+    per step keeps the card idle while the CPU prepares the next step. ``add`` only queues
+    arithmetic; ``read`` copies everything back at once, when a progress report is due and at
+    the end of the epoch. Steps with a non-finite loss add nothing. ``skips_allowed`` is how many
+    of them in a row are tolerated (fp16's grad scaler skips such a step, and ``MAX_SKIPPED_STEPS``
+    in a row mean the weights have blown up; without a scaler, none): the first step past that
+    is what ``read`` reports, by raising ``Diverged``.
+    """
+
+    def __init__(self, device: torch.device, skips_allowed: int) -> None:
+        self.dtype = torch.float32 if device.type == "mps" else torch.float64  # MPS has no float64
+        self.skips_allowed = skips_allowed
+        self.sums = torch.zeros(3, dtype=self.dtype, device=device)  # loss sum, correct, seen
+        self.bad_run = torch.zeros((), dtype=torch.int64, device=device)  # non-finite steps in a row
+        self.failed = torch.tensor([-1.0, 0.0], dtype=self.dtype, device=device)  # first step, its loss
+        self.last_read = [0.0, 0.0, 0.0]
+
+    def add(self, step: int, loss_sum: torch.Tensor, correct: torch.Tensor, images: int) -> None:
+        loss_sum = loss_sum.detach().to(self.dtype)
+        finite = torch.isfinite(loss_sum)
+        values = torch.stack([loss_sum, correct.to(self.dtype), torch.full_like(loss_sum, images)])
+        self.sums += torch.where(finite, values, 0.0)
+        self.bad_run = torch.where(finite, 0, self.bad_run + 1)
+        first_failure = (self.bad_run > self.skips_allowed) & (self.failed[0] < 0)
+        failure = torch.stack([torch.full_like(loss_sum, step), loss_sum / images])
+        self.failed = torch.where(first_failure, failure, self.failed)
+
+    def read(self) -> tuple[float | None, float]:
+        """The mean loss of the steps since the last read (``None`` if all were skipped) and the
+        images seen so far; raises ``Diverged`` at the first step past the skips allowed."""
+        loss_sum, correct, seen, failed_step, failed_loss = torch.cat([self.sums, self.failed]).tolist()
+        if failed_step >= 0:
+            raise Diverged(int(failed_step) + 1, failed_loss)
+        new_loss, new_seen = loss_sum - self.last_read[0], seen - self.last_read[2]
+        self.last_read = [loss_sum, correct, seen]
+        return (new_loss / new_seen if new_seen else None), seen
 
 
 @dataclass
@@ -123,7 +170,9 @@ class Optimisation:
         for group in self.optimizer.param_groups:
             group["lr"] = group["base_lr"] * factor
 
-    def step(self, inputs: torch.Tensor, labels: torch.Tensor) -> tuple[float, int]:
+    def step(self, inputs: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One optimisation step; returns the batch's summed loss and its number of correct
+        predictions as tensors on the device, so that the step never waits for the device."""
         with self.accel.autocast():
             output = self.model(inputs)
         loss, logits = self.loss(output, labels)
@@ -131,8 +180,8 @@ class Optimisation:
         self.scaler.scale(loss).backward()
         self.scaler.step(self.optimizer)
         self.scaler.update()
-        correct = int((logits.argmax(1) == labels).sum())
-        return float(loss.detach()) * len(labels), correct
+        correct = (logits.argmax(1) == labels).sum()
+        return loss.detach() * len(labels), correct
 
 
 def train_one_epoch(
@@ -143,17 +192,20 @@ def train_one_epoch(
     lr_factor: Callable[[int], float],
     on_batch: OnBatch,
     ranks: Ranks,
+    report_every_s: float = 0.0,
 ) -> tuple[float, float]:
     """One pass over ``batches``; returns mean loss and accuracy over all ranks' samples.
 
-    Raises ``Diverged`` at a step whose loss is not finite, unless fp16's grad scaler skipped
-    that step (it skips any step with non-finite gradients): then the step counts for nothing
-    and goes unreported, up to ``MAX_SKIPPED_STEPS`` in a row.
+    Losses and counts stay on the device (``EpochTotals``) and are read at the first step, then
+    when ``report_every_s`` has passed since the last read, and at the last step; each read that
+    saw a step calls ``on_batch`` with the mean loss since the read before. Raises ``Diverged``
+    at the first read after a step whose loss is not finite, naming that step, unless fp16's
+    grad scaler skipped it (it skips any step with non-finite gradients): then the step counts
+    for nothing and goes unreported, up to ``MAX_SKIPPED_STEPS`` in a row.
     """
     opt.train_mode()
-    totals = torch.zeros(3, dtype=torch.float64)  # loss sum, correct, seen
-    skipped = 0
-    started = time.perf_counter()
+    totals = EpochTotals(opt.accel.device, MAX_SKIPPED_STEPS if opt.scaler.is_enabled() else 0)
+    started = last_read = time.perf_counter()
     # Ranks' shares differ by a sample, so their batch counts can differ by one: Join lets the
     # rank that finishes first shadow the other's gradient all-reduce instead of hanging.
     joined = opt.model.join() if ranks.distributed else contextlib.nullcontext()
@@ -161,20 +213,15 @@ def train_one_epoch(
         for step, indices in enumerate(batches):
             opt.set_lr(lr_factor(step))
             inputs, labels = source.load(indices, epoch)
-            loss_sum, correct = opt.step(inputs, labels)
-            if not math.isfinite(loss_sum):
-                skipped += 1
-                if not opt.scaler.is_enabled() or skipped > MAX_SKIPPED_STEPS:
-                    raise Diverged(step + 1, loss_sum / len(labels))
-                continue
-            skipped = 0
-            totals += torch.tensor([loss_sum, correct, len(labels)], dtype=torch.float64)
-            rate = totals[2].item() * ranks.world / (time.perf_counter() - started)
-            on_batch(step + 1, len(batches), loss_sum / len(labels), rate)
-    if ranks.distributed:
-        totals = _sum_over_ranks(totals, opt.accel.device)
-    seen = max(1.0, totals[2].item())
-    return totals[0].item() / seen, totals[1].item() / seen
+            totals.add(step, *opt.step(inputs, labels), len(labels))
+            if step in (0, len(batches) - 1) or time.perf_counter() - last_read >= report_every_s:
+                loss, seen = totals.read()
+                last_read = time.perf_counter()
+                if loss is not None:
+                    on_batch(step + 1, len(batches), loss, seen * ranks.world / (last_read - started))
+    sums = _sum_over_ranks(totals.sums) if ranks.distributed else totals.sums
+    loss_sum, correct, seen = sums.tolist()
+    return loss_sum / max(1.0, seen), correct / max(1.0, seen)
 
 
 def evaluate(model: nn.Module, source: BatchSource, batch_size: int, accel: Accelerator) -> Batch:
@@ -216,9 +263,9 @@ def halve_batch_on_oom(
         warn(f"out of memory: retrying with batch size {batch_size}")
 
 
-def _sum_over_ranks(values: torch.Tensor, device: torch.device) -> torch.Tensor:
+def _sum_over_ranks(values: torch.Tensor) -> torch.Tensor:
     import torch.distributed as dist
 
-    on_device = values.to(device)  # nccl reduces GPU tensors only
-    dist.all_reduce(on_device)
-    return on_device.cpu()
+    summed = values.clone()  # on the training device: nccl reduces GPU tensors only
+    dist.all_reduce(summed)
+    return summed

@@ -28,6 +28,7 @@ AUGMENTATIONS: tuple[str, ...] = ("none", "light", "strong")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 CLASS_WEIGHTING = ("auto", "on", "off")
 DEVICES = ("auto", "cpu", "cuda", "mps")  # plus "cuda:N"
+AUTO = "auto"  # a batch size chosen for the device (core.training.batch_size)
 # The version of the plan's JSON shape, stored as "schema" in plan.json. A plan written by an
 # older version is migrated on read (``Plan.from_stored``), never refused: every stored run must
 # stay readable after an upgrade.
@@ -61,7 +62,9 @@ class Plan:
     and 4. ``patience`` stops a run after that many epochs
     without a better validation accuracy (0: never). ``workers`` is how many processes train
     the run together (DistributedDataParallel): ``torchrun`` on the local jobs backend, Ray
-    Train under Ray; ``batch_size`` is each one's.
+    Train under Ray; ``batch_size`` is each one's. ``batch_size`` ``"auto"`` is 32 on a CPU and,
+    for cases 3 and 4 on a CUDA GPU, a size measured on the run's own steps; the learning rates
+    are then meant for a batch of 32 and scale with the size chosen (``core.training.batch_size``).
     """
 
     data: str = ""
@@ -70,7 +73,7 @@ class Plan:
     cut: str | None = None
     weights: str = "imagenet"
     epochs: int = 10
-    batch_size: int = 32
+    batch_size: int | str = AUTO
     lr: float = 1e-3
     body_lr: float | None = None
     freeze_epochs: int | None = None
@@ -99,7 +102,7 @@ class Plan:
         if self.device not in DEVICES and not _is_cuda_index(self.device):
             raise PlanError(f"device {self.device!r} is not one of: {', '.join(DEVICES)}, cuda:N")
         _between("epochs", self.epochs, 1, MAX_EPOCHS)
-        _between("batch_size", self.batch_size, 2, MAX_BATCH_SIZE)  # BatchNorm cannot train on one image
+        _check_batch_size(self.batch_size)
         _between("feature_views", self.feature_views, 1, MAX_FEATURE_VIEWS)
         _between("patience", self.patience, 0, MAX_EPOCHS)
         _between("workers", self.workers, 1, MAX_WORKERS)
@@ -238,17 +241,27 @@ _MIGRATIONS = {1: _from_first_release}
 def _check_types(plan: Plan) -> None:
     for f in fields(plan):
         value = getattr(plan, f.name)
-        kind = f.type.replace(" | None", "")
+        kinds = [kind for kind in f.type.split(" | ") if kind != "None"]
         if value is None and "None" in f.type:
             continue
-        if kind == "float" and isinstance(value, int) and not isinstance(value, bool):
+        if kinds == ["float"] and isinstance(value, int) and not isinstance(value, bool):
             value = float(value) if abs(value) < 2**1023 else math.inf  # JSON writes 1.0 as 1 in places
             object.__setattr__(plan, f.name, value)
-        expected = {"str": str, "int": int, "float": float}[kind]
+        expected = tuple({"str": str, "int": int, "float": float}[kind] for kind in kinds)
         if isinstance(value, bool) or not isinstance(value, expected):
             raise PlanError(f"{f.name} must be {f.type}, not {value!r}"[:200])
-        if kind == "float" and not math.isfinite(value):
+        if kinds == ["float"] and not math.isfinite(value):
             raise PlanError(f"{f.name} must be a finite number, not {value!r}")
+
+
+def _check_batch_size(value: int | str) -> None:
+    if isinstance(value, str):
+        if value != AUTO:
+            raise PlanError(
+                f"batch_size {value!r} is neither {AUTO!r} nor a number from 2 to {MAX_BATCH_SIZE:,}"
+            )
+        return
+    _between("batch_size", value, 2, MAX_BATCH_SIZE)  # BatchNorm cannot train on one image
 
 
 def _between(name: str, value: int, low: int, high: int) -> None:

@@ -32,6 +32,7 @@ from core.models.adapt import aux_weight
 from core.models.runtime import Choice, Engine
 from core.storage import RunFiles, read_json, write_json
 from core.training import head, metrics, setup, verdict
+from core.training.batch_size import DEFAULT_BATCH_SIZE, BatchChoice, choose_batch_size, lr_scale
 from core.training.batches import FeatureSource
 from core.training.device import Accelerator, Ranks, accelerator, ranks_from_env
 from core.training.events import (
@@ -54,13 +55,15 @@ from core.training.loop import (
     lr_at,
     train_one_epoch,
 )
-from core.training.plan import Plan
+from core.training.plan import AUTO, Plan
 from core.training.setup import Setup
 from core.training.stages import Stage, head_lr, optimizer_for, stage_groups, stages
 
 # A tie in validation accuracy counts as progress only if the loss falls by at least this much.
 LOSS_MIN_DELTA = 1e-4
-BATCH_EVENT_INTERVAL_S = 0.25  # at most four progress lines a second, and every epoch's last
+# At most four progress lines a second, and every epoch's first and last: each is a read of the
+# device's running sums, the one point where the CPU waits for the GPU to catch up.
+BATCH_EVENT_INTERVAL_S = 0.25
 
 
 class TrainingError(TransferLabError, RuntimeError):
@@ -100,15 +103,20 @@ class Training:
     def __init__(self, setup: Setup, dataset: Dataset, emit: Emit) -> None:
         self.setup, self.plan, self.emit = setup, setup.plan, emit
         self.accel, self.ranks = setup.accel, setup.ranks
-        self.batch_size = self.plan.batch_size
+        # The feature pass's batch (cases 1, 2) until the training batch is chosen, from the sources.
+        self.batch_size = DEFAULT_BATCH_SIZE if self.plan.batch_size == AUTO else self.plan.batch_size
         self.warnings: list[str] = []
         self.history: list[dict[str, float]] = []
         self.best_accuracy, self.best_loss, self.best_epoch = -1.0, float("inf"), -1
         self.val_samples, self.test_samples = dataset.val, dataset.test
         if not dataset.val:
             raise TrainingError("the validation split is empty: add images or raise val_fraction")
+        feature_batch = self.batch_size
         sources = setup.sources(dataset, emit, self._retry_on_oom)
         self.train_source, self.val_source, self.test_source = sources.train, sources.val, sources.test
+        self.batch = self._choose_batch()
+        if self.batch_size == feature_batch:  # else the feature pass ran out of memory: keep its halving
+            self.batch_size = self.batch.size
         self.runtimes: dict[str, dict[str, Any]] = {}
         if sources.features_runtime is not None:
             self._ran("features", sources.features_runtime)
@@ -181,15 +189,9 @@ class Training:
         batches = epoch_batches(len(self.train_source), batch_size, self.plan.seed, epoch)
         steps = len(batches) * len(stage.epochs)  # the learning-rate curve spans the stage
         first = len(batches) * (epoch - stage.epochs.start)
-        last_event = [0.0]
 
         def on_batch(step: int, of: int, loss: float, images_per_s: float) -> None:
-            now = time.monotonic()
-            if step == of or now - last_event[0] >= BATCH_EVENT_INTERVAL_S:
-                last_event[0] = now
-                self.emit(
-                    BatchEnd(epoch=epoch + 1, step=step, steps=of, loss=loss, images_per_s=images_per_s)
-                )
+            self.emit(BatchEnd(epoch=epoch + 1, step=step, steps=of, loss=loss, images_per_s=images_per_s))
 
         try:
             return train_one_epoch(
@@ -200,6 +202,7 @@ class Training:
                 lambda step: lr_at(first + step, steps, self.plan.schedule),
                 on_batch,
                 self.ranks,
+                report_every_s=BATCH_EVENT_INTERVAL_S,
             )
         except Diverged as exc:
             raise TrainingError(
@@ -243,6 +246,8 @@ class Training:
         """A fresh optimiser for a stage."""
         plan, model = self.plan, self.setup.model
         groups = stage_groups(model, plan, stage.head_only)
+        for group in groups:  # an "auto" batch scales the plan's rates, which are meant for 32
+            group["base_lr"] *= self.batch.lr_scale
         optimizer = optimizer_for(plan.optimizer, groups, plan.weight_decay)
         trainable = self._parallel(self.setup.trainable)
         return Optimisation(trainable, optimizer, self.accel, self.setup.class_weights, aux_weight(model))
@@ -253,13 +258,25 @@ class Training:
         device_ids = [self.accel.device.index] if self.accel.device.type == "cuda" else None
         return DistributedDataParallel(module, device_ids=device_ids)
 
+    def _choose_batch(self) -> BatchChoice:
+        """The training batch (``core.training.batch_size``); under torchrun rank 0's, for all:
+        shares differ by a sample, and every rank must step alike."""
+        choice = choose_batch_size(self.setup, self.train_source, len(self.train_source))
+        if not self.ranks.distributed:
+            return choice
+        size = self._from_rank_0(choice.size)
+        if size == choice.size:
+            return choice
+        return BatchChoice(size, "rank 0's choice", lr_scale(size, self.plan.optimizer))
+
     def _agree(self, stop: bool) -> bool:
         """Rank 0 decides on early stopping; the others follow, so that no rank waits alone."""
-        if not self.ranks.distributed:
-            return stop
-        flag = torch.tensor([int(stop)], device=self.accel.device)
-        dist.broadcast(flag, src=0)
-        return bool(flag.item())
+        return bool(self._from_rank_0(int(stop))) if self.ranks.distributed else stop
+
+    def _from_rank_0(self, value: int) -> int:
+        number = torch.tensor([value], device=self.accel.device)
+        dist.broadcast(number, src=0)
+        return int(number.item())
 
     def _retry_on_oom(self, work: Callable[[int], Any]) -> Any:
         """Run ``work(batch_size)``, halving the batch size on out-of-memory, with a warning.
@@ -274,13 +291,20 @@ class Training:
     def _ran(self, phase: str, choice: Choice) -> None:
         """Say which runtime ran a forward-only pass: in the events (the run's provenance) and
         in the metrics."""
-        self.runtimes[phase] = choice.to_dict()
-        record = choice.to_dict()
+        record = self.runtimes[phase] = choice.to_dict()
         self.emit(
             RuntimeChosen(
                 phase=phase, runtime=choice.runtime, reason=choice.reason, images_per_s=record["images_per_s"]
             )
         )
+
+    def _batch_record(self) -> dict[str, Any]:
+        """The batch trained with and why: what was chosen, and any halving after it."""
+        record = self.batch.to_dict()
+        if self.batch_size != self.batch.size:
+            record["reason"] += f"; halved to {self.batch_size} after running out of memory"
+            record["size"] = self.batch_size
+        return record
 
     def _warn(self, message: str, suggest: str | None = None) -> None:
         self.warnings.append(message)
@@ -306,8 +330,10 @@ class Training:
 
     def _measure(self, exported: Predictor) -> dict[str, Any]:
         classes = self.setup.classes
+        # The exported model runs on the CPU, where a plan's "auto" batch means the default.
+        cpu_batch = DEFAULT_BATCH_SIZE if self.plan.batch_size == AUTO else self.batch_size
         engine = exported.engine(len(self.val_samples) + len(self.test_samples))
-        logits, labels = _logits(exported, self.val_samples, self.batch_size, engine)
+        logits, labels = _logits(exported, self.val_samples, cpu_batch, engine)
         report = metrics.report(logits, labels, [_file(s) for s in self.val_samples], classes)
         self.best_accuracy = report["accuracy"]
         majority = metrics.majority_rate(labels.tolist(), len(classes))
@@ -322,13 +348,14 @@ class Training:
             "history": self.history,
             "device": str(self.accel.device),
             "precision": self.accel.precision,
+            "batch": self._batch_record(),
             "class_weights": None if self.setup.class_weights is None else self.setup.class_weights.tolist(),
             "plan": self.plan.to_dict(),
         }
         if self.head_choice is not None:
             result["head"] = self.head_choice.to_dict()
         if self.test_samples:
-            test_logits, test_labels = _logits(exported, self.test_samples, self.batch_size, engine)
+            test_logits, test_labels = _logits(exported, self.test_samples, cpu_batch, engine)
             files = [_file(s) for s in self.test_samples]
             result["test"] = metrics.report(test_logits, test_labels, files, classes)
         judged = verdict.judge(self.best_accuracy, majority, self.plan.to_dict())
