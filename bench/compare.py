@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -35,6 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
+import hostinfo
 import photos
 
 
@@ -57,7 +57,8 @@ def spawn(command: list[str], home: Path) -> dict:
 def engine(data: Path, case: int, seed: int, args: argparse.Namespace, home: Path) -> dict:
     out = home / "runs" / f"engine-{case}-{seed}-{time.time_ns()}"
     command = [sys.executable, "-m", "core", "train", str(data), "--backbone", args.backbone, "--case", str(case),
-               "--epochs", str(args.epochs), "--seed", str(seed), "--out", str(out), "--json"]  # fmt: skip
+               "--epochs", str(args.epochs), "--seed", str(seed), "--out", str(out), "--precision", args.precision,
+               "--json"]  # fmt: skip
     if args.size:
         command += ["--image-size", str(args.size)]
     run = spawn(command, home)
@@ -95,32 +96,38 @@ def time_to_reach(run: dict, target: float) -> float | None:
 
 
 def feature_efficiency(data: Path, args: argparse.Namespace) -> dict:
-    """The feature pass (cached uint8 images to features) against the bare ``model(x)`` on the
-    same input tensors, precision and batch size; decoding into the cache timed apart."""
+    """The feature pass (cached uint8 images to features, in whichever runtime the engine
+    chooses) against torch's bare ``model(x)`` on the same input tensors, precision and batch
+    size; decoding into the cache timed apart."""
     import torch
 
     from core.data import ingest
+    from core.models.runtime import Engine
     from core.training import setup
+    from core.training.batch_size import DEFAULT_BATCH_SIZE
     from core.training.batches import embed
     from core.training.device import accelerator
     from core.training.plan import Plan
 
-    plan = Plan(data=str(data), backbone=args.backbone, case=1, image_size=args.size).resolve()
+    plan = Plan(
+        data=str(data), backbone=args.backbone, case=1, image_size=args.size, precision=args.precision
+    )
+    plan = plan.resolve()
     dataset = ingest(plan.data, seed=plan.seed)
     built = setup.build(plan, dataset, accelerator(plan.device, plan.precision))
     started = time.perf_counter()
     source = built.images(dataset.train, train=False)
     decode_s = time.perf_counter() - started
-    body, accel = built.frozen.eval(), built.accel
-    batches = list(torch.arange(len(source)).split(plan.batch_size))
-    inputs = [source.load(indices, epoch=0)[0] for indices in batches]  # made before the clock starts
+    body, accel, batch = built.frozen.eval(), built.accel, DEFAULT_BATCH_SIZE
+    inputs = [source.load(indices, epoch=0)[0] for indices in torch.arange(len(source)).split(batch)]
     with torch.no_grad(), accel.autocast():
         body(inputs[0])  # warm-up
-    best_pass, best_bare = float("inf"), float("inf")
+    best_pass, best_bare, runtime = float("inf"), float("inf"), None
     for _ in range(args.repeats):  # the fastest of a few: the machine's noise out, the work in
         started = time.perf_counter()
-        embed(body, source, plan.batch_size, accel)
-        best_pass = min(best_pass, time.perf_counter() - started)
+        engine = Engine(body, accel, len(source))
+        embed(engine, source, batch)
+        best_pass, runtime = min(best_pass, time.perf_counter() - started), engine.choice.runtime
         started = time.perf_counter()
         with torch.no_grad(), accel.autocast():
             for x in inputs:
@@ -129,7 +136,7 @@ def feature_efficiency(data: Path, args: argparse.Namespace) -> dict:
     images = len(source)
     return {"images": images, "decode_images_per_s": images / decode_s, "pass_images_per_s": images / best_pass,
             "bare_images_per_s": images / best_bare, "efficiency": best_bare / best_pass,
-            "precision": accel.precision, "batch_size": plan.batch_size}  # fmt: skip
+            "precision": accel.precision, "batch_size": batch, "runtime": runtime}  # fmt: skip
 
 
 def main() -> None:
@@ -137,6 +144,11 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="tiny data, 2 epochs, 1 seed: checks the script")
     parser.add_argument("--backbone", default="efficientnet_lite0")
     parser.add_argument("--cases", default="1,2,3")
+    parser.add_argument(
+        "--precision",
+        default="auto",
+        help="the engine's (the baseline runs fp32): fp32 compares like with like",
+    )
     args = parser.parse_args()
     args.epochs, seeds, per_class, args.size = (2, (0,), 1, 96) if args.quick else (10, (0, 1, 2), 5, None)
     args.repeats = 1 if args.quick else 3
@@ -190,7 +202,7 @@ HEADER = (
 
 def table(summary: dict, efficiency: dict, args: argparse.Namespace) -> str:
     lines = [
-        f"{args.backbone}, {args.epochs} epochs, {platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+        f"{args.backbone}, {args.epochs} epochs, engine precision {args.precision}, {hostinfo.describe()}",
         HEADER,
         "|---|---|---|---|---|---|---|---|",
     ]
@@ -203,7 +215,7 @@ def table(summary: dict, efficiency: dict, args: argparse.Namespace) -> str:
             f"({row['images_per_s_ratio']:.1f}x) | {row['engine_peak_mib']:.0f} / {row['baseline_peak_mib']:.0f} |"
         )
     lines.append(
-        f"feature pass {efficiency['pass_images_per_s']:.0f} images/s, bare model(x) "
+        f"feature pass {efficiency['pass_images_per_s']:.0f} images/s ({efficiency['runtime']}), torch's bare model(x) "
         f"{efficiency['bare_images_per_s']:.0f} images/s ({efficiency['efficiency']:.0%}, {efficiency['precision']}, "
         f"batch {efficiency['batch_size']}); decoding {efficiency['decode_images_per_s']:.0f} images/s"
     )

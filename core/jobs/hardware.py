@@ -40,10 +40,14 @@ def cpu_name() -> str:
     return _cpuinfo().get("model name", "CPU")
 
 
+def cpu_flags() -> tuple[str, ...]:
+    """What the CPU can do, as ``/proc/cpuinfo`` names it (``avx2``, ``amx_bf16`` ...)."""
+    return tuple(_cpuinfo().get("flags", "").split())
+
+
 def cpu_has_bf16() -> bool:
     """AMX or AVX-512 BF16: bf16 autocast is then ~3x faster than fp32 rather than emulated."""
-    flags = _cpuinfo().get("flags", "").split()
-    return any(flag in flags for flag in BF16_CPU_FLAGS)
+    return any(flag in cpu_flags() for flag in BF16_CPU_FLAGS)
 
 
 def describe() -> str:
