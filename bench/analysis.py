@@ -1,12 +1,14 @@
 """The data analysis, measured: its speed, how well its ranking predicts fine-tuning, and the race.
 
-    .venv/bin/python bench/analysis.py speed [--images 500]
+    .venv/bin/python bench/analysis.py speed [--images 500] [--backbones efficientnet_lite0]
     .venv/bin/python bench/analysis.py tau [--epochs 3] [--image-size 128] [--samples faces,textures]
     .venv/bin/python bench/analysis.py race [--epochs 3] [--image-size 96]
 
-- ``speed``: one backbone (EfficientNet-Lite0, 224 px) over N JPEG photo crops (bench/photos.py),
-  each part timed: decoding, the forward pass (BatchNorm moments and pooled stages included),
-  scoring the backbone (LogME and k-NN with their intervals), and the per-stage cut probe.
+- ``speed``: the analysis with its default candidates (every backbone with weights here, or
+  ``--backbones``) over N JPEG photo crops (bench/photos.py), each part timed: decoding, the
+  forward passes (BatchNorm moments and pooled stages included), scoring the backbones (LogME
+  and k-NN with their intervals), and the per-stage cut probe; first in torch alone (the
+  baseline), then with the inference runtimes, converting and then from the cached graphs.
 - ``tau``: on each bundled sample, the analysis's ranking of every backbone with weights here
   (plus a random-init Lite0) against the accuracy each reaches fine-tuned (case 3) for a few
   epochs; Kendall's tau of the two orders. Reported, never asserted.
@@ -33,24 +35,39 @@ sys.path.insert(0, str(ROOT / "bench"))
 SAMPLES = ("faces", "digits", "textures")
 
 
-def speed(images: int) -> None:
+def speed(images: int, backbones: tuple[str, ...]) -> None:
+    """The analysis three times on the same photos: torch alone (the baseline), then with the
+    inference runtimes, once converting (a first analysis) and once from the cached graphs."""
+    import hostinfo
     from photos import build
 
     from core.analysis import AnalysisPlan, analyse
     from core.data import ingest
+    from core.models.runtime import RUNTIMES_ENV
 
+    runs = {}
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["TRANSFER_LAB_HOME"] = tmp
         per_class = -(-images // (4 * 19))  # bench/photos.py: 4 classes x 19 photos x per_class crops
         data = build(Path(tmp) / "photos.zip", per_class=per_class, progress=lambda line: None)
         dataset = ingest(data)
-        started = time.perf_counter()
-        result = analyse(dataset, AnalysisPlan(backbones=("efficientnet_lite0",), sample=images))
-        total = time.perf_counter() - started
-    print(f"{result.sample_size} images, EfficientNet-Lite0 at 224 px: {total:.1f} s end to end")
-    for part, seconds in result.seconds.items():
-        print(f"  {part:<10} {seconds:6.1f} s")
-    print(f"  verdict {result.similarity.verdict} ({result.similarity.score:.2f}), case {result.advice.case}")
+        for name, allowed in (("torch", "torch"), ("runtimes, first", ""), ("runtimes, cached", "")):
+            os.environ[RUNTIMES_ENV] = allowed
+            started = time.perf_counter()
+            result = analyse(dataset, AnalysisPlan(backbones=backbones, sample=images))
+            runs[name] = (time.perf_counter() - started, result)
+            print(f"{name}: {runs[name][0]:.1f} s", file=sys.stderr, flush=True)
+        os.environ.pop(RUNTIMES_ENV)
+    baseline = runs["torch"][0]
+    names = ", ".join(entry.label for entry in result.ranking.entries)
+    print(f"{result.sample_size} photos, {names}; {hostinfo.describe()}")
+    print("| run | end to end | against torch | " + " | ".join(result.seconds) + " | runtimes |")
+    print("|---" * (len(result.seconds) + 4) + "|")
+    for name, (total, found) in runs.items():
+        chosen = ", ".join(f"{label}: {r['runtime']}" for label, r in found.runtimes.items())
+        parts = " | ".join(f"{seconds:.1f} s" for seconds in found.seconds.values())
+        print(f"| {name} | {total:.1f} s | {baseline / total:.1f}x | {parts} | {chosen} |")
+    print(f"verdict {result.similarity.verdict} ({result.similarity.score:.2f}), case {result.advice.case}")
 
 
 def kendall_tau(first: list[str], second: list[str]) -> float:
@@ -124,12 +141,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("what", choices=("speed", "tau", "race"))
     parser.add_argument("--images", type=int, default=500)
+    parser.add_argument(
+        "--backbones", default="", help="comma-separated (speed); default: every backbone with weights here"
+    )
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--image-size", type=int, default=None)
     parser.add_argument("--samples", default=",".join(SAMPLES), help="comma-separated bundled samples (tau)")
     args = parser.parse_args()
     if args.what == "speed":
-        speed(args.images)
+        speed(args.images, tuple(name for name in args.backbones.split(",") if name))
     elif args.what == "tau":
         tau(args.epochs, args.image_size or 128, tuple(args.samples.split(",")))
     else:

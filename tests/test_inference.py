@@ -172,3 +172,21 @@ def test_the_analysis_probe_measures_the_same_in_a_runtime_as_in_torch(always_co
     torch.testing.assert_close(converted.logits, in_torch.logits, atol=1e-3, rtol=1e-3)
     assert converted.stages.keys() == in_torch.stages.keys()
     assert converted.layer_shifts == pytest.approx(in_torch.layer_shifts, rel=1e-3, abs=1e-4)
+
+
+def test_an_operator_can_narrow_the_runtimes_or_turn_them_off(
+    always_convert: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    inputs = torch.randn(32, 3, 24, 24)
+    monkeypatch.setenv(runtime.RUNTIMES_ENV, "openvino")
+    narrowed = Engine(small_net(), CPU_FP32, len(inputs))
+    run(narrowed, inputs, 8)
+    monkeypatch.setenv(runtime.RUNTIMES_ENV, "torch")
+    off = Engine(small_net(), CPU_FP32, len(inputs))
+    run(off, inputs, 8)
+
+    assert set(narrowed.choice.images_per_s) == {"torch", "openvino"}
+    assert off.choice.runtime == "torch" and off.choice.reason == "no other runtime allowed"
+    monkeypatch.setenv(runtime.RUNTIMES_ENV, "tensorrt")
+    with pytest.raises(ValueError, match="names 'tensorrt'; choose from onnxruntime, openvino, or torch"):
+        Engine(small_net(), CPU_FP32, len(inputs))

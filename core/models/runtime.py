@@ -42,11 +42,20 @@ PRECISION_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 # A runtime is worth converting to only when torch would need at least this long for what is
 # left of the pass: converting and timing the candidates costs one to a few seconds.
 MIN_SAVING_S = 3.0
+# Candidates are timed on this many inputs of a batch torch has run, twice (a warm-up, then the
+# timed call): enough to rank them, a fraction of a batch's work each. Against torch's rate on the
+# whole batch, a smaller batch if anything underrates them.
+CALIBRATION_INPUTS = 8
 # A runtime's outputs must match torch's float32 outputs on the same batch to within this
 # fraction of their largest magnitude (float32 runtimes agree to about 1e-5, measured), or, in a
 # pass that torch runs in reduced precision, to within twice torch's own distance from them.
 AGREEMENT = 1e-3
 CACHED_GRAPHS = 16  # ONNX graphs kept on disk, newest first
+# The runtimes an Engine may try besides torch, by default all of them; an operator can narrow
+# them (a runtime that misbehaves on some machine) or turn them off with "torch", as the
+# benchmarks do for their baselines.
+RUNTIMES_ENV = "TRANSFER_LAB_RUNTIMES"
+RUNTIMES = ("onnxruntime", "openvino")
 Outputs = tuple[torch.Tensor, ...]
 
 
@@ -116,8 +125,10 @@ class Engine:
     """Runs ``module`` (in eval mode, returning a tensor or a tuple of tensors) over the batches
     of one or more passes that hold ``images`` inputs in all; call it with each batch in turn.
 
-    Outputs are a tuple, on the accelerator's device, in the dtype the runtime gives (bf16
-    features stay bf16 in torch). ``runtimes`` names the candidates besides torch.
+    Every output has one row per input (so a batch can be padded, cut or split). Outputs are a
+    tuple, on the accelerator's device, in the dtype the runtime gives (bf16
+    features stay bf16 in torch). ``runtimes`` names the candidates besides torch (by default
+    ``configured_runtimes()``; empty: torch alone).
     """
 
     def __init__(
@@ -125,10 +136,11 @@ class Engine:
         module: nn.Module,
         accel: Accelerator,
         images: int,
-        runtimes: Sequence[str] = ("onnxruntime", "openvino"),
+        runtimes: Sequence[str] | None = None,
     ) -> None:
         self.module, self.accel, self.images = module, accel, images
-        self.runtimes = tuple(runtimes) if accel.device.type == "cpu" else ()
+        runtimes = configured_runtimes() if runtimes is None else tuple(runtimes)
+        self.runtimes = runtimes if accel.device.type == "cpu" else ()
         self.done = 0
         self.choice: Choice | None = None
         self._chosen: Callable[[torch.Tensor], Outputs] | None = None
@@ -170,7 +182,7 @@ class Engine:
         rates = {"torch": self._torch_rates[-1]}
         self._chosen = self._torch
         if not self.runtimes or remaining / rates["torch"] < MIN_SAVING_S:
-            why = "torch alone was asked for" if not self.runtimes else "too few images left to convert"
+            why = "no other runtime allowed" if not self.runtimes else "too few images left to convert"
             self.choice = Choice("torch", why, rates, threads=threads)
             return
         try:
@@ -178,6 +190,8 @@ class Engine:
         except Exception as exc:  # noqa: BLE001 - a module the exporter cannot trace stays with torch
             self.choice = Choice("torch", f"the ONNX export failed ({_line(exc)})", rates, threads=threads)
             return
+        batch = batch[:CALIBRATION_INPUTS]
+        reference = tuple(output[:CALIBRATION_INPUTS] for output in reference)
         exact, allowed = self._allowed_gaps(batch, reference)
         runners: dict[str, Callable[[torch.Tensor], Outputs]] = {"torch": self._torch}
         rejected = {}
@@ -250,6 +264,23 @@ class OpenVino:
             torch.from_numpy(self.request.get_output_tensor(i).data.copy())
             for i in range(len(self.compiled.outputs))
         )
+
+
+def configured_runtimes() -> tuple[str, ...]:
+    """``TRANSFER_LAB_RUNTIMES``: a comma-separated choice among RUNTIMES, or ``torch`` for none."""
+    value = os.environ.get(RUNTIMES_ENV, "").strip()
+    if not value:
+        return RUNTIMES
+    if value == "torch":
+        return ()
+    names = tuple(name.strip() for name in value.split(","))
+    unknown = [name for name in names if name not in RUNTIMES]
+    if unknown:
+        raise ValueError(
+            f"{RUNTIMES_ENV}={value!r} names {', '.join(map(repr, unknown))}; "
+            f"choose from {', '.join(RUNTIMES)}, or torch for none"
+        )
+    return names
 
 
 def onnx_graph(module: nn.Module, batch: torch.Tensor) -> bytes:
