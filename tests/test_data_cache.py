@@ -215,11 +215,11 @@ def test_workers_decode_the_same_pixels_as_one_process(
     tmp_path: Path, in_workers: None, monkeypatch: pytest.MonkeyPatch, max_ram_bytes: int, interpolation: str
 ) -> None:
     samples = mixed_images(tmp_path / "images", 30)
-    assert decode.workers_for(decode.Squares, len(samples)) >= 2
+    assert decode.workers_for(len(samples), decode.Squares.item_s(12)) >= 2
     built = ImageCache(samples, 12, interpolation=interpolation, max_ram_bytes=max_ram_bytes,
                        cache_dir=tmp_path / "parallel")  # fmt: skip
     monkeypatch.setenv(decode.WORKERS_ENV, "1")
-    assert decode.workers_for(decode.Squares, len(samples)) == 1
+    assert decode.workers_for(len(samples), decode.Squares.item_s(12)) == 1
     alone = ImageCache(samples, 12, interpolation=interpolation, max_ram_bytes=max_ram_bytes,
                        cache_dir=tmp_path / "serial")  # fmt: skip
     assert built.on_disk == alone.on_disk == (max_ram_bytes == 0)
@@ -310,7 +310,7 @@ AFFINITY = textwrap.dedent(
     import json, os
     from core.data import decode
     os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
-    print(json.dumps([decode.usable_cores(), decode.worker_cap(), decode.workers_for(decode.Squares, 100_000)]))
+    print(json.dumps([decode.usable_cores(), decode.worker_cap(), decode.workers_for(100_000, decode.Squares.item_s(224))]))
     """
 )
 
@@ -328,7 +328,7 @@ def test_the_environment_caps_the_workers(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.delenv(decode.WORKERS_ENV, raising=False)
     assert decode.worker_cap() == decode.usable_cores()
     monkeypatch.setenv(decode.WORKERS_ENV, "1")
-    assert decode.workers_for(decode.Squares, 100_000) == 1
+    assert decode.workers_for(100_000, decode.Squares.item_s(224)) == 1
     monkeypatch.setenv(decode.WORKERS_ENV, str(decode.usable_cores() + 5))
     assert decode.worker_cap() == decode.usable_cores()  # a cap, never more than the cores
     for bad in ("0", "two", "-3"):
@@ -336,16 +336,27 @@ def test_the_environment_caps_the_workers(monkeypatch: pytest.MonkeyPatch) -> No
         with pytest.raises(
             ValueError, match=f"TRANSFER_LAB_DECODE_WORKERS must be .* 1 or more.*got '{bad}'"
         ):
-            decode.workers_for(decode.Squares, 10)
+            decode.workers_for(10, decode.Squares.item_s(224))
 
 
-def test_a_few_images_are_decoded_here_many_in_workers(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize(
+    ("cores", "count", "item_s", "workers"),
+    [
+        (2, 128, decode.Squares.item_s(224), 1),  # measured: 0.6x as fast in workers
+        (2, 1_024, decode.Squares.item_s(224), 2),  # 1.5x
+        (2, 512, decode.Check.ITEM_S, 1),  # 0.6x
+        (2, 2_000, decode.Check.ITEM_S, 2),  # 1.2x
+        (16, 100, decode.Squares.item_s(224), 1),  # 0.15 s of work: not worth 0.2 s of start-up
+        (16, 2_000, decode.Squares.item_s(64), 16),
+        (16, 40, decode.Squares.item_s(2048), 2),  # big images: a chunk each for two workers
+    ],
+)
+def test_a_few_images_are_decoded_here_many_in_workers(
+    monkeypatch: pytest.MonkeyPatch, cores: int, count: int, item_s: float, workers: int
+) -> None:
     monkeypatch.delenv(decode.WORKERS_ENV, raising=False)
-    monkeypatch.setattr(decode, "usable_cores", lambda: 16)
-    assert decode.workers_for(decode.Squares, 100) == 1  # 0.15 s of images: not worth 0.2 s of start-up
-    assert decode.workers_for(decode.Squares, 2_000) == 16
-    assert decode.workers_for(decode.Squares, 96) == 1 and decode.workers_for(decode.Check, 500) == 1
-    assert decode.workers_for(decode.Check, 20_000) == 16
+    monkeypatch.setattr(decode, "usable_cores", lambda: cores)
+    assert decode.workers_for(count, item_s) == workers
 
 
 @MULTICORE

@@ -61,7 +61,7 @@ class ImageCache(torch.utils.data.Dataset):
         self._progress = progress
         shape = (len(self.samples), 3, size, size)
         self.on_disk = int(np.prod(shape)) > max_ram_bytes
-        workers = decode.workers_for(decode.Squares, len(self.samples))
+        workers = decode.workers_for(len(self.samples), decode.Squares.item_s(size))
         if self.on_disk:
             folder = cache_dir or _default_cache_dir(self.samples)
             array = self._memmap(folder / f"{self._key(interpolation)}.u8", shape, workers)

@@ -3,7 +3,7 @@
 The image cache and ingestion's validation each decode every image; one Python loop does a few
 hundred photos a second on one core, which leaves a 16-core machine waiting minutes on a
 100,000-image data set. A :class:`Pool` hands chunks of images to worker processes and hears back
-as each chunk is done. Below the break-even (what a task's items take against :data:`START_S`),
+as each chunk is done. Below the break-even (what the items take against :data:`START_S`),
 or with one usable core, the parent does the work itself: workers would cost more than they save.
 
 Workers are fresh interpreters (``subprocess``), not forks: forking a process that runs torch's
@@ -58,7 +58,6 @@ class Task(Protocol):
     """What a worker does to each item; ``spec()`` is how a worker rebuilds it (``from_spec``)."""
 
     name: ClassVar[str]
-    item_s: ClassVar[float]  # the time one item takes, typically: what decides whether workers pay
 
     def __call__(self, index: int, item: str) -> Any: ...
     def spec(self) -> dict[str, Any]: ...
@@ -73,9 +72,6 @@ class Squares:
     """
 
     name: ClassVar[str] = "squares"
-    # 0.9 ms for a 300-pixel JPEG to 128 pixels, 1.9 ms to 224: workers pay from ~260 images
-    # on 2 cores (measured: 1.3x faster at 512, 0.8x at 256), ~140 on 16.
-    item_s: ClassVar[float] = 1.5e-3
 
     array: np.ndarray
     resample: int  # a PIL.Image.Resampling value
@@ -83,6 +79,13 @@ class Squares:
 
     def __call__(self, index: int, item: str) -> None:
         self.array[index] = square_pixels(Path(item), self.array.shape[-1], Image.Resampling(self.resample))
+
+    @staticmethod
+    def item_s(size: int) -> float:
+        """The seconds one image takes, typically (the 256-400 pixel JPEGs of bench/scale.py):
+        0.48 ms to 64 pixels, 0.78 to 128, 1.6 to 224. So at 224 pixels workers pay from ~260
+        images on 2 cores (measured: 1.3x faster at 512, 0.8x at 256), ~140 on 16."""
+        return 0.45e-3 + 2.4e-8 * size * size
 
     def spec(self) -> dict[str, Any]:
         if self.fd is None:
@@ -103,9 +106,9 @@ class Check:
     validates it: ``[width, height, mode, format]``, or the reason it is refused."""
 
     name: ClassVar[str] = "check"
-    # An eighth of the scale: 0.35 ms a JPEG, so workers pay from ~1,100 images on 2 cores
+    # At an eighth of the scale, 0.35 ms a JPEG: workers pay from ~1,100 images on 2 cores
     # (measured: 1.2x faster at 2,000, 0.9x at 1,024), ~600 on 16.
-    item_s: ClassVar[float] = 0.35e-3
+    ITEM_S: ClassVar[float] = 0.35e-3
 
     max_pixels: int
     draft: tuple[int, int]
@@ -174,11 +177,11 @@ def worker_cap() -> int:
     return min(cap, cores)
 
 
-def workers_for(task: type[Task] | Task, count: int) -> int:
-    """How many processes should run ``task`` on ``count`` items: 1 means this one alone, which
-    is the answer whenever starting workers would cost more time than they save."""
+def workers_for(count: int, item_s: float) -> int:
+    """How many processes should do ``count`` items of ``item_s`` seconds each: 1 means this one
+    alone, which is the answer whenever starting workers would cost more time than they save."""
     workers = min(worker_cap(), math.ceil(count / CHUNK))
-    if workers < 2 or count * task.item_s * (1 - 1 / workers) <= START_S:
+    if workers < 2 or count * item_s * (1 - 1 / workers) <= START_S:
         return 1
     return workers
 

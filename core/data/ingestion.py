@@ -255,7 +255,7 @@ class _Admission:
         self._waiting: Counter[str] = Counter()  # files whose content is still decoding, by sha256
         self._decoding: list[str] = []  # the sha256 of each file handed to the pool, in that order
         check = decode.Check(limits.max_image_pixels, VALIDATION_DRAFT)
-        self._pool = decode.Pool(check, decode.workers_for(check, total), self._decoded)
+        self._pool = decode.Pool(check, decode.workers_for(total, check.ITEM_S), self._decoded)
 
     def __enter__(self) -> Self:
         return self
