@@ -49,12 +49,13 @@ CLASSES = ("red", "green", "blue", "grey")
 GRAIN = np.random.default_rng(0).integers(0, 24, (480, 480, 3), dtype=np.uint8)
 CACHE_BUILD = """
 import json, sys, time
+from pathlib import Path
 import numpy as np
 from core.data import ImageCache, decode, ingest
 dataset = ingest(sys.argv[1])
 samples = dataset.train + dataset.val
 started = time.perf_counter()
-cache = ImageCache(samples, int(sys.argv[2]), cache_dir=sys.argv[3])
+cache = ImageCache(samples, int(sys.argv[2]), cache_dir=Path(sys.argv[3]))
 seconds = time.perf_counter() - started
 pixels = cache.images.numpy()
 checksum = sum(int(pixels[i : i + 512].sum(dtype=np.int64)) for i in range(0, len(pixels), 512))

@@ -305,6 +305,25 @@ def test_a_worker_that_dies_fails_the_build_saying_so(tmp_path: Path, in_workers
     assert children() == before
 
 
+def test_a_pool_that_cannot_start_all_its_workers_leaves_none(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    started = decode._Worker.__init__
+    calls = []
+
+    def third_fails(worker: object, task: object) -> None:
+        calls.append(task)
+        if len(calls) == 3:
+            raise OSError(11, "Resource temporarily unavailable")  # what fork says at the process limit
+        started(worker, task)
+
+    monkeypatch.setattr(decode._Worker, "__init__", third_fails)
+    before = children()
+    with pytest.raises(OSError, match="Resource temporarily unavailable"):
+        decode.Pool(decode.Check(1000, (1, 1)), 4, lambda results: None)
+    assert len(calls) == 3 and children() == before
+
+
 AFFINITY = textwrap.dedent(
     """
     import json, os

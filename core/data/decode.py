@@ -161,7 +161,7 @@ def usable_cores() -> int:
 
 def worker_cap() -> int:
     """At most this many decoding processes: the usable cores, or fewer by ``$TRANSFER_LAB_DECODE_WORKERS``."""
-    cores = usable_cores()
+    cores = usable_cores() if sys.executable else 1  # embedded, with no interpreter to start: here
     text = os.environ.get(WORKERS_ENV, "").strip()
     if not text:
         return cores
@@ -222,10 +222,17 @@ class Pool:
         self._pending: list[tuple[int, str]] = []
         self._queue: deque[list[tuple[int, str]]] = deque()
         self._selector = selectors.DefaultSelector()
-        self._workers = [_Worker(task) for _ in range(workers)] if workers > 1 else []
+        self._workers: list[_Worker] = []
+        try:
+            for _ in range(workers if workers > 1 else 0):
+                self._workers.append(_Worker(task))
+                self._selector.register(
+                    self._workers[-1].process.stdout, selectors.EVENT_READ, self._workers[-1]
+                )
+        except BaseException:  # out of processes or memory: none of those started may linger
+            self.__exit__()
+            raise
         self._idle = list(self._workers)
-        for worker in self._workers:
-            self._selector.register(worker.process.stdout, selectors.EVENT_READ, worker)
 
     def __enter__(self) -> Self:
         return self
