@@ -9,6 +9,7 @@ import subprocess
 import sys
 import textwrap
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,7 @@ from fixtures.data.zips import classes, encode, make_zip, noise, png
 from PIL import Image
 
 from core.data import ImageCache, IngestError, Sample, decode, ingest
+from core.errors import disk_full, is_disk_full
 
 ROOT = Path(__file__).resolve().parents[1]
 RED, BLUE = (255, 0, 0), (0, 0, 255)
@@ -111,6 +113,34 @@ def test_progress_counts_decoded_images(tmp_path: Path) -> None:
     calls = []
     ImageCache([Sample(tmp_path / "a.jpg", 0)] * 3, 8, progress=lambda *call: calls.append(call))
     assert calls == [(1, 3), (2, 3), (3, 3)]
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 1 MiB tmpfs of its own, to fill for real."""
+    mount = tmp_path / "small_disk"
+    mount.mkdir()
+    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)],
+                          check=False, capture_output=True, text=True)  # fmt: skip
+    if made.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs to fill (needs root): {made.stderr.strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "--lazy", str(mount)], check=True)
+
+
+def test_a_cache_larger_than_the_free_disk_fails_naming_its_file(tmp_path: Path, small_disk: Path) -> None:
+    """Before any decoding: writing into a sparse mapping of a full disk would kill the process (SIGBUS)."""
+    (tmp_path / "a.png").write_bytes(png(1, (20, 20)))
+    samples = [Sample(tmp_path / "a.png", 0)] * 30  # 30 x 3 x 128 x 128: 1.4 MiB
+    with pytest.raises(OSError) as full:
+        ImageCache(samples, 128, max_ram_bytes=0, cache_dir=small_disk / "cache")
+    assert is_disk_full(full.value)
+    cache_file = Path(full.value.filename)
+    assert cache_file.parent == small_disk / "cache" and cache_file.suffix == ".u8"
+    assert disk_full(full.value).startswith(f"the disk is full: could not write {cache_file};")
+    assert list((small_disk / "cache").iterdir()) == []  # no half-written file either
 
 
 MEASURE = textwrap.dedent(
