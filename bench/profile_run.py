@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 import time
@@ -21,8 +22,10 @@ from pathlib import Path
 
 PROCESS_STARTED = time.perf_counter()
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+# Decoding in this process, where the stopwatches are: worker processes would hide it.
+os.environ["TRANSFER_LAB_DECODE_WORKERS"] = "1"
 
-from core.data import cache
+from core.data import decode
 from core.training import batches, setup, train
 from core.training.plan import Plan
 
@@ -48,8 +51,8 @@ def timed(owner: object, name: str, part: str) -> None:
 
 
 def instrument() -> None:
-    timed(cache, "read_image", "decode")  # what the cache decodes each image with
-    timed(cache.Image.Image, "resize", "resize/cache")
+    timed(decode, "read_image", "decode")  # what the cache (and ingestion's validation) decode with
+    timed(decode.Image.Image, "resize", "resize/cache")
     timed(setup, "build", "model build and weights")
     timed(batches, "embed", "features")
     timed(train.head, "choose_weight_decay", "head: cross-validation")

@@ -31,3 +31,28 @@ def test_compare_quick_prints_its_json_last(tmp_path: Path) -> None:
         assert isinstance(result[key], float) and math.isfinite(result[key]) and result[key] > 0, key
     assert 0 <= result["case1_accuracy"] <= 1 and set(result["summary"]) == {"1", "2", "3"}
     assert "| case | engine wall |" in done.stderr  # the table, for people
+
+
+def test_scale_quick_measures_each_size_and_prints_its_json_last() -> None:
+    done = subprocess.run(
+        [sys.executable, "bench/scale.py", "--quick", "--json"], cwd=ROOT, capture_output=True, text=True,
+        timeout=600, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["quick"] is True and [row["images"] for row in result["sizes"]] == [200, 400]
+    for row in result["sizes"]:
+        for key in (
+            "inspect_s",
+            "inspect_ratio",
+            "cache_s",
+            "cache_ratio",
+            "case1_s",
+            "disk_mib",
+            "cache_peak_mib",
+        ):
+            assert isinstance(row[key], float) and math.isfinite(row[key]) and row[key] > 0, key
+        assert row["same_pixels"] is True and 0 <= row["case1_accuracy"] <= 1
+        assert 1 <= row["cache_workers"] <= result["machine"]["usable_cores"]
+    assert "| images | zip | inspect 1 proc / all |" in done.stderr  # the table, for people
+    assert "400 images: case-1 run, 1 epoch(s)..." in done.stderr  # progress as it goes

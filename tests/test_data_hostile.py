@@ -12,6 +12,7 @@ from fixtures.data.zips import classes, make_zip, one_bit_png, png, repeated_rec
 
 from core.cli import main
 from core.data import IngestError, Limits, ingest
+from core.data import decode as decode_module
 from core.data import ingestion as ingest_module
 
 
@@ -47,8 +48,8 @@ def test_identical_images_are_decoded_once() -> None:
     upload = make_zip(
         {f"{label}/copy{i}.png": same for label in "ab" for i in range(10)} | classes({"a": 2, "b": 2})
     )
-    decoder = mock.Mock(wraps=ingest_module.read_image)
-    with mock.patch.object(ingest_module, "read_image", decoder):
+    decoder = mock.Mock(wraps=decode_module.read_image)  # 24 files: decoded in this process
+    with mock.patch.object(decode_module, "read_image", decoder):
         dataset = ingest(upload)
     assert decoder.call_count == 5  # one for the 20 copies, one for each of the 4 others
     assert dataset.report.num_images == 24

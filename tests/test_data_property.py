@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from core.data import IngestError, Limits, ingest
-from core.data import ingestion as ingest_module
+from core.data import decode as decode_module
 
 # Small ceilings, scaled to these small zips: every example's images together hold a few thousand
 # pixels in a few KB of archive, a pixel bomb tens of thousands.
@@ -193,10 +193,10 @@ def test_hostile_zips_raise_only_ingest_error_and_write_only_under_datasets(tmp_
     def check(data: bytes) -> None:
         _reset(tmp_path)  # judge each example alone, so that shrinking finds the real culprit
         home = homes / str(len(outcomes))
-        decoder = mock.Mock(wraps=ingest_module.read_image)
+        decoder = mock.Mock(wraps=decode_module.read_image)  # small zips: decoded in this process
         with (
             mock.patch.dict(os.environ, {"TRANSFER_LAB_HOME": str(home)}),
-            mock.patch.object(ingest_module, "read_image", decoder),
+            mock.patch.object(decode_module, "read_image", decoder),
         ):
             try:
                 dataset = ingest(data, limits=LIMITS)

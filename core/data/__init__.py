@@ -3,18 +3,38 @@
 The work is split by concern: :mod:`core.data.zipsafe` (reading an untrusted zip),
 :mod:`core.data.layout` (classes and splits from paths), :mod:`core.data.images` (decoding one image),
 :mod:`core.data.ingestion` (the whole pipeline and the splits), :mod:`core.data.report` (what the user should
-know) and :mod:`core.data.cache` (decode once, train many epochs).
+know), :mod:`core.data.decode` (many images over every core) and :mod:`core.data.cache` (decode once,
+train many epochs).
+
+Each name is imported on first use: only the cache needs torch, and ingestion, the pages and the
+decoding workers (which import this package too) start without its seconds and hundreds of
+megabytes.
 """
 
 from __future__ import annotations
 
-from core.data.cache import ImageCache
-from core.data.images import decode_image
-from core.data.ingestion import Dataset, Sample, ingest
-from core.data.limits import IngestError
-from core.data.report import DatasetReport
-from core.limits import Limits
+import importlib
+from typing import TYPE_CHECKING, Any
 
+if TYPE_CHECKING:
+    from core.data.cache import ImageCache
+    from core.data.images import decode_image
+    from core.data.ingestion import Dataset, Sample, ingest
+    from core.data.limits import IngestError
+    from core.data.report import DatasetReport
+    from core.limits import Limits
+
+# Each name and the module it comes from, imported when first asked for.
+_HOMES = {
+    "Dataset": "core.data.ingestion",
+    "DatasetReport": "core.data.report",
+    "ImageCache": "core.data.cache",
+    "IngestError": "core.data.limits",
+    "Limits": "core.limits",
+    "Sample": "core.data.ingestion",
+    "decode_image": "core.data.images",
+    "ingest": "core.data.ingestion",
+}
 __all__ = [
     "Dataset",
     "DatasetReport",
@@ -25,3 +45,9 @@ __all__ = [
     "decode_image",
     "ingest",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _HOMES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(_HOMES[name]), name)

@@ -3,6 +3,9 @@
 Small caches live in RAM. Large ones are a ``np.memmap`` file under the dataset's folder: the
 operating system pages them in and out, so a 10 GB cache costs page cache, not process memory,
 and a second run on the same images reuses the file instead of decoding again.
+
+Either way the images are decoded by :mod:`core.data.decode`, in worker processes over every
+usable core once there are enough of them, each writing its images straight into the array.
 """
 
 from __future__ import annotations
@@ -15,14 +18,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
 from core import storage
-from core.data.images import RESAMPLING, read_image
+from core.data import decode
+from core.data.decode import square_pixels
+from core.data.images import RESAMPLING
 from core.data.ingestion import Sample
-from core.data.limits import IngestError
 from core.limits import GIB
 
+__all__ = ["DEFAULT_MAX_RAM_BYTES", "ImageCache", "square_pixels"]
 DEFAULT_MAX_RAM_BYTES = 1 * GIB
 
 
@@ -57,12 +61,12 @@ class ImageCache(torch.utils.data.Dataset):
         self._progress = progress
         shape = (len(self.samples), 3, size, size)
         self.on_disk = int(np.prod(shape)) > max_ram_bytes
+        workers = decode.workers_for(len(self.samples), decode.Squares.item_s(size))
         if self.on_disk:
             folder = cache_dir or _default_cache_dir(self.samples)
-            array = self._memmap(folder / f"{self._key(interpolation)}.u8", shape)
+            array = self._memmap(folder / f"{self._key(interpolation)}.u8", shape, workers)
         else:
-            array = np.empty(shape, dtype=np.uint8)
-            self._fill(array)
+            array = self._in_memory(shape, workers)
         self.images = torch.from_numpy(array)
 
     def __len__(self) -> int:
@@ -71,27 +75,49 @@ class ImageCache(torch.utils.data.Dataset):
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
         return self.images[i], int(self.labels[i])
 
-    def _fill(self, array: np.ndarray) -> None:
-        for i, sample in enumerate(self.samples):
-            array[i] = square_pixels(sample.path, self.size, self._resample)
-            if self._progress:
-                self._progress(i + 1, len(self.samples))
+    def _in_memory(self, shape: tuple[int, ...], workers: int) -> np.ndarray:
+        """The array in RAM; in a memory file when workers fill it, so they write where it lives."""
+        fd = decode.memory_file(int(np.prod(shape))) if workers > 1 else None
+        if fd is None:
+            array = np.empty(shape, dtype=np.uint8)
+            self._fill(decode.Squares(array, self._resample), 1)
+            return array
+        try:
+            task = decode.Squares(decode.mapped(fd, shape), self._resample, fd)
+            self._fill(task, workers)
+        finally:
+            os.close(fd)  # the mapping keeps the memory for as long as the array lives
+        return task.array
 
-    def _memmap(self, path: Path, shape: tuple[int, ...]) -> np.ndarray:
+    def _fill(self, task: decode.Squares, workers: int) -> None:
+        total, done = len(self.samples), 0
+
+        def finished(results: decode.Results) -> None:
+            nonlocal done
+            done += len(results)
+            if self._progress:
+                self._progress(done, total)
+
+        with decode.Pool(task, workers, finished) as pool:
+            for sample in self.samples:
+                pool.put(str(sample.path))
+            pool.join()
+
+    def _memmap(self, path: Path, shape: tuple[int, ...], workers: int) -> np.ndarray:
         """Map the cache file, building it first (under a temporary name) if it is missing."""
         if not path.exists():
             path.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-            os.close(fd)
             try:
-                writer = np.memmap(tmp, dtype=np.uint8, mode="w+", shape=shape)
-                self._fill(writer)
-                writer.flush()
-                del writer
+                _reserve(fd, int(np.prod(shape)), path)
+                self._fill(decode.Squares(decode.mapped(fd, shape), self._resample, fd), workers)
+                os.fsync(fd)  # every process's writes, before the name says the file is complete
                 os.replace(tmp, path)
             except BaseException:
                 Path(tmp).unlink(missing_ok=True)
                 raise
+            finally:
+                os.close(fd)
         # Copy-on-write: the tensor is writable (torch warns on read-only arrays) while pages
         # stay shared with the file until someone writes to them, which training never does.
         return np.memmap(path, dtype=np.uint8, mode="c", shape=shape)
@@ -105,20 +131,15 @@ class ImageCache(torch.utils.data.Dataset):
         return f"images-{self.size}-{digest.hexdigest()[:24]}"
 
 
-def square_pixels(
-    path: Path, size: int, resample: Image.Resampling = Image.Resampling.BILINEAR
-) -> np.ndarray:
-    """The image at ``path`` as uint8 ``[3, size, size]``: shorter side scaled to ``size``, then
-    the centre square, done as one resize of the centre square (the same pixels, less work)."""
-    try:
-        image, _ = read_image(path, max_pixels=np.iinfo(np.int64).max, draft=(size, size))
-    except IngestError as exc:
-        raise IngestError(f"{path.name}: {exc} (the file changed after it was validated?)") from None
-    width, height = image.size
-    side = min(width, height)
-    left, top = (width - side) // 2, (height - side) // 2
-    square = image.resize((size, size), resample, box=(left, top, left + side, top + side), reducing_gap=3.0)
-    return np.asarray(square, dtype=np.uint8).transpose(2, 0, 1)
+def _reserve(fd: int, nbytes: int, path: Path) -> None:
+    """Give the file its ``nbytes`` now: a full disk is then an error naming the cache file,
+    where writing into a sparse mapping would kill the writer with SIGBUS halfway through."""
+    os.ftruncate(fd, nbytes)
+    if hasattr(os, "posix_fallocate"):  # not on macOS, where the file stays sparse
+        try:
+            os.posix_fallocate(fd, 0, nbytes)
+        except OSError as exc:
+            raise OSError(exc.errno, exc.strerror, str(path)) from None
 
 
 def _default_cache_dir(samples: list[Sample]) -> Path:

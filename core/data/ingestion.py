@@ -20,11 +20,11 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Self
 
 from core import storage
-from core.data import zipsafe
-from core.data.images import ImageInfo, read_header, read_image
+from core.data import decode, zipsafe
+from core.data.images import ImageInfo, read_header
 from core.data.layout import Layout, Placed, place
 from core.data.limits import IngestError
 from core.data.manifest import Manifest, Record
@@ -33,7 +33,7 @@ from core.errors import disk_full, is_disk_full
 from core.limits import Limits
 from core.storage import naming_errors, write_text_atomic
 
-Progress = Callable[[int, int], None]  # (images checked, images to check)
+Progress = Callable[[int, int], None]  # (files decided, files to decide)
 REPORT_FILENAME = "report.json"
 SYMLINK = "symbolic link (not followed)"
 # Validation needs a full decode (truncation only shows at the end), not full resolution.
@@ -139,20 +139,21 @@ def _unpack(
         images = staging / "images"
         images.mkdir()
         budget = limits.max_total_bytes
-        admission = _Admission(manifest, limits, pixel_budget(archive_bytes, limits))
-        for number, placed in enumerate(layout.placed):
-            entry = entries[placed.index]
-            dest = images / f"{number:06d}-{_safe_filename(entry.name)}"
-            try:
-                written, digest = zipsafe.extract(archive, entry, dest, budget)
-            except zipsafe.DamagedEntry as exc:
-                manifest.skipped.append((placed.name, str(exc)))
-                continue
-            budget -= written
-            if not admission.admit(placed, dest, dest.relative_to(staging), digest):
-                dest.unlink()
-            if progress:
-                progress(number + 1, len(layout.placed))
+        with _Admission(
+            manifest, limits, pixel_budget(archive_bytes, limits), len(layout.placed), progress
+        ) as admission:
+            for number, placed in enumerate(layout.placed):
+                entry = entries[placed.index]
+                dest = images / f"{number:06d}-{_safe_filename(entry.name)}"
+                try:
+                    written, digest = zipsafe.extract(archive, entry, dest, budget)
+                except zipsafe.DamagedEntry as exc:
+                    admission.skip(placed.name, str(exc))
+                    continue
+                budget -= written
+                admission.consider(placed, dest, dest.relative_to(staging), digest)
+            for refused in admission.finish():
+                refused.unlink()
     _check_classes(manifest)
     manifest.save(staging)
     return manifest
@@ -171,18 +172,19 @@ def _from_folder(folder: Path, limits: Limits, progress: Progress | None) -> tup
             layout.skipped.extend((link, SYMLINK) for link in symlinks)
             layout.ignored["hidden folder"] += hidden
             manifest = _empty_manifest({"kind": "folder", "name": str(folder), "sha256": fingerprint}, layout)
-            admission = _Admission(manifest, limits, pixel_budget(None, limits))
-            for number, placed in enumerate(layout.placed):
-                relative = names[placed.index]
-                try:
-                    with open(folder / relative, "rb") as fp:
-                        digest = _file_sha256(fp)
-                except OSError as exc:
-                    manifest.skipped.append((placed.name, f"unreadable ({exc.strerror or exc})"))
-                    continue
-                admission.admit(placed, folder / relative, Path(relative), digest)
-                if progress:
-                    progress(number + 1, len(layout.placed))
+            with _Admission(
+                manifest, limits, pixel_budget(None, limits), len(layout.placed), progress
+            ) as admission:
+                for placed in layout.placed:
+                    relative = names[placed.index]
+                    try:
+                        with open(folder / relative, "rb") as fp:
+                            digest = _file_sha256(fp)
+                    except OSError as exc:
+                        admission.skip(placed.name, f"unreadable ({exc.strerror or exc})")
+                        continue
+                    admission.consider(placed, folder / relative, Path(relative), digest)
+                admission.finish()
             _check_classes(manifest)
             manifest.save(staging)
     return folder, work, manifest
@@ -235,39 +237,87 @@ class _Admission:
 
     Every image's header is read before its pixels are decoded, and charged to the data set's
     pixel budget: a few KB of one-bit PNG can claim 50 megapixels, and decoding is what costs.
-    Over budget, the whole data set is refused. A content seen before is decided once.
+    Over budget, the whole data set is refused. The headers are read here, in the order of the
+    files; the full decodes run in :mod:`core.data.decode`'s workers while later files are still
+    being unpacked, and :meth:`finish` records every file in its order. A content seen before
+    is decided once. ``progress(done, total)`` counts the files decided.
     """
 
-    def __init__(self, manifest: Manifest, limits: Limits, pixel_budget: int) -> None:
+    def __init__(
+        self, manifest: Manifest, limits: Limits, pixel_budget: int, total: int, progress: Progress | None
+    ) -> None:
         self.manifest, self.limits, self.budget = manifest, limits, pixel_budget
         self.pixels = 0
-        self._verdicts: dict[str, ImageInfo | str] = {}  # sha256 -> what it is, or why it was skipped
+        self._total, self._done, self._progress = total, 0, progress
+        self._files: list[tuple[Placed, Path, Path, str] | tuple[str, str]] = []  # in order; pairs: skipped
+        # sha256 -> what the content is, why it is skipped, or None while it is decoding
+        self._verdicts: dict[str, ImageInfo | str | None] = {}
+        self._waiting: Counter[str] = Counter()  # files whose content is still decoding, by sha256
+        self._decoding: list[str] = []  # the sha256 of each file handed to the pool, in that order
+        check = decode.Check(limits.max_image_pixels, VALIDATION_DRAFT)
+        self._pool = decode.Pool(check, decode.workers_for(total, check.ITEM_S), self._decoded)
 
-    def admit(self, placed: Placed, file: Path, relative: Path, digest: str) -> bool:
-        """Record ``file`` as an image or as skipped; say which."""
-        if digest not in self._verdicts:
-            self._verdicts[digest] = self._decide(file, placed.name)
-        verdict = self._verdicts[digest]
-        if isinstance(verdict, str):
-            self.manifest.skipped.append((placed.name, verdict))
-            return False
-        where = (placed.name, relative.as_posix(), placed.label, placed.split, digest)
-        self.manifest.images.append(
-            Record(*where, verdict.width, verdict.height, verdict.mode, verdict.format)
-        )
-        return True
+    def __enter__(self) -> Self:
+        return self
 
-    def _decide(self, file: Path, name: str) -> ImageInfo | str:
-        max_pixels = self.limits.max_image_pixels
+    def __exit__(self, *exc_info: object) -> None:
+        self._pool.__exit__(*exc_info)
+
+    def skip(self, name: str, reason: str) -> None:
+        """Skip a file that never got as far as its header (a damaged or unreadable entry)."""
+        self._files.append((name, reason))
+        self._advance(1)
+
+    def consider(self, placed: Placed, file: Path, relative: Path, digest: str) -> None:
+        """Read ``file``'s header now, charging its pixels; decode it (unless seen) in the pool."""
+        self._files.append((placed, file, relative, digest))
+        if digest in self._verdicts:
+            if self._verdicts[digest] is None:
+                self._waiting[digest] += 1
+            else:
+                self._advance(1)
+            return
         try:
-            header = read_header(file, max_pixels=max_pixels)
+            header = read_header(file, max_pixels=self.limits.max_image_pixels)
         except IngestError as exc:
-            return str(exc)
-        self._charge(header.width * header.height, name)
-        try:
-            return read_image(file, max_pixels=max_pixels, draft=VALIDATION_DRAFT)[1]
-        except IngestError as exc:
-            return str(exc)
+            self._verdicts[digest] = str(exc)
+            self._advance(1)
+            return
+        self._charge(header.width * header.height, placed.name)
+        self._verdicts[digest], self._waiting[digest] = None, 1
+        self._decoding.append(digest)
+        self._pool.put(str(file))
+
+    def finish(self) -> list[Path]:
+        """Wait for the decodes, record every file in its order; the files skipped, to delete."""
+        self._pool.join()
+        skipped = []
+        for decided in self._files:
+            if len(decided) == 2:
+                self.manifest.skipped.append(decided)
+                continue
+            placed, file, relative, digest = decided
+            verdict = self._verdicts[digest]
+            if isinstance(verdict, ImageInfo):
+                where = (placed.name, relative.as_posix(), placed.label, placed.split, digest)
+                self.manifest.images.append(
+                    Record(*where, verdict.width, verdict.height, verdict.mode, verdict.format)
+                )
+            else:
+                self.manifest.skipped.append((placed.name, verdict))
+                skipped.append(file)
+        return skipped
+
+    def _decoded(self, results: decode.Results) -> None:
+        for index, result in results:
+            digest = self._decoding[index]
+            self._verdicts[digest] = result if isinstance(result, str) else ImageInfo(*result)
+            self._advance(self._waiting.pop(digest))
+
+    def _advance(self, files: int) -> None:
+        self._done += files
+        if self._progress:
+            self._progress(self._done, self._total)
 
     def _charge(self, pixels: int, name: str) -> None:
         self.pixels += pixels
