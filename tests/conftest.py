@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import IO
 
 import pytest
+from helpers_browser import new_tab
 
 ROOT = Path(__file__).resolve().parents[1]
 BROWSER = os.environ.get("TRANSFER_LAB_BROWSER", "/usr/bin/chromium")
@@ -234,11 +235,10 @@ def browser() -> Iterator[object]:
 
 @pytest.fixture
 def page(browser, app_url: str):
-    context = browser.new_context(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
-    tab = context.new_page()
-    tab.set_default_timeout(30_000)
+    """A tab on the shared app; its waits are bounded by ``helpers_browser.WAIT_MS``."""
+    tab = new_tab(browser, accept_downloads=True)
     yield tab
-    context.close()
+    tab.context.close()
 
 
 @pytest.fixture
