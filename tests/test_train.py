@@ -681,8 +681,8 @@ def stalled(home: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
     """Imbalanced digits (30 zeros, 6 ones) at a learning rate too small to change anything.
 
     Truly nothing: SqueezeNet has no BatchNorm, whose running statistics move the validation
-    numbers whatever the rate (EfficientNet-Lite0's case 3 "improved" by chance, on seeds 1 and 2
-    here and on seed 0 on an AVX2 CPU). Seed 0 draws a net whose last ReLU is dead: no rate at
+    numbers whatever the rate (EfficientNet-Lite0's case 3 "improved" by chance: on seeds 1 and 2
+    on this Xeon, on seed 0 on an AVX2-only EPYC). Seed 0 draws a net whose last ReLU is dead: no rate at
     all would move it, which is a stall of another kind.
     """
     from core.training import train
