@@ -13,16 +13,17 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from core.jobs import hardware
+from core import machine
 
 NARROWING = ("TRANSFER_LAB_CPU_BF16", "ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA")
 
 
 def describe() -> str:
-    flags = set(hardware.cpu_flags())
+    cpu = machine.cpu()
+    flags = cpu.flags
     units = [name for flag, name in (("amx_bf16", "AMX"), ("avx512_bf16", "AVX-512 BF16")) if flag in flags]
     isa = " + ".join(units) if units else ("AVX-512, no bf16 units" if "avx512f" in flags else "AVX2 only")
-    line = f"{hardware.cpu_name()}, {len(os.sched_getaffinity(0))} cores, {isa}"
+    line = f"{cpu.name}, {len(os.sched_getaffinity(0))} cores, {isa}"
     narrowed = [f"{name}={os.environ[name]}" for name in NARROWING if os.environ.get(name)]
     return line + (f" (run with {' '.join(narrowed)})" if narrowed else "")
 

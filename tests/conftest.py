@@ -1,4 +1,19 @@
-"""Fixtures every test shares: app storage in a temp dir, and a live app for browser tests."""
+"""Fixtures every test shares: app storage in a temp dir, and a live app for browser tests.
+
+What the suite needs from the hardware: a CPU, any (no GPU: the tests that need one are skipped
+without it), and chromium at /usr/bin/chromium for the browser tests. Results must not depend on
+the CPU's bf16 units (AVX-512 BF16 or AMX): expectations that depend on precision follow what
+``choose_precision`` picks here, the ``no_bf16_cpu`` fixture makes a CPU with the units look as
+if it had none, and bf16 asked for is tested where it is emulated. The header of a run says what
+this machine is and what ``auto`` picks on it. To run the whole suite as on an AVX2-only CPU
+(a 2-core AMD EPYC, say) on one with the units, workers included::
+
+    TRANSFER_LAB_CPU_BF16=off ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 python -m pytest -q
+
+(the first is the app's own override, ``core.machine``; the other two keep torch's kernels and
+oneDNN to AVX2.) Tests wait for conditions, never for fixed times, with bounds generous enough
+for a busy machine: the suite passes beside two CPU-burning processes on 2 cores.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +30,7 @@ from pathlib import Path
 from typing import IO
 
 import pytest
+from helpers_browser import new_tab
 
 ROOT = Path(__file__).resolve().parents[1]
 BROWSER = os.environ.get("TRANSFER_LAB_BROWSER", "/usr/bin/chromium")
@@ -25,6 +41,31 @@ BROWSER_ARGS = [
     "--disable-component-update",
     "--no-first-run",
 ]
+
+
+def pytest_report_header() -> list[str]:
+    """The machine the results came from: its CPU, its bf16 units, and what auto picks on it."""
+    import torch
+
+    from core import machine
+    from core.training.device import choose_precision
+
+    cpu = machine.cpu()
+    capability = torch.backends.cpu.get_cpu_capability()
+    return [
+        f"cpu: {cpu.name}, bf16 units: {'yes' if cpu.has_bf16_units else 'no'}, torch kernels: {capability}",
+        f"{machine.BF16_ENV}={machine.bf16_setting()}: auto precision on the CPU is "
+        + choose_precision(torch.device("cpu")),
+    ]
+
+
+@pytest.fixture
+def no_bf16_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    """This CPU as one without bf16 units (an AVX2-only AMD EPYC): ``auto`` precision is fp32,
+    here and in the workers the test starts."""
+    from core import machine
+
+    monkeypatch.setenv(machine.BF16_ENV, "off")
 
 
 @pytest.fixture(autouse=True)
@@ -194,11 +235,10 @@ def browser() -> Iterator[object]:
 
 @pytest.fixture
 def page(browser, app_url: str):
-    context = browser.new_context(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
-    tab = context.new_page()
-    tab.set_default_timeout(30_000)
+    """A tab on the shared app; its waits are bounded by ``helpers_browser.WAIT_MS``."""
+    tab = new_tab(browser, accept_downloads=True)
     yield tab
-    context.close()
+    tab.context.close()
 
 
 @pytest.fixture

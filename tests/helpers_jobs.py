@@ -115,6 +115,20 @@ def greedy(run_dir: Path, emit: Emit) -> dict[str, Any]:
     return {"size": len(hoard)}
 
 
+def lingering(run_dir: Path, emit: Emit) -> dict[str, Any]:
+    """Finishes at once, but its process ends only once ``run_dir/let_go`` exists, as a process
+    that loaded torch can take seconds to end on a busy machine."""
+    import atexit
+
+    def linger() -> None:
+        deadline = time.monotonic() + 120
+        while not (Path(run_dir) / "let_go").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+    atexit.register(linger)
+    return {}
+
+
 def vanishing(run_dir: Path, emit: Emit) -> dict[str, Any]:
     """Ends its process on the spot with code 3, as a native library's ``exit()`` does."""
     import os

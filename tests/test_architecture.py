@@ -27,8 +27,17 @@ LAYERS = (
     "jobs",
     "cli",
 )
-RANK = {"errors": 0, "storage": 0, **{name: i for i, name in enumerate(LAYERS)}}
-TORCH_FREE = ("core.errors", "core.storage", "core.limits", "core.access", "core.advice", "core.jobs")
+# The machine's record (its CPU) sits at the bottom beside errors and storage: any layer may ask.
+RANK = {"errors": 0, "storage": 0, "machine": 0, **{name: i for i, name in enumerate(LAYERS)}}
+TORCH_FREE = (
+    "core.errors",
+    "core.storage",
+    "core.machine",
+    "core.limits",
+    "core.access",
+    "core.advice",
+    "core.jobs",
+)
 HEAVY = ("torch", "torchvision", "ray")
 
 

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 
+from core import machine
 from core.training import device
 from core.training.device import DeviceError, accelerator, choose_precision, is_out_of_memory, select_device
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_auto_prefers_cuda_then_mps_then_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -31,16 +38,41 @@ def test_asking_for_a_missing_gpu_says_so(monkeypatch: pytest.MonkeyPatch) -> No
 
 
 def test_cpus_with_bf16_units_train_in_bf16_with_channels_last(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(device, "cpu_has_bf16", lambda: True)
+    monkeypatch.setenv(machine.BF16_ENV, "on")
     accel = accelerator("cpu")
     assert (accel.precision, accel.channels_last) == ("bf16", True)
     assert accel.autocast().fast_dtype == torch.bfloat16
 
 
-def test_cpus_without_bf16_units_stay_in_fp32(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(device, "cpu_has_bf16", lambda: False)
+def test_cpus_without_bf16_units_stay_in_fp32(no_bf16_cpu: None) -> None:
     accel = accelerator("cpu")
     assert (accel.precision, accel.channels_last) == ("fp32", False)
+
+
+def test_auto_finds_the_units_in_the_cpu_s_flags_where_torch_finds_them_too(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv(machine.BF16_ENV, raising=False)
+    flags = {"amx_bf16", "avx512_bf16"} & machine.cpu().flags
+    by_torch = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    assert device.cpu_has_bf16() == (bool(flags) and by_torch)
+    assert choose_precision(torch.device("cpu")) == ("bf16" if flags and by_torch else "fp32")
+
+
+def test_a_bad_bf16_setting_is_refused_naming_the_choices(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(machine.BF16_ENV, "yes")
+    with pytest.raises(machine.MachineError) as refused:
+        choose_precision(torch.device("cpu"))
+    assert str(refused.value) == "TRANSFER_LAB_CPU_BF16='yes': expected one of auto, off, on (auto detects)"
+
+
+def test_the_bf16_setting_reaches_the_processes_a_run_starts(no_bf16_cpu: None) -> None:
+    """Workers are processes of their own: what they pick must follow the setting too."""
+    code = "import torch; from core.training.device import choose_precision; print(choose_precision(torch.device('cpu')))"
+    picked = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    assert picked.stdout.strip() == "fp32"
 
 
 def test_the_plan_can_turn_reduced_precision_off() -> None:

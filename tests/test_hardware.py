@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from core import jobs
+from core import jobs, machine
 from core.jobs import hardware
 
 
@@ -38,8 +38,20 @@ def test_gpus_are_named_and_counted(fake_smi) -> None:
 
 def test_without_a_driver_the_cpu_is_described(fake_smi) -> None:
     fake_smi(None)
-    assert hardware.describe().startswith("CPU: ")
+    assert hardware.describe().startswith(f"CPU: {machine.cpu().name} (")
     assert jobs.gpu_ids() == [] and jobs.max_concurrent() == 1
+
+
+def test_the_cpu_s_bf16_units_are_named_as_the_setting_says(
+    fake_smi, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake_smi(None)
+    monkeypatch.setenv(machine.BF16_ENV, "on")
+    assert hardware.describe().endswith(" cores, bf16)")
+    monkeypatch.setenv(machine.BF16_ENV, "off")
+    assert hardware.describe().endswith(" cores)")
+    monkeypatch.setenv(machine.BF16_ENV, "auto")
+    assert hardware.describe().endswith(", bf16)") == machine.cpu().has_bf16_units
 
 
 def test_finding_the_device_loads_no_torch() -> None:

@@ -70,8 +70,12 @@ def process_gone(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return True
-    # The test process started the worker, so an ended one may linger as a zombie until reaped.
-    return Path(f"/proc/{pid}/stat").read_text().split(") ")[-1].startswith("Z")
+    # The test process started the worker, so an ended one may linger as a zombie until reaped,
+    # which may happen between the two looks.
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[-1].startswith("Z")
+    except (FileNotFoundError, ProcessLookupError):
+        return True
 
 
 def event_types(run_id: str) -> list[str]:
@@ -253,6 +257,20 @@ def test_cancel_takes_a_queued_run_out_of_the_line(home: Path) -> None:
     assert wait_for_state(second, "cancelled", timeout_s=5)["queue_position"] is None
     assert jobs.queue_position(third) == 1
     assert jobs.status(first)["state"] == "running"
+
+
+def test_a_worker_holds_its_run_s_lock_until_its_process_has_ended(home: Path) -> None:
+    """A reader that finds the lock free takes the worker for ended and asks for its exit status
+    (what a run that could not record its end, on a full disk, is judged by)."""
+    run_id = jobs.submit({}, target="tests.helpers_jobs:lingering")
+    pid = wait_for_state(run_id, "done")["pid"]
+    run = Run.open(run_id)
+    assert not process_gone(pid) and StatusKeeper.take(run) is None  # still ending: still held
+    (run.directory / "let_go").touch()
+    wait_until(lambda: process_gone(pid), "worker exit")
+    keeper = StatusKeeper.take(run)
+    assert keeper is not None
+    keeper.release()
 
 
 def test_a_killed_worker_leaves_its_run_failed_with_its_last_words(home: Path) -> None:

@@ -26,7 +26,7 @@ from core import storage
 from core.cli import main
 from core.data.samples import sample_path
 from core.training import metrics, setup
-from core.training.device import Accelerator, Ranks
+from core.training.device import Accelerator, Ranks, accelerator, choose_precision
 from core.training.events import read_events
 from core.training.loop import Optimisation, epoch_batches, halve_batch_on_oom, lr_at, shard
 from core.training.plan import Plan
@@ -156,15 +156,20 @@ def test_step_delay_paces_the_subscribers_after_each_batch_for_live_tests(
     from core.jobs.run import Run, run_events
     from core.training.events import BatchEnd, RunWarning
 
-    monkeypatch.setenv("TRANSFER_LAB_STEP_DELAY", "0.05")
+    delay = 0.2  # long beside an append to a file, even on a busy machine: the two are told apart
+    monkeypatch.setenv("TRANSFER_LAB_STEP_DELAY", str(delay))
     seen: list[object] = []
     emit = run_events(Run(tmp_path), None, seen.append)
-    started = time.perf_counter()
-    for step in range(1, 5):
-        emit(BatchEnd(epoch=1, step=step, steps=4, loss=1.0, images_per_s=10.0))
-    emit(RunWarning(message="not a batch: no pause"))
-    assert len(seen) == 5
-    assert 4 * 0.05 <= time.perf_counter() - started < 5 * 0.05
+
+    def seconds(event: object) -> float:
+        started = time.perf_counter()
+        emit(event)
+        return time.perf_counter() - started
+
+    batches = [seconds(BatchEnd(epoch=1, step=step, steps=2, loss=1.0, images_per_s=10.0)) for step in (1, 2)]
+    warning = seconds(RunWarning(message="not a batch: no pause"))
+    assert len(seen) == 3
+    assert min(batches) >= delay > warning
 
 
 def test_the_training_loop_never_reads_the_step_delay(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -176,7 +181,7 @@ def test_the_training_loop_never_reads_the_step_delay(monkeypatch: pytest.Monkey
     optimizer = torch.optim.SGD([{"params": head.parameters(), "lr": 0.1, "base_lr": 0.1}])
     source = FeatureSource([torch.randn(8, 4)], torch.tensor([0, 1] * 4), accel)
     steps = []
-    monkeypatch.setenv("TRANSFER_LAB_STEP_DELAY", "1.0")
+    monkeypatch.setenv("TRANSFER_LAB_STEP_DELAY", "5.0")  # one pause would outlast the epoch on any machine
     started = time.perf_counter()
     train_one_epoch(
         Optimisation(head, optimizer, accel),
@@ -188,7 +193,7 @@ def test_the_training_loop_never_reads_the_step_delay(monkeypatch: pytest.Monkey
         Ranks(),
     )
     assert steps == [1, 2, 3, 4]
-    assert time.perf_counter() - started < 1.0
+    assert time.perf_counter() - started < 5.0
 
 
 def nan_loss(bad: Callable[[int], bool]) -> Callable[..., tuple[torch.Tensor, torch.Tensor]]:
@@ -251,6 +256,19 @@ def test_under_fp16_a_loss_that_stays_non_finite_still_diverges(monkeypatch: pyt
     with pytest.raises(Diverged) as diverged:
         tiny_epoch("fp16", steps=MAX_SKIPPED_STEPS + 5)
     assert diverged.value.step == 2 + MAX_SKIPPED_STEPS  # steps 2 to 11 skipped, then no more
+
+
+def test_bf16_asked_for_trains_on_any_cpu(no_bf16_cpu: None) -> None:
+    """Where the CPU has no bf16 units ``auto`` keeps to fp32, but bf16 asked for is given,
+    emulated: a tiny model trains under it."""
+    assert accelerator("cpu").precision == "fp32"
+    accel = accelerator("cpu", "bf16")
+    assert accel.precision == "bf16"
+    with accel.autocast():
+        assert nn.Linear(4, 2)(torch.randn(3, 4)).dtype == torch.bfloat16
+    reported, (loss, accuracy) = tiny_epoch("bf16", steps=4)
+    assert [step for step, _ in reported] == [1, 2, 3, 4]
+    assert all(math.isfinite(value) for _, value in reported) and math.isfinite(loss) and 0 <= accuracy <= 1
 
 
 # -- end to end on the bundled digits ----------------------------------------------------------------
@@ -342,8 +360,6 @@ def case1(home: Path, digits: Path, tmp_path_factory: pytest.TempPathFactory) ->
                     "1e-2",
                     "--augment",
                     "none",
-                    "--precision",
-                    "bf16",
                     "--out",
                     str(run_dir),
                 ]
@@ -415,7 +431,8 @@ def test_metrics_describe_the_kept_model(case1: SimpleNamespace) -> None:
     worst = m["top_losses"][0]
     assert worst["true"] != worst["predicted"] and 0 < worst["confidence"] <= 1
     assert worst["file"].endswith(".png") and worst["file"].split("/")[0] == worst["true"]
-    assert m["class_weights"] is None and m["precision"] == "bf16" and "test" not in m
+    assert m["class_weights"] is None and "test" not in m
+    assert m["precision"] == choose_precision(torch.device("cpu"))  # bf16 where the CPU has units for it
 
 
 def test_events_stream_epochs_and_done(case1: SimpleNamespace) -> None:
@@ -473,15 +490,22 @@ def test_the_exported_program_predicts_what_the_model_in_memory_predicts(
     torch.testing.assert_close(program(inputs), expected, atol=1e-4, rtol=1e-4)
 
 
-def test_bf16_on_cpu_lands_within_2_points_of_fp32(
+def test_bf16_on_cpu_lands_within_6_points_of_fp32(
     case1: SimpleNamespace, digits: Path, tmp_path: Path
 ) -> None:
+    """Case 1 ran in the precision ``auto`` picks here; this runs it in the other, so that both
+    are compared on any CPU (bf16 is emulated, and slower, where the CPU has no bf16 units)."""
+    ran = case1.metrics["precision"]
+    other = "fp32" if ran == "bf16" else "bf16"
     plan = Plan.from_dict(
-        {**LITE0, "data": str(digits), "case": 1, "epochs": 3, "lr": 1e-2, "precision": "fp32"}
+        {**LITE0, "data": str(digits), "case": 1, "epochs": 3, "lr": 1e-2, "precision": other}
     )
-    fp32 = fit(plan, tmp_path / "fp32", lambda event: None)
-    assert fp32["precision"] == "fp32"
-    assert round(abs(case1.metrics["best_val_accuracy"] - fp32["best_val_accuracy"]), 6) <= 0.02
+    result = fit(plan, tmp_path / other, lambda event: None)
+    assert result["precision"] == other
+    accuracy = {ran: case1.metrics["best_val_accuracy"], other: result["best_val_accuracy"]}
+    # bf16 minus fp32 over seeds 0 to 4, in points (100 validation images: a point is an image):
+    # AMX bf16 +1 -1 -1 +3 -1; bf16 emulated on AVX2 -3 -1 +1 +3 -1. SD 1.9: 3 SD is 6 points.
+    assert round(abs(accuracy["bf16"] - accuracy["fp32"]), 6) <= 0.06
 
 
 @pytest.mark.parametrize("case", [2, 3, 4])
@@ -507,8 +531,9 @@ def test_cases_2_3_and_4_beat_chance_clearly(
 
     real_build = setup.build_model
     monkeypatch.setattr(setup, "build_model", keeping_build)
-    # Training the whole of EfficientNet's depthwise convolutions is faster in fp32 on CPUs.
-    size, lr, precision = (64, 1e-2, "bf16") if case == 2 else (48, 3e-3, "fp32")
+    # Case 2 in what auto picks here (bf16 with bf16 units, else fp32); training the whole of
+    # EfficientNet's depthwise convolutions is faster in fp32 on any CPU.
+    size, lr, precision = {2: (64, 1e-2, "auto"), 3: (48, 1e-2, "fp32"), 4: (48, 3e-3, "fp32")}[case]
     plan = Plan.from_dict(
         {
             **LITE0,
@@ -522,7 +547,10 @@ def test_cases_2_3_and_4_beat_chance_clearly(
         }
     )
     result = fit(plan, tmp_path / "run", record)
-    assert result["best_val_accuracy"] >= 0.4  # chance: 0.2
+    # Chance is 0.2. Best accuracy over seeds 0 to 4, on AMX and on AVX2 (5 each): case 2 0.97 to
+    # 1.0 in either precision; case 3 0.47 to 0.63 (mean 0.57, SD 0.06); case 4 0.57 to 0.87
+    # (mean 0.78, SD 0.1). 0.4 is at least 3 SD below each mean.
+    assert result["best_val_accuracy"] >= 0.4
     assert (tmp_path / "run" / "model" / "model.pt2").is_file()
     if case == 3:
         assert torch.equal(body[1], body[0]) and not torch.equal(head[1], head[0])
@@ -655,14 +683,31 @@ def test_case_4_that_fails_from_pre_trained_weights_suggests_training_from_scrat
 
 @pytest.fixture(scope="module")
 def stalled(home: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """Case 3 on imbalanced digits (30 zeros, 6 ones) at a learning rate too small to change anything."""
+    """Imbalanced digits (30 zeros, 6 ones) at a learning rate too small to change anything.
+
+    Truly nothing: SqueezeNet has no BatchNorm, whose running statistics move the validation
+    numbers whatever the rate (EfficientNet-Lite0's case 3 "improved" by chance: on seeds 1 and 2
+    on this Xeon, on seed 0 on an AVX2-only EPYC). Seed 0 draws a net whose last ReLU is dead: no rate at
+    all would move it, which is a stall of another kind.
+    """
     from core.training import train
 
     root = tmp_path_factory.mktemp("stalled")
     data = digits_folder(root / "digits", per_class=30, classes=("0",))
     digits_folder(data, per_class=6, classes=("1",))
     plan = Plan.from_dict(
-        {**LITE0, "data": str(data), "case": 3, "epochs": 6, "lr": 1e-9, "patience": 1, "image_size": 32}
+        {
+            **LITE0,
+            "backbone": "squeezenet1_1",
+            "weights": "none",
+            "data": str(data),
+            "case": 4,
+            "epochs": 6,
+            "lr": 1e-9,
+            "patience": 1,
+            "image_size": 32,
+            "seed": 1,
+        }
     )
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(train, "export_model", lambda *args: None)
@@ -671,6 +716,8 @@ def stalled(home: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
 
 def test_a_run_that_stops_improving_stops_early(stalled: dict) -> None:
     assert (stalled["epochs_run"], stalled["best_epoch"]) == (2, 1)
+    first, second = stalled["history"]
+    assert abs(second["val_loss"] - first["val_loss"]) < 1e-5  # a real stall (measured: 1e-7 at most)
     stopped, failed = stalled["warnings"]
     assert (
         stopped

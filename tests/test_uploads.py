@@ -13,23 +13,28 @@ from helpers_jobs import wait_for
 
 from core import jobs, storage
 from core.jobs import targets
-from core.jobs.run import Run
+from core.jobs.run import Run, RunState
 from core.training.events import read_events
 
 SMALL = make_zip(classes({"cats": 4, "dogs": 4}))
 
 
 def settled(digest: str) -> targets.UploadState:
-    """The upload's state once its job has ended (reconciled as the page does)."""
+    """The upload's state once every validation job of it has ended (reconciled, as the page
+    does). A data set is there a moment before its job has written its result and ended, and
+    the zip goes last: the state alone can be read while the job still runs."""
 
     def ended() -> targets.UploadState | None:
-        state = targets.upload_state(digest)
-        if state.job_id:
-            jobs.reconcile(state.job_id)
-            state = targets.upload_state(digest)
-        return None if state.job_id and state.refusal is None and state.dataset is None else state
+        validations = [
+            row["run_id"]
+            for row in jobs.list_runs(kind=targets.VALIDATE_KIND)
+            if Path(str(row.get("data") or "")).stem == digest
+        ]
+        if any(RunState(jobs.reconcile(job)["state"]).active for job in validations):
+            return None
+        return targets.upload_state(digest)
 
-    return wait_for(ended)
+    return wait_for(ended, what=f"validation of upload {digest[:12]} ended")
 
 
 def big_upload(images: int = 3000) -> bytes:

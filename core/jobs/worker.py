@@ -39,7 +39,9 @@ QUEUE_POLL_S = 0.2
 TIME_LIMIT_GRACE_S = 10.0
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, *, lock_held_until_exit: bool = False) -> int:
+    """Run the job; ``lock_held_until_exit``: the process's own entry point, whose run lock the
+    system lets go of only when the process has ended."""
     args = _parser().parse_args(argv)
     storage.keep_caches_home()
     run = Run(Path(args.run_dir).resolve())
@@ -51,6 +53,12 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"another worker already runs {run.directory}")
     if keeper.lock_fd >= 0:
         os.set_inheritable(keeper.lock_fd, False)  # a program the training starts must not keep it alive
+        if lock_held_until_exit:
+            # A second descriptor of the same flock, never closed: the keeper lets go of its own
+            # once the outcome is recorded, but a reader that finds the lock free takes the worker
+            # for ended and asks for its exit status, and ending a process that loaded torch can
+            # take seconds on a busy machine.
+            os.dup(keeper.lock_fd)
     signal.signal(signal.SIGTERM, _on_sigterm)
     with keeper:
         state = keeper.data.get("state")
@@ -184,4 +192,4 @@ def _parser() -> argparse.ArgumentParser:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(lock_held_until_exit=True))

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
+from core import machine
 from core.errors import TransferLabError
 from core.models.runtime import PRECISION_DTYPES, Accelerator
 
@@ -45,8 +46,15 @@ def select_device(name: str = "auto", local_rank: int = 0) -> torch.device:
 
 
 def cpu_has_bf16() -> bool:
-    """AVX-512 BF16 or AMX: the CPU units that make bf16 autocast fast rather than emulated."""
-    return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    """AVX-512 BF16 or AMX: the CPU units that make bf16 autocast fast rather than emulated.
+
+    ``core.machine`` decides (``TRANSFER_LAB_CPU_BF16`` can say ``off`` or ``on``); under
+    ``auto`` torch must find the units too, as the kernels it runs are what count.
+    """
+    if machine.bf16_setting() != "auto":
+        return machine.cpu_has_bf16()
+    torch_finds_them = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    return machine.cpu_has_bf16() and torch_finds_them
 
 
 def choose_precision(device: torch.device, precision: str = "auto") -> str:

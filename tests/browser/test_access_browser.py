@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from helpers_browser import new_tab
 
 from core import access
 from core.jobs.run import Run, RunRecord
@@ -30,11 +31,9 @@ def stored_run(home: Path, run_id: str, owner: str) -> None:
 
 @pytest.fixture
 def tab(browser) -> Iterator[object]:
-    context = browser.new_context(viewport={"width": 1400, "height": 1000})
-    page = context.new_page()
-    page.set_default_timeout(60_000)
+    page = new_tab(browser)
     yield page
-    context.close()
+    page.context.close()
 
 
 def main_text(page) -> str:
@@ -102,8 +101,8 @@ def test_signed_in_through_the_identity_provider_a_person_sees_their_own_runs_on
         tab.goto(f"{url}/train?run=aliceRun")
         tab.get_by_text("No run 'aliceRun' here").wait_for()
 
-        stranger = browser.new_context().new_page()  # someone the allow-list does not name
+        stranger = new_tab(browser)  # someone the allow-list does not name
         sign_in_at_the_provider(stranger, url, "eve@other.org")
-        stranger.get_by_text("eve@other.org may not use this instance").wait_for(timeout=60_000)
+        stranger.get_by_text("eve@other.org may not use this instance").wait_for()
         assert stranger.locator("[data-testid='stSidebarNav']").count() == 0
         stranger.context.close()

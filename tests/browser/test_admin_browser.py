@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from helpers_browser import new_tab
 
 from core import access, storage
 from tests.browser.test_access_browser import PASSWORD, main_text
@@ -17,8 +18,7 @@ pytestmark = pytest.mark.browser
 
 def signed_in_at_admin(browser, url: str, name: str):
     """A fresh browser tab that opened ``/admin`` and signed in as ``name``."""
-    tab = browser.new_context(viewport={"width": 1400, "height": 1000}).new_page()
-    tab.set_default_timeout(60_000)
+    tab = new_tab(browser)
     tab.goto(f"{url}/admin")
     tab.get_by_role("textbox", name="Your name").fill(name)
     tab.get_by_role("textbox", name="Team password").fill(PASSWORD)

@@ -5,14 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from helpers_browser import WAIT_MS, settle
 
 pytestmark = pytest.mark.browser
-
-
-def settle(page) -> None:
-    page.wait_for_timeout(300)
-    page.locator("[data-testid='stStatusWidget']").wait_for(state="hidden", timeout=60_000)
-    page.wait_for_function("document.querySelectorAll('[data-stale=\"true\"]').length === 0")
 
 
 def test_measure_a_sample_and_carry_the_plan_to_train(
@@ -21,16 +16,14 @@ def test_measure_a_sample_and_carry_the_plan_to_train(
     page.goto(app_url)
     page.get_by_text("Which transfer-learning approach?").wait_for()
     page.get_by_text("Measure my data", exact=True).click()
-    page.get_by_role("button", name="Analyse my data").wait_for(
-        timeout=120_000
-    )  # the first visit imports torch
+    page.get_by_role("button", name="Analyse my data").wait_for()  # the first visit imports torch
     settle(page)
-    page.get_by_role("slider", name="Images to analyse").press("Home")  # 20 images: a quick analysis
-    settle(page)
+    # 20 images: a quick analysis. The slider is in a form: nothing reruns before the button.
+    page.get_by_role("slider", name="Images to analyse").press("Home")
     page.get_by_role("button", name="Analyse my data").click()
 
     # The job runs in its own process; the page follows it, then shows the numbers.
-    page.get_by_text("Similarity to ImageNet").wait_for(timeout=240_000)
+    page.get_by_text("Similarity to ImageNet").wait_for(timeout=2 * WAIT_MS)  # the analysis takes longest
     assert "?analysis=" in page.url
     page.locator(".js-plotly-plot").nth(3).wait_for()
     headline = page.locator("h3").filter(has_text="case").first.inner_text()
@@ -42,10 +35,10 @@ def test_measure_a_sample_and_carry_the_plan_to_train(
 
     # A reload finds the same analysis again.
     page.reload()
-    page.get_by_text("Similarity to ImageNet").wait_for(timeout=60_000)
+    page.get_by_text("Similarity to ImageNet").wait_for()
 
     page.get_by_role("button", name="Use this plan").click()
-    page.get_by_text("Training images").wait_for(timeout=60_000)
+    page.get_by_text("Training images").wait_for()
     assert page.url.rstrip("/").endswith("/train")
     assert page.get_by_role("radio", name="2: truncated feature extraction").is_checked()
     page.get_by_text("Cut after", exact=True).wait_for()

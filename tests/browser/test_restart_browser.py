@@ -14,6 +14,7 @@ from urllib.parse import urlparse
 import pytest
 from conftest import _stop, start_app
 from fixtures.data.zips import classes, make_zip
+from helpers_browser import new_tab
 from test_jobs import home, process_gone, wait_for_state, wait_until
 
 from core import jobs
@@ -45,17 +46,17 @@ def test_a_server_killed_mid_run_loses_no_run(home: Path, browser, monkeypatch: 
 
     second = start_app(home, env, port=urlparse(first.url).port)
     try:
-        tab = browser.new_page()
+        tab = new_tab(browser)
         tab.goto(second.url)
         sidebar = tab.locator("[data-testid='stSidebar']")
-        sidebar.get_by_text("· running").wait_for(timeout=30_000)  # recovered, then listed
+        sidebar.get_by_text("· running").wait_for()  # recovered, then listed
         assert Run.open(survivor).status()["state"] == "running"
         assert process_gone(Run.open(survivor).status()["pid"]) is False
         interrupted = Run.open(victim).status()
         assert interrupted["state"] == "interrupted"
         assert interrupted["message"].startswith("its worker was gone when the app started")
         assert wait_for_state(survivor, "done", timeout_s=30)["message"] == ""
-        tab.close()
+        tab.context.close()
     finally:
         _stop(second.process, second.log)
 
@@ -65,8 +66,8 @@ def test_an_upload_cut_off_half_way_leaves_nothing(home: Path, browser) -> None:
     session, is dropped by the server and never reaches the home folder."""
     app = start_app(home)
     try:
-        context = browser.new_context()
-        tab = context.new_page()
+        tab = new_tab(browser)
+        context = tab.context
         captured: list = []
 
         def hold(route) -> None:  # the browser's own upload is stopped, and told us where it went
@@ -75,19 +76,19 @@ def test_an_upload_cut_off_half_way_leaves_nothing(home: Path, browser) -> None:
 
         tab.route("**/_stcore/upload_file/**", hold)
         tab.goto(f"{app.url}/train?upload={'0' * 64}")  # the upload source, without a sample to check
-        tab.locator("input[type='file']").set_input_files(
-            files=[
-                {
-                    "name": "pets.zip",
-                    "mimeType": "application/zip",
-                    "buffer": make_zip(classes({"a": 3, "b": 3})),
-                }
-            ]
-        )
-        for _ in range(200):  # Playwright runs the route handler only while it is called
-            if captured:
-                break
-            tab.wait_for_timeout(100)
+        # Playwright runs the route handler only while it is called: here, until the upload failed.
+        with tab.expect_event(
+            "requestfailed", predicate=lambda failed: "/_stcore/upload_file/" in failed.url
+        ):
+            tab.locator("input[type='file']").set_input_files(
+                files=[
+                    {
+                        "name": "pets.zip",
+                        "mimeType": "application/zip",
+                        "buffer": make_zip(classes({"a": 3, "b": 3})),
+                    }
+                ]
+            )
         request = captured[0]
         before = sorted(str(p) for p in home.rglob("*"))
 

@@ -11,18 +11,12 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from helpers_browser import PREDICT_MS_PER_IMAGE, rerun, settle
 
 from core.data.samples import sample_path
 
 pytestmark = pytest.mark.browser
-
-
-def settle(page) -> None:
-    """Wait until the app has finished the rerun a widget change started and has removed the
-    previous run's (stale) elements, so that each label names one widget again."""
-    page.wait_for_timeout(300)
-    page.locator("[data-testid='stStatusWidget']").wait_for(state="hidden", timeout=60_000)
-    page.wait_for_function("document.querySelectorAll('[data-stale=\"true\"]').length === 0")
+FACES_IMAGES = 200  # in the faces sample
 
 
 def rezipped(source: Path, target: Path) -> Path:
@@ -41,33 +35,34 @@ def test_upload_train_watch_inspect_download_predict(
     page, app_url: str, tmp_path: Path, screenshot_dir: Path | None
 ) -> None:
     page.goto(f"{app_url}/train")
-    page.get_by_text("Training images").wait_for(timeout=120_000)  # the first visit imports torch
-    page.get_by_text("Upload a zip", exact=True).click()
+    page.get_by_text("Training images").wait_for()  # the first visit imports torch
+    with rerun(page):
+        page.get_by_text("Upload a zip", exact=True).click()
     page.locator("input[type='file']").set_input_files(
         str(rezipped(sample_path("faces"), tmp_path / "faces.zip"))
     )
-    page.get_by_text("Training images").wait_for(timeout=60_000)
+    page.get_by_text("Training images").wait_for()  # once a job of its own has validated it
     settle(page)
     # An upload of unknown kind: the page says why it chose its case, and asks.
     reason = page.locator(".st-key-case_reason").inner_text()
     assert "Case 2" in reason and "we do not know how close your images are to ImageNet" in reason
-    page.locator(".st-key-case_reason label").filter(has_text="Similar").click()
-    settle(page)
+    with rerun(page):
+        page.locator(".st-key-case_reason label").filter(has_text="Similar").click()
     assert "you said your images are similar to ImageNet" in page.locator(".st-key-case_reason").inner_text()
     size = page.get_by_role("spinbutton", name="Image size (px)")
-    size.fill("96")
-    size.press("Enter")
-    settle(page)
-    page.get_by_text("3: fine-tuning", exact=True).click()  # batch by batch: progress to watch
-    settle(page)
+    with rerun(page):
+        size.fill("96")
+        size.press("Enter")
+    with rerun(page):
+        page.get_by_text("3: fine-tuning", exact=True).click()  # batch by batch: progress to watch
     epochs = page.get_by_role("spinbutton", name="Epochs")
-    epochs.fill("4")
-    epochs.press("Enter")
-    settle(page)
+    with rerun(page):
+        epochs.fill("4")
+        epochs.press("Enter")
     page.get_by_role("button", name="Start training").click()
 
     # Live progress: the page redraws from the run directory while the worker trains.
-    page.locator(".st-key-run_status").wait_for(timeout=60_000)
+    page.locator(".st-key-run_status").wait_for()
     sidebar = page.locator("[data-testid='stSidebar']")
     sidebar.get_by_text("faces.zip · case 3 · efficientnet_lite0", exact=False).wait_for()  # named
     seen: set[str] = set()
@@ -89,7 +84,7 @@ def test_upload_train_watch_inspect_download_predict(
     card = page.locator(".st-key-run_status").inner_text()
     assert "faces.zip · case 3 · efficientnet_lite0" in card and "Total time" in card  # named, timed
     page.get_by_text("Open Results").click()
-    page.get_by_text("Confusion matrix").wait_for(timeout=60_000)
+    page.get_by_text("Confusion matrix").wait_for()
     page.locator(".st-key-confusion .js-plotly-plot, [data-testid='stPlotlyChart']").first.wait_for()
     if screenshot_dir:
         settle(page)
@@ -106,14 +101,14 @@ def test_upload_train_watch_inspect_download_predict(
     face = tmp_path / "face.png"
     face.write_bytes(zipfile.ZipFile(sample_path("faces")).read("face/000.png"))
     page.get_by_role("button", name="Try this model").click()  # Predict opens on this run
-    page.get_by_text("This model was trained on").wait_for(timeout=60_000)
+    page.get_by_text("This model was trained on").wait_for()
     chosen = page.locator("[data-testid='stSelectbox']").first.evaluate(
         "e => [e.textContent, ...Array.from(e.querySelectorAll('input'), i => i.value)].join(' ')"
     )
     assert "faces.zip · case 3 · efficientnet_lite0" in chosen, chosen
     page.locator("input[type='file']").first.set_input_files(str(face))
     verdict = page.locator("h3").filter(has_text="face")
-    verdict.first.wait_for(timeout=60_000)
+    verdict.first.wait_for()
     assert verdict.first.inner_text().strip() in {"face", "not_face"}
     page.locator("[data-testid='stImage'] img").first.wait_for()  # the photo as the model saw it
     page.locator(".js-plotly-plot").first.wait_for()  # and its top classes
@@ -122,7 +117,9 @@ def test_upload_train_watch_inspect_download_predict(
 
     # Many images at once: a zip in, a CSV out.
     page.locator("input[type='file']").nth(1).set_input_files(str(sample_path("faces")))
-    with page.expect_download(timeout=120_000) as download:
-        page.get_by_role("button", name="Download the predictions (CSV)").click()
+    csv = page.get_by_role("button", name="Download the predictions (CSV)")
+    csv.wait_for(timeout=FACES_IMAGES * PREDICT_MS_PER_IMAGE)  # drawn once every image is classified
+    with page.expect_download() as download:
+        csv.click()
     lines = Path(download.value.path()).read_text().splitlines()
-    assert lines[0].startswith("file,predicted,confidence") and len(lines) == 201
+    assert lines[0].startswith("file,predicted,confidence") and len(lines) == FACES_IMAGES + 1
