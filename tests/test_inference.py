@@ -159,19 +159,45 @@ def test_elsewhere_the_last_batch_is_not_padded() -> None:
     assert {shape[0] for shape in spy.shapes} == {8, 5}
 
 
-def test_the_analysis_probe_measures_the_same_in_a_runtime_as_in_torch(always_convert: None) -> None:
-    dataset = ingest(sample_path("digits"))
+@pytest.fixture(scope="module")
+def digits_cache() -> tuple[Candidate, ImageCache]:
     candidate = Candidate(resolve("efficientnet_lite0"))
-    cache = ImageCache(dataset.train[:48], candidate.preprocess.resize)
+    return candidate, ImageCache(ingest(sample_path("digits")).train[:48], candidate.preprocess.resize)
 
-    converted = probe(candidate, cache, CPU_FP32, batch_size=16)
-    in_torch = probe(candidate, cache, Accelerator(torch.device("cpu"), "fp32", False, fixed_shapes=True))
+
+def test_the_analysis_probe_measures_the_same_in_a_runtime_as_in_torch(
+    always_convert: None, digits_cache: tuple[Candidate, ImageCache]
+) -> None:
+    candidate, cache = digits_cache
+    torch_alone = Accelerator(torch.device("cpu"), "fp32", False, fixed_shapes=True)
+
+    converted = probe(candidate, cache, CPU_FP32, batch_size=16, moments=False)
+    in_torch = probe(candidate, cache, torch_alone, batch_size=16, moments=False)
 
     assert converted.runtime.runtime != "torch" and in_torch.runtime.runtime == "torch"
     torch.testing.assert_close(converted.features, in_torch.features, atol=1e-3, rtol=1e-3)
     torch.testing.assert_close(converted.logits, in_torch.logits, atol=1e-3, rtol=1e-3)
-    assert converted.stages.keys() == in_torch.stages.keys()
-    assert converted.layer_shifts == pytest.approx(in_torch.layer_shifts, rel=1e-3, abs=1e-4)
+    for stage, pooled in in_torch.stages.items():
+        torch.testing.assert_close(converted.stages[stage], pooled, atol=1e-3, rtol=1e-3)
+    assert converted.layer_shifts == in_torch.layer_shifts == []
+
+
+def test_the_shift_is_measured_on_images_spread_over_the_sample_and_every_output_keeps_its_order(
+    digits_cache: tuple[Candidate, ImageCache], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from core.analysis import probe as probing
+
+    candidate, cache = digits_cache
+    monkeypatch.setattr(probing, "MOMENT_IMAGES", 12)
+    spread = probing._spread_first(48, 12)
+
+    measured = probe(candidate, cache, CPU_FP32, batch_size=8)
+    pooled = probe(candidate, cache, CPU_FP32, batch_size=8, moments=False)
+
+    assert sorted(spread.tolist()) == list(range(48)) and spread[:4].tolist() == [0, 4, 9, 13]
+    assert len(measured.layer_shifts) > 40 and all(shift >= 0 for shift in measured.layer_shifts)
+    torch.testing.assert_close(measured.features, pooled.features, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(measured.logits, pooled.logits, atol=1e-4, rtol=1e-4)
 
 
 def test_an_operator_can_narrow_the_runtimes_or_turn_them_off(

@@ -25,6 +25,7 @@ from core.training.device import Accelerator
 from core.training.transforms import to_model_input
 
 BATCH_SIZE = 32
+MOMENT_IMAGES = 128  # images whose BatchNorm moments measure the shift (the first of the sample)
 
 
 @dataclass(frozen=True)
@@ -69,32 +70,50 @@ def probe(
     accel: Accelerator,
     *,
     batch_size: int = BATCH_SIZE,
+    moments: bool = True,
     progress: Callable[[int, int], None] | None = None,
 ) -> Probe:
-    """Run ``candidate`` over ``images`` (cached at its preprocessing's resize) in eval mode, in
-    torch or the fastest inference runtime here (``core.models.runtime``)."""
+    """Run ``candidate`` over ``images`` (cached at its preprocessing's resize) in eval mode.
+
+    With ``moments`` (the reference backbone, whose BatchNorm statistics measure the shift),
+    the first ``MOMENT_IMAGES`` images also give every BatchNorm layer's input moments, in
+    torch; every other batch gives the pooled outputs alone, in torch or the fastest inference
+    runtime here (``core.models.runtime``). A graph with every layer's moments as outputs held
+    gigabytes in ONNX Runtime and ran slower there than in torch (measured), and a few thousand
+    positions per channel from each of 128 images estimate a moment as well as more would.
+    """
     backbone = candidate.backbone
     model = accel.prepare(initialised(backbone, "imagenet" if candidate.pretrained else "none")).eval()
-    probed = Probed(model, backbone)
-    engine = Engine(probed, accel, len(images))
+    measured = Probed(model, backbone, moments=True)
+    pooled_only = Probed(model, backbone, moments=False)
+    with_moments = min(len(images), MOMENT_IMAGES) if moments else 0
+    engines = (
+        Engine(measured, accel, with_moments, runtimes=()),
+        Engine(pooled_only, accel, len(images) - with_moments),
+    )
     kept = 2 + len(backbone.stages)  # logits, head input, stages; then the layers' moments
-    pooled, moments, seconds = [], None, 0.0
-    for indices in torch.arange(len(images)).split(batch_size):
+    order = _spread_first(len(images), with_moments)
+    pooled, sums, seconds = [], None, 0.0
+    for start in range(0, len(images), batch_size):
+        indices = order[start : start + batch_size]
         inputs = to_model_input(images.images[indices], backbone.preprocess, train=False)
         started = time.perf_counter()
-        outputs = engine(inputs, pad_to=batch_size)
+        if start < with_moments:
+            outputs = engines[0](inputs, pad_to=batch_size)
+            # Summed as they come, on the device: a batch's moments, not each image's, in memory.
+            batch_sums = [layer[: with_moments - start].float().sum(dim=0) for layer in outputs[kept:]]
+            sums = batch_sums if sums is None else [a + b for a, b in zip(sums, batch_sums, strict=True)]
+        else:
+            outputs = engines[1](inputs, pad_to=batch_size)
         seconds += time.perf_counter() - started
         pooled.append(outputs[:kept])
-        # Summed as they come, on the device: a batch's moments, not every image's, stay in memory.
-        summed = [layer.float().sum(dim=0) for layer in outputs[kept:]]
-        moments = summed if moments is None else [a + b for a, b in zip(moments, summed, strict=True)]
         if progress:
-            progress(int(indices[-1]) + 1, len(images))
-    logits, features, *stages = (torch.cat(parts).float().cpu() for parts in zip(*pooled, strict=True))
-    layers = [model.get_submodule(name) for name in probed.reached]
+            progress(start + len(indices), len(images))
+    logits, features, *stages = (_unordered(torch.cat(parts), order) for parts in zip(*pooled, strict=True))
+    layers = [model.get_submodule(name) for name in measured.reached]
     shifts = [
-        Moments.of(layer, sums, len(images)).shift()
-        for layer, sums in zip(layers, moments or [], strict=True)
+        Moments.of(layer, total, with_moments).shift()
+        for layer, total in zip(layers, sums or [], strict=True)
     ]
     return Probe(
         candidate=candidate,
@@ -103,24 +122,40 @@ def probe(
         logits=logits,
         layer_shifts=shifts,
         images_per_s=len(images) / max(seconds, 1e-9),
-        runtime=engine.choice,
+        runtime=engines[1].choice or engines[0].choice,
     )
+
+
+def _spread_first(count: int, first: int) -> torch.Tensor:
+    """An order of ``count`` images whose first ``first`` are spread evenly over all of them (the
+    sample comes class by class: its first images would be one class's)."""
+    spread = torch.linspace(0, count - 1, first).round().long().unique() if first else torch.zeros(0).long()
+    rest = torch.ones(count, dtype=torch.bool)
+    rest[spread] = False
+    return torch.cat([spread, rest.nonzero().flatten()])
+
+
+def _unordered(rows: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
+    """``rows`` (in ``order``) back in the images' own order, as float32 on the CPU."""
+    result = torch.empty_like(rows, dtype=torch.float32, device="cpu")
+    result[order] = rows.float().cpu()
+    return result
 
 
 class Probed(nn.Module):
     """A backbone whose forward returns, besides its ImageNet logits, the pooled input of its
-    head, the pooled output of every stage and ``grid_moments`` of every BatchNorm layer's
-    input (those with stored statistics, in the order the pass reaches them): all one function
-    of the batch, so an inference runtime can run it as well as torch."""
+    head, the pooled output of every stage and, with ``moments``, ``grid_moments`` of every
+    BatchNorm layer's input (those with stored statistics, in the order the pass reaches them):
+    all one function of the batch, so that an inference runtime can run it as well as torch."""
 
-    def __init__(self, model: nn.Module, backbone: Backbone) -> None:
+    def __init__(self, model: nn.Module, backbone: Backbone, *, moments: bool) -> None:
         super().__init__()
         self.model = model
         self.head, self.stages, self.layout = backbone.family.head, backbone.stages, backbone.family.layout
         self.batchnorms = [
             name
             for name, module in model.named_modules()
-            if isinstance(module, nn.BatchNorm2d) and module.running_mean is not None
+            if moments and isinstance(module, nn.BatchNorm2d) and module.running_mean is not None
         ]
         self.reached: list[str] = []  # the BatchNorm layers in the order the last pass reached them
 
@@ -147,7 +182,7 @@ class Probed(nn.Module):
         return (logits.float(), captured["head"], *(captured[s] for s in self.stages), *moments.values())
 
     def extra_repr(self) -> str:
-        return f"head={self.head!r}, stages={self.stages!r}, layout={self.layout!r}"
+        return f"head={self.head!r}, stages={self.stages!r}, layout={self.layout!r}, moments={bool(self.batchnorms)}"
 
 
 def _keep_input(into: dict[str, torch.Tensor], key: str) -> Callable:

@@ -42,10 +42,9 @@ PRECISION_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 # A runtime is worth converting to only when torch would need at least this long for what is
 # left of the pass: converting and timing the candidates costs one to a few seconds.
 MIN_SAVING_S = 3.0
-# Candidates are timed on this many inputs of a batch torch has run, twice (a warm-up, then the
-# timed call): enough to rank them, a fraction of a batch's work each. Against torch's rate on the
-# whole batch, a smaller batch if anything underrates them.
-CALIBRATION_INPUTS = 8
+# Runtimes' outputs are checked against torch's float32 ones on this many inputs of the batch
+# they are timed on: where torch runs in bf16, its float32 outputs cost one more small pass.
+CHECKED_INPUTS = 8
 # A runtime's outputs must match torch's float32 outputs on the same batch to within this
 # fraction of their largest magnitude (float32 runtimes agree to about 1e-5, measured), or, in a
 # pass that torch runs in reduced precision, to within twice torch's own distance from them.
@@ -148,11 +147,15 @@ class Engine:
 
     @torch.inference_mode()
     def __call__(self, batch: torch.Tensor, pad_to: int | None = None) -> Outputs:
-        """The module's outputs for ``batch``. Where shapes must stay fixed (CUDA), a batch
-        smaller than ``pad_to`` is padded to it and the outputs cut back."""
+        """The module's outputs for ``batch``, a pass's batch of ``pad_to`` inputs or its smaller
+        last one. Where shapes must stay fixed (CUDA, or a runtime compiled for one batch size),
+        a smaller batch is padded to ``pad_to`` and the outputs are cut back."""
         self.done += len(batch)
+        size = pad_to or len(batch)
         if self.accel.fixed_shapes:
-            return self._padded(batch, pad_to or len(batch))
+            if self.choice is None:
+                self.choice = Choice("torch", f"on {self.accel.device.type} torch runs every pass")
+            return _padded(self._torch, batch, size)
         if self._chosen is not None:
             return self._chosen(batch)
         started = time.perf_counter()
@@ -167,17 +170,9 @@ class Engine:
         with self.accel.autocast():
             return _as_tuple(self.module(self.accel.to_device(batch)))
 
-    def _padded(self, batch: torch.Tensor, size: int) -> Outputs:
-        """The outputs of ``batch`` padded to ``size`` inputs by repeating its last one."""
-        if self.choice is None:
-            self.choice = Choice("torch", f"on {self.accel.device.type} torch runs every pass")
-        count = len(batch)
-        if count < size:
-            batch = torch.cat([batch, batch[-1:].expand(size - count, *batch.shape[1:])])
-        return tuple(output[:count] for output in self._torch(batch))
-
     def _decide(self, batch: torch.Tensor, reference: Outputs, remaining: int) -> None:
-        """Keep torch, or switch to the fastest runtime whose outputs match torch's on ``batch``."""
+        """Keep torch, or switch to the fastest runtime whose outputs match torch's on ``batch``
+        (a whole batch: each runtime is compiled for its size and timed on it)."""
         threads = torch.get_num_threads()
         rates = {"torch": self._torch_rates[-1]}
         self._chosen = self._torch
@@ -190,16 +185,14 @@ class Engine:
         except Exception as exc:  # noqa: BLE001 - a module the exporter cannot trace stays with torch
             self.choice = Choice("torch", f"the ONNX export failed ({_line(exc)})", rates, threads=threads)
             return
-        batch = batch[:CALIBRATION_INPUTS]
-        reference = tuple(output[:CALIBRATION_INPUTS] for output in reference)
-        exact, allowed = self._allowed_gaps(batch, reference)
+        exact, allowed = self._allowed_gaps(batch[:CHECKED_INPUTS], reference)
         runners: dict[str, Callable[[torch.Tensor], Outputs]] = {"torch": self._torch}
         rejected = {}
-        for name, build in self._builders(graph, threads).items():
+        for name, build in self._builders(graph, tuple(batch.shape), threads).items():
             try:
                 runner = build()
                 rates[name] = _measured_rate(runner, batch, exact, allowed)
-                runners[name] = runner
+                runners[name] = functools.partial(_padded, runner, size=len(batch))
             except Exception as exc:  # noqa: BLE001 - not installed, not convertible, or disagreeing
                 rejected[name] = _line(exc)
         best = max(rates, key=rates.__getitem__)
@@ -207,7 +200,9 @@ class Engine:
         self.choice = Choice(best, "the fastest on this machine's own batches", rates, rejected, threads)
 
     def _allowed_gaps(self, batch: torch.Tensor, reference: Outputs) -> tuple[Outputs, list[float]]:
-        """torch's float32 outputs for ``batch``, and how far from each a runtime's may lie."""
+        """torch's float32 outputs for ``batch`` (the first rows of ``reference``'s batch), and
+        how far from each a runtime's may lie."""
+        reference = tuple(output[: len(batch)] for output in reference)
         exact = reference
         if self.accel.precision != "fp32":
             exact = _as_tuple(self.module(self.accel.to_device(batch)))  # no autocast: float32
@@ -219,14 +214,16 @@ class Engine:
             gaps.append(max(AGREEMENT * max(scale, 1e-6), 2 * noise))
         return exact, gaps
 
-    def _builders(self, graph: bytes, threads: int) -> dict[str, Callable[[], Callable]]:
+    def _builders(
+        self, graph: bytes, shape: tuple[int, ...], threads: int
+    ) -> dict[str, Callable[[], Callable]]:
         builders: dict[str, Callable[[], Callable]] = {}
         if "onnxruntime" in self.runtimes:
             builders["onnxruntime"] = lambda: OnnxRuntime(graph, threads)
         if "openvino" in self.runtimes:
-            builders["openvino"] = lambda: OpenVino(graph, threads, "f32")
+            builders["openvino"] = lambda: OpenVino(graph, shape, threads, "f32")
             if self.accel.precision == "bf16":  # the plan allows bf16: OpenVINO runs it on AMX
-                builders["openvino-bf16"] = lambda: OpenVino(graph, threads, "bf16")
+                builders["openvino-bf16"] = lambda: OpenVino(graph, shape, threads, "bf16")
         return builders
 
 
@@ -237,6 +234,9 @@ class OnnxRuntime:
         onnxruntime = _imported("onnxruntime")
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+        # Its threads otherwise spin between operators, which on a graph with many outputs (the
+        # analysis's probe) made a call 10x slower than the one before it, measured on 2 cores.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.log_severity_level = 4  # its failures come back as exceptions; its warnings are noise
         self.session = onnxruntime.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
         self.input = self.session.get_inputs()[0].name
@@ -247,14 +247,15 @@ class OnnxRuntime:
 
 
 class OpenVino:
-    """An ONNX graph compiled by OpenVINO for the CPU, in f32 or (on bf16 units) bf16."""
+    """An ONNX graph compiled by OpenVINO for the CPU and one input shape (a batch whose size
+    changes would build its kernels again), in f32 or, on bf16 units, bf16."""
 
-    def __init__(self, graph: bytes, threads: int, precision: str) -> None:
+    def __init__(self, graph: bytes, shape: tuple[int, ...], threads: int, precision: str) -> None:
         core = _openvino_core()
+        model = core.read_model(graph, b"")
+        model.reshape(list(shape))
         config = {"INFERENCE_NUM_THREADS": threads, "INFERENCE_PRECISION_HINT": precision}
-        self.compiled = core.compile_model(
-            core.read_model(graph, b""), "CPU", config | {"PERFORMANCE_HINT": "LATENCY"}
-        )
+        self.compiled = core.compile_model(model, "CPU", config | {"PERFORMANCE_HINT": "LATENCY"})
         self.request = self.compiled.create_infer_request()
 
     def __call__(self, batch: torch.Tensor) -> Outputs:
@@ -353,7 +354,8 @@ def _measured_rate(
     runner: Callable[[torch.Tensor], Outputs], batch: torch.Tensor, exact: Outputs, allowed: list[float]
 ) -> float:
     """Images per second of ``runner`` on ``batch`` (after a warm-up call), once each of its
-    outputs is shown to lie within ``allowed`` of torch's float32 ones (``exact``)."""
+    outputs is shown to lie within ``allowed`` of torch's float32 ones (``exact``, for the first
+    rows of the batch)."""
     runner(batch)
     started = time.perf_counter()
     outputs = runner(batch)
@@ -361,13 +363,25 @@ def _measured_rate(
     if len(outputs) != len(exact):
         raise ValueError(f"{len(outputs)} outputs where torch gives {len(exact)}")
     for index, (got, want, gap) in enumerate(zip(outputs, exact, allowed, strict=True)):
-        want = want.float().cpu()
+        got, want = got[: len(want)].float(), want.float().cpu()
         if got.shape != want.shape:
             raise ValueError(f"output {index} is {tuple(got.shape)} where torch's is {tuple(want.shape)}")
-        distance = float((got.float() - want).abs().max()) if want.numel() else 0.0
+        distance = float((got - want).abs().max()) if want.numel() else 0.0
         if not distance <= gap:
             raise ValueError(f"output {index} differs from torch's by {distance:.3g} (allowed {gap:.3g})")
     return rate
+
+
+def _padded(run: Callable[[torch.Tensor], Outputs], batch: torch.Tensor, size: int) -> Outputs:
+    """``run``'s outputs for ``batch``, which it only ever sees ``size`` inputs at a time: a
+    smaller batch is padded with copies of its last input, a larger one split."""
+    if len(batch) > size:
+        parts = [_padded(run, part, size) for part in batch.split(size)]
+        return tuple(torch.cat(outputs) for outputs in zip(*parts, strict=True))
+    count = len(batch)
+    if count < size:
+        batch = torch.cat([batch, batch[-1:].expand(size - count, *batch.shape[1:])])
+    return tuple(output[:count] for output in run(batch))
 
 
 @functools.cache
