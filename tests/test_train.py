@@ -467,7 +467,12 @@ def test_progress_is_reported_before_the_first_epoch(case1: SimpleNamespace) -> 
 def test_the_cli_prints_plain_lines_off_a_terminal(case1: SimpleNamespace) -> None:
     assert "\r" not in case1.stderr
     lines = [line.split(":")[0].split(" ran on ")[0] for line in case1.stderr.splitlines()]
-    assert lines[:4] == ["decoding images", "computing features", "the features pass", "fitting the new layer"]
+    assert lines[:4] == [
+        "decoding images",
+        "computing features",
+        "the features pass",
+        "fitting the new layer",
+    ]
     assert lines[4:-2] == [f"epoch {n}/3" for n in range(1, case1.metrics["epochs_run"] + 1)]
     assert lines[-2:] == ["exporting the model", "the evaluation pass"]
     assert "images in" in case1.stderr.splitlines()[0]  # how many, how long, how fast
@@ -791,7 +796,9 @@ def test_run_trains_the_plan_in_the_run_directory(
     assert json.loads((tmp_path / "metrics.json").read_text()) == result
     assert [e.type for e in events][-4:] == ["epoch", "phase", "runtime", "done"]
     assert events[-3].phase == "exporting"  # the export says so before it starts
-    assert events[-2].phase == "evaluation" and result["runtimes"]["evaluation"]["runtime"] == events[-2].runtime
+    assert (
+        events[-2].phase == "evaluation" and result["runtimes"]["evaluation"]["runtime"] == events[-2].runtime
+    )
 
 
 def test_run_refuses_a_directory_without_a_plan(tmp_path: Path) -> None:
