@@ -149,8 +149,10 @@ def main() -> None:
         default="auto",
         help="the engine's (the baseline runs fp32): fp32 compares like with like",
     )
+    parser.add_argument("--seeds", default="0,1,2", help="comma-separated (the full comparison's)")
     args = parser.parse_args()
-    args.epochs, seeds, per_class, args.size = (2, (0,), 1, 96) if args.quick else (10, (0, 1, 2), 5, None)
+    full_seeds = tuple(int(seed) for seed in args.seeds.split(","))
+    args.epochs, seeds, per_class, args.size = (2, (0,), 1, 96) if args.quick else (10, full_seeds, 5, None)
     args.repeats = 1 if args.quick else 3
     cases = [int(c) for c in args.cases.split(",")]
     with tempfile.TemporaryDirectory() as folder:
