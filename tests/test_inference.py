@@ -99,6 +99,41 @@ def test_the_graph_is_exported_once_per_content(
     assert len(list((lab_home / "cache" / "runtimes").glob("*.onnx"))) == 2
 
 
+def test_a_second_pass_of_the_same_network_takes_the_runtime_measured_before(
+    always_convert: None, lab_home: Path
+) -> None:
+    inputs = torch.randn(32, 3, 24, 24)
+    first = Engine(small_net(), CPU_FP32, len(inputs))
+    run(first, inputs, 8)
+    again, torch_ran = small_net(), []  # the same content; a hook hears torch run it
+    again.register_forward_hook(lambda module, args, out: torch_ran.append(len(args[0])))
+    second = Engine(again, CPU_FP32, len(inputs))
+
+    outputs = run(second, inputs, 8)
+
+    assert second.choice.runtime == first.choice.runtime
+    assert second.choice.to_dict()["images_per_s"] == first.choice.to_dict()["images_per_s"]
+    assert second.choice.reason.startswith("measured fastest for this network here before")
+    assert torch_ran == ([] if first.choice.runtime != "torch" else [8] * 4)
+    with torch.no_grad():
+        torch.testing.assert_close(outputs, small_net()(inputs), atol=1e-4, rtol=1e-4)
+
+
+def test_a_choice_is_measured_again_for_another_batch_size_or_a_damaged_record(
+    always_convert: None, lab_home: Path
+) -> None:
+    inputs = torch.randn(32, 3, 24, 24)
+    run(Engine(small_net(), CPU_FP32, len(inputs)), inputs, 8)
+    other_batch = Engine(small_net(), CPU_FP32, len(inputs))
+    run(other_batch, inputs, 16)
+    for record in (lab_home / "cache" / "runtimes").glob("*.choices.json"):
+        record.write_text("[truncated")
+    damaged = Engine(small_net(), CPU_FP32, len(inputs))
+    run(damaged, inputs, 8)
+
+    assert other_batch.choice.reason == damaged.choice.reason == "the fastest on this machine's own batches"
+
+
 def test_bf16_passes_may_run_on_openvinos_bf16_and_stay_close_to_torch(always_convert: None) -> None:
     accel = Accelerator(torch.device("cpu"), "bf16", channels_last=True)
     net, inputs = accel.prepare(small_net()), torch.randn(32, 3, 24, 24)

@@ -6,11 +6,14 @@ and torch's eager CPU kernels are slow at what most of these networks are made o
 pointwise convolutions): on 2 cores EfficientNet-Lite0's body ran several times faster in
 OpenVINO or ONNX Runtime than in torch, in fp32 as in bf16 (bench/README.md has the figures).
 Which runtime wins depends on the CPU (AVX2 only, AVX-512, AMX), the network and the threads,
-so an ``Engine`` measures instead of guessing: its first batches run in torch, and once it
-knows torch's rate and how many images remain, it converts the module (through ONNX, cached
-on disk by content) only if the time that can be saved exceeds what converting costs, times
-every candidate on the same real batch, checks that each one's outputs match torch's, and keeps
-the fastest. ``Engine.choice`` says what it chose and why, for the run's provenance.
+so an ``Engine`` measures instead of guessing: on its first batch it times torch on a few
+inputs, and once it knows torch's rate and how many images remain, it converts the module
+(through ONNX, cached on disk by content) only if the time that can be saved exceeds what
+converting costs, times every candidate on the same real batch, checks that each one's outputs
+match torch's, and keeps the fastest. The choice is remembered beside the graph, for that batch
+shape, thread count, precision, CPU and runtime versions: the next pass of the same network
+(the next analysis of another data set, say) builds only the runtime that won, without timing
+torch or the others again. ``Engine.choice`` says what it chose and why, for the run's provenance.
 
 On a GPU torch runs every pass; batches are then padded to one shape, since cuDNN's autotuner
 (``cudnn.benchmark``) tunes every convolution again for each new input shape.
@@ -22,13 +25,15 @@ import contextlib
 import functools
 import hashlib
 import importlib
+import importlib.metadata
 import io
+import json
 import os
 import time
 import warnings
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +41,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from core import storage
+from core import machine, storage
 
 PRECISION_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 # A runtime is worth converting to only when torch would need at least this long for what is
@@ -143,49 +148,81 @@ class Engine:
         self.done = 0
         self.choice: Choice | None = None
         self._chosen: Callable[[torch.Tensor], Outputs] | None = None
-        self._torch_rates: list[float] = []
 
     @torch.inference_mode()
     def __call__(self, batch: torch.Tensor, pad_to: int | None = None) -> Outputs:
         """The module's outputs for ``batch``, a pass's batch of ``pad_to`` inputs or its smaller
         last one. Where shapes must stay fixed (CUDA, or a runtime compiled for one batch size),
         a smaller batch is padded to ``pad_to`` and the outputs are cut back."""
+        remaining = self.images - self.done
         self.done += len(batch)
         size = pad_to or len(batch)
         if self.accel.fixed_shapes:
             if self.choice is None:
                 self.choice = Choice("torch", f"on {self.accel.device.type} torch runs every pass")
             return _padded(self._torch, batch, size)
-        if self._chosen is not None:
-            return self._chosen(batch)
-        started = time.perf_counter()
-        outputs = self._torch(batch)
-        self._torch_rates.append(len(batch) / max(time.perf_counter() - started, 1e-9))
-        remaining = self.images - self.done
-        if len(self._torch_rates) >= 2 or remaining <= 0:  # the first batch is cold: kernels get built
-            self._decide(batch, outputs, remaining)
-        return outputs
+        if self._chosen is None:
+            self._choose(batch, remaining)
+        return self._chosen(batch)
 
     def _torch(self, batch: torch.Tensor) -> Outputs:
         with self.accel.autocast():
             return _as_tuple(self.module(self.accel.to_device(batch)))
 
-    def _decide(self, batch: torch.Tensor, reference: Outputs, remaining: int) -> None:
-        """Keep torch, or switch to the fastest runtime whose outputs match torch's on ``batch``
-        (a whole batch: each runtime is compiled for its size and timed on it)."""
+    def _choose(self, batch: torch.Tensor, remaining: int) -> None:
+        """Keep torch, or switch to the fastest runtime whose outputs match torch's: the one this
+        machine measured for the same network, batch and settings before, or else measured now
+        on ``batch`` (torch on its first inputs, each runtime on the whole batch, for which it is
+        compiled), with ``remaining`` images (this batch's included) left in the pass."""
         threads = torch.get_num_threads()
-        rates = {"torch": self._torch_rates[-1]}
         self._chosen = self._torch
-        if not self.runtimes or remaining / rates["torch"] < MIN_SAVING_S:
-            why = "no other runtime allowed" if not self.runtimes else "too few images left to convert"
-            self.choice = Choice("torch", why, rates, threads=threads)
+        if not self.runtimes:
+            self.choice = Choice("torch", "no other runtime allowed", threads=threads)
             return
+        key = content_key(self.module, batch.shape[1:])
+        choices = RememberedChoices(runtimes_cache_dir() / f"{key}.choices.json")
+        settings = self._settings(tuple(batch.shape), threads)
+        remembered = choices.get(settings)
+        if remembered is not None and self._take(remembered, batch, key, remaining):
+            return
+        checked = batch[:CHECKED_INPUTS]
+        reference = self._torch(checked)  # cold: torch builds its kernels for this shape
+        rates = {"torch": _best_rate(self._torch, checked)}
+        if remaining / rates["torch"] < MIN_SAVING_S:
+            self.choice = Choice("torch", "too few images left to convert", rates, threads=threads)
+            return
+        self._measure(batch, key, reference, rates)
+        choices.put(settings, self.choice)
+
+    def _take(self, remembered: Choice, batch: torch.Tensor, key: str, remaining: int) -> bool:
+        """Run on the choice measured here before, where its runtime still builds: measuring
+        again would cost torch batches and a build of every runtime, seconds for each network
+        of an analysis. A pass too short to repay a build stays in torch."""
+        before = f"measured fastest for this network here before ({remembered.reason})"
+        torch_rate = remembered.images_per_s.get("torch", 0.0)
+        if remembered.runtime == "torch" or remaining / max(torch_rate, 1e-9) < MIN_SAVING_S:
+            why = before if remembered.runtime == "torch" else "too few images left to convert"
+            self.choice = replace(remembered, runtime="torch", reason=why)
+            return True
         try:
-            graph = onnx_graph(self.module, batch)
+            graph = onnx_graph(self.module, batch, key)
+            runner = self._builders(graph, tuple(batch.shape), remembered.threads)[remembered.runtime]()
+        except Exception:  # noqa: BLE001 - gone, or no longer building here: measure again
+            return False
+        self._chosen = functools.partial(_padded, runner, size=len(batch))
+        self.choice = replace(remembered, reason=before)
+        return True
+
+    def _measure(self, batch: torch.Tensor, key: str, reference: Outputs, rates: dict[str, float]) -> None:
+        """Time every runtime on ``batch``, check its outputs against torch's on the inputs that
+        gave ``reference``, and keep the fastest."""
+        threads = torch.get_num_threads()
+        try:
+            graph = onnx_graph(self.module, batch, key)
         except Exception as exc:  # noqa: BLE001 - a module the exporter cannot trace stays with torch
             self.choice = Choice("torch", f"the ONNX export failed ({_line(exc)})", rates, threads=threads)
             return
-        exact, allowed = self._allowed_gaps(batch[:CHECKED_INPUTS], reference)
+        exact, allowed = self._allowed_gaps(batch[: len(reference[0])], reference)
         runners: dict[str, Callable[[torch.Tensor], Outputs]] = {"torch": self._torch}
         rejected = {}
         for name, build in self._builders(graph, tuple(batch.shape), threads).items():
@@ -198,6 +235,19 @@ class Engine:
         best = max(rates, key=rates.__getitem__)
         self._chosen = runners[best]
         self.choice = Choice(best, "the fastest on this machine's own batches", rates, rejected, threads)
+
+    def _settings(self, shape: tuple[int, ...], threads: int) -> dict[str, Any]:
+        """What a remembered choice holds for besides the graph: the batch, the threads, the
+        precision, the runtimes allowed and their versions, and the CPU as torch and oneDNN see it."""
+        return {
+            "shape": list(shape),
+            "threads": threads,
+            "precision": self.accel.precision,
+            "runtimes": {name: _version(name) for name in self.runtimes},
+            "cpu": machine.cpu().name,
+            "capability": torch.backends.cpu.get_cpu_capability(),
+            "onednn_isa": os.environ.get("ONEDNN_MAX_CPU_ISA", ""),
+        }
 
     def _allowed_gaps(self, batch: torch.Tensor, reference: Outputs) -> tuple[Outputs, list[float]]:
         """torch's float32 outputs for ``batch`` (the first rows of ``reference``'s batch), and
@@ -284,13 +334,45 @@ def configured_runtimes() -> tuple[str, ...]:
     return names
 
 
-def onnx_graph(module: nn.Module, batch: torch.Tensor) -> bytes:
+@dataclass(frozen=True)
+class RememberedChoices:
+    """The runtime choices measured for one network (``KEY.choices.json`` beside its graph),
+    one for each batch shape and setting it ran under; an unreadable file remembers none."""
+
+    path: Path
+
+    def get(self, settings: dict[str, Any]) -> Choice | None:
+        stored = self._read().get(_settings_key(settings))
+        try:
+            return None if stored is None else Choice(**stored)
+        except TypeError:
+            return None
+
+    def put(self, settings: dict[str, Any], choice: Choice) -> None:
+        choices = self._read() | {_settings_key(settings): choice.to_dict()}
+        with contextlib.suppress(OSError):  # a cache that cannot be written only costs time
+            storage.write_bytes_atomic(self.path, json.dumps(choices, indent=1).encode())
+
+    def _read(self) -> dict[str, Any]:
+        try:
+            choices = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            return {}
+        return choices if isinstance(choices, dict) else {}
+
+
+def _settings_key(settings: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def onnx_graph(module: nn.Module, batch: torch.Tensor, key: str | None = None) -> bytes:
     """``module`` as an ONNX graph with a dynamic batch, exported once per content and input
-    size and kept under the home folder's ``cache/runtimes/``."""
+    size (``key``, its ``content_key``, where the caller has it) and kept under the home
+    folder's ``cache/runtimes/``: the newest CACHED_GRAPHS, with their remembered choices."""
     with torch.inference_mode(False), torch.no_grad():
         example = batch[:2].detach().clone().float().cpu().contiguous()
         folder = runtimes_cache_dir()
-        path = folder / f"{content_key(module, example.shape[1:])}.onnx"
+        path = folder / f"{key or content_key(module, example.shape[1:])}.onnx"
         if path.is_file():
             path.touch()
             return path.read_bytes()
@@ -299,6 +381,7 @@ def onnx_graph(module: nn.Module, batch: torch.Tensor) -> bytes:
     storage.write_bytes_atomic(path, graph)
     for stale in sorted(folder.glob("*.onnx"), key=lambda p: p.stat().st_mtime, reverse=True)[CACHED_GRAPHS:]:
         stale.unlink(missing_ok=True)
+        stale.with_suffix(".choices.json").unlink(missing_ok=True)
     return graph
 
 
@@ -356,10 +439,8 @@ def _measured_rate(
     """Images per second of ``runner`` on ``batch`` (after a warm-up call), once each of its
     outputs is shown to lie within ``allowed`` of torch's float32 ones (``exact``, for the first
     rows of the batch)."""
-    runner(batch)
-    started = time.perf_counter()
-    outputs = runner(batch)
-    rate = len(batch) / max(time.perf_counter() - started, 1e-9)
+    outputs = runner(batch)  # warm-up: runtimes allocate and tune on their first call
+    rate = _best_rate(runner, batch)
     if len(outputs) != len(exact):
         raise ValueError(f"{len(outputs)} outputs where torch gives {len(exact)}")
     for index, (got, want, gap) in enumerate(zip(outputs, exact, allowed, strict=True)):
@@ -370,6 +451,17 @@ def _measured_rate(
         if not distance <= gap:
             raise ValueError(f"output {index} differs from torch's by {distance:.3g} (allowed {gap:.3g})")
     return rate
+
+
+def _best_rate(run: Callable[[torch.Tensor], Outputs], batch: torch.Tensor, calls: int = 2) -> float:
+    """Images per second of ``run`` on ``batch``, the best of ``calls`` timed calls: on a busy
+    machine one call can be slowed by another process, and the choice made from it is kept."""
+    fastest = float("inf")
+    for _ in range(calls):
+        started = time.perf_counter()
+        run(batch)
+        fastest = min(fastest, time.perf_counter() - started)
+    return len(batch) / max(fastest, 1e-9)
 
 
 def _padded(run: Callable[[torch.Tensor], Outputs], batch: torch.Tensor, size: int) -> Outputs:
@@ -406,6 +498,14 @@ def _imported(name: str) -> Any:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+
+def _version(name: str) -> str:
+    """A runtime's version without importing it (a new version may choose differently)."""
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return ""
 
 
 def _array(batch: torch.Tensor) -> np.ndarray:
