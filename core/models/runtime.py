@@ -162,37 +162,42 @@ class Engine:
                 self.choice = Choice("torch", f"on {self.accel.device.type} torch runs every pass")
             return _padded(self._torch, batch, size)
         if self._chosen is None:
-            self._choose(batch, remaining)
+            return self._choose(batch, remaining)
         return self._chosen(batch)
 
     def _torch(self, batch: torch.Tensor) -> Outputs:
         with self.accel.autocast():
             return _as_tuple(self.module(self.accel.to_device(batch)))
 
-    def _choose(self, batch: torch.Tensor, remaining: int) -> None:
-        """Keep torch, or switch to the fastest runtime whose outputs match torch's: the one this
-        machine measured for the same network, batch and settings before, or else measured now
-        on ``batch`` (torch on its first inputs, each runtime on the whole batch, for which it is
-        compiled), with ``remaining`` images (this batch's included) left in the pass."""
+    def _choose(self, batch: torch.Tensor, remaining: int) -> Outputs:
+        """``batch``'s outputs, having chosen what runs the pass: torch, or the fastest runtime
+        whose outputs match torch's. That is the one measured here before for the same network,
+        batch and settings, or else measured now on ``batch`` (torch on it, and warm on its first
+        inputs; each runtime on the whole batch, for which it is compiled), with ``remaining``
+        images (this batch's included) left in the pass."""
         threads = torch.get_num_threads()
         self._chosen = self._torch
         if not self.runtimes:
             self.choice = Choice("torch", "no other runtime allowed", threads=threads)
-            return
+            return self._torch(batch)
         key = content_key(self.module, batch.shape[1:])
         choices = RememberedChoices(runtimes_cache_dir() / f"{key}.choices.json")
         settings = self._settings(tuple(batch.shape), threads)
         remembered = choices.get(settings)
         if remembered is not None and self._take(remembered, batch, key, remaining):
-            return
-        checked = batch[:CHECKED_INPUTS]
-        reference = self._torch(checked)  # cold: torch builds its kernels for this shape
-        rates = {"torch": _best_rate(self._torch, checked)}
-        if remaining / rates["torch"] < MIN_SAVING_S:
+            return self._chosen(batch)
+        started = time.perf_counter()
+        outputs = self._torch(batch)  # cold: torch builds its kernels for this shape
+        rates = {"torch": len(batch) / max(time.perf_counter() - started, 1e-9)}
+        left = remaining - len(batch)
+        if left / rates["torch"] >= MIN_SAVING_S:  # a cold rate says little: time it warm
+            rates["torch"] = _best_rate(self._torch, batch[:CHECKED_INPUTS])
+        if left / rates["torch"] < MIN_SAVING_S:
             self.choice = Choice("torch", "too few images left to convert", rates, threads=threads)
-            return
-        self._measure(batch, key, reference, rates)
+            return outputs
+        self._measure(batch, key, tuple(output[:CHECKED_INPUTS] for output in outputs), rates)
         choices.put(settings, self.choice)
+        return outputs
 
     def _take(self, remembered: Choice, batch: torch.Tensor, key: str, remaining: int) -> bool:
         """Run on the choice measured here before, where its runtime still builds: measuring
@@ -200,7 +205,7 @@ class Engine:
         of an analysis. A pass too short to repay a build stays in torch."""
         before = f"measured fastest for this network here before ({remembered.reason})"
         torch_rate = remembered.images_per_s.get("torch", 0.0)
-        if remembered.runtime == "torch" or remaining / max(torch_rate, 1e-9) < MIN_SAVING_S:
+        if remembered.runtime == "torch" or (remaining - len(batch)) / max(torch_rate, 1e-9) < MIN_SAVING_S:
             why = before if remembered.runtime == "torch" else "too few images left to convert"
             self.choice = replace(remembered, runtime="torch", reason=why)
             return True
