@@ -105,6 +105,8 @@ def data_zip(count: int, folder: Path) -> Path:
     ):
         for name, data in pool.imap(picture, range(count), chunksize=64):
             archive.writestr(name, data)
+        pool.close()  # the workers end on their own: leaving the block would stop them by SIGTERM
+        pool.join()
     partial.replace(path)
     note(f"{count:,} images: generated in {time.perf_counter() - started:.1f} s")
     return path

@@ -133,6 +133,30 @@ def test_the_events_are_complete_by_the_time_the_status_names_the_end(
     assert events_at_the_end == [expected]
 
 
+@pytest.mark.parametrize("ending", ["done", "failed"])
+def test_recording_an_outcome_leaves_the_processs_signal_handlers_as_they_were(
+    home: Path, ending: str
+) -> None:
+    """An ignored SIGTERM passes to every process started afterwards: a multiprocessing pool, which
+    stops its workers with SIGTERM, then waits for them for ever (bench/scale.py hung so in the
+    suite, after a test had recorded an outcome in the test process)."""
+    before = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGALRM)
+    directory = run_dir("20260101-000000-ends")
+    directory.mkdir(parents=True)
+
+    with StatusKeeper.take(Run(directory)) as keeper, contextlib.suppress(RuntimeError), keeper.outcome():
+        if ending == "failed":
+            raise RuntimeError("boom")
+    child_ignores = subprocess.run(
+        [sys.executable, "-c", "import signal; print(signal.getsignal(signal.SIGTERM) == signal.SIG_IGN)"],
+        capture_output=True, text=True, check=True,
+    ).stdout.strip()  # fmt: skip
+
+    assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGALRM)) == before
+    assert child_ignores == "False"
+    assert read_json(directory / "status.json")["state"] == ending
+
+
 def test_the_traceback_is_in_the_log_by_the_time_the_status_says_failed(
     home: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -299,15 +299,15 @@ class StatusKeeper:
         try:
             yield
         except BaseException as exc:
-            _ignore_stop_signals()  # the outcome is decided: record it in peace
-            cancelled = isinstance(exc, (Cancelled, KeyboardInterrupt)) or self.run.cancel_requested()
-            if cancelled:
-                self.finish(RunState.CANCELLED, CANCELLED_MESSAGE)
-            else:
-                self.finish(RunState.FAILED, str(exc) if isinstance(exc, TimeLimit) else one_line(exc))
+            with _stop_signals_ignored():  # the outcome is decided: record it in peace
+                cancelled = isinstance(exc, (Cancelled, KeyboardInterrupt)) or self.run.cancel_requested()
+                if cancelled:
+                    self.finish(RunState.CANCELLED, CANCELLED_MESSAGE)
+                else:
+                    self.finish(RunState.FAILED, str(exc) if isinstance(exc, TimeLimit) else one_line(exc))
             raise
-        _ignore_stop_signals()
-        self.finish(RunState.DONE)
+        with _stop_signals_ignored():
+            self.finish(RunState.DONE)
 
 
 def note_dataset(run: Run, event: Event) -> None:
@@ -379,11 +379,20 @@ def installed(package: str) -> str | None:
         return None
 
 
-def _ignore_stop_signals() -> None:
-    """No cancel and no time limit may interrupt the recording of an outcome."""
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        signal.signal(signal.SIGALRM, signal.SIG_IGN)
+@contextlib.contextmanager
+def _stop_signals_ignored() -> Iterator[None]:
+    """No cancel and no time limit may interrupt the recording of an outcome. The handlers are
+    put back after it: an ignored SIGTERM would pass to every process started later (a pool
+    whose workers are stopped with SIGTERM then waits for them for ever)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    saved = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGTERM, signal.SIGALRM)}
+    try:
+        yield
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
 
 
 def _shown(run_id: object) -> str:

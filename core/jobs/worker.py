@@ -32,7 +32,16 @@ from typing import Any
 from core import jobs, storage
 from core.errors import is_disk_full
 from core.jobs import queue
-from core.jobs.run import EXIT_DISK_FULL, Cancelled, Run, RunState, StatusKeeper, TimeLimit, run_events
+from core.jobs.run import (
+    EXIT_DISK_FULL,
+    Cancelled,
+    Run,
+    RunState,
+    StatusKeeper,
+    TimeLimit,
+    run_events,
+    state_of,
+)
 
 QUEUE_POLL_S = 0.2
 # How long a job past its time limit has to clean up before its process is ended.
@@ -59,7 +68,7 @@ def main(argv: list[str] | None = None, *, lock_held_until_exit: bool = False) -
             # for ended and asks for its exit status, and ending a process that loaded torch can
             # take seconds on a busy machine.
             os.dup(keeper.lock_fd)
-    signal.signal(signal.SIGTERM, _on_sigterm)
+    signal.signal(signal.SIGTERM, _cancel_until_ended(keeper))
     with keeper:
         state = keeper.data.get("state")
         if state not in (None, RunState.QUEUED):
@@ -173,9 +182,17 @@ def _stop_after(seconds: float, keeper: StatusKeeper) -> None:
     timer.start()
 
 
-def _on_sigterm(signum: int, frame: Any) -> None:
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # one cancel is enough: record it in peace
-    raise Cancelled
+def _cancel_until_ended(keeper: StatusKeeper) -> Callable[[int, Any], None]:
+    """SIGTERM's handler: a cancel while the run goes on; nothing once its outcome is recorded,
+    while the worker finishes up and exits."""
+
+    def on_sigterm(signum: int, frame: Any) -> None:
+        if state_of(keeper.data).final:
+            return
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # one cancel is enough: record it in peace
+        raise Cancelled
+
+    return on_sigterm
 
 
 def _parser() -> argparse.ArgumentParser:
