@@ -42,6 +42,7 @@ from core.access import tokens
 from core.access.throttle import client_address
 
 SIGN_IN, SIGN_OUT = "/gate/sign-in", "/gate/sign-out"
+OWNER_HEADER = b"x-transfer-lab-owner"  # the websocket's proven owner, for Streamlit (see Gate)
 _PUBLIC = ("/gate/", "/_stcore/health", "/_stcore/host-config", "/static/", "/favicon")
 _UPLOADS, _METRICS = "/_stcore/upload_file/", "/_stcore/metrics"
 _MAX_FORM_BYTES = 4096
@@ -96,6 +97,8 @@ class Gate:
         if scope["type"] in ("http", "websocket") and not self._lets_through(scope):
             await _refuse(scope, receive, send)
             return
+        if scope["type"] == "websocket":
+            scope = _with_owner_header(scope)
         await self.app(scope, receive, send)
 
     @staticmethod
@@ -112,6 +115,24 @@ class Gate:
         if path.startswith(_UPLOADS) or settings_.mode == access.PASSWORD:
             return owner is not None
         return True  # with an identity provider, the shell's sign-in button is the way in
+
+
+def _with_owner_header(scope: Scope) -> Scope:
+    """The websocket's handshake with ``OWNER_HEADER`` set to the owner its sign-in cookie proves
+    (whatever the client sent under that name dropped). Streamlit keeps the header's value in the
+    session's identity (``server.trustedUserHeaders`` in ``.streamlit/config.toml``) and resumes a
+    session, by its id, only for the same identity: anyone else who presents the id gets a
+    session of their own, never the signed-in person's state."""
+    settings_ = settings()
+    owner = (
+        signed_in_owner(HTTPConnection(scope).cookies, settings_)
+        if settings_.mode == access.PASSWORD
+        else None
+    )
+    headers = [(name, value) for name, value in scope["headers"] if name != OWNER_HEADER]
+    if owner is not None:
+        headers.append((OWNER_HEADER, owner.encode()))
+    return {**scope, "headers": headers}
 
 
 async def _refuse(scope: Scope, receive: Receive, send: Send) -> None:

@@ -90,16 +90,23 @@ def sign_in(app: str, name: str, password: str, headers=None) -> tuple[int, str,
     return status, page, jar
 
 
+def cookie_of(jar: http.cookiejar.CookieJar) -> str:
+    """The sign-in cookie from a jar, as a Cookie header."""
+    return next(f"{c.name}={c.value}" for c in jar if c.name == "transfer_lab_sign_in")
+
+
 @contextlib.contextmanager
-def websocket_session(app: str, cookie: str = "") -> Iterator[str | None]:
-    """A session opened on the app's websocket the way the browser's frontend opens one: its
-    id while the socket stays open, or None when the server refuses it."""
+def websocket_session(app: str, cookie: str = "", resume: str = "") -> Iterator[str | None]:
+    """A session opened on the app's websocket the way the browser's frontend opens one (or,
+    with ``resume``, reopens one by its id): its id while the socket stays open, or None when
+    the server refuses it."""
     socket_url = app.replace("http://", "ws://") + "/_stcore/stream"
     headers = {"Origin": app, **({"Cookie": cookie} if cookie else {})}
+    protocols = ["streamlit", "no-xsrf-token", resume] if resume else ["streamlit"]
     with contextlib.ExitStack() as stack:
         try:
             socket = stack.enter_context(
-                connect(socket_url, subprotocols=["streamlit"], additional_headers=headers)
+                connect(socket_url, subprotocols=protocols, additional_headers=headers)
             )
             session_id = first_session_id(socket)
         except (OSError, InvalidHandshake, ConnectionClosed):
@@ -168,7 +175,7 @@ def test_before_sign_in_every_page_address_is_the_sign_in(app: str) -> None:
     assert status == 200 and "Team password" in page and "Advisor" not in page
 
 
-def test_signed_in_the_session_and_its_uploads_are_let_through(app: str) -> None:
+def test_signed_in_a_session_opens_and_a_forged_cookie_opens_none(app: str) -> None:
     status, _, jar = sign_in(app, "Bob", PASSWORD)
     assert status == 303
     [cookie] = [c for c in jar if c.name == "transfer_lab_sign_in"]
@@ -178,6 +185,17 @@ def test_signed_in_the_session_and_its_uploads_are_let_through(app: str) -> None
     forged = cookie.value[:-4] + ("AAAA" if not cookie.value.endswith("AAAA") else "BBBB")
     with websocket_session(app, f"{cookie.name}={forged}") as session_id:
         assert session_id is None
+
+
+def test_a_session_id_reopens_a_session_only_for_the_browser_that_signed_in(app: str) -> None:
+    """The id travels in upload URLs: another signed-in person who presents it gets a session of
+    their own, never the victim's (its state included)."""
+    bob, eve = (cookie_of(sign_in(app, name, PASSWORD)[2]) for name in ("bob", "eve"))
+    with websocket_session(app, bob) as victims:
+        with websocket_session(app, eve, resume=victims) as thiefs:
+            assert thiefs is not None and thiefs != victims
+        with websocket_session(app, bob, resume=victims) as own:
+            assert own == victims  # the victim's own browser, reconnecting, keeps its session
 
 
 # ------------------------------------------------------------------ the throttle over HTTP
