@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -171,7 +172,8 @@ def test_a_session_id_does_not_carry_the_sign_in_to_another_browser(
 def test_the_provider_s_claims_are_checked_strictly(
     browser, app_server, identity_provider: str, tmp_path: Path
 ) -> None:
-    """Each of these signs in at the provider, and none of them into the app."""
+    """Each of these signs in at the provider, and none of them into the app; an address the
+    provider does not say it verified (no such claim) is trusted, as README says."""
     refused = {
         "unverified": {"email": "eve@example.com", "email_verified": "false"},
         "no-local-part": {"email": "example.com", "email_verified": True},
@@ -197,9 +199,19 @@ def test_the_provider_s_claims_are_checked_strictly(
             f'server_metadata_url = "{identity_provider}/.well-known/openid-configuration"\n'
             "[access]\n"
             'allow = ["example.com"]\n'
+            'admins = ["boss@example.com"]\n'
         )
 
     with app_server(tmp_path / "home", secrets=secrets) as url:
+        boss = new_tab(browser)
+        sign_in_at_the_provider(boss, url, "Boss@Example.com ")  # no email_verified: trusted
+        boss.get_by_text("boss@example.com · all runs").wait_for()
+        # The gate reads the same identity from Streamlit's cookie: an admin's metrics, nobody else's.
+        assert boss.evaluate("fetch('/_stcore/metrics').then(r => r.status)") == 200
+        assert urllib.request.urlopen(f"{url}/_stcore/health").status == 200
+        with pytest.raises(urllib.error.HTTPError, match="403"):
+            urllib.request.urlopen(f"{url}/_stcore/metrics")
+        boss.context.close()
         for sub in refused:
             tab = new_tab(browser)
             sign_in_at_the_provider(tab, url, sub)
