@@ -61,7 +61,7 @@ def unlock(server_home: Path, *args: str) -> subprocess.CompletedProcess[str]:
 def unlocked(request: pytest.FixtureRequest) -> None:
     """Each server test starts with no failed sign-ins, as an admin's unlock leaves them."""
     if "app" in request.fixturenames:
-        unlock(request.getfixturevalue("server_home"), "--all")
+        FailureThrottle(request.getfixturevalue("server_home") / "access" / "failures.json").unlock()
 
 
 def request(url: str, *, data: bytes | None = None, method: str | None = None, headers=None, opener=None):
@@ -125,7 +125,7 @@ def first_session_id(socket) -> str:
             return message.new_session.initialize.session_id
 
 
-def upload(app: str, session_id: str, megabytes: int) -> int:
+def upload(app: str, session_id: str, megabytes: int, cookie: str = "") -> int:
     """PUT ``megabytes`` of a file to Streamlit's upload endpoint for a session, with the XSRF
     cookie and header the frontend sends; returns the final status. The body follows only once
     the server asks for it (``Expect: 100-continue``): a refusal before reading it comes at once."""
@@ -143,7 +143,7 @@ def upload(app: str, session_id: str, megabytes: int) -> int:
     head = (
         f"PUT /_stcore/upload_file/{session_id}/file1 HTTP/1.1\r\nHost: {address.netloc}\r\n"
         f"Content-Length: {len(body)}\r\nContent-Type: multipart/form-data; boundary={boundary}\r\n"
-        f"X-Xsrftoken: {token}\r\nCookie: _streamlit_xsrf={token}\r\nOrigin: {app}\r\n"
+        f"X-Xsrftoken: {token}\r\nCookie: _streamlit_xsrf={token}; {cookie}\r\nOrigin: {app}\r\n"
         "Expect: 100-continue\r\nConnection: close\r\n\r\n"
     )
     with socket.create_connection((address.hostname, address.port), timeout=60) as connection:
@@ -175,13 +175,14 @@ def test_before_sign_in_every_page_address_is_the_sign_in(app: str) -> None:
     assert status == 200 and "Team password" in page and "Advisor" not in page
 
 
-def test_signed_in_a_session_opens_and_a_forged_cookie_opens_none(app: str) -> None:
+def test_signed_in_a_session_opens_and_takes_uploads_and_a_forged_cookie_opens_none(app: str) -> None:
     status, _, jar = sign_in(app, "Bob", PASSWORD)
     assert status == 303
     [cookie] = [c for c in jar if c.name == "transfer_lab_sign_in"]
     assert cookie.has_nonstandard_attr("HttpOnly")
     with websocket_session(app, f"{cookie.name}={cookie.value}") as session_id:
         assert session_id is not None
+        assert upload(app, session_id, megabytes=1, cookie=f"{cookie.name}={cookie.value}") == 204
     forged = cookie.value[:-4] + ("AAAA" if not cookie.value.endswith("AAAA") else "BBBB")
     with websocket_session(app, f"{cookie.name}={forged}") as session_id:
         assert session_id is None

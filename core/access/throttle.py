@@ -100,8 +100,8 @@ class FailureThrottle:
 
     def attempt(self, name: str, client: str, now: float | None = None) -> float:
         """Take one try for ``name`` from ``client``: ``SignInRefused`` while a wait lasts (the
-        password is then not checked); otherwise the try is counted as failed, and the wait it
-        imposes if it is is returned."""
+        password is then not checked); otherwise the try is counted as failed up front (a right
+        password takes it back: ``succeeded``), and returns the wait it imposes if it failed."""
         now = time.time() if now is None else now
         keys = _keys(name, client)
         with self._table(now, write=True) as table:
