@@ -94,55 +94,50 @@ class Gate:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] in ("http", "websocket") and not self._lets_through(scope):
-            await _refuse(scope, receive, send)
+        if scope["type"] not in ("http", "websocket") or scope["path"].startswith(_PUBLIC):
+            await self.app(scope, receive, send)
+            return
+        settings_ = settings()
+        owner = signed_in_owner(HTTPConnection(scope).cookies, settings_)
+        if not _allowed(scope["path"], settings_, owner):
+            await _refuse(scope, receive, send, has_form=settings_.mode == access.PASSWORD)
             return
         if scope["type"] == "websocket":
-            scope = _with_owner_header(scope)
+            scope = _with_owner_header(scope, owner if settings_.mode == access.PASSWORD else None)
         await self.app(scope, receive, send)
 
-    @staticmethod
-    def _lets_through(scope: Scope) -> bool:
-        path = scope["path"]
-        if path.startswith(_PUBLIC):
-            return True
-        settings_ = settings()
-        if settings_.mode == access.OFF:
-            return True
-        owner = signed_in_owner(HTTPConnection(scope).cookies, settings_)
-        if path == _METRICS:
-            return owner is not None and settings_.viewer(owner).admin
-        if path.startswith(_UPLOADS) or settings_.mode == access.PASSWORD:
-            return owner is not None
-        return True  # with an identity provider, the shell's sign-in button is the way in
+
+def _allowed(path: str, settings_: access.AccessSettings, owner: str | None) -> bool:
+    """Whether ``owner`` (None: nobody signed in) may have ``path`` (``local``, with access off,
+    may have everything)."""
+    if path == _METRICS:
+        return owner is not None and settings_.viewer(owner).admin
+    if path.startswith(_UPLOADS) or settings_.mode == access.PASSWORD:
+        return owner is not None
+    return True  # with an identity provider, the shell's sign-in button is the way in
 
 
-def _with_owner_header(scope: Scope) -> Scope:
+def _with_owner_header(scope: Scope, owner: str | None) -> Scope:
     """The websocket's handshake with ``OWNER_HEADER`` set to the owner its sign-in cookie proves
     (whatever the client sent under that name dropped). Streamlit keeps the header's value in the
     session's identity (``server.trustedUserHeaders`` in ``.streamlit/config.toml``) and resumes a
     session, by its id, only for the same identity: anyone else who presents the id gets a
     session of their own, never the signed-in person's state."""
-    settings_ = settings()
-    owner = (
-        signed_in_owner(HTTPConnection(scope).cookies, settings_)
-        if settings_.mode == access.PASSWORD
-        else None
-    )
     headers = [(name, value) for name, value in scope["headers"] if name != OWNER_HEADER]
     if owner is not None:
         headers.append((OWNER_HEADER, owner.encode()))
     return {**scope, "headers": headers}
 
 
-async def _refuse(scope: Scope, receive: Receive, send: Send) -> None:
-    """A page's address goes to the sign-in form; anything else is refused."""
+async def _refuse(scope: Scope, receive: Receive, send: Send, has_form: bool) -> None:
+    """A page's address goes to the sign-in form (``has_form``: a team password's); anything
+    else is refused."""
     if scope["type"] == "websocket":
         await WebSocket(scope, receive, send).close(code=1008)  # before accepting: a 403
         return
     request = Request(scope)
     is_page = request.method == "GET" and not request.url.path.startswith(("/_stcore/", "/media/"))
-    if is_page and settings().mode == access.PASSWORD:
+    if is_page and has_form:
         wanted = request.url.path + (f"?{request.url.query}" if request.url.query else "")
         response: Response = RedirectResponse(f"{SIGN_IN}?next={quote(wanted)}", status_code=303)
     else:
