@@ -1,5 +1,7 @@
-"""Access and owners: the team password and its wait after failures, and each owner seeing only
-their own runs and uploads, in ``core`` and through the app's pages (AppTest)."""
+"""Access and owners: the team password and the waits after failures, an identity provider's
+addresses read strictly, and each owner seeing only their own runs and uploads, in ``core`` and
+through the app's pages (AppTest, signed in as a provider's user; the password's form and
+cookie are tests/test_gate.py's, against a real server)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,8 @@
-"""Access in a real browser: with a team password nothing but the sign-in shows; with an
-identity provider (a real one, started on 127.0.0.1 by the test), a person signs in there and
-sees their own runs, never another's."""
+"""Access in a real browser: with a team password nothing but the sign-in shows, the sign-in
+outlives a reload and not a sign-out, and a session id taken from one browser gives another
+nothing; with an identity provider (a real one, started on 127.0.0.1 by the test), a person
+signs in there and sees their own runs, never another's, and claims that are not one verified
+address sign nobody in."""
 
 from __future__ import annotations
 
