@@ -9,7 +9,7 @@ PORT ?= 8501
 .PHONY: run test bench clean
 
 run: $(VENV)/.runtime
-	$(BIN)/python scripts/serve.py --server.port $(PORT)
+	$(BIN)/python -m streamlit run streamlit_app.py --server.port $(PORT)
 
 test: $(VENV)/.dev
 	$(BIN)/ruff check .

@@ -2,25 +2,29 @@
 
 With access off (no secrets, no environment), everyone is ``local`` and sees everything. With
 an identity provider under ``[auth]`` in ``.streamlit/secrets.toml``, Streamlit's own
-``st.login`` signs people in; with a team password, a name and the password do. Until then the
-shell draws nothing else.
+``st.login`` signs people in, and ``st.user``'s claims are checked on every rerun. With a team
+password, the server's sign-in form (``pages/_gate.py``) does, and this session is whoever the
+sign-in cookie its browser sent names, checked on every rerun: a session id alone, resumed by
+another client, proves nothing. Until then the shell draws nothing else.
 """
 
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import urlparse
+from urllib.parse import quote, urlparse
 
 import streamlit as st
+from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
+from streamlit.runtime.scriptrunner_utils.script_run_context import get_script_run_ctx
 
 from core import access
 from core.access import AccessSettings, SignInRefused, Viewer
 from core.jobs import usage
 from core.limits import Limits, human_bytes
+from pages import _gate
 from pages._common import escape
 
 VIEWER = "access_viewer"
-SIGNED_IN = "access_owner"  # password mode: the name this session signed in with
 LIMITS = "access_limits"  # this run's Limits, resolved by signed_in()
 REQUESTED = "access_requested_page"  # the page a link asked for before the sign-in
 
@@ -30,14 +34,12 @@ def signed_in() -> Viewer | None:
 
     The shell asks this first on every run of the app, so this is also where the instance's
     limits are resolved, once a run, for every page and the sidebar (``limits``)."""
-    settings = _settings()
-    st.session_state[LIMITS] = access.instance_limits(_secrets())
-    if settings.mode == access.OFF:
-        found: Viewer | None = access.LOCAL
-    elif settings.mode == access.OIDC:
+    settings = _gate.settings()
+    st.session_state[LIMITS] = access.instance_limits(_gate.secrets())
+    if settings.mode == access.OIDC:
         found = _provider_viewer(settings)
-    else:
-        owner = st.session_state.get(SIGNED_IN)
+    else:  # off: local; password: the cookie this session's browser sent, if it proves a sign-in
+        owner = _gate.signed_in_owner(dict(st.context.cookies), settings)
         found = settings.viewer(owner) if owner else None
     if found is None:
         st.session_state.pop(VIEWER, None)
@@ -47,30 +49,31 @@ def signed_in() -> Viewer | None:
 
 
 def _provider_viewer(settings: AccessSettings) -> Viewer | None:
-    """The identity provider's user, if signed in with an e-mail address the allow-list admits."""
-    email = str(st.user.get("email") or "") if st.user.is_logged_in else ""
-    if not email or st.user.get("email_verified") is False or not settings.allows(email):
+    """The identity provider's user, if their claims pass ``provider_owner``."""
+    if not st.user.is_logged_in:
         return None
     try:
-        return settings.viewer(access.owner_name(email))
-    except SignInRefused:  # an address no owner can be named after
+        return settings.viewer(settings.provider_owner(st.user.to_dict()))
+    except SignInRefused:
         return None
 
 
 def sign_in() -> None:
-    """The sign-in, alone on the page: the identity provider's button, or name and password."""
-    settings = _settings()
+    """The sign-in, alone on the page: the identity provider's button, or the way to the team
+    password's form (a session only gets here without the gate's cookie, or once it lapsed)."""
+    settings = _gate.settings()
     st.session_state.setdefault(REQUESTED, _requested_page())
     st.title("Transfer Lab")
     if settings.mode == access.OIDC:
         _identity_provider(settings)
     else:
-        _team_password(settings)
+        wanted = quote("/" + st.session_state[REQUESTED])
+        st.markdown(f"Your sign-in has ended. [Sign in]({_gate.SIGN_IN}?next={wanted}) to continue.")
 
 
 def signed_in_as(signed_in_viewer: Viewer) -> None:
     """Who is signed in, and the way out, in the sidebar; nothing with access off."""
-    settings = _settings()
+    settings = _gate.settings()
     if settings.mode == access.OFF:
         return
     with st.sidebar:
@@ -78,9 +81,8 @@ def signed_in_as(signed_in_viewer: Viewer) -> None:
         st.caption(f":material/person: {escape(signed_in_viewer.owner)} · {seen}")
         if settings.mode == access.OIDC:
             st.button("Sign out", key="sign_out", on_click=st.logout)
-        elif st.button("Sign out", key="sign_out"):
-            st.session_state.pop(SIGNED_IN, None)
-            st.rerun()
+        else:
+            st.button("Sign out", key="sign_out", on_click=_go_to, args=(_gate.SIGN_OUT,))
 
 
 def show_share(signed_in_viewer: Viewer, active: list[dict[str, Any]]) -> None:
@@ -129,16 +131,14 @@ def limits() -> Limits:
     return st.session_state[LIMITS]
 
 
-def _settings() -> AccessSettings:
-    return access.settings(_secrets())
-
-
-def _secrets() -> dict[str, Any]:
-    """``secrets.toml``'s contents; none is a local run with access off."""
-    try:
-        return st.secrets.to_dict()
-    except FileNotFoundError:
-        return {}
+def _go_to(address: str) -> None:
+    """Send this browser tab to one of the server's own addresses (the sign-out, which clears
+    the cookie), the way ``st.logout`` sends it to Streamlit's."""
+    message = ForwardMsg()
+    message.auth_redirect.url = address
+    context = get_script_run_ctx()
+    if context is not None:
+        context.enqueue(message)
 
 
 def _identity_provider(settings: AccessSettings) -> None:
@@ -146,35 +146,8 @@ def _identity_provider(settings: AccessSettings) -> None:
         st.write("Sign in with your organisation's account to continue.")
         st.button("Sign in", key="sign_in", type="primary", icon=":material/login:", on_click=st.login)
         return
-    email = str(st.user.get("email") or "")
-    if not settings.allow:
-        st.error("No one may sign in yet: the administrator has not listed who may (`[access] allow`).")
-    else:
-        st.error(f"{escape(email) or 'This account'} may not use this instance. Ask its administrator.")
-    st.button("Sign out", key="sign_out", on_click=st.logout)
-
-
-def _team_password(settings: AccessSettings) -> None:
-    with st.form("sign_in_form"):
-        name = st.text_input("Your name", key="sign_in_name", help="Your runs are listed under it.")
-        password = st.text_input("Team password", type="password", key="sign_in_password")
-        submitted = st.form_submit_button(
-            "Sign in", key="sign_in_submit", type="primary", icon=":material/login:"
-        )
-    if not submitted:
-        return
     try:
-        owner = access.owner_name(name)
-        access.check_password(settings, password, _client_address())
-    except SignInRefused as exc:
-        st.error(str(exc), icon=":material/block:")
-        return
-    st.session_state[SIGNED_IN] = owner
-    st.rerun()
-
-
-def _client_address() -> str | None:
-    """The browser's address, by which failed sign-ins are counted; None (counted for everyone
-    together) when the server cannot tell, as under the headless test runner."""
-    address = st.context.ip_address
-    return address if isinstance(address, str) and address else None
+        settings.provider_owner(st.user.to_dict())
+    except SignInRefused as refusal:
+        st.error(escape(str(refusal)))
+    st.button("Sign out", key="sign_out", on_click=st.logout)

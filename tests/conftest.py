@@ -175,7 +175,10 @@ def start_app(
     process = subprocess.Popen(
         [
             sys.executable,
-            str(ROOT / "scripts" / "serve.py"),
+            "-m",
+            "streamlit",
+            "run",
+            str(ROOT / "streamlit_app.py"),
             "--server.address",
             "127.0.0.1",
             "--server.port",

@@ -1,11 +1,15 @@
-"""Access and owners: the team password and its wait after failures, and each owner seeing only
-their own runs and uploads, in ``core`` and through the app's pages (AppTest)."""
+"""Access and owners: the team password and the waits after failures, an identity provider's
+addresses read strictly, and each owner seeing only their own runs and uploads, in ``core`` and
+through the app's pages (AppTest, signed in as a provider's user; the password's form and
+cookie are tests/test_gate.py's, against a real server)."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -14,7 +18,9 @@ from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 from core import access, jobs, storage
-from core.access import AccessSettings, FailureThrottle, SignInRefused, Viewer
+from core.access import AccessSettings, SignInRefused, Viewer
+from core.access import throttle as throttle_module
+from core.access.throttle import FailureThrottle, client_address
 from core.cli import build_parser
 from core.cli import main as cli_main
 from core.jobs import targets, usage
@@ -23,7 +29,7 @@ from core.jobs.run import Run, RunNotFound, RunRecord
 from core.storage import write_json
 
 ROOT = Path(__file__).resolve().parents[1]
-APP = str(ROOT / "streamlit_app.py")
+APP = str(ROOT / "app_shell.py")
 PASSWORD = "correct horse battery staple"
 ALICE, BOB = Viewer("alice", sees_all=False), Viewer("bob", sees_all=False)
 
@@ -83,25 +89,87 @@ def test_a_password_matches_its_hash_only() -> None:
     assert not access.password_matches(PASSWORD, "plain-text")
 
 
-def test_each_failure_doubles_the_wait_per_client_and_a_new_throttle_sees_it() -> None:
+def test_each_failure_doubles_the_wait_for_a_name_from_an_address_and_a_new_throttle_sees_it() -> None:
     throttle = FailureThrottle()
-    assert [throttle.failed("10.0.0.1", now=100.0) for _ in range(3)] == [1.0, 2.0, 4.0]
+    assert [throttle.attempt("eve", "10.0.0.1", now=now) for now in (100.0, 102.0, 105.0)] == [1.0, 2.0, 4.0]
     # Another session (or server process) reads the same file: the wait is not per session.
-    assert FailureThrottle().wait_s("10.0.0.1", now=101.0) == pytest.approx(3.0)
-    assert FailureThrottle().wait_s("10.0.0.2", now=101.0) == 0.0
-    assert access.delay_s(30) == access.MAX_DELAY_S
-    throttle.succeeded("10.0.0.1")
-    assert throttle.wait_s("10.0.0.1", now=101.0) == 0.0
+    assert FailureThrottle().wait_s("eve", "10.0.0.1", now=106.0) == pytest.approx(3.0)
+    assert FailureThrottle().wait_s("eve", "10.0.0.2", now=106.0) == 0.0
+    assert FailureThrottle().wait_s("ann", "10.0.0.1", now=106.0) == 0.0  # a colleague is not kept out
+    with pytest.raises(SignInRefused, match="for eve from your address: try again in 3 s"):
+        throttle.attempt("eve", "10.0.0.1", now=106.0)
+    throttle.succeeded("eve", "10.0.0.1")
+    assert throttle.wait_s("eve", "10.0.0.1", now=106.0) == 0.0
+
+
+def test_the_address_and_the_instance_keep_a_burst_to_a_minute_and_an_admin_unlocks() -> None:
+    throttle, start = FailureThrottle(), time.time() - 400
+    for i in range(30):  # thirty names tried from one address, and thirty from as many addresses
+        for address in ("10.0.0.1", f"10.0.1.{i}"):
+            with contextlib.suppress(SignInRefused):  # refused unchecked while a wait lasts
+                throttle.attempt(f"guesser {i}", address, now=start + 10 * i)
+    now = start + 10 * 29
+    assert 0 < throttle.wait_s("ann", "10.0.0.1", now=now) <= throttle_module.ADDRESS.max_wait_s
+    assert 0 < throttle.wait_s("ann", "10.0.9.9", now=now) <= throttle_module.INSTANCE.max_wait_s
+    assert throttle.unlock("guesser 0") == 2  # that name, from both its addresses
+    throttle.unlock()
+    assert throttle.entries(now=now) == {} and throttle.wait_s("ann", "10.0.0.1", now=now) == 0.0
+
+
+def test_a_forwarded_address_is_believed_only_from_a_named_proxy() -> None:
+    assert client_address("10.0.0.5", "203.0.113.9", ()) == "10.0.0.5"
+    assert client_address("10.0.0.5", "198.51.100.1, 203.0.113.9", ("10.0.0.5",)) == "203.0.113.9"
+    # uvicorn took a loopback peer's address from the header: no proxy named, so nobody's own.
+    assert client_address("203.0.113.9", "203.0.113.9", ()) == "forwarded"
+    assert client_address("203.0.113.9", "203.0.113.9:4444", ()) == "forwarded"
+    assert client_address("2001:db8:1:2:3::9", None, ()) == "2001:db8:1:2::/64"
 
 
 def test_while_the_wait_lasts_even_the_right_password_is_refused() -> None:
     settings = AccessSettings(mode=access.PASSWORD, password_hash=access.hash_password(PASSWORD))
     with pytest.raises(SignInRefused, match="wrong password"):
-        access.check_password(settings, "guess", None)
-    with pytest.raises(SignInRefused, match="too many failed sign-ins"):
-        access.check_password(settings, PASSWORD, None)
-    time.sleep(access.delay_s(1))
-    access.check_password(settings, PASSWORD, None)
+        access.check_password(settings, "guess", "10.0.0.1", name="eve")
+    with pytest.raises(SignInRefused, match="Too many failed sign-ins"):
+        access.check_password(settings, PASSWORD, "10.0.0.1", name="eve")
+    time.sleep(throttle_module.NAME.wait_after(1))
+    access.check_password(settings, PASSWORD, "10.0.0.1", name="eve")
+
+
+def test_thirty_wrong_passwords_at_once_are_checked_against_the_hash_once() -> None:
+    """The wait is read and the failure counted in one locked step: of a burst sent at once,
+    one guess is checked, and the others are refused unchecked."""
+    settings = AccessSettings(mode=access.PASSWORD, password_hash=access.hash_password(PASSWORD))
+    refusals: list[str] = []
+
+    def guess(i: int) -> None:
+        try:
+            access.check_password(settings, f"guess {i}", "198.51.100.7", name="eve")
+        except SignInRefused as exc:
+            refusals.append(str(exc))
+
+    threads = [threading.Thread(target=guess, args=(i,)) for i in range(30)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(refusals) == 30
+    assert sum("wrong password" in refusal for refusal in refusals) == 1, refusals
+
+
+@pytest.mark.parametrize(
+    "email",
+    [
+        "example.com",
+        "eve@other.org@example.com",
+        "@example.com",
+        "eve@",
+        "eve@example.com.",
+        "e ve@example.com",
+    ],
+)
+def test_an_address_that_is_not_exactly_one_mailbox_is_refused_by_the_allow_list(email: str) -> None:
+    settings = access.settings({"access": {"allow": ["example.com"]}}, env={})
+    assert not settings.allows(email)
 
 
 # ------------------------------------------------------------------ owners in the jobs layer
@@ -187,32 +255,43 @@ def test_a_command_line_run_belongs_to_its_owner(tmp_path: Path, capsys: pytest.
 # ------------------------------------------------------------------ the pages, signed in
 
 
-def sign_in(name: str, secret: str = PASSWORD, **query: str) -> AppTest:
+# An identity provider as secrets.toml names it; AppTest never calls it (see sign_in).
+PROVIDER = {
+    "redirect_uri": "http://127.0.0.1:8501/oauth2callback",
+    "cookie_secret": "a-cookie-secret-for-the-test-only",
+    "client_id": "transfer-lab",
+    "client_secret": "test-secret",
+    "server_metadata_url": "http://127.0.0.1:9/.well-known/openid-configuration",
+}
+
+
+def sign_in(name: str, **query: str) -> AppTest:
+    """A session signed in through the identity provider as ``name@example.com``: AppTest seeds
+    ``st.user`` as Streamlit's sign-in leaves it (the round trip through a real provider, and
+    the team password's form and cookie, are tested against a real server)."""
     at = AppTest.from_file(APP, default_timeout=120)
+    at.secrets["auth"] = PROVIDER
+    at.secrets["access"] = {"allow": ["example.com"]}
+    at.user = {"is_logged_in": True, "email": f"{name}@example.com", "email_verified": True}
     for key, value in query.items():
         at.query_params[key] = value
     at.run()
-    at.text_input(key="sign_in_name").input(name)
-    at.text_input(key="sign_in_password").input(secret)
-    at.button(key="sign_in_submit").click().run()
     assert not at.exception, at.exception
     return at
 
 
-def test_with_a_password_nothing_shows_before_sign_in(password: str) -> None:
+def test_with_a_password_nothing_shows_without_the_sign_in_cookie(password: str) -> None:
     at = AppTest.from_file(APP, default_timeout=120).run()
     assert [t.value for t in at.title] == ["Transfer Lab"]
     assert not at.sidebar.caption and not at.get("plotly_chart")
-    at = sign_in("alice", "wrong")
-    assert "wrong password" in at.error[0].value
-    assert [t.value for t in at.title] == ["Transfer Lab"]
+    assert "/gate/sign-in" in at.markdown[0].value
 
 
-def test_a_second_owner_can_neither_list_nor_open_the_first_ones_run(password: str) -> None:
-    theirs = stored_run("aliceRun", "alice")
+def test_a_second_owner_can_neither_list_nor_open_the_first_ones_run() -> None:
+    theirs = stored_run("aliceRun", "alice@example.com")
     at = sign_in("Bob")
     assert at.title[0].value == "Which transfer-learning approach?"
-    assert "bob" in at.sidebar.caption[0].value
+    assert "bob@example" in at.sidebar.caption[0].value
     at.switch_page("pages/results.py").run()
     assert "No runs yet" in at.info[0].value
     made_up = sign_in("bob", run="madeUp")
@@ -224,12 +303,6 @@ def test_a_second_owner_can_neither_list_nor_open_the_first_ones_run(password: s
     owner = sign_in("alice")
     owner.switch_page("pages/results.py").run()
     assert owner.dataframe[0].value["run_id"].tolist() == [theirs]
-
-
-def test_a_failed_sign_in_makes_a_new_session_wait_too(password: str) -> None:
-    sign_in("eve", "guess")
-    again = sign_in("eve")  # a fresh session, the right password, straight away
-    assert "too many failed sign-ins" in again.error[0].value
 
 
 def test_hash_password_prints_a_hash_that_the_password_matches() -> None:

@@ -19,7 +19,7 @@ from core.limits import GIB, MIB, LimitExceeded, Limits
 from tests.test_retention import sha, stored_dataset
 
 FOREVER, SLEEPY = "tests.helpers_jobs:forever", "tests.helpers_jobs:sleepy"
-APP = str(Path(__file__).resolve().parents[1] / "streamlit_app.py")
+APP = str(Path(__file__).resolve().parents[1] / "app_shell.py")
 
 
 # ---------------------------------------------------------------------------- configuration

@@ -12,7 +12,7 @@ from streamlit.testing.v1 import AppTest
 
 from core import access, jobs, storage
 from core.jobs import Run, queue, retention
-from tests.test_access import APP, PASSWORD, sign_in
+from tests.test_access import APP, sign_in
 from tests.test_jobs import (
     FOREVER,
     home,  # noqa: F401 - the fixture: one run at a time, no worker left behind
@@ -27,9 +27,8 @@ pytestmark = pytest.mark.usefixtures("home")
 
 @pytest.fixture
 def team(monkeypatch: pytest.MonkeyPatch, lab_home: Path) -> Path:
-    """A shared instance (team password, so finished runs are kept 30 days) whose admin is boss."""
-    monkeypatch.setenv(access.PASSWORD_HASH_ENV, access.hash_password(PASSWORD))
-    monkeypatch.setenv(access.ADMINS_ENV, "boss")
+    """A shared instance (sign-in on, so finished runs are kept 30 days) whose admin is boss."""
+    monkeypatch.setenv(access.ADMINS_ENV, "boss@example.com")
     return lab_home
 
 
@@ -103,7 +102,7 @@ def test_an_admin_sees_disk_queue_and_workers_and_pins_deletes_and_cancels(team:
 
 
 def test_a_finished_runs_card_says_until_when_it_is_kept(team: Path) -> None:
-    stored_run("mine", finished_days_ago=10, owner="ann")
+    stored_run("mine", finished_days_ago=10, owner="ann@example.com")
     at = sign_in("ann", run="mine")
     at.switch_page("pages/train.py").run()
     line = "finished runs are deleted after 30 days. An admin can pin it."

@@ -13,7 +13,7 @@ from core.data.samples import sample_path
 from core.jobs import targets
 from core.jobs.run import RunState
 
-APP = str(Path(__file__).resolve().parents[1] / "streamlit_app.py")
+APP = str(Path(__file__).resolve().parents[1] / "app_shell.py")
 TIMEOUT = 180
 
 

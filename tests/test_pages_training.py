@@ -18,7 +18,7 @@ from core.data.samples import sample_path
 from core.storage import runs_dir
 from core.training.events import read_events
 
-APP = str(Path(__file__).resolve().parents[1] / "streamlit_app.py")
+APP = str(Path(__file__).resolve().parents[1] / "app_shell.py")
 TIMEOUT = 180
 
 

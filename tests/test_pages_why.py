@@ -11,7 +11,7 @@ from test_pages_training import open_page, wait_until
 
 from core.jobs import targets
 
-APP = str(Path(__file__).resolve().parents[1] / "streamlit_app.py")
+APP = str(Path(__file__).resolve().parents[1] / "app_shell.py")
 
 
 def reason_line(at: AppTest) -> str:

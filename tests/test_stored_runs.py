@@ -19,7 +19,7 @@ from core.artifacts.predict import Predictor
 from core.data.samples import sample_path
 from core.training.events import read_events
 
-APP = str(Path(__file__).resolve().parents[1] / "streamlit_app.py")
+APP = str(Path(__file__).resolve().parents[1] / "app_shell.py")
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "runs" / "20261129-120000-f1x7"
 RUN_ID = FIXTURE.name
 

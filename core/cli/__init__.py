@@ -28,6 +28,7 @@ COMMANDS: dict[str, str] = {
     "evaluate": "core.cli.evaluate",
     "export": "core.cli.export",
     "hash-password": "core.cli.hash_password",
+    "unlock-sign-in": "core.cli.unlock_sign_in",
     "sweep": "core.cli.sweep",
 }
 

@@ -9,30 +9,30 @@ the owner ``local``, who sees all. Configured, it is one of two modes:
 - ``password``: one team password, kept as a hash, and a name each person types. The name is a
   label anyone can type, not a boundary.
 
-A failed password costs a growing wait, counted per client address (globally when the address
-is unknown) in a file under the home folder: a new browser session does not reset it, and every
-server process sharing the home folder sees it. The ``Viewer`` is the identity the pages hand to
-the jobs layer, which shows a viewer only what it may see.
+A failed password costs a growing wait (``throttle``), and a right one a signed cookie that the
+browser alone holds (``tokens``); an identity provider's claims are read strictly (``claims``).
+The ``Viewer`` is the identity the pages hand to the jobs layer, which shows a viewer only what
+it may see.
 
 No streamlit and no torch here: the pages read the secrets and pass them in.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import hmac
 import os
 import re
 import secrets
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from core import storage
-from core.errors import TransferLabError
+from core.access import claims
+from core.access.throttle import FailureThrottle, SignInRefused
 from core.limits import Limits, configured
 
 LOCAL_OWNER = "local"
@@ -41,19 +41,10 @@ PASSWORD_HASH_ENV = "TRANSFER_LAB_PASSWORD_HASH"
 ALLOW_ENV = "TRANSFER_LAB_ALLOW"
 ADMINS_ENV = "TRANSFER_LAB_ADMINS"
 SHARE_ENV = "TRANSFER_LAB_SHARE_RUNS"
+PROXIES_ENV = "TRANSFER_LAB_TRUSTED_PROXIES"
 # scrypt's cost: about 50 ms a check, and 16 MiB of memory, which is what makes guessing dear.
 _SCRYPT = {"n": 2**14, "r": 8, "p": 1}
-# After the k-th failure in a row a client waits 2^(k-1) seconds, at most a quarter of an hour.
-FIRST_DELAY_S = 1.0
-MAX_DELAY_S = 900.0
-# Failures older than this are forgotten.
-FORGET_AFTER_S = 24 * 3600.0
 _OWNER = re.compile(r"[\w.@+ -]{1,64}")
-_GLOBAL_CLIENT = "*"
-
-
-class SignInRefused(TransferLabError):
-    """A sign-in that did not succeed, with why in one line (what the person sees)."""
 
 
 @dataclass(frozen=True)
@@ -84,6 +75,7 @@ class AccessSettings:
     allow: tuple[str, ...] = ()  # e-mail domains (``example.com``) or addresses; empty: nobody
     admins: tuple[str, ...] = ()  # owners who see every run
     share_runs: bool = False  # everyone signed in sees every run
+    trusted_proxies: tuple[str, ...] = ()  # addresses whose X-Forwarded-For is believed
 
     def viewer(self, owner: str) -> Viewer:
         """The viewer ``owner`` signs in as (``owner`` as ``owner_name`` returned it)."""
@@ -93,11 +85,34 @@ class AccessSettings:
         return Viewer(owner, sees_all=self.share_runs or admin, admin=admin)
 
     def allows(self, email: str) -> bool:
-        """Whether an identity provider's user may come in: an address or its domain is listed.
+        """Whether an identity provider's user may come in: the address (exactly one mailbox) or
+        its domain is listed.
 
         Nobody without a list: a public provider signs in anyone on earth who has an account."""
-        email = email.strip().lower()
-        return email in self.allow or email.rpartition("@")[2] in self.allow
+        address = claims.email_address(email)
+        return address is not None and (address in self.allow or claims.domain_of(address) in self.allow)
+
+    def provider_owner(self, user: Mapping[str, Any]) -> str:
+        """The owner an identity provider's user (their ID token's claims) signs in as, or
+        ``SignInRefused`` saying why not: no single mailbox address, an address the provider
+        says it has not verified, or one the allow-list does not admit. A provider that does not
+        say whether it verified the address is trusted to have (README, Sign-in)."""
+        shown = str(user.get("email") or "This account")
+        address = claims.email_address(user.get("email"))
+        if address is None:
+            raise SignInRefused(f"{shown} may not use this instance: it is not one e-mail address.")
+        if claims.email_verified(user) is False:
+            raise SignInRefused(
+                f"{address} may not use this instance: your provider has not verified this address."
+            )
+        if not self.allow:
+            raise SignInRefused(
+                f"{address} may not use this instance: the administrator has not listed who may"
+                " (`[access] allow`)."
+            )
+        if not self.allows(address):
+            raise SignInRefused(f"{address} may not use this instance. Ask its administrator.")
+        return owner_name(address)
 
 
 def settings(
@@ -129,6 +144,7 @@ def settings(
         share_runs=share.strip().lower() in ("1", "true", "yes")
         if share
         else bool(section.get("share_runs")),
+        trusted_proxies=_names(env.get(PROXIES_ENV), section.get("trusted_proxies")),
     )
 
 
@@ -180,69 +196,15 @@ def password_matches(password: str, password_hash: str) -> bool:
     return hmac.compare_digest(_digest(password, salt), expected)
 
 
-def check_password(settings_: AccessSettings, password: str, client: str | None) -> None:
-    """Let ``client`` (an address; None when unknown) in with ``password``, or raise
-    ``SignInRefused``: for a wrong password, and without checking, while the client's wait after
-    earlier failures lasts."""
-    throttle = FailureThrottle()
-    wait = throttle.wait_s(client)
-    if wait > 0:
-        raise SignInRefused(f"too many failed sign-ins: try again in {wait:.0f} s")
+def check_password(settings_: AccessSettings, password: str, client: str, name: str = "") -> None:
+    """Let ``name`` in from ``client`` (an address, as ``throttle.client_address`` gives it) with
+    ``password``, or raise ``SignInRefused``: for a wrong password, and without checking it
+    while a wait after earlier failures lasts (``throttle``)."""
+    failures = FailureThrottle()
+    wait = failures.attempt(name, client)
     if not password_matches(password, settings_.password_hash):
-        wait = throttle.failed(client)
         raise SignInRefused(f"wrong password: try again in {wait:.0f} s")
-    throttle.succeeded(client)
-
-
-class FailureThrottle:
-    """Failed sign-ins per client in ``access/failures.json``, under a file lock, so that every
-    session and every server process on the home folder counts the same failures."""
-
-    def __init__(self, path: Path | None = None) -> None:
-        self.path = path or storage.home() / "access" / "failures.json"
-
-    def wait_s(self, client: str | None, now: float | None = None) -> float:
-        """Seconds before ``client`` may try again; 0 when it may now."""
-        now = time.time() if now is None else now
-        with self._failures(now) as failures:
-            entry = failures.get(client or _GLOBAL_CLIENT)
-        if not entry:
-            return 0.0
-        return max(0.0, entry["last"] + delay_s(entry["count"]) - now)
-
-    def failed(self, client: str | None, now: float | None = None) -> float:
-        """Count a failure; returns the wait it imposes."""
-        now = time.time() if now is None else now
-        with self._failures(now, write=True) as failures:
-            entry = failures.setdefault(client or _GLOBAL_CLIENT, {"count": 0, "last": now})
-            entry["count"] += 1
-            entry["last"] = now
-            return delay_s(entry["count"])
-
-    def succeeded(self, client: str | None) -> None:
-        with self._failures(time.time(), write=True) as failures:
-            failures.pop(client or _GLOBAL_CLIENT, None)
-
-    @contextlib.contextmanager
-    def _failures(self, now: float, write: bool = False) -> Iterator[dict[str, dict[str, Any]]]:
-        """The failures by client, old ones dropped; written back when ``write``."""
-        with storage.locked(self.path.with_suffix(".lock")):
-            failures = storage.read_json(self.path, {})
-            if not isinstance(failures, dict):
-                failures = {}  # a damaged file forgets, rather than locking everyone out
-            failures = {
-                client: entry
-                for client, entry in failures.items()
-                if now - entry.get("last", 0) < max(FORGET_AFTER_S, delay_s(entry.get("count", 1)))
-            }
-            yield failures
-            if write:
-                storage.write_json(self.path, failures)
-
-
-def delay_s(failures: int) -> float:
-    """The wait after ``failures`` failures in a row: 1 s, 2 s, 4 s... up to ``MAX_DELAY_S``."""
-    return min(MAX_DELAY_S, FIRST_DELAY_S * 2 ** max(0, failures - 1)) if failures > 0 else 0.0
+    failures.succeeded(name, client)
 
 
 def stored_owners(path: Path) -> list[str]:
