@@ -5,7 +5,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from core import jobs
+from core import inert, jobs
 from core.jobs import hardware, retention
 from pages import _access
 from pages._common import run_label
@@ -57,7 +57,7 @@ with st.sidebar:
     st.caption(f":material/memory: {hardware.describe()}")
     active = jobs.active_runs(viewer)
     for run in active:
-        label = f"{run_label(run)} · {run['state']}"
+        label = inert.markdown(f"{run_label(run)} · {run['state']}")
         st.page_link(
             "pages/train.py", label=label, icon=":material/sync:", query_params={"run": run["run_id"]}
         )

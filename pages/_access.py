@@ -13,11 +13,10 @@ from urllib.parse import urlparse
 
 import streamlit as st
 
-from core import access
+from core import access, inert
 from core.access import AccessSettings, SignInRefused, Viewer
 from core.jobs import usage
 from core.limits import Limits, human_bytes
-from pages._common import escape
 
 VIEWER = "access_viewer"
 SIGNED_IN = "access_owner"  # password mode: the name this session signed in with
@@ -75,7 +74,7 @@ def signed_in_as(signed_in_viewer: Viewer) -> None:
         return
     with st.sidebar:
         seen = "all runs" if signed_in_viewer.sees_all else "your runs"
-        st.caption(f":material/person: {escape(signed_in_viewer.owner)} · {seen}")
+        st.caption(f":material/person: {inert.markdown(signed_in_viewer.owner)} · {seen}")
         if settings.mode == access.OIDC:
             st.button("Sign out", key="sign_out", on_click=st.logout)
         elif st.button("Sign out", key="sign_out"):
@@ -150,7 +149,9 @@ def _identity_provider(settings: AccessSettings) -> None:
     if not settings.allow:
         st.error("No one may sign in yet: the administrator has not listed who may (`[access] allow`).")
     else:
-        st.error(f"{escape(email) or 'This account'} may not use this instance. Ask its administrator.")
+        st.error(
+            f"{inert.markdown(email) or 'This account'} may not use this instance. Ask its administrator."
+        )
     st.button("Sign out", key="sign_out", on_click=st.logout)
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from core import jobs
+from core import inert, jobs
 from core.data import Dataset, IngestError, ingest
 from core.data.samples import SAMPLES, sample_path
 from core.errors import one_line
@@ -17,7 +17,6 @@ from core.jobs.run import RunState
 from core.limits import LimitExceeded
 from pages._access import limits, viewer
 from pages._charts import counts_chart
-from pages._common import escape
 from pages._jobs import progress_card
 from pages._plan_form import DEFAULT_VAL, VAL_KEY
 
@@ -73,9 +72,14 @@ def _uploaded() -> Dataset | None:
             digest = targets.accept_upload(upload.getvalue(), upload.name, viewer().owner, limits())
         except LimitExceeded as exc:
             st.session_state[SUBMITTED] = upload.file_id
-            st.session_state[REFUSED] = (upload.file_id, f"{escape(upload.name)} was not accepted: {exc}.")
+            st.session_state[REFUSED] = (
+                upload.file_id,
+                f"{inert.markdown(upload.name)} was not accepted: {exc}.",
+            )
         except OSError as exc:  # a full disk: nothing was kept, and uploading again may work later
-            st.error(f"This upload could not be kept: {escape(one_line(exc))}", icon=":material/error:")
+            st.error(
+                f"This upload could not be kept: {inert.markdown(one_line(exc))}", icon=":material/error:"
+            )
             return None
         else:
             st.session_state[SUBMITTED] = upload.file_id
@@ -95,7 +99,7 @@ def _uploaded() -> Dataset | None:
             st.caption("Using your earlier upload. Upload another zip to replace it.")
         return _ingest(("upload", digest), lambda: state.dataset, "your upload")
     if state.refusal is not None:
-        st.error(f"This data cannot be used: {escape(state.refusal)}", icon=":material/block:")
+        st.error(f"This data cannot be used: {inert.markdown(state.refusal)}", icon=":material/block:")
         return None
     _follow_validation(digest)
     return None
@@ -122,7 +126,7 @@ def _server_folder() -> Dataset | None:
         return None
     folder = (root / relative).resolve()
     if not folder.is_relative_to(root):
-        st.error(f"{escape(relative)} is outside {escape(root)}: choose a folder under it.")
+        st.error(f"{inert.markdown(relative)} is outside {inert.markdown(root)}: choose a folder under it.")
         return None
     # A refusal is not remembered: the folder may be fixed by the time the user looks again.
     return _ingest(("folder", str(folder)), lambda: folder, str(folder), cache_errors=False)
@@ -141,7 +145,7 @@ def _ingest(
     key = (identity, val_fraction)
     if key not in cache:
         source = load()
-        progress = st.progress(0.0, text=f"Checking {escape(label)}...")
+        progress = st.progress(0.0, text=f"Checking {inert.markdown(label)}...")
         try:
             cache[key] = ingest(
                 source,
@@ -158,7 +162,7 @@ def _ingest(
     if isinstance(result, IngestError):
         if not cache_errors:
             del cache[key]
-        st.error(f"This data cannot be used: {escape(result)}", icon=":material/block:")
+        st.error(f"This data cannot be used: {inert.markdown(result)}", icon=":material/block:")
         return None
     return result
 
@@ -174,7 +178,7 @@ def show_report(dataset: Dataset) -> None:
         columns[3].metric("Skipped files", len(report.skipped))
         st.caption(f"Layout: {report.layout}. Validation split: {report.split}.")
         for warning in report.warnings:
-            st.warning(escape(warning), icon=":material/warning:")
+            st.warning(inert.markdown(warning), icon=":material/warning:")
         with st.expander("Images per class, and a few of each", expanded=False):
             st.plotly_chart(
                 counts_chart(report.counts), width="stretch", key="counts", config={"displayModeBar": False}
@@ -196,9 +200,9 @@ def _image_grid(dataset: Dataset) -> None:
         st.image(
             [str(files[0]) for _, files in shown if files],
             width=72,
-            caption=[escape(label) for label, files in shown if files],
+            caption=[inert.markdown(label) for label, files in shown if files],
         )
         return
     for index, label in enumerate(classes):
-        st.markdown(f"**{escape(label)}**")
+        st.markdown(f"**{inert.markdown(label)}**")
         st.image([str(f) for f in first.get(index, [])[:GRID_IMAGES]], width=96)

@@ -11,11 +11,11 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from core import jobs
+from core import inert, jobs
 from core.jobs import Run, RunState, retention, targets, usage
 from core.limits import SIZE_UNITS, human_bytes
 from pages._access import limits, viewer
-from pages._common import data_name, escape, run_label
+from pages._common import data_name, run_label
 from pages._retention import kept_when
 
 KINDS = {"train": "training", targets.VALIDATE_KIND: "validation", targets.ANALYSE_KIND: "analysis"}
@@ -187,7 +187,7 @@ def _choice(row: dict[str, Any]) -> str:
 
 
 def _confirm_delete(run: Run) -> None:
-    st.warning(f"Delete run {escape(run.id)} and its model for good? This cannot be undone.")
+    st.warning(f"Delete run {inert.markdown(run.id)} and its model for good? This cannot be undone.")
     yes, no = st.columns(2)
     if yes.button("Yes, delete it", key="admin_delete_yes", type="primary"):
         st.session_state.pop(CONFIRM_DELETE, None)

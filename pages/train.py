@@ -7,13 +7,12 @@ import subprocess
 
 import streamlit as st
 
-from core import jobs
+from core import inert, jobs
 from core.jobs.estimate import estimate
 from core.training.estimate import Estimate
 from core.training.progress import duration
 from pages import _live, _plan_form
 from pages._access import limits, viewer
-from pages._common import escape
 from pages._data import choose_dataset, show_report
 
 
@@ -60,7 +59,7 @@ if estimate_col.button(
         try:
             estimates[plan_key] = _estimate_text(estimate(plan.to_dict()), plan.case)
         except (RuntimeError, subprocess.TimeoutExpired) as exc:
-            estimates[plan_key] = f"Could not estimate: {escape(exc)}"
+            estimates[plan_key] = f"Could not estimate: {inert.markdown(exc)}"
 if plan_key in estimates:
     said = estimates[plan_key]
     if said.startswith("Could not"):

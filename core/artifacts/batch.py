@@ -20,6 +20,7 @@ from core.artifacts.predict import Predictor
 from core.data.images import IMAGE_EXTENSIONS, decode_image
 from core.data.limits import IngestError
 from core.data.zipsafe import check_sizes, checked_entries, open_zip
+from core.inert import csv_cell
 from core.limits import Limits
 
 Progress = Callable[[int, int], None]
@@ -68,7 +69,8 @@ def predict_many(
 
 
 def to_csv(rows: list[Row], top_k: int = 3) -> str:
-    """``file, predicted, confidence, class 2, p 2 ..., error``: one line per image."""
+    """``file, predicted, confidence, class 2, p 2 ..., error``: one line per image. File and
+    class names came from users: each is a cell a spreadsheet shows, never runs (``inert.csv_cell``)."""
     out = io.StringIO()
     writer = csv.writer(out)
     header = ["file", "predicted", "confidence"]
@@ -76,11 +78,11 @@ def to_csv(rows: list[Row], top_k: int = 3) -> str:
         header += [f"class {rank}", f"confidence {rank}"]
     writer.writerow([*header, "error"])
     for row in rows:
-        cells: list[object] = [row.file]
+        cells: list[object] = [csv_cell(row.file)]
         for rank in range(top_k):
             label, p = row.top[rank] if rank < len(row.top) else ("", "")
-            cells += [label, f"{p:.4f}" if p != "" else ""]
-        writer.writerow([*cells, row.error])
+            cells += [csv_cell(label), f"{p:.4f}" if p != "" else ""]
+        writer.writerow([*cells, csv_cell(row.error)])
     return out.getvalue()
 
 
