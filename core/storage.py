@@ -15,7 +15,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -233,3 +233,45 @@ def read_json(path: Path, default: Any = None) -> Any:
         return json.loads(Path(path).read_text())
     except FileNotFoundError:
         return default
+
+
+@dataclass(frozen=True)
+class Damaged:
+    """A record file that is there but cannot be read as one (truncated, not JSON, the wrong
+    shape): what a tolerant reader returns instead of raising, so that one damaged run is shown
+    as damaged, saying ``problem``, rather than breaking every page that lists runs."""
+
+    path: Path
+    problem: str
+
+    def __str__(self) -> str:
+        return f"{self.path.name}: {self.problem}"
+
+
+# The JSON types a record's field may hold, for ``read_record``'s ``fields``.
+NUMBER = (int, float)
+OPTIONAL_NUMBER = (int, float, type(None))
+OPTIONAL_STR = (str, type(None))
+
+
+def read_record(path: Path, default: Any = None, fields: Mapping[str, type | tuple[type, ...]] = {}) -> Any:
+    """The JSON object in ``path``; ``default`` when there is no such file; ``Damaged`` when the
+    file holds anything but a JSON object, or one whose ``fields`` (name: the types it may hold)
+    are of another type. Anyone can damage a run's files (a hand edit, a copy cut short, a
+    version that wrote them otherwise), and readers must carry on; fields not named are not
+    checked, and a field may be missing."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_bytes())
+    except FileNotFoundError:
+        return default
+    except (ValueError, OSError) as exc:  # not JSON, not UTF-8, a folder, unreadable
+        return Damaged(path, f"not valid JSON ({' '.join(str(exc).split())})")
+    if not isinstance(data, dict):
+        return Damaged(path, f"a JSON {type(data).__name__}, not an object")
+    for name, types in fields.items():
+        if name in data and not isinstance(data[name], types):
+            allowed = [kind.__name__ for kind in (types if isinstance(types, tuple) else (types,))]
+            expected = " or ".join(word for word in allowed if word != "NoneType")
+            return Damaged(path, f"{name} is a {type(data[name]).__name__}, expected {expected}")
+    return data

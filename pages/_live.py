@@ -40,6 +40,7 @@ STATE_ICONS = {
     "failed": ":material/error:",
     "cancelled": ":material/cancel:",
     "interrupted": ":material/pause_circle:",
+    "damaged": ":material/broken_image:",
 }
 
 

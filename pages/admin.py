@@ -123,6 +123,7 @@ def finished(rows: list[dict[str, Any]]) -> None:
             "Finished": lambda row: _when(row.get("finished")),
             "Size": lambda row: human_bytes(usage.run_bytes(row["run"])),
             "Kept": lambda row: kept_when(row["run"], rule, row) or "forever",
+            "Damage": lambda row: row.get("message") if row["state"] == RunState.DAMAGED else "",
         },
     )
 

@@ -40,6 +40,7 @@ from core.jobs import backend, hardware, queue, usage
 from core.jobs.run import (
     CANCELLED_MESSAGE,
     EXIT_DISK_FULL,
+    UNKNOWN_OWNER,
     Run,
     RunNotFound,
     RunRecord,
@@ -47,11 +48,12 @@ from core.jobs.run import (
     StatusKeeper,
     is_run_id,
     new_run_id,
+    read_run_file,
 )
 from core.jobs.run import all_runs as _runs
 from core.jobs.run import state_of as _state
 from core.limits import LimitExceeded, Limits, human_bytes
-from core.storage import read_json
+from core.storage import Damaged, read_record
 
 MAX_RUNS_ENV = "TRANSFER_LAB_MAX_RUNS"
 DEFAULT_TARGET = "core.training.train:run"
@@ -73,8 +75,9 @@ _SUMMARY_FIELDS = {
     "metrics.json": ("best_val_accuracy", "majority_rate"),
     "run.json": ("dataset_name", "owner"),
 }
-# path -> (the file's stat stamp, its summary fields): a finished run's files are parsed once.
-_summaries: dict[Path, tuple[tuple[int, int, int] | None, dict[str, Any]]] = {}
+# path -> (the file's stat stamp, its summary fields, what is wrong with it): a finished run's
+# files are parsed once.
+_summaries: dict[Path, tuple[tuple[int, int, int] | None, dict[str, Any], str | None]] = {}
 # The workers this process started, by run folder, until each one's exit.json is written.
 _workers: dict[Path, subprocess.Popen] = {}
 _TARGET_PATTERN = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
@@ -247,7 +250,8 @@ def cancel(run_id: str, viewer: Viewer = LOCAL) -> None:
 
 def list_runs(kind: str = "train", viewer: Viewer = LOCAL) -> list[dict[str, Any]]:
     """Every run of ``kind`` that ``viewer`` may see, newest first, with what a runs table
-    shows: state, plan summary, best accuracy.
+    shows: state, plan summary, best accuracy. A run with a damaged record is ``damaged``, its
+    message saying what is wrong.
 
     Active runs are reconciled first. Plans and metrics are parsed again only when their files
     change, so a long history of finished runs costs a ``stat`` each.
@@ -310,11 +314,7 @@ def worker_pythonpath() -> str:
 def _check_active_runs(owner: str, limits: Limits, runs: int) -> None:
     if limits.max_active_runs is None:
         return
-    active = sum(
-        1
-        for run in _runs()
-        if _is_active_training(run.status()) and _summary(run.record_file)["owner"] == owner
-    )
+    active = sum(1 for run in _runs() if _is_active_training(run.status()) and _owner(run) == owner)
     if active + runs > limits.max_active_runs:
         asked = f"; this asks for {runs} more" if runs > 1 else ""
         raise LimitExceeded(
@@ -338,7 +338,12 @@ def _check_quota(owner: str, limits: Limits, adding: int = 0) -> None:
 
 def _visible(run: Run, viewer: Viewer) -> bool:
     """Whether ``viewer`` may see ``run``; its owner is read once until ``run.json`` changes."""
-    return viewer.sees_all or viewer.may_see(_summary(run.record_file)["owner"])
+    return viewer.sees_all or viewer.may_see(_owner(run))
+
+
+def _owner(run: Run) -> str | None:
+    """Who started ``run``, from its record; ``UNKNOWN_OWNER`` when the record is damaged."""
+    return UNKNOWN_OWNER if _damage(run.record_file) else _summary(run.record_file)["owner"]
 
 
 def _is_active_training(current: Mapping[str, Any]) -> bool:
@@ -443,8 +448,8 @@ def _exit_status(run: Run, pid: int | None) -> int | None:
         # Its lock is released as the process dies, a moment before it can be reaped.
         with contextlib.suppress(subprocess.TimeoutExpired):
             return worker.wait(timeout=REAP_PATIENCE_S)
-    exited = read_json(run.exit_file, {})
-    if exited.get("pid") == pid and isinstance(exited.get("returncode"), int):
+    exited = read_record(run.exit_file, {})
+    if isinstance(exited, dict) and exited.get("pid") == pid and isinstance(exited.get("returncode"), int):
         return exited["returncode"]
     return None
 
@@ -478,17 +483,30 @@ def _with_position(run: Run, current: Mapping[str, Any] | None = None) -> dict[s
             "message": ray_backend.waiting_message(run, current)
         }
     position = queue_position(run.id) if waiting else None
-    return {**current, "run_id": run.id, "queue_position": position}
+    return {**_judged(run, current), "run_id": run.id, "queue_position": position}
+
+
+def _judged(run: Run, current: Mapping[str, Any]) -> dict[str, Any]:
+    """``current`` as the app shows it: ``damaged``, saying what is wrong, when one of the run's
+    records cannot be read (a damaged status already says so itself)."""
+    damage = [
+        problem for path in (run.record_file, run.plan_file, run.metrics_file) if (problem := _damage(path))
+    ]
+    if not damage or _state(current) is RunState.DAMAGED:
+        return dict(current)
+    return {**current, "state": RunState.DAMAGED, "message": "; ".join(damage)}
 
 
 def _row(run: Run, current: Mapping[str, Any], line: list[str]) -> dict[str, Any]:
-    """A runs table's row, from the run's status, its place in ``line`` and its plan."""
+    """A runs table's row, from the run's status, its place in ``line``, its plan and record."""
+    current = _judged(run, current)
     return (
         {"run_id": run.id}
         | {key: current.get(key) for key in ("state", "message", "submitted", "started", "finished")}
         | {"queue_position": line.index(run.id) + 1 if run.id in line else None}
         | _summary(run.plan_file)
         | _summary(run.record_file)
+        | {"owner": _owner(run)}
     )
 
 
@@ -497,13 +515,27 @@ def _newest_first(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _summary(path: Path) -> dict[str, Any]:
-    """The runs table's fields of a plan or metrics file, parsed only when the file has changed."""
+    """The runs table's fields of a plan, record or metrics file (None where it is missing or
+    damaged)."""
+    return dict(_parsed(path)[1])
+
+
+def _damage(path: Path) -> str | None:
+    """What is wrong with a plan, record or metrics file; None for a sound or missing one."""
+    return _parsed(path)[2]
+
+
+def _parsed(path: Path) -> tuple[tuple[int, int, int] | None, dict[str, Any], str | None]:
+    """A run file's summary fields and damage, parsed only when the file has changed."""
     stamp = _stamp(path)  # before reading: a file replaced in between is read again next time
     cached = _summaries.get(path)
     if cached is None or cached[0] != stamp:
-        data = read_json(path, {}) if stamp else {}
-        cached = _summaries[path] = (stamp, {key: data.get(key) for key in _SUMMARY_FIELDS[path.name]})
-    return dict(cached[1])
+        data = read_run_file(path) if stamp else None
+        fields = {
+            key: data.get(key) if isinstance(data, dict) else None for key in _SUMMARY_FIELDS[path.name]
+        }
+        cached = _summaries[path] = (stamp, fields, str(data) if isinstance(data, Damaged) else None)
+    return cached
 
 
 def _stamp(path: Path) -> tuple[int, int, int] | None:
