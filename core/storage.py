@@ -24,6 +24,7 @@ from typing import Any
 CODE_ROOT = Path(__file__).resolve().parent.parent
 HOME_ENV = "TRANSFER_LAB_HOME"
 DEFAULT_HOME = "~/.transfer_lab"
+DATA_ROOT_ENV = "TRANSFER_LAB_DATA_ROOT"  # set it to let people train on folders under it
 
 
 def home() -> Path:
@@ -40,6 +41,24 @@ def datasets_dir() -> Path:
 def runs_dir() -> Path:
     """One folder per training run: ``runs/<run-id>/``."""
     return home() / "runs"
+
+
+def data_root() -> Path | None:
+    """The folder whose subfolders people may train on in place (``TRANSFER_LAB_DATA_ROOT``),
+    absolute; None when unset. A root that holds the home folder, or lies inside it, is refused
+    with ``ValueError``: "a folder under the root" would then open every owner's uploads and
+    runs to anyone who types its path."""
+    raw = os.environ.get(DATA_ROOT_ENV, "").strip()
+    if not raw:
+        return None
+    root = Path(raw).expanduser().resolve()
+    if home().is_relative_to(root) or root.is_relative_to(home()):
+        raise ValueError(
+            f"{DATA_ROOT_ENV}={raw!r} overlaps {HOME_ENV} ({home()}): people could open another "
+            f"owner's uploads and runs by path; point {DATA_ROOT_ENV} at a folder of data sets "
+            "beside the home folder, neither above nor inside it"
+        )
+    return root
 
 
 def keep_caches_home() -> None:

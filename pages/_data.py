@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
-from pathlib import Path
 
 import streamlit as st
+from PIL import Image
 
-from core import inert, jobs
+from core import inert, jobs, storage
 from core.data import Dataset, IngestError, ingest
+from core.data.images import thumbnail
 from core.data.samples import SAMPLES, sample_path
 from core.errors import one_line
 from core.jobs import targets
@@ -20,7 +20,6 @@ from pages._charts import counts_chart
 from pages._jobs import progress_card
 from pages._plan_form import DEFAULT_VAL, VAL_KEY
 
-DATA_ROOT_ENV = "TRANSFER_LAB_DATA_ROOT"  # set it to let users train on folders under it
 UPLOAD_PARAM = "upload"  # the URL's name for an upload: its sha256
 SUBMITTED = "submitted_upload"  # the uploader's file last handed to a validation job
 REFUSED = "refused_upload"  # (the uploader's file, why it was refused) while it stays there
@@ -32,7 +31,7 @@ LAST_UPLOAD = "last_upload"
 
 def choose_dataset() -> Dataset | None:
     """The data set the user picked, validated; ``None`` (with a message) until there is one."""
-    sources = [key for key in SOURCES if key != "folder" or os.environ.get(DATA_ROOT_ENV)]
+    sources = [key for key in SOURCES if key != "folder" or storage.data_root()]
     source = st.segmented_control(
         "Data",
         sources,
@@ -118,7 +117,7 @@ def _follow_validation(digest: str) -> None:
 
 
 def _server_folder() -> Dataset | None:
-    root = Path(os.environ[DATA_ROOT_ENV]).resolve()
+    root = storage.data_root()
     relative = st.text_input(
         f"Folder under `{root}`", key="folder", persist_state="session", placeholder="e.g. flowers/"
     )
@@ -189,6 +188,13 @@ def show_report(dataset: Dataset) -> None:
                 st.dataframe(report.skipped, hide_index=True, width="stretch", key="skipped")
 
 
+@st.cache_data(max_entries=1024, show_spinner=False)
+def _preview(path: str, size: int) -> Image.Image:
+    """An image of the data set as training sees it, small: decoded once per server, not on
+    every rerun. Validation has read every image the data set holds, so each one decodes."""
+    return thumbnail(path, size)
+
+
 def _image_grid(dataset: Dataset) -> None:
     """Every class: a row of examples each while there are few classes, one example each beyond."""
     classes = dataset.classes
@@ -198,11 +204,11 @@ def _image_grid(dataset: Dataset) -> None:
     if len(classes) > GRID_CLASSES:
         shown = [(label, first.get(i, [])[:1]) for i, label in enumerate(classes)]
         st.image(
-            [str(files[0]) for _, files in shown if files],
+            [_preview(str(files[0]), 72) for _, files in shown if files],
             width=72,
             caption=[inert.markdown(label) for label, files in shown if files],
         )
         return
     for index, label in enumerate(classes):
         st.markdown(f"**{inert.markdown(label)}**")
-        st.image([str(f) for f in first.get(index, [])[:GRID_IMAGES]], width=96)
+        st.image([_preview(str(f), 96) for f in first.get(index, [])[:GRID_IMAGES]], width=96)
