@@ -87,3 +87,10 @@ def test_damaged_runs_of_unknown_owners_break_nobody_s_pages(
         assert not at.exception, f"{page}: {at.exception}"
     with pytest.raises(jobs.RunNotFound):  # a record without a readable owner: admins alone see it
         Run.open("cut-record", access.Viewer(owner="local", sees_all=False))
+
+
+def test_a_damaged_sweep_record_breaks_no_page(lab_home: Path) -> None:
+    lab_home.mkdir(parents=True)
+    (lab_home / "retention.json").write_text('{"swept": 17')  # every page asks when it last swept
+    at = AppTest.from_file(APP, default_timeout=120).run()
+    assert not at.exception, at.exception
