@@ -273,7 +273,9 @@ OPTIONAL_NUMBER = (int, float, type(None))
 OPTIONAL_STR = (str, type(None))
 
 
-def read_record(path: Path, default: Any = None, fields: Mapping[str, type | tuple[type, ...]] = {}) -> Any:
+def read_record(
+    path: Path, default: Any = None, fields: Mapping[str, type | tuple[type, ...]] | None = None
+) -> Any:
     """The JSON object in ``path``; ``default`` when there is no such file; ``Damaged`` when the
     file holds anything but a JSON object, or one whose ``fields`` (name: the types it may hold)
     are of another type. Anyone can damage a run's files (a hand edit, a copy cut short, a
@@ -284,11 +286,13 @@ def read_record(path: Path, default: Any = None, fields: Mapping[str, type | tup
         data = json.loads(path.read_bytes())
     except FileNotFoundError:
         return default
-    except (ValueError, OSError) as exc:  # not JSON, not UTF-8, a folder, unreadable
+    except OSError as exc:  # a folder in its place, no permission
+        return Damaged(path, f"unreadable ({exc.strerror or exc})")
+    except ValueError as exc:  # not JSON (cut short), not UTF-8
         return Damaged(path, f"not valid JSON ({' '.join(str(exc).split())})")
     if not isinstance(data, dict):
         return Damaged(path, f"a JSON {type(data).__name__}, not an object")
-    for name, types in fields.items():
+    for name, types in (fields or {}).items():
         if name in data and not isinstance(data[name], types):
             allowed = [kind.__name__ for kind in (types if isinstance(types, tuple) else (types,))]
             expected = " or ".join(word for word in allowed if word != "NoneType")

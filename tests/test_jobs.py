@@ -424,7 +424,7 @@ def files_read(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """``run/file`` for every JSON file ``core.jobs`` parses from here on."""
     read: list[str] = []
 
-    def spy(path: Path, default: Any = None, fields: Mapping[str, Any] = {}) -> Any:
+    def spy(path: Path, default: Any = None, fields: Mapping[str, Any] | None = None) -> Any:
         read.append(f"{path.parent.name}/{path.name}")
         return read_record(path, default, fields)
 
