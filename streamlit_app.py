@@ -68,5 +68,5 @@ with st.sidebar:
         )
     if not active:
         st.caption("No active runs.")
-    _access.show_share(viewer, active)
+    _access.show_share(viewer)
 page.run()

@@ -13,7 +13,7 @@ from urllib.parse import urlparse
 
 import streamlit as st
 
-from core import access, inert
+from core import access, inert, jobs
 from core.access import AccessSettings, SignInRefused, Viewer
 from core.jobs import usage
 from core.limits import Limits, human_bytes
@@ -82,14 +82,13 @@ def signed_in_as(signed_in_viewer: Viewer) -> None:
             st.rerun()
 
 
-def show_share(signed_in_viewer: Viewer, active: list[dict[str, Any]]) -> None:
-    """In the sidebar, where this person stands against the limits that bound them: their runs in
-    line and their disk, so that a refusal is no surprise. Nothing where no such limit is set."""
+def show_share(signed_in_viewer: Viewer) -> None:
+    """In the sidebar, where this person stands against the limits that bound them: their jobs of
+    every kind in line and their disk, so that a refusal is no surprise. Nothing where no such limit is set."""
     ceilings = limits()
     parts = []
     if ceilings.max_active_runs is not None:
-        mine = sum(1 for row in active if row.get("owner", access.LOCAL_OWNER) == signed_in_viewer.owner)
-        parts.append(f"{mine} of {ceilings.max_active_runs} runs in line")
+        parts.append(f"{jobs.active_jobs(signed_in_viewer.owner)} of {ceilings.max_active_runs} jobs in line")
     if ceilings.disk_quota_bytes is not None:
         used = _disk_used(signed_in_viewer.owner)
         parts.append(f"{human_bytes(used)} of {human_bytes(ceilings.disk_quota_bytes)} disk")

@@ -18,6 +18,7 @@ from core.jobs import targets
 from core.jobs.run import RunNotFound, RunState
 from core.limits import LimitExceeded
 from core.models.backbones import catalog
+from core.training.plan import PlanError
 from pages import _analysis_charts as charts
 from pages._access import limits, viewer
 from pages._charts import decision_matrix
@@ -58,9 +59,12 @@ def show() -> None:
         if st.form_submit_button("Analyse my data", type="primary", icon=":material/query_stats:"):
             name = dataset.report.source.get("name", "data")
             options = {"sample": sample, "backbones": chosen}
-            st.query_params[ANALYSIS_PARAM] = targets.submit_analysis(
-                dataset.root, name, options, viewer().owner
-            )
+            try:
+                job_id = targets.submit_analysis(dataset.root, name, options, viewer().owner, limits())
+            except LimitExceeded as exc:
+                st.error(f"Not started: {exc}.", icon=":material/block:")
+                return
+            st.query_params[ANALYSIS_PARAM] = job_id
             st.rerun()
 
 
@@ -181,7 +185,7 @@ def _race_controls(result: dict[str, Any], column: Any) -> None:
                     cut=result["cut"], epochs=int(epochs), dataset_name=result["dataset"]["name"],
                     owner=viewer().owner, limits=limits(),
                 )  # fmt: skip
-            except LimitExceeded as exc:
+            except (LimitExceeded, PlanError) as exc:
                 column.error(f"Not started: {exc}.", icon=":material/block:")
                 return
             st.query_params[RACE_PARAM] = started.race_id

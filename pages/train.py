@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
 
 import streamlit as st
 
@@ -53,12 +52,13 @@ if estimate_col.button(
     "Estimate time",
     key="estimate",
     icon=":material/timer:",
-    help="Times two real batches of your data where the run would train (here, or a Ray node).",
+    help="Times two real batches of your data, in a job, where the run would train (here, or a Ray node).",
 ):
     with st.spinner("Timing two batches..."):
         try:
-            estimates[plan_key] = _estimate_text(estimate(plan.to_dict()), plan.case)
-        except (RuntimeError, subprocess.TimeoutExpired) as exc:
+            guess = estimate(plan.to_dict(), owner=viewer().owner, limits=limits())
+            estimates[plan_key] = _estimate_text(guess, plan.case)
+        except (RuntimeError, jobs.LimitExceeded) as exc:
             estimates[plan_key] = f"Could not estimate: {inert.markdown(exc)}"
 if plan_key in estimates:
     said = estimates[plan_key]

@@ -57,6 +57,7 @@ from core.storage import Damaged, read_record
 
 MAX_RUNS_ENV = "TRANSFER_LAB_MAX_RUNS"
 DEFAULT_TARGET = "core.training.train:run"
+TRAIN_KIND = "train"  # every other kind of job starts at once, beside the training queue
 
 # A worker's heartbeat comes from a thread of its own, so only a frozen process misses it for
 # this long; a busy training step does not.
@@ -114,7 +115,7 @@ def submit(
     target: str = DEFAULT_TARGET,
     dataset_name: str | None = None,
     owner: str = "local",
-    kind: str = "train",
+    kind: str = TRAIN_KIND,
     queued: bool = True,
     time_limit_s: float | None = None,
     limits: Limits | None = None,
@@ -129,12 +130,14 @@ def submit(
     ``queued`` starts at once, beside any training (validating an upload must not wait behind
     a long run); past ``time_limit_s`` a job fails, saying so.
 
-    With ``limits``, a run over this instance's limits for ``owner`` is refused with
-    ``LimitExceeded`` before anything is written (see ``admitted``).
+    With ``limits``, a job over this instance's limits for ``owner`` is refused with
+    ``LimitExceeded`` before anything is written (see ``admitted``); a training run's plan is
+    checked against them too.
     """
     if limits is not None:
-        limits.check_plan(int(plan.get("epochs") or 0), plan.get("image_size"))
-        with admitted(owner, limits):
+        if kind == TRAIN_KIND:
+            limits.check_plan(int(plan.get("epochs") or 0), plan.get("image_size"))
+        with admitted(owner, limits, kind=kind):
             return submit(
                 plan, run_id=run_id, target=target, dataset_name=dataset_name, owner=owner, kind=kind,
                 queued=queued, time_limit_s=time_limit_s,
@@ -180,25 +183,30 @@ def submit(
 
 
 @contextlib.contextmanager
-def admitted(owner: str, limits: Limits, runs: int = 1) -> Iterator[None]:
-    """Let ``owner`` submit ``runs`` training runs within ``limits``, or raise ``LimitExceeded``
-    naming the limit: at most ``max_active_runs`` queued or running, and nothing new over the
-    disk quota.
+def admitted(
+    owner: str, limits: Limits, runs: int = 1, *, kind: str = TRAIN_KIND, adding: int = 0
+) -> Iterator[None]:
+    """Let ``owner`` start ``runs`` jobs of ``kind`` within ``limits``, or raise ``LimitExceeded``
+    naming the limit: at most ``max_active_runs`` of their jobs of every kind queued or running,
+    at most ``max_side_jobs`` jobs besides training running on the instance, and nothing new
+    over the disk quota (``adding``: the bytes this job brings, such as an uploaded zip).
 
-    The check and the submissions inside the block happen under one lock, so that people
-    submitting at the same moment are counted one after the other: none slips past the limit.
+    Every kind of job is admitted here. The checks and what the block writes (the job's folder,
+    the uploaded bytes) happen under one lock, so that people submitting at the same moment are
+    counted and charged one after the other: none slips past a limit.
     """
     with storage.locked(storage.queue_dir() / "admission.lock"):
-        _check_active_runs(owner, limits, runs)
-        _check_quota(owner, limits)
+        _check_active_jobs(owner, limits, runs)
+        if kind != TRAIN_KIND:
+            _check_side_jobs(limits, runs)
+        _check_quota(owner, limits, adding)
         yield
 
 
-def check_upload(owner: str, limits: Limits, size: int) -> None:
-    """``LimitExceeded`` for an upload of ``size`` bytes that is too large, or that ``owner``'s
-    disk quota has no room for."""
-    limits.check_upload(size)
-    _check_quota(owner, limits, adding=size)
+def active_jobs(owner: str) -> int:
+    """How many of ``owner``'s jobs, of every kind, are queued or running: what
+    ``max_active_runs`` counts."""
+    return sum(1 for run in _runs() if _state(run.status()).active and _owner(run) == owner)
 
 
 def status(run_id: str, viewer: Viewer = LOCAL) -> dict[str, Any]:
@@ -311,15 +319,26 @@ def worker_pythonpath() -> str:
 # ---------------------------------------------------------------------------- internals
 
 
-def _check_active_runs(owner: str, limits: Limits, runs: int) -> None:
+def _check_active_jobs(owner: str, limits: Limits, runs: int) -> None:
     if limits.max_active_runs is None:
         return
-    active = sum(1 for run in _runs() if _is_active_training(run.status()) and _owner(run) == owner)
+    active = active_jobs(owner)
     if active + runs > limits.max_active_runs:
         asked = f"; this asks for {runs} more" if runs > 1 else ""
         raise LimitExceeded(
-            f"you have {active} run{'' if active == 1 else 's'} queued or running{asked}, and the limit here "
+            f"you have {active} job{'' if active == 1 else 's'} queued or running{asked}, and the limit here "
             f"is {limits.max_active_runs} per person: cancel one, or wait for one to finish"
+        )
+
+
+def _check_side_jobs(limits: Limits, runs: int) -> None:
+    if limits.max_side_jobs is None:
+        return
+    running = sum(1 for run in _runs() if _is_active_side_job(run.status()))
+    if running + runs > limits.max_side_jobs:
+        raise LimitExceeded(
+            f"this server is already running {running} of the {limits.max_side_jobs} jobs it runs at once besides "
+            "training (checking uploads, analyses, estimates, predictions): try again in a minute"
         )
 
 
@@ -347,7 +366,11 @@ def _owner(run: Run) -> str | None:
 
 
 def _is_active_training(current: Mapping[str, Any]) -> bool:
-    return _state(current).active and current.get("kind", "train") == "train"
+    return _state(current).active and current.get("kind", TRAIN_KIND) == TRAIN_KIND
+
+
+def _is_active_side_job(current: Mapping[str, Any]) -> bool:
+    return _state(current).active and current.get("kind", TRAIN_KIND) != TRAIN_KIND
 
 
 def _absolute_paths(plan: dict[str, Any]) -> dict[str, Any]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -57,11 +58,20 @@ def accept_upload(
     full disk) raises, leaving nothing behind.
     """
     if limits is not None:
-        jobs.check_upload(owner, limits, len(data))
+        limits.check_upload(len(data))
     digest = hashlib.sha256(data).hexdigest()
     if upload_state(digest).dataset is not None:
         access.add_owner(usage.dataset_owners_file(digest), owner)
         return digest
+    # The zip is charged to its owner's quota as it is kept, under the admission lock: people
+    # uploading at the same moment are charged one after the other.
+    with jobs.admitted(owner, limits, kind=VALIDATE_KIND, adding=len(data)) if limits else nullcontext():
+        _keep_and_validate(data, digest, name, owner, limits)
+    return digest
+
+
+def _keep_and_validate(data: bytes, digest: str, name: str, owner: str, limits: Limits | None) -> None:
+    """Write the zip under ``uploads/`` and submit its validation job; a failure leaves no zip."""
     folder = storage.uploads_dir()
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{digest}.zip"
@@ -76,7 +86,6 @@ def accept_upload(
     except BaseException:
         path.unlink(missing_ok=True)  # no job will unpack it
         raise
-    return digest
 
 
 def upload_state(digest: str, viewer: Viewer = LOCAL) -> UploadState:
@@ -143,14 +152,19 @@ def _reporter(emit: Emit) -> Callable[[int, int], None]:
 
 
 def submit_analysis(
-    data: str | Path, name: str, options: dict[str, Any] | None = None, owner: str = access.LOCAL_OWNER
+    data: str | Path,
+    name: str,
+    options: dict[str, Any] | None = None,
+    owner: str = access.LOCAL_OWNER,
+    limits: Limits | None = None,
 ) -> str:
     """Start analysing the data set at ``data`` (a validated upload's folder, a sample, a server
-    folder) in a job of its own, beside any training; returns the job's id."""
+    folder) in a job of its own, beside any training; returns the job's id. With ``limits``, it
+    is admitted as every job is (``LimitExceeded``)."""
     plan = {"data": str(data), "name": name, **(options or {})}
     return jobs.submit(
         plan, target=ANALYSE_TARGET, kind=ANALYSE_KIND, queued=False,
-        time_limit_s=ANALYSIS_TIME_LIMIT_S, dataset_name=name, owner=owner,
+        time_limit_s=ANALYSIS_TIME_LIMIT_S, dataset_name=name, owner=owner, limits=limits,
     )  # fmt: skip
 
 
