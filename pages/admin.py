@@ -13,12 +13,19 @@ import streamlit as st
 
 from core import inert, jobs
 from core.jobs import Run, RunState, retention, targets, usage
+from core.jobs.estimate import ESTIMATE_KIND
 from core.limits import SIZE_UNITS, human_bytes
 from pages._access import limits, viewer
 from pages._common import data_name, run_label
 from pages._retention import kept_when
 
-KINDS = {"train": "training", targets.VALIDATE_KIND: "validation", targets.ANALYSE_KIND: "analysis"}
+KINDS = {
+    "train": "training",
+    targets.VALIDATE_KIND: "validation",
+    targets.ANALYSE_KIND: "analysis",
+    targets.PREDICT_KIND: "batch prediction",
+    ESTIMATE_KIND: "estimate",
+}
 CONFIRM_DELETE = "admin_confirm_delete"
 DONE_MESSAGE = "admin_done"
 

@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import streamlit as st
 from PIL import Image
 
 from core import inert, jobs
-from core.artifacts.batch import Row, predict_many, to_csv
 from core.artifacts.predict import Predictor
 from core.data import IngestError, decode_image
-from core.errors import TransferLabError
 from core.jobs import Run
 from pages._access import viewer
+from pages._batch import batch_predictions
 from pages._charts import top_classes_chart
 from pages._common import data_name, focus_run, run_label
 
@@ -33,12 +30,6 @@ def classify(run_id: str, file_id: str, _data: bytes) -> tuple[tuple[tuple[str, 
     [prediction] = predictor(run_id).predict([image], top_k=5)
     image.thumbnail((THUMBNAIL, THUMBNAIL))
     return prediction.top, image
-
-
-@st.cache_data(max_entries=8, show_spinner="Classifying every image in the zip...")
-def classify_zip(run_id: str, file_id: str, _data: bytes) -> list[Row]:
-    """Every image of an uploaded zip classified, once per model and upload."""
-    return predict_many(predictor(run_id), _data)
 
 
 st.title("Predict")
@@ -99,35 +90,4 @@ for upload in [*(uploads or []), *shots]:
         )
 
 st.subheader("Many images at once")
-batch = st.file_uploader(
-    "A zip of images (any folders inside; no labels needed)", type=["zip"], key="batch_zip"
-)
-if batch is not None:
-    try:
-        rows = classify_zip(run_id, batch.file_id, batch.getvalue())
-    except TransferLabError as exc:
-        st.error(f"{inert.markdown(batch.name)}: {inert.markdown(exc)}")
-    else:
-        st.dataframe(
-            [
-                {
-                    "file": inert.terminal(r.file),
-                    "predicted": inert.terminal(r.top[0][0]) if r.top else "",
-                    "confidence": r.top[0][1] if r.top else None,
-                    "error": r.error,
-                }
-                for r in rows
-            ],
-            hide_index=True,
-            width="stretch",
-            key="batch_rows",
-            column_config={"confidence": st.column_config.NumberColumn("confidence", format="percent")},
-        )
-        st.download_button(
-            "Download the predictions (CSV)",
-            data=to_csv(rows),
-            file_name=f"{Path(batch.name).stem}-predictions.csv",
-            mime="text/csv",
-            key="batch_csv",
-            icon=":material/download:",
-        )
+batch_predictions(run_id)

@@ -119,6 +119,7 @@ def submit(
     queued: bool = True,
     time_limit_s: float | None = None,
     limits: Limits | None = None,
+    files: Mapping[str, bytes] | None = None,
 ) -> str:
     """Queue ``plan`` as a new run and start its worker; returns the run id at once.
 
@@ -128,7 +129,8 @@ def submit(
 
     Jobs other than training (``kind``) are kept out of the runs table; a job that is not
     ``queued`` starts at once, beside any training (validating an upload must not wait behind
-    a long run); past ``time_limit_s`` a job fails, saying so.
+    a long run); past ``time_limit_s`` a job fails, saying so. ``files`` (name -> bytes) are the
+    job's inputs, written into its folder before its worker starts (a zip of images to classify).
 
     With ``limits``, a job over this instance's limits for ``owner`` is refused with
     ``LimitExceeded`` before anything is written (see ``admitted``); a training run's plan is
@@ -137,10 +139,10 @@ def submit(
     if limits is not None:
         if kind == TRAIN_KIND:
             limits.check_plan(int(plan.get("epochs") or 0), plan.get("image_size"))
-        with admitted(owner, limits, kind=kind):
+        with admitted(owner, limits, kind=kind, adding=sum(map(len, (files or {}).values()))):
             return submit(
                 plan, run_id=run_id, target=target, dataset_name=dataset_name, owner=owner, kind=kind,
-                queued=queued, time_limit_s=time_limit_s,
+                queued=queued, time_limit_s=time_limit_s, files=files,
             )  # fmt: skip
     if not _TARGET_PATTERN.match(target):
         raise ValueError(f"target {target!r} is not of the form 'package.module:function'")
@@ -153,6 +155,8 @@ def submit(
     with keeper:  # our copy of the lock goes at the end: the worker holds its own from then on
         with _removed_on_failure(run):  # a full disk leaves no half-written run
             storage.write_json(run.plan_file, plan)
+            for name, data in (files or {}).items():
+                storage.write_bytes_atomic(run.directory / name, data)
             name = dataset_name or Path(str(plan.get("data", "")).rstrip("/")).name
             record = RunRecord(
                 owner=owner, kind=kind, dataset_name=name, backend=chosen.name, created=time.time()
