@@ -5,11 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import streamlit as st
-from PIL import Image
 
 from core import inert, jobs, storage
 from core.data import Dataset, IngestError, ingest
-from core.data.images import thumbnail
+from core.data.preview import GRID_CLASSES, SIZE, stored_previews
 from core.data.samples import SAMPLES, sample_path
 from core.errors import one_line
 from core.jobs import targets
@@ -25,7 +24,6 @@ SUBMITTED = "submitted_upload"  # the uploader's file last handed to a validatio
 REFUSED = "refused_upload"  # (the uploader's file, why it was refused) while it stays there
 POLL_SECONDS = 1.0
 SOURCES = {"sample": "Sample data set", "upload": "Upload a zip", "folder": "Folder on the server"}
-GRID_CLASSES, GRID_IMAGES = 8, 6
 LAST_UPLOAD = "last_upload"
 
 
@@ -188,27 +186,23 @@ def show_report(dataset: Dataset) -> None:
                 st.dataframe(report.skipped, hide_index=True, width="stretch", key="skipped")
 
 
-@st.cache_data(max_entries=1024, show_spinner=False)
-def _preview(path: str, size: int) -> Image.Image:
-    """An image of the data set as training sees it, small: decoded once per server, not on
-    every rerun. Validation has read every image the data set holds, so each one decodes."""
-    return thumbnail(path, size)
-
-
 def _image_grid(dataset: Dataset) -> None:
-    """Every class: a row of examples each while there are few classes, one example each beyond."""
-    classes = dataset.classes
-    first = {}
-    for sample in dataset.train:
-        first.setdefault(sample.label, []).append(sample.path)
-    if len(classes) > GRID_CLASSES:
-        shown = [(label, first.get(i, [])[:1]) for i, label in enumerate(classes)]
-        st.image(
-            [_preview(str(files[0]), 72) for _, files in shown if files],
-            width=72,
-            caption=[inert.markdown(label) for label, files in shown if files],
+    """Every class: a row of examples each while there are few classes, one example each beyond.
+    The pictures are the small previews made when the data was validated: the page decodes none."""
+    shown = stored_previews(dataset.work) if dataset.work else None
+    if shown is None:
+        st.caption(
+            "No pictures: this data set was checked before previews were kept. Upload it again to see some."
         )
         return
-    for index, label in enumerate(classes):
-        st.markdown(f"**{inert.markdown(label)}**")
-        st.image([_preview(str(f), 96) for f in first.get(index, [])[:GRID_IMAGES]], width=96)
+    if len(shown) > GRID_CLASSES:
+        kept = [entry for entry in shown if entry.files]
+        st.image(
+            [str(entry.files[0]) for entry in kept],
+            width=SIZE,
+            caption=[inert.markdown(e.label) for e in kept],
+        )
+        return
+    for entry in shown:
+        st.markdown(f"**{inert.markdown(entry.label)}**")
+        st.image([str(file) for file in entry.files], width=SIZE)

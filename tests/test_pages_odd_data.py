@@ -33,7 +33,7 @@ def test_a_data_set_of_16_bit_images_previews_and_can_be_trained(
     assert not at.exception, at.exception
     grid = [child.proto for child in at.expander[0].children.values() if child.type == "image"]
     previews = [image for images in grid for image in images.imgs]
-    assert len(previews) == 8  # the training images of both classes, as 8-bit pictures
+    assert len(previews) == 10  # every image of both classes (up to 6 a class), as 8-bit pictures
     assert "start" in [button.key for button in at.button]
 
 
