@@ -164,17 +164,17 @@ def start_race(
     lanes train at is decided here, once (the backbone's own, brought down to the instance's
     ``max_image_size``), and checked like any run's. With ``limits``, the race is admitted whole
     or refused (``LimitExceeded``): its runs count against ``owner``'s jobs like any others."""
-    lanes_plans = [
+    lane_plans = [
         _lane_plan(plan or {}, data=str(data), case=case, backbone=backbone, cut=cut if case == 2 else None,
                    epochs=epochs, seed=seed + repeat, limits=limits)
         for repeat in range(REPEATS) for case in RACE_CASES
     ]  # fmt: skip
     if limits is not None:
-        for fields in lanes_plans:
+        for fields in lane_plans:
             limits.check_plan(fields["epochs"], fields["image_size"])
     lanes = []
-    with jobs.admitted(owner, limits, runs=len(lanes_plans)) if limits else contextlib.nullcontext():
-        for fields in lanes_plans:
+    with jobs.admitted(owner, limits, runs=len(lane_plans)) if limits else contextlib.nullcontext():
+        for fields in lane_plans:
             run_id = jobs.submit(fields, dataset_name=dataset_name, owner=owner)
             lanes.append(Lane(fields["case"], fields["seed"], run_id))
     race_id = time.strftime("%Y%m%d%H%M%S") + secrets.token_hex(3)
