@@ -155,8 +155,8 @@ def submit(
     with keeper:  # our copy of the lock goes at the end: the worker holds its own from then on
         with _removed_on_failure(run):  # a full disk leaves no half-written run
             storage.write_json(run.plan_file, plan)
-            for name, data in (files or {}).items():
-                storage.write_bytes_atomic(run.directory / name, data)
+            for file_name, content in (files or {}).items():
+                storage.write_bytes_atomic(run.directory / file_name, content)
             name = dataset_name or Path(str(plan.get("data", "")).rstrip("/")).name
             record = RunRecord(
                 owner=owner, kind=kind, dataset_name=name, backend=chosen.name, created=time.time()
