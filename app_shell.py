@@ -6,7 +6,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from core import jobs
+from core import inert, jobs, storage
 from core.jobs import hardware, retention
 from pages import _access
 from pages._common import run_label
@@ -44,6 +44,11 @@ PAGES = [
 # Listed for admins only: for anyone else /admin is an unknown page, like any made-up address.
 ADMIN = st.Page("pages/admin.py", title="Admin", icon=":material/admin_panel_settings:", url_path="admin")
 
+try:
+    storage.data_root()  # misconfigured, the instance would open every owner's files: it says so
+except ValueError as exc:
+    st.error(f"Transfer Lab cannot start: {inert.markdown(exc)}", icon=":material/block:")
+    st.stop()
 viewer = _access.signed_in()
 if viewer is None:  # nothing of the app before sign-in, not even the pages' names
     _access.sign_in()
@@ -58,11 +63,11 @@ with st.sidebar:
     st.caption(f":material/memory: {hardware.describe()}")
     active = jobs.active_runs(viewer)
     for run in active:
-        label = f"{run_label(run)} · {run['state']}"
+        label = inert.markdown(f"{run_label(run)} · {run['state']}")
         st.page_link(
             "pages/train.py", label=label, icon=":material/sync:", query_params={"run": run["run_id"]}
         )
     if not active:
         st.caption("No active runs.")
-    _access.show_share(viewer, active)
+    _access.show_share(viewer)
 page.run()

@@ -12,27 +12,16 @@ pages show it as a message. Anything else that escapes is a bug and keeps its tr
 from __future__ import annotations
 
 import errno
-import unicodedata
+
+from core.inert import terminal
 
 MAX_MESSAGE = 500
 # A write that found no room: the disk is full, or its owner's quota is.
 _NO_ROOM = (errno.ENOSPC, errno.EDQUOT)
-# Characters a terminal or a log acts on rather than shows: controls (escape sequences, carriage
-# returns), format characters (right-to-left overrides), separators and private or lone codes.
-_ACTIVE = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
 
 
 class TransferLabError(Exception):
     """A refused input or a step that failed for a reason the user can act on."""
-
-
-def printable(text: str) -> str:
-    """``text`` with every character a terminal would act on written out as an escape (``\\x1b``,
-    ``\\u202e``): names from an upload must never move a cursor, colour a screen or reverse a line."""
-    return "".join(
-        ch if unicodedata.category(ch) not in _ACTIVE else ch.encode("unicode_escape").decode("ascii")
-        for ch in text
-    )
 
 
 def one_line(exc: BaseException, limit: int | None = MAX_MESSAGE) -> str:
@@ -43,12 +32,12 @@ def one_line(exc: BaseException, limit: int | None = MAX_MESSAGE) -> str:
     (``KeyError: 'fc'``).
     """
     if isinstance(exc, OSError) and exc.errno in _NO_ROOM:
-        text = printable(disk_full(exc))
+        text = terminal(disk_full(exc))
     elif isinstance(exc, MemoryError):
         detail = f" ({' '.join(str(exc).split())})" if str(exc) else ""
-        text = printable(f"MemoryError: out of memory{detail}; a smaller batch or image size needs less")
+        text = terminal(f"MemoryError: out of memory{detail}; a smaller batch or image size needs less")
     else:
-        text = printable(" ".join(str(exc).split()))
+        text = terminal(" ".join(str(exc).split()))
         if not isinstance(exc, TransferLabError) or not text:
             text = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
     return text if limit is None or len(text) <= limit else text[: limit - 3] + "..."

@@ -2,8 +2,9 @@
 
 Uploaded zips are untrusted input on a shared server: the ingestion ceilings bound the memory,
 disk and CPU time a hostile file could otherwise claim. The instance limits keep ordinary
-misuse on a shared instance from knocking it over: how many runs one person may have queued or
-running, how long and how large a run may be, how much disk one owner may fill, and how long
+misuse on a shared instance from knocking it over: how many jobs of any kind (training,
+validating, analysing, estimating, predicting) one person may have queued or running, how many
+jobs besides training the instance runs at once, how long and how large a run may be, how much disk one owner may fill, and how long
 finished runs are kept.
 
 A local run (access off) has no instance limits unless it configures them; a shared instance
@@ -60,7 +61,8 @@ class Limits:
     # solid-colour BMP) legitimately compress 1000:1.
     ratio_min_bytes: int = 1 * MIB
     # ---- the instance (None: no limit)
-    max_active_runs: int | None = None  # queued plus running training runs per owner
+    max_active_runs: int | None = None  # per owner: their jobs of every kind queued or running
+    max_side_jobs: int | None = None  # on the instance: jobs besides training running at once
     max_epochs: int | None = None  # per run
     max_image_size: int | None = None  # pixels on a side, per run
     disk_quota_bytes: int | None = None  # per owner: their runs and the data sets they uploaded
@@ -73,9 +75,16 @@ class Limits:
                 raise ValueError(f"Limits.{field.name} must be positive, got {value!r}")
 
     def check_plan(self, epochs: int, image_size: int | None) -> None:
-        """``LimitExceeded`` for a run longer or larger than this instance allows."""
+        """``LimitExceeded`` for a run longer or larger than this instance allows. A plan that
+        leaves its image size to the backbone is refused under a cap: the backbone's own size
+        (224 px for most) is what would train, unchecked."""
         if self.max_epochs is not None and epochs > self.max_epochs:
             raise LimitExceeded(f"{epochs} epochs is over this instance's limit of {self.max_epochs} a run")
+        if self.max_image_size is not None and image_size is None:
+            raise LimitExceeded(
+                f"the plan leaves its image size to the backbone; this instance allows {self.max_image_size} px"
+                " at most: give an image size"
+            )
         if self.max_image_size is not None and image_size is not None and image_size > self.max_image_size:
             raise LimitExceeded(
                 f"image size {image_size} px is over this instance's limit of {self.max_image_size} px"
@@ -98,23 +107,32 @@ def human_bytes(size: float) -> str:
     return f"{size:,.0f} {unit}" if unit == "B" or abs(size) >= 100 else f"{size:,.1f} {unit}"
 
 
-# What a shared instance gets for each instance limit it leaves unsaid (six active runs: one race of
-# the cases fits).
+# What a shared instance gets for each instance limit it leaves unsaid (six active jobs: one race of
+# the cases fits; two jobs besides training at once: each may take a gigabyte or two of memory).
 SHARED_DEFAULTS = Limits(
-    max_active_runs=6, max_epochs=100, max_image_size=512, disk_quota_bytes=20 * GIB, keep_runs_days=30.0
-)
+    max_active_runs=6, max_side_jobs=2, max_epochs=100, max_image_size=512, disk_quota_bytes=20 * GIB,
+    keep_runs_days=30.0,
+)  # fmt: skip
 # Each configurable limit: its name in ``[limits]`` and, upper-cased after the prefix, in the
 # environment; and the factor from the unit it is given in to the field's.
 _SETTINGS = {
     "max_upload_mb": ("max_upload_bytes", MIB),
     "max_images": ("max_entries", 1),
     "max_active_runs": ("max_active_runs", 1),
+    "max_side_jobs": ("max_side_jobs", 1),
     "max_epochs": ("max_epochs", 1),
     "max_image_size": ("max_image_size", 1),
     "disk_quota_gb": ("disk_quota_bytes", GIB),
     "keep_runs_days": ("keep_runs_days", 1),
 }
-_INSTANCE = ("max_active_runs", "max_epochs", "max_image_size", "disk_quota_bytes", "keep_runs_days")
+_INSTANCE = (
+    "max_active_runs",
+    "max_side_jobs",
+    "max_epochs",
+    "max_image_size",
+    "disk_quota_bytes",
+    "keep_runs_days",
+)
 _OFF = ("", "0", "none", "off")
 
 

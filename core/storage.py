@@ -15,7 +15,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +24,7 @@ from typing import Any
 CODE_ROOT = Path(__file__).resolve().parent.parent
 HOME_ENV = "TRANSFER_LAB_HOME"
 DEFAULT_HOME = "~/.transfer_lab"
+DATA_ROOT_ENV = "TRANSFER_LAB_DATA_ROOT"  # set it to let people train on folders under it
 
 
 def home() -> Path:
@@ -40,6 +41,24 @@ def datasets_dir() -> Path:
 def runs_dir() -> Path:
     """One folder per training run: ``runs/<run-id>/``."""
     return home() / "runs"
+
+
+def data_root() -> Path | None:
+    """The folder whose subfolders people may train on in place (``TRANSFER_LAB_DATA_ROOT``),
+    absolute; None when unset. A root that holds the home folder, or lies inside it, is refused
+    with ``ValueError``: "a folder under the root" would then open every owner's uploads and
+    runs to anyone who types its path."""
+    raw = os.environ.get(DATA_ROOT_ENV, "").strip()
+    if not raw:
+        return None
+    root = Path(raw).expanduser().resolve()
+    if home().is_relative_to(root) or root.is_relative_to(home()):
+        raise ValueError(
+            f"{DATA_ROOT_ENV}={raw!r} overlaps {HOME_ENV} ({home()}): people could open another "
+            f"owner's uploads and runs by path; point {DATA_ROOT_ENV} at a folder of data sets "
+            "beside the home folder, neither above nor inside it"
+        )
+    return root
 
 
 def keep_caches_home() -> None:
@@ -233,3 +252,49 @@ def read_json(path: Path, default: Any = None) -> Any:
         return json.loads(Path(path).read_text())
     except FileNotFoundError:
         return default
+
+
+@dataclass(frozen=True)
+class Damaged:
+    """A record file that is there but cannot be read as one (truncated, not JSON, the wrong
+    shape): what a tolerant reader returns instead of raising, so that one damaged run is shown
+    as damaged, saying ``problem``, rather than breaking every page that lists runs."""
+
+    path: Path
+    problem: str
+
+    def __str__(self) -> str:
+        return f"{self.path.name}: {self.problem}"
+
+
+# The JSON types a record's field may hold, for ``read_record``'s ``fields``.
+NUMBER = (int, float)
+OPTIONAL_NUMBER = (int, float, type(None))
+OPTIONAL_STR = (str, type(None))
+
+
+def read_record(
+    path: Path, default: Any = None, fields: Mapping[str, type | tuple[type, ...]] | None = None
+) -> Any:
+    """The JSON object in ``path``; ``default`` when there is no such file; ``Damaged`` when the
+    file holds anything but a JSON object, or one whose ``fields`` (name: the types it may hold)
+    are of another type. Anyone can damage a run's files (a hand edit, a copy cut short, a
+    version that wrote them otherwise), and readers must carry on; fields not named are not
+    checked, and a field may be missing."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_bytes())
+    except FileNotFoundError:
+        return default
+    except OSError as exc:  # a folder in its place, no permission
+        return Damaged(path, f"unreadable ({exc.strerror or exc})")
+    except ValueError as exc:  # not JSON (cut short), not UTF-8
+        return Damaged(path, f"not valid JSON ({' '.join(str(exc).split())})")
+    if not isinstance(data, dict):
+        return Damaged(path, f"a JSON {type(data).__name__}, not an object")
+    for name, types in (fields or {}).items():
+        if name in data and not isinstance(data[name], types):
+            allowed = [kind.__name__ for kind in (types if isinstance(types, tuple) else (types,))]
+            expected = " or ".join(word for word in allowed if word != "NoneType")
+            return Damaged(path, f"{name} is a {type(data[name]).__name__}, expected {expected}")
+    return data

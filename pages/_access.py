@@ -17,12 +17,11 @@ import streamlit as st
 from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
 from streamlit.runtime.scriptrunner_utils.script_run_context import get_script_run_ctx
 
-from core import access
+from core import access, inert, jobs
 from core.access import AccessSettings, SignInRefused, Viewer
 from core.jobs import usage
 from core.limits import Limits, human_bytes
 from pages import _gate
-from pages._common import escape
 
 VIEWER = "access_viewer"
 LIMITS = "access_limits"  # this run's Limits, resolved by signed_in()
@@ -78,21 +77,20 @@ def signed_in_as(signed_in_viewer: Viewer) -> None:
         return
     with st.sidebar:
         seen = "all runs" if signed_in_viewer.sees_all else "your runs"
-        st.caption(f":material/person: {escape(signed_in_viewer.owner)} · {seen}")
+        st.caption(f":material/person: {inert.markdown(signed_in_viewer.owner)} · {seen}")
         if settings.mode == access.OIDC:
             st.button("Sign out", key="sign_out", on_click=st.logout)
         else:
             st.button("Sign out", key="sign_out", on_click=_go_to, args=(_gate.SIGN_OUT,))
 
 
-def show_share(signed_in_viewer: Viewer, active: list[dict[str, Any]]) -> None:
-    """In the sidebar, where this person stands against the limits that bound them: their runs in
-    line and their disk, so that a refusal is no surprise. Nothing where no such limit is set."""
+def show_share(signed_in_viewer: Viewer) -> None:
+    """In the sidebar, where this person stands against the limits that bound them: their jobs of
+    every kind in line and their disk, so that a refusal is no surprise. Nothing where no such limit is set."""
     ceilings = limits()
     parts = []
     if ceilings.max_active_runs is not None:
-        mine = sum(1 for row in active if row.get("owner", access.LOCAL_OWNER) == signed_in_viewer.owner)
-        parts.append(f"{mine} of {ceilings.max_active_runs} runs in line")
+        parts.append(f"{jobs.active_jobs(signed_in_viewer.owner)} of {ceilings.max_active_runs} jobs in line")
     if ceilings.disk_quota_bytes is not None:
         used = _disk_used(signed_in_viewer.owner)
         parts.append(f"{human_bytes(used)} of {human_bytes(ceilings.disk_quota_bytes)} disk")
@@ -149,5 +147,5 @@ def _identity_provider(settings: AccessSettings) -> None:
     try:
         settings.provider_owner(st.user.to_dict())
     except SignInRefused as refusal:
-        st.error(escape(str(refusal)))
+        st.error(inert.markdown(str(refusal)))
     st.button("Sign out", key="sign_out", on_click=st.logout)

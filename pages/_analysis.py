@@ -11,17 +11,18 @@ from typing import Any
 
 import streamlit as st
 
-from core import jobs
+from core import inert, jobs
 from core.advice import cases
 from core.jobs import race as races
 from core.jobs import targets
 from core.jobs.run import RunNotFound, RunState
 from core.limits import LimitExceeded
 from core.models.backbones import catalog
+from core.training.plan import PlanError
 from pages import _analysis_charts as charts
 from pages._access import limits, viewer
 from pages._charts import decision_matrix
-from pages._common import escape, record_measurement, update_draft_plan
+from pages._common import record_measurement, update_draft_plan
 from pages._data import choose_dataset
 from pages._jobs import progress_card
 
@@ -58,9 +59,12 @@ def show() -> None:
         if st.form_submit_button("Analyse my data", type="primary", icon=":material/query_stats:"):
             name = dataset.report.source.get("name", "data")
             options = {"sample": sample, "backbones": chosen}
-            st.query_params[ANALYSIS_PARAM] = targets.submit_analysis(
-                dataset.root, name, options, viewer().owner
-            )
+            try:
+                job_id = targets.submit_analysis(dataset.root, name, options, viewer().owner, limits())
+            except LimitExceeded as exc:
+                st.error(f"Not started: {exc}.", icon=":material/block:")
+                return
+            st.query_params[ANALYSIS_PARAM] = job_id
             st.rerun()
 
 
@@ -78,7 +82,7 @@ def _show_job(job_id: str) -> None:
     result = targets.analysis_result(job_id, viewer())
     if result is None:
         message = status.get("message") or f"the analysis {state}"
-        st.error(f"The analysis did not finish: {escape(message)}", icon=":material/block:")
+        st.error(f"The analysis did not finish: {inert.markdown(message)}", icon=":material/block:")
         _new_analysis_button()
         return
     _show_result(result)
@@ -94,7 +98,9 @@ def _follow(job_id: str) -> None:
 
 def _show_result(result: dict[str, Any]) -> None:
     advice, evidence, data = result["advice"], result["evidence"], result["dataset"]
-    st.subheader(f"{escape(data['name'])}: {result['verdict']} — case {advice['case']}, {advice['name']}")
+    st.subheader(
+        f"{inert.markdown(data['name'])}: {result['verdict']} — case {advice['case']}, {advice['name']}"
+    )
     best = _best_stage(result)
     figures = st.columns([1, 1, 1, 2])
     figures[0].metric("Similarity to ImageNet", f"{result['similarity']:.2f}", help=_SIMILARITY_HELP)
@@ -119,16 +125,16 @@ def _show_result(result: dict[str, Any]) -> None:
         key="ranking_chart",
         config={"displayModeBar": False},
     )
-    left.caption(f"{escape(result['ranking_note'])}. Images/s on this machine: " + ", ".join(
+    left.caption(f"{inert.markdown(result['ranking_note'])}. Images/s on this machine: " + ", ".join(
         f"{e['name']} {e['images_per_s']:,.0f}" for e in result["backbone_ranking"]))  # fmt: skip
     right.plotly_chart(
         charts.stage_curve(result["stage_scores"], result["cut"]),
         key="stage_chart",
         config={"displayModeBar": False},
     )
-    right.caption(escape(result["cut_note"]).capitalize() + ".")
+    right.caption(inert.markdown(result["cut_note"]).capitalize() + ".")
     for skipped in result.get("skipped", []):
-        st.caption(f":material/timer_off: {escape(skipped)}")
+        st.caption(f":material/timer_off: {inert.markdown(skipped)}")
     buttons = st.columns([1, 1, 2])
     if buttons[0].button(
         "Use this plan", type="primary", key="use_measured_plan", icon=":material/arrow_forward:"
@@ -154,7 +160,7 @@ def _uncertainty(result: dict[str, Any]) -> list[str]:
         names = "; ".join(f"case {n} ({cases.CASES[n].name})" for n in advice["alternatives"])
         notes.append(f"The numbers sit near a boundary: also worth a try, {names}.")
     if not result["ranked_by_evidence"]:
-        notes.append(f"Backbones: {escape(result['ranking_note'])}.")
+        notes.append(f"Backbones: {inert.markdown(result['ranking_note'])}.")
     return notes
 
 
@@ -179,7 +185,7 @@ def _race_controls(result: dict[str, Any], column: Any) -> None:
                     cut=result["cut"], epochs=int(epochs), dataset_name=result["dataset"]["name"],
                     owner=viewer().owner, limits=limits(),
                 )  # fmt: skip
-            except LimitExceeded as exc:
+            except (LimitExceeded, PlanError) as exc:
                 column.error(f"Not started: {exc}.", icon=":material/block:")
                 return
             st.query_params[RACE_PARAM] = started.race_id

@@ -1,4 +1,4 @@
-"""What the pages share: the draft plan that travels between them, and safe text."""
+"""What the pages share: the draft plan that travels between them, and how runs are named."""
 
 from __future__ import annotations
 
@@ -10,12 +10,11 @@ from typing import Any
 
 import streamlit as st
 
+from core import inert
 from core.advice import cases
 from core.storage import read_json
 
 DRAFT_PLAN = "draft_plan"
-# Markdown that a name could smuggle in: links, images, emphasis, code, headings, HTML-ish tags.
-_MARKDOWN_SPECIALS = re.compile(r"([\\`*_{}\[\]()<>#+\-.!|~:$])")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
@@ -44,15 +43,14 @@ def measurement(sha256: str) -> dict[str, Any] | None:
     return st.session_state.get(MEASURED, {}).get(sha256)
 
 
-def escape(text: object) -> str:
-    """``text`` shown literally in Markdown. Names inside an upload (classes, files) are untrusted
-    on a shared server: unescaped, a folder named like a link or an image would render as one."""
-    return _MARKDOWN_SPECIALS.sub(r"\\\1", str(text))
-
-
 def data_name(row: Mapping[str, Any]) -> str:
     """What people call a run's data: the name recorded when it started (an upload's file
-    name); for older runs the data's folder or zip name, or an upload's name from its manifest."""
+    name); for older runs the data's folder or zip name, or an upload's name from its manifest.
+    Plain text with nothing a screen acts on (``inert.terminal``): Markdown must escape it again."""
+    return inert.terminal(_data_name(row))
+
+
+def _data_name(row: Mapping[str, Any]) -> str:
     if row.get("dataset_name") and not _SHA256.fullmatch(row["dataset_name"]):
         return row["dataset_name"]
     data = Path(str(row.get("data") or "").rstrip("/"))
@@ -63,14 +61,14 @@ def data_name(row: Mapping[str, Any]) -> str:
 
 def run_label(row: Mapping[str, Any]) -> str:
     """A run as people tell runs apart: its data, case, backbone, accuracy and start time, not
-    its id. ``row`` is a runs-table row (``jobs.list_runs``)."""
-    parts = [data_name(row), f"case {row.get('case', '?')}", str(row.get("backbone") or "?")]
+    its id. ``row`` is a runs-table row (``jobs.list_runs``). Plain text, as ``data_name``."""
+    parts = [_data_name(row), f"case {row.get('case', '?')}", str(row.get("backbone") or "?")]
     accuracy = row.get("best_val_accuracy")
     if accuracy is not None:
         parts.append(f"{accuracy:.0%}")
     if row.get("submitted"):
         parts.append(time.strftime("%d %b %H:%M", time.localtime(row["submitted"])))
-    return " · ".join(p for p in parts if p)
+    return inert.terminal(" · ".join(p for p in parts if p))
 
 
 FOCUS_RUN = "focus_run"  # the run the user last looked at: Predict opens on it

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
-from pathlib import Path
 
 import streamlit as st
 
-from core import jobs
+from core import inert, jobs, storage
 from core.data import Dataset, IngestError, ingest
+from core.data.preview import GRID_CLASSES, SIZE, stored_previews
 from core.data.samples import SAMPLES, sample_path
 from core.errors import one_line
 from core.jobs import targets
@@ -17,23 +16,20 @@ from core.jobs.run import RunState
 from core.limits import LimitExceeded
 from pages._access import limits, viewer
 from pages._charts import counts_chart
-from pages._common import escape
 from pages._jobs import progress_card
 from pages._plan_form import DEFAULT_VAL, VAL_KEY
 
-DATA_ROOT_ENV = "TRANSFER_LAB_DATA_ROOT"  # set it to let users train on folders under it
 UPLOAD_PARAM = "upload"  # the URL's name for an upload: its sha256
 SUBMITTED = "submitted_upload"  # the uploader's file last handed to a validation job
 REFUSED = "refused_upload"  # (the uploader's file, why it was refused) while it stays there
 POLL_SECONDS = 1.0
 SOURCES = {"sample": "Sample data set", "upload": "Upload a zip", "folder": "Folder on the server"}
-GRID_CLASSES, GRID_IMAGES = 8, 6
 LAST_UPLOAD = "last_upload"
 
 
 def choose_dataset() -> Dataset | None:
     """The data set the user picked, validated; ``None`` (with a message) until there is one."""
-    sources = [key for key in SOURCES if key != "folder" or os.environ.get(DATA_ROOT_ENV)]
+    sources = [key for key in SOURCES if key != "folder" or storage.data_root()]
     source = st.segmented_control(
         "Data",
         sources,
@@ -73,9 +69,14 @@ def _uploaded() -> Dataset | None:
             digest = targets.accept_upload(upload.getvalue(), upload.name, viewer().owner, limits())
         except LimitExceeded as exc:
             st.session_state[SUBMITTED] = upload.file_id
-            st.session_state[REFUSED] = (upload.file_id, f"{escape(upload.name)} was not accepted: {exc}.")
+            st.session_state[REFUSED] = (
+                upload.file_id,
+                f"{inert.markdown(upload.name)} was not accepted: {exc}.",
+            )
         except OSError as exc:  # a full disk: nothing was kept, and uploading again may work later
-            st.error(f"This upload could not be kept: {escape(one_line(exc))}", icon=":material/error:")
+            st.error(
+                f"This upload could not be kept: {inert.markdown(one_line(exc))}", icon=":material/error:"
+            )
             return None
         else:
             st.session_state[SUBMITTED] = upload.file_id
@@ -95,7 +96,7 @@ def _uploaded() -> Dataset | None:
             st.caption("Using your earlier upload. Upload another zip to replace it.")
         return _ingest(("upload", digest), lambda: state.dataset, "your upload")
     if state.refusal is not None:
-        st.error(f"This data cannot be used: {escape(state.refusal)}", icon=":material/block:")
+        st.error(f"This data cannot be used: {inert.markdown(state.refusal)}", icon=":material/block:")
         return None
     _follow_validation(digest)
     return None
@@ -114,7 +115,7 @@ def _follow_validation(digest: str) -> None:
 
 
 def _server_folder() -> Dataset | None:
-    root = Path(os.environ[DATA_ROOT_ENV]).resolve()
+    root = storage.data_root()
     relative = st.text_input(
         f"Folder under `{root}`", key="folder", persist_state="session", placeholder="e.g. flowers/"
     )
@@ -122,7 +123,7 @@ def _server_folder() -> Dataset | None:
         return None
     folder = (root / relative).resolve()
     if not folder.is_relative_to(root):
-        st.error(f"{escape(relative)} is outside {escape(root)}: choose a folder under it.")
+        st.error(f"{inert.markdown(relative)} is outside {inert.markdown(root)}: choose a folder under it.")
         return None
     # A refusal is not remembered: the folder may be fixed by the time the user looks again.
     return _ingest(("folder", str(folder)), lambda: folder, str(folder), cache_errors=False)
@@ -141,7 +142,7 @@ def _ingest(
     key = (identity, val_fraction)
     if key not in cache:
         source = load()
-        progress = st.progress(0.0, text=f"Checking {escape(label)}...")
+        progress = st.progress(0.0, text=f"Checking {inert.markdown(label)}...")
         try:
             cache[key] = ingest(
                 source,
@@ -158,7 +159,7 @@ def _ingest(
     if isinstance(result, IngestError):
         if not cache_errors:
             del cache[key]
-        st.error(f"This data cannot be used: {escape(result)}", icon=":material/block:")
+        st.error(f"This data cannot be used: {inert.markdown(result)}", icon=":material/block:")
         return None
     return result
 
@@ -174,7 +175,7 @@ def show_report(dataset: Dataset) -> None:
         columns[3].metric("Skipped files", len(report.skipped))
         st.caption(f"Layout: {report.layout}. Validation split: {report.split}.")
         for warning in report.warnings:
-            st.warning(escape(warning), icon=":material/warning:")
+            st.warning(inert.markdown(warning), icon=":material/warning:")
         with st.expander("Images per class, and a few of each", expanded=False):
             st.plotly_chart(
                 counts_chart(report.counts), width="stretch", key="counts", config={"displayModeBar": False}
@@ -186,19 +187,22 @@ def show_report(dataset: Dataset) -> None:
 
 
 def _image_grid(dataset: Dataset) -> None:
-    """Every class: a row of examples each while there are few classes, one example each beyond."""
-    classes = dataset.classes
-    first = {}
-    for sample in dataset.train:
-        first.setdefault(sample.label, []).append(sample.path)
-    if len(classes) > GRID_CLASSES:
-        shown = [(label, first.get(i, [])[:1]) for i, label in enumerate(classes)]
-        st.image(
-            [str(files[0]) for _, files in shown if files],
-            width=72,
-            caption=[escape(label) for label, files in shown if files],
+    """Every class: a row of examples each while there are few classes, one example each beyond.
+    The pictures are the small previews made when the data was validated: the page decodes none."""
+    shown = stored_previews(dataset.work) if dataset.work else None
+    if shown is None:
+        st.caption(
+            "No pictures: this data set was checked before previews were kept. Upload it again to see some."
         )
         return
-    for index, label in enumerate(classes):
-        st.markdown(f"**{escape(label)}**")
-        st.image([str(f) for f in first.get(index, [])[:GRID_IMAGES]], width=96)
+    if len(shown) > GRID_CLASSES:
+        kept = [entry for entry in shown if entry.files]
+        st.image(
+            [str(entry.files[0]) for entry in kept],
+            width=SIZE,
+            caption=[inert.markdown(e.label) for e in kept],
+        )
+        return
+    for entry in shown:
+        st.markdown(f"**{inert.markdown(entry.label)}**")
+        st.image([str(file) for file in entry.files], width=SIZE)

@@ -13,14 +13,14 @@ from typing import Any
 import plotly.graph_objects as go
 import streamlit as st
 
-from core import jobs
+from core import inert, jobs
 from core.jobs import Run, RunState
 from core.training import verdict
 from core.training.events import EpochEnd, EventReader, read_events
 from core.training.progress import RunProgress, duration, queue_wait
 from pages._access import viewer
 from pages._charts import accuracy_axis, epoch_axis
-from pages._common import escape, focus_run, plan_summary, run_label
+from pages._common import focus_run, plan_summary, run_label
 from pages._retention import kept_until
 
 POLL_SECONDS = 1.0
@@ -40,6 +40,7 @@ STATE_ICONS = {
     "failed": ":material/error:",
     "cancelled": ":material/cancel:",
     "interrupted": ":material/pause_circle:",
+    "damaged": ":material/broken_image:",
 }
 
 
@@ -60,7 +61,7 @@ def show_run(run_id: str) -> None:
     try:
         status = jobs.reconcile(run_id, viewer())
     except jobs.RunNotFound:
-        st.error(f"No run {escape(repr(run_id)[:60])} here. It may have been deleted.")
+        st.error(f"No run {inert.markdown(repr(run_id)[:60])} here. It may have been deleted.")
         _new_run_button()
         return
     if RunState(status["state"]).final:
@@ -102,11 +103,11 @@ def _render(run_id: str, view: RunProgress, status: dict[str, Any]) -> None:
     row = {**status, **run.plan_fields(), "dataset_name": run.record().dataset_name}
     focus_run(run_id)
     with st.container(border=True, key="run_status"):
-        st.subheader(run_label(row))
+        st.subheader(inert.markdown(run_label(row)))
         backend = status.get("backend") or "local"
-        host = f" on {escape(status['host'])}" if status.get("host") else ""
-        st.caption(f"{plan_summary(row)} · run id `{run_id}` · {backend} backend{host}")
-        line = f"**{state}**" + (f": {escape(status['message'])}" if status.get("message") else "")
+        host = f" on {inert.markdown(status['host'])}" if status.get("host") else ""
+        st.caption(f"{inert.markdown(plan_summary(row))} · run id `{run_id}` · {backend} backend{host}")
+        line = f"**{state}**" + (f": {inert.markdown(status['message'])}" if status.get("message") else "")
         if state == "queued" and status.get("queue_position"):
             line = f"**queued**: place {status['queue_position']} in the queue · {_estimated_wait(run_id)}"
         st.markdown(f"{STATE_ICONS.get(state, '')} {line}")
@@ -119,9 +120,9 @@ def _render(run_id: str, view: RunProgress, status: dict[str, Any]) -> None:
         if RunState(state).final:
             kept_until(run, status)
     for warning in view.warnings:
-        st.warning(escape(warning.message), icon=":material/warning:")
+        st.warning(inert.markdown(warning.message), icon=":material/warning:")
     for message in view.errors:
-        st.error(escape(message), icon=":material/error:")
+        st.error(inert.markdown(message), icon=":material/error:")
     if view.epochs:
         st.plotly_chart(
             _curves(view.epochs),

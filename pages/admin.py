@@ -11,14 +11,21 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from core import jobs
+from core import inert, jobs
 from core.jobs import Run, RunState, retention, targets, usage
+from core.jobs.estimate import ESTIMATE_KIND
 from core.limits import SIZE_UNITS, human_bytes
 from pages._access import limits, viewer
-from pages._common import data_name, escape, run_label
+from pages._common import data_name, run_label
 from pages._retention import kept_when
 
-KINDS = {"train": "training", targets.VALIDATE_KIND: "validation", targets.ANALYSE_KIND: "analysis"}
+KINDS = {
+    "train": "training",
+    targets.VALIDATE_KIND: "validation",
+    targets.ANALYSE_KIND: "analysis",
+    targets.PREDICT_KIND: "batch prediction",
+    ESTIMATE_KIND: "estimate",
+}
 CONFIRM_DELETE = "admin_confirm_delete"
 DONE_MESSAGE = "admin_done"
 
@@ -123,6 +130,7 @@ def finished(rows: list[dict[str, Any]]) -> None:
             "Finished": lambda row: _when(row.get("finished")),
             "Size": lambda row: human_bytes(usage.run_bytes(row["run"])),
             "Kept": lambda row: kept_when(row["run"], rule, row) or "forever",
+            "Damage": lambda row: row.get("message") if row["state"] == RunState.DAMAGED else "",
         },
     )
 
@@ -187,7 +195,7 @@ def _choice(row: dict[str, Any]) -> str:
 
 
 def _confirm_delete(run: Run) -> None:
-    st.warning(f"Delete run {escape(run.id)} and its model for good? This cannot be undone.")
+    st.warning(f"Delete run {inert.markdown(run.id)} and its model for good? This cannot be undone.")
     yes, no = st.columns(2)
     if yes.button("Yes, delete it", key="admin_delete_yes", type="primary"):
         st.session_state.pop(CONFIRM_DELETE, None)

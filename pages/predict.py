@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import streamlit as st
 from PIL import Image
 
-from core import jobs
-from core.artifacts.batch import Row, predict_many, to_csv
+from core import inert, jobs
 from core.artifacts.predict import Predictor
 from core.data import IngestError, decode_image
-from core.errors import TransferLabError
 from core.jobs import Run
 from pages._access import viewer
+from pages._batch import batch_predictions
 from pages._charts import top_classes_chart
-from pages._common import data_name, escape, focus_run, run_label
+from pages._common import data_name, focus_run, run_label
 
 THUMBNAIL = 512
 
@@ -33,12 +30,6 @@ def classify(run_id: str, file_id: str, _data: bytes) -> tuple[tuple[tuple[str, 
     [prediction] = predictor(run_id).predict([image], top_k=5)
     image.thumbnail((THUMBNAIL, THUMBNAIL))
     return prediction.top, image
-
-
-@st.cache_data(max_entries=8, show_spinner="Classifying every image in the zip...")
-def classify_zip(run_id: str, file_id: str, _data: bytes) -> list[Row]:
-    """Every image of an uploaded zip classified, once per model and upload."""
-    return predict_many(predictor(run_id), _data)
 
 
 st.title("Predict")
@@ -61,8 +52,8 @@ run_id = st.selectbox(
 focus_run(run_id)
 model = predictor(run_id)
 st.info(
-    f"This model was trained on **{escape(data_name(runs[run_id]))}** and knows {len(model.labels)} classes: "
-    f"{escape(', '.join(model.labels))}. It answers with one of them, whatever the image shows.",
+    f"This model was trained on **{inert.markdown(data_name(runs[run_id]))}** and knows {len(model.labels)} classes: "
+    f"{inert.markdown(', '.join(model.labels))}. It answers with one of them, whatever the image shows.",
     icon=":material/label:",
 )
 st.caption(f"Input {model.pre.crop} px")
@@ -71,7 +62,7 @@ uploads = st.file_uploader(
     "Images",
     type=["jpg", "jpeg", "png", "bmp", "gif", "webp", "tif", "tiff"],
     accept_multiple_files=True,
-    key="images",
+    key="predict_images",  # per page: the Advisor has a widget "images"
 )
 shots = []
 if st.toggle(
@@ -84,13 +75,13 @@ for upload in [*(uploads or []), *shots]:
     try:
         top, thumbnail = classify(run_id, upload.file_id, upload.getvalue())
     except (IngestError, OSError) as exc:
-        st.error(f"{escape(upload.name)}: {escape(exc)}")
+        st.error(f"{inert.markdown(upload.name)}: {inert.markdown(exc)}")
         continue
     left, right = st.columns([1, 2])
-    left.image(thumbnail, caption=escape(upload.name), width="stretch")
+    left.image(thumbnail, caption=inert.markdown(upload.name), width="stretch")
     with right:
         best, probability = top[0]
-        st.markdown(f"### {escape(best)}  \n{probability:.1%} confident")
+        st.markdown(f"### {inert.markdown(best)}  \n{probability:.1%} confident")
         st.plotly_chart(
             top_classes_chart(top),
             width="stretch",
@@ -99,35 +90,4 @@ for upload in [*(uploads or []), *shots]:
         )
 
 st.subheader("Many images at once")
-batch = st.file_uploader(
-    "A zip of images (any folders inside; no labels needed)", type=["zip"], key="batch_zip"
-)
-if batch is not None:
-    try:
-        rows = classify_zip(run_id, batch.file_id, batch.getvalue())
-    except TransferLabError as exc:
-        st.error(f"{escape(batch.name)}: {escape(exc)}")
-    else:
-        st.dataframe(
-            [
-                {
-                    "file": r.file,
-                    "predicted": r.top[0][0] if r.top else "",
-                    "confidence": r.top[0][1] if r.top else None,
-                    "error": r.error,
-                }
-                for r in rows
-            ],
-            hide_index=True,
-            width="stretch",
-            key="batch_rows",
-            column_config={"confidence": st.column_config.NumberColumn("confidence", format="percent")},
-        )
-        st.download_button(
-            "Download the predictions (CSV)",
-            data=to_csv(rows),
-            file_name=f"{Path(batch.name).stem}-predictions.csv",
-            mime="text/csv",
-            key="batch_csv",
-            icon=":material/download:",
-        )
+batch_predictions(run_id)

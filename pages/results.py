@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from core import jobs
+from core import inert, jobs
 from core.artifacts import bundle
 from core.data import IngestError, ingest
 from core.errors import TransferLabError
@@ -18,7 +18,7 @@ from core.training import verdict
 from core.training.evaluate import evaluate
 from pages._access import limits, viewer
 from pages._charts import confusion_heatmap, curves_by_run
-from pages._common import data_name, escape, focus_run, plan_summary, run_label
+from pages._common import data_name, focus_run, plan_summary, run_label
 from pages._retention import kept_until
 
 
@@ -104,7 +104,7 @@ chosen = st.selectbox(
 focus_run(chosen)
 run = Run.open(chosen, viewer())
 metrics = run.metrics()
-st.caption(f"{plan_summary(run.plan_fields())} · run id `{chosen}`")
+st.caption(f"{inert.markdown(plan_summary(run.plan_fields()))} · run id `{chosen}`")
 kept_until(run)
 if metrics is None:
     st.info(f"This run has no results ({table.set_index('run_id').loc[chosen, 'state']}).")
@@ -142,7 +142,7 @@ with left:
 with right:
     st.subheader("Per class")
     st.dataframe(
-        pd.DataFrame(metrics["per_class"]).T,
+        pd.DataFrame(metrics["per_class"]).T.rename(index=inert.terminal),  # class names from an upload
         width="stretch",
         key="per_class",
         column_config={
@@ -167,8 +167,8 @@ else:
             if row["file"] in paths:
                 st.image(str(paths[row["file"]]), width="stretch")
             st.caption(
-                f"**{escape(row['predicted'])}** ({row['confidence']:.0%}), "
-                f"truly {escape(row['true'])} · {escape(row['file'])}"
+                f"**{inert.markdown(row['predicted'])}** ({row['confidence']:.0%}), "
+                f"truly {inert.markdown(row['true'])} · {inert.markdown(row['file'])}"
             )
 
 st.subheader("Check it on other labelled images")
@@ -182,10 +182,10 @@ if check is not None:
         digest = targets.accept_upload(check.getvalue(), check.name, viewer().owner, limits())
         checked = check_on(chosen, digest)
     except TransferLabError as exc:
-        st.error(f"{escape(check.name)}: {escape(exc)}")
+        st.error(f"{inert.markdown(check.name)}: {inert.markdown(exc)}")
     else:
         st.metric(
-            f"Accuracy on {checked['images']:,} images of {check.name}",
+            f"Accuracy on {checked['images']:,} images of {inert.markdown(check.name)}",
             f"{checked['accuracy']:.1%}",
             help=f"Always answering the most common class would score {checked['majority_rate']:.1%}.",
         )

@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import json
-import subprocess
 
 import streamlit as st
 
-from core import jobs
+from core import inert, jobs
 from core.jobs.estimate import estimate
 from core.training.estimate import Estimate
 from core.training.progress import duration
 from pages import _live, _plan_form
 from pages._access import limits, viewer
-from pages._common import escape
 from pages._data import choose_dataset, show_report
 
 
@@ -54,13 +52,14 @@ if estimate_col.button(
     "Estimate time",
     key="estimate",
     icon=":material/timer:",
-    help="Times two real batches of your data where the run would train (here, or a Ray node).",
+    help="Times two real batches of your data, in a job, where the run would train (here, or a Ray node).",
 ):
     with st.spinner("Timing two batches..."):
         try:
-            estimates[plan_key] = _estimate_text(estimate(plan.to_dict()), plan.case)
-        except (RuntimeError, subprocess.TimeoutExpired) as exc:
-            estimates[plan_key] = f"Could not estimate: {escape(exc)}"
+            guess = estimate(plan.to_dict(), owner=viewer().owner, limits=limits())
+            estimates[plan_key] = _estimate_text(guess, plan.case)
+        except (RuntimeError, jobs.LimitExceeded) as exc:
+            estimates[plan_key] = f"Could not estimate: {inert.markdown(exc)}"
 if plan_key in estimates:
     said = estimates[plan_key]
     if said.startswith("Could not"):

@@ -27,10 +27,12 @@ LAYERS = (
     "jobs",
     "cli",
 )
-# The machine's record (its CPU) sits at the bottom beside errors and storage: any layer may ask.
-RANK = {"errors": 0, "storage": 0, "machine": 0, **{name: i for i, name in enumerate(LAYERS)}}
+# The machine's record (its CPU) and the rule that makes users' text inert sit at the bottom beside
+# errors and storage: any layer may use them.
+RANK = {"errors": 0, "inert": 0, "storage": 0, "machine": 0, **{name: i for i, name in enumerate(LAYERS)}}
 TORCH_FREE = (
     "core.errors",
+    "core.inert",
     "core.storage",
     "core.machine",
     "core.limits",

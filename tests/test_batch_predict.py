@@ -5,15 +5,32 @@ from __future__ import annotations
 import csv
 import io
 import json
+import shutil
 import zipfile
 from pathlib import Path
 
 import pytest
+from helpers_jobs import wait_for
+from PIL import Image
+from streamlit.testing.v1 import AppTest
 
+from core import jobs
 from core.artifacts.batch import predict_many, to_csv
 from core.artifacts.predict import Predictor
 from core.cli import main
+from core.data import IngestError
 from core.data.samples import sample_path
+from core.jobs import Run, targets
+from core.jobs.run import RunState
+
+APP = str(Path(__file__).resolve().parents[1] / "app_shell.py")
+
+
+@pytest.fixture
+def trained(finished_run: Path, lab_home: Path) -> str:
+    """The finished run, copied into this test's own storage."""
+    shutil.copytree(finished_run, lab_home / "runs" / finished_run.name)
+    return finished_run.name
 
 
 def unlabelled_zip(tmp_path: Path) -> Path:
@@ -66,3 +83,48 @@ def test_labels_the_model_does_not_know_are_refused_in_one_line(
     assert main(["evaluate", str(finished_run), str(sample_path("textures"))]) == 1
     err = capsys.readouterr().err
     assert "the model does not know the classes 'brick', 'grass', 'gravel'" in err and err.count("\n") == 1
+
+
+# ---------------------------------------------------------------------------- out of the web server
+
+
+def flat_giants(count: int) -> bytes:
+    """A zip of ``count`` 7000 x 7000 one-bit PNGs: 49 megapixels each in a few KB of archive."""
+    giant = io.BytesIO()
+    Image.new("1", (7000, 7000)).save(giant, "PNG")
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive:
+        for n in range(count):
+            archive.writestr(f"giant-{n}.png", giant.getvalue())
+    return out.getvalue()
+
+
+def test_a_tiny_zip_of_huge_flat_images_is_refused_before_any_is_decoded(finished_run: Path) -> None:
+    data = flat_giants(3)
+    with pytest.raises(IngestError, match=r"^the images hold more than 1,000,000 pixels \('giant-0\.png'"):
+        predict_many(Predictor(finished_run / "model"), data)
+
+
+def settled(job_id: str) -> dict:
+    return wait_for(lambda: RunState((s := jobs.reconcile(job_id))["state"]).final and s, timeout_s=120)
+
+
+def test_a_batch_is_classified_by_a_job_and_the_page_only_reads_its_results(
+    trained: str, tmp_path: Path
+) -> None:
+    job_id = targets.submit_predictions(trained, unlabelled_zip(tmp_path).read_bytes(), "new.zip")
+    assert settled(job_id)["state"] == "done"
+    result = targets.batch_result(job_id)
+    assert len(result.rows) == 7 and result.csv.startswith("file,predicted,confidence")
+    assert not (Run.open(job_id).directory / targets.BATCH_ZIP).exists()  # the zip goes once read
+
+    refused = targets.submit_predictions(trained, flat_giants(10), "giants.zip")
+    assert "pixels" in settled(refused)["message"]
+
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.query_params["batch"] = job_id
+    at.run()
+    at.switch_page("pages/predict.py").run()
+    assert not at.exception
+    [table] = at.dataframe  # the only one: the job's rows
+    assert len(table.value) == 7 and at.get("download_button")

@@ -14,11 +14,14 @@ from helpers_jobs import wait_for
 from streamlit.testing.v1 import AppTest
 
 from core import jobs, limits, storage
-from core.jobs import race, targets, usage
+from core.data.samples import sample_path
+from core.jobs import estimate, race, targets, usage
+from core.jobs.run import RunState
 from core.limits import GIB, MIB, LimitExceeded, Limits
 from tests.test_retention import sha, stored_dataset
 
 FOREVER, SLEEPY = "tests.helpers_jobs:forever", "tests.helpers_jobs:sleepy"
+FACES, LITE = sample_path("faces"), "efficientnet_lite0"
 APP = str(Path(__file__).resolve().parents[1] / "app_shell.py")
 
 
@@ -89,7 +92,7 @@ def test_five_people_submitting_at_once_are_each_held_to_their_limit_and_nothing
 
     assert sorted(owner for owner, _ in refused) == people  # each person's third is refused
     assert {message for _, message in refused} == {
-        "you have 2 runs queued or running, and the limit here is 2 per person: cancel one, or wait for one to finish"
+        "you have 2 jobs queued or running, and the limit here is 2 per person: cancel one, or wait for one to finish"
     }
     assert sorted(owner for owner, _ in accepted) == sorted(people * 2)
     jobs.cancel(blocker)
@@ -118,10 +121,51 @@ def test_a_run_over_the_epochs_or_image_size_limit_is_refused_before_anything_is
 
 
 def test_a_race_is_admitted_whole_or_not_at_all(lab_home: Path) -> None:
-    with pytest.raises(LimitExceeded, match=r"^you have 0 runs queued or running; this asks for 6 more"):
-        race.start_race("/data", recommended=1, backbone="x", cut=None, epochs=1, owner="ann",
+    with pytest.raises(LimitExceeded, match=r"^you have 0 jobs queued or running; this asks for 6 more"):
+        race.start_race(FACES, recommended=1, backbone=LITE, cut=None, epochs=1, owner="ann",
                         limits=Limits(max_active_runs=4))  # fmt: skip
     assert not storage.runs_dir().exists() or list(storage.runs_dir().iterdir()) == []
+
+
+def test_a_race_trains_every_lane_within_the_instance_image_size(
+    lab_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TRANSFER_LAB_MAX_RUNS", "1")
+    started = race.start_race(FACES, recommended=1, backbone=LITE, cut=None, epochs=1, owner="ann",
+                              limits=Limits(max_image_size=128))  # fmt: skip
+    for lane in started.lanes:
+        jobs.cancel(lane.run_id)
+
+    sizes = {jobs.Run.open(lane.run_id).plan_fields()["image_size"] for lane in started.lanes}
+    assert sizes == {128}  # the backbone's own 224 px is over the instance's cap
+
+
+def test_every_kind_of_job_counts_against_the_persons_limit_and_the_instances(
+    lab_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TRANSFER_LAB_MAX_RUNS", "1")
+    ceiling = Limits(max_active_runs=2, max_side_jobs=3)
+    for _ in range(2):
+        jobs.submit({}, target=FOREVER, kind="analysis", queued=False, owner="ann", limits=ceiling)
+    said = r"^you have 2 jobs queued or running, and the limit here is 2 per person"
+    try:
+        with pytest.raises(LimitExceeded, match=said):
+            targets.submit_analysis(FACES, "faces", owner="ann", limits=ceiling)
+        with pytest.raises(LimitExceeded, match=said):
+            estimate.estimate({"data": str(FACES)}, owner="ann", limits=ceiling)
+        with pytest.raises(LimitExceeded, match=said):
+            jobs.submit({"epochs": 1}, target=SLEEPY, owner="ann", limits=ceiling)
+        jobs.submit({}, target=FOREVER, kind="estimate", queued=False, owner="bob", limits=ceiling)
+        with pytest.raises(
+            LimitExceeded,
+            match=r"^this server is already running 3 of the 3 jobs it runs at once besides training",
+        ):
+            targets.accept_upload(make_zip(classes({"a": 2, "b": 2})), "pets.zip", owner="cy", limits=ceiling)
+        assert jobs.list_runs(kind=targets.VALIDATE_KIND) == []
+    finally:
+        for kind in ("analysis", "estimate"):
+            for row in jobs.list_runs(kind=kind):
+                jobs.cancel(row["run_id"])
 
 
 # ---------------------------------------------------------------------------- disk and uploads
@@ -149,6 +193,31 @@ def test_over_quota_new_runs_and_uploads_are_refused_with_the_figures(lab_home: 
         {"seconds": 0.1}, target=SLEEPY, owner="bob", limits=quota
     )  # another owner's quota is their own
     assert not storage.uploads_dir().exists() or list(storage.uploads_dir().iterdir()) == []
+
+
+def test_uploads_at_the_same_moment_are_charged_to_the_quota_one_after_the_other(lab_home: Path) -> None:
+    zips = [make_zip(classes({"a": 3, "b": 3}, start=10 * n)) for n in range(5)]
+    quota = Limits(disk_quota_bytes=int(2.5 * max(map(len, zips))))
+    accepted, refused = [], []
+    start = threading.Barrier(len(zips))
+
+    def upload(data: bytes) -> None:
+        start.wait()
+        try:
+            accepted.append(targets.accept_upload(data, "pets.zip", owner="ann", limits=quota))
+        except LimitExceeded as exc:
+            refused.append(str(exc))
+
+    threads = [threading.Thread(target=upload, args=(data,)) for data in zips]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert len(accepted) == 2 and len(refused) == 3
+    assert all("over your disk quota" in message for message in refused)
+    for row in jobs.list_runs(kind=targets.VALIDATE_KIND):
+        wait_for(lambda r=row["run_id"]: not RunState(jobs.reconcile(r)["state"]).active)
 
 
 def test_an_upload_over_the_size_limit_is_refused_and_nothing_is_kept(lab_home: Path) -> None:
@@ -188,7 +257,7 @@ def test_the_train_page_says_why_a_run_over_the_limit_was_not_started(
         at.switch_page("pages/train.py").run()
         at.button(key="start").click().run()
 
-        said = "you have 1 run queued or running, and the limit here is 1 per person: cancel one, or wait for one to finish"
+        said = "you have 1 job queued or running, and the limit here is 1 per person: cancel one, or wait for one to finish"
         assert [e.value for e in at.error] == [f"Not started: {said}."]
         assert len(jobs.list_runs()) == 1
     finally:
@@ -232,7 +301,7 @@ def test_the_sidebar_shows_where_a_person_stands_against_their_limits(
     try:
         [line] = share()
         assert re.fullmatch(
-            r":material/data_usage: Yours: 1 of 3 runs in line · [\d.]+ (B|KiB) of 1\.0 GiB disk", line
+            r":material/data_usage: Yours: 1 of 3 jobs in line · [\d.]+ (B|KiB) of 1\.0 GiB disk", line
         )
     finally:
         jobs.cancel(busy)

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from test_pages_training import open_page
 
+from core import inert
 from core.jobs.run import Run
 
 
@@ -61,8 +62,11 @@ def test_a_done_card_shows_the_final_accuracy_time_and_a_failure(
     at = open_page("pages/train.py", run=newest)
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Final accuracy"].endswith("%") and metrics["Total time"] == "42 s"
-    assert "faces.zip · case 1 · efficientnet_lite0" in at.subheader[0].value
-    assert "case 1 (feature extraction) · efficientnet_lite0 · 2 epochs" in at.caption[0].value
+    # Shown as Markdown, escaped: a name from an upload may look like a link
+    assert inert.markdown("faces.zip · case 1 · efficientnet_lite0") in at.subheader[0].value
+    assert (
+        inert.markdown("case 1 (feature extraction) · efficientnet_lite0 · 2 epochs") in at.caption[0].value
+    )
     metrics_file = lab_home / "runs" / newest / "metrics.json"
     stored = json.loads(metrics_file.read_text())
     metrics_file.write_text(json.dumps({**stored, "best_val_accuracy": 0.5, "majority_rate": 0.5}))

@@ -3,6 +3,7 @@ limit, and either a validated data set or nothing at all."""
 
 from __future__ import annotations
 
+import io
 import os
 import signal
 from pathlib import Path
@@ -10,12 +11,15 @@ from pathlib import Path
 import pytest
 from fixtures.data.zips import classes, make_zip
 from helpers_jobs import wait_for
+from PIL import Image, ImageFile
+from streamlit.testing.v1 import AppTest
 
 from core import jobs, storage
 from core.jobs import targets
 from core.jobs.run import Run, RunState
 from core.training.events import read_events
 
+APP = str(Path(__file__).resolve().parents[1] / "app_shell.py")
 SMALL = make_zip(classes({"cats": 4, "dogs": 4}))
 
 
@@ -91,3 +95,31 @@ def test_a_validation_stopped_half_way_leaves_no_data_set(lab_home: Path, how: s
 def test_a_made_up_upload_is_not_found(lab_home: Path) -> None:
     assert targets.upload_state("x" * 64).refusal.startswith("no such upload")
     assert targets.upload_state("../etc").refusal == "no such upload"
+
+
+def test_the_validation_job_makes_small_previews_and_the_train_page_decodes_no_image(
+    lab_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pictures = {}
+    for label, colour in {"red": (200, 20, 20), "blue": (20, 20, 200)}.items():
+        for i in range(3):
+            picture = io.BytesIO()
+            Image.new("RGB", (400, 300), tuple(c + 10 * i for c in colour)).save(picture, "PNG")
+            pictures[f"{label}/{i}.png"] = picture.getvalue()
+    digest = targets.accept_upload(make_zip(pictures), "colours.zip")
+    assert settled(digest).dataset is not None
+
+    previews = sorted((storage.datasets_dir() / digest / "previews").glob("*.jpg"))
+    assert len(previews) == 6 and all(max(Image.open(p).size) <= 96 for p in previews)
+
+    def tripwire(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the web server decoded an image")
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", tripwire)  # decoding, in this process only
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.query_params["upload"] = digest
+    at.run()
+    at.switch_page("pages/train.py").run()
+    assert not at.exception, at.exception
+    grid = [child.proto for child in at.expander[0].children.values() if child.type == "image"]
+    assert sum(len(images.imgs) for images in grid) == 6  # three of each class, from the stored previews

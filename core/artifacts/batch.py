@@ -17,9 +17,11 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from core.artifacts.predict import Predictor
-from core.data.images import IMAGE_EXTENSIONS, decode_image
+from core.data.images import IMAGE_EXTENSIONS, decode_image, read_header
+from core.data.ingestion import pixel_budget
 from core.data.limits import IngestError
 from core.data.zipsafe import check_sizes, checked_entries, open_zip
+from core.inert import csv_cell
 from core.limits import Limits
 
 Progress = Callable[[int, int], None]
@@ -47,16 +49,21 @@ def predict_many(
     progress: Progress | None = None,
     limits: Limits | None = None,
 ) -> list[Row]:
-    """Classify every image in ``source`` (a folder, a .zip path or a zip's bytes), in name order."""
+    """Classify every image in ``source`` (a folder, a .zip path or a zip's bytes), in name order.
+
+    The images' pixels are counted from their headers before any is decoded, against the budget
+    an upload of that size has (``ingestion.pixel_budget``): a tiny zip of huge flat images is
+    refused whole, as ingestion refuses it, before it costs memory and minutes."""
     limits = limits or Limits()
-    images = list(_images(source, limits))
+    images, budget = _images(source, limits)
+    _check_pixels(images, budget, limits)
     engine = predictor.engine(len(images))
     rows: list[Row] = []
     for start in range(0, len(images), batch_size):
         decoded, names = [], []
         for name, read in images[start : start + batch_size]:
             try:
-                decoded.append(decode_image(read()))
+                decoded.append(decode_image(read(), max_pixels=limits.max_image_pixels))
                 names.append(name)
             except (IngestError, OSError) as exc:
                 rows.append(Row(name, error=f"cannot read image: {exc}"))
@@ -67,8 +74,17 @@ def predict_many(
     return sorted(rows, key=lambda row: row.file)
 
 
+def rows_from_dicts(items: list[dict[str, Any]]) -> list[Row]:
+    """Rows back from what ``Row.to_dict`` wrote (a batch job's ``result.json``)."""
+    return [
+        Row(item["file"], tuple((t["label"], t["probability"]) for t in item["top"]), item.get("error", ""))
+        for item in items
+    ]
+
+
 def to_csv(rows: list[Row], top_k: int = 3) -> str:
-    """``file, predicted, confidence, class 2, p 2 ..., error``: one line per image."""
+    """``file, predicted, confidence, class 2, p 2 ..., error``: one line per image. File and
+    class names came from users: each is a cell a spreadsheet shows, never runs (``inert.csv_cell``)."""
     out = io.StringIO()
     writer = csv.writer(out)
     header = ["file", "predicted", "confidence"]
@@ -76,27 +92,44 @@ def to_csv(rows: list[Row], top_k: int = 3) -> str:
         header += [f"class {rank}", f"confidence {rank}"]
     writer.writerow([*header, "error"])
     for row in rows:
-        cells: list[object] = [row.file]
+        cells: list[object] = [csv_cell(row.file)]
         for rank in range(top_k):
             label, p = row.top[rank] if rank < len(row.top) else ("", "")
-            cells += [label, f"{p:.4f}" if p != "" else ""]
-        writer.writerow([*cells, row.error])
+            cells += [csv_cell(label), f"{p:.4f}" if p != "" else ""]
+        writer.writerow([*cells, csv_cell(row.error)])
     return out.getvalue()
 
 
-def _images(source: str | Path | bytes, limits: Limits) -> Iterator[tuple[str, Callable[[], bytes]]]:
-    """(name, a reader of its bytes) for each image file, in name order."""
+def _images(source: str | Path | bytes, limits: Limits) -> tuple[list[tuple[str, Callable[[], bytes]]], int]:
+    """(name, a reader of its bytes) for each image file, in name order, and the pixels they
+    may hold in all: a zip's budget follows its size, a folder's is the absolute cap."""
     if isinstance(source, (bytes, bytearray)):
-        yield from _zip_images(io.BytesIO(source), len(source), limits)
-        return
+        return list(_zip_images(io.BytesIO(source), len(source), limits)), pixel_budget(len(source), limits)
     path = Path(source)
     if path.is_dir():
-        yield from _folder_images(path, limits)
-    elif path.is_file():
+        return list(_folder_images(path, limits)), pixel_budget(None, limits)
+    if path.is_file():
+        size = path.stat().st_size
         with open(path, "rb") as fp:
-            yield from _zip_images(io.BytesIO(fp.read()), path.stat().st_size, limits)
-    else:
-        raise IngestError(f"no such file or folder: {str(path)!r}")
+            return list(_zip_images(io.BytesIO(fp.read()), size, limits)), pixel_budget(size, limits)
+    raise IngestError(f"no such file or folder: {str(path)!r}")
+
+
+def _check_pixels(images: list[tuple[str, Callable[[], bytes]]], budget: int, limits: Limits) -> None:
+    """``IngestError`` when the images' headers promise more pixels than ``budget``; an image
+    whose header cannot be read is left to its own row."""
+    pixels = 0
+    for name, read in images:
+        try:
+            info = read_header(read(), max_pixels=limits.max_image_pixels)
+        except IngestError:
+            continue
+        pixels += info.width * info.height
+        if pixels > budget:
+            raise IngestError(
+                f"the images hold more than {budget:,} pixels ({name!r} passes the mark), the limit for "
+                f"this zip: {limits.max_pixels_per_mb:,} per MiB of archive, {limits.max_total_pixels:,} in all"
+            )
 
 
 def _zip_images(fp: BinaryIO, size: int, limits: Limits) -> Iterator[tuple[str, Callable[[], bytes]]]:

@@ -11,9 +11,9 @@ import argparse
 import importlib
 import sys
 from collections.abc import Sequence
-from typing import NoReturn
+from typing import NoReturn, TextIO
 
-from core import access, storage
+from core import access, inert, storage
 from core.errors import TransferLabError, is_disk_full, one_line
 
 COMMANDS: dict[str, str] = {
@@ -35,6 +35,13 @@ COMMANDS: dict[str, str] = {
 
 class CliError(TransferLabError):
     """A refusal that only the command line makes (an option out of range, an occupied --out)."""
+
+
+def say(*lines: object, file: TextIO | None = None) -> None:
+    """Print each line for people, made inert (``core.inert.terminal``): what the command line
+    shows quotes file, class and data set names from uploads, which must not act on a terminal."""
+    for line in lines:
+        print(inert.terminal(line), file=file or sys.stdout)
 
 
 def positive_int(text: str) -> int:
@@ -88,5 +95,5 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (TransferLabError, OSError) as exc:  # a refused input or a failed run: one line, exit code 1
         if isinstance(exc, OSError) and not is_disk_full(exc):
             raise  # any other OSError is a bug, and keeps its traceback
-        print(f"python -m core {args.command}: {one_line(exc, limit=None)}", file=sys.stderr)
+        say(f"python -m core {args.command}: {one_line(exc, limit=None)}", file=sys.stderr)
         return 1

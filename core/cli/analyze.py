@@ -12,7 +12,7 @@ import json
 import sys
 from pathlib import Path
 
-from core.cli import add_owner_argument, positive_int
+from core.cli import add_owner_argument, positive_int, say
 from core.data.samples import SAMPLES, sample_path
 
 HELP = "measure how close a data set is to ImageNet, rank backbones, pick the cut, and advise"
@@ -77,16 +77,19 @@ def run(args: argparse.Namespace) -> int:
             epochs=args.race, seed=args.seed, dataset_name=result["dataset"]["name"],
             plan={"image_size": args.race_image_size} if args.race_image_size else None, owner=args.owner,
         )  # fmt: skip
-        print(
+        say(
             f"racing cases 1, 2 and 3 for {args.race} epoch(s), twice each: race {race.race_id}",
             file=sys.stderr,
         )
-        result |= run_race(race, say=lambda line: print(line, file=sys.stderr)).to_dict()
-    print(json.dumps(result, indent=2) if args.json else _summary(result))
+        result |= run_race(race, say=lambda line: say(line, file=sys.stderr)).to_dict()
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        say(*_summary(result))
     return 0
 
 
-def _summary(result: dict) -> str:
+def _summary(result: dict) -> list[str]:
     """The advice in a few lines, for people."""
     evidence = result["evidence"]
     lines = [
@@ -110,4 +113,4 @@ def _summary(result: dict) -> str:
                 f"  case {case}: {entry['accuracy']:.1%} on {result['race_judged_on']}, {entry['seconds']:.0f} s"
             )
         lines.append(f"race: {result['race_verdict']}")
-    return "\n".join(lines)
+    return lines

@@ -12,6 +12,7 @@ from typing import TextIO
 
 from tqdm import tqdm
 
+from core import inert
 from core.training.events import BatchEnd, EpochEnd, Event, PhaseStarted, Progress, RuntimeChosen, RunWarning
 
 PHASE_LABELS = {"decoding": "decoding images", "features": "computing features"}
@@ -88,7 +89,7 @@ class RunDisplay:
 
     def _line(self, text: str) -> None:
         """A line above the bar, which tqdm then redraws below it."""
-        tqdm.write(text, file=self.stream)
+        tqdm.write(inert.terminal(text), file=self.stream)
 
     def _close(self) -> None:
         if self._bar is not None:

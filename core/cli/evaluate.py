@@ -6,6 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
+from core.cli import say
+
 HELP = "score a finished run's exported model on a second labelled zip or folder of class folders"
 
 
@@ -23,12 +25,12 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
-    print(
+    say(
         f"accuracy {result['accuracy']:.1%} on {result['images']:,} images of {result['data']} "
         f"(always answering the most common class: {result['majority_rate']:.1%})"
     )
     for name, scores in result["per_class"].items():
-        print(
+        say(
             f"  {name}: precision {scores['precision']:.0%}, recall {scores['recall']:.0%}, {scores['support']} images"
         )
     return 0

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
-from core.cli import positive_int
+from core import inert
+from core.cli import positive_int, say
 from core.data.samples import SAMPLES, sample_path
 from core.limits import MIB
 
@@ -30,7 +32,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from core.data import Limits, ingest
-    from core.errors import printable
 
     source = Path(args.path)
     if not source.exists() and args.path in SAMPLES:
@@ -45,13 +46,13 @@ def run(args: argparse.Namespace) -> int:
     dataset = ingest(source, limits=limits, val_fraction=args.val_fraction, seed=args.seed)
     report = dataset.report
     if args.json:
-        print(report.to_json())
+        print(json.dumps(report.to_dict(), indent=2))  # ASCII: no name acts on the terminal
         return 0
     lines = [
         f"{report.source['name']}: {report.num_images:,} images in {len(report.classes)} classes ({report.layout})"
     ]
     lines.append(f"Split: {report.split}")
-    labels = [printable(label) for label in report.classes]  # names from an upload act on no terminal
+    labels = [inert.terminal(label) for label in report.classes]  # as shown, for the column's width
     width = max(len("class"), *map(len, labels))
     lines.append(f"  {'class':<{width}}  {'train':>6}  {'val':>6}  {'test':>6}")
     for label, shown in zip(report.classes, labels):
@@ -62,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
         lines.append("Ignored: " + ", ".join(f"{n} {reason}" for reason, n in report.ignored.items()))
     lines += [f"Warning: {warning}" for warning in report.warnings]
     lines.append(f"Stored in {dataset.root}")
-    print("\n".join(printable(line) for line in lines))
+    say(*lines)
     return 0
 
 

@@ -22,7 +22,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from core.artifacts.batch import Row, predict_many, to_csv
     from core.artifacts.predict import Predictor
-    from core.cli import CliError
+    from core.cli import CliError, say
 
     if args.top < 1:
         raise CliError(f"--top must be at least 1, not {args.top}")
@@ -35,13 +35,13 @@ def run(args: argparse.Namespace) -> int:
         rows = [Row(p.file, p.top) for p in predictions]
     if args.csv:
         args.csv.write_text(to_csv(rows, args.top))
-        print(f"{len(rows):,} images classified: {args.csv}")
+        say(f"{len(rows):,} images classified: {args.csv}")
     elif args.json:
         print(json.dumps([row.to_dict() for row in rows], indent=2))
     else:
         for row in rows:
             ranked = ", ".join(f"{label} {probability:.1%}" for label, probability in row.top)
-            print(f"{row.file}: {ranked or row.error}")
+            say(f"{row.file}: {ranked or row.error}")
     return 0
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from core import access, storage
-from core.cli import CliError
+from core.cli import CliError, say
 from core.jobs import retention
 from core.limits import human_bytes
 
@@ -37,15 +37,15 @@ def run(args: argparse.Namespace) -> int:
         else f"finished runs are kept {limits.keep_runs_days:g} days"
     )
     if not any(swept.groups().values()):
-        print(f"Nothing to delete in {storage.home()}: {kept}.")
+        say(f"Nothing to delete in {storage.home()}: {kept}.")
         return 0
-    print(f"{'Would delete' if swept.dry_run else 'Deleted'} in {storage.home()} ({kept}):")
+    say(f"{'Would delete' if swept.dry_run else 'Deleted'} in {storage.home()} ({kept}):")
     for label, group in swept.groups().items():
         if group:
-            print(f"  {label}: {len(group)}, {human_bytes(sum(gone.size for gone in group))}")
+            say(f"  {label}: {len(group)}, {human_bytes(sum(gone.size for gone in group))}")
             for gone in group:
-                print(f"    {gone.name}  {human_bytes(gone.size)}  {gone.detail}")
-    print(f"{'Would free' if swept.dry_run else 'Freed'} {human_bytes(swept.size)}.")
+                say(f"    {gone.name}  {human_bytes(gone.size)}  {gone.detail}")
+    say(f"{'Would free' if swept.dry_run else 'Freed'} {human_bytes(swept.size)}.")
     return 0
 
 

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from core.training.events import EventReader
     from core.training.plan import Plan
 
-from core.cli import add_owner_argument
+from core.cli import add_owner_argument, say
 
 HELP = "train a model on a zip or folder of images and write a complete run directory"
 
@@ -176,7 +176,7 @@ def _submitted(plan: Plan, args: argparse.Namespace) -> int:
     except TransferLabError as exc:
         raise CliError(str(exc)) from exc
     run = jobs.Run.open(run_id)
-    print(f"submitted run {run_id} ({run.status().get('backend', 'local')})", file=sys.stderr)
+    say(f"submitted run {run_id} ({run.status().get('backend', 'local')})", file=sys.stderr)
     display, reader = RunDisplay(sys.stderr), EventReader(run.directory)
     try:
         final = _follow(run_id, reader, display)
@@ -265,11 +265,11 @@ def _summary(result: dict, out: Path, args: argparse.Namespace) -> None:
 
     judged = verdict.judge_metrics(result)
     if "test" in result:
-        print(f"test accuracy {result['test']['accuracy']:.1%}")
-    print(f"run directory: {out}")
+        say(f"test accuracy {result['test']['accuracy']:.1%}")
+    say(f"run directory: {out}")
     if judged.suggest == verdict.FROM_SCRATCH:
-        print(
+        say(
             f"to train from scratch: python -m core train {args.data} --case 4 --weights none "
             f"--backbone {result['plan']['backbone']} --epochs {args.epochs}"
         )
-    print(f"{judged.advice} (best epoch {result['best_epoch']})" if judged.worked else judged.advice)
+    say(f"{judged.advice} (best epoch {result['best_epoch']})" if judged.worked else judged.advice)

@@ -96,6 +96,15 @@ def decode_image(source: str | Path | bytes, *, max_pixels: int = Limits.max_ima
     return read_image(source, max_pixels=max_pixels)[0]
 
 
+def thumbnail(source: str | Path | bytes, size: int) -> Image.Image:
+    """A copy of ``source`` at most ``size`` pixels a side, as training sees it (upright, 8-bit
+    RGB): what a preview shows. A browser, and Streamlit on its way there, take 8-bit images
+    only: a 16-bit PNG handed over as a file cannot be shown ("cannot write mode I;16")."""
+    image = read_image(source, draft=(size, size))[0]
+    image.thumbnail((size, size))
+    return image
+
+
 def upright_rgb(image: Image.Image) -> Image.Image:
     """``image`` turned by its EXIF orientation, then :func:`to_rgb`: what training sees of it."""
     return to_rgb(_upright(image))

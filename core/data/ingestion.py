@@ -28,6 +28,7 @@ from core.data.images import ImageInfo, read_header
 from core.data.layout import Layout, Placed, place
 from core.data.limits import IngestError
 from core.data.manifest import Manifest, Record
+from core.data.preview import write_previews
 from core.data.report import DatasetReport, build_report
 from core.errors import disk_full, is_disk_full
 from core.limits import Limits
@@ -57,6 +58,7 @@ class Dataset:
     test: list[Sample]  # empty when the data had none; evaluate on it only at the end
     report: DatasetReport
     cache_dir: Path | None = None  # where an ImageCache may keep its disk-backed arrays
+    work: Path | None = None  # datasets/<...>/: its manifest, report and previews (core.data.preview)
 
 
 def ingest(
@@ -155,6 +157,7 @@ def _unpack(
             for refused in admission.finish():
                 refused.unlink()
     _check_classes(manifest)
+    write_previews(staging, manifest.images, staging)
     manifest.save(staging)
     return manifest
 
@@ -186,6 +189,7 @@ def _from_folder(folder: Path, limits: Limits, progress: Progress | None) -> tup
                     admission.consider(placed, folder / relative, Path(relative), digest)
                 admission.finish()
             _check_classes(manifest)
+            write_previews(folder, manifest.images, staging)
             manifest.save(staging)
     return folder, work, manifest
 
@@ -388,6 +392,7 @@ def _dataset(root: Path, work: Path, manifest: Manifest, val_fraction: float, se
         samples(splits["test"]),
         report,
         cache_dir=work / "cache",
+        work=work,
     )
 
 

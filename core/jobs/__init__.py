@@ -40,6 +40,7 @@ from core.jobs import backend, hardware, queue, usage
 from core.jobs.run import (
     CANCELLED_MESSAGE,
     EXIT_DISK_FULL,
+    UNKNOWN_OWNER,
     Run,
     RunNotFound,
     RunRecord,
@@ -47,14 +48,16 @@ from core.jobs.run import (
     StatusKeeper,
     is_run_id,
     new_run_id,
+    read_run_file,
 )
 from core.jobs.run import all_runs as _runs
 from core.jobs.run import state_of as _state
 from core.limits import LimitExceeded, Limits, human_bytes
-from core.storage import read_json
+from core.storage import Damaged, read_record
 
 MAX_RUNS_ENV = "TRANSFER_LAB_MAX_RUNS"
 DEFAULT_TARGET = "core.training.train:run"
+TRAIN_KIND = "train"  # every other kind of job starts at once, beside the training queue
 
 # A worker's heartbeat comes from a thread of its own, so only a frozen process misses it for
 # this long; a busy training step does not.
@@ -73,8 +76,9 @@ _SUMMARY_FIELDS = {
     "metrics.json": ("best_val_accuracy", "majority_rate"),
     "run.json": ("dataset_name", "owner"),
 }
-# path -> (the file's stat stamp, its summary fields): a finished run's files are parsed once.
-_summaries: dict[Path, tuple[tuple[int, int, int] | None, dict[str, Any]]] = {}
+# path -> (the file's stat stamp, its summary fields, what is wrong with it): a finished run's
+# files are parsed once.
+_summaries: dict[Path, tuple[tuple[int, int, int] | None, dict[str, Any], str | None]] = {}
 # The workers this process started, by run folder, until each one's exit.json is written.
 _workers: dict[Path, subprocess.Popen] = {}
 _TARGET_PATTERN = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
@@ -111,10 +115,11 @@ def submit(
     target: str = DEFAULT_TARGET,
     dataset_name: str | None = None,
     owner: str = "local",
-    kind: str = "train",
+    kind: str = TRAIN_KIND,
     queued: bool = True,
     time_limit_s: float | None = None,
     limits: Limits | None = None,
+    files: Mapping[str, bytes] | None = None,
 ) -> str:
     """Queue ``plan`` as a new run and start its worker; returns the run id at once.
 
@@ -124,17 +129,20 @@ def submit(
 
     Jobs other than training (``kind``) are kept out of the runs table; a job that is not
     ``queued`` starts at once, beside any training (validating an upload must not wait behind
-    a long run); past ``time_limit_s`` a job fails, saying so.
+    a long run); past ``time_limit_s`` a job fails, saying so. ``files`` (name -> bytes) are the
+    job's inputs, written into its folder before its worker starts (a zip of images to classify).
 
-    With ``limits``, a run over this instance's limits for ``owner`` is refused with
-    ``LimitExceeded`` before anything is written (see ``admitted``).
+    With ``limits``, a job over this instance's limits for ``owner`` is refused with
+    ``LimitExceeded`` before anything is written (see ``admitted``); a training run's plan is
+    checked against them too.
     """
     if limits is not None:
-        limits.check_plan(int(plan.get("epochs") or 0), plan.get("image_size"))
-        with admitted(owner, limits):
+        if kind == TRAIN_KIND:
+            limits.check_plan(int(plan.get("epochs") or 0), plan.get("image_size"))
+        with admitted(owner, limits, kind=kind, adding=sum(map(len, (files or {}).values()))):
             return submit(
                 plan, run_id=run_id, target=target, dataset_name=dataset_name, owner=owner, kind=kind,
-                queued=queued, time_limit_s=time_limit_s,
+                queued=queued, time_limit_s=time_limit_s, files=files,
             )  # fmt: skip
     if not _TARGET_PATTERN.match(target):
         raise ValueError(f"target {target!r} is not of the form 'package.module:function'")
@@ -147,6 +155,8 @@ def submit(
     with keeper:  # our copy of the lock goes at the end: the worker holds its own from then on
         with _removed_on_failure(run):  # a full disk leaves no half-written run
             storage.write_json(run.plan_file, plan)
+            for file_name, content in (files or {}).items():
+                storage.write_bytes_atomic(run.directory / file_name, content)
             name = dataset_name or Path(str(plan.get("data", "")).rstrip("/")).name
             record = RunRecord(
                 owner=owner, kind=kind, dataset_name=name, backend=chosen.name, created=time.time()
@@ -177,25 +187,30 @@ def submit(
 
 
 @contextlib.contextmanager
-def admitted(owner: str, limits: Limits, runs: int = 1) -> Iterator[None]:
-    """Let ``owner`` submit ``runs`` training runs within ``limits``, or raise ``LimitExceeded``
-    naming the limit: at most ``max_active_runs`` queued or running, and nothing new over the
-    disk quota.
+def admitted(
+    owner: str, limits: Limits, runs: int = 1, *, kind: str = TRAIN_KIND, adding: int = 0
+) -> Iterator[None]:
+    """Let ``owner`` start ``runs`` jobs of ``kind`` within ``limits``, or raise ``LimitExceeded``
+    naming the limit: at most ``max_active_runs`` of their jobs of every kind queued or running,
+    at most ``max_side_jobs`` jobs besides training running on the instance, and nothing new
+    over the disk quota (``adding``: the bytes this job brings, such as an uploaded zip).
 
-    The check and the submissions inside the block happen under one lock, so that people
-    submitting at the same moment are counted one after the other: none slips past the limit.
+    Every kind of job is admitted here. The checks and what the block writes (the job's folder,
+    the uploaded bytes) happen under one lock, so that people submitting at the same moment are
+    counted and charged one after the other: none slips past a limit.
     """
     with storage.locked(storage.queue_dir() / "admission.lock"):
-        _check_active_runs(owner, limits, runs)
-        _check_quota(owner, limits)
+        _check_active_jobs(owner, limits, runs)
+        if kind != TRAIN_KIND:
+            _check_side_jobs(limits, runs)
+        _check_quota(owner, limits, adding)
         yield
 
 
-def check_upload(owner: str, limits: Limits, size: int) -> None:
-    """``LimitExceeded`` for an upload of ``size`` bytes that is too large, or that ``owner``'s
-    disk quota has no room for."""
-    limits.check_upload(size)
-    _check_quota(owner, limits, adding=size)
+def active_jobs(owner: str) -> int:
+    """How many of ``owner``'s jobs, of every kind, are queued or running: what
+    ``max_active_runs`` counts."""
+    return sum(1 for run in _runs() if _state(run.status()).active and _owner(run) == owner)
 
 
 def status(run_id: str, viewer: Viewer = LOCAL) -> dict[str, Any]:
@@ -247,7 +262,8 @@ def cancel(run_id: str, viewer: Viewer = LOCAL) -> None:
 
 def list_runs(kind: str = "train", viewer: Viewer = LOCAL) -> list[dict[str, Any]]:
     """Every run of ``kind`` that ``viewer`` may see, newest first, with what a runs table
-    shows: state, plan summary, best accuracy.
+    shows: state, plan summary, best accuracy. A run with a damaged record is ``damaged``, its
+    message saying what is wrong.
 
     Active runs are reconciled first. Plans and metrics are parsed again only when their files
     change, so a long history of finished runs costs a ``stat`` each.
@@ -307,19 +323,26 @@ def worker_pythonpath() -> str:
 # ---------------------------------------------------------------------------- internals
 
 
-def _check_active_runs(owner: str, limits: Limits, runs: int) -> None:
+def _check_active_jobs(owner: str, limits: Limits, runs: int) -> None:
     if limits.max_active_runs is None:
         return
-    active = sum(
-        1
-        for run in _runs()
-        if _is_active_training(run.status()) and _summary(run.record_file)["owner"] == owner
-    )
+    active = active_jobs(owner)
     if active + runs > limits.max_active_runs:
         asked = f"; this asks for {runs} more" if runs > 1 else ""
         raise LimitExceeded(
-            f"you have {active} run{'' if active == 1 else 's'} queued or running{asked}, and the limit here "
+            f"you have {active} job{'' if active == 1 else 's'} queued or running{asked}, and the limit here "
             f"is {limits.max_active_runs} per person: cancel one, or wait for one to finish"
+        )
+
+
+def _check_side_jobs(limits: Limits, runs: int) -> None:
+    if limits.max_side_jobs is None:
+        return
+    running = sum(1 for run in _runs() if _is_active_side_job(run.status()))
+    if running + runs > limits.max_side_jobs:
+        raise LimitExceeded(
+            f"this server is already running {running} of the {limits.max_side_jobs} jobs it runs at once besides "
+            "training (checking uploads, analyses, estimates, predictions): try again in a minute"
         )
 
 
@@ -338,11 +361,20 @@ def _check_quota(owner: str, limits: Limits, adding: int = 0) -> None:
 
 def _visible(run: Run, viewer: Viewer) -> bool:
     """Whether ``viewer`` may see ``run``; its owner is read once until ``run.json`` changes."""
-    return viewer.sees_all or viewer.may_see(_summary(run.record_file)["owner"])
+    return viewer.sees_all or viewer.may_see(_owner(run))
+
+
+def _owner(run: Run) -> str | None:
+    """Who started ``run``, from its record; ``UNKNOWN_OWNER`` when the record is damaged."""
+    return UNKNOWN_OWNER if _damage(run.record_file) else _summary(run.record_file)["owner"]
 
 
 def _is_active_training(current: Mapping[str, Any]) -> bool:
-    return _state(current).active and current.get("kind", "train") == "train"
+    return _state(current).active and current.get("kind", TRAIN_KIND) == TRAIN_KIND
+
+
+def _is_active_side_job(current: Mapping[str, Any]) -> bool:
+    return _state(current).active and current.get("kind", TRAIN_KIND) != TRAIN_KIND
 
 
 def _absolute_paths(plan: dict[str, Any]) -> dict[str, Any]:
@@ -443,8 +475,8 @@ def _exit_status(run: Run, pid: int | None) -> int | None:
         # Its lock is released as the process dies, a moment before it can be reaped.
         with contextlib.suppress(subprocess.TimeoutExpired):
             return worker.wait(timeout=REAP_PATIENCE_S)
-    exited = read_json(run.exit_file, {})
-    if exited.get("pid") == pid and isinstance(exited.get("returncode"), int):
+    exited = read_record(run.exit_file, {})
+    if isinstance(exited, dict) and exited.get("pid") == pid and isinstance(exited.get("returncode"), int):
         return exited["returncode"]
     return None
 
@@ -478,17 +510,30 @@ def _with_position(run: Run, current: Mapping[str, Any] | None = None) -> dict[s
             "message": ray_backend.waiting_message(run, current)
         }
     position = queue_position(run.id) if waiting else None
-    return {**current, "run_id": run.id, "queue_position": position}
+    return {**_judged(run, current), "run_id": run.id, "queue_position": position}
+
+
+def _judged(run: Run, current: Mapping[str, Any]) -> dict[str, Any]:
+    """``current`` as the app shows it: ``damaged``, saying what is wrong, when one of the run's
+    records cannot be read (a damaged status already says so itself)."""
+    damage = [
+        problem for path in (run.record_file, run.plan_file, run.metrics_file) if (problem := _damage(path))
+    ]
+    if not damage or _state(current) is RunState.DAMAGED:
+        return dict(current)
+    return {**current, "state": RunState.DAMAGED, "message": "; ".join(damage)}
 
 
 def _row(run: Run, current: Mapping[str, Any], line: list[str]) -> dict[str, Any]:
-    """A runs table's row, from the run's status, its place in ``line`` and its plan."""
+    """A runs table's row, from the run's status, its place in ``line``, its plan and record."""
+    current = _judged(run, current)
     return (
         {"run_id": run.id}
         | {key: current.get(key) for key in ("state", "message", "submitted", "started", "finished")}
         | {"queue_position": line.index(run.id) + 1 if run.id in line else None}
         | _summary(run.plan_file)
         | _summary(run.record_file)
+        | {"owner": _owner(run)}
     )
 
 
@@ -497,13 +542,27 @@ def _newest_first(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _summary(path: Path) -> dict[str, Any]:
-    """The runs table's fields of a plan or metrics file, parsed only when the file has changed."""
+    """The runs table's fields of a plan, record or metrics file (None where it is missing or
+    damaged)."""
+    return dict(_parsed(path)[1])
+
+
+def _damage(path: Path) -> str | None:
+    """What is wrong with a plan, record or metrics file; None for a sound or missing one."""
+    return _parsed(path)[2]
+
+
+def _parsed(path: Path) -> tuple[tuple[int, int, int] | None, dict[str, Any], str | None]:
+    """A run file's summary fields and damage, parsed only when the file has changed."""
     stamp = _stamp(path)  # before reading: a file replaced in between is read again next time
     cached = _summaries.get(path)
     if cached is None or cached[0] != stamp:
-        data = read_json(path, {}) if stamp else {}
-        cached = _summaries[path] = (stamp, {key: data.get(key) for key in _SUMMARY_FIELDS[path.name]})
-    return dict(cached[1])
+        data = read_run_file(path) if stamp else None
+        fields = {
+            key: data.get(key) if isinstance(data, dict) else None for key in _SUMMARY_FIELDS[path.name]
+        }
+        cached = _summaries[path] = (stamp, fields, str(data) if isinstance(data, Damaged) else None)
+    return cached
 
 
 def _stamp(path: Path) -> tuple[int, int, int] | None:

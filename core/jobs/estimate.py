@@ -1,9 +1,9 @@
 """The epoch-time estimate, timed on the kind of machine that would train the run.
 
-Timing two batches on the web server would describe the web server. On the local backend the
-estimate runs in a fresh process of this machine (the one that trains), as before; under Ray it
-is a short Ray job of its own (kind ``estimate``, kept out of the runs table) whose worker times
-the plan on a node and writes the estimate to ``result.json``. Torch is imported only where the
+Timing two batches on the web server would describe the web server, and would cost it the
+memory and CPU of a training step. The estimate is a short job of its own (kind ``estimate``,
+kept out of the runs table), admitted like every job, whose worker times the plan where runs
+train (this machine, or a Ray node) and writes the estimate to ``result.json``. Torch is imported only where the
 timing happens: the web server imports this package.
 """
 
@@ -14,9 +14,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from core import jobs
-from core.jobs import backend
+from core import access, jobs
 from core.jobs.run import Run, RunState
+from core.limits import Limits
 from core.storage import read_json, write_json
 from core.training.events import Emit
 
@@ -28,18 +28,22 @@ ESTIMATE_TARGET = "core.jobs.estimate:time_plan"
 POLL_S = 0.5
 
 
-def estimate(plan: Mapping[str, Any], timeout_s: float = 600) -> Estimate:
-    """The plan's estimate, timed out of this process where its runs would train; raises
-    ``RuntimeError`` with a one-line message when it cannot be had."""
-    if backend.configured().name != backend.RAY:
-        from core.training.estimate import estimate_in_subprocess
-
-        return estimate_in_subprocess(dict(plan), timeout_s)
+def estimate(
+    plan: Mapping[str, Any],
+    timeout_s: float = 600,
+    *,
+    owner: str = access.LOCAL_OWNER,
+    limits: Limits | None = None,
+) -> Estimate:
+    """The plan's estimate, timed by a job of ``owner``'s where its runs would train (admitted
+    within ``limits`` as every job is: ``LimitExceeded``); raises ``RuntimeError`` with a
+    one-line message when it cannot be had."""
     from core.training.estimate import Estimate
 
     run_id = jobs.submit(
-        plan, target=ESTIMATE_TARGET, kind=ESTIMATE_KIND, queued=False, time_limit_s=timeout_s
-    )
+        plan, target=ESTIMATE_TARGET, kind=ESTIMATE_KIND, queued=False, time_limit_s=timeout_s,
+        owner=owner, limits=limits,
+    )  # fmt: skip
     final = _ended(run_id, deadline=time.monotonic() + timeout_s + 60)
     if final["state"] != RunState.DONE:
         raise RuntimeError(final["message"] or f"the estimate job {final['state']}")

@@ -15,7 +15,7 @@ import contextlib
 import secrets
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -160,23 +160,39 @@ def start_race(
     limits: Limits | None = None,
 ) -> Race:
     """Queue the race's runs (``plan`` adds fields to each, such as an image size) for ``owner``
-    and record it. With ``limits``, the race is admitted whole or refused (``LimitExceeded``):
-    its runs count against ``owner``'s runs like any others."""
+    and record it. Each lane's plan is resolved before anything is queued: the image size the
+    lanes train at is decided here, once (the backbone's own, brought down to the instance's
+    ``max_image_size``), and checked like any run's. With ``limits``, the race is admitted whole
+    or refused (``LimitExceeded``): its runs count against ``owner``'s jobs like any others."""
+    lane_plans = [
+        _lane_plan(plan or {}, data=str(data), case=case, backbone=backbone, cut=cut if case == 2 else None,
+                   epochs=epochs, seed=seed + repeat, limits=limits)
+        for repeat in range(REPEATS) for case in RACE_CASES
+    ]  # fmt: skip
     if limits is not None:
-        limits.check_plan(epochs, (plan or {}).get("image_size"))
+        for fields in lane_plans:
+            limits.check_plan(fields["epochs"], fields["image_size"])
     lanes = []
-    with jobs.admitted(owner, limits, runs=REPEATS * len(RACE_CASES)) if limits else contextlib.nullcontext():
-        for repeat in range(REPEATS):
-            for case in RACE_CASES:
-                fields = {**(plan or {}), "data": str(data), "case": case, "backbone": backbone,
-                          "cut": cut if case == 2 else None, "epochs": epochs, "seed": seed + repeat}  # fmt: skip
-                lanes.append(
-                    Lane(case, seed + repeat, jobs.submit(fields, dataset_name=dataset_name, owner=owner))
-                )
+    with jobs.admitted(owner, limits, runs=len(lane_plans)) if limits else contextlib.nullcontext():
+        for fields in lane_plans:
+            run_id = jobs.submit(fields, dataset_name=dataset_name, owner=owner)
+            lanes.append(Lane(fields["case"], fields["seed"], run_id))
     race_id = time.strftime("%Y%m%d%H%M%S") + secrets.token_hex(3)
     race = Race(race_id, str(data), recommended, tuple(lanes), owner)
     storage.write_json(race.file, asdict(race))
     return race
+
+
+def _lane_plan(extra: dict[str, Any], *, limits: Limits | None, **fields: Any) -> dict[str, Any]:
+    """One lane's plan, resolved (``PlanError`` before anything is queued), at an image size
+    within ``limits``: a race has no image size field of its own to clamp."""
+    from core.training.plan import Plan
+
+    resolved = Plan.from_dict({**extra, **fields}).resolve()
+    cap = limits.max_image_size if limits is not None else None
+    if cap is not None and not extra.get("image_size") and resolved.image_size > cap:
+        resolved = replace(resolved, image_size=cap).resolve()  # a size the backbone refuses says so
+    return resolved.to_dict()
 
 
 def standing(race: Race) -> Standing:

@@ -195,7 +195,10 @@ def _sweep_file() -> Path:
 
 
 def _last_sweep() -> float:
-    return float((storage.read_json(_sweep_file(), {}) or {}).get("swept") or 0.0)
+    """When the app last swept; a damaged record counts as never: every page asks, and the
+    sweep rewrites it."""
+    stored = storage.read_record(_sweep_file(), {}, {"swept": storage.OPTIONAL_NUMBER})
+    return float(stored.get("swept") or 0.0) if isinstance(stored, dict) else 0.0
 
 
 @contextlib.contextmanager

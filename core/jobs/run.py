@@ -36,7 +36,7 @@ from core import storage
 from core.access import LOCAL, Viewer
 from core.errors import TransferLabError, one_line
 from core.jobs import queue
-from core.storage import RunFiles, read_json, write_json
+from core.storage import NUMBER, OPTIONAL_NUMBER, OPTIONAL_STR, Damaged, RunFiles, read_record, write_json
 from core.training.events import (
     BatchEnd,
     DataReady,
@@ -58,6 +58,28 @@ STEP_DELAY_ENV = "TRANSFER_LAB_STEP_DELAY"
 RECORD_SCHEMA = 1
 # A worker's exit status when the disk was full: said when nothing else could be.
 EXIT_DISK_FULL = errno.ENOSPC
+# The owner of a run whose record cannot be read: no one can sign in as it (owner names have
+# no parentheses), so admins alone see such a run, and may delete it.
+UNKNOWN_OWNER = "(unknown)"
+# What the readers of each record rely on, field by field: a file that breaks it is damaged.
+STATUS_FIELDS = {
+    "state": str, "message": str, "kind": str, "backend": str, "host": OPTIONAL_STR,
+    "pid": (int, type(None)), "heartbeat": OPTIONAL_NUMBER, "submitted": OPTIONAL_NUMBER,
+    "started": OPTIONAL_NUMBER, "finished": OPTIONAL_NUMBER,
+}  # fmt: skip
+RECORD_FIELDS = {
+    "owner": str, "kind": str, "dataset_name": str, "backend": str, "created": OPTIONAL_NUMBER,
+    "provenance": dict,
+}  # fmt: skip
+PLAN_FIELDS = {
+    "data": str, "backbone": str, "case": int, "cut": OPTIONAL_STR, "weights": str, "epochs": int,
+    "lr": NUMBER, "image_size": (int, type(None)), "augment": str, "seed": int, "val_fraction": NUMBER,
+}  # fmt: skip
+METRICS_FIELDS = {
+    "best_val_accuracy": NUMBER, "majority_rate": NUMBER, "labels": list, "history": list,
+    "per_class": dict, "confusion_matrix": list, "top_losses": list, "plan": dict,
+}  # fmt: skip
+FILE_FIELDS = {"run.json": RECORD_FIELDS, "plan.json": PLAN_FIELDS, "metrics.json": METRICS_FIELDS}
 
 
 class RunState(StrEnum):
@@ -67,6 +89,7 @@ class RunState(StrEnum):
     FAILED = "failed"
     CANCELLED = "cancelled"
     INTERRUPTED = "interrupted"  # its worker was gone when the app started
+    DAMAGED = "damaged"  # as read, never written: a record of the run cannot be read
 
     @property
     def active(self) -> bool:
@@ -92,6 +115,22 @@ class Cancelled(BaseException):
 
 class TimeLimit(BaseException):
     """Raised in a worker's main thread when its job's time is up (a BaseException, as above)."""
+
+
+def read_status(path: Path) -> dict[str, Any] | Damaged:
+    """A ``status.json``: ``{}`` before anything was written; ``Damaged`` when it is not a status."""
+    stored = read_record(path, {}, STATUS_FIELDS)
+    if isinstance(stored, dict) and stored.get("state", RunState.QUEUED) not in RunState.__members__.values():
+        return Damaged(path, f"state {stored['state']!r} is none of {', '.join(RunState)}")
+    return stored
+
+
+def read_run_file(path: Path) -> dict[str, Any] | Damaged | None:
+    """One of a run's JSON records (status, record, plan, metrics) as stored, checked against
+    what its readers rely on: None when it is missing, ``Damaged`` saying what is wrong with it."""
+    if path.name == "status.json":
+        return read_status(path)
+    return read_record(path, None, FILE_FIELDS[path.name])
 
 
 def state_of(current: Mapping[str, Any]) -> RunState:
@@ -163,19 +202,28 @@ class Run(RunFiles):
         return self.directory.name
 
     def status(self) -> dict[str, Any]:
-        """``status.json`` as last written; ``{}`` before anything was."""
-        return read_json(self.status_file, {})
+        """``status.json`` as last written; ``{}`` before anything was; for a damaged one, the
+        state ``damaged`` and what is wrong as its message."""
+        stored = read_status(self.status_file)
+        if isinstance(stored, Damaged):
+            return {"state": RunState.DAMAGED, "message": str(stored)}
+        return stored
 
     def state(self) -> RunState | None:
         state = self.status().get("state")
         return RunState(state) if state in RunState.__members__.values() else None
 
     def plan_fields(self) -> dict[str, Any]:
-        """``plan.json`` as stored, whatever version wrote it; ``{}`` when missing."""
-        return read_json(self.plan_file, {})
+        """``plan.json`` as stored, whatever version wrote it; ``{}`` when missing or damaged."""
+        stored = read_run_file(self.plan_file)
+        return stored if isinstance(stored, dict) else {}
 
     def record(self) -> RunRecord:
-        stored = read_json(self.record_file)
+        """``run.json``; for a run from before it, what the plan says; for a damaged one, a
+        record whose owner is ``UNKNOWN_OWNER``."""
+        stored = read_run_file(self.record_file)
+        if isinstance(stored, Damaged):
+            return RunRecord(owner=UNKNOWN_OWNER)
         if stored is not None:
             return RunRecord.from_dict(stored)
         data = str(self.plan_fields().get("data", ""))
@@ -185,7 +233,9 @@ class Run(RunFiles):
         write_json(self.record_file, record.to_dict())
 
     def metrics(self) -> dict[str, Any] | None:
-        return read_json(self.metrics_file)
+        """``metrics.json``; None until the run has written it, and when it is damaged."""
+        stored = read_run_file(self.metrics_file)
+        return stored if isinstance(stored, dict) else None
 
     def cancel_requested(self) -> bool:
         return self.cancel_file.exists()

@@ -1,7 +1,9 @@
-"""Jobs other than training that the workers run: validating an uploaded zip, analysing a data set.
+"""Jobs other than training that the workers run: validating an uploaded zip, analysing a data
+set, classifying a zip of images with a finished run's model.
 
-An upload is untrusted and may be huge, so the web server never unpacks or decodes it: it writes
-the zip under ``uploads/`` and submits this job, which runs in a worker of its own (with
+An upload is untrusted and may be huge, so the web server never unpacks or decodes it (a 2 KB zip
+can hold ten 49-megapixel images): it writes the zip under ``uploads/`` (a batch to classify: into
+its job's folder) and submits this job, which runs in a worker of its own (with
 progress, cancel and a time limit) and leaves either a validated ``datasets/<sha256>/`` or
 nothing (ingestion stages its work and renames it into place only once every check passed).
 Heavy imports wait until the job runs: the server imports this package.
@@ -11,9 +13,10 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from core import access, jobs, storage
 from core.access import LOCAL, Viewer
@@ -23,6 +26,9 @@ from core.limits import Limits
 from core.storage import write_json
 from core.training.events import Emit, PhaseMeter
 
+if TYPE_CHECKING:
+    from core.artifacts.batch import Row
+
 VALIDATE_KIND = "validate"
 VALIDATE_TARGET = "core.jobs.targets:validate_upload"
 # Validating 100,000 photos takes minutes; a job that takes longer is stopped and says so.
@@ -31,6 +37,11 @@ ANALYSE_KIND = "analysis"
 ANALYSE_TARGET = "core.jobs.targets:analyse_data"
 # The analysis stops starting backbones after its own budget; this limit catches the rest.
 ANALYSIS_TIME_LIMIT_S = 20 * 60
+PREDICT_KIND = "predict"
+PREDICT_TARGET = "core.jobs.targets:predict_batch"
+PREDICT_TIME_LIMIT_S = 15 * 60
+BATCH_ZIP = "images.zip"  # the zip to classify, in the job's folder until the job has read it
+PREDICTIONS_CSV = "predictions.csv"
 
 
 @dataclass(frozen=True)
@@ -57,11 +68,20 @@ def accept_upload(
     full disk) raises, leaving nothing behind.
     """
     if limits is not None:
-        jobs.check_upload(owner, limits, len(data))
+        limits.check_upload(len(data))
     digest = hashlib.sha256(data).hexdigest()
     if upload_state(digest).dataset is not None:
         access.add_owner(usage.dataset_owners_file(digest), owner)
         return digest
+    # The zip is charged to its owner's quota as it is kept, under the admission lock: people
+    # uploading at the same moment are charged one after the other.
+    with jobs.admitted(owner, limits, kind=VALIDATE_KIND, adding=len(data)) if limits else nullcontext():
+        _keep_and_validate(data, digest, name, owner, limits)
+    return digest
+
+
+def _keep_and_validate(data: bytes, digest: str, name: str, owner: str, limits: Limits | None) -> None:
+    """Write the zip under ``uploads/`` and submit its validation job; a failure leaves no zip."""
     folder = storage.uploads_dir()
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{digest}.zip"
@@ -76,7 +96,6 @@ def accept_upload(
     except BaseException:
         path.unlink(missing_ok=True)  # no job will unpack it
         raise
-    return digest
 
 
 def upload_state(digest: str, viewer: Viewer = LOCAL) -> UploadState:
@@ -130,27 +149,33 @@ def validate_upload(run_dir: Path, emit: Emit) -> dict[str, Any]:
     return result
 
 
-def _reporter(emit: Emit) -> Callable[[int, int], None]:
-    """Progress of the ``validating`` phase, whose size ingestion learns once it has the layout."""
+def _reporter(emit: Emit, phase: str = "validating") -> Callable[[int, int], None]:
+    """Progress of a ``phase`` whose size the work learns once it has started (ingestion, once
+    it has the layout; a batch prediction, once it has read the zip)."""
     meters: list[Callable[[int, int], None]] = []
 
     def progress(done: int, total: int) -> None:
         if not meters:
-            meters.append(PhaseMeter(emit, "validating", total).part())
+            meters.append(PhaseMeter(emit, phase, total).part())
         meters[0](done, total)
 
     return progress
 
 
 def submit_analysis(
-    data: str | Path, name: str, options: dict[str, Any] | None = None, owner: str = access.LOCAL_OWNER
+    data: str | Path,
+    name: str,
+    options: dict[str, Any] | None = None,
+    owner: str = access.LOCAL_OWNER,
+    limits: Limits | None = None,
 ) -> str:
     """Start analysing the data set at ``data`` (a validated upload's folder, a sample, a server
-    folder) in a job of its own, beside any training; returns the job's id."""
+    folder) in a job of its own, beside any training; returns the job's id. With ``limits``, it
+    is admitted as every job is (``LimitExceeded``)."""
     plan = {"data": str(data), "name": name, **(options or {})}
     return jobs.submit(
         plan, target=ANALYSE_TARGET, kind=ANALYSE_KIND, queued=False,
-        time_limit_s=ANALYSIS_TIME_LIMIT_S, dataset_name=name, owner=owner,
+        time_limit_s=ANALYSIS_TIME_LIMIT_S, dataset_name=name, owner=owner, limits=limits,
     )  # fmt: skip
 
 
@@ -174,3 +199,65 @@ def analyse_data(run_dir: Path, emit: Emit) -> dict[str, Any]:
     result["data"] = str(dataset.root)
     write_json(run.result_file, result)
     return result
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    """A finished batch prediction: a row per image, and the CSV to download."""
+
+    rows: list[Row]
+    csv: str
+
+
+def submit_predictions(
+    model_run: str,
+    data: bytes,
+    name: str,
+    viewer: Viewer = LOCAL,
+    limits: Limits | None = None,
+) -> str:
+    """Start classifying every image of the zip ``data`` with the model of ``model_run`` (a
+    finished run ``viewer`` may see: ``RunNotFound`` otherwise) in a job of ``viewer``'s, admitted
+    as every job is (the zip is charged to their quota); returns the job's id."""
+    Run.open(model_run, viewer)
+    if limits is not None:
+        limits.check_upload(len(data))
+    ceilings = {"limits": asdict(limits)} if limits is not None else {}
+    return jobs.submit(
+        {"model_run": model_run, "name": name, **ceilings}, target=PREDICT_TARGET, kind=PREDICT_KIND,
+        queued=False, time_limit_s=PREDICT_TIME_LIMIT_S, dataset_name=name, owner=viewer.owner,
+        limits=limits, files={BATCH_ZIP: data},
+    )  # fmt: skip
+
+
+def batch_result(job_id: str, viewer: Viewer = LOCAL) -> BatchResult | None:
+    """A finished batch prediction's rows and CSV, else None; ``RunNotFound`` for an id that
+    names no job ``viewer`` may see."""
+    from core.artifacts.batch import rows_from_dicts
+
+    run = Run.open(job_id, viewer)
+    rows = storage.read_json(run.result_file)
+    if not isinstance(rows, list):
+        return None
+    return BatchResult(rows_from_dicts(rows), (run.directory / PREDICTIONS_CSV).read_text(encoding="utf-8"))
+
+
+def predict_batch(run_dir: Path, emit: Emit) -> dict[str, Any]:
+    """Classify the job's zip with its plan's model, reporting each batch; write the rows to
+    ``result.json`` and the CSV beside it. The zip goes afterwards, whatever happened."""
+    from core.artifacts.batch import predict_many, to_csv
+    from core.artifacts.predict import Predictor
+
+    run = Run(Path(run_dir))
+    plan = run.plan_fields()
+    images = run.directory / BATCH_ZIP
+    try:
+        predictor = Predictor(Run(storage.runs_dir() / plan["model_run"]).model_dir)
+        rows = predict_many(
+            predictor, images, limits=Limits(**plan.get("limits", {})), progress=_reporter(emit, "predicting")
+        )
+    finally:
+        images.unlink(missing_ok=True)
+    storage.write_text_atomic(run.directory / PREDICTIONS_CSV, to_csv(rows))
+    write_json(run.result_file, [row.to_dict() for row in rows])
+    return {"images": len(rows)}

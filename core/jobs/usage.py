@@ -1,7 +1,8 @@
 """How much of the home folder's disk each owner's runs and data sets take.
 
 What the disk quota charges and the Admin page shows. An owner is charged for their runs (every
-job's folder: training, validations, analyses) and for each data set they uploaded; a data set
+job's folder: training, validations, analyses) and for each data set they uploaded, from the
+moment its zip is kept (while it waits for its validation) on; a data set
 that several people uploaded is charged in full to each of them, as each would need it alone.
 Sizes are what the files hold. A finished run and a validated data set no longer change, so
 each is measured once per process, until its status (a pin, a deletion) changes.
@@ -9,6 +10,7 @@ each is measured once per process, until its status (a pin, a deletion) changes.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 from dataclasses import dataclass, field
@@ -44,8 +46,7 @@ def disk_by_owner() -> dict[str, OwnerUsage]:
         entry = usage.setdefault(owner, OwnerUsage(owner))
         entry.run_bytes += run_bytes(run)
         entry.runs += 1
-    for digest, folder in datasets():
-        size = dataset_bytes(folder)
+    for digest, size in [*((d, dataset_bytes(folder)) for d, folder in datasets()), *pending_uploads()]:
         for owner in dataset_owners(digest):
             entry = usage.setdefault(owner, OwnerUsage(owner))
             entry.dataset_bytes += size
@@ -55,7 +56,22 @@ def disk_by_owner() -> dict[str, OwnerUsage]:
 
 def stored_bytes() -> int:
     """What all runs and data sets take: each data set once, however many people own it."""
-    return sum(run_bytes(run) for run in all_runs()) + sum(dataset_bytes(folder) for _, folder in datasets())
+    return (
+        sum(run_bytes(run) for run in all_runs())
+        + sum(dataset_bytes(folder) for _, folder in datasets())
+        + sum(size for _, size in pending_uploads())
+    )
+
+
+def pending_uploads() -> list[tuple[str, int]]:
+    """``(sha256, bytes)`` of every uploaded zip still waiting for (or in) its validation."""
+    if not storage.uploads_dir().is_dir():
+        return []
+    found = []
+    for path in storage.uploads_dir().glob("*.zip"):
+        with contextlib.suppress(FileNotFoundError):  # its validation may just have removed it
+            found.append((path.stem, path.stat().st_size))
+    return found
 
 
 def dataset_bytes(folder: Path) -> int:

@@ -1,16 +1,13 @@
 """How long a plan will take here, from timing real batches of its own data on its own device.
 
-The Train page shows this before the user starts. It runs in a process of its own (``python -m
-core estimate``) so that the web server never initialises CUDA.
+The Train page shows this before the user starts. It runs in a job of its own
+(``core.jobs.estimate``) so that the web server never initialises CUDA nor pays for the batches.
 """
 
 from __future__ import annotations
 
 import functools
-import json
 import math
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -108,22 +105,6 @@ def estimate(plan: Plan, batches: int = 2) -> Estimate:
         prepare = setup_s + decode + embed_per_image * (n_train * views + n_val) + tuning
     export = _export_seconds(built)
     return Estimate(prepare, epoch, export, plan.epochs, n_train, n_val, str(accel.device), accel.precision)
-
-
-def estimate_in_subprocess(plan: dict[str, Any], timeout_s: float = 600) -> Estimate:
-    """``estimate`` in a fresh process: what the web server calls, since timing a GPU batch
-    initialises CUDA. Raises ``RuntimeError`` with the command's one-line message on failure."""
-    result = subprocess.run(
-        [sys.executable, "-m", "core", "estimate", json.dumps(plan), "--json"],
-        capture_output=True,
-        text=True,
-        timeout=timeout_s,
-        check=False,
-    )
-    if result.returncode != 0:
-        lines = result.stderr.strip().splitlines() or [f"exit code {result.returncode}"]
-        raise RuntimeError(lines[-1])
-    return Estimate.from_dict(json.loads(result.stdout))
 
 
 def _train_step_seconds(
