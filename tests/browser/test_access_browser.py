@@ -10,7 +10,7 @@ import json
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -73,6 +73,24 @@ def test_with_a_password_only_the_sign_in_shows_until_signed_in(tab, app_server,
         tab.get_by_role("textbox", name="Team password").wait_for()
 
 
+def provider_secrets(identity_provider: str, more_access: str = "") -> Callable[[str], str]:
+    """The app's secrets for signing in through the test's identity provider, for the app's URL."""
+
+    def secrets(url: str) -> str:
+        return (
+            "[auth]\n"
+            f'redirect_uri = "{url}/oauth2callback"\n'
+            'cookie_secret = "a-cookie-secret-for-the-test-only"\n'
+            'client_id = "transfer-lab"\n'
+            'client_secret = "test-secret"\n'
+            f'server_metadata_url = "{identity_provider}/.well-known/openid-configuration"\n'
+            "[access]\n"
+            'allow = ["example.com"]\n'
+        ) + more_access
+
+    return secrets
+
+
 def sign_in_at_the_provider(page, url: str, email: str) -> None:
     page.goto(url)
     page.get_by_role("button", name="Sign in").click()
@@ -88,19 +106,7 @@ def test_signed_in_through_the_identity_provider_a_person_sees_their_own_runs_on
     stored_run(home, "aliceRun", "alice@example.com")
     stored_run(home, "bobRun", "bob@example.com")
 
-    def secrets(url: str) -> str:
-        return (
-            "[auth]\n"
-            f'redirect_uri = "{url}/oauth2callback"\n'
-            'cookie_secret = "a-cookie-secret-for-the-test-only"\n'
-            'client_id = "transfer-lab"\n'
-            'client_secret = "test-secret"\n'
-            f'server_metadata_url = "{identity_provider}/.well-known/openid-configuration"\n'
-            "[access]\n"
-            'allow = ["example.com"]\n'
-        )
-
-    with app_server(home, secrets=secrets) as url:
+    with app_server(home, secrets=provider_secrets(identity_provider)) as url:
         tab.goto(f"{url}/results")
         tab.get_by_role("button", name="Sign in").wait_for()
         assert "Results" not in main_text(tab) and "Run" not in main_text(tab)
@@ -191,19 +197,7 @@ def test_the_provider_s_claims_are_checked_strictly(
         )
         urllib.request.urlopen(put).close()
 
-    def secrets(url: str) -> str:
-        return (
-            "[auth]\n"
-            f'redirect_uri = "{url}/oauth2callback"\n'
-            'cookie_secret = "a-cookie-secret-for-the-test-only"\n'
-            'client_id = "transfer-lab"\n'
-            'client_secret = "test-secret"\n'
-            f'server_metadata_url = "{identity_provider}/.well-known/openid-configuration"\n'
-            "[access]\n"
-            'allow = ["example.com"]\n'
-            'admins = ["boss@example.com"]\n'
-        )
-
+    secrets = provider_secrets(identity_provider, 'admins = ["boss@example.com"]\n')
     with app_server(tmp_path / "home", secrets=secrets) as url:
         boss = new_tab(browser)
         sign_in_at_the_provider(boss, url, "Boss@Example.com ")  # no email_verified: trusted

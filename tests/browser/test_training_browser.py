@@ -36,6 +36,7 @@ def test_upload_train_watch_inspect_download_predict(
 ) -> None:
     page.goto(f"{app_url}/train")
     page.get_by_text("Training images").wait_for()  # the first visit imports torch
+    settle(page)  # a click while the first run still draws starts no new run to wait for
     with rerun(page):
         page.get_by_text("Upload a zip", exact=True).click()
     page.locator("input[type='file']").set_input_files(
