@@ -5,7 +5,10 @@ the new elements only once the run has finished and the previous run's stale ele
 The app marks its root with the run's state (``data-test-script-state``: ``running`` while a
 run goes on, ``notRunning`` after); a script installed in every page (``RUNS_BEGUN``) counts the
 runs it has seen begin, so that a test can wait for the run its own action started, however
-quickly or slowly the machine gets to it, rather than sleep and hope it has begun.
+quickly or slowly the machine gets to it, rather than sleep and hope it has begun. A short run
+can begin and end within one update of the frontend and never show ``running`` (the likeliest
+cause of a wait for "Upload a zip"'s run that timed out in two of six runs, after the server
+became an ``st.App``): a page whose main area reads differently since the action had its run.
 
 A wait ends as soon as its condition holds; its timeout only bounds a failure. Reruns that run
 a model take seconds on a quiet machine and ten times that beside other work (load 12 on 2
@@ -41,6 +44,9 @@ _SETTLED = (
     " && document.querySelectorAll('[data-stale=\"true\"]').length === 0"
 )
 
+# The main area's text, not the sidebar's, whose list of active runs changes on its own.
+_TEXT = "(document.querySelector(\"[data-testid='stMain']\")?.innerText ?? '')"
+
 
 def settle(page, timeout_ms: float = WAIT_MS) -> None:
     """Wait until no run is going on and no stale element is left: each label names one widget."""
@@ -51,9 +57,13 @@ def settle(page, timeout_ms: float = WAIT_MS) -> None:
 def rerun(page, timeout_ms: float = WAIT_MS) -> Iterator[None]:
     """``with rerun(page): <an action that reruns the app>``: afterwards the run that the action
     started has begun and finished, and the page shows what it drew."""
-    before = page.evaluate("window.__runsBegun")
+    before = page.evaluate(f"[window.__runsBegun, {_TEXT}]")
     yield
-    page.wait_for_function(f"window.__runsBegun > {before} && {_SETTLED}", timeout=timeout_ms)
+    page.wait_for_function(
+        f"([runs, text]) => (window.__runsBegun > runs || {_TEXT} !== text) && {_SETTLED}",
+        arg=before,
+        timeout=timeout_ms,
+    )
 
 
 def new_tab(browser, **context_options: object):
