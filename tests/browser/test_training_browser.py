@@ -11,7 +11,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from helpers_browser import PREDICT_MS_PER_IMAGE, rerun, settle
+from helpers_browser import PREDICT_MS_PER_IMAGE, WAIT_MS, rerun, settle
 
 from core.data.samples import sample_path
 
@@ -119,7 +119,9 @@ def test_upload_train_watch_inspect_download_predict(
     # Many images at once: a zip in, a CSV out.
     page.locator("input[type='file']").nth(1).set_input_files(str(sample_path("faces")))
     csv = page.get_by_role("button", name="Download the predictions (CSV)")
-    csv.wait_for(timeout=FACES_IMAGES * PREDICT_MS_PER_IMAGE)  # drawn once every image is classified
+    # Drawn once the batch job has started (a worker that imports torch and loads the model) and
+    # classified every image.
+    csv.wait_for(timeout=WAIT_MS + FACES_IMAGES * PREDICT_MS_PER_IMAGE)
     with page.expect_download() as download:
         csv.click()
     lines = Path(download.value.path()).read_text().splitlines()
