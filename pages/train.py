@@ -8,7 +8,7 @@ import streamlit as st
 
 from core import inert, jobs
 from core.jobs.estimate import estimate
-from core.training.estimate import Estimate
+from core.training.estimated import Estimate
 from core.training.progress import duration
 from pages import _live, _plan_form
 from pages._access import limits, viewer
