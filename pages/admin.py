@@ -12,6 +12,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from core import inert, jobs
+from core.artifacts.evaluation_job import EVALUATE_KIND
 from core.jobs import Run, RunState, retention, targets, usage
 from core.jobs.estimate import ESTIMATE_KIND
 from core.limits import SIZE_UNITS, human_bytes
@@ -25,6 +26,7 @@ KINDS = {
     targets.ANALYSE_KIND: "analysis",
     targets.PREDICT_KIND: "batch prediction",
     ESTIMATE_KIND: "estimate",
+    EVALUATE_KIND: "evaluation",
 }
 CONFIRM_DELETE = "admin_confirm_delete"
 DONE_MESSAGE = "admin_done"

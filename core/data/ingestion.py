@@ -106,6 +106,29 @@ def ingest(
         raise IngestError(f"could not read or store the data: {exc.strerror or exc}") from None
 
 
+def stored_images(source: str | Path) -> dict[str, Path]:
+    """Where each image of an already validated ``source`` lives, by the name people see; empty
+    when it was never validated (or has changed since). Reads the stored manifest and never
+    decodes an image: a page may call this where ``ingest`` would do a job's work."""
+    path = Path(source)
+    try:
+        manifest = _stored_upload(path)
+        if manifest is not None:
+            root = path.resolve()
+        elif path.is_file():
+            with open(path, "rb") as fp:
+                root = storage.datasets_dir() / _file_sha256(fp)
+            manifest = Manifest.load(root)
+        elif path.is_dir():
+            root = path.resolve()
+            manifest = Manifest.load(storage.datasets_dir() / _scan(root, Limits())[3])
+    except (OSError, IngestError):
+        return {}
+    if manifest is None:
+        return {}
+    return {record.name: root / record.path for record in manifest.images}
+
+
 def _stored_upload(path: Path) -> Manifest | None:
     """The manifest of an upload already unpacked to ``datasets/<sha256>/``, so that a plan can
     name the upload by that folder (a worker has no copy of the uploaded bytes)."""
