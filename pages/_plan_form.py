@@ -132,7 +132,7 @@ def plan_form(dataset: Dataset) -> Plan | None:
             0.5,
             step=0.05,
             help=HELP["val_fraction"],
-            disabled=not _needs_split(dataset),
+            disabled=not dataset.report.held_out_val,  # the data's own val/ folder decides
             **_state(VAL_KEY, DEFAULT_VAL),
         )
         if case == 2:
@@ -245,11 +245,6 @@ def _advisor_images(draft: dict) -> int | None:
     """The data set size the Advisor was told, when its plan was taken."""
     images = draft.get("images") or (st.session_state.get("images") if draft.get("case") else None)
     return int(images) if images else None
-
-
-def _needs_split(dataset: Dataset) -> bool:
-    """Whether we make the validation split (the data brought no val/ folder of its own)."""
-    return dataset.report.split.startswith("stratified")
 
 
 def _label_backbone(name: str) -> str:

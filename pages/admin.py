@@ -15,7 +15,7 @@ from core import inert, jobs
 from core.artifacts.evaluation_job import EVALUATE_KIND
 from core.jobs import Run, RunState, retention, targets, usage
 from core.jobs.estimate import ESTIMATE_KIND
-from core.limits import SIZE_UNITS, human_bytes
+from core.limits import SIZE_UNITS, human_bytes, size_unit
 from pages._access import limits, viewer
 from pages._common import data_name, run_label
 from pages._retention import kept_when
@@ -77,7 +77,7 @@ def disk_chart(owners: list[usage.OwnerUsage]) -> go.Figure:
     """Runs and data sets per owner, stacked, in the unit of the largest total,
     with human sizes on hover."""
     names = [entry.owner for entry in owners]
-    unit = human_bytes(max(entry.total_bytes for entry in owners)).split()[-1]
+    unit = size_unit(max(entry.total_bytes for entry in owners))
     scale = 1024 ** SIZE_UNITS.index(unit)
     fig = go.Figure()
     for label, sizes in (

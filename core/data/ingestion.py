@@ -398,8 +398,8 @@ def _check_classes(manifest: Manifest) -> None:
 
 def _dataset(root: Path, work: Path, manifest: Manifest, val_fraction: float, seed: int) -> Dataset:
     classes = sorted({r.label for r in manifest.images})
-    splits, how = _assign(manifest.images, val_fraction, seed)
-    report = build_report(manifest, splits, classes, how)
+    splits, how, held_out = _assign(manifest.images, val_fraction, seed)
+    report = build_report(manifest, splits, classes, how, held_out_val=held_out)
     write_text_atomic(work / REPORT_FILENAME, report.to_json())
     index = {label: i for i, label in enumerate(classes)}
 
@@ -419,16 +419,23 @@ def _dataset(root: Path, work: Path, manifest: Manifest, val_fraction: float, se
     )
 
 
-def _assign(records: list[Record], val_fraction: float, seed: int) -> tuple[dict[str, list[Record]], str]:
-    """Train/val/test lists: the upload's own folders where it has a val/, else a stratified split."""
+def _assign(
+    records: list[Record], val_fraction: float, seed: int
+) -> tuple[dict[str, list[Record]], str, bool]:
+    """Train/val/test lists: the upload's own folders where it has a val/, else a stratified split;
+    how, in words; and whether we held the validation images out."""
     test = [r for r in records if r.split == "test"]
     pool = [r for r in records if r.split in (None, "train")]
     given_val = [r for r in records if r.split == "val"]
     if given_val:
-        return {"train": pool, "val": given_val, "test": test}, "the upload's own train/ and val/ folders"
+        return (
+            {"train": pool, "val": given_val, "test": test},
+            "the upload's own train/ and val/ folders",
+            False,
+        )
     train, val = _stratified(pool, val_fraction, seed)
     how = f"stratified: {val_fraction:.0%} of each class held out for validation (seed {seed})"
-    return {"train": train, "val": val, "test": test}, how
+    return {"train": train, "val": val, "test": test}, how, True
 
 
 def _stratified(records: list[Record], fraction: float, seed: int) -> tuple[list[Record], list[Record]]:
