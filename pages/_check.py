@@ -7,9 +7,9 @@ import streamlit as st
 from streamlit.runtime.uploaded_file_manager import UploadedFile
 
 from core import inert, jobs
-from core.artifacts.evaluation_job import SCORING, evaluation_result, submit_evaluation
 from core.errors import TransferLabError
 from core.jobs import targets
+from core.jobs.evaluation import SCORING, evaluation_result, submit_evaluation
 from core.jobs.run import RunState
 from pages._access import limits, viewer
 from pages._charts import confusion_heatmap

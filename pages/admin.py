@@ -12,9 +12,9 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from core import inert, jobs
-from core.artifacts.evaluation_job import EVALUATE_KIND
 from core.jobs import Run, RunState, retention, targets, usage
 from core.jobs.estimate import ESTIMATE_KIND
+from core.jobs.evaluation import EVALUATE_KIND
 from core.limits import SIZE_UNITS, human_bytes, size_unit
 from pages._access import limits, viewer
 from pages._common import data_name, run_label

@@ -16,12 +16,12 @@ from streamlit.testing.v1 import AppTest
 
 from core import jobs
 from core.artifacts.batch import predict_many, to_csv
-from core.artifacts.evaluation_job import SCORING, evaluation_result, submit_evaluation
 from core.artifacts.predict import Predictor
 from core.cli import main
 from core.data import IngestError
 from core.data.samples import sample_path
 from core.jobs import Run, targets
+from core.jobs.evaluation import SCORING, evaluation_result, submit_evaluation
 from core.jobs.run import RunState
 from core.training.events import read_events
 

@@ -20,7 +20,7 @@ from core.limits import Limits
 from core.training.events import Emit, PhaseMeter
 
 EVALUATE_KIND = "evaluate"
-EVALUATE_TARGET = "core.artifacts.evaluation_job:score_run"
+EVALUATE_TARGET = "core.jobs.evaluation:score_run"
 EVALUATE_TIME_LIMIT_S = 15 * 60
 SCORING = "scoring"  # the job's one phase, as its progress events name it
 
