@@ -58,7 +58,7 @@ run_id = st.selectbox(
     ids,
     index=ids.index(wanted) if wanted in ids else 0,
     format_func=lambda run: run_label(runs[run]),
-    key="model",
+    key="predict.model",
     help="Opens on the run you last looked at on Results or Train.",
 )
 focus_run(run_id)
@@ -74,13 +74,15 @@ uploads = st.file_uploader(
     "Images",
     type=["jpg", "jpeg", "png", "bmp", "gif", "webp", "tif", "tiff"],
     accept_multiple_files=True,
-    key="predict_images",  # per page: the Advisor has a widget "images"
+    key="predict.images",
 )
 shots = []
 if st.toggle(
-    "Use the camera", key="camera_on", help="Browsers allow the camera only over HTTPS or on localhost."
+    "Use the camera",
+    key="predict.camera_on",
+    help="Browsers allow the camera only over HTTPS or on localhost.",
 ):
-    shot = st.camera_input("Take a photo", key="camera")
+    shot = st.camera_input("Take a photo", key="predict.camera")
     shots = [shot] if shot else []
 
 for upload in [*(uploads or []), *shots]:
@@ -97,7 +99,7 @@ for upload in [*(uploads or []), *shots]:
         st.plotly_chart(
             top_classes_chart(top),
             width="stretch",
-            key=f"bars_{upload.file_id}",
+            key=f"predict.bars_{upload.file_id}",
             config={"displayModeBar": False},
         )
 

@@ -49,7 +49,7 @@ st.dataframe(
     table[["data", "case", "backbone", "best_val_accuracy", "worked", "state", "minutes", "run_id"]],
     hide_index=True,
     width="stretch",
-    key="runs",
+    key="results.runs",
     column_config={
         "data": "Data",
         "case": st.column_config.NumberColumn("Case", format="%d"),
@@ -68,11 +68,16 @@ st.dataframe(
 
 ids = table["run_id"].tolist()
 finished = [r["run_id"] for r in runs if r["state"] == "done"]
-compare = st.multiselect("Compare runs", ids, default=finished[:3], format_func=labels.get, key="compare")
+compare = st.multiselect(
+    "Compare runs", ids, default=finished[:3], format_func=labels.get, key="results.compare"
+)
 if compare:
     histories = {labels[run]: (Run.open(run, viewer()).metrics() or {}).get("history", []) for run in compare}
     st.plotly_chart(
-        curves_by_run(histories), width="stretch", key="compare_chart", config={"displayModeBar": False}
+        curves_by_run(histories),
+        width="stretch",
+        key="results.compare_chart",
+        config={"displayModeBar": False},
     )
 
 wanted = st.query_params.get("run") or focus_run()
@@ -81,7 +86,7 @@ chosen = st.selectbox(
     ids,
     index=ids.index(wanted) if wanted in ids else 0,
     format_func=labels.get,
-    key="detail",
+    key="results.detail",
 )
 focus_run(chosen)
 run = Run.open(chosen, viewer())
@@ -101,7 +106,7 @@ cols[3].metric("Device", f"{metrics['device']} · {metrics['precision']}")
 if not judged.worked:
     st.error(judged.advice, icon=":material/error:")
 if judged.suggest == verdict.FROM_SCRATCH and st.button(
-    "Re-run from scratch", key="rerun_scratch", type="primary"
+    "Re-run from scratch", key="results.rerun_scratch", type="primary"
 ):
     try:
         new_run = jobs.submit(
@@ -112,21 +117,23 @@ if judged.suggest == verdict.FROM_SCRATCH and st.button(
         st.error(f"Not started: {exc}.", icon=":material/block:")
     else:
         st.switch_page("pages/train.py", query_params={"run": new_run})
-if st.button("Try this model", key="try_model", icon=":material/image_search:"):
+if st.button("Try this model", key="results.try_model", icon=":material/image_search:"):
     st.switch_page("pages/predict.py", query_params={"run": chosen})
 
 left, right = st.columns([3, 2], gap="large")
 with left:
     st.subheader("Confusion matrix")
     st.plotly_chart(
-        confusion_heatmap(metrics["confusion_matrix"], metrics["labels"]), width="stretch", key="confusion"
+        confusion_heatmap(metrics["confusion_matrix"], metrics["labels"]),
+        width="stretch",
+        key="results.confusion",
     )
 with right:
     st.subheader("Per class")
     st.dataframe(
         pd.DataFrame(metrics["per_class"]).T.rename(index=inert.terminal),  # class names from an upload
         width="stretch",
-        key="per_class",
+        key="results.per_class",
         column_config={
             name: st.column_config.NumberColumn(name.capitalize(), format="percent")
             for name in ("precision", "recall", "f1")
@@ -161,7 +168,7 @@ st.download_button(
     data=functools.partial(bundle.model_bundle, run.directory),
     file_name=f"transfer-lab-{chosen}.zip",
     mime="application/zip",
-    key="download",
+    key="results.download",
     type="primary",
     icon=":material/download:",
 )

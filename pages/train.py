@@ -12,7 +12,8 @@ from core.training.estimated import Estimate
 from core.training.progress import duration
 from pages import _live, _plan_form
 from pages._access import limits, viewer
-from pages._data import choose_dataset, show_report
+from pages._data import choose_dataset
+from pages._report import show_report
 
 
 def _estimate_text(guess: Estimate, case: int) -> str:
@@ -37,7 +38,7 @@ if run_id:
     _live.show_run(run_id)
     st.stop()
 
-dataset = choose_dataset()
+dataset = choose_dataset("train", _plan_form.validation_share())
 if dataset is None:
     st.stop()
 show_report(dataset)
@@ -51,7 +52,7 @@ estimates: dict[str, Estimate | str] = st.session_state.setdefault("train.estima
 plan_key = json.dumps(plan.to_dict(), sort_keys=True)
 if estimate_col.button(
     "Estimate time",
-    key="estimate",
+    key="train.estimate",
     icon=":material/timer:",
     help="Times two real batches of your data, in a job, where the run would train (here, or a Ray node).",
 ):
@@ -65,7 +66,7 @@ if isinstance(said, Estimate):
     estimate_col.info(_estimate_text(said, plan.case), icon=":material/timer:")
 elif said is not None:
     estimate_col.warning(f"Could not estimate: {inert.markdown(said)}")
-if start_col.button("Start training", type="primary", key="start", icon=":material/play_arrow:"):
+if start_col.button("Start training", type="primary", key="train.start", icon=":material/play_arrow:"):
     try:
         new_run = jobs.submit(
             plan.to_dict(),

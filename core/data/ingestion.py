@@ -106,27 +106,43 @@ def ingest(
         raise IngestError(f"could not read or store the data: {exc.strerror or exc}") from None
 
 
+def stored_dataset(source: str | Path, *, val_fraction: float = 0.2, seed: int = 0) -> Dataset | None:
+    """``source`` as ``ingest`` gives it, if it was validated before (and has not changed since),
+    else ``None``. It reads the stored manifest and never decodes an image: the web server calls
+    this, and leaves validating to a job."""
+    found = _validated(Path(source))
+    return None if found is None else _dataset(*found, val_fraction, seed)
+
+
 def stored_images(source: str | Path) -> dict[str, Path]:
     """Where each image of an already validated ``source`` lives, by the name people see; empty
-    when it was never validated (or has changed since). Reads the stored manifest and never
-    decodes an image: a page may call this where ``ingest`` would do a job's work."""
-    path = Path(source)
+    when it was never validated (or has changed since). Never decodes an image."""
+    found = _validated(Path(source))
+    if found is None:
+        return {}
+    root, _, manifest = found
+    return {record.name: root / record.path for record in manifest.images}
+
+
+def _validated(path: Path) -> tuple[Path, Path, Manifest] | None:
+    """The root, work folder and manifest of a source validated before, found by content (a
+    zip's hash, a folder's listing), or ``None``."""
     try:
-        manifest = _stored_upload(path)
-        if manifest is not None:
-            root = path.resolve()
-        elif path.is_file():
+        if (manifest := _stored_upload(path)) is not None:
+            return path.resolve(), path.resolve(), manifest
+        if path.is_file():
             with open(path, "rb") as fp:
-                root = storage.datasets_dir() / _file_sha256(fp)
-            manifest = Manifest.load(root)
+                work = storage.datasets_dir() / _file_sha256(fp)
+            root = work
         elif path.is_dir():
             root = path.resolve()
-            manifest = Manifest.load(storage.datasets_dir() / _scan(root, Limits())[3])
+            work = storage.datasets_dir() / _scan(root, Limits())[3]
+        else:
+            return None
+        manifest = Manifest.load(work)
     except (OSError, IngestError):
-        return {}
-    if manifest is None:
-        return {}
-    return {record.name: root / record.path for record in manifest.images}
+        return None
+    return None if manifest is None else (root, work, manifest)
 
 
 def _stored_upload(path: Path) -> Manifest | None:

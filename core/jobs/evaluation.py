@@ -9,7 +9,6 @@ imported only where the scoring happens: the web server imports this module.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +16,7 @@ from core import jobs, storage
 from core.access import LOCAL, Viewer
 from core.jobs.run import Run
 from core.limits import Limits
-from core.training.events import Emit, PhaseMeter
+from core.training.events import Emit, phase_progress
 
 EVALUATE_KIND = "evaluate"
 EVALUATE_TARGET = "core.jobs.evaluation:score_run"
@@ -52,14 +51,7 @@ def score_run(run_dir: Path, emit: Emit) -> dict[str, Any]:
 
     run = Run(Path(run_dir))
     plan = run.plan_fields()
-    meters: list[Callable[[int, int], None]] = []
-
-    def progress(done: int, total: int) -> None:
-        if not meters:  # the total is known once the data set is read
-            meters.append(PhaseMeter(emit, SCORING, total).part())
-        meters[0](done, total)
-
     model_dir = Run(storage.runs_dir() / plan["model_run"]).model_dir
-    result = evaluate(model_dir, plan["data"], progress=progress)
+    result = evaluate(model_dir, plan["data"], progress=phase_progress(emit, SCORING))
     storage.write_json(run.result_file, result)
     return {"images": result["images"], "accuracy": result["accuracy"]}
