@@ -64,7 +64,9 @@ def test_measuring_starts_a_job_shows_its_progress_then_the_numbers_and_carries_
     assert at.radio(key="train.plan_case").value == 2  # 200 images, measured different: case 2
     reason = next(m.value for m in at.markdown if "because" in m.value)
     assert "your images measure as different from ImageNet (similarity 0." in reason
-    assert at.selectbox(key="train.plan_cut_efficientnet_lite0").value == targets.analysis_result(job_id)["cut"]
+    assert (
+        at.selectbox(key="train.plan_cut_efficientnet_lite0").value == targets.analysis_result(job_id)["cut"]
+    )
     assert at.selectbox(key="train.plan_backbone").value == "efficientnet_lite0"
 
 
