@@ -3,6 +3,8 @@ scored on it by another, never by the web server; the page follows them and read
 
 from __future__ import annotations
 
+from typing import Any
+
 import streamlit as st
 from streamlit.runtime.uploaded_file_manager import UploadedFile
 
@@ -78,7 +80,7 @@ def _follow(job_id: str, key: str, phases: dict[str, str], waiting: str) -> None
     progress_card(job_id, key=key, phases=phases, waiting=waiting)
 
 
-def _show_scores(scores: dict, name: str) -> None:
+def _show_scores(scores: dict[str, Any], name: str) -> None:
     st.metric(
         f"Accuracy on {scores['images']:,} images of {inert.markdown(name)}",
         f"{scores['accuracy']:.1%}",

@@ -12,6 +12,7 @@ either (``handoff.data``).
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,7 @@ from core.data import Dataset, IngestError, ingest, stored_dataset
 from core.data.samples import SAMPLES, sample_path
 from core.errors import one_line
 from core.jobs import sources, targets
-from core.jobs.run import RunState
+from core.jobs.run import RunNotFound, RunState
 from core.limits import LimitExceeded
 from pages._access import limits, viewer
 from pages._jobs import progress_card
@@ -158,15 +159,11 @@ def _validated(page: str, source: Path, label: str, val_fraction: float) -> Data
     dataset = stored_dataset(source, val_fraction=val_fraction)
     if dataset is not None:
         return dataset
-    started = st.session_state.setdefault(VALIDATIONS, {})
-    job_id = started.get(str(source))
-    if job_id is None or RunState(jobs.status(job_id, viewer())["state"]) == RunState.DONE:
-        # Never validated, or changed since it was (a folder): a job of its own checks it now.
-        try:
-            job_id = started[str(source)] = sources.submit_validation(source, label, viewer().owner, limits())
-        except LimitExceeded as exc:
-            st.error(f"{inert.markdown(label)} cannot be checked now: {exc}.", icon=":material/block:")
-            return None
+    try:
+        job_id = _validation_job(source, label)
+    except LimitExceeded as exc:
+        st.error(f"{inert.markdown(label)} cannot be checked now: {exc}.", icon=":material/block:")
+        return None
     refusal = sources.refusal(job_id, viewer())
     if refusal is None:
         _follow(page, job_id, f"Checking {inert.markdown(label)}")
@@ -174,9 +171,23 @@ def _validated(page: str, source: Path, label: str, val_fraction: float) -> Data
     st.error(f"This data cannot be used: {inert.markdown(refusal)}", icon=":material/block:")
     # A refusal is not final: the folder may be fixed by the time the user looks again.
     if st.button("Check again", key=f"{page}.check_again", icon=":material/refresh:"):
-        del started[str(source)]
+        del st.session_state[VALIDATIONS][str(source)]
         st.rerun()
     return None
+
+
+def _validation_job(source: Path, label: str) -> str:
+    """The job checking ``source``: the one started in this session while it runs or once it
+    refused, else a new one (never checked, changed since it passed, or its job deleted)."""
+    started = st.session_state.setdefault(VALIDATIONS, {})
+    with contextlib.suppress(RunNotFound):
+        if (
+            str(source) in started
+            and RunState(jobs.status(started[str(source)], viewer())["state"]) != RunState.DONE
+        ):
+            return started[str(source)]
+    started[str(source)] = sources.submit_validation(source, label, viewer().owner, limits())
+    return started[str(source)]
 
 
 @st.fragment(run_every=POLL_SECONDS)

@@ -15,6 +15,7 @@ from core import inert, jobs
 from core.jobs import Run, RunState, retention, targets, usage
 from core.jobs.estimate import ESTIMATE_KIND
 from core.jobs.evaluation import EVALUATE_KIND
+from core.jobs.sources import VALIDATE_SOURCE_KIND
 from core.limits import SIZE_UNITS, human_bytes, size_unit
 from pages._access import limits, viewer
 from pages._common import data_name, run_label
@@ -27,6 +28,7 @@ KINDS = {
     targets.PREDICT_KIND: "batch prediction",
     ESTIMATE_KIND: "estimate",
     EVALUATE_KIND: "evaluation",
+    VALIDATE_SOURCE_KIND: "folder validation",
 }
 CONFIRM_DELETE = "admin.confirm_delete"
 DONE_MESSAGE = "admin.done"

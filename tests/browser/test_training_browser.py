@@ -49,7 +49,10 @@ def test_upload_train_watch_inspect_download_predict(
     assert "Case 2" in reason and "we do not know how close your images are to ImageNet" in reason
     with rerun(page):
         page.locator(".st-key-train-case_reason label").filter(has_text="Similar").click()
-    assert "you said your images are similar to ImageNet" in page.locator(".st-key-train-case_reason").inner_text()
+    assert (
+        "you said your images are similar to ImageNet"
+        in page.locator(".st-key-train-case_reason").inner_text()
+    )
     size = page.get_by_role("spinbutton", name="Image size (px)")
     with rerun(page):
         size.fill("96")
