@@ -98,12 +98,20 @@ class Limits:
             )
 
 
+def size_unit(size: float) -> str:
+    """The unit ``human_bytes`` writes ``size`` in (one of ``SIZE_UNITS``): the largest that keeps
+    the number at 1 or more."""
+    for unit in SIZE_UNITS[:-1]:
+        if abs(size) < 1024:
+            return unit
+        size /= 1024
+    return SIZE_UNITS[-1]
+
+
 def human_bytes(size: float) -> str:
     """``1.5 GiB``, ``230 MiB``, ``12.0 KiB``, ``87 B``: sizes as people read them."""
-    for unit in SIZE_UNITS:
-        if abs(size) < 1024 or unit == SIZE_UNITS[-1]:
-            break
-        size /= 1024
+    unit = size_unit(size)
+    size /= 1024 ** SIZE_UNITS.index(unit)
     return f"{size:,.0f} {unit}" if unit == "B" or abs(size) >= 100 else f"{size:,.1f} {unit}"
 
 

@@ -23,9 +23,9 @@ from core.jobs import usage
 from core.limits import Limits, human_bytes
 from pages import _gate
 
-VIEWER = "access_viewer"
-LIMITS = "access_limits"  # this run's Limits, resolved by signed_in()
-REQUESTED = "access_requested_page"  # the page a link asked for before the sign-in
+VIEWER = "shell.viewer"
+LIMITS = "shell.limits"  # this run's Limits, resolved by signed_in()
+REQUESTED = "shell.requested_page"  # the page a link asked for before the sign-in
 
 
 def signed_in() -> Viewer | None:
@@ -79,9 +79,9 @@ def signed_in_as(signed_in_viewer: Viewer) -> None:
         seen = "all runs" if signed_in_viewer.sees_all else "your runs"
         st.caption(f":material/person: {inert.markdown(signed_in_viewer.owner)} · {seen}")
         if settings.mode == access.OIDC:
-            st.button("Sign out", key="sign_out", on_click=st.logout)
+            st.button("Sign out", key="shell.sign_out", on_click=st.logout)
         else:
-            st.button("Sign out", key="sign_out", on_click=_go_to, args=(_gate.SIGN_OUT,))
+            st.button("Sign out", key="shell.sign_out", on_click=_go_to, args=(_gate.SIGN_OUT,))
 
 
 def show_share(signed_in_viewer: Viewer) -> None:
@@ -142,10 +142,10 @@ def _go_to(address: str) -> None:
 def _identity_provider(settings: AccessSettings) -> None:
     if not st.user.is_logged_in:
         st.write("Sign in with your organisation's account to continue.")
-        st.button("Sign in", key="sign_in", type="primary", icon=":material/login:", on_click=st.login)
+        st.button("Sign in", key="shell.sign_in", type="primary", icon=":material/login:", on_click=st.login)
         return
     try:
         settings.provider_owner(st.user.to_dict())
     except SignInRefused as refusal:
         st.error(inert.markdown(str(refusal)))
-    st.button("Sign out", key="sign_out", on_click=st.logout)
+    st.button("Sign out", key="shell.sign_out", on_click=st.logout)

@@ -41,19 +41,19 @@ def show() -> None:
     if job_id:
         _show_job(job_id)
         return
-    dataset = choose_dataset()
+    dataset = choose_dataset("advisor")
     if dataset is None:
         return
-    with st.form("analyse", border=True):
+    with st.form("advisor.analyse", border=True):
         st.caption(
             "Runs pre-trained networks over a sample of your images: how far they move ImageNet's "
             "statistics, how well each backbone's features separate your classes, and where to cut."
         )
         left, right = st.columns(2)
-        sample = left.slider("Images to analyse", 20, 1000, 200, step=10, key="analysis_sample")
+        sample = left.slider("Images to analyse", 20, 1000, 200, step=10, key="advisor.analysis_sample")
         usable = [b.name for b in catalog() if b.weights.on_disk()]
         chosen = right.multiselect(
-            "Backbones to rank", usable, default=usable, key="analysis_backbones",
+            "Backbones to rank", usable, default=usable, key="advisor.analysis_backbones",
             help="Those with weights on this machine. EfficientNet-Lite0 always runs: the similarity is measured with it.",
         )  # fmt: skip
         if st.form_submit_button("Analyse my data", type="primary", icon=":material/query_stats:"):
@@ -93,7 +93,7 @@ def _follow(job_id: str) -> None:
     """The job's progress, polled; the page reruns once it has ended."""
     if RunState(jobs.reconcile(job_id, viewer())["state"]).final:
         st.rerun()
-    progress_card(job_id, key="analysis_progress", phases=PHASES, waiting="Starting")
+    progress_card(job_id, key="advisor.analysis_progress", phases=PHASES, waiting="Starting")
 
 
 def _show_result(result: dict[str, Any]) -> None:
@@ -117,19 +117,21 @@ def _show_result(result: dict[str, Any]) -> None:
     left, right = st.columns(2)
     left.plotly_chart(
         decision_matrix(data["images"], result["verdict"], advice["case"], advice["thresholds"]["dividing_line"]),
-        key="measured_matrix", config={"displayModeBar": False},
+        key="advisor.measured_matrix", config={"displayModeBar": False},
     )  # fmt: skip
-    right.plotly_chart(charts.shift_by_depth(evidence), key="shift_chart", config={"displayModeBar": False})
+    right.plotly_chart(
+        charts.shift_by_depth(evidence), key="advisor.shift_chart", config={"displayModeBar": False}
+    )
     left.plotly_chart(
         charts.backbone_ranking(result["backbone_ranking"]),
-        key="ranking_chart",
+        key="advisor.ranking_chart",
         config={"displayModeBar": False},
     )
     left.caption(f"{inert.markdown(result['ranking_note'])}. Images/s on this machine: " + ", ".join(
         f"{e['name']} {e['images_per_s']:,.0f}" for e in result["backbone_ranking"]))  # fmt: skip
     right.plotly_chart(
         charts.stage_curve(result["stage_scores"], result["cut"]),
-        key="stage_chart",
+        key="advisor.stage_chart",
         config={"displayModeBar": False},
     )
     right.caption(inert.markdown(result["cut_note"]).capitalize() + ".")
@@ -137,7 +139,7 @@ def _show_result(result: dict[str, Any]) -> None:
         st.caption(f":material/timer_off: {inert.markdown(skipped)}")
     buttons = st.columns([1, 1, 2])
     if buttons[0].button(
-        "Use this plan", type="primary", key="use_measured_plan", icon=":material/arrow_forward:"
+        "Use this plan", type="primary", key="advisor.use_measured_plan", icon=":material/arrow_forward:"
     ):
         _use_plan(result)
     _race_controls(result, buttons[1])
@@ -167,8 +169,7 @@ def _uncertainty(result: dict[str, Any]) -> list[str]:
 def _use_plan(result: dict[str, Any]) -> None:
     """Carry case, backbone and cut to the Train page, with the measured verdict."""
     backbone, cut = result["backbone"], result["cut"]
-    update_draft_plan(case=result["advice"]["case"], backbone=backbone)
-    st.session_state[f"plan_cut_{backbone}"] = cut
+    update_draft_plan(case=result["advice"]["case"], backbone=backbone, cut=cut)
     record_measurement(result["dataset"]["sha256"], result["verdict"], result["similarity"])
     st.switch_page("pages/train.py")
 
@@ -177,8 +178,8 @@ def _race_controls(result: dict[str, Any], column: Any) -> None:
     race_id = st.query_params.get(RACE_PARAM)
     race = races.Race.load(race_id, viewer()) if race_id else None
     if race is None:
-        epochs = column.number_input("Race epochs", 1, 50, 3, key="race_epochs")
-        if column.button("Race cases 1, 2 and 3", key="start_race", icon=":material/sports_score:"):
+        epochs = column.number_input("Race epochs", 1, 50, 3, key="advisor.race_epochs")
+        if column.button("Race cases 1, 2 and 3", key="advisor.start_race", icon=":material/sports_score:"):
             try:
                 started = races.start_race(
                     result["data"], recommended=result["advice"]["case"], backbone=result["backbone"],
@@ -199,11 +200,11 @@ def _follow_race(race: races.Race) -> None:
     for lane in race.lanes:
         jobs.reconcile(lane.run_id, viewer())
     standing = races.standing(race)
-    with st.container(border=True, key="race"):
+    with st.container(border=True, key="advisor.race"):
         st.markdown(f"**Race:** {standing.verdict}")
         if standing.cases:
             st.plotly_chart(
-                charts.race_chart(standing.to_dict()["race"], race.recommended), key="race_chart",
+                charts.race_chart(standing.to_dict()["race"], race.recommended), key="advisor.race_chart",
                 config={"displayModeBar": False},
             )  # fmt: skip
         st.caption(
@@ -213,6 +214,6 @@ def _follow_race(race: races.Race) -> None:
 
 
 def _new_analysis_button() -> None:
-    if st.button("New analysis", key="new_analysis", icon=":material/add:"):
+    if st.button("New analysis", key="advisor.new_analysis", icon=":material/add:"):
         del st.query_params[ANALYSIS_PARAM]
         st.rerun()

@@ -25,7 +25,7 @@ def _follow_batch(job_id: str) -> None:
     if RunState(jobs.reconcile(job_id, viewer())["state"]).final:
         st.rerun()
     progress_card(
-        job_id, key="batch_progress", phases={"predicting": "Classifying images"},
+        job_id, key="predict.batch_progress", phases={"predicting": "Classifying images"},
         waiting="Checking the zip",
     )  # fmt: skip
 
@@ -62,7 +62,7 @@ def _batch_table(result: targets.BatchResult, name: str) -> None:
         ],
         hide_index=True,
         width="stretch",
-        key="batch_rows",
+        key="predict.batch_rows",
         column_config={"confidence": st.column_config.NumberColumn("confidence", format="percent")},
     )
     st.download_button(
@@ -70,7 +70,7 @@ def _batch_table(result: targets.BatchResult, name: str) -> None:
         data=result.csv,
         file_name=f"{Path(name).stem}-predictions.csv",
         mime="text/csv",
-        key="batch_csv",
+        key="predict.batch_csv",
         icon=":material/download:",
     )
 
@@ -78,7 +78,7 @@ def _batch_table(result: targets.BatchResult, name: str) -> None:
 def batch_predictions(run_id: str) -> None:
     """The zip uploader for the model of ``run_id``, and the batch job the URL names."""
     batch = st.file_uploader(
-        "A zip of images (any folders inside; no labels needed)", type=["zip"], key="batch_zip"
+        "A zip of images (any folders inside; no labels needed)", type=["zip"], key="predict.batch_zip"
     )
     if batch is not None and st.session_state.get(SUBMITTED_BATCH) != (run_id, batch.file_id):
         st.session_state[SUBMITTED_BATCH] = (run_id, batch.file_id)

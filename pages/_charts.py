@@ -258,8 +258,11 @@ def bubble_size(params: float) -> float:
 def imagenet_history(rows: Sequence[dict[str, Any]]) -> go.Figure:
     """Top-5 error by model: the competition results beside torchvision's checkpoints."""
     fig = go.Figure()
-    for source, colour in (("ILSVRC competition result", HIGHLIGHT), ("torchvision checkpoint", "#8A9BB8")):
-        members = [r for r in rows if r["source"].startswith(source)]
+    for checkpoint, source, colour in (
+        (False, "ILSVRC competition result", HIGHLIGHT),
+        (True, "torchvision checkpoint", "#8A9BB8"),
+    ):
+        members = [r for r in rows if r["checkpoint"] is checkpoint]
         fig.add_trace(
             go.Bar(
                 x=[f"{r['model']}<br>{r['year']}" for r in members],

@@ -1,10 +1,16 @@
-"""What the pages share: the draft plan that travels between them, and how runs are named."""
+"""What the pages share: the values one page hands on to another, and how runs are named.
+
+Widget keys are per page (``advisor.images``, ``train.plan_case``): no page reads or sets another
+page's widgets. What travels between pages is here, under ``handoff.`` names, each written by the
+page that decides it and read by the page that uses it.
+"""
 
 from __future__ import annotations
 
 import re
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +20,11 @@ from core import inert
 from core.advice import cases
 from core.storage import read_json
 
-DRAFT_PLAN = "draft_plan"
+DRAFT_PLAN = "handoff.draft_plan"  # the plan put together across pages (Advisor, Backbones)
+DRAFT_CHANGES = "handoff.draft_changes"  # its fields set since the Train page last took them
+ADVISOR_ANSWERS = "handoff.advisor_answers"  # what the Advisor was told, when its plan was taken
+MEASURED = "handoff.measured_similarity"  # data set sha256 -> what the Advisor's analysis measured
+FOCUS_RUN = "handoff.focus_run"  # the run the user last looked at: Predict opens on it
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
@@ -24,13 +34,33 @@ def draft_plan() -> dict[str, Any]:
 
 
 def update_draft_plan(**fields: Any) -> None:
-    """Record choices for the Train page, and set its (persisted) widgets to match."""
+    """Record choices for the Train page, whose widgets take them when it next opens."""
     draft_plan().update(fields)
-    for name, value in fields.items():
-        st.session_state[f"plan_{name}"] = value
+    st.session_state.setdefault(DRAFT_CHANGES, {}).update(fields)
 
 
-MEASURED = "measured_similarity"  # data set sha256 -> what the Advisor's analysis measured
+def take_draft_changes() -> dict[str, Any]:
+    """The draft's fields set since the last call, once: the Train page sets its widgets to them,
+    so that a choice handed on replaces the one made there before."""
+    return st.session_state.pop(DRAFT_CHANGES, {})
+
+
+@dataclass(frozen=True)
+class AdvisorAnswers:
+    """What the user told the Advisor when they took its plan: Train starts its similarity
+    question from the answer, and compares the data set's real size with the one told."""
+
+    images: int
+    similarity: str
+
+
+def hand_on_advisor_answers(answers: AdvisorAnswers) -> None:
+    st.session_state[ADVISOR_ANSWERS] = answers
+
+
+def advisor_answers() -> AdvisorAnswers | None:
+    """The Advisor's answers, if its plan was taken in this session."""
+    return st.session_state.get(ADVISOR_ANSWERS)
 
 
 def record_measurement(sha256: str, verdict: str, similarity: float) -> None:
@@ -69,9 +99,6 @@ def run_label(row: Mapping[str, Any]) -> str:
     if row.get("submitted"):
         parts.append(time.strftime("%d %b %H:%M", time.localtime(row["submitted"])))
     return inert.terminal(" · ".join(p for p in parts if p))
-
-
-FOCUS_RUN = "focus_run"  # the run the user last looked at: Predict opens on it
 
 
 def focus_run(run_id: str | None = None) -> str | None:

@@ -28,6 +28,6 @@ def progress_card(job_id: str, *, key: str, phases: dict[str, str], waiting: str
                 step.done / max(step.total, 1),
                 text=f"{label}: {step.done:,} of {step.total:,} · {step.images_per_s:,.0f} images/s · {left} left",
             )
-        if st.button("Cancel", key=f"cancel_{key}", icon=":material/stop:"):
+        if st.button("Cancel", key=f"{key}.cancel", icon=":material/stop:"):
             jobs.cancel(job_id, viewer())
             st.rerun()

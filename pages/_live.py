@@ -81,7 +81,7 @@ def _live(run_id: str) -> None:
 
 def _settled_status(run_id: str) -> dict[str, Any]:
     """The run's status, reconciled with its worker at most every ``RECONCILE_SECONDS``."""
-    last = st.session_state.setdefault("reconciled_at", {})
+    last = st.session_state.setdefault("train.reconciled_at", {})
     if time.monotonic() - last.get(run_id, 0.0) < RECONCILE_SECONDS:
         return jobs.status(run_id, viewer())
     last[run_id] = time.monotonic()
@@ -89,7 +89,7 @@ def _settled_status(run_id: str) -> dict[str, Any]:
 
 
 def _view(run_id: str) -> RunProgress:
-    views = st.session_state.setdefault("run_views", {})
+    views = st.session_state.setdefault("train.run_views", {})
     if run_id not in views:
         run = Run.open(run_id, viewer())
         total = run.plan_fields().get("epochs")
@@ -102,7 +102,7 @@ def _render(run_id: str, view: RunProgress, status: dict[str, Any]) -> None:
     run = Run.open(run_id, viewer())
     row = {**status, **run.plan_fields(), "dataset_name": run.record().dataset_name}
     focus_run(run_id)
-    with st.container(border=True, key="run_status"):
+    with st.container(border=True, key="train.run_status"):
         st.subheader(inert.markdown(run_label(row)))
         backend = status.get("backend") or "local"
         host = f" on {inert.markdown(status['host'])}" if status.get("host") else ""
@@ -127,7 +127,7 @@ def _render(run_id: str, view: RunProgress, status: dict[str, Any]) -> None:
         st.plotly_chart(
             _curves(view.epochs),
             width="stretch",
-            key=f"curves_{len(view.epochs)}",
+            key=f"train.curves_{len(view.epochs)}",
             config={"displayModeBar": False},
         )
 
@@ -167,21 +167,21 @@ def _outcome(run: Run, status: dict[str, Any]) -> None:
 def _cancel(run_id: str, status: dict[str, Any]) -> None:
     """A cancel button; past a minute of training it asks first, since the work would be lost."""
     trained_s = time.time() - status["started"] if status.get("started") else 0.0
-    asking = st.session_state.get("confirm_cancel") == run_id
-    if not asking and st.button("Cancel", key="cancel", icon=":material/stop:"):
+    asking = st.session_state.get("train.confirm_cancel") == run_id
+    if not asking and st.button("Cancel", key="train.cancel", icon=":material/stop:"):
         if trained_s <= CONFIRM_CANCEL_AFTER_S:
             jobs.cancel(run_id, viewer())
             st.rerun()
-        st.session_state["confirm_cancel"] = asking = run_id
+        st.session_state["train.confirm_cancel"] = asking = run_id
     if asking:
         st.warning(f"Cancel this run? It has trained for {duration(trained_s)}, and that work will be lost.")
         yes, no = st.columns(2)
-        if yes.button("Yes, cancel it", key="confirm_cancel_yes", type="primary"):
-            st.session_state.pop("confirm_cancel", None)
+        if yes.button("Yes, cancel it", key="train.confirm_cancel_yes", type="primary"):
+            st.session_state.pop("train.confirm_cancel", None)
             jobs.cancel(run_id, viewer())
             st.rerun()
-        if no.button("Keep training", key="confirm_cancel_no"):
-            st.session_state.pop("confirm_cancel", None)
+        if no.button("Keep training", key="train.confirm_cancel_no"):
+            st.session_state.pop("train.confirm_cancel", None)
             st.rerun()
 
 
@@ -271,6 +271,6 @@ def _curves(epochs: list[EpochEnd]) -> go.Figure:
 
 
 def _new_run_button() -> None:
-    if st.button("New run", key="new_run", icon=":material/add:"):
+    if st.button("New run", key="train.new_run", icon=":material/add:"):
         del st.query_params["run"]
         st.rerun()

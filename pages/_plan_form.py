@@ -11,14 +11,15 @@ from core.models import backbones
 from core.training.plan import AUGMENTATIONS, AUTO, Plan, PlanError
 from pages._access import limits
 from pages._charts import backbone_diagram
-from pages._common import draft_plan, measurement
+from pages._common import advisor_answers, draft_plan, measurement, take_draft_changes
 
-ADVISED_FOR = "plan_case_advised_for"  # the data set and similarity the case was last advised for
-SIMILARITY_KEY = "plan_similarity"
-SIMILARITY_FOR = "plan_similarity_for"  # what the question last started from
-ADVISOR_SIMILARITY = "similarity"  # the Advisor page's own answer, kept for the session
+PLAN = "train.plan_"  # the Train page's plan widgets: train.plan_case, train.plan_backbone...
+CASE_KEY = f"{PLAN}case"
+ADVISED_FOR = f"{PLAN}case_advised_for"  # the data set and similarity the case was last advised for
+SIMILARITY_KEY = f"{PLAN}similarity"
+SIMILARITY_FOR = f"{PLAN}similarity_for"  # what the question last started from
 SIMILARITY_LABELS = {"similar": "Similar", "different": "Different", "unsure": "Not sure"}
-VAL_KEY, DEFAULT_VAL = "plan_val", 0.2  # the data step reads it too: the report shows this split
+VAL_KEY, DEFAULT_VAL = f"{PLAN}val", 0.2
 
 HELP = {
     "case": "From the Advisor: 1 and 2 freeze the pre-trained network (small data), 3 and 4 re-train it.",
@@ -48,15 +49,16 @@ def plan_form(dataset: Dataset) -> Plan | None:
     comes from the draft plan (Advisor, Backbones) or from the data set.
     """
     draft = draft_plan()
+    _follow_the_draft()
     _why_this_case(dataset, draft)
-    with st.container(border=True, key="plan_form"):
+    with st.container(border=True, key="train.plan_form"):
         st.subheader("Plan")
         left, middle, right = st.columns(3)
         case = left.radio(
             "Case",
             list(cases.CASES),
             format_func=lambda n: f"{n}: {cases.CASES[n].name}",
-            key="plan_case",
+            key=CASE_KEY,
             persist_state="session",
             help=HELP["case"],
         )
@@ -64,7 +66,7 @@ def plan_form(dataset: Dataset) -> Plan | None:
             "Backbone",
             list(backbones.names()),
             format_func=_label_backbone,
-            **_state("plan_backbone", draft.get("backbone") or backbones.default_backbone().name),
+            **_state(f"{PLAN}backbone", draft.get("backbone") or backbones.default_backbone().name),
             help=HELP["backbone"],
         )
         chosen = backbones.resolve(backbone)
@@ -76,14 +78,14 @@ def plan_form(dataset: Dataset) -> Plan | None:
                 chosen.stages,
                 format_func=lambda path: facts[path].label(),
                 help=HELP["cut"],
-                **_state(f"plan_cut_{backbone}", chosen.default_cut),
+                **_state(f"{PLAN}cut_{backbone}", chosen.default_cut),
             )
         weight_choice = middle.radio(
             "Weights",
             ["imagenet", "none"],
             horizontal=True,
             help=HELP["weights"],
-            **_state("plan_weights", draft.get("weights", "imagenet")),
+            **_state(f"{PLAN}weights", draft.get("weights", "imagenet")),
         )
         min_size, exact = chosen.input_size_rule(case)
         ceilings = limits()
@@ -95,7 +97,7 @@ def plan_form(dataset: Dataset) -> Plan | None:
             step=16,
             help=HELP["image_size"],
             disabled=exact is not None,
-            **_state(f"plan_image_size_{backbone}", exact or chosen.preprocess.crop, largest),
+            **_state(f"{PLAN}image_size_{backbone}", exact or chosen.preprocess.crop, largest),
         )
         most_epochs = ceilings.max_epochs or 500
         epochs = left.number_input(
@@ -104,13 +106,13 @@ def plan_form(dataset: Dataset) -> Plan | None:
             most_epochs,
             help=HELP["epochs"]
             + (f" This instance allows {most_epochs} at most." if ceilings.max_epochs else ""),
-            **_state("plan_epochs", draft.get("epochs", 10 if case <= 2 else 5), most_epochs),
+            **_state(f"{PLAN}epochs", draft.get("epochs", 10 if case <= 2 else 5), most_epochs),
         )
         batch_size = right.select_slider(
             "Batch size",
             [AUTO, 4, 8, 16, 32, 64, 128, 256],
             help=HELP["batch_size"],
-            **_state("plan_batch_size", draft.get("batch_size", AUTO)),
+            **_state(f"{PLAN}batch_size", draft.get("batch_size", AUTO)),
         )
         lr = right.select_slider(
             "Learning rate",
@@ -118,13 +120,13 @@ def plan_form(dataset: Dataset) -> Plan | None:
             format_func=lambda v: f"{v:g}",
             help=HELP["lr"],
             disabled=case <= 2,  # the new layer is fitted exactly: no step size to choose
-            **_state("plan_lr", draft.get("lr", 1e-3)),
+            **_state(f"{PLAN}lr", draft.get("lr", 1e-3)),
         )
         augment = left.selectbox(
             "Augmentation",
             AUGMENTATIONS,
             help=HELP["augment"],
-            **_state("plan_augment", draft.get("augment", "light")),
+            **_state(f"{PLAN}augment", draft.get("augment", "light")),
         )
         val_fraction = right.slider(
             "Validation share",
@@ -132,14 +134,14 @@ def plan_form(dataset: Dataset) -> Plan | None:
             0.5,
             step=0.05,
             help=HELP["val_fraction"],
-            disabled=not _needs_split(dataset),
+            disabled=not dataset.report.held_out_val,  # the data's own val/ folder decides
             **_state(VAL_KEY, DEFAULT_VAL),
         )
         if case == 2:
             st.plotly_chart(
                 backbone_diagram(list(facts.values()), cut),
                 width="stretch",
-                key="cut_diagram",
+                key="train.cut_diagram",
                 config={"displayModeBar": False},
             )
             st.caption(f"{backbone} cut after stage {facts[cut].index}: the kept stages stay frozen.")
@@ -162,9 +164,24 @@ def plan_form(dataset: Dataset) -> Plan | None:
         return None
 
 
+def validation_share() -> float:
+    """The share of images to hold out, as last set here: the data step splits with it, before
+    the form is drawn."""
+    return st.session_state.get(VAL_KEY, DEFAULT_VAL)
+
+
+def _follow_the_draft() -> None:
+    """Set the widgets to the choices another page has just handed on (the Advisor's case, a
+    backbone from Backbones, the analysis's cut): each replaces what was chosen here before."""
+    changes = take_draft_changes()
+    backbone = changes.get("backbone") or st.session_state.get(f"{PLAN}backbone")
+    for name, value in changes.items():
+        st.session_state[f"{PLAN}cut_{backbone}" if name == "cut" else f"{PLAN}{name}"] = value
+
+
 def _state(key: str, first_value: object, ceiling: int | None = None) -> dict[str, object]:
     """Widget arguments that give it ``first_value`` once and keep the user's choice after (or
-    another page's, such as the Advisor's plan), brought down to ``ceiling``."""
+    one handed on by another page, ``_follow_the_draft``), brought down to ``ceiling``."""
     st.session_state.setdefault(key, first_value)
     if ceiling is not None and st.session_state[key] > ceiling:
         st.session_state[key] = ceiling
@@ -178,7 +195,7 @@ def _why_this_case(dataset: Dataset, draft: dict) -> None:
     The case radio follows the data: it is set again when the data set or the similarity answer
     changes, to the Advisor's case while the answer is the Advisor's, else to this data's case.
     """
-    with st.container(key="case_reason"):
+    with st.container(key="train.case_reason"):
         line = st.empty()
         similarity, source, evidence = similarity_input(dataset, draft)
         images = max(dataset.report.num_images, len(dataset.classes))
@@ -188,12 +205,13 @@ def _why_this_case(dataset: Dataset, draft: dict) -> None:
         if st.session_state.get(ADVISED_FOR) != advised_for:
             st.session_state[ADVISED_FOR] = advised_for
             advisor_case = draft.get("case") if source == why.ADVISOR else None
-            st.session_state["plan_case"] = advisor_case or reason.case
-        notice = why.contradiction(draft.get("case"), reason, _advisor_images(draft))
-        if notice is not None and st.session_state.get("plan_case") == notice.advisor_case:
+            st.session_state[CASE_KEY] = advisor_case or reason.case
+        answers = advisor_answers()
+        notice = why.contradiction(draft.get("case"), reason, answers.images if answers else None)
+        if notice is not None and st.session_state.get(CASE_KEY) == notice.advisor_case:
             st.warning(notice.message, icon=":material/compare_arrows:")
-            if st.button(f"Use case {notice.data_case}", key="use_data_case"):
-                st.session_state["plan_case"] = notice.data_case
+            if st.button(f"Use case {notice.data_case}", key="train.use_data_case"):
+                st.session_state[CASE_KEY] = notice.data_case
                 st.rerun()
 
 
@@ -207,9 +225,8 @@ def similarity_input(dataset: Dataset, draft: dict) -> tuple[str, str, str | Non
     """
     digest = dataset.report.source.get("sha256", "")
     measured = measurement(digest)
-    advisor = draft.get("similarity") or (
-        st.session_state.get(ADVISOR_SIMILARITY) if draft.get("case") else None
-    )
+    answers = advisor_answers()
+    advisor = answers.similarity if answers else None
     sample = sample_for_digest(digest)
     evidence = None
     if measured:
@@ -239,17 +256,6 @@ def similarity_input(dataset: Dataset, draft: dict) -> tuple[str, str, str | Non
     if answer != start:
         return answer, why.ASKED, None
     return answer, source, evidence
-
-
-def _advisor_images(draft: dict) -> int | None:
-    """The data set size the Advisor was told, when its plan was taken."""
-    images = draft.get("images") or (st.session_state.get("images") if draft.get("case") else None)
-    return int(images) if images else None
-
-
-def _needs_split(dataset: Dataset) -> bool:
-    """Whether we make the validation split (the data brought no val/ folder of its own)."""
-    return dataset.report.split.startswith("stratified")
 
 
 def _label_backbone(name: str) -> str:

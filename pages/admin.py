@@ -14,7 +14,9 @@ import streamlit as st
 from core import inert, jobs
 from core.jobs import Run, RunState, retention, targets, usage
 from core.jobs.estimate import ESTIMATE_KIND
-from core.limits import SIZE_UNITS, human_bytes
+from core.jobs.evaluation import EVALUATE_KIND
+from core.jobs.sources import VALIDATE_SOURCE_KIND
+from core.limits import SIZE_UNITS, human_bytes, size_unit
 from pages._access import limits, viewer
 from pages._common import data_name, run_label
 from pages._retention import kept_when
@@ -25,9 +27,11 @@ KINDS = {
     targets.ANALYSE_KIND: "analysis",
     targets.PREDICT_KIND: "batch prediction",
     ESTIMATE_KIND: "estimate",
+    EVALUATE_KIND: "evaluation",
+    VALIDATE_SOURCE_KIND: "folder validation",
 }
-CONFIRM_DELETE = "admin_confirm_delete"
-DONE_MESSAGE = "admin_done"
+CONFIRM_DELETE = "admin.confirm_delete"
+DONE_MESSAGE = "admin.done"
 
 
 def all_rows() -> list[dict[str, Any]]:
@@ -67,7 +71,7 @@ def disk() -> None:
     )
     st.dataframe(table, hide_index=True, width="stretch")
     st.plotly_chart(
-        disk_chart(owners), width="stretch", key="admin_disk_chart", config={"displayModeBar": False}
+        disk_chart(owners), width="stretch", key="admin.disk_chart", config={"displayModeBar": False}
     )
 
 
@@ -75,7 +79,7 @@ def disk_chart(owners: list[usage.OwnerUsage]) -> go.Figure:
     """Runs and data sets per owner, stacked, in the unit of the largest total,
     with human sizes on hover."""
     names = [entry.owner for entry in owners]
-    unit = human_bytes(max(entry.total_bytes for entry in owners)).split()[-1]
+    unit = size_unit(max(entry.total_bytes for entry in owners))
     scale = 1024 ** SIZE_UNITS.index(unit)
     fig = go.Figure()
     for label, sizes in (
@@ -166,23 +170,23 @@ def actions(rows: list[dict[str, Any]]) -> None:
         "Run",
         list(by_id),
         format_func=lambda run_id: _choice(by_id[run_id]),
-        key="admin_run",
+        key="admin.run",
     )
     row, run = by_id[chosen], by_id[chosen]["run"]
     if RunState(row["state"]).active:
-        if st.button("Cancel", key="admin_cancel", icon=":material/stop:"):
+        if st.button("Cancel", key="admin.cancel", icon=":material/stop:"):
             jobs.cancel(chosen, viewer())
             _done(f"Cancelled {chosen}.")
         return
     buttons = st.columns(2)
     if retention.is_pinned(run):
-        if buttons[0].button("Unpin", key="admin_unpin", icon=":material/keep_off:"):
+        if buttons[0].button("Unpin", key="admin.unpin", icon=":material/keep_off:"):
             retention.unpin(run)
             _done(f"Unpinned {chosen}: retention applies to it again.")
-    elif buttons[0].button("Pin", key="admin_pin", icon=":material/keep:"):
+    elif buttons[0].button("Pin", key="admin.pin", icon=":material/keep:"):
         retention.pin(run)
         _done(f"Pinned {chosen}: kept until unpinned.")
-    if buttons[1].button("Delete", key="admin_delete", icon=":material/delete:"):
+    if buttons[1].button("Delete", key="admin.delete", icon=":material/delete:"):
         st.session_state[CONFIRM_DELETE] = chosen
     if st.session_state.get(CONFIRM_DELETE) == chosen:
         _confirm_delete(run)
@@ -197,7 +201,7 @@ def _choice(row: dict[str, Any]) -> str:
 def _confirm_delete(run: Run) -> None:
     st.warning(f"Delete run {inert.markdown(run.id)} and its model for good? This cannot be undone.")
     yes, no = st.columns(2)
-    if yes.button("Yes, delete it", key="admin_delete_yes", type="primary"):
+    if yes.button("Yes, delete it", key="admin.delete_yes", type="primary"):
         st.session_state.pop(CONFIRM_DELETE, None)
         try:
             freed = retention.delete(run)
@@ -205,7 +209,7 @@ def _confirm_delete(run: Run) -> None:
             st.error(str(exc))
             return
         _done(f"Deleted {run.id}: {human_bytes(freed)} freed.")
-    if no.button("Keep it", key="admin_delete_no"):
+    if no.button("Keep it", key="admin.delete_no"):
         st.session_state.pop(CONFIRM_DELETE, None)
         st.rerun()
 

@@ -5,7 +5,7 @@ import streamlit as st
 from core.advice import cases, why
 from pages import _analysis
 from pages._charts import decision_matrix, network_diagram
-from pages._common import update_draft_plan
+from pages._common import AdvisorAnswers, hand_on_advisor_answers, update_draft_plan
 
 IMAGE_STEPS = [n * 10**e for e in range(1, 8) for n in (1, 2, 5)][:-2]  # 10 ... 10,000,000
 CLASS_STEPS = [n * 10**e for e in range(5) for n in (1, 2, 5)][1:-2]  # 2 ... 20,000
@@ -25,7 +25,7 @@ mode = st.segmented_control(
     format_func=MODES.get,
     default="measure" if followed else "answer",
     required=True,
-    key="advisor_mode",
+    key="advisor.mode",
     help="Measuring runs pre-trained networks over a sample of your images, in a job on this server.",
 )
 if mode == "measure":
@@ -38,7 +38,7 @@ with inputs:
         "Images in your data set",
         options=IMAGE_STEPS,
         value=2000,
-        key="images",
+        key="advisor.images",
         persist_state="session",
         format_func=lambda n: f"{n:,}",
         help="Log scale. Count all images over all classes.",
@@ -47,14 +47,14 @@ with inputs:
         "Classes",
         options=CLASS_STEPS,
         value=5,
-        key="classes",
+        key="advisor.classes",
         persist_state="session",
         format_func=lambda n: f"{n:,}",
     )
     similarity = st.radio(
         "Similar to ImageNet?",
         options=list(SIMILARITY_LABELS),
-        key="similarity",
+        key="advisor.similarity",
         persist_state="session",
         horizontal=True,
         format_func=SIMILARITY_LABELS.get,
@@ -66,7 +66,7 @@ with inputs:
             "Dividing line (images)",
             options=LINE_STEPS,
             value=cases.DEFAULT_DIVIDING_LINE,
-            key="dividing_line",
+            key="advisor.dividing_line",
             persist_state="session",
             format_func=lambda n: f"{n:,}",
         )
@@ -88,10 +88,10 @@ with outputs:
         decision_matrix(num_images, similarity, advice.case, dividing_line),
         width="stretch",
         config={"displayModeBar": False},
-        key="matrix",
+        key="advisor.matrix",
     )
 
-with st.container(border=True, key="advice_card"):
+with st.container(border=True, key="advisor.advice_card"):
     st.subheader(f"Case {advice.case}: {advice.name}")
     st.caption(
         f"{why.situation(advice, similarity)} · about {advice.thresholds['images_per_class']:,.0f} images per class"
@@ -107,8 +107,9 @@ with st.container(border=True, key="advice_card"):
         network_diagram(case.to_dict()["layers"]),
         width="stretch",
         config={"displayModeBar": False},
-        key="network",
+        key="advisor.network",
     )
-    if st.button("Use this plan", type="primary", key="use_plan", icon=":material/arrow_forward:"):
+    if st.button("Use this plan", type="primary", key="advisor.use_plan", icon=":material/arrow_forward:"):
         update_draft_plan(case=advice.case)
+        hand_on_advisor_answers(AdvisorAnswers(images=num_images, similarity=similarity))
         st.switch_page("pages/train.py")

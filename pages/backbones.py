@@ -40,16 +40,16 @@ st.write(
 table = load_catalog()
 filters = st.columns([2, 2, 1])
 families = filters[0].multiselect(
-    "Family", sorted(table["family"].unique()), key="families", persist_state="session"
+    "Family", sorted(table["family"].unique()), key="backbones.families", persist_state="session"
 )
 query = filters[1].text_input(
-    "Search by name", key="query", persist_state="session", placeholder="e.g. resnet"
+    "Search by name", key="backbones.query", persist_state="session", placeholder="e.g. resnet"
 )
 # Most servers cannot download weights: the page opens on the backbones that train here.
-st.session_state.setdefault("available_only", True)
+st.session_state.setdefault("backbones.available_only", True)
 available_only = filters[2].toggle(
     "Ready to train here",
-    key="available_only",
+    key="backbones.available_only",
     persist_state="session",
     help="Weights in an installed package or already on disk. The others need "
     "`python -m core fetch-weights NAME` on a machine that can reach the internet.",
@@ -76,7 +76,7 @@ st.caption(
 )
 st.dataframe(
     shown.assign(params=shown["params"] / 1e6),
-    key="catalog",
+    key="backbones.catalog",
     hide_index=True,
     width="stretch",
     column_order=[
@@ -115,15 +115,17 @@ st.dataframe(
 
 names = table["name"].tolist()
 current = draft_plan().get("backbone") or backbones.default_backbone().name
-pick = st.session_state.get("pick", current)
+pick = st.session_state.get("backbones.pick", current)
 
 st.subheader("Accuracy against cost")
-st.plotly_chart(accuracy_vs_cost(shown.to_dict("records"), chosen=pick), width="stretch", key="scatter")
+st.plotly_chart(
+    accuracy_vs_cost(shown.to_dict("records"), chosen=pick), width="stretch", key="backbones.scatter"
+)
 st.caption("Each bubble's area is proportional to its parameter count; the ringed one is your pick.")
 
 st.subheader("Pick a backbone")
 pick = st.selectbox(
-    "Backbone for training", names, index=names.index(current), key="pick", persist_state="session"
+    "Backbone for training", names, index=names.index(current), key="backbones.pick", persist_state="session"
 )
 picked = table.set_index("name").loc[pick]
 st.caption(f"{picked['family']} · {picked['params'] / 1e6:.1f}M parameters · input {picked['input_size']} px")
@@ -134,7 +136,9 @@ if not picked["usable"]:
         "marked ready.",
         icon=":material/cloud_off:",
     )
-if st.button("Use this backbone", type="primary", key="use_backbone", icon=":material/arrow_forward:"):
+if st.button(
+    "Use this backbone", type="primary", key="backbones.use_backbone", icon=":material/arrow_forward:"
+):
     update_draft_plan(backbone=pick)
     st.switch_page("pages/train.py")
 
@@ -143,7 +147,7 @@ st.caption(
     "Top-5 error in the ILSVRC classification competition as reported at the time, next to "
     "torchvision's own checkpoints of the same architectures (trained and evaluated differently)."
 )
-st.plotly_chart(imagenet_history(load_history()), width="stretch", key="history")
+st.plotly_chart(imagenet_history(load_history()), width="stretch", key="backbones.history")
 with st.expander("Family notes", expanded=True):
     for family in FAMILIES:
         st.markdown(f"**{family.name}** ({family.paper.year}). {family.note}")

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import streamlit as st
 from PIL import Image
 
 from core import inert, jobs
-from core.artifacts.predict import Predictor
+from core.artifacts.card import ModelCard
 from core.data import IngestError, decode_image
 from core.jobs import Run
 from pages._access import viewer
@@ -14,11 +16,21 @@ from pages._batch import batch_predictions
 from pages._charts import top_classes_chart
 from pages._common import data_name, focus_run, run_label
 
+if TYPE_CHECKING:
+    from core.artifacts.predict import Predictor
+
 THUMBNAIL = 512
 
 
 @st.cache_resource(max_entries=4, show_spinner="Loading the model...")
 def predictor(run_id: str) -> Predictor:
+    """The run's model, loaded once per server for the images people try one at a time.
+
+    Torch is imported here, on the first image, not when the page is opened: one image is one
+    forward pass of a model already in memory (a zip of them is a job, ``pages._batch``).
+    """
+    from core.artifacts.predict import Predictor
+
     return Predictor(Run.open(run_id).model_dir)
 
 
@@ -46,29 +58,31 @@ run_id = st.selectbox(
     ids,
     index=ids.index(wanted) if wanted in ids else 0,
     format_func=lambda run: run_label(runs[run]),
-    key="model",
+    key="predict.model",
     help="Opens on the run you last looked at on Results or Train.",
 )
 focus_run(run_id)
-model = predictor(run_id)
+card = ModelCard.read(Run.open(run_id).model_dir)
 st.info(
-    f"This model was trained on **{inert.markdown(data_name(runs[run_id]))}** and knows {len(model.labels)} classes: "
-    f"{inert.markdown(', '.join(model.labels))}. It answers with one of them, whatever the image shows.",
+    f"This model was trained on **{inert.markdown(data_name(runs[run_id]))}** and knows {len(card.labels)} classes: "
+    f"{inert.markdown(', '.join(card.labels))}. It answers with one of them, whatever the image shows.",
     icon=":material/label:",
 )
-st.caption(f"Input {model.pre.crop} px")
+st.caption(f"Input {card.pre.crop} px")
 
 uploads = st.file_uploader(
     "Images",
     type=["jpg", "jpeg", "png", "bmp", "gif", "webp", "tif", "tiff"],
     accept_multiple_files=True,
-    key="predict_images",  # per page: the Advisor has a widget "images"
+    key="predict.images",
 )
 shots = []
 if st.toggle(
-    "Use the camera", key="camera_on", help="Browsers allow the camera only over HTTPS or on localhost."
+    "Use the camera",
+    key="predict.camera_on",
+    help="Browsers allow the camera only over HTTPS or on localhost.",
 ):
-    shot = st.camera_input("Take a photo", key="camera")
+    shot = st.camera_input("Take a photo", key="predict.camera")
     shots = [shot] if shot else []
 
 for upload in [*(uploads or []), *shots]:
@@ -85,7 +99,7 @@ for upload in [*(uploads or []), *shots]:
         st.plotly_chart(
             top_classes_chart(top),
             width="stretch",
-            key=f"bars_{upload.file_id}",
+            key=f"predict.bars_{upload.file_id}",
             config={"displayModeBar": False},
         )
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import time
 from pathlib import Path
 
 import pandas as pd
@@ -11,38 +10,21 @@ import streamlit as st
 
 from core import inert, jobs
 from core.artifacts import bundle
-from core.data import IngestError, ingest
-from core.errors import TransferLabError
-from core.jobs import Run, targets
+from core.data import stored_images
+from core.jobs import Run
 from core.training import verdict
-from core.training.evaluate import evaluate
 from pages._access import limits, viewer
 from pages._charts import confusion_heatmap, curves_by_run
+from pages._check import check_on_labelled_zip
 from pages._common import data_name, focus_run, plan_summary, run_label
 from pages._retention import kept_until
 
 
 @st.cache_resource(max_entries=8)
-def image_paths(data: str, val_fraction: float, seed: int) -> dict[str, Path]:
-    """Where each image of a run's data set lives, by the name metrics.json gives it."""
-    try:
-        dataset = ingest(data, val_fraction=val_fraction, seed=seed)
-    except IngestError:
-        return {}
-    return {s.name or s.path.name: s.path for s in dataset.train + dataset.val + dataset.test}
-
-
-@st.cache_data(max_entries=8, show_spinner="Checking the zip, then scoring the model on it...")
-def check_on(run_id: str, digest: str) -> dict:
-    """The run's exported model scored on an uploaded labelled zip, once validated by its job."""
-    state = targets.upload_state(digest)
-    while state.dataset is None and state.refusal is None:
-        time.sleep(0.5)
-        jobs.reconcile(state.job_id)
-        state = targets.upload_state(digest)
-    if state.refusal is not None:
-        raise IngestError(state.refusal)
-    return evaluate(Run.open(run_id).model_dir, state.dataset)
+def image_paths(data: str) -> dict[str, Path]:
+    """Where each image of a run's data set lives, by the name metrics.json gives it: read from
+    the data set's stored manifest once per server (hashing a sample zip, listing a folder)."""
+    return stored_images(data)
 
 
 st.title("Results")
@@ -67,7 +49,7 @@ st.dataframe(
     table[["data", "case", "backbone", "best_val_accuracy", "worked", "state", "minutes", "run_id"]],
     hide_index=True,
     width="stretch",
-    key="runs",
+    key="results.runs",
     column_config={
         "data": "Data",
         "case": st.column_config.NumberColumn("Case", format="%d"),
@@ -86,11 +68,16 @@ st.dataframe(
 
 ids = table["run_id"].tolist()
 finished = [r["run_id"] for r in runs if r["state"] == "done"]
-compare = st.multiselect("Compare runs", ids, default=finished[:3], format_func=labels.get, key="compare")
+compare = st.multiselect(
+    "Compare runs", ids, default=finished[:3], format_func=labels.get, key="results.compare"
+)
 if compare:
     histories = {labels[run]: (Run.open(run, viewer()).metrics() or {}).get("history", []) for run in compare}
     st.plotly_chart(
-        curves_by_run(histories), width="stretch", key="compare_chart", config={"displayModeBar": False}
+        curves_by_run(histories),
+        width="stretch",
+        key="results.compare_chart",
+        config={"displayModeBar": False},
     )
 
 wanted = st.query_params.get("run") or focus_run()
@@ -99,7 +86,7 @@ chosen = st.selectbox(
     ids,
     index=ids.index(wanted) if wanted in ids else 0,
     format_func=labels.get,
-    key="detail",
+    key="results.detail",
 )
 focus_run(chosen)
 run = Run.open(chosen, viewer())
@@ -119,7 +106,7 @@ cols[3].metric("Device", f"{metrics['device']} · {metrics['precision']}")
 if not judged.worked:
     st.error(judged.advice, icon=":material/error:")
 if judged.suggest == verdict.FROM_SCRATCH and st.button(
-    "Re-run from scratch", key="rerun_scratch", type="primary"
+    "Re-run from scratch", key="results.rerun_scratch", type="primary"
 ):
     try:
         new_run = jobs.submit(
@@ -130,21 +117,23 @@ if judged.suggest == verdict.FROM_SCRATCH and st.button(
         st.error(f"Not started: {exc}.", icon=":material/block:")
     else:
         st.switch_page("pages/train.py", query_params={"run": new_run})
-if st.button("Try this model", key="try_model", icon=":material/image_search:"):
+if st.button("Try this model", key="results.try_model", icon=":material/image_search:"):
     st.switch_page("pages/predict.py", query_params={"run": chosen})
 
 left, right = st.columns([3, 2], gap="large")
 with left:
     st.subheader("Confusion matrix")
     st.plotly_chart(
-        confusion_heatmap(metrics["confusion_matrix"], metrics["labels"]), width="stretch", key="confusion"
+        confusion_heatmap(metrics["confusion_matrix"], metrics["labels"]),
+        width="stretch",
+        key="results.confusion",
     )
 with right:
     st.subheader("Per class")
     st.dataframe(
         pd.DataFrame(metrics["per_class"]).T.rename(index=inert.terminal),  # class names from an upload
         width="stretch",
-        key="per_class",
+        key="results.per_class",
         column_config={
             name: st.column_config.NumberColumn(name.capitalize(), format="percent")
             for name in ("precision", "recall", "f1")
@@ -159,8 +148,7 @@ wrong = [row for row in metrics["top_losses"] if row["true"] != row["predicted"]
 if not wrong:
     st.caption("No validation image was misclassified.")
 else:
-    plan = metrics["plan"]
-    paths = image_paths(plan["data"], plan["val_fraction"], plan["seed"])
+    paths = image_paths(metrics["plan"]["data"])
     columns = st.columns(6)
     for i, row in enumerate(wrong[:12]):
         with columns[i % 6]:
@@ -172,28 +160,7 @@ else:
             )
 
 st.subheader("Check it on other labelled images")
-check = st.file_uploader(
-    "A zip with one folder per class, named as this model's classes (images it never saw)",
-    type=["zip"],
-    key="check_zip",
-)
-if check is not None:
-    try:
-        digest = targets.accept_upload(check.getvalue(), check.name, viewer().owner, limits())
-        checked = check_on(chosen, digest)
-    except TransferLabError as exc:
-        st.error(f"{inert.markdown(check.name)}: {inert.markdown(exc)}")
-    else:
-        st.metric(
-            f"Accuracy on {checked['images']:,} images of {inert.markdown(check.name)}",
-            f"{checked['accuracy']:.1%}",
-            help=f"Always answering the most common class would score {checked['majority_rate']:.1%}.",
-        )
-        st.plotly_chart(
-            confusion_heatmap(checked["confusion_matrix"], checked["labels"]),
-            width="stretch",
-            key="check_confusion",
-        )
+check_on_labelled_zip(chosen)
 
 st.download_button(
     # Built when clicked, not on every rerun: a VGG bundle is half a gigabyte.
@@ -201,7 +168,7 @@ st.download_button(
     data=functools.partial(bundle.model_bundle, run.directory),
     file_name=f"transfer-lab-{chosen}.zip",
     mime="application/zip",
-    key="download",
+    key="results.download",
     type="primary",
     icon=":material/download:",
 )

@@ -8,11 +8,12 @@ import streamlit as st
 
 from core import inert, jobs
 from core.jobs.estimate import estimate
-from core.training.estimate import Estimate
+from core.training.estimated import Estimate
 from core.training.progress import duration
 from pages import _live, _plan_form
 from pages._access import limits, viewer
-from pages._data import choose_dataset, show_report
+from pages._data import choose_dataset
+from pages._report import show_report
 
 
 def _estimate_text(guess: Estimate, case: int) -> str:
@@ -37,7 +38,7 @@ if run_id:
     _live.show_run(run_id)
     st.stop()
 
-dataset = choose_dataset()
+dataset = choose_dataset("train", _plan_form.validation_share())
 if dataset is None:
     st.stop()
 show_report(dataset)
@@ -46,27 +47,26 @@ plan = _plan_form.plan_form(dataset)
 if plan is None:
     st.stop()
 estimate_col, start_col = st.columns([3, 1])
-estimates = st.session_state.setdefault("estimates", {})  # plan -> what was said: it stays on screen
+# plan -> its estimate, or why there is none: it stays on screen while the plan does
+estimates: dict[str, Estimate | str] = st.session_state.setdefault("train.estimates", {})
 plan_key = json.dumps(plan.to_dict(), sort_keys=True)
 if estimate_col.button(
     "Estimate time",
-    key="estimate",
+    key="train.estimate",
     icon=":material/timer:",
     help="Times two real batches of your data, in a job, where the run would train (here, or a Ray node).",
 ):
     with st.spinner("Timing two batches..."):
         try:
-            guess = estimate(plan.to_dict(), owner=viewer().owner, limits=limits())
-            estimates[plan_key] = _estimate_text(guess, plan.case)
+            estimates[plan_key] = estimate(plan.to_dict(), owner=viewer().owner, limits=limits())
         except (RuntimeError, jobs.LimitExceeded) as exc:
-            estimates[plan_key] = f"Could not estimate: {inert.markdown(exc)}"
-if plan_key in estimates:
-    said = estimates[plan_key]
-    if said.startswith("Could not"):
-        estimate_col.warning(said)
-    else:
-        estimate_col.info(said, icon=":material/timer:")
-if start_col.button("Start training", type="primary", key="start", icon=":material/play_arrow:"):
+            estimates[plan_key] = str(exc)
+said = estimates.get(plan_key)
+if isinstance(said, Estimate):
+    estimate_col.info(_estimate_text(said, plan.case), icon=":material/timer:")
+elif said is not None:
+    estimate_col.warning(f"Could not estimate: {inert.markdown(said)}")
+if start_col.button("Start training", type="primary", key="train.start", icon=":material/play_arrow:"):
     try:
         new_run = jobs.submit(
             plan.to_dict(),

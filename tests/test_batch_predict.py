@@ -21,7 +21,9 @@ from core.cli import main
 from core.data import IngestError
 from core.data.samples import sample_path
 from core.jobs import Run, targets
+from core.jobs.evaluation import SCORING, evaluation_result, submit_evaluation
 from core.jobs.run import RunState
+from core.training.events import read_events
 
 APP = str(Path(__file__).resolve().parents[1] / "app_shell.py")
 
@@ -128,3 +130,20 @@ def test_a_batch_is_classified_by_a_job_and_the_page_only_reads_its_results(
     assert not at.exception
     [table] = at.dataframe  # the only one: the job's rows
     assert len(table.value) == 7 and at.get("download_button")
+
+
+def test_a_run_is_scored_on_a_labelled_zip_by_a_job_with_progress(trained: str) -> None:
+    digest = targets.accept_upload(sample_path("faces").read_bytes(), "faces.zip")
+    validated = wait_for(lambda: targets.upload_state(digest).dataset, timeout_s=120)
+    job_id = submit_evaluation(trained, validated, "faces.zip")
+    assert settled(job_id)["state"] == "done"
+    scores = evaluation_result(job_id)
+    assert scores["images"] == 200 and sum(map(sum, scores["confusion_matrix"])) == 200
+    progress = [e for e in read_events(Run.open(job_id).directory) if e.type == "progress"]
+    assert progress[-1].phase == SCORING and progress[-1].done == progress[-1].total == 200
+
+    unknown = targets.accept_upload(sample_path("textures").read_bytes(), "textures.zip")
+    other = wait_for(lambda: targets.upload_state(unknown).dataset, timeout_s=120)
+    refused = settled(submit_evaluation(trained, other, "textures.zip"))
+    assert "does not know the classes 'brick'" in refused["message"]
+    assert evaluation_result(refused["run_id"]) is None

@@ -50,10 +50,10 @@ def test_damaged_runs_are_listed_as_such_and_every_page_works(damaged: str) -> N
         assert not at.exception, f"{page}: {at.exception}"
     at.switch_page("pages/results.py").run()
     assert "Best val accuracy" in [m.label for m in at.metric]  # the sound run keeps working
-    at.selectbox(key="detail").select("cut-metrics").run()
+    at.selectbox(key="results.detail").select("cut-metrics").run()
     assert not at.exception and "This run has no results (damaged)." in at.info[0].value
     at.switch_page("pages/predict.py").run()
-    model = at.selectbox(key="model")
+    model = at.selectbox(key="predict.model")
     assert model.value == damaged and len(model.options) == 1  # only the sound run has a model to use
 
     at.switch_page("pages/admin.py").run()
@@ -61,9 +61,9 @@ def test_damaged_runs_are_listed_as_such_and_every_page_works(damaged: str) -> N
     listed = dict(zip(finished["Run"], finished["State"], strict=True))
     assert {run_id: listed[run_id] for run_id in DAMAGES} == dict.fromkeys(DAMAGES, "damaged")
     assert "run.json: owner is a list, expected str" in " ".join(finished["Damage"])
-    at.selectbox(key="admin_run").select("list-owner").run()
-    at.button(key="admin_delete").click().run()
-    at.button(key="admin_delete_yes").click().run()
+    at.selectbox(key="admin.run").select("list-owner").run()
+    at.button(key="admin.delete").click().run()
+    at.button(key="admin.delete_yes").click().run()
     assert not (storage.runs_dir() / "list-owner").exists()
 
 

@@ -174,9 +174,9 @@ def test_an_upload_to_a_full_disk_is_one_line_on_the_page_and_leaves_nothing(sma
     filler = fill(small_disk)
     at = open_page("pages/train.py")  # the default sample cannot be cached either: said, not raised
     assert shown(at.error[0].value).startswith("This data cannot be used: the disk is full: could not write")
-    at.segmented_control(key="source").set_value("upload").run()
+    at.segmented_control(key="train.data_source").set_value("upload").run()
     zipped = make_zip(classes({"cats": 4, "dogs": 4}))
-    at.file_uploader(key="upload").set_value(("pets.zip", zipped, "application/zip")).run()
+    at.file_uploader(key="train.upload").set_value(("pets.zip", zipped, "application/zip")).run()
 
     assert not at.exception
     [error] = at.error

@@ -255,7 +255,7 @@ def test_the_train_page_says_why_a_run_over_the_limit_was_not_started(
         at = AppTest.from_file(APP, default_timeout=180)
         at.run()
         at.switch_page("pages/train.py").run()
-        at.button(key="start").click().run()
+        at.button(key="train.start").click().run()
 
         said = "you have 1 job queued or running, and the limit here is 1 per person: cancel one, or wait for one to finish"
         assert [e.value for e in at.error] == [f"Not started: {said}."]
@@ -271,7 +271,7 @@ def test_the_plan_form_offers_no_more_epochs_than_the_instance_allows(
     at = AppTest.from_file(APP, default_timeout=180)
     at.run()
     at.switch_page("pages/train.py").run()
-    epochs = at.number_input(key="plan_epochs")
+    epochs = at.number_input(key="train.plan_epochs")
     assert epochs.max == 7 and epochs.value == 7  # the sample's case 1 would start at 10
 
 

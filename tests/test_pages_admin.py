@@ -79,24 +79,24 @@ def test_an_admin_sees_disk_queue_and_workers_and_pins_deletes_and_cancels(team:
     finished = {row["Run"]: row for row in table(at, "Kept")}
     assert finished["alice-old"]["Kept"].startswith("Kept until ")
 
-    at.selectbox(key="admin_run").select("alice-old").run()
-    at.button(key="admin_pin").click().run()
+    at.selectbox(key="admin.run").select("alice-old").run()
+    at.button(key="admin.pin").click().run()
     assert retention.is_pinned(Run.open("alice-old"))
     assert {row["Run"]: row["Kept"] for row in table(at, "Kept")}["alice-old"].startswith("Pinned")
-    at.button(key="admin_unpin").click().run()
+    at.button(key="admin.unpin").click().run()
     assert not retention.is_pinned(Run.open("alice-old"))
 
-    at.selectbox(key="admin_run").select("bob-done").run()
-    at.button(key="admin_delete").click().run()
+    at.selectbox(key="admin.run").select("bob-done").run()
+    at.button(key="admin.delete").click().run()
     assert (storage.runs_dir() / "bob-done").exists()  # it asks first
-    at.button(key="admin_delete_yes").click().run()
+    at.button(key="admin.delete_yes").click().run()
     assert not (storage.runs_dir() / "bob-done").exists()
     assert at.success[0].value.startswith("Deleted bob-done")
-    assert "bob-done" not in at.selectbox(key="admin_run").options
+    assert "bob-done" not in at.selectbox(key="admin.run").options
 
-    at.selectbox(key="admin_run").select(running).run()
-    assert {"admin_delete", "admin_pin"}.isdisjoint(button.key for button in at.button)  # cancel only
-    at.button(key="admin_cancel").click().run()
+    at.selectbox(key="admin.run").select(running).run()
+    assert {"admin.delete", "admin.pin"}.isdisjoint(button.key for button in at.button)  # cancel only
+    at.button(key="admin.cancel").click().run()
     wait_for_state(running, "cancelled")
     wait_until(lambda: not queue.worker_alive(storage.runs_dir() / running), "the worker's exit")
 

@@ -37,9 +37,9 @@ def test_measuring_starts_a_job_shows_its_progress_then_the_numbers_and_carries_
     lab_home: Path,
 ) -> None:
     at = open_advisor()
-    at.segmented_control(key="advisor_mode").set_value("measure").run()
-    at.slider(key="analysis_sample").set_value(20)
-    at.multiselect(key="analysis_backbones").set_value(["efficientnet_lite0"])
+    at.segmented_control(key="advisor.mode").set_value("measure").run()
+    at.slider(key="advisor.analysis_sample").set_value(20)
+    at.multiselect(key="advisor.analysis_backbones").set_value(["efficientnet_lite0"])
     next(b for b in at.button if b.label == "Analyse my data").click().run()
 
     job_id = (
@@ -59,13 +59,15 @@ def test_measuring_starts_a_job_shows_its_progress_then_the_numbers_and_carries_
     assert metrics["Backbone"] == "efficientnet_lite0" and metrics["Cut (case 2)"].startswith("stage ")
     assert len(at.get("plotly_chart")) == 4  # the matrix, the shift by depth, the ranking, the cut curve
 
-    at.button(key="use_measured_plan").click().run()
+    at.button(key="advisor.use_measured_plan").click().run()
     assert not at.exception, at.exception
-    assert at.radio(key="plan_case").value == 2  # 200 images, measured different: case 2
+    assert at.radio(key="train.plan_case").value == 2  # 200 images, measured different: case 2
     reason = next(m.value for m in at.markdown if "because" in m.value)
     assert "your images measure as different from ImageNet (similarity 0." in reason
-    assert at.selectbox(key="plan_cut_efficientnet_lite0").value == targets.analysis_result(job_id)["cut"]
-    assert at.selectbox(key="plan_backbone").value == "efficientnet_lite0"
+    assert (
+        at.selectbox(key="train.plan_cut_efficientnet_lite0").value == targets.analysis_result(job_id)["cut"]
+    )
+    assert at.selectbox(key="train.plan_backbone").value == "efficientnet_lite0"
 
 
 def test_an_analysis_that_failed_says_why_in_one_line(lab_home: Path) -> None:
@@ -74,7 +76,7 @@ def test_an_analysis_that_failed_says_why_in_one_line(lab_home: Path) -> None:
 
     at = open_advisor(analysis=job_id)
 
-    assert at.segmented_control(key="advisor_mode").value == "measure"
+    assert at.segmented_control(key="advisor.mode").value == "measure"
     [error] = at.error
     assert error.value.startswith("The analysis did not finish:") and "resnet152" in error.value
     assert "Traceback" not in error.value

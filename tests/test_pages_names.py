@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from helpers_pages import take_the_advisors_plan
 from test_pages_training import open_page
 
 from core import inert
@@ -33,7 +34,7 @@ def test_runs_are_named_by_data_case_backbone_and_accuracy(two_runs: tuple[str, 
     at = open_page("pages/results.py")
     table = at.dataframe[0].value
     assert set(table["data"]) == {"faces.zip", "holiday photos.zip"}
-    detail = at.selectbox(key="detail")
+    detail = at.selectbox(key="results.detail")
     label = detail.format_func(older)
     assert label.startswith("holiday photos.zip · case 1 · efficientnet_lite0 · ") and "%" in label
     assert older not in label
@@ -42,14 +43,14 @@ def test_runs_are_named_by_data_case_backbone_and_accuracy(two_runs: tuple[str, 
 def test_predict_opens_on_the_run_the_user_was_looking_at(two_runs: tuple[str, str]) -> None:
     older, _ = two_runs
     at = open_page("pages/results.py")
-    at.selectbox(key="detail").set_value(older).run()
-    at.button(key="try_model").click().run()
+    at.selectbox(key="results.detail").set_value(older).run()
+    at.button(key="results.try_model").click().run()
     assert at.title[0].value == "Predict"
-    assert at.selectbox(key="model").value == older
+    assert at.selectbox(key="predict.model").value == older
     assert "holiday photos" in at.info[0].value
     at.switch_page("pages/advisor.py").run()
     at.switch_page("pages/predict.py").run()  # the sidebar link: still the run in view
-    assert at.selectbox(key="model").value == older
+    assert at.selectbox(key="predict.model").value == older
 
 
 def test_a_done_card_shows_the_final_accuracy_time_and_a_failure(
@@ -76,14 +77,8 @@ def test_a_done_card_shows_the_final_accuracy_time_and_a_failure(
 
 
 def test_the_case_two_cut_is_chosen_among_stages_in_words_with_the_network_drawn() -> None:
-    from streamlit.testing.v1 import AppTest
-    from test_pages_training import APP, TIMEOUT
-
-    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
-    at.session_state["draft_plan"] = {"case": 2}
-    at.run()
-    at.switch_page("pages/train.py").run()
-    cut = at.selectbox(key="plan_cut_efficientnet_lite0")
+    at = take_the_advisors_plan("different")  # faces, told different: case 2
+    cut = at.selectbox(key="train.plan_cut_efficientnet_lite0")
     assert cut.value == "_blocks.10"
     assert cut.format_func("_blocks.10") == "stage 5 of 7 · 112 channels · 14×14 · keeps 21% of the network"
     charts = [c for c in at.get("plotly_chart") if c.proto.id and "cut_diagram" in c.proto.id]

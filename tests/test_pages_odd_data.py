@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers_pages import after_validation
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 from test_pages_training import APP, TIMEOUT, open_page
@@ -28,13 +29,13 @@ def test_a_data_set_of_16_bit_images_previews_and_can_be_trained(
     deep_folder(tmp_path / "data")
     monkeypatch.setenv("TRANSFER_LAB_DATA_ROOT", str(tmp_path / "data"))
     at = open_page("pages/train.py")
-    at.segmented_control(key="source").set_value("folder").run()
-    at.text_input(key="folder").input("deep").run()
+    at.segmented_control(key="train.data_source").set_value("folder").run()
+    after_validation(at.text_input(key="train.data_folder").input("deep").run())
     assert not at.exception, at.exception
     grid = [child.proto for child in at.expander[0].children.values() if child.type == "image"]
     previews = [image for images in grid for image in images.imgs]
     assert len(previews) == 10  # every image of both classes (up to 6 a class), as 8-bit pictures
-    assert "start" in [button.key for button in at.button]
+    assert "train.start" in [button.key for button in at.button]
 
 
 @pytest.mark.parametrize("where", ["above", "inside"])

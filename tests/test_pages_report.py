@@ -13,7 +13,7 @@ def image_captions(at: AppTest) -> list[str]:
 
 def test_the_report_folds_away_and_its_grid_shows_every_digit() -> None:
     at = open_page("pages/train.py")
-    at.selectbox(key="sample").set_value("digits").run()
+    at.selectbox(key="train.data_sample").set_value("digits").run()
     assert at.expander[0].label == "Images per class, and a few of each"
     assert not at.expander[0].proto.expanded  # folded: Start is a short scroll away
     assert image_captions(at) == [str(d) for d in range(10)]  # more than 8 classes: one of each

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from helpers_pages import after_validation, take_the_advisors_plan
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
@@ -43,17 +44,14 @@ def test_train_page_shows_the_sample_report_and_a_prefilled_plan() -> None:
     at = open_page("pages/train.py")
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Classes"] == "2" and metrics["Training images"] == "160"
-    assert at.radio(key="plan_case").value == 1  # faces are small and similar: case 1
-    assert at.selectbox(key="plan_backbone").value == "efficientnet_lite0"
+    assert at.radio(key="train.plan_case").value == 1  # faces are small and similar: case 1
+    assert at.selectbox(key="train.plan_backbone").value == "efficientnet_lite0"
 
 
 def test_plan_from_the_advisor_is_prefilled() -> None:
-    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
-    at.session_state["draft_plan"] = {"case": 2}
-    at.run()
-    at.switch_page("pages/train.py").run()
-    assert at.radio(key="plan_case").value == 2
-    assert at.selectbox(key="plan_cut_efficientnet_lite0").value  # case 2 offers its stages
+    at = take_the_advisors_plan("different")
+    assert at.radio(key="train.plan_case").value == 2
+    assert at.selectbox(key="train.plan_cut_efficientnet_lite0").value  # case 2 offers its stages
 
 
 def test_a_refused_folder_is_a_message_not_a_traceback(
@@ -65,8 +63,8 @@ def test_a_refused_folder_is_a_message_not_a_traceback(
         Image.new("RGB", (8, 8), (i, 0, 0)).save(only / f"{i}.png")
     monkeypatch.setenv("TRANSFER_LAB_DATA_ROOT", str(tmp_path / "data"))
     at = open_page("pages/train.py")
-    at.segmented_control(key="source").set_value("folder").run()
-    at.text_input(key="folder").input("one_class").run()
+    at.segmented_control(key="train.data_source").set_value("folder").run()
+    after_validation(at.text_input(key="train.data_folder").input("one_class").run())
     assert not at.exception
     assert "cannot be used" in at.error[0].value and "class" in at.error[0].value
 
@@ -75,8 +73,8 @@ def test_a_folder_outside_the_data_root_is_refused(tmp_path: Path, monkeypatch: 
     (tmp_path / "data").mkdir()
     monkeypatch.setenv("TRANSFER_LAB_DATA_ROOT", str(tmp_path / "data"))
     at = open_page("pages/train.py")
-    at.segmented_control(key="source").set_value("folder").run()
-    at.text_input(key="folder").input("../../etc").run()
+    at.segmented_control(key="train.data_source").set_value("folder").run()
+    at.text_input(key="train.data_folder").input("../../etc").run()
     assert "outside" in at.error[0].value
 
 
@@ -122,15 +120,15 @@ def test_results_without_runs_points_to_train() -> None:
 
 def test_predict_without_runs_and_with_one(trained: str) -> None:
     at = open_page("pages/predict.py")
-    assert at.selectbox(key="model").value == trained
+    assert at.selectbox(key="predict.model").value == trained
     notice = at.info[0].value
     assert "trained on **faces\\.zip**" in notice and "knows 2 classes: face, not\\_face" in notice
 
 
 def test_estimate_button_times_real_batches(monkeypatch: pytest.MonkeyPatch) -> None:
     at = open_page("pages/train.py")
-    at.number_input(key="plan_image_size_efficientnet_lite0").set_value(64).run()
-    at.button(key="estimate").click().run()
+    at.number_input(key="train.plan_image_size_efficientnet_lite0").set_value(64).run()
+    at.button(key="train.estimate").click().run()
     assert not at.exception
     assert (
         "to prepare" in at.info[0].value
@@ -139,9 +137,9 @@ def test_estimate_button_times_real_batches(monkeypatch: pytest.MonkeyPatch) -> 
     )
     said = at.info[0].value
     assert " 0 s " not in said and "each epoch refines the new layer in" in said  # case 1
-    at.number_input(key="plan_epochs").set_value(9).run()  # another plan: its own estimate, later
+    at.number_input(key="train.plan_epochs").set_value(9).run()  # another plan: its own estimate, later
     assert not any("in all on" in i.value for i in at.info)
-    at.number_input(key="plan_epochs").set_value(10).run()
+    at.number_input(key="train.plan_epochs").set_value(10).run()
     assert at.info[0].value == said  # the estimate stays on screen for its plan
 
 
@@ -154,7 +152,7 @@ def test_case_four_that_failed_offers_a_from_scratch_rerun(trained: str, lab_hom
     at = open_page("pages/results.py")
     assert at.error[0].value.startswith("This run did not work: best validation accuracy 50.0%")
     assert "training from scratch (weights 'none')" in at.error[0].value
-    at.button(key="rerun_scratch").click().run()
+    at.button(key="results.rerun_scratch").click().run()
     rerun = next(r for r in jobs.list_runs() if r["run_id"] != trained)
     try:
         plan = json.loads((lab_home / "runs" / rerun["run_id"] / "plan.json").read_text())
@@ -171,7 +169,7 @@ def test_a_running_run_shows_progress_and_cancels() -> None:
         at = open_page("pages/train.py", run=run)
         assert any("**running**" in m.value for m in at.markdown)
         assert "Epoch 1" in at.get("progress")[0].proto.text
-        at.button(key="cancel").click().run()
+        at.button(key="train.cancel").click().run()
         wait_until(lambda: _final(run))
         assert jobs.status(run)["state"] == "cancelled"
     finally:
@@ -186,13 +184,13 @@ def test_cancelling_a_run_that_has_trained_a_while_asks_first(monkeypatch: pytes
     try:
         wait_until(lambda: any(e.type == "batch" for e in read_events(runs_dir() / run)))
         at = open_page("pages/train.py", run=run)
-        at.button(key="cancel").click().run()
+        at.button(key="train.cancel").click().run()
         assert jobs.status(run)["state"] == "running"
         assert "Cancel this run? It has trained for" in at.warning[0].value
-        at.button(key="confirm_cancel_no").click().run()
+        at.button(key="train.confirm_cancel_no").click().run()
         assert jobs.status(run)["state"] == "running" and not at.warning
-        at.button(key="cancel").click().run()
-        at.button(key="confirm_cancel_yes").click().run()
+        at.button(key="train.cancel").click().run()
+        at.button(key="train.confirm_cancel_yes").click().run()
         wait_until(lambda: _final(run))
         assert jobs.status(run)["state"] == "cancelled"
     finally:
@@ -226,24 +224,24 @@ def _final(run: str) -> bool:
 
 def test_the_plan_survives_a_visit_to_another_page() -> None:
     at = open_page("pages/train.py")
-    at.number_input(key="plan_epochs").set_value(7).run()
+    at.number_input(key="train.plan_epochs").set_value(7).run()
     at.switch_page("pages/advisor.py").run()
     at.switch_page("pages/train.py").run()
-    assert at.number_input(key="plan_epochs").value == 7
+    assert at.number_input(key="train.plan_epochs").value == 7
 
 
 def test_use_this_plan_overrides_a_case_chosen_earlier() -> None:
     at = open_page("pages/train.py")
-    assert at.radio(key="plan_case").value == 1
+    assert at.radio(key="train.plan_case").value == 1
     at.switch_page("pages/advisor.py").run()
-    at.radio(key="similarity").set_value("different").run()
-    at.button(key="use_plan").click().run()
-    assert at.radio(key="plan_case").value == 2
+    at.radio(key="advisor.similarity").set_value("different").run()
+    at.button(key="advisor.use_plan").click().run()
+    assert at.radio(key="train.plan_case").value == 2
 
 
 def test_the_report_shows_the_split_that_will_train() -> None:
     at = open_page("pages/train.py")
-    at.slider(key="plan_val").set_value(0.5).run()
+    at.slider(key="train.plan_val").set_value(0.5).run()
     metrics = {m.label: m.value for m in at.metric}
     assert (metrics["Training images"], metrics["Validation images"]) == ("100", "100")
 
@@ -256,8 +254,8 @@ def test_names_inside_an_upload_are_shown_literally(tmp_path: Path, monkeypatch:
             Image.new("RGB", (8, 8), (i * 40, 0, 0)).save(folder / f"{i}.png")
     monkeypatch.setenv("TRANSFER_LAB_DATA_ROOT", str(tmp_path / "data"))
     at = open_page("pages/train.py")
-    at.segmented_control(key="source").set_value("folder").run()
-    at.text_input(key="folder").input("set").run()
+    at.segmented_control(key="train.data_source").set_value("folder").run()
+    after_validation(at.text_input(key="train.data_folder").input("set").run())
     labels = [m.value for m in at.markdown if "click" in m.value]
     assert labels and all(r"\[click\]\(http\:" in value for value in labels)
 
@@ -267,14 +265,14 @@ def test_a_sample_first_ingested_under_its_file_name_still_gets_its_advice() -> 
 
     ingest(sample_path("faces"))  # as a worker or the CLI would: the report names "faces.zip"
     at = open_page("pages/train.py")
-    assert at.radio(key="plan_case").value == 1  # faces resemble ImageNet and are few: case 1
+    assert at.radio(key="train.plan_case").value == 1  # faces resemble ImageNet and are few: case 1
 
 
 def test_another_data_set_brings_its_own_advice() -> None:
     at = open_page("pages/train.py")
-    assert at.radio(key="plan_case").value == 1  # faces: small, similar to ImageNet
-    at.selectbox(key="sample").set_value("digits").run()
-    assert at.radio(key="plan_case").value == 2  # digits: small, different from ImageNet
+    assert at.radio(key="train.plan_case").value == 1  # faces: small, similar to ImageNet
+    at.selectbox(key="train.data_sample").set_value("digits").run()
+    assert at.radio(key="train.plan_case").value == 2  # digits: small, different from ImageNet
 
 
 @pytest.mark.parametrize(
@@ -296,7 +294,7 @@ def test_an_upload_link_finds_its_validated_data_after_a_reload(lab_home: Path) 
     digest = targets.accept_upload(make_zip(classes({"cats": 5, "dogs": 5})), "pets.zip")
     wait_until(lambda: targets.upload_state(digest).dataset is not None)
     at = open_page("pages/train.py", upload=digest)  # a new session: the uploader is empty
-    assert at.segmented_control(key="source").value == "upload"
+    assert at.segmented_control(key="train.data_source").value == "upload"
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Classes"] == "2" and "Using your earlier upload" in at.caption[0].value
 

@@ -66,7 +66,9 @@ def test_an_old_run_opens_on_results(stored: str) -> None:
     at = open_page("pages/results.py", run=stored)
     assert at.metric[0].value == "50.0%"
     assert at.error[0].value.startswith("This run did not work")  # judged by today's rule
-    assert "training from scratch (weights 'none')" in at.error[0].value and at.button(key="rerun_scratch")
+    assert "training from scratch (weights 'none')" in at.error[0].value and at.button(
+        key="results.rerun_scratch"
+    )
     assert at.get("download_button")
 
 
@@ -75,7 +77,7 @@ def test_an_old_run_predicts(stored: str, lab_home: Path) -> None:
     [prediction] = predictor.predict([_a_face()], top_k=2)
     assert {label for label, _ in prediction.top} == {"face", "not_face"}
     at = open_page("pages/predict.py", run=stored)
-    assert at.selectbox(key="model").value == stored
+    assert at.selectbox(key="predict.model").value == stored
 
 
 def _a_face() -> bytes:

@@ -16,13 +16,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from core.artifacts.card import LABELS_FILE, PREPROCESS_FILE
 from core.errors import TransferLabError
 from core.models.preprocess import Preprocess
 from core.storage import read_json, staged_folder, write_bytes_atomic, write_json
 
 PROGRAM_FILE = "model.pt2"
-LABELS_FILE = "labels.json"
-PREPROCESS_FILE = "preprocess.json"
 ONNX_FILE = "model.onnx"
 MAX_BATCH = 4096
 ONNX_PACKAGES = ("onnx", "onnxscript")

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from core.data.cache import ImageCache
     from core.data.images import decode_image
-    from core.data.ingestion import Dataset, Sample, ingest
+    from core.data.ingestion import Dataset, Sample, ingest, stored_dataset, stored_images
     from core.data.limits import IngestError
     from core.data.report import DatasetReport
     from core.limits import Limits
@@ -34,6 +34,8 @@ _HOMES = {
     "Sample": "core.data.ingestion",
     "decode_image": "core.data.images",
     "ingest": "core.data.ingestion",
+    "stored_dataset": "core.data.ingestion",
+    "stored_images": "core.data.ingestion",
 }
 __all__ = [
     "Dataset",
@@ -44,6 +46,8 @@ __all__ = [
     "Sample",
     "decode_image",
     "ingest",
+    "stored_dataset",
+    "stored_images",
 ]
 
 

@@ -106,6 +106,45 @@ def ingest(
         raise IngestError(f"could not read or store the data: {exc.strerror or exc}") from None
 
 
+def stored_dataset(source: str | Path, *, val_fraction: float = 0.2, seed: int = 0) -> Dataset | None:
+    """``source`` as ``ingest`` gives it, if it was validated before (and has not changed since),
+    else ``None``. It reads the stored manifest and never decodes an image: the web server calls
+    this, and leaves validating to a job."""
+    found = _validated(Path(source))
+    return None if found is None else _dataset(*found, val_fraction, seed)
+
+
+def stored_images(source: str | Path) -> dict[str, Path]:
+    """Where each image of an already validated ``source`` lives, by the name people see; empty
+    when it was never validated (or has changed since). Never decodes an image."""
+    found = _validated(Path(source))
+    if found is None:
+        return {}
+    root, _, manifest = found
+    return {record.name: root / record.path for record in manifest.images}
+
+
+def _validated(path: Path) -> tuple[Path, Path, Manifest] | None:
+    """The root, work folder and manifest of a source validated before, found by content (a
+    zip's hash, a folder's listing), or ``None``."""
+    try:
+        if (manifest := _stored_upload(path)) is not None:
+            return path.resolve(), path.resolve(), manifest
+        if path.is_file():
+            with open(path, "rb") as fp:
+                work = storage.datasets_dir() / _file_sha256(fp)
+            root = work
+        elif path.is_dir():
+            root = path.resolve()
+            work = storage.datasets_dir() / _scan(root, Limits())[3]
+        else:
+            return None
+        manifest = Manifest.load(work)
+    except (OSError, IngestError):
+        return None
+    return None if manifest is None else (root, work, manifest)
+
+
 def _stored_upload(path: Path) -> Manifest | None:
     """The manifest of an upload already unpacked to ``datasets/<sha256>/``, so that a plan can
     name the upload by that folder (a worker has no copy of the uploaded bytes)."""
@@ -375,8 +414,8 @@ def _check_classes(manifest: Manifest) -> None:
 
 def _dataset(root: Path, work: Path, manifest: Manifest, val_fraction: float, seed: int) -> Dataset:
     classes = sorted({r.label for r in manifest.images})
-    splits, how = _assign(manifest.images, val_fraction, seed)
-    report = build_report(manifest, splits, classes, how)
+    splits, how, held_out = _assign(manifest.images, val_fraction, seed)
+    report = build_report(manifest, splits, classes, how, held_out_val=held_out)
     write_text_atomic(work / REPORT_FILENAME, report.to_json())
     index = {label: i for i, label in enumerate(classes)}
 
@@ -396,16 +435,23 @@ def _dataset(root: Path, work: Path, manifest: Manifest, val_fraction: float, se
     )
 
 
-def _assign(records: list[Record], val_fraction: float, seed: int) -> tuple[dict[str, list[Record]], str]:
-    """Train/val/test lists: the upload's own folders where it has a val/, else a stratified split."""
+def _assign(
+    records: list[Record], val_fraction: float, seed: int
+) -> tuple[dict[str, list[Record]], str, bool]:
+    """Train/val/test lists: the upload's own folders where it has a val/, else a stratified split;
+    how, in words; and whether we held the validation images out."""
     test = [r for r in records if r.split == "test"]
     pool = [r for r in records if r.split in (None, "train")]
     given_val = [r for r in records if r.split == "val"]
     if given_val:
-        return {"train": pool, "val": given_val, "test": test}, "the upload's own train/ and val/ folders"
+        return (
+            {"train": pool, "val": given_val, "test": test},
+            "the upload's own train/ and val/ folders",
+            False,
+        )
     train, val = _stratified(pool, val_fraction, seed)
     how = f"stratified: {val_fraction:.0%} of each class held out for validation (seed {seed})"
-    return {"train": train, "val": val, "test": test}, how
+    return {"train": train, "val": val, "test": test}, how, True
 
 
 def _stratified(records: list[Record], fraction: float, seed: int) -> tuple[list[Record], list[Record]]:

@@ -29,7 +29,8 @@ class DatasetReport:
     source: dict[str, str]  # kind ("zip" | "folder"), name, sha256
     layout: str  # "class folders" | "splits"
     wrapper: str  # folders stripped from the front of every path
-    split: str  # how train and val were made
+    split: str  # how train and val were made, in words
+    held_out_val: bool  # we held out the validation images (the data brought no val/ folder)
     classes: list[str]
     counts: dict[str, dict[str, int]]  # split -> class -> images
     num_images: int
@@ -49,9 +50,10 @@ class DatasetReport:
 
 
 def build_report(
-    manifest: Manifest, splits: dict[str, list[Record]], classes: list[str], how: str
+    manifest: Manifest, splits: dict[str, list[Record]], classes: list[str], how: str, held_out_val: bool
 ) -> DatasetReport:
-    """The report for ``manifest`` once its images are assigned to ``splits``."""
+    """The report for ``manifest`` once its images are assigned to ``splits`` (``how``, in words;
+    ``held_out_val``: by holding out validation images ourselves)."""
     counts = {
         split: {label: 0 for label in classes} | dict(Counter(r.label for r in records))
         for split, records in splits.items()
@@ -66,6 +68,7 @@ def build_report(
         layout=manifest.layout,
         wrapper=manifest.wrapper,
         split=how,
+        held_out_val=held_out_val,
         classes=list(classes),
         counts=counts,
         num_images=len(records),

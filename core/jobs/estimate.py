@@ -12,16 +12,14 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from core import access, jobs
 from core.jobs.run import Run, RunState
 from core.limits import Limits
 from core.storage import read_json, write_json
+from core.training.estimated import Estimate
 from core.training.events import Emit
-
-if TYPE_CHECKING:
-    from core.training.estimate import Estimate
 
 ESTIMATE_KIND = "estimate"
 ESTIMATE_TARGET = "core.jobs.estimate:time_plan"
@@ -38,8 +36,6 @@ def estimate(
     """The plan's estimate, timed by a job of ``owner``'s where its runs would train (admitted
     within ``limits`` as every job is: ``LimitExceeded``); raises ``RuntimeError`` with a
     one-line message when it cannot be had."""
-    from core.training.estimate import Estimate
-
     run_id = jobs.submit(
         plan, target=ESTIMATE_TARGET, kind=ESTIMATE_KIND, queued=False, time_limit_s=timeout_s,
         owner=owner, limits=limits,

@@ -237,16 +237,18 @@ def default_backbone() -> Backbone:
 
 
 def history() -> list[dict[str, Any]]:
-    """The competition results beside torchvision's own checkpoints of the same architectures."""
+    """The competition results beside torchvision's own checkpoints of the same architectures;
+    ``checkpoint`` tells the two apart, ``source`` says it in words."""
     rows = []
     for result in COMPETITION_RESULTS:
-        rows.append({**result, "source": "ILSVRC competition result"})
+        rows.append({**result, "checkpoint": False, "source": "ILSVRC competition result"})
         if result["backbone"]:
             top5 = resolve(result["backbone"]).top5
             rows.append(
                 {
                     **result,
                     "top5_error": round(100.0 - top5, 2),
+                    "checkpoint": True,
                     "source": f"torchvision checkpoint ({result['backbone']})",
                 }
             )

@@ -11,9 +11,7 @@ import math
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any
 
 import torch
 
@@ -24,39 +22,11 @@ from core.training import head, setup
 from core.training.batch_size import DEFAULT_BATCH_SIZE, choose_batch_size
 from core.training.batches import ImageSource
 from core.training.device import Accelerator, accelerator
+from core.training.estimated import Estimate
 from core.training.loop import Optimisation
 from core.training.plan import AUTO, Plan
 from core.training.setup import Setup
 from core.training.stages import stage_groups
-
-
-@dataclass(frozen=True)
-class Estimate:
-    prepare_s: float  # before the first epoch: the set-up, decoding, and (cases 1, 2) the feature
-    # pass and the cross-validation that chooses the new layer's penalty
-    epoch_s: float  # each epoch after that
-    export_s: float  # writing the model at the end
-    epochs: int
-    train_images: int
-    val_images: int
-    device: str
-    precision: str
-
-    @property
-    def first_epoch_s(self) -> float:
-        return self.prepare_s + self.epoch_s
-
-    @property
-    def total_s(self) -> float:
-        return self.prepare_s + self.epoch_s * self.epochs + self.export_s
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self) | {"first_epoch_s": self.first_epoch_s, "total_s": self.total_s}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Estimate:
-        """Read back what ``to_dict`` wrote (the derived totals are computed again)."""
-        return cls(**{f.name: data[f.name] for f in fields(cls)})
 
 
 def estimate(plan: Plan, batches: int = 2) -> Estimate:

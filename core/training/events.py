@@ -206,6 +206,19 @@ class PhaseMeter:
         return report
 
 
+def phase_progress(emit: Emit, phase: str) -> Callable[[int, int], None]:
+    """A ``progress(done, total)`` callback for a one-part ``phase`` whose size the work learns
+    only once it has started (a data set's images, once its layout is read)."""
+    meters: list[Callable[[int, int], None]] = []
+
+    def progress(done: int, total: int) -> None:
+        if not meters:
+            meters.append(PhaseMeter(emit, phase, total).part())
+        meters[0](done, total)
+
+    return progress
+
+
 class EventLog:
     """Appends events to ``events.jsonl``, one complete line per ``write`` call.
 

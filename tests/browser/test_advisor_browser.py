@@ -11,7 +11,7 @@ pytestmark = pytest.mark.browser
 
 
 def card(page):
-    return page.locator(".st-key-advice_card h3")
+    return page.locator(".st-key-advisor-advice_card h3")
 
 
 def test_advisor_follows_size_and_similarity(page, app_url: str, screenshot_dir: Path | None) -> None:
@@ -23,10 +23,14 @@ def test_advisor_follows_size_and_similarity(page, app_url: str, screenshot_dir:
     assert icons and all(href.startswith((app_url, "data:")) for href in icons), icons
 
     page.get_by_role("slider", name="Images in your data set").press("End")
-    page.wait_for_function("document.querySelector('.st-key-advice_card h3').innerText.startsWith('Case 3')")
+    page.wait_for_function(
+        "document.querySelector('.st-key-advisor-advice_card h3').innerText.startsWith('Case 3')"
+    )
 
     page.locator("[data-testid='stRadio'] label").filter(has_text="Different").click()
-    page.wait_for_function("document.querySelector('.st-key-advice_card h3').innerText.startsWith('Case 4')")
+    page.wait_for_function(
+        "document.querySelector('.st-key-advisor-advice_card h3').innerText.startsWith('Case 4')"
+    )
     assert "from scratch" in card(page).inner_text()
     if screenshot_dir:
         page.set_viewport_size({"width": 1400, "height": 1500})

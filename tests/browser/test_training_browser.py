@@ -28,7 +28,7 @@ def rezipped(source: Path, target: Path) -> Path:
 
 
 def progress_text(page) -> str:
-    return " | ".join(page.locator(".st-key-run_status [data-testid='stProgress']").all_inner_texts())
+    return " | ".join(page.locator(".st-key-train-run_status [data-testid='stProgress']").all_inner_texts())
 
 
 def test_upload_train_watch_inspect_download_predict(
@@ -45,11 +45,14 @@ def test_upload_train_watch_inspect_download_predict(
     page.get_by_text("Training images").wait_for()  # once a job of its own has validated it
     settle(page)
     # An upload of unknown kind: the page says why it chose its case, and asks.
-    reason = page.locator(".st-key-case_reason").inner_text()
+    reason = page.locator(".st-key-train-case_reason").inner_text()
     assert "Case 2" in reason and "we do not know how close your images are to ImageNet" in reason
     with rerun(page):
-        page.locator(".st-key-case_reason label").filter(has_text="Similar").click()
-    assert "you said your images are similar to ImageNet" in page.locator(".st-key-case_reason").inner_text()
+        page.locator(".st-key-train-case_reason label").filter(has_text="Similar").click()
+    assert (
+        "you said your images are similar to ImageNet"
+        in page.locator(".st-key-train-case_reason").inner_text()
+    )
     size = page.get_by_role("spinbutton", name="Image size (px)")
     with rerun(page):
         size.fill("96")
@@ -63,7 +66,7 @@ def test_upload_train_watch_inspect_download_predict(
     page.get_by_role("button", name="Start training").click()
 
     # Live progress: the page redraws from the run directory while the worker trains.
-    page.locator(".st-key-run_status").wait_for()
+    page.locator(".st-key-train-run_status").wait_for()
     sidebar = page.locator("[data-testid='stSidebar']")
     sidebar.get_by_text("faces.zip · case 3 · efficientnet_lite0", exact=False).wait_for()  # named
     seen: set[str] = set()
@@ -82,11 +85,11 @@ def test_upload_train_watch_inspect_download_predict(
     assert any("of 4 epochs" in text for text in seen), seen  # the plan as the user set it
 
     settle(page)  # the live fragment's last drawing gives way to the finished page
-    card = page.locator(".st-key-run_status").inner_text()
+    card = page.locator(".st-key-train-run_status").inner_text()
     assert "faces.zip · case 3 · efficientnet_lite0" in card and "Total time" in card  # named, timed
     page.get_by_text("Open Results").click()
     page.get_by_text("Confusion matrix").wait_for()
-    page.locator(".st-key-confusion .js-plotly-plot, [data-testid='stPlotlyChart']").first.wait_for()
+    page.locator(".st-key-results-confusion .js-plotly-plot, [data-testid='stPlotlyChart']").first.wait_for()
     if screenshot_dir:
         settle(page)
         page.mouse.move(0, 0)
