@@ -1,5 +1,6 @@
 """The package tree is the design: each layer imports only the layers below it, and the parts
-the web server and the jobs layer load never pull in torch or an optional cluster library."""
+the web server and the jobs layer load never pull in torch or an optional cluster library. The
+tests stand on their own: what they share lives in ``tests/helpers_*.py`` and ``conftest.py``."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 CORE = ROOT / "core"
+TESTS = ROOT / "tests"
 # Bottom to top, as DESIGN.md's module map lists them; a module may import its own layer or lower.
 LAYERS = (
     "errors",
@@ -92,3 +94,45 @@ def test_the_torch_free_packages_import_no_torch_and_no_cluster_library() -> Non
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
     assert len(torch_free) >= 8  # the jobs layer, its worker and queue among them
+
+
+def imported_tests(source: str) -> list[str]:
+    """The test modules (``test_*``) and conftests that ``source`` imports, anywhere in it.
+
+    Importing one runs it under a second name (``tests.test_jobs`` beside ``test_jobs``), with its
+    fixtures and module state twice, and ties one module's tests to another's helpers; pytest
+    finds a conftest's fixtures by itself."""
+    names = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.ImportFrom):
+            prefix = f"{node.module}." if node.module else ""
+            names |= {node.module or ""} | {prefix + alias.name for alias in node.names}
+        elif isinstance(node, ast.Import):
+            names |= {alias.name for alias in node.names}
+    return sorted(
+        name for name in names if (last := name.split(".")[-1]).startswith("test_") or last == "conftest"
+    )
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "from tests.test_jobs import wait_for_state",
+        "from test_pages_training import open_page",
+        "import tests.browser.test_access_browser",
+        "from . import test_adapt",
+        "from conftest import start_app",
+        "def f():\n    from tests import test_retention",
+    ],
+)
+def test_an_import_of_a_test_module_is_caught(source: str) -> None:
+    assert imported_tests(source)
+
+
+def test_no_test_module_imports_another() -> None:
+    offenders = {
+        str(path.relative_to(ROOT)): imports
+        for path in sorted(TESTS.rglob("*.py"))
+        if (imports := imported_tests(path.read_text()))
+    }
+    assert not offenders, f"move what these share to tests/helpers_*.py or conftest.py: {offenders}"

@@ -8,11 +8,11 @@ import shutil
 from pathlib import Path
 
 import pytest
+from helpers_pages import APP, PASSWORD, sign_in
 from streamlit.testing.v1 import AppTest
 
 from core import access, inert, jobs, storage
 from core.jobs.run import Run
-from tests.test_access import APP, PASSWORD, sign_in
 
 # run id -> (the file damaged, what it holds instead, what the runs table says is wrong)
 DAMAGES = {

@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 from google.protobuf.json_format import MessageToDict
+from helpers_jobs import FOREVER
 from streamlit.testing.v1 import AppTest
 
 from core import jobs
@@ -26,7 +27,6 @@ from core.artifacts.batch import predict_many, to_csv
 from core.artifacts.predict import Predictor
 from core.data.samples import sample_path
 from core.jobs.run import Run
-from tests.test_jobs import FOREVER, home  # noqa: F401 - the fixture: no worker left behind
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = str(ROOT / "app_shell.py")

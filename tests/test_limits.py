@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 from fixtures.data.zips import classes, make_zip
-from helpers_jobs import wait_for
+from helpers_jobs import FOREVER, SLEEPY, wait_for
+from helpers_stored import sha, stored_dataset
 from streamlit.testing.v1 import AppTest
 
 from core import jobs, limits, storage
@@ -18,9 +19,7 @@ from core.data.samples import sample_path
 from core.jobs import estimate, race, targets, usage
 from core.jobs.run import RunState
 from core.limits import GIB, MIB, LimitExceeded, Limits
-from tests.test_retention import sha, stored_dataset
 
-FOREVER, SLEEPY = "tests.helpers_jobs:forever", "tests.helpers_jobs:sleepy"
 FACES, LITE = sample_path("faces"), "efficientnet_lite0"
 APP = str(Path(__file__).resolve().parents[1] / "app_shell.py")
 

@@ -8,7 +8,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from test_pages_training import open_page
+from helpers_pages import APP, TIMEOUT, open_page
 
 from core import inert
 from core.jobs.run import Run
@@ -77,7 +77,6 @@ def test_a_done_card_shows_the_final_accuracy_time_and_a_failure(
 
 def test_the_case_two_cut_is_chosen_among_stages_in_words_with_the_network_drawn() -> None:
     from streamlit.testing.v1 import AppTest
-    from test_pages_training import APP, TIMEOUT
 
     at = AppTest.from_file(APP, default_timeout=TIMEOUT)
     at.session_state["draft_plan"] = {"case": 2}
