@@ -176,7 +176,7 @@ def test_the_provider_s_claims_are_checked_strictly(
     browser, app_server, identity_provider: str, tmp_path: Path
 ) -> None:
     """Each of these signs in at the provider, and none of them into the app; an address the
-    provider does not say it verified (no such claim) is trusted, as README says."""
+    provider does not say it verified (no such claim) is trusted, as docs/access.md says."""
     refused = {
         "unverified": {"email": "eve@example.com", "email_verified": "false"},
         "no-local-part": {"email": "example.com", "email_verified": True},
