@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers_pages import APP, PASSWORD, sign_in
+from helpers_pages import APP, PASSWORD, TIMEOUT, sign_in
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
@@ -255,7 +255,7 @@ def test_a_command_line_run_belongs_to_its_owner(tmp_path: Path, capsys: pytest.
 
 
 def test_with_a_password_nothing_shows_without_the_sign_in_cookie(password: str) -> None:
-    at = AppTest.from_file(APP, default_timeout=120).run()
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
     assert [t.value for t in at.title] == ["Transfer Lab"]
     assert not at.sidebar.caption and not at.get("plotly_chart")
     assert "/gate/sign-in" in at.markdown[0].value
