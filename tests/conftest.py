@@ -1,4 +1,4 @@
-"""Fixtures every test shares: app storage in a temp dir, and a live app for browser tests.
+"""Fixtures every test shares: app storage in a temp dir, a home for real workers, a live app.
 
 What the suite needs from the hardware: a CPU, any (no GPU: the tests that need one are skipped
 without it), and chromium at /usr/bin/chromium for the browser tests. Results must not depend on
@@ -17,22 +17,17 @@ for a busy machine: the suite passes beside two CPU-burning processes on 2 cores
 
 from __future__ import annotations
 
-import contextlib
 import os
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
-from typing import IO
 
 import pytest
 from helpers_browser import new_tab
+from helpers_jobs import kill_workers
+from helpers_server import free_port, serve_app, stop_server, wait_healthy
 
-ROOT = Path(__file__).resolve().parents[1]
 BROWSER = os.environ.get("TRANSFER_LAB_BROWSER", "/usr/bin/chromium")
 BROWSER_ARGS = [
     "--no-sandbox",
@@ -87,6 +82,16 @@ TINY_PLAN = {
 }
 
 
+@pytest.fixture
+def home(lab_home: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """The test's home for real workers: one run at a time, no GPU (the same on every machine),
+    and no worker left behind."""
+    monkeypatch.setenv("TRANSFER_LAB_MAX_RUNS", "1")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    yield lab_home
+    kill_workers(lab_home)
+
+
 @pytest.fixture(scope="session")
 def finished_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A real (tiny) case-1 run on the faces sample, trained once for the whole session."""
@@ -113,103 +118,6 @@ def finished_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
         else:
             os.environ["TRANSFER_LAB_HOME"] = old
     return run.directory
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_healthy(
-    url: str, process: subprocess.Popen, timeout: float = 90, path: str = "/_stcore/health"
-) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"{url} exited early with code {process.returncode}")
-        try:
-            with urllib.request.urlopen(f"{url}{path}", timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.3)
-    raise TimeoutError(f"{url} did not become healthy in {timeout:.0f} s")
-
-
-def _stop(process: subprocess.Popen, log: IO[str]) -> None:
-    process.terminate()
-    try:
-        process.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        process.kill()
-    log.close()
-
-
-@dataclass
-class App:
-    """A Streamlit server process of the app, its URL and its log."""
-
-    process: subprocess.Popen
-    url: str
-    log: IO[str]
-
-
-def start_app(
-    home: Path,
-    env: dict[str, str] | None = None,
-    secrets: Callable[[str], str] | None = None,
-    port: int | None = None,
-) -> App:
-    """Start a real Streamlit server on 127.0.0.1 (on ``port``, else a free one) with its storage
-    in ``home`` and extra environment, and wait until it answers; ``secrets`` writes its
-    ``secrets.toml`` from its URL. The caller stops it (``_stop``), or kills it."""
-    port = port or _free_port()
-    url = f"http://127.0.0.1:{port}"
-    home.mkdir(parents=True, exist_ok=True)
-    args = []
-    if secrets is not None:
-        (home / "secrets.toml").write_text(secrets(url))
-        args = ["--secrets.files", str(home / "secrets.toml")]
-    log = open(home / "server.log", "a")  # noqa: SIM115 - open for the server's life, closed by _stop
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "streamlit",
-            "run",
-            str(ROOT / "streamlit_app.py"),
-            "--server.address",
-            "127.0.0.1",
-            "--server.port",
-            str(port),
-            "--server.headless",
-            "true",
-            *args,
-        ],
-        cwd=ROOT,
-        env={**os.environ, "TRANSFER_LAB_HOME": str(home), **(env or {})},
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        _wait_healthy(url, process)
-    except BaseException:
-        _stop(process, log)
-        raise
-    return App(process, url, log)
-
-
-@contextlib.contextmanager
-def serve_app(
-    home: Path, env: dict[str, str] | None = None, secrets: Callable[[str], str] | None = None
-) -> Iterator[str]:
-    """A real Streamlit server, as ``start_app`` starts it. Yields the URL, stops it afterwards."""
-    app = start_app(home, env, secrets)
-    try:
-        yield app.url
-    finally:
-        _stop(app.process, app.log)
 
 
 @pytest.fixture(scope="session")
@@ -266,7 +174,7 @@ def app_server():
 def identity_provider(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real OpenID Connect provider for tests (``oidc-provider-mock``) on 127.0.0.1: it signs
     in whoever is typed on its page, with that text as the e-mail address. Yields its issuer URL."""
-    port = _free_port()
+    port = free_port()
     log = open(tmp_path_factory.mktemp("identity_provider") / "provider.log", "w")  # noqa: SIM115
     process = subprocess.Popen(
         [sys.executable, "-m", "oidc_provider_mock", "--host", "127.0.0.1", "--port", str(port)],
@@ -275,7 +183,7 @@ def identity_provider(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        _wait_healthy(url, process, timeout=60, path="/.well-known/openid-configuration")
+        wait_healthy(url, process, timeout=60, path="/.well-known/openid-configuration")
         yield url
     finally:
-        _stop(process, log)
+        stop_server(process, log)

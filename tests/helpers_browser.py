@@ -66,6 +66,11 @@ def rerun(page, timeout_ms: float = WAIT_MS) -> Iterator[None]:
     )
 
 
+def main_text(page) -> str:
+    """What the page's main area reads, without the sidebar."""
+    return page.locator("[data-testid='stMain']").inner_text()
+
+
 def new_tab(browser, **context_options: object):
     """A page in a fresh browser context (its own cookies), that counts the app's runs and
     waits up to ``WAIT_MS`` for anything; close it with ``tab.context.close()``."""

@@ -1,23 +1,32 @@
-"""Small training targets for the tests of ``core.jobs``: the real worker process runs them.
+"""Small training targets for the tests of ``core.jobs``, and how those tests watch them.
 
-Each has the training entry point's signature, ``target(run_dir, emit)``, and reads its knobs
-from the run's ``plan.json``, as ``core.training.train.run`` does. ``wait_for`` is how the tests
-wait for what those workers do.
+The real worker process runs the targets. Each has the training entry point's signature,
+``target(run_dir, emit)``, and reads its knobs from the run's ``plan.json``, as
+``core.training.train.run`` does. ``wait_for`` and ``wait_until`` are how the tests wait for
+what those workers do; ``kill_workers`` is how none is left behind (the ``home`` fixture).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import signal
 import time
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from core import jobs, storage
+from core.jobs import queue
 from core.storage import RunFiles, write_json
-from core.training.events import BatchEnd, Emit, PhaseStarted, Progress, RunDone
+from core.training.events import BatchEnd, Emit, PhaseStarted, Progress, RunDone, read_events
+
+SLEEPY = "tests.helpers_jobs:sleepy"
+FOREVER = "tests.helpers_jobs:forever"
 
 # A real training small enough for a test: a small net from scratch, tiny images, one epoch.
 TINY_TRAINING = {
@@ -44,6 +53,32 @@ def colour_folders(data: Path) -> Path:
     return data
 
 
+# A real training on the bundled digits, small enough for two ranks to share: a frozen body's
+# features, a head fitted in two epochs.
+DIGITS_PLAN = {
+    "backbone": "efficientnet_lite0",
+    "case": 1,
+    "epochs": 2,
+    "image_size": 64,
+    "batch_size": 16,
+    "lr": 1e-2,
+    "augment": "none",
+}
+DIGITS_PER_CLASS = 30
+
+
+def digits_folder(root: Path, classes: str = "0123456789") -> Path:
+    """The first ``DIGITS_PER_CLASS`` images of each digit of the bundled sample, as class folders."""
+    from core.data.samples import sample_path
+
+    with zipfile.ZipFile(sample_path("digits")) as archive:
+        for name in sorted(archive.namelist()):
+            if name.split("/")[0] in classes and int(name.split("/")[1].split(".")[0]) < DIGITS_PER_CLASS:
+                (root / name).parent.mkdir(parents=True, exist_ok=True)
+                (root / name).write_bytes(archive.read(name))
+    return root
+
+
 def wait_for(condition: Callable[[], Any], timeout_s: float = 60.0, what: str = "the condition") -> Any:
     """``condition()``'s first truthy value, polled for up to ``timeout_s``; the test fails after."""
     deadline = time.monotonic() + timeout_s
@@ -52,6 +87,52 @@ def wait_for(condition: Callable[[], Any], timeout_s: float = 60.0, what: str = 
             return value
         time.sleep(0.05)
     pytest.fail(f"no {what} within {timeout_s} s")
+
+
+def wait_until(condition: Callable[[], Any], what: str = "the condition", timeout_s: float = 30.0) -> Any:
+    """``wait_for`` with what is awaited named before the bound, as the tests of runs write it."""
+    return wait_for(condition, timeout_s, what)
+
+
+def wait_for_state(run_id: str, state: str, timeout_s: float = 20.0) -> dict[str, Any]:
+    """The run's status once ``jobs.reconcile`` reports it in ``state``."""
+    return wait_until(
+        lambda: (s := jobs.reconcile(run_id))["state"] == state and s, f"{run_id} {state}", timeout_s
+    )
+
+
+def run_dir(run_id: str) -> Path:
+    return storage.runs_dir() / run_id
+
+
+def event_types(run_id: str) -> list[str]:
+    """The run's events by type, a status event by the state it names."""
+    return [e.type if e.type != "status" else e.state for e in read_events(run_dir(run_id))]
+
+
+def process_gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    # The test process started the worker, so an ended one may linger as a zombie until reaped,
+    # which may happen between the two looks.
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[-1].startswith("Z")
+    except (FileNotFoundError, ProcessLookupError):
+        return True
+
+
+def kill_workers(home: Path) -> None:
+    """No test leaves a worker behind, even one that failed half-way."""
+    deadline = time.monotonic() + 5
+    for run in home.glob("runs/*"):
+        while queue.worker_alive(run) and time.monotonic() < deadline:
+            pid = json.loads((run / "status.json").read_text()).get("pid")
+            if pid:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(pid, signal.SIGKILL)
+            time.sleep(0.05)
 
 
 def sleepy(run_dir: Path, emit: Emit) -> dict[str, Any]:
@@ -131,7 +212,5 @@ def lingering(run_dir: Path, emit: Emit) -> dict[str, Any]:
 
 def vanishing(run_dir: Path, emit: Emit) -> dict[str, Any]:
     """Ends its process on the spot with code 3, as a native library's ``exit()`` does."""
-    import os
-
     print("calling the native library", flush=True)
     os._exit(3)

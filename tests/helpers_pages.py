@@ -1,5 +1,11 @@
-"""What the page tests share: a session that took the Advisor's plan, and waiting for the jobs a
-page started before looking at it again."""
+"""How the headless page tests open the app: through ``AppTest``, on a page, with a query, or
+signed in as a provider's user; a session that took the Advisor's plan; and waiting for the jobs a
+page started before looking at it again.
+
+One bound for every page: the first run of a page that imports torch takes a while on 2 cores,
+and a page that trains or evaluates takes longer beside other work. The bound only decides how
+soon a broken page fails; a page that works returns as soon as its script has run.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +19,45 @@ from core.jobs.run import RunState
 from core.jobs.sources import VALIDATE_SOURCE_KIND
 
 APP = str(Path(__file__).resolve().parents[1] / "app_shell.py")
-TIMEOUT = 180  # the first run of a page that imports torch takes a while on 2 cores
+TIMEOUT = 180
+# The team password the tests configure, as its hash, wherever a password is on.
+PASSWORD = "correct horse battery staple"
+# An identity provider as secrets.toml names it; AppTest never calls it (see sign_in).
+PROVIDER = {
+    "redirect_uri": "http://127.0.0.1:8501/oauth2callback",
+    "cookie_secret": "a-cookie-secret-for-the-test-only",
+    "client_id": "transfer-lab",
+    "client_secret": "test-secret",
+    "server_metadata_url": "http://127.0.0.1:9/.well-known/openid-configuration",
+}
+
+
+def open_page(page: str | None = None, **query: str) -> AppTest:
+    """The app run once with ``query`` in its address, then switched to ``page`` (a path such as
+    ``"pages/train.py"``; None: the default page), with no exception raised."""
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    for key, value in query.items():
+        at.query_params[key] = value
+    at.run()
+    if page:
+        at.switch_page(page).run()
+    assert not at.exception, at.exception
+    return at
+
+
+def sign_in(name: str, **query: str) -> AppTest:
+    """A session signed in through the identity provider as ``name@example.com``: AppTest seeds
+    ``st.user`` as Streamlit's sign-in leaves it (the round trip through a real provider, and
+    the team password's form and cookie, are tested against a real server)."""
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    at.secrets["auth"] = PROVIDER
+    at.secrets["access"] = {"allow": ["example.com"]}
+    at.user = {"is_logged_in": True, "email": f"{name}@example.com", "email_verified": True}
+    for key, value in query.items():
+        at.query_params[key] = value
+    at.run()
+    assert not at.exception, at.exception
+    return at
 
 
 def take_the_advisors_plan(similarity: str) -> AppTest:

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers_pages import APP, PASSWORD, TIMEOUT, sign_in
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
@@ -29,8 +30,6 @@ from core.jobs.run import Run, RunNotFound, RunRecord
 from core.storage import write_json
 
 ROOT = Path(__file__).resolve().parents[1]
-APP = str(ROOT / "app_shell.py")
-PASSWORD = "correct horse battery staple"
 ALICE, BOB = Viewer("alice", sees_all=False), Viewer("bob", sees_all=False)
 
 
@@ -255,33 +254,8 @@ def test_a_command_line_run_belongs_to_its_owner(tmp_path: Path, capsys: pytest.
 # ------------------------------------------------------------------ the pages, signed in
 
 
-# An identity provider as secrets.toml names it; AppTest never calls it (see sign_in).
-PROVIDER = {
-    "redirect_uri": "http://127.0.0.1:8501/oauth2callback",
-    "cookie_secret": "a-cookie-secret-for-the-test-only",
-    "client_id": "transfer-lab",
-    "client_secret": "test-secret",
-    "server_metadata_url": "http://127.0.0.1:9/.well-known/openid-configuration",
-}
-
-
-def sign_in(name: str, **query: str) -> AppTest:
-    """A session signed in through the identity provider as ``name@example.com``: AppTest seeds
-    ``st.user`` as Streamlit's sign-in leaves it (the round trip through a real provider, and
-    the team password's form and cookie, are tested against a real server)."""
-    at = AppTest.from_file(APP, default_timeout=120)
-    at.secrets["auth"] = PROVIDER
-    at.secrets["access"] = {"allow": ["example.com"]}
-    at.user = {"is_logged_in": True, "email": f"{name}@example.com", "email_verified": True}
-    for key, value in query.items():
-        at.query_params[key] = value
-    at.run()
-    assert not at.exception, at.exception
-    return at
-
-
 def test_with_a_password_nothing_shows_without_the_sign_in_cookie(password: str) -> None:
-    at = AppTest.from_file(APP, default_timeout=120).run()
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
     assert [t.value for t in at.title] == ["Transfer Lab"]
     assert not at.sidebar.caption and not at.get("plotly_chart")
     assert "/gate/sign-in" in at.markdown[0].value

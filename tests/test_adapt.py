@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers_models import input_for, on_meta
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
@@ -21,7 +22,6 @@ from core.advice.cases import CASE_NUMBERS
 from core.models import adapt
 from core.models.adapt import FrozenBatchNorm2d, Truncated, build_model, split_frozen
 from core.models.backbones import Backbone, names, resolve, torchvision_names
-from core.models.backbones import on_meta as meta_device
 from core.models.families import FAMILIES
 from core.models.packaged import PACKAGED
 
@@ -53,17 +53,6 @@ REPRESENTATIVES = (
 def one_thread() -> None:
     """The CPU is shared: one thread each is faster than two threads fighting for it."""
     torch.set_num_threads(1)
-
-
-def on_meta(backbone: str, case: int, num_classes: int, cut: str | None = None) -> nn.Module:
-    with meta_device():
-        return build_model(resolve(backbone), case, num_classes, weights="none", cut=cut)
-
-
-def input_for(backbone: str, case: int, batch: int = 1, device: str = "meta") -> torch.Tensor:
-    min_size, exact = resolve(backbone).input_size_rule(case)
-    size = exact or max(min_size, 32)
-    return torch.randn(batch, 3, size, size, device=device)
 
 
 def numel(parameters: Iterable[torch.Tensor]) -> int:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from test_adapt import input_for, on_meta
+from helpers_models import input_for, on_meta
 
 from core.models.backbones import names
 

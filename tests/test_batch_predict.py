@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from helpers_jobs import wait_for
+from helpers_pages import APP, TIMEOUT
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
@@ -24,8 +25,6 @@ from core.jobs import Run, targets
 from core.jobs.evaluation import SCORING, evaluation_result, submit_evaluation
 from core.jobs.run import RunState
 from core.training.events import read_events
-
-APP = str(Path(__file__).resolve().parents[1] / "app_shell.py")
 
 
 @pytest.fixture
@@ -123,7 +122,7 @@ def test_a_batch_is_classified_by_a_job_and_the_page_only_reads_its_results(
     refused = targets.submit_predictions(trained, flat_giants(10), "giants.zip")
     assert "pixels" in settled(refused)["message"]
 
-    at = AppTest.from_file(APP, default_timeout=120)
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
     at.query_params["batch"] = job_id
     at.run()
     at.switch_page("pages/predict.py").run()

@@ -8,11 +8,11 @@ import shutil
 from pathlib import Path
 
 import pytest
+from helpers_pages import APP, PASSWORD, TIMEOUT, sign_in
 from streamlit.testing.v1 import AppTest
 
 from core import access, inert, jobs, storage
 from core.jobs.run import Run
-from tests.test_access import APP, PASSWORD, sign_in
 
 # run id -> (the file damaged, what it holds instead, what the runs table says is wrong)
 DAMAGES = {
@@ -42,7 +42,7 @@ def test_damaged_runs_are_listed_as_such_and_every_page_works(damaged: str) -> N
     for run_id, (_, _, problem) in DAMAGES.items():
         assert rows[run_id]["state"] == "damaged" and problem in rows[run_id]["message"], run_id
 
-    at = AppTest.from_file(APP, default_timeout=120)
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
     at.query_params["run"] = damaged
     at.run()
     for page in PAGES:
@@ -68,7 +68,7 @@ def test_damaged_runs_are_listed_as_such_and_every_page_works(damaged: str) -> N
 
 
 def test_a_damaged_run_shows_its_card_saying_what_is_wrong(damaged: str) -> None:
-    at = AppTest.from_file(APP, default_timeout=120)
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
     at.query_params["run"] = "cut-plan"
     at.run()
     at.switch_page("pages/train.py").run()
@@ -92,5 +92,5 @@ def test_damaged_runs_of_unknown_owners_break_nobody_s_pages(
 def test_a_damaged_sweep_record_breaks_no_page(lab_home: Path) -> None:
     lab_home.mkdir(parents=True)
     (lab_home / "retention.json").write_text('{"swept": 17')  # every page asks when it last swept
-    at = AppTest.from_file(APP, default_timeout=120).run()
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
     assert not at.exception, at.exception

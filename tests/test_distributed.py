@@ -16,35 +16,13 @@ import os
 import shutil
 import subprocess
 import sys
-import zipfile
 from pathlib import Path
 
 import pytest
+from helpers_jobs import DIGITS_PLAN, digits_folder
 
 ROOT = Path(__file__).resolve().parents[1]
 TORCHRUN = Path(sys.executable).with_name("torchrun")
-PLAN = {
-    "backbone": "efficientnet_lite0",
-    "case": 1,
-    "epochs": 2,
-    "image_size": 64,
-    "batch_size": 16,
-    "lr": 1e-2,
-    "augment": "none",
-}
-PER_CLASS = 30
-
-
-def digits_folder(root: Path, classes: str = "0123456789") -> Path:
-    """The first ``PER_CLASS`` images of each digit of the bundled sample, as class folders."""
-    from core.data.samples import sample_path
-
-    with zipfile.ZipFile(sample_path("digits")) as archive:
-        for name in sorted(archive.namelist()):
-            if name.split("/")[0] in classes and int(name.split("/")[1].split(".")[0]) < PER_CLASS:
-                (root / name).parent.mkdir(parents=True, exist_ok=True)
-                (root / name).write_bytes(archive.read(name))
-    return root
 
 
 def torchrun(plan: dict, run_dir: Path, log_dir: Path, lab_home: Path) -> list[dict]:
@@ -91,7 +69,7 @@ def assert_one_stream_from_rank_0(seen: list[dict], run_dir: Path) -> float:
 def test_two_processes_share_the_feature_pass_and_rank_0_fits_the_head(
     tmp_path: Path, lab_home: Path
 ) -> None:
-    plan = {**PLAN, "data": str(digits_folder(tmp_path / "digits"))}
+    plan = {**DIGITS_PLAN, "data": str(digits_folder(tmp_path / "digits"))}
     seen = torchrun(plan, tmp_path / "run", tmp_path / "seen", lab_home)
     embedded = seen[0]["share"] + seen[1]["share"]
     assert sorted(embedded) == list(range(seen[0]["train_size"]))  # every image once, by one rank
@@ -103,7 +81,7 @@ def test_two_processes_share_the_feature_pass_and_rank_0_fits_the_head(
 
 
 def test_two_processes_share_each_epoch_and_rank_0_alone_writes(tmp_path: Path, lab_home: Path) -> None:
-    plan = {**PLAN, "data": str(digits_folder(tmp_path / "digits", classes="0123")), "case": 3,
+    plan = {**DIGITS_PLAN, "data": str(digits_folder(tmp_path / "digits", classes="0123")), "case": 3,
             "image_size": 32, "lr": 3e-3, "precision": "fp32"}  # fmt: skip
     seen = torchrun(plan, tmp_path / "run", tmp_path / "seen", lab_home)
     for epoch in ("0", "1"):
@@ -118,13 +96,14 @@ def test_two_processes_share_each_epoch_and_rank_0_alone_writes(tmp_path: Path, 
 def test_a_plan_with_two_workers_trains_under_torchrun_inside_its_worker(
     tmp_path: Path, lab_home: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from helpers_jobs import wait_for_state
+
     from core import jobs
     from core.training.events import read_events
-    from tests.test_jobs import wait_for_state
 
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
     plan = {
-        **PLAN,
+        **DIGITS_PLAN,
         "data": str(digits_folder(tmp_path / "digits", classes="0123")),
         "workers": 2,
         "device": "cpu",

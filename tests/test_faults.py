@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 from fixtures.data.zips import classes, make_zip, png
-from helpers_jobs import TINY_TRAINING, colour_folders
-from test_jobs import _kill_workers, home, wait_for_state, wait_until
-from test_pages_training import open_page
+from helpers_jobs import TINY_TRAINING, colour_folders, kill_workers, wait_for_state, wait_until
+from helpers_pages import open_page
+from helpers_stored import KEEP, stored_run
 
 from core import jobs, storage
 from core.cli import main
@@ -23,11 +23,8 @@ from core.data.samples import sample_path
 from core.jobs import retention, targets
 from core.jobs.run import STEP_DELAY_ENV, Run
 from core.training.events import read_events
-from tests.test_retention import KEEP, stored_run
 
 MODEL_FILES = {"model.pt2", "labels.json", "preprocess.json"}
-# The jobs tests' fixture, used here by name: one run at a time, no GPU, no worker left behind.
-__all__ = ["home"]
 
 
 @pytest.fixture
@@ -49,7 +46,7 @@ def small_disk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path
     try:
         yield mount
     finally:
-        _kill_workers(mount)
+        kill_workers(mount)
         subprocess.run(["umount", "--lazy", str(mount)], check=True)
 
 

@@ -17,7 +17,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, _stop, start_app
+from helpers_pages import PASSWORD
+from helpers_server import ROOT, start_app, stop_server
 from streamlit.proto.BackMsg_pb2 import BackMsg
 from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
@@ -26,8 +27,6 @@ from websockets.sync.client import connect
 from core import access
 from core.access import throttle as throttle_module
 from core.access.throttle import FailureThrottle, SignInRefused
-
-PASSWORD = "correct horse battery staple"
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +41,7 @@ def app(server_home: Path) -> Iterator[str]:
     try:
         yield started.url
     finally:
-        _stop(started.process, started.log)
+        stop_server(started.process, started.log)
 
 
 def unlock(server_home: Path, *args: str) -> subprocess.CompletedProcess[str]:

@@ -19,6 +19,8 @@ from typing import Any
 
 import pytest
 from google.protobuf.json_format import MessageToDict
+from helpers_jobs import FOREVER
+from helpers_pages import APP, TIMEOUT
 from streamlit.testing.v1 import AppTest
 
 from core import jobs
@@ -26,10 +28,8 @@ from core.artifacts.batch import predict_many, to_csv
 from core.artifacts.predict import Predictor
 from core.data.samples import sample_path
 from core.jobs.run import Run
-from tests.test_jobs import FOREVER, home  # noqa: F401 - the fixture: no worker left behind
 
 ROOT = Path(__file__).resolve().parents[1]
-APP = str(ROOT / "app_shell.py")
 # What a viewer's browser would fetch or follow, and what a terminal or a bidi renderer acts on.
 LINK = "http://host/"
 ACTIVE = ("\x1b", "\u202e")
@@ -104,7 +104,7 @@ def assert_inert(at: AppTest, page: str) -> None:
 
 def test_hostile_names_show_as_text_on_every_page(hostile_run: str) -> None:
     jobs.submit({}, target=FOREVER, queued=False, dataset_name=HOSTILE_NAME)  # in every sidebar
-    at = AppTest.from_file(APP, default_timeout=120)
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
     at.query_params["run"] = hostile_run
     at.run()
     # The sidebar is the shell's, the same on every page (AppTest keeps it for the first page alone).

@@ -10,13 +10,23 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers_jobs import TINY_TRAINING, colour_folders, wait_for
+from helpers_jobs import (
+    FOREVER,
+    SLEEPY,
+    TINY_TRAINING,
+    colour_folders,
+    event_types,
+    process_gone,
+    run_dir,
+    wait_for_state,
+    wait_until,
+)
 
 from core import jobs, storage
 from core.jobs import queue
@@ -26,60 +36,6 @@ from core.storage import read_record, write_json
 from core.training.events import read_events
 
 ROOT = Path(__file__).resolve().parent.parent
-SLEEPY = "tests.helpers_jobs:sleepy"
-FOREVER = "tests.helpers_jobs:forever"
-
-
-@pytest.fixture
-def home(lab_home: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """The shared temp home, one run at a time, no GPU: the same on every machine."""
-    monkeypatch.setenv("TRANSFER_LAB_MAX_RUNS", "1")
-    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
-    yield lab_home
-    _kill_workers(lab_home)
-
-
-def _kill_workers(home: Path) -> None:
-    """No test leaves a worker behind, even one that failed half-way."""
-    deadline = time.monotonic() + 5
-    for run in home.glob("runs/*"):
-        while queue.worker_alive(run) and time.monotonic() < deadline:
-            pid = json.loads((run / "status.json").read_text()).get("pid")
-            if pid:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(pid, signal.SIGKILL)
-            time.sleep(0.05)
-
-
-def wait_until(condition: Callable[[], Any], what: str, timeout_s: float = 20.0) -> Any:
-    return wait_for(condition, timeout_s, what)
-
-
-def wait_for_state(run_id: str, state: str, timeout_s: float = 20.0) -> dict[str, Any]:
-    return wait_until(
-        lambda: (s := jobs.reconcile(run_id))["state"] == state and s, f"{run_id} {state}", timeout_s
-    )
-
-
-def run_dir(run_id: str) -> Path:
-    return storage.runs_dir() / run_id
-
-
-def process_gone(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    # The test process started the worker, so an ended one may linger as a zombie until reaped,
-    # which may happen between the two looks.
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split(") ")[-1].startswith("Z")
-    except (FileNotFoundError, ProcessLookupError):
-        return True
-
-
-def event_types(run_id: str) -> list[str]:
-    return [e.type if e.type != "status" else e.state for e in read_events(run_dir(run_id))]
 
 
 def test_a_run_trains_in_its_worker_and_ends_done(home: Path) -> None:

@@ -10,7 +10,9 @@ from pathlib import Path
 
 import pytest
 from fixtures.data.zips import classes, make_zip
-from helpers_jobs import wait_for
+from helpers_jobs import FOREVER, SLEEPY, wait_for
+from helpers_pages import APP, TIMEOUT
+from helpers_stored import sha, stored_dataset
 from streamlit.testing.v1 import AppTest
 
 from core import jobs, limits, storage
@@ -18,11 +20,8 @@ from core.data.samples import sample_path
 from core.jobs import estimate, race, targets, usage
 from core.jobs.run import RunState
 from core.limits import GIB, MIB, LimitExceeded, Limits
-from tests.test_retention import sha, stored_dataset
 
-FOREVER, SLEEPY = "tests.helpers_jobs:forever", "tests.helpers_jobs:sleepy"
 FACES, LITE = sample_path("faces"), "efficientnet_lite0"
-APP = str(Path(__file__).resolve().parents[1] / "app_shell.py")
 
 
 # ---------------------------------------------------------------------------- configuration
@@ -252,7 +251,7 @@ def test_the_train_page_says_why_a_run_over_the_limit_was_not_started(
     monkeypatch.setenv("TRANSFER_LAB_MAX_ACTIVE_RUNS", "1")
     busy = jobs.submit({}, target=FOREVER)
     try:
-        at = AppTest.from_file(APP, default_timeout=180)
+        at = AppTest.from_file(APP, default_timeout=TIMEOUT)
         at.run()
         at.switch_page("pages/train.py").run()
         at.button(key="train.start").click().run()
@@ -268,7 +267,7 @@ def test_the_plan_form_offers_no_more_epochs_than_the_instance_allows(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("TRANSFER_LAB_MAX_EPOCHS", "7")
-    at = AppTest.from_file(APP, default_timeout=180)
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
     at.run()
     at.switch_page("pages/train.py").run()
     epochs = at.number_input(key="train.plan_epochs")
@@ -289,7 +288,7 @@ def test_the_sidebar_shows_where_a_person_stands_against_their_limits(
     lab_home: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     def share() -> list[str]:
-        at = AppTest.from_file(APP, default_timeout=180)
+        at = AppTest.from_file(APP, default_timeout=TIMEOUT)
         at.run()
         return [c.value for c in at.sidebar.caption if "Yours:" in c.value]
 

@@ -2,20 +2,8 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
+from helpers_pages import open_page
 from streamlit.testing.v1 import AppTest
-
-APP = str(Path(__file__).resolve().parents[1] / "app_shell.py")
-TIMEOUT = 120  # the first run of a page that imports torch takes a while on 2 cores
-
-
-def open_page(page: str | None = None) -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
-    if page:
-        at.switch_page(page).run()
-    assert not at.exception, at.exception
-    return at
 
 
 def card_title(at: AppTest) -> str:

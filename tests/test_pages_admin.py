@@ -8,18 +8,13 @@ import re
 from pathlib import Path
 
 import pytest
+from helpers_jobs import FOREVER, wait_for_state, wait_until
+from helpers_pages import APP, sign_in
+from helpers_stored import sha, stored_dataset, stored_run
 from streamlit.testing.v1 import AppTest
 
 from core import access, jobs, storage
 from core.jobs import Run, queue, retention
-from tests.test_access import APP, sign_in
-from tests.test_jobs import (
-    FOREVER,
-    home,  # noqa: F401 - the fixture: one run at a time, no worker left behind
-    wait_for_state,
-    wait_until,
-)
-from tests.test_retention import sha, stored_dataset, stored_run
 
 # Real workers in some tests: one run at a time, and none left behind.
 pytestmark = pytest.mark.usefixtures("home")

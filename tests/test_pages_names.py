@@ -8,8 +8,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from helpers_pages import take_the_advisors_plan
-from test_pages_training import open_page
+from helpers_pages import open_page, take_the_advisors_plan
 
 from core import inert
 from core.jobs.run import Run

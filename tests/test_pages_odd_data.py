@@ -7,10 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers_pages import after_validation
+from helpers_pages import APP, TIMEOUT, after_validation, open_page
 from PIL import Image
 from streamlit.testing.v1 import AppTest
-from test_pages_training import APP, TIMEOUT, open_page
 
 
 def deep_folder(root: Path) -> None:

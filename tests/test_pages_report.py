@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from helpers_pages import open_page
 from streamlit.testing.v1 import AppTest
-from test_pages_training import open_page
 
 
 def image_captions(at: AppTest) -> list[str]:

@@ -5,32 +5,17 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from helpers_pages import after_validation, take_the_advisors_plan
+from helpers_jobs import wait_until
+from helpers_pages import after_validation, open_page, take_the_advisors_plan
 from PIL import Image
-from streamlit.testing.v1 import AppTest
 
 from core import jobs
 from core.data.samples import sample_path
 from core.storage import runs_dir
 from core.training.events import read_events
-
-APP = str(Path(__file__).resolve().parents[1] / "app_shell.py")
-TIMEOUT = 180
-
-
-def open_page(page: str, **query: str) -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
-    for key, value in query.items():
-        at.query_params[key] = value
-    at.run()
-    at.switch_page(page).run()
-    assert not at.exception, at.exception
-    return at
 
 
 @pytest.fixture
@@ -208,14 +193,6 @@ def test_a_frozen_case_shows_its_feature_pass_before_any_epoch() -> None:
         assert 0 <= left <= 6  # 150 images at 25 a second, less the time since the event
     finally:
         jobs.cancel(run)
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise TimeoutError("the run never got there")
-        time.sleep(0.2)
 
 
 def _final(run: str) -> bool:

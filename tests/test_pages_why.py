@@ -3,15 +3,12 @@ the Advisor's answer contradicts the data picked."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from fixtures.data.zips import classes, make_zip
+from helpers_jobs import wait_until
+from helpers_pages import APP, open_page
 from streamlit.testing.v1 import AppTest
-from test_pages_training import open_page, wait_until
 
 from core.jobs import targets
-
-APP = str(Path(__file__).resolve().parents[1] / "app_shell.py")
 
 
 def reason_line(at: AppTest) -> str:

@@ -22,13 +22,23 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers_jobs import (
+    DIGITS_PLAN,
+    FOREVER,
+    SLEEPY,
+    digits_folder,
+    event_types,
+    process_gone,
+    run_dir,
+    wait_for_state,
+    wait_until,
+)
 from PIL import Image
 
 from core import jobs
 from core.jobs import backend, ray_backend
 from core.jobs.run import Run
 from core.training.events import EventReader, read_events
-from tests.test_jobs import FOREVER, SLEEPY, event_types, process_gone, run_dir, wait_for_state, wait_until
 
 pytestmark = pytest.mark.ray
 ROOT = Path(__file__).resolve().parents[1]
@@ -267,9 +277,7 @@ def test_ray_trains_the_rank_detection_reads_ray_trains_ranks(on_ray: Any, tmp_p
 def test_a_two_worker_run_trains_under_torchtrainer_with_the_metrics_of_one(
     on_ray: Any, tmp_path: Path, finished_run: Path
 ) -> None:
-    from tests.test_distributed import PLAN, digits_folder
-
-    plan = PLAN | {
+    plan = DIGITS_PLAN | {
         "data": str(digits_folder(tmp_path / "digits", classes="0123")),
         "workers": 2,
         "device": "cpu",

@@ -12,14 +12,13 @@ import shutil
 from pathlib import Path
 
 import pytest
-from streamlit.testing.v1 import AppTest
+from helpers_pages import open_page
 
 from core import jobs
 from core.artifacts.predict import Predictor
 from core.data.samples import sample_path
 from core.training.events import read_events
 
-APP = str(Path(__file__).resolve().parents[1] / "app_shell.py")
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "runs" / "20261129-120000-f1x7"
 RUN_ID = FIXTURE.name
 
@@ -28,16 +27,6 @@ RUN_ID = FIXTURE.name
 def stored(lab_home: Path) -> str:
     shutil.copytree(FIXTURE, lab_home / "runs" / RUN_ID)
     return RUN_ID
-
-
-def open_page(page: str, **query: str) -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=120)
-    for key, value in query.items():
-        at.query_params[key] = value
-    at.run()
-    at.switch_page(page).run()
-    assert not at.exception, at.exception
-    return at
 
 
 def test_an_old_run_lists_as_done_with_its_summary(stored: str) -> None:

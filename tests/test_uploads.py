@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from fixtures.data.zips import classes, make_zip
 from helpers_jobs import wait_for
+from helpers_pages import APP, TIMEOUT
 from PIL import Image, ImageFile
 from streamlit.testing.v1 import AppTest
 
@@ -19,7 +20,6 @@ from core.jobs import targets
 from core.jobs.run import Run, RunState
 from core.training.events import read_events
 
-APP = str(Path(__file__).resolve().parents[1] / "app_shell.py")
 SMALL = make_zip(classes({"cats": 4, "dogs": 4}))
 
 
@@ -116,7 +116,7 @@ def test_the_validation_job_makes_small_previews_and_the_train_page_decodes_no_i
         raise AssertionError("the web server decoded an image")
 
     monkeypatch.setattr(ImageFile.ImageFile, "load", tripwire)  # decoding, in this process only
-    at = AppTest.from_file(APP, default_timeout=120)
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
     at.query_params["upload"] = digest
     at.run()
     at.switch_page("pages/train.py").run()

@@ -96,7 +96,7 @@ class AccessSettings:
         """The owner an identity provider's user (their ID token's claims) signs in as, or
         ``SignInRefused`` saying why not: no single mailbox address, an address the provider
         says it has not verified, or one the allow-list does not admit. A provider that does not
-        say whether it verified the address is trusted to have (README, Sign-in)."""
+        say whether it verified the address is trusted to have (docs/access.md)."""
         shown = str(user.get("email") or "This account")
         address = claims.email_address(user.get("email"))
         if address is None:

@@ -4,7 +4,7 @@ The number comes from the domain shift of the deepest quarter of EfficientNet-Li
 layers (``core.analysis.shift``): where ImageNet's high-level features stop describing the
 images. It is mapped to a score in [0, 1] by a logistic curve in the log of the shift, centred on
 ``MIDPOINT``; the ImageNet head's confidence is reported beside it. Thresholds were fixed on one
-set of data and checked on a disjoint one (``bench/similarity.py``; DESIGN.md has both sets and
+set of data and checked on a disjoint one (``bench/similarity.py``; bench/README.md has both sets and
 the margins).
 """
 

@@ -14,15 +14,14 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from helpers_browser import new_tab
+from helpers_browser import main_text, new_tab
+from helpers_pages import PASSWORD
 
 from core import access
 from core.jobs.run import Run, RunRecord
 from core.storage import write_json
 
 pytestmark = pytest.mark.browser
-
-PASSWORD = "correct horse battery staple"
 
 
 def stored_run(home: Path, run_id: str, owner: str) -> None:
@@ -39,10 +38,6 @@ def tab(browser) -> Iterator[object]:
     page = new_tab(browser)
     yield page
     page.context.close()
-
-
-def main_text(page) -> str:
-    return page.locator("[data-testid='stMain']").inner_text()
 
 
 def test_with_a_password_only_the_sign_in_shows_until_signed_in(tab, app_server, tmp_path: Path) -> None:
@@ -181,7 +176,7 @@ def test_the_provider_s_claims_are_checked_strictly(
     browser, app_server, identity_provider: str, tmp_path: Path
 ) -> None:
     """Each of these signs in at the provider, and none of them into the app; an address the
-    provider does not say it verified (no such claim) is trusted, as README says."""
+    provider does not say it verified (no such claim) is trusted, as docs/access.md says."""
     refused = {
         "unverified": {"email": "eve@example.com", "email_verified": "false"},
         "no-local-part": {"email": "example.com", "email_verified": True},

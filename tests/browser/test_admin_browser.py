@@ -7,11 +7,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from helpers_browser import new_tab
+from helpers_browser import main_text, new_tab
+from helpers_pages import PASSWORD
+from helpers_stored import sha, stored_dataset, stored_run
 
 from core import access, storage
-from tests.browser.test_access_browser import PASSWORD, main_text
-from tests.test_retention import sha, stored_dataset, stored_run
 
 pytestmark = pytest.mark.browser
 

@@ -12,17 +12,15 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
-from conftest import _stop, start_app
 from fixtures.data.zips import classes, make_zip
 from helpers_browser import new_tab
-from test_jobs import home, process_gone, wait_for_state, wait_until
+from helpers_jobs import process_gone, wait_for_state, wait_until
+from helpers_server import start_app, stop_server
 
 from core import jobs
 from core.jobs.run import Run
 
 pytestmark = pytest.mark.browser
-# The jobs tests' fixture, used here by name: one run at a time, no GPU, no worker left behind.
-__all__ = ["home"]
 
 
 def test_a_server_killed_mid_run_loses_no_run(home: Path, browser, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -58,7 +56,7 @@ def test_a_server_killed_mid_run_loses_no_run(home: Path, browser, monkeypatch: 
         assert wait_for_state(survivor, "done", timeout_s=30)["message"] == ""
         tab.context.close()
     finally:
-        _stop(second.process, second.log)
+        stop_server(second.process, second.log)
 
 
 def test_an_upload_cut_off_half_way_leaves_nothing(home: Path, browser) -> None:
@@ -104,7 +102,7 @@ def test_an_upload_cut_off_half_way_leaves_nothing(home: Path, browser) -> None:
         assert not (home / "uploads").exists() and not (home / "datasets").exists()
         context.close()
     finally:
-        _stop(app.process, app.log)
+        stop_server(app.process, app.log)
 
 
 def put_upload(url: str, path: str, headers: dict[str, str], cookies: list[dict], *, cut_off: bool) -> str:
