@@ -7,7 +7,7 @@ import json
 import streamlit as st
 
 from core import inert, jobs
-from core.jobs.estimate import estimate
+from core.jobs.targets import estimate
 from core.training.estimate import Estimate
 from core.training.progress import duration
 from pages import _live, _plan_form

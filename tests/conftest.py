@@ -18,6 +18,7 @@ for a busy machine: the suite passes beside two CPU-burning processes on 2 cores
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import socket
 import subprocess
@@ -27,10 +28,11 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import pytest
 from helpers_browser import new_tab
+from helpers_jobs import ray_head, ray_job
 
 ROOT = Path(__file__).resolve().parents[1]
 BROWSER = os.environ.get("TRANSFER_LAB_BROWSER", "/usr/bin/chromium")
@@ -66,6 +68,27 @@ def no_bf16_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
     from core import machine
 
     monkeypatch.setenv(machine.BF16_ENV, "off")
+
+
+@pytest.fixture(scope="session")
+def ray_cluster() -> Iterator[Any]:
+    """One Ray head for the whole test session (``helpers_jobs.ray_head``)."""
+    with ray_head() as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def on_ray(lab_home: Path, ray_cluster: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """This test's jobs go to the session's Ray cluster; none is left running after it."""
+    from core.jobs import backend, ray_backend
+
+    monkeypatch.setenv(backend.BACKEND_ENV, "ray")
+    monkeypatch.setenv(backend.RAY_ADDRESS_ENV, ray_cluster.address_for_jobs)
+    monkeypatch.delenv(ray_backend.RESOURCES_ENV, raising=False)
+    yield ray_cluster
+    for run in lab_home.glob("runs/*/status.json"):
+        if json.loads(run.read_text()).get("backend") == "ray":
+            ray_job(run.parent.name, stop=True)
 
 
 @pytest.fixture(autouse=True)

@@ -1,23 +1,32 @@
 """Small training targets for the tests of ``core.jobs``: the real worker process runs them.
 
 Each has the training entry point's signature, ``target(run_dir, emit)``, and reads its knobs
-from the run's ``plan.json``, as ``core.training.train.run`` does. ``wait_for`` is how the tests
-wait for what those workers do.
+from the run's ``plan.json``, as ``core.training.train.run`` does. ``wait_for`` and
+``wait_for_state`` are how the tests wait for what those workers do; ``ray_head`` starts the
+Ray cluster the tests of the Ray backend run their jobs on.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import signal
+import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from core import jobs, storage
 from core.storage import RunFiles, write_json
-from core.training.events import BatchEnd, Emit, PhaseStarted, Progress, RunDone
+from core.training.events import BatchEnd, Emit, PhaseStarted, Progress, RunDone, read_events
+
+SLEEPY = "tests.helpers_jobs:sleepy"
+FOREVER = "tests.helpers_jobs:forever"
+FAILING = "tests.helpers_jobs:failing"
 
 # A real training small enough for a test: a small net from scratch, tiny images, one epoch.
 TINY_TRAINING = {
@@ -52,6 +61,120 @@ def wait_for(condition: Callable[[], Any], timeout_s: float = 60.0, what: str = 
             return value
         time.sleep(0.05)
     pytest.fail(f"no {what} within {timeout_s} s")
+
+
+def wait_until(condition: Callable[[], Any], what: str, timeout_s: float = 20.0) -> Any:
+    return wait_for(condition, timeout_s, what)
+
+
+def wait_for_state(run_id: str, state: str, timeout_s: float = 20.0) -> dict[str, Any]:
+    return wait_until(
+        lambda: (s := jobs.reconcile(run_id))["state"] == state and s, f"{run_id} {state}", timeout_s
+    )
+
+
+def run_dir(run_id: str) -> Path:
+    return storage.runs_dir() / run_id
+
+
+def process_gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    # The test process started the worker, so an ended one may linger as a zombie until reaped,
+    # which may happen between the two looks.
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[-1].startswith("Z")
+    except (FileNotFoundError, ProcessLookupError):
+        return True
+
+
+def event_types(run_id: str) -> list[str]:
+    return [e.type if e.type != "status" else e.state for e in read_events(run_dir(run_id))]
+
+
+# The whole cluster on the loopback; no usage reports; runs may wait a day for resources, the
+# wait README recommends setting on a head (Ray's default fails a job pending 15 minutes).
+RAY_ENV = {
+    "RAY_USAGE_STATS_ENABLED": "0",
+    "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",  # Ray then resolves "this node" to 127.0.0.1
+    "RAY_JOB_START_TIMEOUT_SECONDS": "86400",
+}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def ray_head() -> Iterator[Any]:
+    """A Ray head on 127.0.0.1 with 2 logical CPUs and one ``slot`` (a custom resource a
+    one-slot cluster is made of), its dashboard (the Job Submission API) on a free port, at
+    ``address_for_jobs``; shut down, and the environment put back, at the end."""
+    from ray.cluster_utils import Cluster
+
+    saved = {name: os.environ.get(name) for name in RAY_ENV}
+    os.environ.update(RAY_ENV)
+    cluster = Cluster(
+        initialize_head=True,
+        head_node_args={
+            "num_cpus": 2,
+            "resources": {"slot": 1},
+            "node_ip_address": "127.0.0.1",
+            "include_dashboard": True,
+            "dashboard_host": "127.0.0.1",
+            "dashboard_port": free_port(),
+            "dashboard_agent_listen_port": free_port(),
+            "runtime_env_agent_port": free_port(),
+            "metrics_export_port": free_port(),
+            "metrics_agent_port": free_port(),
+            # A lost node is noticed in about two seconds rather than fifteen.
+            "_system_config": {"health_check_period_ms": 500, "health_check_failure_threshold": 4},
+        },
+    )
+    cluster.address_for_jobs = f"http://{cluster.webui_url}"
+    try:
+        _wait_for_job_agent(cluster.address_for_jobs)
+        yield cluster
+    finally:
+        cluster.shutdown()
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def _wait_for_job_agent(address: str) -> None:
+    """The head takes jobs once its node's agent has registered: a trivial job tells."""
+    from ray.job_submission import JobSubmissionClient
+
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            client = JobSubmissionClient(address)
+            job = client.submit_job(entrypoint="true")
+            break
+        except (RuntimeError, ConnectionError):
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+    wait_until(lambda: str(client.get_job_status(job)) == "SUCCEEDED", "the first job", timeout_s=60)
+
+
+def ray_job(run_id: str, stop: bool = False) -> Any:
+    """Ray's own record of a run's job (stopped first when asked)."""
+    from ray.job_submission import JobSubmissionClient
+
+    from core.jobs import backend
+
+    client = JobSubmissionClient(os.environ[backend.RAY_ADDRESS_ENV])
+    if stop:
+        client.stop_job(run_id)
+    return client.get_job_info(run_id)
 
 
 def sleepy(run_dir: Path, emit: Emit) -> dict[str, Any]:

@@ -1,18 +1,21 @@
 """Jobs other than training that the workers run: validating an uploaded zip, analysing a data
-set, classifying a zip of images with a finished run's model.
+set, classifying a zip of images with a finished run's model, timing a plan for its estimate.
 
 An upload is untrusted and may be huge, so the web server never unpacks or decodes it (a 2 KB zip
 can hold ten 49-megapixel images): it writes the zip under ``uploads/`` (a batch to classify: into
 its job's folder) and submits this job, which runs in a worker of its own (with
 progress, cancel and a time limit) and leaves either a validated ``datasets/<sha256>/`` or
 nothing (ingestion stages its work and renames it into place only once every check passed).
-Heavy imports wait until the job runs: the server imports this package.
+The estimate times a plan on the kind of machine that would train it (this one, or a node of
+the cluster), never on the web server, which would describe the web server and pay for a
+training step. Heavy imports wait until the job runs: the server imports this package.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Mapping
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -21,6 +24,8 @@ from typing import TYPE_CHECKING, Any
 from core import access, jobs, storage
 from core.access import LOCAL, Viewer
 from core.jobs import usage
+from core.jobs.admission import admitted
+from core.jobs.kinds import ANALYSE, ESTIMATE, PREDICT, VALIDATE
 from core.jobs.run import Run, RunState
 from core.limits import Limits
 from core.storage import write_json
@@ -28,18 +33,9 @@ from core.training.events import Emit, PhaseMeter
 
 if TYPE_CHECKING:
     from core.artifacts.batch import Row
+    from core.training.estimate import Estimate
 
-VALIDATE_KIND = "validate"
-VALIDATE_TARGET = "core.jobs.targets:validate_upload"
-# Validating 100,000 photos takes minutes; a job that takes longer is stopped and says so.
-VALIDATION_TIME_LIMIT_S = 15 * 60
-ANALYSE_KIND = "analysis"
-ANALYSE_TARGET = "core.jobs.targets:analyse_data"
-# The analysis stops starting backbones after its own budget; this limit catches the rest.
-ANALYSIS_TIME_LIMIT_S = 20 * 60
-PREDICT_KIND = "predict"
-PREDICT_TARGET = "core.jobs.targets:predict_batch"
-PREDICT_TIME_LIMIT_S = 15 * 60
+POLL_S = 0.5
 BATCH_ZIP = "images.zip"  # the zip to classify, in the job's folder until the job has read it
 PREDICTIONS_CSV = "predictions.csv"
 
@@ -75,7 +71,7 @@ def accept_upload(
         return digest
     # The zip is charged to its owner's quota as it is kept, under the admission lock: people
     # uploading at the same moment are charged one after the other.
-    with jobs.admitted(owner, limits, kind=VALIDATE_KIND, adding=len(data)) if limits else nullcontext():
+    with admitted(owner, limits, kind=VALIDATE, adding=len(data)) if limits else nullcontext():
         _keep_and_validate(data, digest, name, owner, limits)
     return digest
 
@@ -89,10 +85,7 @@ def _keep_and_validate(data: bytes, digest: str, name: str, owner: str, limits: 
     ceilings = {"limits": asdict(limits)} if limits is not None else {}
     try:
         access.add_owner(usage.dataset_owners_file(digest), owner)
-        jobs.submit(
-            {"data": str(path), "name": name, **ceilings}, target=VALIDATE_TARGET, kind=VALIDATE_KIND,
-            queued=False, time_limit_s=VALIDATION_TIME_LIMIT_S, dataset_name=name, owner=owner,
-        )  # fmt: skip
+        jobs.submit({"data": str(path), "name": name, **ceilings}, VALIDATE, dataset_name=name, owner=owner)
     except BaseException:
         path.unlink(missing_ok=True)  # no job will unpack it
         raise
@@ -106,7 +99,7 @@ def upload_state(digest: str, viewer: Viewer = LOCAL) -> UploadState:
     folder = storage.datasets_dir() / digest
     if (folder / "manifest.json").is_file():
         return UploadState(digest, dataset=folder)
-    for row in jobs.list_runs(kind=VALIDATE_KIND, viewer=viewer):  # newest first
+    for row in jobs.list_runs(VALIDATE, viewer):  # newest first
         if Path(str(row.get("data") or "")).stem == digest:
             state = RunState(row["state"])
             if state.active:
@@ -173,10 +166,7 @@ def submit_analysis(
     folder) in a job of its own, beside any training; returns the job's id. With ``limits``, it
     is admitted as every job is (``LimitExceeded``)."""
     plan = {"data": str(data), "name": name, **(options or {})}
-    return jobs.submit(
-        plan, target=ANALYSE_TARGET, kind=ANALYSE_KIND, queued=False,
-        time_limit_s=ANALYSIS_TIME_LIMIT_S, dataset_name=name, owner=owner, limits=limits,
-    )  # fmt: skip
+    return jobs.submit(plan, ANALYSE, dataset_name=name, owner=owner, limits=limits)
 
 
 def analysis_result(job_id: str, viewer: Viewer = LOCAL) -> dict[str, Any] | None:
@@ -224,8 +214,7 @@ def submit_predictions(
         limits.check_upload(len(data))
     ceilings = {"limits": asdict(limits)} if limits is not None else {}
     return jobs.submit(
-        {"model_run": model_run, "name": name, **ceilings}, target=PREDICT_TARGET, kind=PREDICT_KIND,
-        queued=False, time_limit_s=PREDICT_TIME_LIMIT_S, dataset_name=name, owner=viewer.owner,
+        {"model_run": model_run, "name": name, **ceilings}, PREDICT, dataset_name=name, owner=viewer.owner,
         limits=limits, files={BATCH_ZIP: data},
     )  # fmt: skip
 
@@ -261,3 +250,44 @@ def predict_batch(run_dir: Path, emit: Emit) -> dict[str, Any]:
     storage.write_text_atomic(run.directory / PREDICTIONS_CSV, to_csv(rows))
     write_json(run.result_file, [row.to_dict() for row in rows])
     return {"images": len(rows)}
+
+
+def estimate(
+    plan: Mapping[str, Any],
+    timeout_s: float | None = None,
+    *,
+    owner: str = access.LOCAL_OWNER,
+    limits: Limits | None = None,
+) -> Estimate:
+    """The plan's estimate, timed by a job of ``owner``'s where its runs would train (admitted
+    within ``limits`` as every job is: ``LimitExceeded``), within ``timeout_s`` (by default the
+    kind's time limit); raises ``RuntimeError`` with a one-line message when it cannot be had."""
+    from core.training.estimate import Estimate
+
+    limit_s = timeout_s or ESTIMATE.time_limit_s or 0.0
+    run_id = jobs.submit(plan, ESTIMATE, time_limit_s=limit_s, owner=owner, limits=limits)
+    final = _ended(run_id, deadline=time.monotonic() + limit_s + 60)
+    if final["state"] != RunState.DONE:
+        raise RuntimeError(final["message"] or f"the estimate job {final['state']}")
+    return Estimate.from_dict(storage.read_json(Run.open(run_id).result_file))
+
+
+def time_plan(run_dir: Path, emit: Emit) -> dict[str, Any]:
+    """Time the job's plan here and write the estimate to ``result.json``."""
+    from core.training.estimate import estimate as time_here
+    from core.training.plan import Plan
+
+    run = Run(Path(run_dir))
+    result = time_here(Plan.from_dict(run.plan_fields())).to_dict()
+    write_json(run.result_file, result)
+    return result
+
+
+def _ended(run_id: str, deadline: float) -> dict[str, Any]:
+    """The estimate job's final status; a job still going at ``deadline`` is cancelled and says so."""
+    while (current := jobs.reconcile(run_id))["state"] in (RunState.QUEUED, RunState.RUNNING):
+        if time.monotonic() > deadline:
+            jobs.cancel(run_id)
+            raise RuntimeError("the estimate job did not finish in time (is the cluster busy?)")
+        time.sleep(POLL_S)
+    return current
