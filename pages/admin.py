@@ -12,7 +12,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from core import inert, jobs
-from core.jobs import Run, RunState, retention, usage
+from core.jobs import Run, RunState, backend, retention, usage
 from core.jobs.kinds import KINDS, TRAIN
 from core.limits import SIZE_UNITS, human_bytes
 from pages._access import limits, viewer
@@ -107,7 +107,7 @@ def queue(rows: list[dict[str, Any]]) -> None:
             "Worker": _worker,
             "Heartbeat": lambda row: f"{now - row['heartbeat']:.0f} s ago" if row.get("heartbeat") else "-",
             "Slot / GPU": _slot,
-            "Backend": lambda row: row.get("backend") or "local",
+            "Backend": lambda row: backend.of_run(row).name,
         },
     )
 

@@ -14,6 +14,7 @@ import os
 import platform
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,7 @@ from PIL import Image
 from core import jobs
 from core.jobs import backend, ray_backend
 from core.jobs.run import Run
+from core.storage import write_json
 from core.training.events import read_events
 
 pytestmark = pytest.mark.ray
@@ -114,6 +116,29 @@ def test_two_runs_on_a_one_slot_cluster_wait_their_turn_and_both_finish(
     finals = [wait_for_state(run_id, "done", timeout_s=60) for run_id in (first, second, third)]
     spans = sorted((f["started"], f["finished"]) for f in finals)
     assert all(later[0] >= earlier[1] for earlier, later in itertools.pairwise(spans))
+
+
+def test_a_run_ray_has_no_job_for_cancels_quietly_and_fails_saying_the_cluster_lost_it(on_ray: Any) -> None:
+    run_id = "20260101-000000-lost"  # as after a restart of the cluster: the run says Ray, Ray knows nothing
+    address = on_ray.address_for_jobs
+    write_json(
+        run_dir(run_id) / "status.json",
+        {
+            "state": "queued",
+            "message": "",
+            "submitted": time.time() - 60,
+            "backend": "ray",
+            "address": address,
+        },
+    )
+
+    jobs.cancel(run_id)
+
+    final = jobs.status(run_id)
+    assert (final["state"], final["message"]) == (
+        "failed",
+        f"Ray at {address} has no job {run_id} (was the cluster restarted?)",
+    )
 
 
 def test_a_node_with_other_versions_refuses_the_run_in_one_line(
