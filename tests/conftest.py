@@ -87,7 +87,8 @@ def on_ray(lab_home: Path, ray_cluster: Any, monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.delenv(ray_backend.RESOURCES_ENV, raising=False)
     yield ray_cluster
     for run in lab_home.glob("runs/*/status.json"):
-        if json.loads(run.read_text()).get("backend") == "ray":
+        status = json.loads(run.read_text())
+        if status.get("backend") == "ray" and status.get("state") in ("queued", "running"):
             ray_job(run.parent.name, stop=True)
 
 
