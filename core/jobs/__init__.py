@@ -20,9 +20,8 @@ from __future__ import annotations
 import contextlib
 import json
 import re
-import shutil
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -37,11 +36,11 @@ from core.jobs.run import (
     RunNotFound,
     RunRecord,
     RunState,
-    StatusKeeper,
     all_runs,
+    create_run,
     is_run_id,
-    new_run_id,
     state_of,
+    written_whole,
 )
 from core.limits import LimitExceeded, Limits
 
@@ -91,12 +90,12 @@ def submit(
         workers=workers,
     )
     runs_on = backend.configured()  # a misconfigured backend is refused before any folder is made
-    if limits is None:
-        return _start(plan, job, runs_on, run_id, dataset_name, owner, files or {})
-    if kind is TRAIN:
+    files = files or {}
+    if limits is not None and kind is TRAIN:
         limits.check_plan(int(plan.get("epochs") or 0), plan.get("image_size"))
-    with admitted(owner, limits, kind=kind, adding=sum(map(len, (files or {}).values()))):
-        return _start(plan, job, runs_on, run_id, dataset_name, owner, files or {})
+    adding = sum(map(len, files.values()))
+    with admitted(owner, limits, kind=kind, adding=adding) if limits else contextlib.nullcontext():
+        return _start(plan, job, runs_on, run_id, dataset_name, owner, files)
 
 
 def status(run_id: str, viewer: Viewer = LOCAL) -> dict[str, Any]:
@@ -208,9 +207,9 @@ def _start(
     files: Mapping[str, bytes],
 ) -> str:
     """Write the run folder whole, then hand it to ``runs_on``."""
-    run, keeper = _create_run(run_id)
+    run, keeper = create_run(run_id)
     with keeper:  # our copy of the lock goes at the end: the worker holds its own from then on
-        with _removed_on_failure(run):  # a full disk leaves no half-written run
+        with written_whole(run):  # a full disk leaves no half-written run
             storage.write_json(run.plan_file, plan)
             for file_name, content in files.items():
                 storage.write_bytes_atomic(run.directory / file_name, content)
@@ -255,31 +254,3 @@ def _absolute_paths(plan: dict[str, Any]) -> dict[str, Any]:
         if isinstance(value, str) and value and not Path(value).is_absolute() and Path(value).exists():
             plan[key] = str(Path(value).resolve())
     return plan
-
-
-def _create_run(run_id: str | None) -> tuple[Run, StatusKeeper]:
-    """A fresh run folder and the keeper of its status, holding its ``worker.lock``."""
-    storage.runs_dir().mkdir(parents=True, exist_ok=True)
-    for _ in range(100):
-        run = Run(storage.runs_dir() / (run_id or new_run_id()))
-        try:
-            run.directory.mkdir()
-        except FileExistsError:
-            if run_id:
-                raise ValueError(f"run {run_id!r} already exists in {storage.runs_dir()}") from None
-            continue  # two submissions in the same second drew the same suffix
-        keeper = StatusKeeper.take(run)
-        if keeper is None:
-            raise RuntimeError(f"{run.lock_file} is locked by another process")
-        return run, keeper
-    raise RuntimeError(f"could not find a free run id in {storage.runs_dir()}")
-
-
-@contextlib.contextmanager
-def _removed_on_failure(run: Run) -> Iterator[None]:
-    """Remove the run's folder if the block fails: a run is written whole or not at all."""
-    try:
-        yield
-    except BaseException:
-        shutil.rmtree(run.directory, ignore_errors=True)
-        raise
