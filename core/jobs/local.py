@@ -150,23 +150,28 @@ def _wait_for_slot(run: Run, keeper: StatusKeeper) -> None:
     """Block until this run is first in line and a slot is free; the slot is held until exit."""
     if run.id not in waiting_runs():
         queue.enqueue(run.id)
-    slots = max_concurrent()
-    while True:
-        if run.cancel_requested():
-            raise Cancelled
-        line = waiting_runs()
-        taken = queue.take_slot(slots) if line[:1] == [run.id] else None
-        if taken is not None:
-            break
-        time.sleep(QUEUE_POLL_S)
-    queue.dequeue(run.id)
-    slot, _held_until_exit = taken
+    try:
+        slot = _first_free_slot(run)
+    finally:
+        # Out of the line before a cancel is recorded: a run that says it is cancelled has left.
+        queue.dequeue(run.id)
     gpus = gpu_ids()
     # One run per GPU: the run in slot k sees only GPU k, as its cuda:0.
     gpu = gpus[slot % len(gpus)] if gpus else None
     if gpu is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = gpu
     keeper.update(slot=slot, gpu=gpu)
+
+
+def _first_free_slot(run: Run) -> int:
+    """The slot this run takes once it is first in line; its lock is held until the process exits."""
+    slots = max_concurrent()
+    while True:
+        if run.cancel_requested():
+            raise Cancelled
+        if waiting_runs()[:1] == [run.id] and (taken := queue.take_slot(slots)) is not None:
+            return taken[0]
+        time.sleep(QUEUE_POLL_S)
 
 
 # ---------------------------------------------------------------------------- the server's side
