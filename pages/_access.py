@@ -17,9 +17,10 @@ import streamlit as st
 from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
 from streamlit.runtime.scriptrunner_utils.script_run_context import get_script_run_ctx
 
-from core import access, inert, jobs
+from core import access, inert
 from core.access import AccessSettings, SignInRefused, Viewer
 from core.jobs import usage
+from core.jobs.admission import active_jobs
 from core.limits import Limits, human_bytes
 from pages import _gate
 
@@ -90,7 +91,7 @@ def show_share(signed_in_viewer: Viewer) -> None:
     ceilings = limits()
     parts = []
     if ceilings.max_active_runs is not None:
-        parts.append(f"{jobs.active_jobs(signed_in_viewer.owner)} of {ceilings.max_active_runs} jobs in line")
+        parts.append(f"{active_jobs(signed_in_viewer.owner)} of {ceilings.max_active_runs} jobs in line")
     if ceilings.disk_quota_bytes is not None:
         used = _disk_used(signed_in_viewer.owner)
         parts.append(f"{human_bytes(used)} of {human_bytes(ceilings.disk_quota_bytes)} disk")

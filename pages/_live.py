@@ -14,7 +14,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from core import inert, jobs
-from core.jobs import Run, RunState
+from core.jobs import Run, RunState, backend
 from core.training import verdict
 from core.training.events import EpochEnd, EventReader, read_events
 from core.training.progress import RunProgress, duration, queue_wait
@@ -104,9 +104,9 @@ def _render(run_id: str, view: RunProgress, status: dict[str, Any]) -> None:
     focus_run(run_id)
     with st.container(border=True, key="train.run_status"):
         st.subheader(inert.markdown(run_label(row)))
-        backend = status.get("backend") or "local"
+        runs_on = backend.of_run(status).name
         host = f" on {inert.markdown(status['host'])}" if status.get("host") else ""
-        st.caption(f"{inert.markdown(plan_summary(row))} · run id `{run_id}` · {backend} backend{host}")
+        st.caption(f"{inert.markdown(plan_summary(row))} · run id `{run_id}` · {runs_on} backend{host}")
         line = f"**{state}**" + (f": {inert.markdown(status['message'])}" if status.get("message") else "")
         if state == "queued" and status.get("queue_position"):
             line = f"**queued**: place {status['queue_position']} in the queue · {_estimated_wait(run_id)}"

@@ -12,24 +12,13 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from core import inert, jobs
-from core.jobs import Run, RunState, retention, targets, usage
-from core.jobs.estimate import ESTIMATE_KIND
-from core.jobs.evaluation import EVALUATE_KIND
-from core.jobs.sources import VALIDATE_SOURCE_KIND
+from core.jobs import Run, RunState, backend, retention, usage
+from core.jobs.kinds import KINDS, TRAIN
 from core.limits import SIZE_UNITS, human_bytes, size_unit
 from pages._access import limits, viewer
 from pages._common import data_name, run_label
 from pages._retention import kept_when
 
-KINDS = {
-    "train": "training",
-    targets.VALIDATE_KIND: "validation",
-    targets.ANALYSE_KIND: "analysis",
-    targets.PREDICT_KIND: "batch prediction",
-    ESTIMATE_KIND: "estimate",
-    EVALUATE_KIND: "evaluation",
-    VALIDATE_SOURCE_KIND: "folder validation",
-}
 CONFIRM_DELETE = "admin.confirm_delete"
 DONE_MESSAGE = "admin.done"
 
@@ -38,10 +27,10 @@ def all_rows() -> list[dict[str, Any]]:
     """Every job of every kind and owner, newest first, each with its kind, its full status and
     its run handle (``"run"``), opened once here for every section of the page."""
     rows = []
-    for kind, label in KINDS.items():
+    for kind in KINDS:
         for row in jobs.list_runs(kind, viewer()):
             run = Run.open(row["run_id"], viewer())
-            rows.append({**run.status(), **row, "kind": label, "run": run})
+            rows.append({**run.status(), **row, "kind": kind.label, "run": run})
     return sorted(rows, key=lambda row: row.get("submitted") or 0.0, reverse=True)
 
 
@@ -118,7 +107,7 @@ def queue(rows: list[dict[str, Any]]) -> None:
             "Worker": _worker,
             "Heartbeat": lambda row: f"{now - row['heartbeat']:.0f} s ago" if row.get("heartbeat") else "-",
             "Slot / GPU": _slot,
-            "Backend": lambda row: row.get("backend") or "local",
+            "Backend": lambda row: backend.of_run(row).name,
         },
     )
 
@@ -194,7 +183,7 @@ def actions(rows: list[dict[str, Any]]) -> None:
 
 def _choice(row: dict[str, Any]) -> str:
     """A run in the chooser: its id, kind, state and owner, then what it ran on."""
-    what = run_label(row) if row["kind"] == KINDS["train"] else data_name(row)
+    what = run_label(row) if row["kind"] == TRAIN.label else data_name(row)
     return f"{row['run_id']} · {row['kind']} · {row['state']} · {row.get('owner') or 'local'} · {what}"
 
 

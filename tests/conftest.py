@@ -1,4 +1,4 @@
-"""Fixtures every test shares: app storage in a temp dir, a home for real workers, a live app.
+"""Fixtures every test shares: app storage in a temp dir, a home for real workers, a Ray head, a live app.
 
 What the suite needs from the hardware: a CPU, any (no GPU: the tests that need one are skipped
 without it), and chromium at /usr/bin/chromium for the browser tests. Results must not depend on
@@ -17,15 +17,17 @@ for a busy machine: the suite passes beside two CPU-burning processes on 2 cores
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from helpers_browser import new_tab
-from helpers_jobs import kill_workers
+from helpers_jobs import kill_workers, ray_head, ray_job
 from helpers_server import free_port, serve_app, stop_server, wait_healthy
 
 BROWSER = os.environ.get("TRANSFER_LAB_BROWSER", "/usr/bin/chromium")
@@ -80,6 +82,28 @@ TINY_PLAN = {
     "augment": "none",
     "device": "cpu",
 }
+
+
+@pytest.fixture(scope="session")
+def ray_cluster() -> Iterator[Any]:
+    """One Ray head for the whole test session (``helpers_jobs.ray_head``)."""
+    with ray_head() as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def on_ray(lab_home: Path, ray_cluster: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """This test's jobs go to the session's Ray cluster; none is left running after it."""
+    from core.jobs import backend, ray_backend
+
+    monkeypatch.setenv(backend.BACKEND_ENV, "ray")
+    monkeypatch.setenv(backend.RAY_ADDRESS_ENV, ray_cluster.address_for_jobs)
+    monkeypatch.delenv(ray_backend.RESOURCES_ENV, raising=False)
+    yield ray_cluster
+    for run in lab_home.glob("runs/*/status.json"):
+        status = json.loads(run.read_text())
+        if status.get("backend") == "ray" and status.get("state") in ("queued", "running"):
+            ray_job(run.parent.name, stop=True)
 
 
 @pytest.fixture

@@ -3,7 +3,8 @@
 The real worker process runs the targets. Each has the training entry point's signature,
 ``target(run_dir, emit)``, and reads its knobs from the run's ``plan.json``, as
 ``core.training.train.run`` does. ``wait_for`` and ``wait_until`` are how the tests wait for
-what those workers do; ``kill_workers`` is how none is left behind (the ``home`` fixture).
+what those workers do; ``kill_workers`` is how none is left behind (the ``home`` fixture);
+``ray_head`` is a real Ray head for the tests of the Ray backend.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ import os
 import signal
 import time
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +29,7 @@ from core.training.events import BatchEnd, Emit, PhaseStarted, Progress, RunDone
 
 SLEEPY = "tests.helpers_jobs:sleepy"
 FOREVER = "tests.helpers_jobs:forever"
+FAILING = "tests.helpers_jobs:failing"
 
 # A real training small enough for a test: a small net from scratch, tiny images, one epoch.
 TINY_TRAINING = {
@@ -133,6 +136,84 @@ def kill_workers(home: Path) -> None:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(pid, signal.SIGKILL)
             time.sleep(0.05)
+
+
+# The whole cluster on the loopback; no usage reports; runs may wait a day for resources, the
+# wait docs/ray.md recommends setting on a head (Ray's default fails a job pending 15 minutes).
+RAY_ENV = {
+    "RAY_USAGE_STATS_ENABLED": "0",
+    "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",  # Ray then resolves "this node" to 127.0.0.1
+    "RAY_JOB_START_TIMEOUT_SECONDS": "86400",
+}
+
+
+@contextmanager
+def ray_head() -> Iterator[Any]:
+    """A Ray head on 127.0.0.1 with 2 logical CPUs and one ``slot`` (a custom resource a
+    one-slot cluster is made of), its dashboard (the Job Submission API) on a free port, at
+    ``address_for_jobs``; shut down, and the environment put back, at the end."""
+    from helpers_server import free_port  # here: workers import this module without tests/ on their path
+    from ray.cluster_utils import Cluster
+
+    saved = {name: os.environ.get(name) for name in RAY_ENV}
+    os.environ.update(RAY_ENV)
+    cluster = Cluster(
+        initialize_head=True,
+        head_node_args={
+            "num_cpus": 2,
+            "resources": {"slot": 1},
+            "node_ip_address": "127.0.0.1",
+            "include_dashboard": True,
+            "dashboard_host": "127.0.0.1",
+            "dashboard_port": free_port(),
+            "dashboard_agent_listen_port": free_port(),
+            "runtime_env_agent_port": free_port(),
+            "metrics_export_port": free_port(),
+            "metrics_agent_port": free_port(),
+            # A lost node is noticed in about two seconds rather than fifteen.
+            "_system_config": {"health_check_period_ms": 500, "health_check_failure_threshold": 4},
+        },
+    )
+    cluster.address_for_jobs = f"http://{cluster.webui_url}"
+    try:
+        _wait_for_job_agent(cluster.address_for_jobs)
+        yield cluster
+    finally:
+        cluster.shutdown()
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def _wait_for_job_agent(address: str) -> None:
+    """The head takes jobs once its node's agent has registered: a trivial job tells."""
+    from ray.job_submission import JobSubmissionClient
+
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            client = JobSubmissionClient(address)
+            job = client.submit_job(entrypoint="true")
+            break
+        except (RuntimeError, ConnectionError):
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+    wait_until(lambda: str(client.get_job_status(job)) == "SUCCEEDED", "the first job", timeout_s=60)
+
+
+def ray_job(run_id: str, stop: bool = False) -> Any:
+    """Ray's own record of a run's job (stopped first when asked)."""
+    from ray.job_submission import JobSubmissionClient
+
+    from core.jobs import backend
+
+    client = JobSubmissionClient(os.environ[backend.RAY_ADDRESS_ENV])
+    if stop:
+        client.stop_job(run_id)
+    return client.get_job_info(run_id)
 
 
 def sleepy(run_dir: Path, emit: Emit) -> dict[str, Any]:

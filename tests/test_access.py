@@ -24,7 +24,7 @@ from core.access import throttle as throttle_module
 from core.access.throttle import FailureThrottle, client_address
 from core.cli import build_parser
 from core.cli import main as cli_main
-from core.jobs import targets, usage
+from core.jobs import kinds, targets, usage
 from core.jobs.race import Lane, Race
 from core.jobs.run import Run, RunNotFound, RunRecord
 from core.storage import write_json
@@ -214,7 +214,7 @@ def test_an_upload_belongs_to_whoever_uploaded_it() -> None:
     # The same content uploaded by another person is theirs too, without validating it again.
     assert targets.accept_upload(content, "mine.zip", owner="bob") == digest
     assert targets.upload_state(digest, BOB).dataset is not None
-    assert jobs.list_runs(kind=targets.VALIDATE_KIND) == []
+    assert jobs.list_runs(kinds.VALIDATE) == []
 
 
 def test_another_owners_race_is_none() -> None:

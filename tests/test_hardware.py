@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
-from core import jobs, machine
-from core.jobs import hardware
+from core import machine
+from core.jobs import hardware, local
 
 
 @pytest.fixture
@@ -32,14 +32,14 @@ def fake_smi(monkeypatch: pytest.MonkeyPatch):
 def test_gpus_are_named_and_counted(fake_smi) -> None:
     fake_smi(["NVIDIA H100 80GB HBM3", "NVIDIA H100 80GB HBM3"])
     assert hardware.describe() == "2x NVIDIA H100 80GB HBM3"
-    assert jobs.gpu_ids() == ["0", "1"]
-    assert jobs.max_concurrent() == 2
+    assert local.gpu_ids() == ["0", "1"]
+    assert local.max_concurrent() == 2
 
 
 def test_without_a_driver_the_cpu_is_described(fake_smi) -> None:
     fake_smi(None)
     assert hardware.describe().startswith(f"CPU: {machine.cpu().name} (")
-    assert jobs.gpu_ids() == [] and jobs.max_concurrent() == 1
+    assert local.gpu_ids() == [] and local.max_concurrent() == 1
 
 
 def test_the_cpu_s_bf16_units_are_named_as_the_setting_says(

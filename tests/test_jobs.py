@@ -29,37 +29,13 @@ from helpers_jobs import (
 )
 
 from core import jobs, storage
-from core.jobs import queue
+from core.jobs import local, queue
 from core.jobs import run as run_module
 from core.jobs.run import CANCELLED_MESSAGE, Run, RunState, StatusKeeper
 from core.storage import read_record, write_json
 from core.training.events import read_events
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def test_a_run_trains_in_its_worker_and_ends_done(home: Path) -> None:
-    run_id = jobs.submit({"seconds": 0.2, "accuracy": 0.75}, target=SLEEPY)
-
-    final = wait_for_state(run_id, "done")
-
-    assert final["pid"] != os.getpid()
-    assert final["submitted"] <= final["started"] <= final["finished"]
-    assert final["message"] == "" and final["queue_position"] is None
-    assert event_types(run_id) == ["queued", "running", "batch", "batch", "done", "done"]
-    assert jobs.list_runs()[0]["best_val_accuracy"] == 0.75
-
-
-def test_a_failing_run_records_a_one_line_message_and_the_traceback(home: Path) -> None:
-    run_id = jobs.submit({}, target="tests.helpers_jobs:failing")
-
-    final = wait_for_state(run_id, "failed")
-
-    assert final["message"] == "ValueError: learning rate 'fast' is not a number; expected a float"
-    log = (run_dir(run_id) / "worker.log").read_text()
-    assert "Traceback" in log and "helpers_jobs.py" in log
-    errors = [e for e in read_events(run_dir(run_id)) if e.type == "error"]
-    assert [e.message for e in errors] == [final["message"]]
 
 
 @pytest.mark.parametrize(
@@ -150,22 +126,8 @@ def test_a_missing_training_entry_point_fails_the_run_readably(home: Path) -> No
     assert final["message"] == "ModuleNotFoundError: No module named 'tests.no_such_module'"
 
 
-def test_cancel_stops_a_running_run_within_seconds(home: Path) -> None:
-    run_id = jobs.submit({}, target=FOREVER)
-    pid = wait_for_state(run_id, "running")["pid"]
-
-    asked = time.monotonic()
-    jobs.cancel(run_id)
-    final = wait_for_state(run_id, "cancelled", timeout_s=5)
-
-    assert time.monotonic() - asked < 5
-    assert final["message"] == CANCELLED_MESSAGE
-    wait_until(lambda: process_gone(pid), "worker exit", timeout_s=5)
-    assert event_types(run_id)[-1] == "cancelled"
-
-
 def test_cancel_kills_a_worker_that_ignores_it(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(jobs, "CANCEL_GRACE_S", 0.5)
+    monkeypatch.setattr(local, "CANCEL_GRACE_S", 0.5)
     run_id = jobs.submit({}, target="tests.helpers_jobs:stubborn")
     pid = wait_for_state(run_id, "running")["pid"]
     wait_until(lambda: "still training" in Run.open(run_id).log_tail(), "training output")
@@ -270,18 +232,6 @@ def test_a_killed_worker_leaves_its_run_failed_with_its_last_words(home: Path) -
     assert event_types(run_id)[-2:] == ["error", "failed"]
     # Its slot went with it: the next run still gets to train.
     assert wait_for_state(jobs.submit({"seconds": 0.1}, target=SLEEPY), "done")
-
-
-def test_a_frozen_worker_is_killed_and_marked_failed(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    run_id = jobs.submit({}, target=FOREVER)
-    pid = wait_for_state(run_id, "running")["pid"]
-
-    os.kill(pid, signal.SIGSTOP)
-    monkeypatch.setattr(jobs, "HEARTBEAT_TIMEOUT_S", 0.5)
-    final = wait_for_state(run_id, "failed", timeout_s=10)
-
-    assert "stopped responding" in final["message"]
-    wait_until(lambda: process_gone(pid), "frozen worker killed", timeout_s=5)
 
 
 @pytest.fixture
@@ -408,7 +358,7 @@ def files_read(monkeypatch: pytest.MonkeyPatch) -> list[str]:
         read.append(f"{path.parent.name}/{path.name}")
         return read_record(path, default, fields)
 
-    monkeypatch.setattr(jobs, "read_record", spy)
+    monkeypatch.setattr(local, "read_record", spy)
     monkeypatch.setattr(run_module, "read_record", spy)
     return read
 
@@ -483,13 +433,13 @@ def test_max_concurrent_counts_gpus_unless_told(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.delenv("TRANSFER_LAB_MAX_RUNS", raising=False)
     for visible, expected in [("", 1), ("-1", 1), ("0,1", 2), ("2,-1,3", 1), ("GPU-a1b2,GPU-c3d4", 2)]:
         monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
-        assert jobs.max_concurrent() == expected, visible
+        assert local.max_concurrent() == expected, visible
     monkeypatch.setenv("TRANSFER_LAB_MAX_RUNS", "3")
-    assert jobs.max_concurrent() == 3
+    assert local.max_concurrent() == 3
     for bad in ("0", "two", "-1"):
         monkeypatch.setenv("TRANSFER_LAB_MAX_RUNS", bad)
         with pytest.raises(ValueError, match=f"TRANSFER_LAB_MAX_RUNS='{bad}'"):
-            jobs.max_concurrent()
+            local.max_concurrent()
 
 
 def test_submit_refuses_what_it_cannot_run(home: Path) -> None:

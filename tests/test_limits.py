@@ -17,7 +17,8 @@ from streamlit.testing.v1 import AppTest
 
 from core import jobs, limits, storage
 from core.data.samples import sample_path
-from core.jobs import estimate, race, targets, usage
+from core.jobs import kinds, race, targets, usage
+from core.jobs.estimate import estimate
 from core.jobs.run import RunState
 from core.limits import GIB, MIB, LimitExceeded, Limits
 
@@ -145,25 +146,25 @@ def test_every_kind_of_job_counts_against_the_persons_limit_and_the_instances(
     monkeypatch.setenv("TRANSFER_LAB_MAX_RUNS", "1")
     ceiling = Limits(max_active_runs=2, max_side_jobs=3)
     for _ in range(2):
-        jobs.submit({}, target=FOREVER, kind="analysis", queued=False, owner="ann", limits=ceiling)
+        jobs.submit({}, kinds.ANALYSE, target=FOREVER, owner="ann", limits=ceiling)
     said = r"^you have 2 jobs queued or running, and the limit here is 2 per person"
     try:
         with pytest.raises(LimitExceeded, match=said):
             targets.submit_analysis(FACES, "faces", owner="ann", limits=ceiling)
         with pytest.raises(LimitExceeded, match=said):
-            estimate.estimate({"data": str(FACES)}, owner="ann", limits=ceiling)
+            estimate({"data": str(FACES)}, owner="ann", limits=ceiling)
         with pytest.raises(LimitExceeded, match=said):
             jobs.submit({"epochs": 1}, target=SLEEPY, owner="ann", limits=ceiling)
-        jobs.submit({}, target=FOREVER, kind="estimate", queued=False, owner="bob", limits=ceiling)
+        jobs.submit({}, kinds.ESTIMATE, target=FOREVER, owner="bob", limits=ceiling)
         with pytest.raises(
             LimitExceeded,
             match=r"^this server is already running 3 of the 3 jobs it runs at once besides training",
         ):
             targets.accept_upload(make_zip(classes({"a": 2, "b": 2})), "pets.zip", owner="cy", limits=ceiling)
-        assert jobs.list_runs(kind=targets.VALIDATE_KIND) == []
+        assert jobs.list_runs(kinds.VALIDATE) == []
     finally:
-        for kind in ("analysis", "estimate"):
-            for row in jobs.list_runs(kind=kind):
+        for kind in (kinds.ANALYSE, kinds.ESTIMATE):
+            for row in jobs.list_runs(kind):
                 jobs.cancel(row["run_id"])
 
 
@@ -215,7 +216,7 @@ def test_uploads_at_the_same_moment_are_charged_to_the_quota_one_after_the_other
 
     assert len(accepted) == 2 and len(refused) == 3
     assert all("over your disk quota" in message for message in refused)
-    for row in jobs.list_runs(kind=targets.VALIDATE_KIND):
+    for row in jobs.list_runs(kinds.VALIDATE):
         wait_for(lambda r=row["run_id"]: not RunState(jobs.reconcile(r)["state"]).active)
 
 
@@ -224,7 +225,7 @@ def test_an_upload_over_the_size_limit_is_refused_and_nothing_is_kept(lab_home: 
     with pytest.raises(LimitExceeded, match=r"^the zip is [\d.]+ KiB; uploads are limited to [\d.]+ KiB$"):
         targets.accept_upload(data, "pets.zip", limits=Limits(max_upload_bytes=len(data) - 1))
     assert not storage.uploads_dir().exists() or list(storage.uploads_dir().iterdir()) == []
-    assert jobs.list_runs(kind=targets.VALIDATE_KIND) == []
+    assert jobs.list_runs(kinds.VALIDATE) == []
 
 
 def test_the_validation_applies_the_configured_images_per_zip(lab_home: Path) -> None:

@@ -16,7 +16,7 @@ from PIL import Image, ImageFile
 from streamlit.testing.v1 import AppTest
 
 from core import jobs, storage
-from core.jobs import targets
+from core.jobs import kinds, targets
 from core.jobs.run import Run, RunState
 from core.training.events import read_events
 
@@ -31,7 +31,7 @@ def settled(digest: str) -> targets.UploadState:
     def ended() -> targets.UploadState | None:
         validations = [
             row["run_id"]
-            for row in jobs.list_runs(kind=targets.VALIDATE_KIND)
+            for row in jobs.list_runs(kinds.VALIDATE)
             if Path(str(row.get("data") or "")).stem == digest
         ]
         if any(RunState(jobs.reconcile(job)["state"]).active for job in validations):
@@ -49,14 +49,14 @@ def test_an_upload_is_validated_by_a_job_and_becomes_a_data_set(lab_home: Path) 
     digest = targets.accept_upload(SMALL, "pets.zip")
     state = settled(digest)
     assert state.dataset == storage.datasets_dir() / digest and state.refusal is None
-    [job] = jobs.list_runs(kind="validate")
+    [job] = jobs.list_runs(kinds.VALIDATE)
     assert job["state"] == "done" and jobs.list_runs() == []  # not a training run
     validating = [e for e in read_events(Run.open(job["run_id"]).directory) if e.type == "progress"]
     assert validating[-1].phase == "validating" and validating[-1].done == validating[-1].total == 8
     assert Run.open(job["run_id"]).record().dataset_name == "pets.zip"
     assert list(storage.uploads_dir().iterdir()) == []  # the zip went once unpacked
     assert targets.accept_upload(SMALL, "again.zip") == digest  # known content: no second job
-    assert len(jobs.list_runs(kind="validate")) == 1
+    assert len(jobs.list_runs(kinds.VALIDATE)) == 1
 
 
 def test_a_refused_upload_says_why_and_leaves_nothing(lab_home: Path) -> None:
@@ -69,8 +69,7 @@ def test_a_refused_upload_says_why_and_leaves_nothing(lab_home: Path) -> None:
 def test_a_validation_past_its_time_limit_fails_and_leaves_nothing(lab_home: Path, tmp_path: Path) -> None:
     path = tmp_path / "big.zip"
     path.write_bytes(big_upload())
-    job = jobs.submit({"data": str(path)}, target=targets.VALIDATE_TARGET, kind="validate", queued=False,
-                      time_limit_s=0.5)  # fmt: skip
+    job = jobs.submit({"data": str(path)}, kinds.VALIDATE, time_limit_s=0.5)
     final = wait_for(lambda: (s := jobs.reconcile(job))["state"] in ("done", "failed") and s)
     assert (
         final["state"] == "failed" and final["message"] == "stopped after 0.5 s, the time limit for this job"

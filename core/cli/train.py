@@ -167,6 +167,7 @@ def _submitted(plan: Plan, args: argparse.Namespace) -> int:
     from core.cli import CliError
     from core.cli.display import RunDisplay
     from core.errors import TransferLabError
+    from core.jobs import backend
     from core.training.events import EventReader
 
     if args.out is not None:
@@ -176,7 +177,7 @@ def _submitted(plan: Plan, args: argparse.Namespace) -> int:
     except TransferLabError as exc:
         raise CliError(str(exc)) from exc
     run = jobs.Run.open(run_id)
-    say(f"submitted run {run_id} ({run.status().get('backend', 'local')})", file=sys.stderr)
+    say(f"submitted run {run_id} ({backend.of_run(run.status()).name})", file=sys.stderr)
     display, reader = RunDisplay(sys.stderr), EventReader(run.directory)
     try:
         final = _follow(run_id, reader, display)

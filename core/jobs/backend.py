@@ -1,11 +1,16 @@
-"""Which jobs backend runs new jobs, chosen by configuration: the seam another engine plugs into.
+"""The jobs backend: the one seam between the jobs API and whatever runs the workers.
 
 ``local`` (the default, nothing to install or start) runs each job in a worker process of this
-machine, queued through the file locks of ``core.jobs.queue``. ``ray`` submits each job to an
-existing Ray cluster (``core.jobs.ray_backend``), which places it by GPU and CPU. Every run
-records in its ``status.json`` the backend (and address) that runs it, so that a server switched
-from one to the other still settles the runs it started before: ``of_run`` reads that, never the
-configuration.
+machine, queued through the file locks of ``core.jobs.queue`` (``core.jobs.local``). ``ray``
+submits each job to an existing Ray cluster, which places it by GPU and CPU
+(``core.jobs.ray_backend``). Both run the same worker, ``python -m core.jobs.worker``, on the
+same run folder; they differ in how it is started, how its liveness is told, how it is stopped
+and what a waiting run says, which is what ``Backend`` names.
+
+``configured()`` says where new jobs go. Every run records in its ``status.json`` the backend
+(and address) that runs it, so that a server switched from one to the other still settles the
+runs it started before: ``of_run`` reads that, never the configuration. Both return the backend
+object; callers dispatch through it and never ask which one it is.
 
 This module never imports Ray: it only checks that it could be imported.
 """
@@ -15,10 +20,14 @@ from __future__ import annotations
 import importlib.util
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
+from core import storage
 from core.errors import TransferLabError
+
+if TYPE_CHECKING:
+    from core.jobs.kinds import Job
+    from core.jobs.run import Run, RunState, StatusKeeper
 
 BACKEND_ENV = "TRANSFER_LAB_BACKEND"
 RAY_ADDRESS_ENV = "RAY_ADDRESS"
@@ -26,29 +35,73 @@ LOCAL = "local"
 RAY = "ray"
 RAY_INSTALL = "pip install -r requirements-ray.txt"
 
+# A worker's heartbeat comes from a thread of its own, so only a frozen process misses it for
+# this long; a busy training step does not.
+HEARTBEAT_TIMEOUT_S = 60.0
+# How long a reader waits for a busy ``worker.lock`` before it considers the worker's end its
+# own to record: long enough for another reader, who holds it only while recording, to finish.
+LOCK_PATIENCE_S = 0.5
+
 
 class BackendError(TransferLabError, RuntimeError):
     """A jobs backend that is misconfigured, not installed, or out of reach."""
 
 
-@dataclass(frozen=True)
-class Backend:
-    """The backend new jobs go to: its name, and for Ray the dashboard's address."""
+class Backend(Protocol):
+    """What runs jobs. The server side (``submit``, ``settle``, ``cancel``, ``waiting``) is
+    called by ``core.jobs``; the worker side (``keeper``, ``prepare``, ``launch_ranks``) by the
+    worker process the backend started. None of it may import torch or initialise CUDA."""
 
-    name: str = LOCAL
-    address: str | None = None
+    name: str
 
     def status_fields(self) -> dict[str, Any]:
-        """What ``status.json`` records about where a run runs."""
-        return {"backend": self.name} | ({"address": self.address} if self.address else {})
+        """What ``status.json`` records about where a run runs: enough for ``of_run``."""
+        ...
+
+    def submit(self, run: Run, keeper: StatusKeeper, job: Job) -> None:
+        """Start ``job``'s worker on the written ``run`` (``keeper`` holds its lock until this
+        returns); a refusal fails the run, saying why, and is raised."""
+        ...
+
+    def settle(self, run: Run, gone_state: RunState) -> dict[str, Any]:
+        """The active ``run``'s status after looking behind it at its worker: a gone worker's run
+        is finished (``gone_state`` unless its end is known), a frozen one is stopped and failed."""
+        ...
+
+    def cancel(self, run: Run) -> None:
+        """Ask the run's worker to stop; ``settle`` records the end."""
+        ...
+
+    def waiting(self, run: Run, current: Mapping[str, Any]) -> dict[str, Any]:
+        """For a queued run: its ``queue_position`` (None where the backend keeps no line), and
+        a ``message`` where the backend has more to say than the status does."""
+        ...
+
+    def keeper(self, run: Run, lock_fd: int | None) -> StatusKeeper | None:
+        """In the worker: the keeper of the run's status (None: another worker runs it)."""
+        ...
+
+    def prepare(self, run: Run, keeper: StatusKeeper, *, queued: bool) -> None:
+        """In the worker, before the job starts: wait for its turn, or check this node."""
+        ...
+
+    def launch_ranks(self, run: Run, workers: int) -> None:
+        """In the worker: train ``run``'s plan on ``workers`` processes, returning once rank 0
+        has written the run."""
+        ...
 
 
 def configured() -> Backend:
     """``TRANSFER_LAB_BACKEND`` (``local`` by default, or ``ray`` with ``RAY_ADDRESS``), checked:
     a bad value, a missing address or Ray not installed is one line naming the remedy."""
+    # The backends import this module for its error and timings: they are imported when chosen.
+    from core.jobs.local import LocalBackend, max_concurrent
+    from core.jobs.ray_backend import RayBackend
+
     name = os.environ.get(BACKEND_ENV, "").strip().lower() or LOCAL
     if name == LOCAL:
-        return Backend()
+        max_concurrent()  # a bad TRANSFER_LAB_MAX_RUNS is refused here, not in the worker
+        return LocalBackend()
     if name != RAY:
         raise BackendError(f"{BACKEND_ENV}={name!r}: expected {LOCAL!r} (the default) or {RAY!r}")
     if importlib.util.find_spec("ray") is None:
@@ -63,10 +116,22 @@ def configured() -> Backend:
         raise BackendError(
             f"{RAY_ADDRESS_ENV}={address!r}: give the Ray dashboard's address, such as http://HEAD:8265"
         )
-    return Backend(RAY, address)
+    return RayBackend(address)
 
 
 def of_run(status: Mapping[str, Any]) -> Backend:
     """The backend that runs a run, as its ``status.json`` records it (runs from before the
     backends existed ran locally)."""
-    return Backend(status.get("backend") or LOCAL, status.get("address"))
+    from core.jobs.local import LocalBackend
+    from core.jobs.ray_backend import RayBackend
+
+    if status.get("backend") == RAY:
+        return RayBackend(status.get("address") or "")
+    return LocalBackend()
+
+
+def worker_environment() -> dict[str, str]:
+    """What every backend's worker is given: this home, this code first on its path, and an
+    unbuffered log, so that the log holds the last words of a worker that is killed."""
+    path = os.pathsep.join(filter(None, [str(storage.CODE_ROOT), os.environ.get("PYTHONPATH")]))
+    return {storage.HOME_ENV: str(storage.home()), "PYTHONPATH": path, "PYTHONUNBUFFERED": "1"}

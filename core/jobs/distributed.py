@@ -1,7 +1,8 @@
 """One run on several processes, so that a plan's ``workers`` means the same on both backends.
 
-On the local backend the worker starts ``torchrun --standalone --nproc-per-node N`` on this
-module; under Ray, the job's entrypoint runs Ray Train's ``TorchTrainer`` with N workers. Either
+Each backend launches the ranks its own way (``Backend.launch_ranks``): the local one starts
+``torchrun --standalone --nproc-per-node N`` on this module (``with_torchrun``), the Ray job's
+entrypoint runs Ray Train's ``TorchTrainer`` with N workers (``with_ray_train``). Either
 way each process runs the same training code as a single process (DistributedDataParallel:
 NCCL between GPUs, gloo between CPUs), rank 0 alone writes the run directory and its events,
 and the worker that started them keeps the run's status (heartbeat, cancel, final state).
@@ -33,14 +34,6 @@ class DistributedError(TransferLabError, RuntimeError):
     """The processes of a multi-worker run failed."""
 
 
-def train(run: Run, workers: int, *, on_ray: bool) -> None:
-    """Train ``run``'s plan on ``workers`` processes; returns once rank 0 has written the run."""
-    if on_ray:
-        _with_ray_train(run, workers)
-    else:
-        _with_torchrun(run, workers)
-
-
 def train_rank(config: dict[str, Any]) -> None:
     """One process of the run: the training entry point, rank 0 reporting to the run directory."""
     from core.training.device import ranks_from_env
@@ -56,7 +49,7 @@ def rank_events(run: Run) -> Emit:
     return run_events(run, None, functools.partial(note_dataset, run))
 
 
-def _with_torchrun(run: Run, workers: int) -> None:
+def with_torchrun(run: Run, workers: int) -> None:
     """``torchrun --standalone`` on this machine, in a process group of its own, so that a cancel
     stops every rank: SIGTERM first (torchrun passes it on), then SIGKILL."""
     command = [
@@ -91,7 +84,7 @@ def _stop_group(process: subprocess.Popen) -> None:
             continue
 
 
-def _with_ray_train(run: Run, workers: int) -> None:
+def with_ray_train(run: Run, workers: int) -> None:
     """Ray Train's ``TorchTrainer`` on the job's own cluster: one worker per process, a GPU each
     when the cluster has GPUs (and the plan does not ask for the CPU), one CPU each otherwise.
 

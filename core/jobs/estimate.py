@@ -1,7 +1,7 @@
 """The epoch-time estimate, timed on the kind of machine that would train the run.
 
 Timing two batches on the web server would describe the web server, and would cost it the
-memory and CPU of a training step. The estimate is a short job of its own (kind ``estimate``,
+memory and CPU of a training step. The estimate is a short job of its own (``core.jobs.kinds.ESTIMATE``,
 kept out of the runs table), admitted like every job, whose worker times the plan where runs
 train (this machine, or a Ray node) and writes the estimate to ``result.json``. Torch is imported only where the
 timing happens: the web server imports this package.
@@ -15,32 +15,29 @@ from pathlib import Path
 from typing import Any
 
 from core import access, jobs
+from core.jobs.kinds import ESTIMATE
 from core.jobs.run import Run, RunState
 from core.limits import Limits
 from core.storage import read_json, write_json
 from core.training.estimated import Estimate
 from core.training.events import Emit
 
-ESTIMATE_KIND = "estimate"
-ESTIMATE_TARGET = "core.jobs.estimate:time_plan"
 POLL_S = 0.5
 
 
 def estimate(
     plan: Mapping[str, Any],
-    timeout_s: float = 600,
+    timeout_s: float | None = None,
     *,
     owner: str = access.LOCAL_OWNER,
     limits: Limits | None = None,
 ) -> Estimate:
     """The plan's estimate, timed by a job of ``owner``'s where its runs would train (admitted
-    within ``limits`` as every job is: ``LimitExceeded``); raises ``RuntimeError`` with a
-    one-line message when it cannot be had."""
-    run_id = jobs.submit(
-        plan, target=ESTIMATE_TARGET, kind=ESTIMATE_KIND, queued=False, time_limit_s=timeout_s,
-        owner=owner, limits=limits,
-    )  # fmt: skip
-    final = _ended(run_id, deadline=time.monotonic() + timeout_s + 60)
+    within ``limits`` as every job is: ``LimitExceeded``), within ``timeout_s`` (by default the
+    kind's time limit); raises ``RuntimeError`` with a one-line message when it cannot be had."""
+    limit_s = timeout_s or ESTIMATE.time_limit_s or 0.0
+    run_id = jobs.submit(plan, ESTIMATE, time_limit_s=limit_s, owner=owner, limits=limits)
+    final = _ended(run_id, deadline=time.monotonic() + limit_s + 60)
     if final["state"] != RunState.DONE:
         raise RuntimeError(final["message"] or f"the estimate job {final['state']}")
     return Estimate.from_dict(read_json(Run.open(run_id).result_file))

@@ -14,13 +14,11 @@ from typing import Any
 
 from core import jobs, storage
 from core.access import LOCAL, Viewer
+from core.jobs.kinds import EVALUATE
 from core.jobs.run import Run
 from core.limits import Limits
 from core.training.events import Emit, phase_progress
 
-EVALUATE_KIND = "evaluate"
-EVALUATE_TARGET = "core.jobs.evaluation:score_run"
-EVALUATE_TIME_LIMIT_S = 15 * 60
 SCORING = "scoring"  # the job's one phase, as its progress events name it
 
 
@@ -31,11 +29,8 @@ def submit_evaluation(
     otherwise) on the validated data set at ``dataset`` (shown as ``name``) in a job of
     ``viewer``'s, admitted as every job is; returns the job's id."""
     Run.open(model_run, viewer)
-    return jobs.submit(
-        {"model_run": model_run, "data": str(dataset), "name": name}, target=EVALUATE_TARGET,
-        kind=EVALUATE_KIND, queued=False, time_limit_s=EVALUATE_TIME_LIMIT_S, dataset_name=name,
-        owner=viewer.owner, limits=limits,
-    )  # fmt: skip
+    plan = {"model_run": model_run, "data": str(dataset), "name": name}
+    return jobs.submit(plan, EVALUATE, dataset_name=name, owner=viewer.owner, limits=limits)
 
 
 def evaluation_result(job_id: str, viewer: Viewer = LOCAL) -> dict[str, Any] | None:

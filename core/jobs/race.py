@@ -21,6 +21,7 @@ from typing import Any
 
 from core import jobs, storage
 from core.access import LOCAL, LOCAL_OWNER, Viewer
+from core.jobs.admission import admitted
 from core.jobs.run import Run, RunState
 from core.limits import Limits
 
@@ -173,7 +174,7 @@ def start_race(
         for fields in lane_plans:
             limits.check_plan(fields["epochs"], fields["image_size"])
     lanes = []
-    with jobs.admitted(owner, limits, runs=len(lane_plans)) if limits else contextlib.nullcontext():
+    with admitted(owner, limits, runs=len(lane_plans)) if limits else contextlib.nullcontext():
         for fields in lane_plans:
             run_id = jobs.submit(fields, dataset_name=dataset_name, owner=owner)
             lanes.append(Lane(fields["case"], fields["seed"], run_id))

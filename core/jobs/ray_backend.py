@@ -1,8 +1,8 @@
 """Runs as Ray jobs: the jobs backend for a team whose GPUs sit in several machines.
 
 Each job is submitted through Ray's Job Submission API, ``submission_id`` being the run id, and
-its entrypoint is the same worker as on the local backend, started with ``--ray``: it skips the
-local queue (placing work is Ray's job), keeps ``status.json`` (heartbeat, final state) in the
+its entrypoint is the same worker as on the local backend, which finds ``ray`` in the run's
+status: it skips the local queue (placing work is Ray's job), keeps ``status.json`` (heartbeat, final state) in the
 run directory, which lives on storage every node reaches, and checks first that its node runs
 the versions of Transfer Lab, torch and Ray that submitted it. The entrypoint reserves the run's
 resources: one GPU when the cluster has GPUs, else ``TRANSFER_LAB_RAY_CPUS`` CPUs, plus the
@@ -24,12 +24,13 @@ import shlex
 import sys
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from core import jobs, storage
 from core.errors import one_line
-from core.jobs import queue
-from core.jobs.backend import RAY, BackendError, of_run
+from core.jobs import backend
+from core.jobs.backend import RAY, BackendError
+from core.jobs.kinds import Job
 from core.jobs.run import (
     CANCELLED_MESSAGE,
     Run,
@@ -55,95 +56,164 @@ SUBMIT_GRACE_S = 30.0
 # Ray calls a job stopped as soon as it is asked to, and gives its process 3 s to go: the worker
 # records its own end meanwhile, and a reader records it only after this long.
 ENDED_GRACE_S = 5.0
-# The job kinds that time or train a model, and so want what a run would get: a GPU when there are.
-GPU_KINDS = ("train", "estimate")
 # Environment a job's entrypoint gets from the submitter, when set there.
 PASSED_ENV = ("TRANSFER_LAB_STEP_DELAY", "TRANSFER_LAB_DATA_ROOT", "TORCH_HOME")
 
 
-def submit(
-    run: Run, target: str, options: list[str], *, kind: str, plan: Mapping[str, Any], address: str
-) -> None:
-    """Submit ``run`` as a Ray job whose entrypoint is the worker in Ray mode."""
-    python = shlex.split(os.environ.get(PYTHON_ENV, "")) or [sys.executable]
-    folder = str(run.directory.resolve())
-    command = [*python, "-m", queue.WORKER_MODULE, folder, "--target", target, "--ray", *options]
-    entrypoint = (
-        f"cd {shlex.quote(folder)} && exec {shlex.join(command)} >> {shlex.quote(str(run.log_file))} 2>&1"
-    )
-    env = {
-        storage.HOME_ENV: str(storage.home()),
-        "PYTHONPATH": jobs.worker_pythonpath(),
-        "PYTHONUNBUFFERED": "1",
-        VERSIONS_ENV: json.dumps(versions()),
-    } | {name: os.environ[name] for name in PASSED_ENV if os.environ.get(name)}
-    client = _client(address)
-    try:
-        client.submit_job(
-            entrypoint=entrypoint,
-            submission_id=run.id,
-            runtime_env={"env_vars": env},
-            metadata={"app": "transfer-lab", "kind": kind},
-            **_entrypoint_resources(address, kind, int(plan.get("workers") or 1)),
+@dataclass(frozen=True)
+class RayBackend:
+    """Ray jobs on the cluster whose dashboard is at ``address``."""
+
+    address: str
+    name: str = RAY
+
+    def status_fields(self) -> dict[str, Any]:
+        return {"backend": self.name, "address": self.address}
+
+    def submit(self, run: Run, keeper: StatusKeeper, job: Job) -> None:
+        """Submit ``run`` as a Ray job whose entrypoint is the worker; a refusal fails the run."""
+        python = shlex.split(os.environ.get(PYTHON_ENV, "")) or [sys.executable]
+        folder = shlex.quote(str(run.directory.resolve()))
+        command = shlex.join([*python, *job.worker_arguments(run)])
+        entrypoint = f"cd {folder} && exec {command} >> {shlex.quote(str(run.log_file))} 2>&1"
+        env = (
+            backend.worker_environment()
+            | {VERSIONS_ENV: json.dumps(versions())}
+            | {name: os.environ[name] for name in PASSED_ENV if os.environ.get(name)}
         )
-    except (RuntimeError, ConnectionError, ValueError) as exc:
-        raise BackendError(f"could not submit the job to Ray at {address}: {one_line(exc)}") from exc
+        try:
+            self._submit_job(run, job, entrypoint, env)
+        except BackendError as exc:
+            keeper.set_state(RunState.FAILED, str(exc))
+            raise
 
+    def settle(self, run: Run, gone_state: RunState) -> dict[str, Any]:
+        """A job Ray reports ended (failed, stopped, its node lost) whose worker recorded nothing
+        is finished with Ray's reason; a running job whose heartbeat stopped is stopped and
+        failed. An unreachable cluster settles nothing."""
+        current = run.status()
+        try:
+            verdict = self._verdict(run, current, self._job(run.id), gone_state)
+        except BackendError:
+            return current  # no word from Ray: nothing can be told, and nothing is changed
+        if verdict is None:
+            return current
+        keeper = StatusKeeper.take(run, timeout_s=backend.LOCK_PATIENCE_S)
+        if keeper is None:
+            return run.status()  # another reader is recording this run's end
+        with keeper:
+            if state_of(keeper.data).active:  # the worker may have finished meanwhile
+                state, reason = verdict
+                tail = run.log_tail()
+                keeper.set_state(
+                    state, f"{reason}; last words: {tail}" if tail and state is RunState.FAILED else reason
+                )
+            return keeper.data
 
-def reconcile(run: Run, gone_state: RunState) -> dict[str, Any]:
-    """The run's status after settling it with Ray: a job Ray reports ended (failed, stopped, its
-    node lost) whose worker recorded nothing is finished here with Ray's reason; a running job
-    whose heartbeat stopped is stopped and failed. An unreachable cluster settles nothing."""
-    current = run.status()
-    if not state_of(current).active:
-        return current
-    address = of_run(current).address or ""
-    try:
-        job = _job(address, run.id)
-        verdict = _verdict(run, current, job, gone_state, address)
-    except BackendError:
-        return current  # no word from Ray: nothing can be told, and nothing is changed
-    if verdict is None:
-        return current
-    keeper = StatusKeeper.take(run, timeout_s=jobs.LOCK_PATIENCE_S)
-    if keeper is None:
-        return run.status()  # another reader is recording this run's end
-    with keeper:
-        if state_of(keeper.data).active:  # the worker may have finished meanwhile
-            state, reason = verdict
-            tail = run.log_tail()
-            keeper.set_state(
-                state, f"{reason}; last words: {tail}" if tail and state is RunState.FAILED else reason
+    def cancel(self, run: Run) -> None:
+        """Ask Ray to stop the run's job: its worker gets SIGTERM and records ``cancelled``; a job
+        still waiting for resources never starts. A job Ray never had is settled by ``settle``."""
+        try:
+            _client(self.address).stop_job(run.id)
+        except (RuntimeError, ConnectionError) as exc:
+            if self._job(run.id) is not None:
+                raise BackendError(
+                    f"could not stop job {run.id} on Ray at {self.address}: {one_line(exc)}"
+                ) from exc
+
+    def waiting(self, run: Run, current: Mapping[str, Any]) -> dict[str, Any]:
+        """Ray neither queues jobs first-in-first-out nor tells a place in line, so the message
+        counts this app's earlier runs that still wait."""
+        submitted = current.get("submitted") or 0.0
+        earlier = sum(
+            1
+            for other in all_runs()
+            if other.id != run.id
+            and (status := other.status()).get("backend") == RAY
+            and state_of(status) is RunState.QUEUED
+            and (status.get("submitted") or 0.0) < submitted
+        )
+        message = WAITING_MESSAGE
+        if earlier:
+            message += f"; {earlier} earlier run{'s' if earlier > 1 else ''} of this app still wait{'s' if earlier == 1 else ''}"
+        return {"queue_position": None, "message": message}
+
+    def keeper(self, run: Run, lock_fd: int | None) -> StatusKeeper | None:
+        """No ``worker.lock``: it means nothing across hosts, where liveness is Ray's job status."""
+        return StatusKeeper(run, -1)
+
+    def prepare(self, run: Run, keeper: StatusKeeper, *, queued: bool) -> None:
+        """Ray has placed the job, so it waits for nothing; it only checks this node's versions."""
+        check_versions()
+
+    def launch_ranks(self, run: Run, workers: int) -> None:
+        from core.jobs import distributed
+
+        distributed.with_ray_train(run, workers)
+
+    def _submit_job(self, run: Run, job: Job, entrypoint: str, env: dict[str, str]) -> None:
+        client = _client(self.address)
+        try:
+            client.submit_job(
+                entrypoint=entrypoint,
+                submission_id=run.id,
+                runtime_env={"env_vars": env},
+                metadata={"app": "transfer-lab", "kind": job.kind.name},
+                **_entrypoint_resources(self.address, job),
             )
-        return keeper.data
+        except (RuntimeError, ConnectionError, ValueError) as exc:
+            raise BackendError(f"could not submit the job to Ray at {self.address}: {one_line(exc)}") from exc
 
+    def _job(self, run_id: str) -> JobDetails | None:
+        """Ray's record of the run's job; None when Ray has none.
 
-def cancel(run: Run) -> None:
-    """Ask Ray to stop the run's job: its worker gets SIGTERM and records ``cancelled``; a job
-    still waiting for resources never starts."""
-    address = of_run(run.status()).address or ""
-    try:
-        _client(address).stop_job(run.id)
-    except (RuntimeError, ConnectionError) as exc:
-        if "404" not in str(exc):  # a job Ray never had is settled by reconcile
-            raise BackendError(f"could not stop job {run.id} on Ray at {address}: {one_line(exc)}") from exc
+        Ray's client raises a bare ``RuntimeError`` for every refused request, a missing job
+        included, so a refusal is told from a missing job by the list of jobs Ray has."""
+        client = _client(self.address)
+        try:
+            return client.get_job_info(run_id)
+        except (RuntimeError, ConnectionError) as exc:
+            try:
+                known = any(job.submission_id == run_id for job in client.list_jobs())
+            except (RuntimeError, ConnectionError):
+                known = True  # Ray answers nothing: it cannot be told
+            if not known:
+                return None
+            raise BackendError(f"no answer from Ray at {self.address}: {one_line(exc)}") from exc
 
+    def _verdict(
+        self, run: Run, current: Mapping[str, Any], job: JobDetails | None, gone_state: RunState
+    ) -> tuple[RunState, str] | None:
+        """How the run ended, when Ray says its job has ended and the worker did not say so; None
+        while it waits or runs."""
+        from ray.job_submission import JobStatus
 
-def waiting_message(run: Run, current: Mapping[str, Any]) -> str:
-    """What a run waiting for Ray says: Ray neither queues jobs first-in-first-out nor tells a
-    place in line, so this counts this app's earlier runs that still wait."""
-    submitted = current.get("submitted") or 0.0
-    earlier = sum(
-        1
-        for other in all_runs()
-        if other.id != run.id
-        and (status := other.status()).get("backend") == RAY
-        and state_of(status) is RunState.QUEUED
-        and (status.get("submitted") or 0.0) < submitted
-    )
-    if not earlier:
-        return WAITING_MESSAGE
-    return f"{WAITING_MESSAGE}; {earlier} earlier run{'s' if earlier > 1 else ''} of this app still wait{'s' if earlier == 1 else ''}"
+        now = time.time()
+        if job is None:
+            if now - (current.get("submitted") or 0.0) < SUBMIT_GRACE_S:
+                return None
+            return gone_state, f"Ray at {self.address} has no job {run.id} (was the cluster restarted?)"
+        if job.status is JobStatus.PENDING:
+            return None
+        if job.status is JobStatus.RUNNING:
+            beat = current.get("heartbeat")
+            if current.get("state") == RunState.RUNNING and beat and now - beat > backend.HEARTBEAT_TIMEOUT_S:
+                self.cancel(run)
+                return (
+                    RunState.FAILED,
+                    f"the job stopped responding (no heartbeat for {now - beat:.0f} s) and was stopped",
+                )
+            return None
+        if now - (job.end_time or 0) / 1000 < ENDED_GRACE_S:
+            return None  # the worker may still be recording how it ended
+        if run.cancel_requested():
+            return RunState.CANCELLED, CANCELLED_MESSAGE
+        if job.status is JobStatus.STOPPED:
+            return RunState.CANCELLED, "stopped on the Ray cluster"
+        if job.status is JobStatus.FAILED:
+            reason = one_line(RuntimeError(job.message or ""), 400).removeprefix("RuntimeError: ")
+            return RunState.FAILED, f"Ray reports the job failed: {reason}"
+        return RunState.FAILED, "the job ended without recording how"
 
 
 def versions() -> dict[str, str | None]:
@@ -199,53 +269,7 @@ def _client(address: str) -> JobSubmissionClient:
         raise BackendError(f"Ray at {address} refused this app: {one_line(exc)}") from exc
 
 
-def _job(address: str, run_id: str) -> JobDetails | None:
-    """Ray's record of the run's job; None when Ray has none."""
-    try:
-        return _client(address).get_job_info(run_id)
-    except (RuntimeError, ConnectionError) as exc:
-        if "404" in str(exc) or "does not exist" in str(exc):
-            return None
-        raise BackendError(f"no answer from Ray at {address}: {one_line(exc)}") from exc
-
-
-def _verdict(
-    run: Run, current: Mapping[str, Any], job: JobDetails | None, gone_state: RunState, address: str
-) -> tuple[RunState, str] | None:
-    """How the run ended, when Ray says its job has ended and the worker did not say so; None
-    while it waits or runs."""
-    now = time.time()
-    if job is None:
-        if now - (current.get("submitted") or 0.0) < SUBMIT_GRACE_S:
-            return None
-        return gone_state, f"Ray at {address} has no job {run.id} (was the cluster restarted?)"
-    status = str(job.status)
-    if status == "PENDING":
-        return None
-    if status == "RUNNING":
-        beat = current.get("heartbeat")
-        if current.get("state") == RunState.RUNNING and beat and now - beat > jobs.HEARTBEAT_TIMEOUT_S:
-            cancel(run)
-            return (
-                RunState.FAILED,
-                f"the job stopped responding (no heartbeat for {now - beat:.0f} s) and was stopped",
-            )
-        return None
-    if now - (job.end_time or 0) / 1000 < ENDED_GRACE_S:
-        return None  # the worker may still be recording how it ended
-    if run.cancel_requested():
-        return RunState.CANCELLED, CANCELLED_MESSAGE
-    if status == "STOPPED":
-        return RunState.CANCELLED, "stopped on the Ray cluster"
-    if status == "FAILED":
-        return (
-            RunState.FAILED,
-            f"Ray reports the job failed: {one_line(RuntimeError(job.message or ''), 400).removeprefix('RuntimeError: ')}",
-        )
-    return RunState.FAILED, "the job ended without recording how"
-
-
-def _entrypoint_resources(address: str, kind: str, workers: int) -> dict[str, Any]:
+def _entrypoint_resources(address: str, job: Job) -> dict[str, Any]:
     """What the entrypoint reserves: nothing of its own for a multi-worker run (Ray Train's
     workers reserve theirs); a GPU for training or timing a plan on a cluster with GPUs; else CPUs."""
     raw = os.environ.get(CPUS_ENV, "").strip() or "1"
@@ -254,9 +278,9 @@ def _entrypoint_resources(address: str, kind: str, workers: int) -> dict[str, An
     except ValueError:
         raise BackendError(f"{CPUS_ENV}={raw!r}: expected a number of CPUs") from None
     custom = _custom_resources()
-    if kind == "train" and workers > 1:
+    if job.workers > 1:
         return {"entrypoint_num_cpus": 0, "entrypoint_resources": custom}
-    if kind in GPU_KINDS and _cluster_gpus(address) > 0:
+    if job.kind.wants_gpu and _cluster_gpus(address) > 0:
         return {"entrypoint_num_gpus": 1, "entrypoint_resources": custom}
     return {"entrypoint_num_cpus": cpus, "entrypoint_resources": custom}
 

@@ -38,6 +38,7 @@ from typing import Any
 from core import access, storage
 from core.errors import TransferLabError
 from core.jobs import queue, usage
+from core.jobs.kinds import kind_of
 from core.jobs.run import Run, StatusKeeper, all_runs, state_of
 from core.limits import DAY_S, Limits
 
@@ -258,7 +259,7 @@ def _remove(path: Path) -> None:
 def _run_detail(run: Run) -> str:
     current = run.status()
     finished = time.strftime("%d %b %Y", time.localtime(finished_at(run, current)))
-    return f"{current.get('kind', 'train')} · {run.record().owner} · finished {finished}"
+    return f"{kind_of(current.get('kind')).name} · {run.record().owner} · finished {finished}"
 
 
 def _unneeded_datasets(kept: list[Run], limits: Limits, now: float) -> Iterator[tuple[Gone, list[Path]]]:

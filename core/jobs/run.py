@@ -19,6 +19,7 @@ import os
 import platform
 import re
 import secrets
+import shutil
 import signal
 import subprocess
 import threading
@@ -358,6 +359,35 @@ class StatusKeeper:
             raise
         with _stop_signals_ignored():
             self.finish(RunState.DONE)
+
+
+def create_run(run_id: str | None = None) -> tuple[Run, StatusKeeper]:
+    """A fresh folder under ``runs/`` (named ``run_id``, else a new id) and the keeper of its
+    status, holding its ``worker.lock``."""
+    storage.runs_dir().mkdir(parents=True, exist_ok=True)
+    for _ in range(100):
+        run = Run(storage.runs_dir() / (run_id or new_run_id()))
+        try:
+            run.directory.mkdir()
+        except FileExistsError:
+            if run_id:
+                raise ValueError(f"run {run_id!r} already exists in {storage.runs_dir()}") from None
+            continue  # two submissions in the same second drew the same suffix
+        keeper = StatusKeeper.take(run)
+        if keeper is None:
+            raise RuntimeError(f"{run.lock_file} is locked by another process")
+        return run, keeper
+    raise RuntimeError(f"could not find a free run id in {storage.runs_dir()}")
+
+
+@contextlib.contextmanager
+def written_whole(run: Run) -> Iterator[None]:
+    """Remove the run's folder if the block fails: a run is written whole or not at all."""
+    try:
+        yield
+    except BaseException:
+        shutil.rmtree(run.directory, ignore_errors=True)
+        raise
 
 
 def note_dataset(run: Run, event: Event) -> None:

@@ -15,14 +15,12 @@ from typing import Any
 
 from core import access, jobs
 from core.access import LOCAL, Viewer
+from core.jobs.kinds import VALIDATE_SOURCE
 from core.jobs.run import Run, RunState
-from core.jobs.targets import VALIDATION_TIME_LIMIT_S
 from core.limits import Limits
 from core.storage import write_json
 from core.training.events import Emit, phase_progress
 
-VALIDATE_SOURCE_KIND = "validate_source"
-VALIDATE_SOURCE_TARGET = "core.jobs.sources:validate_source"
 VALIDATING = "validating"  # the job's one phase, as its progress events name it
 
 
@@ -32,11 +30,8 @@ def submit_validation(
     """Start validating the sample zip or server folder ``source`` (shown as ``name``) in a job
     of ``owner``'s, admitted as every job is (``LimitExceeded``); returns the job's id."""
     ceilings = {"limits": asdict(limits)} if limits is not None else {}
-    return jobs.submit(
-        {"data": str(source), "name": name, **ceilings}, target=VALIDATE_SOURCE_TARGET,
-        kind=VALIDATE_SOURCE_KIND, queued=False, time_limit_s=VALIDATION_TIME_LIMIT_S,
-        dataset_name=name, owner=owner, limits=limits,
-    )  # fmt: skip
+    plan = {"data": str(source), "name": name, **ceilings}
+    return jobs.submit(plan, VALIDATE_SOURCE, dataset_name=name, owner=owner, limits=limits)
 
 
 def refusal(job_id: str, viewer: Viewer = LOCAL) -> str | None:

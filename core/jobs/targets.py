@@ -1,12 +1,14 @@
 """Jobs other than training that the workers run: validating an uploaded zip, analysing a data
-set, classifying a zip of images with a finished run's model.
+set, classifying a zip of images with a finished run's model, timing a plan for its estimate.
 
 An upload is untrusted and may be huge, so the web server never unpacks or decodes it (a 2 KB zip
 can hold ten 49-megapixel images): it writes the zip under ``uploads/`` (a batch to classify: into
 its job's folder) and submits this job, which runs in a worker of its own (with
 progress, cancel and a time limit) and leaves either a validated ``datasets/<sha256>/`` or
 nothing (ingestion stages its work and renames it into place only once every check passed).
-Heavy imports wait until the job runs: the server imports this package.
+The estimate times a plan on the kind of machine that would train it (this one, or a node of
+the cluster), never on the web server, which would describe the web server and pay for a
+training step. Heavy imports wait until the job runs: the server imports this package.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from typing import TYPE_CHECKING, Any
 from core import access, jobs, storage
 from core.access import LOCAL, Viewer
 from core.jobs import usage
+from core.jobs.admission import admitted
+from core.jobs.kinds import ANALYSE, PREDICT, VALIDATE
 from core.jobs.run import Run, RunState
 from core.limits import Limits
 from core.storage import write_json
@@ -29,17 +33,6 @@ from core.training.events import Emit, PhaseMeter
 if TYPE_CHECKING:
     from core.artifacts.batch import Row
 
-VALIDATE_KIND = "validate"
-VALIDATE_TARGET = "core.jobs.targets:validate_upload"
-# Validating 100,000 photos takes minutes; a job that takes longer is stopped and says so.
-VALIDATION_TIME_LIMIT_S = 15 * 60
-ANALYSE_KIND = "analysis"
-ANALYSE_TARGET = "core.jobs.targets:analyse_data"
-# The analysis stops starting backbones after its own budget; this limit catches the rest.
-ANALYSIS_TIME_LIMIT_S = 20 * 60
-PREDICT_KIND = "predict"
-PREDICT_TARGET = "core.jobs.targets:predict_batch"
-PREDICT_TIME_LIMIT_S = 15 * 60
 BATCH_ZIP = "images.zip"  # the zip to classify, in the job's folder until the job has read it
 PREDICTIONS_CSV = "predictions.csv"
 
@@ -75,7 +68,7 @@ def accept_upload(
         return digest
     # The zip is charged to its owner's quota as it is kept, under the admission lock: people
     # uploading at the same moment are charged one after the other.
-    with jobs.admitted(owner, limits, kind=VALIDATE_KIND, adding=len(data)) if limits else nullcontext():
+    with admitted(owner, limits, kind=VALIDATE, adding=len(data)) if limits else nullcontext():
         _keep_and_validate(data, digest, name, owner, limits)
     return digest
 
@@ -89,10 +82,7 @@ def _keep_and_validate(data: bytes, digest: str, name: str, owner: str, limits: 
     ceilings = {"limits": asdict(limits)} if limits is not None else {}
     try:
         access.add_owner(usage.dataset_owners_file(digest), owner)
-        jobs.submit(
-            {"data": str(path), "name": name, **ceilings}, target=VALIDATE_TARGET, kind=VALIDATE_KIND,
-            queued=False, time_limit_s=VALIDATION_TIME_LIMIT_S, dataset_name=name, owner=owner,
-        )  # fmt: skip
+        jobs.submit({"data": str(path), "name": name, **ceilings}, VALIDATE, dataset_name=name, owner=owner)
     except BaseException:
         path.unlink(missing_ok=True)  # no job will unpack it
         raise
@@ -106,7 +96,7 @@ def upload_state(digest: str, viewer: Viewer = LOCAL) -> UploadState:
     folder = storage.datasets_dir() / digest
     if (folder / "manifest.json").is_file():
         return UploadState(digest, dataset=folder)
-    for row in jobs.list_runs(kind=VALIDATE_KIND, viewer=viewer):  # newest first
+    for row in jobs.list_runs(VALIDATE, viewer):  # newest first
         if Path(str(row.get("data") or "")).stem == digest:
             state = RunState(row["state"])
             if state.active:
@@ -173,10 +163,7 @@ def submit_analysis(
     folder) in a job of its own, beside any training; returns the job's id. With ``limits``, it
     is admitted as every job is (``LimitExceeded``)."""
     plan = {"data": str(data), "name": name, **(options or {})}
-    return jobs.submit(
-        plan, target=ANALYSE_TARGET, kind=ANALYSE_KIND, queued=False,
-        time_limit_s=ANALYSIS_TIME_LIMIT_S, dataset_name=name, owner=owner, limits=limits,
-    )  # fmt: skip
+    return jobs.submit(plan, ANALYSE, dataset_name=name, owner=owner, limits=limits)
 
 
 def analysis_result(job_id: str, viewer: Viewer = LOCAL) -> dict[str, Any] | None:
@@ -224,8 +211,7 @@ def submit_predictions(
         limits.check_upload(len(data))
     ceilings = {"limits": asdict(limits)} if limits is not None else {}
     return jobs.submit(
-        {"model_run": model_run, "name": name, **ceilings}, target=PREDICT_TARGET, kind=PREDICT_KIND,
-        queued=False, time_limit_s=PREDICT_TIME_LIMIT_S, dataset_name=name, owner=viewer.owner,
+        {"model_run": model_run, "name": name, **ceilings}, PREDICT, dataset_name=name, owner=viewer.owner,
         limits=limits, files={BATCH_ZIP: data},
     )  # fmt: skip
 

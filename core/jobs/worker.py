@@ -8,9 +8,10 @@ small targets of their own) as ``target(run_dir, emit)``, and keeps the run's st
 submitted run. A plan with ``workers`` above 1 trains on that many processes
 (``core.jobs.distributed``) while this one keeps the status.
 
-With ``--ray`` it is a Ray job's entrypoint (``core.jobs.ray_backend``): Ray has placed it, so it
-skips the queue, and it holds no ``worker.lock`` (liveness is Ray's job status and the
-heartbeat); it first checks that this node runs the submitter's versions.
+The run's ``status.json`` names the backend that started it (``core.jobs.backend.of_run``), which
+keeps the status and prepares the job: the local backend's worker holds the run's lock and
+waits for a slot; a Ray job's entrypoint holds no lock (liveness is Ray's job status and the
+heartbeat) and checks that its node runs the submitter's versions.
 """
 
 from __future__ import annotations
@@ -29,9 +30,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from core import jobs, storage
+from core import storage
 from core.errors import is_disk_full
-from core.jobs import queue
+from core.jobs import backend, kinds, queue
 from core.jobs.run import (
     EXIT_DISK_FULL,
     Cancelled,
@@ -43,7 +44,6 @@ from core.jobs.run import (
     state_of,
 )
 
-QUEUE_POLL_S = 0.2
 # How long a job past its time limit has to clean up before its process is ended.
 TIME_LIMIT_GRACE_S = 10.0
 
@@ -54,10 +54,8 @@ def main(argv: list[str] | None = None, *, lock_held_until_exit: bool = False) -
     args = _parser().parse_args(argv)
     storage.keep_caches_home()
     run = Run(Path(args.run_dir).resolve())
-    if args.ray:
-        keeper: StatusKeeper | None = StatusKeeper(run, -1)
-    else:
-        keeper = StatusKeeper(run, args.lock_fd) if args.lock_fd is not None else StatusKeeper.take(run)
+    runs_on = backend.of_run(run.status())
+    keeper = runs_on.keeper(run, args.lock_fd)
     if keeper is None:
         raise SystemExit(f"another worker already runs {run.directory}")
     if keeper.lock_fd >= 0:
@@ -79,16 +77,11 @@ def main(argv: list[str] | None = None, *, lock_held_until_exit: bool = False) -
         keeper.update(pid=os.getpid(), host=platform.node())
         try:
             with keeper.beating(), keeper.outcome(), _traceback_logged():
-                if args.ray:
-                    from core.jobs import ray_backend
-
-                    ray_backend.check_versions()
-                elif not args.unqueued:
-                    _wait_for_slot(run, keeper)
+                runs_on.prepare(run, keeper, queued=not args.unqueued)
                 if args.time_limit:
                     _stop_after(args.time_limit, keeper)
                 keeper.begin()
-                _train(run, keeper, args)
+                _train(run, keeper, args.target, runs_on)
         except Cancelled:
             return 0
         except TimeLimit:
@@ -114,39 +107,14 @@ def _traceback_logged() -> Iterator[None]:
         raise
 
 
-def _wait_for_slot(run: Run, keeper: StatusKeeper) -> None:
-    """Block until this run is first in line and a slot is free; the slot is held until exit."""
-    if run.id not in jobs.waiting_runs():
-        queue.enqueue(run.id)
-    slots = jobs.max_concurrent()
-    while True:
-        if run.cancel_requested():
-            raise Cancelled
-        line = jobs.waiting_runs()
-        taken = queue.take_slot(slots) if line[:1] == [run.id] else None
-        if taken is not None:
-            break
-        time.sleep(QUEUE_POLL_S)
-    queue.dequeue(run.id)
-    slot, _held_until_exit = taken
-    gpus = jobs.gpu_ids()
-    # One run per GPU: the run in slot k sees only GPU k, as its cuda:0.
-    gpu = gpus[slot % len(gpus)] if gpus else None
-    if gpu is not None:
-        os.environ["CUDA_VISIBLE_DEVICES"] = gpu
-    keeper.update(slot=slot, gpu=gpu)
-
-
-def _train(run: Run, keeper: StatusKeeper, args: argparse.Namespace) -> None:
-    """Call the target here, or for a training plan with several ``workers``, train on that
-    many processes: torchrun on this machine, Ray Train under Ray."""
-    workers = int(run.plan_fields().get("workers") or 1) if args.target == jobs.DEFAULT_TARGET else 1
+def _train(run: Run, keeper: StatusKeeper, target: str, runs_on: backend.Backend) -> None:
+    """Call the target here, or for a training plan with several ``workers``, have the backend
+    train it on that many processes."""
+    workers = int(run.plan_fields().get("workers") or 1) if target == kinds.TRAIN.target else 1
     if workers > 1:
-        from core.jobs import distributed
-
-        distributed.train(run, workers, on_ray=args.ray)
+        runs_on.launch_ranks(run, workers)
     else:
-        _load_target(args.target)(run.directory, run_events(run, keeper))
+        _load_target(target)(run.directory, run_events(run, keeper))
 
 
 def _load_target(spec: str) -> Callable[..., Any]:
@@ -199,12 +167,14 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m core.jobs.worker", description=__doc__.splitlines()[0])
     parser.add_argument("run_dir", help="the run folder, holding plan.json")
     parser.add_argument(
-        "--target", default=jobs.DEFAULT_TARGET, help="training entry point as module:function"
+        "--target", default=kinds.TRAIN.target, help="training entry point as module:function"
     )
     parser.add_argument("--lock-fd", type=int, help=argparse.SUPPRESS)  # passed by core.jobs.submit
     parser.add_argument("--unqueued", action="store_true", help="start at once, beside any training")
     parser.add_argument("--time-limit", type=float, metavar="SECONDS", help="fail the job after this long")
-    parser.add_argument("--ray", action="store_true", help="run as a Ray job's entrypoint: no local queue")
+    # Ray jobs submitted by earlier versions name their backend on the command line; the run's
+    # status says it now, so a job still pending across an upgrade starts rather than fails.
+    parser.add_argument("--ray", action="store_true", help=argparse.SUPPRESS)
     return parser
 
 

@@ -1,7 +1,8 @@
 """How long a plan will take here, from timing real batches of its own data on its own device.
 
 The Train page shows this before the user starts. It runs in a job of its own
-(``core.jobs.estimate``) so that the web server never initialises CUDA nor pays for the batches.
+(kind ``estimate``, ``core.jobs.estimate.estimate``) so that the web server never initialises
+CUDA nor pays for the batches.
 """
 
 from __future__ import annotations

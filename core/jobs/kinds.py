@@ -1,0 +1,96 @@
+"""The kinds of job, in one table: what each one's worker calls, and how it is run and counted.
+
+A kind's ``name`` is what ``status.json`` and ``run.json`` record, so stored runs of every
+version keep theirs; everything else about a kind is read from its row here, never from a
+string compared elsewhere. A job being submitted is resolved once into a ``Job`` (its kind,
+target, place in the queue and time limit), which the backend then runs.
+
+A race is no kind of its own: its lanes are training runs, and its record lives under ``races/``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from core.jobs.queue import WORKER_MODULE
+from core.jobs.run import Run
+
+
+@dataclass(frozen=True)
+class JobKind:
+    """One kind of job. ``side``: it starts at once beside training (an upload's check must not
+    wait behind a long run) and counts against ``max_side_jobs``; training waits in the queue.
+    ``wants_gpu``: it trains or times a model, so it gets what a run would, a GPU where there are."""
+
+    name: str
+    target: str  # the worker's entry point, ``module:function``, called as ``function(run_dir, emit)``
+    label: str  # what the admin's jobs table calls it
+    side: bool
+    wants_gpu: bool
+    time_limit_s: float | None = None
+
+
+TRAIN = JobKind(
+    "train", "core.training.train:run", "training",
+    side=False, wants_gpu=True,
+)  # fmt: skip
+# Validating 100,000 photos takes minutes; a job that takes longer is stopped and says so.
+VALIDATE = JobKind(
+    "validate", "core.jobs.targets:validate_upload", "validation",
+    side=True, wants_gpu=False, time_limit_s=15 * 60,
+)  # fmt: skip
+# The analysis stops starting backbones after its own budget; this limit catches the rest.
+ANALYSE = JobKind(
+    "analysis", "core.jobs.targets:analyse_data", "analysis",
+    side=True, wants_gpu=False, time_limit_s=20 * 60,
+)  # fmt: skip
+PREDICT = JobKind(
+    "predict", "core.jobs.targets:predict_batch", "batch prediction",
+    side=True, wants_gpu=False, time_limit_s=15 * 60,
+)  # fmt: skip
+ESTIMATE = JobKind(
+    "estimate", "core.jobs.estimate:time_plan", "estimate",
+    side=True, wants_gpu=True, time_limit_s=10 * 60,
+)  # fmt: skip
+# A shipped sample's or a server folder's first check: the same work as an upload's.
+VALIDATE_SOURCE = JobKind(
+    "validate_source", "core.jobs.sources:validate_source", "folder validation",
+    side=True, wants_gpu=False, time_limit_s=15 * 60,
+)  # fmt: skip
+# A finished run scored on another labelled data set (Results).
+EVALUATE = JobKind(
+    "evaluate", "core.jobs.evaluation:score_run", "evaluation",
+    side=True, wants_gpu=False, time_limit_s=15 * 60,
+)  # fmt: skip
+KINDS = (TRAIN, VALIDATE, ANALYSE, PREDICT, ESTIMATE, VALIDATE_SOURCE, EVALUATE)
+
+
+def kind_of(name: str | None) -> JobKind:
+    """The kind a run records by name (runs from before kinds were recorded are training);
+    ``ValueError`` for a name no version wrote."""
+    for kind in KINDS:
+        if kind.name == (name or TRAIN.name):
+            return kind
+    raise ValueError(f"no job kind {name!r}: expected one of {', '.join(kind.name for kind in KINDS)}")
+
+
+@dataclass(frozen=True)
+class Job:
+    """One submission, resolved: its kind, the target its worker calls, whether it waits in the
+    training queue, its time limit, and how many processes it trains on."""
+
+    kind: JobKind
+    target: str
+    queued: bool
+    time_limit_s: float | None
+    workers: int = 1
+
+    def worker_arguments(self, run: Run) -> list[str]:
+        """What follows the interpreter to start this job's worker on ``run``: the run folder is
+        absolute, which is also how a reader tells the worker from a stranger with its old pid."""
+        arguments = ["-m", WORKER_MODULE, str(run.directory.resolve()), "--target", self.target]
+        if not self.queued:
+            arguments.append("--unqueued")
+        if self.time_limit_s:
+            arguments += ["--time-limit", f"{self.time_limit_s:g}"]
+        return arguments
