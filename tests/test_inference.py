@@ -235,6 +235,23 @@ def test_the_shift_is_measured_on_images_spread_over_the_sample_and_every_output
     torch.testing.assert_close(measured.logits, pooled.logits, atol=1e-4, rtol=1e-4)
 
 
+def test_a_second_analysis_pass_in_a_remembered_runtime_measures_the_same_shift(
+    always_convert: None, digits_cache: tuple[Candidate, ImageCache], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The second analysis of a data set takes the runtime measured fastest the first time and
+    # never runs the network in torch, which is where the BatchNorm layers' order was learnt.
+    from core.analysis import probe as probing
+
+    candidate, cache = digits_cache
+    monkeypatch.setattr(probing, "MOMENT_IMAGES", 16)
+
+    first = probe(candidate, cache, CPU_FP32, batch_size=16)
+    second = probe(candidate, cache, CPU_FP32, batch_size=16)
+
+    assert len(first.layer_shifts) > 40
+    assert second.layer_shifts == pytest.approx(first.layer_shifts, rel=1e-3, abs=1e-4)
+
+
 def test_an_operator_can_narrow_the_runtimes_or_turn_them_off(
     always_convert: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:

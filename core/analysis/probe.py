@@ -111,7 +111,8 @@ def probe(
         if progress:
             progress(start + len(indices), len(images))
     logits, features, *stages = (_unordered(torch.cat(parts), order) for parts in zip(*pooled, strict=True))
-    layers = [model.get_submodule(name) for name in measured.reached]
+    one_image = to_model_input(images.images[:1], backbone.preprocess, train=False)
+    layers = [model.get_submodule(name) for name in _reached(measured, one_image, accel)] if sums else []
     shifts = [
         Moments.of(layer, total, with_moments).shift()
         for layer, total in zip(layers, sums or [], strict=True)
@@ -125,6 +126,16 @@ def probe(
         images_per_s=len(images) / max(seconds, 1e-9),
         runtime=engines[1].choice or engines[0].choice,
     )
+
+
+def _reached(measured: Probed, one_image: torch.Tensor, accel: Accelerator) -> list[str]:
+    """The BatchNorm layers in the order the pass reached them, which pairs each with its
+    moments. A runtime chosen on an earlier analysis runs the pass without torch, where the order
+    is learnt: one image through torch tells it then."""
+    if not measured.reached:
+        with torch.inference_mode():
+            measured(accel.to_device(one_image))
+    return measured.reached
 
 
 def _without(name: str) -> tuple[str, ...]:
