@@ -33,9 +33,14 @@ def update_draft_plan(**fields: Any) -> None:
 MEASURED = "measured_similarity"  # data set sha256 -> what the Advisor's analysis measured
 
 
-def record_measurement(sha256: str, verdict: str, similarity: float) -> None:
-    """Keep an analysis's verdict for the session, so that Train's question starts from it."""
-    st.session_state.setdefault(MEASURED, {})[sha256] = {"verdict": verdict, "similarity": similarity}
+def record_measurement(sha256: str, analysis: dict[str, Any]) -> None:
+    """Keep an analysis's verdict, measured size and the numbers behind them for the session, so
+    that Train's reason line says what the Advisor said."""
+    st.session_state.setdefault(MEASURED, {})[sha256] = {
+        "verdict": analysis["verdict"],
+        "size": analysis["size"],
+        "evidence": analysis["cut_note"],
+    }
 
 
 def measurement(sha256: str) -> dict[str, Any] | None:
