@@ -3,9 +3,9 @@
     .venv/bin/python bench/shift_type.py [--images 32]
 
 Runs EfficientNet-Lite0 over generated data sets whose kind of shift from ImageNet is known by
-construction, and prints the tail BatchNorm shift (the most shifted tenth of the channels) per depth quarter,
-the spike (first quarter over second) and trend (log of the deepest over the first) and the type
-``core.analysis.shift`` reads from them:
+construction, and prints the tail BatchNorm shift (the most shifted tenth of the channels) per
+depth quarter, the spike (first quarter over second), the trend (log of the deepest over the
+first) and the type ``core.analysis.shift`` reads from them:
 
 - input-level (the look changes, the content does not): photos grey-scaled, colour-shifted,
   turned into line drawings; digits; the bundled faces (grey crops) and textures (grey patches);
