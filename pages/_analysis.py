@@ -98,19 +98,18 @@ def _follow(job_id: str) -> None:
 
 def _show_result(result: dict[str, Any]) -> None:
     advice, evidence, data = result["advice"], result["evidence"], result["dataset"]
-    st.subheader(
-        f"{inert.markdown(data['name'])}: {result['verdict']} — case {advice['case']}, {advice['name']}"
-    )
-    best = _best_stage(result)
+    shift, curve = result["shift_type"], result["learning_curve"]
+    st.subheader(f"{inert.markdown(data['name'])}: case {advice['case']}, {advice['name']}")
+    st.markdown(f"**Plan.** {inert.markdown(result['plan'])}")
+    words = inert.markdown(shift["words"])
+    st.markdown(f"**Shift.** {words[0].upper()}{words[1:]}.")
     figures = st.columns([1, 1, 1, 2])
-    figures[0].metric("Similarity to ImageNet", f"{result['similarity']:.2f}", help=_SIMILARITY_HELP)
-    figures[1].metric("Images", f"{data['images']:,}", help=f"{data['images_per_class']:,.0f} per class")
+    figures[0].metric("Plan", f"case {advice['case']}", help=_planned_help(result))
+    figures[1].metric("Shift from ImageNet", _SHIFT_NAMES[shift["kind"]], help=_SHIFT_HELP)
     figures[2].metric(
-        "Cut (case 2)", f"stage {best['index']} of {len(result['stage_scores'])}",
-        help=f"After {best['stage']}: {best['channels']} channels, keeps {best['params_kept']:.0%} of the network",
+        "Images", f"{data['images']:,}", help=f"{data['images_per_class']:,.0f} per class; measured {result['size']['size']}"
     )  # fmt: skip
     figures[3].metric("Backbone", result["backbone"])
-    st.markdown(f"**Why.** {advice['rationale']}")
     notes = _uncertainty(result)
     if notes:
         st.info(" ".join(notes), icon=":material/balance:")
@@ -120,8 +119,12 @@ def _show_result(result: dict[str, Any]) -> None:
         key="advisor.measured_matrix", config={"displayModeBar": False},
     )  # fmt: skip
     right.plotly_chart(
-        charts.shift_by_depth(evidence), key="advisor.shift_chart", config={"displayModeBar": False}
+        charts.stage_curve(result["stage_scores"], _planned_option(result)),
+        key="advisor.stage_chart",
+        config={"displayModeBar": False},
     )
+    left.plotly_chart(charts.learning_curve(curve), key="advisor.curve_chart", config={"displayModeBar": False})
+    right.plotly_chart(charts.shift_by_depth(evidence), key="advisor.shift_chart", config={"displayModeBar": False})
     left.plotly_chart(
         charts.backbone_ranking(result["backbone_ranking"]),
         key="advisor.ranking_chart",
@@ -129,12 +132,7 @@ def _show_result(result: dict[str, Any]) -> None:
     )
     left.caption(f"{inert.markdown(result['ranking_note'])}. Images/s on this machine: " + ", ".join(
         f"{e['name']} {e['images_per_s']:,.0f}" for e in result["backbone_ranking"]))  # fmt: skip
-    right.plotly_chart(
-        charts.stage_curve(result["stage_scores"], result["cut"]),
-        key="advisor.stage_chart",
-        config={"displayModeBar": False},
-    )
-    right.caption(inert.markdown(result["cut_note"]).capitalize() + ".")
+    st.markdown(f"**Why this case.** {inert.markdown(advice['rationale'])}")
     for skipped in result.get("skipped", []):
         st.caption(f":material/timer_off: {inert.markdown(skipped)}")
     buttons = st.columns([1, 1, 2])
@@ -145,14 +143,26 @@ def _show_result(result: dict[str, Any]) -> None:
     _race_controls(result, buttons[1])
 
 
-_SIMILARITY_HELP = (
-    "0 to 1, from how far your images move the BatchNorm statistics of EfficientNet-Lite0's "
-    "deepest layers away from ImageNet's. Above 0.6: similar; below 0.4: different; between: not sure."
+_SHIFT_NAMES = {"none": "none stands out", "input": "low-level look", "content": "what they show"}
+_SHIFT_HELP = (
+    "Read off how far your images move the BatchNorm statistics of EfficientNet-Lite0, layer by "
+    "layer: a shift that stands out in the first layers is one of the look (colour, contrast, grey "
+    "scale, texture); one that grows with depth is one of content. It explains the plan; the "
+    "accuracy of the new layer on each option decides it."
 )
 
 
-def _best_stage(result: dict[str, Any]) -> dict[str, Any]:
-    return next(stage for stage in result["stage_scores"] if stage["stage"] == result["cut"])
+def _planned_option(result: dict[str, Any]) -> str:
+    """The frozen option the plan takes: case 2's cut, else the whole body."""
+    return result["cut"] if result["advice"]["case"] == 2 else result["stage_scores"][-1]["stage"]
+
+
+def _planned_help(result: dict[str, Any]) -> str:
+    chosen = next(s for s in result["stage_scores"] if s["stage"] == _planned_option(result))
+    head = chosen["head_accuracy"]
+    if head is None:
+        return "Too few images per class to cross-validate the new layer."
+    return f"The new layer scores {head['value']:.0%} ({head['low']:.0%}-{head['high']:.0%}) held out on these features."
 
 
 def _uncertainty(result: dict[str, Any]) -> list[str]:
@@ -160,7 +170,7 @@ def _uncertainty(result: dict[str, Any]) -> list[str]:
     notes = []
     if advice["alternatives"]:
         names = "; ".join(f"case {n} ({cases.CASES[n].name})" for n in advice["alternatives"])
-        notes.append(f"The numbers sit near a boundary: also worth a try, {names}.")
+        notes.append(f"The numbers leave room: also worth a try, {names}.")
     if not result["ranked_by_evidence"]:
         notes.append(f"Backbones: {inert.markdown(result['ranking_note'])}.")
     return notes
@@ -170,7 +180,7 @@ def _use_plan(result: dict[str, Any]) -> None:
     """Carry case, backbone and cut to the Train page, with the measured verdict."""
     backbone, cut = result["backbone"], result["cut"]
     update_draft_plan(case=result["advice"]["case"], backbone=backbone, cut=cut)
-    record_measurement(result["dataset"]["sha256"], result["verdict"], result["similarity"])
+    record_measurement(result["dataset"]["sha256"], result)
     st.switch_page("pages/train.py")
 
 

@@ -72,30 +72,49 @@ def _interval(scores: Sequence[dict[str, float]]) -> dict[str, Any]:
     }
 
 
-def stage_curve(stages: Sequence[dict[str, Any]], best: str) -> go.Figure:
-    """Per-stage k-NN accuracy and LogME: where the features stop carrying your classes."""
-    labels = [f"stage {stage['index']}" for stage in stages]
+def stage_curve(stages: Sequence[dict[str, Any]], planned: str) -> go.Figure:
+    """Each frozen option's held-out accuracy with the new layer (with its interval) and k-NN's:
+    the stages (case 2's cuts) and the whole body (case 1); ``planned`` is the option taken."""
+    labels = [_option(stage) for stage in stages]
     details = [_stage_detail(stage) for stage in stages]
+    heads = [stage["head_accuracy"] or {"value": None, "low": None, "high": None} for stage in stages]
     fig = go.Figure()
     fig.add_scatter(
-        x=labels, y=[s["knn"]["value"] for s in stages], name="k-NN accuracy", mode="lines+markers",
-        line={"color": HIGHLIGHT}, customdata=details, hovertemplate="%{customdata}: k-NN %{y:.1%}<extra></extra>",
+        x=labels, y=[h["value"] for h in heads], name="new layer, held out", mode="lines+markers",
+        line={"color": HIGHLIGHT}, error_y=_interval([h if h["value"] is not None else _NONE for h in heads]),
+        customdata=details, hovertemplate="%{customdata}: new layer %{y:.1%}<extra></extra>",
     )  # fmt: skip
     fig.add_scatter(
-        x=labels, y=[s["logme"]["value"] for s in stages], name="LogME", mode="lines+markers", yaxis="y2",
+        x=labels, y=[s["knn"]["value"] for s in stages], name="k-NN", mode="lines+markers",
         line={"color": "#F2A93B", "dash": "dot"}, customdata=details,
-        hovertemplate="%{customdata}: LogME %{y:.3f}<extra></extra>",
+        hovertemplate="%{customdata}: k-NN %{y:.1%}<extra></extra>",
     )  # fmt: skip
-    chosen = next(i for i, stage in enumerate(stages) if stage["stage"] == best)
+    chosen = next(i for i, stage in enumerate(stages) if stage["stage"] == planned)
     fig.add_vline(x=chosen, line={"color": "#2E9E5B", "width": 2})
-    fig.add_annotation(x=labels[chosen], y=1, yref="paper", yshift=14, text="suggested cut", showarrow=False)
+    fig.add_annotation(x=labels[chosen], y=1, yref="paper", yshift=14, text="the plan", showarrow=False)
     fig.update_layout(
-        yaxis={"title": "k-NN accuracy", "tickformat": ".0%", "range": [0, 1.05]},
-        yaxis2={"title": "LogME", "overlaying": "y", "side": "right", "showgrid": False},
-        xaxis={"type": "category", "title": "shallow → deep"},
+        yaxis={"title": "accuracy", "tickformat": ".0%", "range": [0, 1.05]},
+        xaxis={"type": "category", "title": "case 2 cuts, shallow → deep; then case 1"},
         legend={"orientation": "h", "y": -0.3},
     )
-    return _layout(fig, title="Where to cut: each stage's features on your classes")
+    return _layout(fig, title="Each frozen option on your classes")
+
+
+def learning_curve(curve: dict[str, Any]) -> go.Figure:
+    """The new layer's held-out accuracy on a quarter, a half and all of the sample."""
+    points = curve["points"]
+    heads = [p["head_accuracy"] for p in points]
+    fig = go.Figure(
+        go.Scatter(
+            x=[p["images"] for p in points], y=[h["value"] for h in heads], mode="lines+markers",
+            line={"color": HIGHLIGHT}, error_y=_interval(heads),
+            hovertemplate="%{x} images: %{y:.1%}<extra></extra>",
+        )
+    )  # fmt: skip
+    fig.update_xaxes(type="log", title="images in the sample")
+    fig.update_yaxes(title="new layer, held out", tickformat=".0%", range=[0, 1.05])
+    shape = f"{curve['shape']}: {curve['per_doubling']:+.1%} per doubling"
+    return _layout(fig, title=f"Learning curve ({shape})", showlegend=False)
 
 
 def race_chart(standing: dict[str, Any], recommended: int) -> go.Figure:
@@ -119,6 +138,15 @@ def race_chart(standing: dict[str, Any], recommended: int) -> go.Figure:
     return _layout(fig, title="The race (blue: the advised case)", showlegend=False)
 
 
+_NONE = {"value": 0.0, "low": 0.0, "high": 0.0}  # no interval where no score
+
+
+def _option(stage: dict[str, Any]) -> str:
+    return "whole body" if stage["index"] is None else f"stage {stage['index']}"
+
+
 def _stage_detail(stage: dict[str, Any]) -> str:
+    if stage["index"] is None:
+        return "the whole body (case 1)"
     grid = f" · {stage['side']}×{stage['side']}" if stage.get("side") else ""
     return f"stage {stage['index']} · {stage['channels']} channels{grid} · keeps {stage['params_kept']:.0%}"

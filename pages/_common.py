@@ -63,9 +63,14 @@ def advisor_answers() -> AdvisorAnswers | None:
     return st.session_state.get(ADVISOR_ANSWERS)
 
 
-def record_measurement(sha256: str, verdict: str, similarity: float) -> None:
-    """Keep an analysis's verdict for the session, so that Train's question starts from it."""
-    st.session_state.setdefault(MEASURED, {})[sha256] = {"verdict": verdict, "similarity": similarity}
+def record_measurement(sha256: str, analysis: dict[str, Any]) -> None:
+    """Keep an analysis's verdict, measured size and the numbers behind them for the session, so
+    that Train's reason line says what the Advisor said."""
+    st.session_state.setdefault(MEASURED, {})[sha256] = {
+        "verdict": analysis["verdict"],
+        "size": analysis["size"],
+        "evidence": analysis["cut_note"],
+    }
 
 
 def measurement(sha256: str) -> dict[str, Any] | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from core.advice import cases, why
+from core.advice.cases import SizeReading
 from core.data import Dataset
 from core.data.samples import sample_for_digest
 from core.models import backbones
@@ -199,7 +200,14 @@ def _why_this_case(dataset: Dataset, draft: dict) -> None:
         line = st.empty()
         similarity, source, evidence = similarity_input(dataset, draft)
         images = max(dataset.report.num_images, len(dataset.classes))
-        reason = why.case_reason(images, len(dataset.classes), similarity, source, evidence=evidence)
+        reason = why.case_reason(
+            images,
+            len(dataset.classes),
+            similarity,
+            source,
+            evidence=evidence,
+            size=_measured_size(dataset, source),
+        )
         line.markdown(f":material/lightbulb: {reason.line}", help=reason.advice.rationale)
         advised_for = (dataset.report.source.get("sha256"), similarity)
         if st.session_state.get(ADVISED_FOR) != advised_for:
@@ -213,6 +221,12 @@ def _why_this_case(dataset: Dataset, draft: dict) -> None:
             if st.button(f"Use case {notice.data_case}", key="train.use_data_case"):
                 st.session_state[CASE_KEY] = notice.data_case
                 st.rerun()
+
+
+def _measured_size(dataset: Dataset, source: str) -> SizeReading | None:
+    """The size the Advisor's analysis measured for this data set, while its answer stands."""
+    measured = measurement(dataset.report.source.get("sha256", ""))
+    return SizeReading(**measured["size"]) if measured and source == why.MEASURED else None
 
 
 def similarity_input(dataset: Dataset, draft: dict) -> tuple[str, str, str | None]:
@@ -231,9 +245,7 @@ def similarity_input(dataset: Dataset, draft: dict) -> tuple[str, str, str | Non
     evidence = None
     if measured:
         start, source = measured["verdict"], why.MEASURED
-        evidence = (
-            f"similarity {measured['similarity']:.2f} of 1, from how far they move ImageNet's statistics"
-        )
+        evidence = measured["evidence"]
     elif advisor:
         start, source = advisor, why.ADVISOR
     elif sample is not None:

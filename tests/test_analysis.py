@@ -13,17 +13,19 @@ from torch import nn
 
 from core.analysis import AnalysisPlan, analyse
 from core.analysis.analyse import stratified_sample
+from core.analysis.curve import CurvePoint, LearningCurve, learning_curve, measured_size
 from core.analysis.cut import choose_cut
 from core.analysis.logme import Spectrum, fit, log_evidence, logme
-from core.analysis.probe import Candidate, probe
+from core.analysis.probe import Candidate, Probe, probe
 from core.analysis.ranking import Ranked, rank
 from core.analysis.scores import Score, Separability, separability
-from core.analysis.shift import Moments, grid_moments
-from core.analysis.similarity import measure
+from core.analysis.shift import Moments, ShiftType, depth_profile, grid_moments, shift_type
+from core.analysis.similarity import Similarity, measure
 from core.data import ImageCache, ingest
 from core.data.samples import sample_path
 from core.models.backbones import StageFact, resolve
 from core.training.device import accelerator
+from core.training.head import HeadScore
 
 
 def brute_force_evidence(features: torch.Tensor, y: torch.Tensor, alpha: float, beta: float) -> float:
@@ -107,12 +109,20 @@ def photo_crops(folder: Path, per_class: int = 8) -> Path:
     return folder
 
 
-def similarity_of(source: Path, images: int = 16) -> float:
+def probed(source: Path, images: int = 16) -> Probe:
     dataset = ingest(source)
     candidate = Candidate(resolve("efficientnet_lite0"))
     samples = stratified_sample(dataset.train + dataset.val, images, seed=0)
-    found = probe(candidate, ImageCache(samples, candidate.preprocess.resize), accelerator("cpu"))
-    return measure(found.layer_shifts, found.logits, candidate.label)
+    return probe(candidate, ImageCache(samples, candidate.preprocess.resize), accelerator("cpu"))
+
+
+def similarity_of(source: Path) -> Similarity:
+    found = probed(source)
+    return measure(found.layer_shifts, found.logits, found.candidate.label)
+
+
+def shift_of(source: Path) -> ShiftType:
+    return shift_type(depth_profile(probed(source).layer_tails))
 
 
 def test_natural_photos_score_as_similar_and_digits_and_textures_as_different(tmp_path: Path) -> None:
@@ -138,7 +148,9 @@ def test_a_random_init_network_scores_and_ranks_below_its_pretrained_twin(tmp_pa
     assert pretrained["logme"]["value"] > control["logme"]["value"]
     assert "too few for the evidence" in result["ranking_note"]
     assert result["verdict"] == "similar" and result["recommended_case"] == 1
-    assert [s["index"] for s in result["stage_scores"]] == list(range(1, len(result["stage_scores"]) + 1))
+    *stages, whole_body = result["stage_scores"]
+    assert [s["index"] for s in stages] == list(range(1, len(stages) + 1))
+    assert whole_body["stage"] == "whole body" and whole_body["case"] == 1
 
 
 def ranked(label: str, top1: float | None, logme_value: float, knn: float, width: float = 0.01) -> Ranked:
@@ -162,30 +174,94 @@ def test_the_ranking_rule_falls_back_to_imagenet_top1_when_evidence_cannot_decid
     assert "does not separate" in ranking.note
 
 
-def test_the_cut_is_the_stage_whose_features_carry_the_classes() -> None:
+def carrying(labels: torch.Tensor, width: int, strength: float, generator: torch.Generator) -> torch.Tensor:
+    """Features of ``width`` whose first dimensions say the label with ``strength`` against unit noise."""
+    signal = strength * nn.functional.one_hot(labels, width).float()
+    return torch.randn(len(labels), width, generator=generator) + signal
+
+
+def toy_stages(count: int) -> tuple[StageFact, ...]:
+    return tuple(
+        StageFact(i, f"stage{i}", 16, None, None, i / count, count=count) for i in range(1, count + 1)
+    )
+
+
+def test_the_plan_is_case_2_at_the_middle_stage_only_when_it_beats_the_whole_body() -> None:
     generator = torch.Generator().manual_seed(0)
-    labels = torch.arange(48) % 4
-    informative = (
-        torch.randn(48, 12, generator=generator) + 4 * nn.functional.one_hot(labels, 12)[:, :12].float()
-    )
+    labels = torch.arange(80) % 4
+    facts = toy_stages(3)
     features = {
-        "early": torch.randn(48, 8, generator=generator),
-        "middle": informative,
-        "late": torch.randn(48, 32, generator=generator),
+        "stage1": torch.randn(80, 16, generator=generator),
+        "stage2": carrying(labels, 16, 4.0, generator),
+        "stage3": torch.randn(80, 16, generator=generator),
     }
-    facts = tuple(
-        StageFact(i, path, features[path].shape[1], None, None, i / 3, count=3)
-        for i, path in enumerate(features, 1)
-    )
+    noise = torch.randn(80, 32, generator=generator)
 
-    choice = choose_cut("toy", facts, features, labels, 4)
+    middle = choose_cut("toy", facts, features, noise, labels, 4)
 
-    assert choice.best.path == "middle" and not choice.deepest_is_best
-    features["late"] = (
-        torch.randn(48, 32, generator=generator) + 8 * nn.functional.one_hot(labels, 32).float()
-    )
-    assert choose_cut("toy", facts, features, labels, 4).deepest_is_best
-    assert "may not be as different" in choose_cut("toy", facts, features, labels, 4).note
+    assert middle.case == 2 and middle.best.path == "stage2"
+    assert "so cut there" in middle.note and "after stage 2 of 3" in middle.note
+    assert middle.cut_score.head.accuracy > 0.9 and middle.whole_body.head.accuracy < 0.5
+
+    deepest = choose_cut("toy", facts, features, carrying(labels, 32, 6.0, generator), labels, 4)
+
+    assert deepest.case == 1 and deepest.best.path == "stage2"  # case 2's cut, should anyone race it
+    assert "so keep them all" in deepest.note
+
+
+def test_the_plan_never_cuts_at_the_last_stage() -> None:
+    generator = torch.Generator().manual_seed(1)
+    labels = torch.arange(60) % 3
+    facts = toy_stages(3)
+    features = {
+        "stage1": torch.randn(60, 16, generator=generator),
+        "stage2": torch.randn(60, 16, generator=generator),
+        "stage3": carrying(labels, 16, 4.0, generator),  # the last stage, better than the whole body
+    }
+
+    choice = choose_cut("toy", facts, features, carrying(labels, 32, 1.5, generator), labels, 3)
+
+    assert choice.case == 1 and choice.best.path != "stage3"
+
+
+def test_a_learning_curve_on_a_task_that_saturates_reads_flat_and_the_size_small() -> None:
+    generator = torch.Generator().manual_seed(2)
+    labels = torch.arange(120) % 3
+
+    curve = learning_curve(carrying(labels, 8, 6.0, generator), labels, 3)
+
+    assert [p.images for p in curve.points] == [30, 60, 120]
+    assert curve.shape == "flat" and curve.points[-1].head.accuracy > 0.95
+    size = measured_size(curve, images=50_000, classes=3, dividing_line=10_000)
+    assert size.size == "small" and "frozen features have what there is" in size.reason
+
+
+def test_the_size_rule_counts_when_the_curve_cannot_tell_and_measures_when_it_can() -> None:
+    head = HeadScore(0.6, (0.6, 0.6))
+    rising = LearningCurve(tuple(CurvePoint(f, n, HeadScore(a, (a, a))) for f, n, a in
+                                 [(0.25, 50, 0.4), (0.5, 100, 0.55), (1.0, 200, 0.7)]))  # fmt: skip
+
+    assert rising.shape == "rising" and rising.per_doubling == pytest.approx(0.15)
+    assert measured_size(rising, 6_000, 5, 10_000).size == "large"  # 1,200 per class, still learning
+    assert measured_size(rising, 6_000, 60, 10_000).size == "small"  # the count decides: 100 per class
+    assert measured_size(LearningCurve(()), 20_000, 10, 10_000).size == "large"  # no curve: the count
+    assert measured_size(LearningCurve((CurvePoint(1.0, 200, head),)), 20_000, 10, 10_000).size == "large"
+    few = measured_size(rising, 20_000, 2_000, 10_000)
+    assert few.size == "small" and "10 images per class" in few.reason
+
+
+def test_a_grey_scaled_copy_of_natural_photos_reads_as_an_input_level_shift(tmp_path: Path) -> None:
+    photos = photo_crops(tmp_path / "photos")
+    grey = tmp_path / "grey"
+    for image in photos.rglob("*.jpg"):
+        (grey / image.parent.name).mkdir(parents=True, exist_ok=True)
+        Image.open(image).convert("L").convert("RGB").save(grey / image.parent.name / image.name)
+
+    colour, greyed = shift_of(photos), shift_of(grey)
+
+    assert greyed.kind == "input" and "low-level look" in greyed.words
+    # Grey scale stands out in the first layers, many times more than the photos' own look does.
+    assert greyed.spike > 5 * colour.spike and greyed.trend < colour.trend
 
 
 def test_score_intervals_contain_the_whole_sample_value_and_are_reproducible() -> None:

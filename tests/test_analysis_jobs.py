@@ -17,6 +17,7 @@ from core.jobs.run import RunState
 
 CONTRACT_KEYS = {
     "similarity", "verdict", "evidence", "recommended_case", "backbone", "cut", "backbone_ranking", "stage_scores",
+    "plan", "shift_type", "learning_curve", "size",
 }  # fmt: skip
 
 
@@ -39,8 +40,20 @@ def test_analyze_json_has_the_contract_keys_and_the_race_its_winner(
     result = json.loads(capsys.readouterr().out)
     assert code == 0
     assert CONTRACT_KEYS <= result.keys()
-    assert result["verdict"] == "different" and 0 <= result["similarity"] < 0.4
-    assert result["recommended_case"] == 2 and result["cut"] in [s["stage"] for s in result["stage_scores"]]
+    # Grey texture patches: a shift of the look, which the words and the numbers both say.
+    assert result["shift_type"]["kind"] == "input" and "low-level look" in result["shift_type"]["words"]
+    # The plan, the matrix's column and the numbers agree; case 2 never cuts at the last stage.
+    *stages, whole_body = result["stage_scores"]
+    assert whole_body["case"] == 1 and all(
+        stage["head_accuracy"]["folds"] == 5 for stage in result["stage_scores"]
+    )
+    assert result["cut"] in [stage["stage"] for stage in stages[:-1]]
+    cut = next(stage for stage in stages if stage["stage"] == result["cut"])
+    cut_wins = cut["head_accuracy"]["low"] > whole_body["head_accuracy"]["high"]
+    assert result["recommended_case"] == (2 if cut_wins else 1)
+    assert result["verdict"] == ("different" if cut_wins else "similar")
+    assert result["plan"].startswith(f"Case {result['recommended_case']} ")
+    assert [p["fraction"] for p in result["learning_curve"]["points"]] == [0.25, 0.5, 1.0]
     assert [entry["name"] for entry in result["backbone_ranking"]] == ["efficientnet_lite0"]
     assert result["evidence"]["shift_by_depth"][-1] == result["evidence"]["deepest_shift"]
     # The race: three cases, two seeds each, as ordinary runs anyone can open on the Results page.
@@ -56,8 +69,10 @@ def test_analyze_says_in_words_what_it_measured(capsys: pytest.CaptureFixture[st
     assert main(["analyze", "faces", "--backbones", "efficientnet_lite0", "--sample", "24"]) == 0
 
     out = capsys.readouterr().out
-    assert out.startswith("similarity 0.")
-    assert "case 2: truncated feature extraction" in out and "cut _blocks." in out
+    assert out.startswith("plan: Case ") and "the new layer scores" in out
+    assert "shift: your images differ from ImageNet's in their low-level look" in out
+    assert "learning curve: 6 images" in out and "whole body (case 1)" in out
+    assert "case 2 would cut at _blocks." in out
 
 
 def test_analyze_refuses_a_backbone_without_weights_in_one_line(capsys: pytest.CaptureFixture[str]) -> None:

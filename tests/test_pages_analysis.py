@@ -54,19 +54,24 @@ def test_measuring_starts_a_job_shows_its_progress_then_the_numbers_and_carries_
     at.run()
     assert not at.exception, at.exception
     metrics = {m.label: m.value for m in at.metric}
-    # The faces sample: 25 x 25 grey crops, further from ImageNet than the sample's label guessed.
-    assert float(metrics["Similarity to ImageNet"]) < 0.4
-    assert metrics["Backbone"] == "efficientnet_lite0" and metrics["Cut (case 2)"].startswith("stage ")
-    assert len(at.get("plotly_chart")) == 4  # the matrix, the shift by depth, the ranking, the cut curve
+    result = targets.analysis_result(job_id)
+    case = result["advice"]["case"]
+    # The faces sample: 25 x 25 grey crops, a shift of the look that the page names in words.
+    assert metrics["Shift from ImageNet"] == "low-level look"
+    assert metrics["Plan"] == f"case {case}" and metrics["Backbone"] == "efficientnet_lite0"
+    plan = next(m.value for m in at.markdown if m.value.startswith("**Plan.**"))
+    assert f"Case {case} " in plan and "the new layer scores" in plan
+    # The matrix, the frozen options with the new layer's accuracy, the learning curve, the shift, the ranking.
+    assert len(at.get("plotly_chart")) == 5
 
     at.button(key="advisor.use_measured_plan").click().run()
     assert not at.exception, at.exception
-    assert at.radio(key="train.plan_case").value == 2  # 200 images, measured different: case 2
+    assert at.radio(key="train.plan_case").value == case
     reason = next(m.value for m in at.markdown if "because" in m.value)
-    assert "your images measure as different from ImageNet (similarity 0." in reason
-    assert (
-        at.selectbox(key="train.plan_cut_efficientnet_lite0").value == targets.analysis_result(job_id)["cut"]
-    )
+    assert f"Case {case} " in reason and f"200 images measure as {result['size']['size']}" in reason
+    assert "your images measure as" in reason and "the new layer scores" in reason
+    cuts = [box.value for box in at.selectbox if box.key == "train.plan_cut_efficientnet_lite0"]
+    assert cuts == ([result["cut"]] if case == 2 else [])  # the measured cut, where the plan cuts
     assert at.selectbox(key="train.plan_backbone").value == "efficientnet_lite0"
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from core.advice import why
+from core.advice import cases, why
 
 
 def test_an_unknown_similarity_says_so_and_asks() -> None:
@@ -55,3 +55,17 @@ def test_the_situation_follows_not_sure() -> None:
     unsure = why.situation(recommend(200, 2, "unsure"), "unsure")
     assert unsure.startswith("Small data set, closeness to ImageNet not known: case 2")
     assert "different from ImageNet" in unsure and "Small data set, different" not in unsure
+
+
+def test_a_measured_size_replaces_the_count_in_the_line() -> None:
+    flat = cases.SizeReading("small", "the learning curve is flat (+0.4% per doubling of the images)")
+
+    reason = why.case_reason(
+        50_000, 4, "similar", why.MEASURED, evidence="the new layer scores 97%", size=flat
+    )
+
+    assert reason.case == 1  # counted, 50,000 images would have been large: case 3
+    assert reason.line.startswith(
+        "Case 1 (feature extraction) because 50,000 images measure as small (the learning curve is flat"
+    )
+    assert "your images measure as similar to ImageNet (the new layer scores 97%)" in reason.line

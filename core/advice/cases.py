@@ -173,6 +173,17 @@ class Advice:
         }
 
 
+@dataclass(frozen=True)
+class SizeReading:
+    """The matrix's size for a data set, measured (``core.analysis.curve``), and why, in a few words."""
+
+    size: str  # small | large
+    reason: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"size": self.size, "reason": self.reason}
+
+
 def case_for(size: str, similarity: str) -> Case:
     """The case in the matrix cell (small|large, similar|different)."""
     for case in CASES.values():
@@ -194,8 +205,13 @@ def recommend(
     num_classes: int,
     similarity: str,
     dividing_line: int = DEFAULT_DIVIDING_LINE,
+    *,
+    size: str | None = None,
 ) -> Advice:
     """Pick the case for a data set of ``num_images`` in ``num_classes`` classes.
+
+    ``size`` is a measured size (``core.analysis.curve``); without one, ``num_images`` is
+    counted against ``dividing_line``.
 
     ``similarity`` is ``similar``, ``different`` or ``unsure``. When unsure, the advice takes the
     case that holds up either way (truncated feature extraction when small, fine-tuning from
@@ -203,7 +219,9 @@ def recommend(
     line the other size's case is an alternative too.
     """
     _validate(num_images, num_classes, similarity, dividing_line)
-    size = size_of(num_images, dividing_line)
+    if size not in (None, "small", "large"):
+        raise AdviceError(f"unknown size {size!r}; choose one of: small, large")
+    size = size or size_of(num_images, dividing_line)
     assumed = similarity if similarity != "unsure" else ("different" if size == "small" else "similar")
     chosen = case_for(size, assumed)
 

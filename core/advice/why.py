@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from core.advice.cases import CASES, DEFAULT_DIVIDING_LINE, Advice, recommend, size_of
+from core.advice.cases import CASES, DEFAULT_DIVIDING_LINE, Advice, SizeReading, recommend, size_of
 
 # Where the similarity answer came from.
 ADVISOR, ASKED, SAMPLE, MEASURED = "advisor", "asked", "sample", "measured"
@@ -52,18 +52,28 @@ def case_reason(
     *,
     dividing_line: int = DEFAULT_DIVIDING_LINE,
     evidence: str | None = None,
+    size: SizeReading | None = None,
 ) -> CaseReason:
     """The advice for ``num_images`` in ``num_classes`` classes, with its reason in one line:
     "Case 2 because 240 images is small and we do not know how close your images are to ImageNet."
 
     ``source`` says where ``similarity`` came from (``SOURCES``); ``evidence``, for a measured
-    similarity, says what was measured, in a few words.
+    similarity, says what was measured, in a few words; ``size``, a measured size, replaces the
+    count against the line.
     """
     if source not in SOURCES:
         raise ValueError(f"unknown similarity source {source!r}; choose one of: {', '.join(SOURCES)}")
-    advice = recommend(num_images, num_classes, similarity, dividing_line)
-    size = f"{num_images:,} images is {advice.size} (the line is at {dividing_line:,})"
-    line = f"Case {advice.case} ({advice.name}) because {size} and {_similarity_words(similarity, source, evidence)}."
+    advice = recommend(
+        num_images, num_classes, similarity, dividing_line, size=None if size is None else size.size
+    )
+    if size is None:
+        size_words = f"{num_images:,} images is {advice.size} (the line is at {dividing_line:,})"
+    else:
+        size_words = f"{num_images:,} images measure as {size.size} ({size.reason})"
+    line = (
+        f"Case {advice.case} ({advice.name}) because {size_words} and "
+        f"{_similarity_words(similarity, source, evidence)}."
+    )
     return CaseReason(advice, num_images, similarity, source, line)
 
 

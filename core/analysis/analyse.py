@@ -1,5 +1,10 @@
 """The whole analysis of a data set: a sample, one pass per backbone, and advice from the numbers.
 
+The evidence that predicts accuracy decides: the new layer the engine trains, cross-validated on
+each frozen option's features (``core.analysis.cut``), picks case 1 or case 2 and the cut, and a
+learning curve on the same features reads the size (``core.analysis.curve``). The BatchNorm shift
+explains: how far from ImageNet the images are, and whether in their look or in what they show.
+
 Seconds, not minutes: a seeded, class-stratified sample (200 images by default) is decoded once
 per input size, every candidate backbone runs over it once (cheapest first, within a time
 budget), and everything after that works on pooled features. The reference backbone
@@ -8,6 +13,7 @@ budget), and everything after that works on pooled features. The reference backb
 
 from __future__ import annotations
 
+import hashlib
 import random
 import time
 from collections import defaultdict
@@ -16,11 +22,13 @@ from typing import Any
 
 import torch
 
-from core.advice.cases import Advice, case_for, recommend
+from core.advice.cases import DEFAULT_DIVIDING_LINE, Advice, SizeReading, case_for, recommend
+from core.analysis.curve import LearningCurve, learning_curve, measured_size
 from core.analysis.cut import CutChoice, choose_cut
 from core.analysis.probe import Candidate, Probe, probe
 from core.analysis.ranking import Ranked, Ranking, rank
 from core.analysis.scores import separability
+from core.analysis.shift import ShiftType, depth_profile, shift_type
 from core.analysis.similarity import REFERENCE_BACKBONE, Similarity, measure
 from core.data import Dataset, ImageCache, Sample
 from core.errors import TransferLabError
@@ -56,8 +64,11 @@ class Analysis:
     dataset: dict[str, Any]
     sample_size: int
     similarity: Similarity
+    shift: ShiftType
     ranking: Ranking
     cut: CutChoice
+    curve: LearningCurve
+    size: SizeReading
     advice: Advice
     skipped: tuple[str, ...]
     seconds: dict[str, float] = field(default_factory=dict)
@@ -68,13 +79,17 @@ class Analysis:
             "dataset": self.dataset,
             "sample": self.sample_size,
             "similarity": round(self.similarity.score, 3),
-            "verdict": self.similarity.verdict,
+            "verdict": self.advice.similarity,
             "evidence": self.similarity.evidence,
+            "shift_type": self.shift.to_dict(),
             "recommended_case": self.advice.case,
             "advice": self.advice.to_dict(),
             "backbone": self.ranking.best.backbone,
             "cut": self.cut.best.path,
             "cut_note": self.cut.note,
+            "plan": self.plan_line,
+            "learning_curve": self.curve.to_dict(),
+            "size": self.size.to_dict(),
             "backbone_ranking": [entry.to_dict() for entry in self.ranking.entries],
             "ranking_note": self.ranking.note,
             "ranked_by_evidence": self.ranking.by_evidence,
@@ -83,6 +98,15 @@ class Analysis:
             "seconds": {k: round(v, 2) for k, v in self.seconds.items()},
             "runtimes": self.runtimes,
         }
+
+    @property
+    def plan_line(self) -> str:
+        """The plan in one line: case, cut and backbone, with the numbers that chose them."""
+        advice, backbone = self.advice, self.ranking.best.backbone
+        kept = f"cut after stage {self.cut.best.index}" if advice.case == 2 else "the whole body"
+        if advice.case in (3, 4):
+            kept = "fine-tuned"
+        return f"Case {advice.case} ({advice.name}), {backbone}, {kept}: {self.cut.note}; {self.size.reason}."
 
 
 def analyse(dataset: Dataset, plan: AnalysisPlan, emit: Emit = lambda event: None) -> Analysis:
@@ -107,33 +131,62 @@ def analyse(dataset: Dataset, plan: AnalysisPlan, emit: Emit = lambda event: Non
     clock.lap("ranking")
     chosen = by_label[next(entry.label for entry in ranking.entries if entry.pretrained)]
     backbone = chosen.candidate.backbone
-    cut = choose_cut(backbone.name, backbone.stage_facts(), chosen.stages, labels, classes, seed=plan.seed)
+    groups = _content_groups(samples)
+    cut = choose_cut(
+        backbone.name, backbone.stage_facts(), chosen.stages, chosen.features, labels, classes,
+        groups=groups, seed=plan.seed,
+    )  # fmt: skip
     clock.lap("cut")
+    planned = cut.whole_body if cut.case == 1 else cut.cut_score
+    rows = chosen.features if cut.case == 1 else chosen.stages[cut.best.path]
+    curve = learning_curve(rows, labels, classes, groups=groups, seed=plan.seed, whole=planned.head)
+    size = measured_size(curve, dataset.report.num_images, classes, DEFAULT_DIVIDING_LINE)
+    shift = shift_type(depth_profile(reference.layer_tails))
+    clock.lap("curve")
     for reason in skipped:
         emit(RunWarning(message=reason))
     return Analysis(
         dataset=_summary(dataset),
         sample_size=len(samples),
         similarity=similarity,
+        shift=shift,
         ranking=ranking,
         cut=cut,
-        advice=measured_advice(dataset, similarity),
+        curve=curve,
+        size=size,
+        advice=measured_advice(dataset, cut, size, shift, similarity),
         skipped=tuple(skipped),
         seconds=clock.laps,
         runtimes={p.candidate.label: p.runtime.to_dict() for p in passes if p.runtime is not None},
     )
 
 
-def measured_advice(dataset: Dataset, similarity: Similarity) -> Advice:
-    """The matrix's case for the data set's size and the measured similarity; a score near a
-    verdict's threshold names the neighbouring case as the alternative."""
-    images = dataset.report.num_images
-    advice = recommend(images, len(dataset.classes), similarity.verdict)
+def measured_advice(
+    dataset: Dataset, cut: CutChoice, size: SizeReading, shift: ShiftType, similarity: Similarity
+) -> Advice:
+    """The matrix's case from the evidence: its column from the frozen plan (the deepest features
+    do as well as any: similar; an earlier stage does better: different), its row from the
+    measured size. The rule of thumb's reasoning follows the numbers, not the other way round."""
+    column = "similar" if cut.case == 1 else "different"
+    advice = recommend(dataset.report.num_images, len(dataset.classes), column, size=size.size)
     alternatives = set(advice.alternatives)
-    if similarity.near_boundary and similarity.verdict != "unsure":
-        other = "different" if similarity.verdict == "similar" else "similar"
-        alternatives.add(case_for(advice.size, other).number)
-    return replace(advice, alternatives=sorted(alternatives), evidence=similarity.evidence)
+    if cut.case == 1 and cut.gain > 0:  # an earlier stage scored higher, within the spread
+        alternatives.add(case_for(advice.size, "different").number)
+    evidence = {
+        **similarity.evidence,
+        "shift_type": shift.to_dict(),
+        "size": size.to_dict(),
+        "plan": cut.note,
+    }
+    found = (
+        f"Measured: {cut.note}. {shift.words[0].upper()}{shift.words[1:]}. Size {size.size}: {size.reason}."
+    )
+    return replace(
+        advice,
+        alternatives=sorted(alternatives - {advice.case}),
+        rationale=f"{found} {advice.rationale}",
+        evidence=evidence,
+    )
 
 
 def stratified_sample(samples: list[Sample], size: int, seed: int) -> list[Sample]:
@@ -178,6 +231,15 @@ def _scored(found: Probe, labels: torch.Tensor, classes: int, seed: int) -> Rank
         top1=candidate.top1,
         scores=separability(found.features, labels, classes, seed=seed),
         images_per_s=found.images_per_s,
+    )
+
+
+def _content_groups(samples: list[Sample]) -> torch.Tensor:
+    """A group number per image, shared by identical files, so that no fold holds a copy of an
+    image it also trains on."""
+    digests: dict[str, int] = {}
+    return torch.tensor(
+        [digests.setdefault(hashlib.sha256(s.path.read_bytes()).hexdigest(), len(digests)) for s in samples]
     )
 
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from core.analysis.shift import Moments, grid_moments
+from core.analysis.shift import TAIL, Moments, grid_moments
 from core.data import ImageCache
 from core.models.adapt import initialised
 from core.models.backbones import Backbone
@@ -60,6 +60,7 @@ class Probe:
     stages: dict[str, torch.Tensor]  # stage path -> [n, channels], pooled, in forward order
     logits: torch.Tensor  # [n, 1000] ImageNet logits
     layer_shifts: list[float]  # per BatchNorm layer, shallow to deep (empty without BatchNorm)
+    layer_tails: list[float]  # the same, for the most shifted tenth of each layer's channels
     images_per_s: float  # forward passes only, decoding excluded
     runtime: Choice | None = None  # what ran the pass
 
@@ -113,16 +114,16 @@ def probe(
     logits, features, *stages = (_unordered(torch.cat(parts), order) for parts in zip(*pooled, strict=True))
     one_image = to_model_input(images.images[:1], backbone.preprocess, train=False)
     layers = [model.get_submodule(name) for name in _reached(measured, one_image, accel)] if sums else []
-    shifts = [
-        Moments.of(layer, total, with_moments).shift()
-        for layer, total in zip(layers, sums or [], strict=True)
+    moments = [
+        Moments.of(layer, total, with_moments) for layer, total in zip(layers, sums or [], strict=True)
     ]
     return Probe(
         candidate=candidate,
         features=features,
         stages=dict(zip(backbone.stages, stages, strict=True)),
         logits=logits,
-        layer_shifts=shifts,
+        layer_shifts=[m.shift() for m in moments],
+        layer_tails=[m.shift(TAIL) for m in moments],
         images_per_s=len(images) / max(seconds, 1e-9),
         runtime=engines[1].choice or engines[0].choice,
     )

@@ -1,5 +1,8 @@
 """How close the user's images are to ImageNet, as one number, a verdict and its evidence.
 
+The number explains the advice; it does not decide it (the frozen options' held-out accuracy
+does, ``core.analysis.cut``): a shift of the look moves these statistics as far as one of content.
+
 The number comes from the domain shift of the deepest quarter of EfficientNet-Lite0's BatchNorm
 layers (``core.analysis.shift``): where ImageNet's high-level features stop describing the
 images. It is mapped to a score in [0, 1] by a logistic curve in the log of the shift, centred on
@@ -55,11 +58,6 @@ class Similarity:
                 "different_at": DIFFERENT_AT,
             },
         }
-
-    @property
-    def near_boundary(self) -> bool:
-        """Within 0.1 of a verdict's threshold: the other verdict is worth a thought."""
-        return min(abs(self.score - SIMILAR_AT), abs(self.score - DIFFERENT_AT)) < 0.1
 
 
 def score_of(deepest_shift: float) -> float:

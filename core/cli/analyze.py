@@ -1,8 +1,9 @@
 """``python -m core analyze``: measure a data set and advise on it from the numbers.
 
-Similarity to ImageNet (BatchNorm shift by depth), the backbones ranked on frozen features
-(LogME, k-NN, ImageNet top-1), the case-2 cut, and the case those numbers lead to; ``--race``
-then trains cases 1, 2 and 3 briefly to check the advice.
+The plan the evidence picks (the new layer cross-validated on every frozen option's features, a
+learning curve for the size), the shift from ImageNet named (BatchNorm shift by depth), the
+backbones ranked on frozen features (LogME, k-NN, ImageNet top-1); ``--race`` then trains cases
+1, 2 and 3 briefly to check the advice.
 """
 
 from __future__ import annotations
@@ -90,13 +91,16 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _summary(result: dict) -> list[str]:
-    """The advice in a few lines, for people."""
-    evidence = result["evidence"]
+    """The advice in a few lines, for people: the plan and its numbers first, then the rest."""
+    evidence, curve = result["evidence"], result["learning_curve"]
+    points = ", ".join(f"{p['images']} images {p['head_accuracy']['value']:.0%}" for p in curve["points"])
     lines = [
+        f"plan: {result['plan']}",
+        f"shift: {result['shift_type']['words']}",
+        f"learning curve: {points or 'too few images'} ({curve['shape']}, {curve['per_doubling']:+.1%} per doubling)",
         (
-            f"similarity {result['similarity']:.2f}: {result['verdict']} "
-            f"(deepest BatchNorm shift {evidence['deepest_shift']:.3f}; ImageNet top-1 probability "
-            f"{evidence['top1_probability']:.2f})"
+            f"similarity {result['similarity']:.2f} (deepest BatchNorm shift {evidence['deepest_shift']:.3f}; "
+            f"ImageNet top-1 probability {evidence['top1_probability']:.2f})"
         ),
         f"case {result['recommended_case']}: {result['advice']['name']} — {result['advice']['rationale']}",
         f"backbone {result['backbone']} ({result['ranking_note']})",
@@ -106,7 +110,14 @@ def _summary(result: dict) -> list[str]:
             f"  {entry['name']:<34} LogME {entry['logme']['value']:+.3f}  k-NN {entry['knn']['value']:.1%}  "
             f"top-1 {entry['imagenet_top1'] or '-'}  {entry['images_per_s']:.0f} img/s"
         )
-    lines.append(f"cut {result['cut']}: {result['cut_note']}")
+    for stage in result["stage_scores"]:
+        head = stage["head_accuracy"]
+        held_out = f"{head['value']:.1%} [{head['low']:.0%}, {head['high']:.0%}]" if head else "-"
+        where = (
+            "whole body (case 1)" if stage["index"] is None else f"stage {stage['index']} {stage['stage']}"
+        )
+        lines.append(f"  {where:<34} new layer {held_out}  k-NN {stage['knn']['value']:.1%}")
+    lines.append(f"case 2 would cut at {result['cut']}")
     if "race" in result:
         for case, entry in result["race"].items():
             lines.append(

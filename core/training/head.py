@@ -33,6 +33,8 @@ WEIGHT_DECAYS = (1e-4, 1e-3, 1e-2, 1e-1)
 FOLDS = 5
 CV_ITERATIONS = 100  # enough for these problems to converge; the fits race each other, not the clock
 CV_MAX_IMAGES = 4_000  # past this, folds of a seeded subsample choose about as well, much faster
+INTERVAL_ERRORS = 2.0  # a held-out accuracy's interval, either side of the mean over the folds
+JOINT_ITERATIONS = CV_ITERATIONS  # every fold and penalty of a cross-validation at once (head_accuracy)
 EPOCH_ITERATIONS = 20
 CONVERGED = 1e-6  # relative change of the objective over an epoch below which the fit is done
 # What the estimate assumes: evaluations of the objective in a whole cross-validation (measured
@@ -146,14 +148,136 @@ def choose_weight_decay(
     ``features`` holds ``len(features) // images`` views of the same ``images`` images, view by
     view: every view of an image falls in the same fold, or the held-out scores would flatter.
     """
-    views = len(features) // images
-    image_labels = labels[:images]
     generator = torch.Generator().manual_seed(seed)
     chosen = torch.randperm(images, generator=generator)[:CV_MAX_IMAGES]
+    scores = _fold_accuracies(head, features, labels, chosen, images, class_weights, generator)
+    if scores is None:
+        return Choice(weight_decay=WEIGHT_DECAYS[len(WEIGHT_DECAYS) // 2], folds=0, accuracy={})
+    accuracy = {weight_decay: sum(values) / len(values) for weight_decay, values in scores.items()}
+    return Choice(weight_decay=_best(accuracy), folds=len(next(iter(scores.values()))), accuracy=accuracy)
+
+
+@dataclass(frozen=True)
+class HeadScore:
+    """The held-out accuracy of the solved new layer on frozen features: the mean over the folds
+    at the penalty cross-validation chose, and each fold's (their spread gives the interval)."""
+
+    accuracy: float
+    per_fold: tuple[float, ...]
+
+    @property
+    def spread(self) -> float:
+        """The standard error of the mean over the folds (0 with one fold)."""
+        return _standard_error(self.per_fold)
+
+    @property
+    def low(self) -> float:
+        """The interval's floor: ``INTERVAL_ERRORS`` standard errors below the mean."""
+        return max(0.0, self.accuracy - INTERVAL_ERRORS * self.spread)
+
+    @property
+    def high(self) -> float:
+        return min(1.0, self.accuracy + INTERVAL_ERRORS * self.spread)
+
+    def to_dict(self) -> dict[str, float]:
+        return {
+            "value": round(self.accuracy, 4),
+            "low": round(self.low, 4),
+            "high": round(self.high, 4),
+            "folds": len(self.per_fold),
+        }
+
+
+def head_accuracy(
+    features: torch.Tensor,
+    labels: torch.Tensor,
+    num_classes: int,
+    *,
+    groups: torch.Tensor | None = None,
+    seed: int = 0,
+) -> HeadScore | None:
+    """Cross-validate the new layer the engine trains for cases 1 and 2 on ``features`` [n, d]:
+    standardised inputs, a linear layer solved to convergence, its penalty the best of
+    ``WEIGHT_DECAYS`` on the folds.
+
+    Images sharing a ``groups`` value fall in the same fold (an identical file on both sides
+    would flatter the score). The same ``labels``, ``groups`` and ``seed`` give the same folds,
+    so scores of different feature sets pair up fold by fold. None when a class has fewer than
+    two images (no fold could hold it out).
+    """
+    folds = min(FOLDS, int(labels.unique(return_counts=True)[1].min()))
+    if folds < 2:
+        return None
+    generator = torch.Generator().manual_seed(seed)
+    fold_of = _stratified_folds(labels, folds, generator, groups)
+    accuracy = _solved_folds(
+        Standardise().fit(features.float())(features.float()), labels, num_classes, fold_of
+    )
+    means = {wd: float(row.mean()) for wd, row in zip(WEIGHT_DECAYS, accuracy, strict=True)}
+    chosen = _best(means)
+    return HeadScore(means[chosen], tuple(accuracy[WEIGHT_DECAYS.index(chosen)].tolist()))
+
+
+def _solved_folds(
+    features: torch.Tensor, labels: torch.Tensor, num_classes: int, fold_of: torch.Tensor
+) -> torch.Tensor:
+    """Held-out accuracy ``[len(WEIGHT_DECAYS), folds]`` of the penalised linear layer fitted on
+    every fold's training rows with every candidate penalty.
+
+    All of these convex problems are solved at once by one L-BFGS on their summed objectives
+    (independent, so the joint optimum is each one's), in the span of the features' rows: an
+    L2-penalised linear layer's weights lie in the span of its training rows (the representer
+    theorem), so wide features (1,280 channels, 200 images) lose nothing projected onto it, and
+    the problems cost what 200 features would.
+    """
+    u, s, _ = torch.linalg.svd(features.double(), full_matrices=False)
+    rows = (u * s).float()
+    folds = int(fold_of.max()) + 1
+    decays = torch.tensor(WEIGHT_DECAYS).repeat_interleave(folds)
+    train = fold_of.view(1, -1) != torch.arange(folds).repeat(len(WEIGHT_DECAYS)).view(-1, 1)
+    share = train.float() / train.sum(dim=1, keepdim=True)
+    weight = torch.zeros(len(decays), rows.shape[1], num_classes, requires_grad=True)
+    bias = torch.zeros(len(decays), 1, num_classes, requires_grad=True)
+    targets = labels.repeat(len(decays))
+    optimizer = torch.optim.LBFGS(
+        [weight, bias], lr=1.0, max_iter=JOINT_ITERATIONS, history_size=20, line_search_fn="strong_wolfe",
+        tolerance_grad=1e-6, tolerance_change=1e-9,
+    )  # fmt: skip
+
+    def closure() -> torch.Tensor:
+        optimizer.zero_grad(set_to_none=True)
+        logits = torch.einsum("nd,pdc->pnc", rows, weight) + bias
+        losses = F.cross_entropy(logits.reshape(-1, num_classes), targets, reduction="none")
+        data = (losses.view(len(decays), -1) * share).sum(dim=1)
+        loss = (data + 0.5 * decays * weight.pow(2).sum(dim=(1, 2))).sum()
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    with torch.no_grad():
+        predicted = (torch.einsum("nd,pdc->pnc", rows, weight) + bias).argmax(dim=2)
+    held = ~train
+    accuracy = ((predicted == labels) & held).sum(dim=1) / held.sum(dim=1)
+    return accuracy.double().view(len(WEIGHT_DECAYS), folds)
+
+
+def _fold_accuracies(
+    head: nn.Module,
+    features: torch.Tensor,
+    labels: torch.Tensor,
+    chosen: torch.Tensor,
+    images: int,
+    class_weights: torch.Tensor | None,
+    generator: torch.Generator,
+) -> dict[float, list[float]] | None:
+    """Each candidate penalty's held-out accuracy per fold of the ``chosen`` images (None when
+    the smallest class is too small to fold)."""
+    views = len(features) // images
+    image_labels = labels[:images]
     smallest = int(torch.bincount(image_labels[chosen]).min()) if len(chosen) else 0
     folds = min(FOLDS, smallest)
     if folds < 2:
-        return Choice(weight_decay=WEIGHT_DECAYS[len(WEIGHT_DECAYS) // 2], folds=0, accuracy={})
+        return None
     fold_of = _stratified_folds(image_labels[chosen], folds, generator)
     scores: dict[float, list[float]] = {weight_decay: [] for weight_decay in WEIGHT_DECAYS}
     for fold in range(folds):
@@ -169,20 +293,35 @@ def choose_weight_decay(
             with torch.no_grad():
                 predicted = candidate.eval()(features[held]).argmax(1)  # view 0: the centre crop
             scores[weight_decay].append(float((predicted == labels[held]).double().mean()))
-    accuracy = {weight_decay: sum(values) / len(values) for weight_decay, values in scores.items()}
+    return scores
+
+
+def _best(accuracy: dict[float, float]) -> float:
+    """The penalty with the best accuracy; ties: the stronger, the safer choice on small data."""
     best = max(accuracy.values())
-    return Choice(
-        weight_decay=max(wd for wd, acc in accuracy.items() if math.isclose(acc, best)),
-        folds=folds,
-        accuracy=accuracy,
-    )
+    return max(wd for wd, acc in accuracy.items() if math.isclose(acc, best))
 
 
-def _stratified_folds(labels: torch.Tensor, folds: int, generator: torch.Generator) -> torch.Tensor:
-    """A fold number for each sample, each class dealt round-robin over the folds in a seeded order."""
-    fold_of = torch.empty(len(labels), dtype=torch.long)
+def _standard_error(values: tuple[float, ...]) -> float:
+    if len(values) < 2:
+        return 0.0
+    mean = sum(values) / len(values)
+    variance = sum((v - mean) ** 2 for v in values) / (len(values) - 1)
+    return math.sqrt(variance / len(values))
+
+
+def _stratified_folds(
+    labels: torch.Tensor, folds: int, generator: torch.Generator, groups: torch.Tensor | None = None
+) -> torch.Tensor:
+    """A fold number for each sample, each class dealt round-robin over the folds in a seeded
+    order; with ``groups``, a group's samples are dealt together (as the group's first one)."""
+    groups = torch.arange(len(labels)) if groups is None else groups
+    _, group_of = groups.unique(return_inverse=True)
+    first = torch.full((int(group_of.max()) + 1,), len(labels), dtype=torch.long)
+    leaders = first.scatter_reduce(0, group_of, torch.arange(len(labels)), reduce="amin")
+    fold_of_group = torch.empty(len(leaders), dtype=torch.long)
     for label in labels.unique():
-        members = (labels == label).nonzero().flatten()
+        members = (labels[leaders] == label).nonzero().flatten()
         members = members[torch.randperm(len(members), generator=generator)]
-        fold_of[members] = torch.arange(len(members)) % folds
-    return fold_of
+        fold_of_group[members] = torch.arange(len(members)) % folds
+    return fold_of_group[group_of]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -23,11 +24,14 @@ def test_measure_a_sample_and_carry_the_plan_to_train(
     page.get_by_role("button", name="Analyse my data").click()
 
     # The job runs in its own process; the page follows it, then shows the numbers.
-    page.get_by_text("Similarity to ImageNet").wait_for(timeout=2 * WAIT_MS)  # the analysis takes longest
+    page.get_by_text("Shift from ImageNet").wait_for(timeout=2 * WAIT_MS)  # the analysis takes longest
     assert "?analysis=" in page.url
-    page.locator(".js-plotly-plot").nth(3).wait_for()
+    page.locator(".js-plotly-plot").nth(4).wait_for()
     headline = page.locator("h3").filter(has_text="case").first.inner_text()
-    assert "case 2" in headline  # 200 small grey crops: different (or, from 20 images, not sure)
+    case, name = re.search(r"case (\d), ([a-z -]+)", headline).groups()
+    # 200 small grey crops: the look differs from ImageNet's, and the plan says which frozen option won.
+    page.get_by_text("in their low-level look").first.wait_for()
+    page.get_by_text(f"Case {case} ({name})").first.wait_for()
     if screenshot_dir:
         page.set_viewport_size({"width": 1400, "height": 1600})
         settle(page)
@@ -35,10 +39,10 @@ def test_measure_a_sample_and_carry_the_plan_to_train(
 
     # A reload finds the same analysis again.
     page.reload()
-    page.get_by_text("Similarity to ImageNet").wait_for()
+    page.get_by_text("Shift from ImageNet").wait_for()
 
     page.get_by_role("button", name="Use this plan").click()
     page.get_by_text("Training images").wait_for()
     assert page.url.rstrip("/").endswith("/train")
-    assert page.get_by_role("radio", name="2: truncated feature extraction").is_checked()
-    page.get_by_text("Cut after", exact=True).wait_for()
+    assert page.get_by_role("radio", name=f"{case}: {name}").is_checked()
+    page.get_by_text("measure as small").first.wait_for()
