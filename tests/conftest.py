@@ -69,10 +69,20 @@ def no_bf16_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture(autouse=True)
-def lab_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Every test writes app storage into its own temp dir, never the user's home."""
+def lab_home(
+    tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> Path:
+    """Every test writes app storage into its own temp dir, never the user's home.
+
+    All of them share one backbone catalog (``core.models.catalog``), written by the first test
+    that needs it: computing it takes half a minute on 2 cores, and it depends only on the
+    libraries and the code, which a session does not change."""
     home = tmp_path / "lab_home"
     monkeypatch.setenv("TRANSFER_LAB_HOME", str(home))
+    shared = tmp_path_factory.getbasetemp() / "backbone_catalog"
+    shared.mkdir(exist_ok=True)
+    (home / "cache").mkdir(parents=True)
+    (home / "cache" / "backbones").symlink_to(shared, target_is_directory=True)
     return home
 
 

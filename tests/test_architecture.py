@@ -38,6 +38,7 @@ TORCH_FREE = (
     "core.limits",
     "core.access",
     "core.advice",
+    "core.models.catalog",
     "core.jobs",
 )
 HEAVY = ("torch", "torchvision", "ray")
