@@ -2,14 +2,15 @@
 
 ``resolve("resnet50")`` is to this app what ``get_model_weights("resnet50").DEFAULT`` is to
 torchvision: one record that carries the family's facts and anatomy, the input-size rules, the
-preprocessing and where the weights come from. The catalog, the plan, the surgery, training, the
-estimate and the pages take that record and ask it, never the name again.
+preprocessing and where the weights come from. The surgery, training, the estimate and the
+analysis take that record and ask it, never the name again; the pages and the plan read its
+torch-free card (``Backbone.card``, ``core.models.catalog``).
 
 Every number comes from the weights' own metadata (``num_params``, ``_metrics``, ``_ops``,
 ``_file_size``, ``transforms()``) or, for packaged backbones, from the architecture itself built
 on the meta device, so nothing is downloaded to describe a backbone and nothing is copied by
 hand except what neither carries: the family's paper and year. ``write_catalog`` stores every
-record's facts as the torch-free cards that the web server reads (``core.models.catalog``).
+record's card in the catalog file that the web server reads.
 """
 
 from __future__ import annotations

@@ -180,6 +180,7 @@ def cards() -> tuple[BackboneCard, ...]:
 
 
 def names() -> tuple[str, ...]:
+    """Every backbone's name, in the catalog's order."""
     return tuple(_read(catalog_file()))
 
 
@@ -259,17 +260,22 @@ def _read(path: Path) -> dict[str, BackboneCard]:
     if not path.is_file():
         with storage.locked(path.with_suffix(".lock")):
             if not path.is_file():  # another process may have written it while this one waited
-                _write_in_a_child()
+                _write_in_a_child(path)
     return {data["name"]: BackboneCard.from_dict(data) for data in storage.read_json(path)}
 
 
-def _write_in_a_child() -> None:
+def _write_in_a_child(path: Path) -> None:
     command = [sys.executable, "-m", "core", *WRITE_COMMAND]
     done = subprocess.run(command, cwd=storage.CODE_ROOT, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise CatalogUnavailable(
             f"the backbone catalog could not be written: `python -m core {' '.join(WRITE_COMMAND)}` "
             f"exited with {done.returncode}: {' '.join(done.stderr.split())[-400:]}"
+        )
+    if not path.is_file():  # the child read other code from disk than this process runs
+        raise CatalogUnavailable(
+            f"the backbone catalog was written to {done.stdout.strip()}, not {path}: the code "
+            "changed since this process started; restart it"
         )
 
 
