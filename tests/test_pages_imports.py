@@ -43,3 +43,23 @@ def test_the_shell_and_the_pages_load_their_core_modules_without_torch() -> None
     assert any("core.jobs.evaluation" in s for s in statements)  # Results' check, for one
     assert "from core.models import catalog" in statements  # the backbones' cards, for another
     assert not torch_after_importing(statements)
+
+
+def test_the_backbones_page_and_a_case_2_plan_are_drawn_without_torch() -> None:
+    """Not only imported: drawn, from the catalog's cards (the stage facts of the cut included)."""
+    code = """
+import sys
+from streamlit.testing.v1 import AppTest
+at = AppTest.from_file("app_shell.py", default_timeout=300).run()
+at.switch_page("pages/backbones.py").run()
+rows = at.dataframe[0].value.shape[0]
+at.switch_page("pages/advisor.py").run()
+at.radio(key="advisor.similarity").set_value("different").run()
+at.button(key="advisor.use_plan").click().run()
+assert not at.exception, at.exception
+cut = at.selectbox(key="train.plan_cut_" + at.selectbox(key="train.plan_backbone").value)
+print(rows > 0, at.radio(key="train.plan_case").value, cut.options[0].startswith("stage 1 of"), "torch" in sys.modules)
+"""
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["True", "2", "True", "False"]
