@@ -61,12 +61,17 @@ def data_root() -> Path | None:
     return root
 
 
+def cache_dir() -> Path:
+    """What the app computes once and can compute again (the backbone catalog, compilers' caches)."""
+    return home() / "cache"
+
+
 def keep_caches_home() -> None:
     """Point the caches that torch's compilers write (the exporter uses inductor's) under the
     home folder, unless the operator chose a place: by default they land in the system's temp
     directory, and nothing of ours may be written outside the home folder. For processes that
     train or export (the CLI, the worker), before they compile anything."""
-    cache = home() / "cache"
+    cache = cache_dir()
     os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(cache / "torchinductor"))
     os.environ.setdefault("TRITON_CACHE_DIR", str(cache / "triton"))
 

@@ -17,7 +17,7 @@ from core.jobs import race as races
 from core.jobs import targets
 from core.jobs.run import RunNotFound, RunState
 from core.limits import LimitExceeded
-from core.models.backbones import catalog
+from core.models.catalog import cards
 from core.training.plan import PlanError
 from pages import _analysis_charts as charts
 from pages._access import limits, viewer
@@ -51,7 +51,7 @@ def show() -> None:
         )
         left, right = st.columns(2)
         sample = left.slider("Images to analyse", 20, 1000, 200, step=10, key="advisor.analysis_sample")
-        usable = [b.name for b in catalog() if b.weights.on_disk()]
+        usable = [card.name for card in cards() if card.on_disk()]
         chosen = right.multiselect(
             "Backbones to rank", usable, default=usable, key="advisor.analysis_backbones",
             help="Those with weights on this machine. EfficientNet-Lite0 always runs: the similarity is measured with it.",

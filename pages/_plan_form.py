@@ -8,7 +8,7 @@ from core.advice import cases, why
 from core.advice.cases import SizeReading
 from core.data import Dataset
 from core.data.samples import sample_for_digest
-from core.models import backbones
+from core.models import catalog
 from core.training.plan import AUGMENTATIONS, AUTO, Plan, PlanError
 from pages._access import limits
 from pages._charts import backbone_diagram
@@ -65,15 +65,15 @@ def plan_form(dataset: Dataset) -> Plan | None:
         )
         backbone = middle.selectbox(
             "Backbone",
-            list(backbones.names()),
+            list(catalog.names()),
             format_func=_label_backbone,
-            **_state(f"{PLAN}backbone", draft.get("backbone") or backbones.default_backbone().name),
+            **_state(f"{PLAN}backbone", draft.get("backbone") or catalog.default_card().name),
             help=HELP["backbone"],
         )
-        chosen = backbones.resolve(backbone)
+        chosen = catalog.card(backbone)
         cut = None
         if case == 2:
-            facts = {fact.path: fact for fact in chosen.stage_facts()}
+            facts = {fact.path: fact for fact in chosen.stage_facts}
             cut = middle.selectbox(
                 "Cut after",
                 chosen.stages,
@@ -271,7 +271,7 @@ def similarity_input(dataset: Dataset, draft: dict) -> tuple[str, str, str | Non
 
 
 def _label_backbone(name: str) -> str:
-    backbone = backbones.resolve(name)
-    if not backbone.weights.on_disk():
+    card = catalog.card(name)
+    if not card.on_disk():
         return f"{name} (download first)"
-    return f"{name} (offline)" if backbone.packaged else f"{name} (on disk)"
+    return f"{name} (offline)" if card.packaged else f"{name} (on disk)"

@@ -3,15 +3,18 @@
 import pandas as pd
 import streamlit as st
 
-from core.models import backbones
+from core.models import catalog
 from core.models.families import FAMILIES
 from pages._charts import accuracy_vs_cost, imagenet_history
 from pages._common import draft_plan, update_draft_plan
 
 
-@st.cache_data(show_spinner="Reading the weights' metadata...")
 def load_catalog() -> pd.DataFrame:
-    table = pd.DataFrame([backbone.summary() for backbone in backbones.catalog()])
+    """The catalog's rows, where each backbone's weights stand as of this run (not cached:
+    weights arrive while the server runs)."""
+    with st.spinner("Describing every backbone: once per torch version, about half a minute..."):
+        cards = catalog.cards()
+    table = pd.DataFrame([card.summary() for card in cards])
     table["usable"] = table["on_disk"] | table["offline"]
     table["weights_here"] = [weights_badge(row) for row in table.to_dict("records")]
     return table
@@ -24,11 +27,6 @@ def weights_badge(row: dict) -> str:
     if row["on_disk"]:
         return "ready (on disk)"
     return f"fetch-weights {row['name']}"
-
-
-@st.cache_data
-def load_history() -> list[dict]:
-    return backbones.history()
 
 
 st.title("Which network?")
@@ -114,7 +112,7 @@ st.dataframe(
 )
 
 names = table["name"].tolist()
-current = draft_plan().get("backbone") or backbones.default_backbone().name
+current = draft_plan().get("backbone") or catalog.default_card().name
 pick = st.session_state.get("backbones.pick", current)
 
 st.subheader("Accuracy against cost")
@@ -147,7 +145,7 @@ st.caption(
     "Top-5 error in the ILSVRC classification competition as reported at the time, next to "
     "torchvision's own checkpoints of the same architectures (trained and evaluated differently)."
 )
-st.plotly_chart(imagenet_history(load_history()), width="stretch", key="backbones.history")
+st.plotly_chart(imagenet_history(catalog.history()), width="stretch", key="backbones.history")
 with st.expander("Family notes", expanded=True):
     for family in FAMILIES:
         st.markdown(f"**{family.name}** ({family.paper.year}). {family.note}")

@@ -65,11 +65,27 @@ def no_bf16_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(machine.BF16_ENV, "off")
 
 
+@pytest.fixture(scope="session")
+def shared_catalog(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The session's one backbone catalog folder (``core.models.catalog``), filled by the first
+    test that reads it: computing it takes half a minute on 2 cores, and it depends only on the
+    libraries and the code, which a session does not change."""
+    return tmp_path_factory.mktemp("backbone_catalog")
+
+
+def share_catalog(home: Path, catalog_dir: Path) -> None:
+    """Let the app storage in ``home`` read and write its backbone catalog in ``catalog_dir``."""
+    (home / "cache").mkdir(parents=True, exist_ok=True)
+    (home / "cache" / "backbones").symlink_to(catalog_dir, target_is_directory=True)
+
+
 @pytest.fixture(autouse=True)
-def lab_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Every test writes app storage into its own temp dir, never the user's home."""
+def lab_home(tmp_path: Path, shared_catalog: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every test writes app storage into its own temp dir, never the user's home; all share
+    the session's backbone catalog."""
     home = tmp_path / "lab_home"
     monkeypatch.setenv("TRANSFER_LAB_HOME", str(home))
+    share_catalog(home, shared_catalog)
     return home
 
 
@@ -145,10 +161,17 @@ def finished_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def app_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def app_url(tmp_path_factory: pytest.TempPathFactory, shared_catalog: Path) -> Iterator[str]:
     """A real Streamlit server on 127.0.0.1 with its own storage, for the whole session."""
     # Workers sleep after each batch so that a tiny run lasts long enough to watch it live.
-    with serve_app(tmp_path_factory.mktemp("browser_home"), env={"TRANSFER_LAB_STEP_DELAY": "0.3"}) as url:
+    from core.models import catalog
+
+    home = tmp_path_factory.mktemp("browser_home")
+    share_catalog(home, shared_catalog)
+    with pytest.MonkeyPatch.context() as patch:  # written before the server starts, as an image build does
+        patch.setenv("TRANSFER_LAB_HOME", str(home))
+        catalog.cards()
+    with serve_app(home, env={"TRANSFER_LAB_STEP_DELAY": "0.3"}) as url:
         yield url
 
 

@@ -42,6 +42,7 @@ TORCH_FREE = (
     "core.limits",
     "core.access",
     "core.advice",
+    "core.models.catalog",
     "core.jobs",
 )
 HEAVY = ("torch", "torchvision", "ray")

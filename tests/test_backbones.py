@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -10,14 +12,16 @@ import pytest
 import torchvision
 
 from core.cli import main
-from core.models import backbones
+from core.models import backbones, catalog
 from core.models.packaged import PACKAGED
 
+ROOT = Path(__file__).resolve().parents[1]
 
-@pytest.fixture(scope="module")
+
+@pytest.fixture
 def rows() -> dict[str, SimpleNamespace]:
-    """The catalog's rows, by name, with their fields as attributes."""
-    return {b.name: SimpleNamespace(**b.summary()) for b in backbones.catalog()}
+    """The catalog's rows as the web server reads them, by name, with their fields as attributes."""
+    return {card.name: SimpleNamespace(**card.summary()) for card in catalog.cards()}
 
 
 def test_catalog_is_torchvision_registry_plus_extras(rows: dict) -> None:
@@ -57,7 +61,7 @@ def test_families_and_years_are_filled_in(rows: dict) -> None:
 
 
 def test_history_labels_each_source() -> None:
-    history = backbones.history()
+    history = catalog.history()
     competition = {r["model"]: r for r in history if not r["checkpoint"]}
     assert {r["source"] for r in competition.values()} == {"ILSVRC competition result"}
     assert {m: r["top5_error"] for m, r in competition.items()} == {
@@ -92,12 +96,12 @@ def test_default_backbone_is_the_offline_one_until_weights_are_on_disk(
     tmp_path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
-    assert backbones.default_backbone().name == "efficientnet_lite0"
+    assert catalog.default_card().name == "efficientnet_lite0"
     url = torchvision.models.get_model_weights("resnet18").DEFAULT.url
     checkpoint = tmp_path / "hub" / "checkpoints" / url.rsplit("/", 1)[-1]
     checkpoint.parent.mkdir(parents=True)
     checkpoint.write_bytes(b"stand-in")
-    assert backbones.default_backbone().name == "resnet18"
+    assert catalog.default_card().name == "resnet18"  # looked up live, not cached
 
 
 def test_preprocess_comes_from_the_weights_transforms() -> None:
@@ -170,3 +174,47 @@ def test_the_share_kept_counts_convolutions_that_hold_a_padding_module() -> None
     """EfficientNet-Lite's convolutions pad with a module inside them: their weights count too."""
     kept = [f.params_kept for f in backbones.resolve("efficientnet_lite0").stage_facts()]
     assert kept == sorted(kept) and kept[-1] > 0.8
+
+
+# -- the cards: what the web server reads, without torch ------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["resnet50", "inception_v3", "vit_b_32", "efficientnet_lite0"])
+def test_a_card_read_from_the_catalog_says_what_its_record_says(
+    name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    record, card = backbones.resolve(name), catalog.card(name)
+    assert card == record.card()
+    assert card.stage_facts == record.stage_facts() and card.default_cut == record.default_cut
+    assert [card.input_size_rule(case) for case in (None, 1, 2, 3, 4)] == [
+        record.input_size_rule(case) for case in (None, 1, 2, 3, 4)
+    ]
+    assert card.weights_file() == record.weights.file  # found where torch's hub looks
+    assert card.on_disk() == record.weights.on_disk()
+
+
+def test_the_server_shows_backbones_and_checks_a_plan_without_loading_torch(tmp_path: Path) -> None:
+    code = (
+        "import sys\n"
+        "from core.models import catalog\n"
+        "from core.training.plan import Plan\n"
+        "rows = [card.summary() for card in catalog.cards()]\n"
+        f"plan = Plan(data={str(tmp_path)!r}, backbone='resnet50', case=2, weights='none').resolve()\n"
+        "print(len(rows), plan.cut, plan.image_size, 'torch' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == [str(len(backbones.names())), "layer3", "224", "False"]
+
+
+def test_a_catalog_that_cannot_be_written_names_the_command_and_its_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TRANSFER_LAB_HOME", str(tmp_path / "elsewhere"))  # no catalog there yet
+    monkeypatch.setattr(catalog, "WRITE_COMMAND", ("backbones", "--write-no-such-thing"))
+    with pytest.raises(catalog.CatalogUnavailable) as refused:
+        catalog.cards()
+    assert "`python -m core backbones --write-no-such-thing` exited with 2" in str(refused.value)
+    assert "unrecognized arguments: --write-no-such-thing" in str(refused.value)
+    assert not catalog.catalog_file().exists()

@@ -40,7 +40,7 @@ def test_each_is_catalogued_with_the_numbers_of_its_module_and_file(
     name: str, resize: int, crop: int
 ) -> None:
     backbone = resolve(name)
-    row = backbone.summary()
+    row = backbone.card().summary()
     model = backbone.architecture(random_init=True)
     assert row["params"] == sum(p.numel() for p in model.parameters())
     assert row["offline"] and row["on_disk"] and row["family"] == "EfficientNet-Lite"
@@ -53,7 +53,7 @@ def test_each_is_catalogued_with_the_numbers_of_its_module_and_file(
 
 
 def test_lite0_s_gflops_and_stages_are_the_published_ones() -> None:
-    assert LITE0.summary()["gflops"] == pytest.approx(
+    assert LITE0.card().summary()["gflops"] == pytest.approx(
         0.385, abs=0.001
     )  # the TensorFlow README's 407M counts more
     assert LITE0.stages == (

@@ -1,4 +1,9 @@
-"""``python -m core backbones``: the catalog of backbones with ImageNet accuracy and cost."""
+"""``python -m core backbones``: the catalog of backbones with ImageNet accuracy and cost.
+
+``--write-catalog`` computes the catalog file that the web server reads (``core.models.catalog``):
+the server runs it in a child process when the file is missing, and an image build may run it
+beforehand so that the first page view does not wait for it.
+"""
 
 from __future__ import annotations
 
@@ -11,19 +16,29 @@ HELP = "list every backbone with parameters, GFLOPs, ImageNet accuracy and input
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--family", help="only this family (e.g. ResNet)")
     parser.add_argument("--json", action="store_true", help="print a JSON list, one object per model")
+    parser.add_argument(
+        "--write-catalog",
+        action="store_true",
+        help="compute the catalog file the web server reads (once per torch and torchvision version)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     from core.cli import CliError
-    from core.models.backbones import catalog
+    from core.models import catalog
 
-    backbones = catalog()
+    if args.write_catalog:
+        from core.models.backbones import write_catalog
+
+        print(write_catalog())
+        return 0
+    cards = catalog.cards()
     if args.family:
-        families = sorted({b.family.name for b in backbones})
-        backbones = [b for b in backbones if b.family.name.lower() == args.family.lower()]
-        if not backbones:
+        families = sorted({card.family.name for card in cards})
+        cards = [card for card in cards if card.family.name.lower() == args.family.lower()]
+        if not cards:
             raise CliError(f"unknown family {args.family!r}; choose one of: {', '.join(families)}")
-    rows = [backbone.summary() for backbone in backbones]
+    rows = [card.summary() for card in cards]
     if args.json:
         print(json.dumps(rows, indent=2, allow_nan=False))
         return 0

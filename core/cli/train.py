@@ -112,6 +112,7 @@ def run(args: argparse.Namespace) -> int:
     from core.cli.display import RunDisplay
     from core.errors import one_line
     from core.jobs.run import run_events
+    from core.models import backbones
     from core.training.device import ranks_from_env
     from core.training.plan import Plan
     from core.training.train import fit
@@ -133,7 +134,7 @@ def run(args: argparse.Namespace) -> int:
         precision=args.precision,
         patience=args.patience,
         workers=args.workers,
-    ).resolve()
+    ).resolve(backbones.card)
     if args.submit:
         return _submitted(plan, args)
     if plan.workers > 1:

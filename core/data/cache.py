@@ -150,4 +150,4 @@ def _default_cache_dir(samples: list[Sample]) -> Path:
             return datasets / samples[0].path.resolve().relative_to(datasets).parts[0] / "cache"
         except ValueError:
             pass
-    return storage.home() / "cache"
+    return storage.cache_dir()

@@ -2,23 +2,25 @@
 
 ``resolve("resnet50")`` is to this app what ``get_model_weights("resnet50").DEFAULT`` is to
 torchvision: one record that carries the family's facts and anatomy, the input-size rules, the
-preprocessing and where the weights come from. The catalog, the plan, the surgery, training, the
-estimate and the pages take that record and ask it, never the name again.
+preprocessing and where the weights come from. The surgery, training, the estimate and the
+analysis take that record and ask it, never the name again; the pages and the plan read its
+torch-free card (``Backbone.card``, ``core.models.catalog``).
 
 Every number comes from the weights' own metadata (``num_params``, ``_metrics``, ``_ops``,
 ``_file_size``, ``transforms()``) or, for packaged backbones, from the architecture itself built
 on the meta device, so nothing is downloaded to describe a backbone and nothing is copied by
-hand except what neither carries: the family's paper and year.
+hand except what neither carries: the family's paper and year. ``write_catalog`` stores every
+record's card in the catalog file that the web server reads.
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cache, cached_property
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -27,50 +29,11 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 from torchvision.models import get_model, get_model_weights
 
-from core.errors import TransferLabError
-from core.models.families import FAMILIES, Family, Paper, Variant
+from core.models.catalog import BackboneCard, StageFact, UnknownBackbone, store
+from core.models.families import Family, Paper, Variant, family_of
 from core.models.packaged import PACKAGED, Packaged
 from core.models.preprocess import Preprocess
 from core.models.weights import PackagedWeights, TorchvisionWeights, WeightsSource
-
-# The ILSVRC classification results as the competitions reported them (top-5 error, %), with the
-# depth in weight layers. torchvision's re-trained checkpoints score differently; see history().
-COMPETITION_RESULTS: tuple[dict[str, Any], ...] = (
-    {"model": "2011 winner (XRCE)", "year": 2011, "top5_error": 26.0, "layers": None, "backbone": None},
-    {"model": "AlexNet", "year": 2012, "top5_error": 15.3, "layers": 8, "backbone": "alexnet"},
-    {"model": "VGG", "year": 2014, "top5_error": 7.3, "layers": 19, "backbone": "vgg19"},
-    {"model": "GoogLeNet", "year": 2014, "top5_error": 6.7, "layers": 22, "backbone": "googlenet"},
-    {"model": "ResNet", "year": 2015, "top5_error": 3.57, "layers": 152, "backbone": "resnet152"},
-)
-
-# Tried in order when choosing a default; the packaged one is the fallback with no weights on disk.
-PREFERRED_DEFAULTS = ("resnet18", "resnet50", "efficientnet_b0", "mobilenet_v3_large", "convnext_tiny")
-OFFLINE_DEFAULT = "efficientnet_lite0"
-
-
-class UnknownBackbone(TransferLabError, ValueError):
-    """A name that is neither a torchvision classifier nor a packaged backbone."""
-
-
-@dataclass(frozen=True)
-class StageFact:
-    """Where case 2 may cut, described for people: what the kept part ends with."""
-
-    index: int  # 1 for the first stage
-    path: str  # the module's dotted path
-    channels: int  # of the stage's output
-    side: int | None  # its output's height and width at the default input size (None: tokens)
-    stride: int | None  # input side / output side (None: tokens, which have no grid)
-    params_kept: float  # share of the network's parameters (head excluded) a cut here keeps
-    count: int  # how many stages the network has
-
-    def label(self) -> str:
-        """The cut in words: "stage 5 of 7 · 112 channels · 14×14 · keeps 60% of the network"."""
-        grid = f"{self.side}×{self.side}" if self.side else "tokens"
-        return (
-            f"stage {self.index} of {self.count} · {self.channels:,} channels · {grid} · "
-            f"keeps {_share(self.params_kept)} of the network"
-        )
 
 
 @dataclass(frozen=True)
@@ -110,13 +73,9 @@ class Backbone:
         return self.stages[cut] if isinstance(cut, int) else cut
 
     def input_size_rule(self, case: int | None = None) -> tuple[int, int | None]:
-        """``(min_size, exact_size or None)`` in pixels for square inputs in ``case``; without a
-        case, the rule that holds for all four (Inception v3 keeps its auxiliary head in cases
-        3 and 4, and that head needs 299 px)."""
-        min_size, aux = self.min_size, self.family.aux
-        if aux is not None and case not in (1, 2):
-            min_size = max(min_size, aux.min_size)
-        return min_size, (min_size if self.family.exact_size else None)
+        """``(min_size, exact_size or None)`` in pixels for square inputs in ``case``
+        (``Family.input_size_rule``)."""
+        return self.family.input_size_rule(self.min_size, case)
 
     def architecture(self, *, random_init: bool) -> nn.Module:
         """The full ImageNet architecture, its weights not loaded, built as its weights expect.
@@ -155,32 +114,32 @@ class Backbone:
         per process on the meta device (no weights, no arithmetic)."""
         return _stage_facts(self.name)
 
-    def summary(self) -> dict[str, Any]:
-        """The catalog's row: plain numbers and strings, JSON-safe."""
+    def card(self) -> BackboneCard:
+        """Its facts as the torch-free card the web server reads (``core.models.catalog``)."""
         params, gflops = self.size
-        file = self.weights.file
-        on_disk = self.weights.on_disk()
+        checkpoint, checkpoint_mb = None, None  # packaged weights: found in their package, live
         if isinstance(self.weights, TorchvisionWeights):
-            file_size = _finite(self.weights.enum.meta.get("_file_size"))
-        else:
-            file_size = round(file.stat().st_size / 2**20, 2) if file is not None else None
-        return {
-            "name": self.name,
-            "family": self.family.name,
-            "year": self.paper.year,
-            "paper": self.paper.title,
-            "params": params,
-            "gflops": gflops,
-            "file_size_mb": file_size,
-            "top1": self.top1,
-            "top5": self.top5,
-            "input_size": self.preprocess.crop,
-            "resize_size": self.preprocess.resize,
-            "min_size": self.min_size,
-            "weights": self.weights.label,
-            "on_disk": on_disk,
-            "offline": self.packaged and on_disk,
-        }
+            checkpoint, checkpoint_mb = (
+                self.weights.file.name,
+                _finite(self.weights.enum.meta.get("_file_size")),
+            )
+        return BackboneCard(
+            name=self.name,
+            family=self.family,
+            paper=self.paper,
+            params=params,
+            gflops=gflops,
+            top1=self.top1,
+            top5=self.top5,
+            preprocess=self.preprocess,
+            min_size=self.min_size,
+            stages=self.stages,
+            default_cut=self.default_cut,
+            stage_facts=self.stage_facts(),
+            weights_label=self.weights.label,
+            checkpoint=checkpoint,
+            checkpoint_mb=checkpoint_mb,
+        )
 
 
 @cache
@@ -204,7 +163,7 @@ def resolve(name: str) -> Backbone:
     weights = get_model_weights(name).DEFAULT
     transform = weights.transforms()
     metrics = weights.meta.get("_metrics", {}).get("ImageNet-1K", {})
-    family, variant = _family_of(name)
+    family, variant = family_of(name)
     return Backbone(
         name=name,
         family=family,
@@ -223,36 +182,21 @@ def resolve(name: str) -> Backbone:
     )
 
 
+@cache
+def card(name: str) -> BackboneCard:
+    """The card of backbone ``name``, computed here: for processes that have torch loaded anyway
+    (the worker, the command line), which need not read or wait for the catalog file."""
+    return resolve(name).card()
+
+
 def catalog() -> list[Backbone]:
     """Every backbone: torchvision's registry, then the packaged ones."""
     return [resolve(name) for name in names()]
 
 
-def default_backbone() -> Backbone:
-    """A sensible first choice that can actually be built here, without a download."""
-    for name in PREFERRED_DEFAULTS:
-        if resolve(name).weights.on_disk():
-            return resolve(name)
-    return resolve(OFFLINE_DEFAULT)
-
-
-def history() -> list[dict[str, Any]]:
-    """The competition results beside torchvision's own checkpoints of the same architectures;
-    ``checkpoint`` tells the two apart, ``source`` says it in words."""
-    rows = []
-    for result in COMPETITION_RESULTS:
-        rows.append({**result, "checkpoint": False, "source": "ILSVRC competition result"})
-        if result["backbone"]:
-            top5 = resolve(result["backbone"]).top5
-            rows.append(
-                {
-                    **result,
-                    "top5_error": round(100.0 - top5, 2),
-                    "checkpoint": True,
-                    "source": f"torchvision checkpoint ({result['backbone']})",
-                }
-            )
-    return rows
+def write_catalog() -> Path:
+    """Compute every backbone's card and store them for the web server; the file's path."""
+    return store([backbone.card() for backbone in catalog()])
 
 
 @contextlib.contextmanager
@@ -279,7 +223,7 @@ def on_meta() -> Iterator[None]:
 
 
 def _packaged(packaged: Packaged) -> Backbone:
-    family, variant = _family_of(packaged.name)
+    family, variant = family_of(packaged.name)
     return Backbone(
         name=packaged.name,
         family=family,
@@ -290,13 +234,6 @@ def _packaged(packaged: Packaged) -> Backbone:
         top1=packaged.top1,
         top5=packaged.top5,
     )
-
-
-def _family_of(name: str) -> tuple[Family, Variant]:
-    matches = [(f, v) for f in FAMILIES for v in f.variants if re.fullmatch(v.members, name)]
-    if len(matches) != 1:
-        raise LookupError(f"{len(matches)} family descriptions match {name!r}; expected exactly one")
-    return matches[0]
 
 
 @cache
@@ -359,10 +296,6 @@ def _channels_and_side(shape: torch.Size, layout: str) -> tuple[int, int | None]
     if layout == "nhwc":
         return int(shape[-1]), int(shape[1])
     return int(shape[1]), int(shape[-1])
-
-
-def _share(fraction: float) -> str:
-    return "under 1%" if 0 < fraction < 0.005 else f"{fraction:.0%}"
 
 
 def _finite(value: Any) -> float | None:

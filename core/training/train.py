@@ -28,6 +28,7 @@ from core.artifacts.export import export_model, portable_copy
 from core.artifacts.predict import Predictor
 from core.data import Dataset, Sample, ingest
 from core.errors import TransferLabError
+from core.models import backbones
 from core.models.adapt import aux_weight
 from core.models.runtime import Choice, Engine
 from core.storage import RunFiles, read_json, write_json
@@ -81,7 +82,7 @@ def run(run_dir: Path, emit: Emit) -> dict[str, Any]:
 
 def fit(plan: Plan, run_dir: Path, emit: Emit) -> dict[str, Any]:
     """Train ``plan``, writing the run directory's metrics and model; return the metrics."""
-    plan = plan.resolve()
+    plan = plan.resolve(backbones.card)
     ranks = ranks_from_env()
     accel = accelerator(plan.device, plan.precision, ranks.local_rank)
     if not ranks.is_main:
