@@ -9,6 +9,9 @@ PORT ?= 8501
 .PHONY: run test bench clean
 
 run: $(VENV)/.runtime
+	@# The backbone catalog the pages read, computed once per version (half a minute), here
+	@# rather than while the first visitor waits; a no-op once it exists.
+	$(BIN)/python -m core backbones --json > /dev/null
 	$(BIN)/python -m streamlit run streamlit_app.py --server.port $(PORT)
 
 test: $(VENV)/.dev
