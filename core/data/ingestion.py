@@ -24,9 +24,9 @@ from typing import BinaryIO, Self
 
 from core import storage
 from core.data import decode, zipsafe
+from core.data.errors import IngestError
 from core.data.images import ImageInfo, read_header
 from core.data.layout import Layout, Placed, place
-from core.data.limits import IngestError
 from core.data.manifest import Manifest, Record
 from core.data.preview import write_previews
 from core.data.report import DatasetReport, build_report
