@@ -13,8 +13,8 @@ import streamlit as st
 
 from core import inert, jobs
 from core.advice import cases
+from core.experiments import race as races
 from core.jobs import analysis
-from core.jobs import race as races
 from core.jobs.run import RunNotFound, RunState
 from core.limits import LimitExceeded
 from core.models.catalog import cards

@@ -24,8 +24,8 @@ from core.access import throttle as throttle_module
 from core.access.throttle import FailureThrottle, client_address
 from core.cli import build_parser
 from core.cli import main as cli_main
+from core.experiments.race import Lane, Race
 from core.jobs import kinds, uploads, usage
-from core.jobs.race import Lane, Race
 from core.jobs.run import Run, RunNotFound, RunRecord
 from core.storage import write_json
 

@@ -11,8 +11,8 @@ import pytest
 from core import jobs
 from core.cli import main
 from core.data.samples import sample_path
+from core.experiments.race import CaseResult, Lane, LaneResult, Race, Standing
 from core.jobs import analysis
-from core.jobs.race import CaseResult, Lane, LaneResult, Race, Standing
 from core.jobs.run import RunState
 
 CONTRACT_KEYS = {

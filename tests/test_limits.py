@@ -17,7 +17,8 @@ from streamlit.testing.v1 import AppTest
 
 from core import jobs, limits, storage
 from core.data.samples import sample_path
-from core.jobs import analysis, kinds, race, uploads, usage
+from core.experiments import race
+from core.jobs import analysis, kinds, uploads, usage
 from core.jobs.estimate import estimate
 from core.jobs.run import RunState
 from core.limits import GIB, MIB, LimitExceeded, Limits
