@@ -29,6 +29,7 @@ LAYERS = (
     "training",
     "analysis",
     "jobs",
+    "housekeeping",
     "experiments",
     "cli",
 )
@@ -46,6 +47,7 @@ TORCH_FREE = (
     "core.models.catalog",
     "core.jobs",
     "core.experiments",
+    "core.housekeeping",
 )
 HEAVY = ("torch", "torchvision", "ray")
 # The prose that names modules and files: the design and the documents beside the README.

@@ -20,7 +20,8 @@ from helpers_stored import KEEP, stored_run
 from core import jobs, storage
 from core.cli import main
 from core.data.samples import sample_path
-from core.jobs import retention, uploads
+from core.housekeeping import retention
+from core.jobs import uploads
 from core.jobs.run import STEP_DELAY_ENV, Run
 from core.training.events import read_events
 
