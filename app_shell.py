@@ -7,7 +7,8 @@ from pathlib import Path
 import streamlit as st
 
 from core import inert, jobs, storage
-from core.jobs import hardware, retention
+from core.housekeeping import retention
+from core.jobs import hardware
 from pages import _access
 from pages._common import run_label
 

@@ -67,7 +67,7 @@ def speed(images: int, backbones: tuple[str, ...]) -> None:
         chosen = ", ".join(f"{label}: {r['runtime']}" for label, r in found.runtimes.items())
         parts = " | ".join(f"{seconds:.1f} s" for seconds in found.seconds.values())
         print(f"| {name} | {total:.1f} s | {baseline / total:.1f}x | {parts} | {chosen} |")
-    print(f"verdict {result.similarity.verdict} ({result.similarity.score:.2f}), case {result.advice.case}")
+    print(f"verdict {result.similarity.answer} ({result.similarity.score:.2f}), case {result.advice.case}")
 
 
 def kendall_tau(first: list[str], second: list[str]) -> float:

@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/bench_estimate.py [--size 128] [--epochs 3] [--cases 1,3]
 
-For each sample and case it times ``core.training.estimate.estimate`` (the set-up, two real
+For each sample and case it times ``core.training.estimate.time_plan_here`` (the set-up, two real
 batches, the new layer's fit at the real size, a real export) and then the real run, from the
 start of ``fit`` to its return, in the same process. It prints one line per run and, last, one
 JSON object with every error. The issue's bar: the total within ±25% of the real run.
@@ -20,7 +20,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from core.data.samples import SAMPLES, sample_path
-from core.training.estimate import estimate
+from core.training.estimate import time_plan_here
 from core.training.plan import Plan
 from core.training.train import fit
 
@@ -44,8 +44,8 @@ def main() -> None:
         for case in map(int, args.cases.split(",")):
             plan = Plan(data=str(sample_path(sample)), backbone=args.backbone, case=case, epochs=args.epochs,
                         image_size=args.size)  # fmt: skip
-            estimate(plan)  # warm: the data set is ingested and cached for both, as on a server
-            guess = estimate(plan).total_s
+            time_plan_here(plan)  # warm: the data set is ingested and cached for both, as on a server
+            guess = time_plan_here(plan).total_s
             real = real_seconds(plan)
             error = guess / real - 1
             rows.append({"sample": sample, "case": case, "estimate_s": round(guess, 1), "real_s": round(real, 1),

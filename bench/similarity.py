@@ -156,7 +156,7 @@ def main() -> None:
                 similarity.score - SIMILAR_AT if expected == "similar" else DIFFERENT_AT - similarity.score
             )
             profile = " ".join(f"{s:.3f}" for s in similarity.shift_by_depth)
-            print(f"{name:<16} {group:<6} {profile:<32} {similarity.score:>6.3f}  {similarity.verdict:<10} "
+            print(f"{name:<16} {group:<6} {profile:<32} {similarity.score:>6.3f}  {similarity.answer:<10} "
                   f"{expected:<9} {margin:+.3f}")  # fmt: skip
 
 

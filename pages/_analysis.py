@@ -13,8 +13,8 @@ import streamlit as st
 
 from core import inert, jobs
 from core.advice import cases
-from core.jobs import race as races
-from core.jobs import targets
+from core.experiments import race as races
+from core.jobs import analysis
 from core.jobs.run import RunNotFound, RunState
 from core.limits import LimitExceeded
 from core.models.catalog import cards
@@ -60,7 +60,7 @@ def show() -> None:
             name = dataset.report.source.get("name", "data")
             options = {"sample": sample, "backbones": chosen}
             try:
-                job_id = targets.submit_analysis(dataset.root, name, options, viewer().owner, limits())
+                job_id = analysis.submit_analysis(dataset.root, name, options, viewer().owner, limits())
             except LimitExceeded as exc:
                 st.error(f"Not started: {exc}.", icon=":material/block:")
                 return
@@ -79,7 +79,7 @@ def _show_job(job_id: str) -> None:
     if state.active:
         _follow(job_id)
         return
-    result = targets.analysis_result(job_id, viewer())
+    result = analysis.analysis_result(job_id, viewer())
     if result is None:
         message = status.get("message") or f"the analysis {state}"
         st.error(f"The analysis did not finish: {inert.markdown(message)}", icon=":material/block:")
@@ -123,8 +123,12 @@ def _show_result(result: dict[str, Any]) -> None:
         key="advisor.stage_chart",
         config={"displayModeBar": False},
     )
-    left.plotly_chart(charts.learning_curve(curve), key="advisor.curve_chart", config={"displayModeBar": False})
-    right.plotly_chart(charts.shift_by_depth(evidence), key="advisor.shift_chart", config={"displayModeBar": False})
+    left.plotly_chart(
+        charts.learning_curve(curve), key="advisor.curve_chart", config={"displayModeBar": False}
+    )
+    right.plotly_chart(
+        charts.shift_by_depth(evidence), key="advisor.shift_chart", config={"displayModeBar": False}
+    )
     left.plotly_chart(
         charts.backbone_ranking(result["backbone_ranking"]),
         key="advisor.ranking_chart",

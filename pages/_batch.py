@@ -8,7 +8,7 @@ from pathlib import Path
 import streamlit as st
 
 from core import inert, jobs
-from core.jobs import Run, targets
+from core.jobs import Run, predictions
 from core.jobs.run import RunNotFound, RunState
 from core.limits import LimitExceeded
 from pages._access import limits, viewer
@@ -41,7 +41,7 @@ def show_batch(job_id: str) -> None:
     if RunState(status["state"]).active:
         _follow_batch(job_id)
         return
-    result = targets.batch_result(job_id, viewer())
+    result = predictions.batch_result(job_id, viewer())
     if result is None:
         message = status.get("message") or f"the batch {status['state']}"
         st.error(f"The images were not classified: {inert.markdown(message)}", icon=":material/block:")
@@ -49,7 +49,7 @@ def show_batch(job_id: str) -> None:
     _batch_table(result, Run.open(job_id, viewer()).record().dataset_name or "images.zip")
 
 
-def _batch_table(result: targets.BatchResult, name: str) -> None:
+def _batch_table(result: predictions.BatchResult, name: str) -> None:
     st.dataframe(
         [
             {
@@ -83,7 +83,7 @@ def batch_predictions(run_id: str) -> None:
     if batch is not None and st.session_state.get(SUBMITTED_BATCH) != (run_id, batch.file_id):
         st.session_state[SUBMITTED_BATCH] = (run_id, batch.file_id)
         try:
-            st.query_params[BATCH_PARAM] = targets.submit_predictions(
+            st.query_params[BATCH_PARAM] = predictions.submit_predictions(
                 run_id, batch.getvalue(), batch.name, viewer(), limits()
             )
         except LimitExceeded as exc:

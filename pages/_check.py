@@ -10,7 +10,7 @@ from streamlit.runtime.uploaded_file_manager import UploadedFile
 
 from core import inert, jobs
 from core.errors import TransferLabError
-from core.jobs import targets
+from core.jobs import uploads
 from core.jobs.evaluation import SCORING, evaluation_result, submit_evaluation
 from core.jobs.run import RunState
 from pages._access import limits, viewer
@@ -53,13 +53,13 @@ def check_on_labelled_zip(run_id: str) -> None:
 def _scoring_job(run_id: str, upload: UploadedFile) -> str | None:
     """The job scoring ``run_id`` on the upload, started once its validation has passed;
     ``None`` while the validation job is still going (its progress shown) or once it refused."""
-    uploads = st.session_state.setdefault(UPLOADS, {})
-    if upload.file_id not in uploads:  # once per file: each call would start another validation
-        uploads[upload.file_id] = targets.accept_upload(
+    digests = st.session_state.setdefault(UPLOADS, {})
+    if upload.file_id not in digests:  # once per file: each call would start another validation
+        digests[upload.file_id] = uploads.accept_upload(
             upload.getvalue(), upload.name, viewer().owner, limits()
         )
-    digest = uploads[upload.file_id]
-    state = targets.upload_state(digest, viewer())
+    digest = digests[upload.file_id]
+    state = uploads.upload_state(digest, viewer())
     if state.refusal is not None:
         st.error(f"This data cannot be used: {inert.markdown(state.refusal)}", icon=":material/block:")
         return None

@@ -1,7 +1,7 @@
 """The data step of the pages that pick data (Train, and the Advisor's measurement): pick a
 source, have it validated by a job, show the report.
 
-An upload is validated by its job (``core.jobs.targets``) and a server folder, the first time it
+An upload is validated by its job (``core.jobs.uploads``) and a server folder, the first time it
 is picked, by a job of the same shape (``core.jobs.sources``); after that the page reads the
 validated data set's stored manifest (``core.data.stored_dataset``), which decodes nothing. The
 shipped samples are the exception: under a megabyte and a few hundred small images each, they
@@ -22,7 +22,7 @@ from core import inert, jobs, storage
 from core.data import Dataset, IngestError, ingest, stored_dataset
 from core.data.samples import SAMPLES, sample_path
 from core.errors import one_line
-from core.jobs import sources, targets
+from core.jobs import sources, uploads
 from core.jobs.run import RunNotFound, RunState
 from core.limits import LimitExceeded
 from pages._access import limits, viewer
@@ -103,7 +103,7 @@ def _uploaded(page: str, val_fraction: float) -> Dataset | None:
     upload = st.file_uploader("Zip of images, one folder per class", type=["zip"], key=f"{page}.upload")
     if upload is not None and st.session_state.get(submitted) != upload.file_id:
         try:
-            digest = targets.accept_upload(upload.getvalue(), upload.name, viewer().owner, limits())
+            digest = uploads.accept_upload(upload.getvalue(), upload.name, viewer().owner, limits())
         except LimitExceeded as exc:
             st.session_state[submitted] = upload.file_id
             st.session_state[refused_key] = (
@@ -127,7 +127,7 @@ def _uploaded(page: str, val_fraction: float) -> Dataset | None:
     if not digest:
         st.info("Upload a zip, or pick a sample data set to try the app first.")
         return None
-    state = targets.upload_state(digest, viewer())
+    state = uploads.upload_state(digest, viewer())
     if state.dataset is not None:
         if upload is None:
             st.caption("Using your earlier upload. Upload another zip to replace it.")

@@ -15,7 +15,7 @@ import streamlit as st
 
 from core import inert, jobs
 from core.jobs import Run, RunState, backend
-from core.training import verdict
+from core.training import outcome
 from core.training.events import EpochEnd, EventReader, read_events
 from core.training.progress import RunProgress, duration, queue_wait
 from pages._access import viewer
@@ -141,7 +141,7 @@ def _outcome(run: Run, status: dict[str, Any]) -> None:
         else "-"
     )
     if "best_val_accuracy" in metrics:
-        judged = verdict.judge_metrics(metrics)
+        judged = outcome.judge_metrics(metrics)
         columns = st.columns(3)
         columns[0].metric("Final accuracy", f"{judged.best_val_accuracy:.1%}")
         columns[1].metric("Always the commonest class", f"{judged.majority_rate:.1%}")

@@ -7,7 +7,8 @@ from typing import Any
 
 import streamlit as st
 
-from core.jobs import Run, retention
+from core.housekeeping import retention
+from core.jobs import Run
 from core.limits import Limits
 from pages._access import limits
 

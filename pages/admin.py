@@ -12,7 +12,8 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from core import inert, jobs
-from core.jobs import Run, RunState, backend, retention, usage
+from core.housekeeping import retention
+from core.jobs import Run, RunState, backend, usage
 from core.jobs.kinds import KINDS, TRAIN
 from core.limits import SIZE_UNITS, human_bytes, size_unit
 from pages._access import limits, viewer

@@ -12,7 +12,7 @@ from core import inert, jobs
 from core.artifacts import bundle
 from core.data import stored_images
 from core.jobs import Run
-from core.training import verdict
+from core.training import outcome
 from pages._access import limits, viewer
 from pages._charts import confusion_heatmap, curves_by_run
 from pages._check import check_on_labelled_zip
@@ -42,7 +42,7 @@ table["minutes"] = ((table["finished"] - table["started"]) / 60).round(1)
 table["worked"] = [
     None
     if r["best_val_accuracy"] is None
-    else verdict.judge(r["best_val_accuracy"], r["majority_rate"] or 0, r).worked
+    else outcome.judge(r["best_val_accuracy"], r["majority_rate"] or 0, r).worked
     for r in runs
 ]
 st.dataframe(
@@ -97,7 +97,7 @@ if metrics is None:
     st.info(f"This run has no results ({table.set_index('run_id').loc[chosen, 'state']}).")
     st.stop()
 
-judged = verdict.judge_metrics(metrics)
+judged = outcome.judge_metrics(metrics)
 cols = st.columns(4)
 cols[0].metric("Best val accuracy", f"{metrics['best_val_accuracy']:.1%}")
 cols[1].metric("Always the commonest class", f"{metrics['majority_rate']:.1%}")
@@ -105,7 +105,7 @@ cols[2].metric("Epochs", metrics["epochs_run"])
 cols[3].metric("Device", f"{metrics['device']} · {metrics['precision']}")
 if not judged.worked:
     st.error(judged.advice, icon=":material/error:")
-if judged.suggest == verdict.FROM_SCRATCH and st.button(
+if judged.suggest == outcome.FROM_SCRATCH and st.button(
     "Re-run from scratch", key="results.rerun_scratch", type="primary"
 ):
     try:

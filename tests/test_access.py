@@ -24,8 +24,8 @@ from core.access import throttle as throttle_module
 from core.access.throttle import FailureThrottle, client_address
 from core.cli import build_parser
 from core.cli import main as cli_main
-from core.jobs import kinds, targets, usage
-from core.jobs.race import Lane, Race
+from core.experiments.race import Lane, Race
+from core.jobs import kinds, uploads, usage
 from core.jobs.run import Run, RunNotFound, RunRecord
 from core.storage import write_json
 
@@ -208,12 +208,12 @@ def test_an_upload_belongs_to_whoever_uploaded_it() -> None:
     (storage.datasets_dir() / digest).mkdir(parents=True)
     (storage.datasets_dir() / digest / "manifest.json").write_text("{}")
     access.add_owner(usage.dataset_owners_file(digest), "alice")
-    assert targets.upload_state(digest, ALICE).dataset is not None
-    assert targets.upload_state(digest, BOB).refusal == "no such upload"
-    assert targets.upload_state("b" * 64, BOB).refusal == "no such upload"
+    assert uploads.upload_state(digest, ALICE).dataset is not None
+    assert uploads.upload_state(digest, BOB).refusal == "no such upload"
+    assert uploads.upload_state("b" * 64, BOB).refusal == "no such upload"
     # The same content uploaded by another person is theirs too, without validating it again.
-    assert targets.accept_upload(content, "mine.zip", owner="bob") == digest
-    assert targets.upload_state(digest, BOB).dataset is not None
+    assert uploads.accept_upload(content, "mine.zip", owner="bob") == digest
+    assert uploads.upload_state(digest, BOB).dataset is not None
     assert jobs.list_runs(kinds.VALIDATE) == []
 
 

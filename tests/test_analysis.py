@@ -130,7 +130,7 @@ def test_natural_photos_score_as_similar_and_digits_and_textures_as_different(tm
     digits = similarity_of(sample_path("digits"))
     textures = similarity_of(sample_path("textures"))
 
-    assert photos.verdict == "similar" and digits.verdict == "different" and textures.verdict == "different"
+    assert photos.answer == "similar" and digits.answer == "different" and textures.answer == "different"
     assert photos.score > 0.7 and max(digits.score, textures.score) < 0.3
     # Different data moves the deep layers more than the middle ones.
     assert digits.shift_by_depth[-1] > digits.shift_by_depth[1]

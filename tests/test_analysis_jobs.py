@@ -11,8 +11,8 @@ import pytest
 from core import jobs
 from core.cli import main
 from core.data.samples import sample_path
-from core.jobs import targets
-from core.jobs.race import CaseResult, Lane, LaneResult, Race, Standing
+from core.experiments.race import CaseResult, Lane, LaneResult, Race, Standing
+from core.jobs import analysis
 from core.jobs.run import RunState
 
 CONTRACT_KEYS = {
@@ -88,7 +88,7 @@ def test_the_analysis_job_runs_beside_a_training_run_and_leaves_its_result(
 ) -> None:
     monkeypatch.setenv("TRANSFER_LAB_MAX_RUNS", "1")
     training = jobs.submit({"seconds": 60}, target="tests.helpers_jobs:sleepy")  # holds the one slot
-    job = targets.submit_analysis(
+    job = analysis.submit_analysis(
         sample_path("faces"), "faces", {"sample": 16, "backbones": ["efficientnet_lite0"]}
     )
 
@@ -97,7 +97,7 @@ def test_the_analysis_job_runs_beside_a_training_run_and_leaves_its_result(
     assert final["state"] == "done", final["message"]
     assert jobs.status(training)["state"] == "running"
     assert [run["run_id"] for run in jobs.list_runs()] == [training]  # jobs stay out of the runs table
-    result = targets.analysis_result(job)
+    result = analysis.analysis_result(job)
     assert CONTRACT_KEYS <= result.keys() and result["dataset"]["name"] == "faces"
     jobs.cancel(training)
     wait_final(training)

@@ -29,6 +29,8 @@ LAYERS = (
     "training",
     "analysis",
     "jobs",
+    "housekeeping",
+    "experiments",
     "cli",
 )
 # The machine's record (its CPU) and the rule that makes users' text inert sit at the bottom beside
@@ -44,6 +46,8 @@ TORCH_FREE = (
     "core.advice",
     "core.models.catalog",
     "core.jobs",
+    "core.experiments",
+    "core.housekeeping",
 )
 HEAVY = ("torch", "torchvision", "ray")
 # The prose that names modules and files: the design and the documents beside the README.

@@ -21,7 +21,7 @@ from core.artifacts.predict import Predictor
 from core.cli import main
 from core.data import IngestError
 from core.data.samples import sample_path
-from core.jobs import Run, targets
+from core.jobs import Run, predictions, uploads
 from core.jobs.evaluation import SCORING, evaluation_result, submit_evaluation
 from core.jobs.run import RunState
 from core.training.events import read_events
@@ -113,13 +113,13 @@ def settled(job_id: str) -> dict:
 def test_a_batch_is_classified_by_a_job_and_the_page_only_reads_its_results(
     trained: str, tmp_path: Path
 ) -> None:
-    job_id = targets.submit_predictions(trained, unlabelled_zip(tmp_path).read_bytes(), "new.zip")
+    job_id = predictions.submit_predictions(trained, unlabelled_zip(tmp_path).read_bytes(), "new.zip")
     assert settled(job_id)["state"] == "done"
-    result = targets.batch_result(job_id)
+    result = predictions.batch_result(job_id)
     assert len(result.rows) == 7 and result.csv.startswith("file,predicted,confidence")
-    assert not (Run.open(job_id).directory / targets.BATCH_ZIP).exists()  # the zip goes once read
+    assert not (Run.open(job_id).directory / predictions.BATCH_ZIP).exists()  # the zip goes once read
 
-    refused = targets.submit_predictions(trained, flat_giants(10), "giants.zip")
+    refused = predictions.submit_predictions(trained, flat_giants(10), "giants.zip")
     assert "pixels" in settled(refused)["message"]
 
     at = AppTest.from_file(APP, default_timeout=TIMEOUT)
@@ -132,8 +132,8 @@ def test_a_batch_is_classified_by_a_job_and_the_page_only_reads_its_results(
 
 
 def test_a_run_is_scored_on_a_labelled_zip_by_a_job_with_progress(trained: str) -> None:
-    digest = targets.accept_upload(sample_path("faces").read_bytes(), "faces.zip")
-    validated = wait_for(lambda: targets.upload_state(digest).dataset, timeout_s=120)
+    digest = uploads.accept_upload(sample_path("faces").read_bytes(), "faces.zip")
+    validated = wait_for(lambda: uploads.upload_state(digest).dataset, timeout_s=120)
     job_id = submit_evaluation(trained, validated, "faces.zip")
     assert settled(job_id)["state"] == "done"
     scores = evaluation_result(job_id)
@@ -141,8 +141,8 @@ def test_a_run_is_scored_on_a_labelled_zip_by_a_job_with_progress(trained: str) 
     progress = [e for e in read_events(Run.open(job_id).directory) if e.type == "progress"]
     assert progress[-1].phase == SCORING and progress[-1].done == progress[-1].total == 200
 
-    unknown = targets.accept_upload(sample_path("textures").read_bytes(), "textures.zip")
-    other = wait_for(lambda: targets.upload_state(unknown).dataset, timeout_s=120)
+    unknown = uploads.accept_upload(sample_path("textures").read_bytes(), "textures.zip")
+    other = wait_for(lambda: uploads.upload_state(unknown).dataset, timeout_s=120)
     refused = settled(submit_evaluation(trained, other, "textures.zip"))
     assert "does not know the classes 'brick'" in refused["message"]
     assert evaluation_result(refused["run_id"]) is None

@@ -409,7 +409,7 @@ def test_a_few_images_are_decoded_here_many_in_workers(
 
 
 @MULTICORE
-def test_ingestion_validates_in_workers_with_the_same_verdicts(
+def test_ingestion_validates_in_workers_with_the_same_decisions(
     tmp_path: Path, in_workers: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     folder = tmp_path / "upload"

@@ -14,7 +14,7 @@ from torch import nn
 from core.models import adapt
 from core.training import estimate as estimate_module
 from core.training import setup
-from core.training.estimate import estimate
+from core.training.estimate import time_plan_here
 from core.training.loop import Optimisation
 from core.training.plan import Plan
 
@@ -53,7 +53,7 @@ def test_training_steps_are_timed_on_full_batches(
         return real_step(self, inputs, labels)
 
     monkeypatch.setattr(Optimisation, "step", counting_step)
-    result = estimate(Plan.from_dict({**PLAN, "data": str(one_batch_and_one_image), "case": 3}))
+    result = time_plan_here(Plan.from_dict({**PLAN, "data": str(one_batch_and_one_image), "case": 3}))
     assert sizes and set(sizes) == {BATCH_SIZE}
     assert (result.train_images, result.val_images) == (BATCH_SIZE + 1, 4)
     assert result.epoch_s > 0
@@ -73,14 +73,14 @@ def test_frozen_bodies_are_timed_on_full_batches(
     monkeypatch.setattr(
         estimate_module, "export_model", lambda *args: time.sleep(0.01)
     )  # the spy would not export
-    result = estimate(Plan.from_dict({**PLAN, "data": str(one_batch_and_one_image), "case": 1}))
+    result = time_plan_here(Plan.from_dict({**PLAN, "data": str(one_batch_and_one_image), "case": 1}))
     assert sizes and set(sizes) == {BATCH_SIZE}
     assert result.prepare_s > 0 and 0 < result.epoch_s < result.prepare_s  # the head fits in no time
     assert result.export_s > 0 and result.total_s > result.first_epoch_s
 
 
 def test_the_estimate_as_json_has_the_first_epoch_too(one_batch_and_one_image: Path) -> None:
-    data = estimate(Plan.from_dict({**PLAN, "data": str(one_batch_and_one_image), "case": 1})).to_dict()
+    data = time_plan_here(Plan.from_dict({**PLAN, "data": str(one_batch_and_one_image), "case": 1})).to_dict()
     assert {"prepare_s", "epoch_s", "export_s", "first_epoch_s", "total_s"} <= set(data)
     assert data["first_epoch_s"] == data["prepare_s"] + data["epoch_s"]
     assert data["total_s"] == pytest.approx(

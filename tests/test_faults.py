@@ -20,7 +20,8 @@ from helpers_stored import KEEP, stored_run
 from core import jobs, storage
 from core.cli import main
 from core.data.samples import sample_path
-from core.jobs import retention, targets
+from core.housekeeping import retention
+from core.jobs import uploads
 from core.jobs.run import STEP_DELAY_ENV, Run
 from core.training.events import read_events
 
@@ -188,12 +189,12 @@ def test_an_upload_whose_data_set_does_not_fit_fails_saying_so_and_leaves_nothin
     }
     zipped = make_zip(images)
     fill(small_disk, leave=len(zipped) + 256 * 1024)  # room for the zip, not for its images too
-    digest = targets.accept_upload(zipped, "big.zip")
-    job = targets.upload_state(digest).job_id
+    digest = uploads.accept_upload(zipped, "big.zip")
+    job = uploads.upload_state(digest).job_id
     final = wait_until(lambda: (s := jobs.reconcile(job))["state"] == "failed" and s, "failed", timeout_s=60)
 
     assert final["message"].startswith("the disk is full: could not write ")
-    assert targets.upload_state(digest).refusal.startswith("the disk is full")
+    assert uploads.upload_state(digest).refusal.startswith("the disk is full")
     assert not (storage.datasets_dir() / digest).exists() and list(storage.uploads_dir().iterdir()) == []
     assert leftovers(small_disk) == []
 

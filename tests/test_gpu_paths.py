@@ -339,7 +339,7 @@ def test_the_estimate_times_the_batch_training_will_choose(
     monkeypatch.setattr(estimate_module, "export_model", lambda *args: None)
     plan = Plan(data=str(five_digits), backbone="efficientnet_lite0", case=3, image_size=32, augment="none",
                 precision="fp32", device="cpu")  # fmt: skip
-    result = estimate_module.estimate(plan)
+    result = estimate_module.time_plan_here(plan)
     assert set(sizes) == {32} and result.train_images == 40
 
 

@@ -17,7 +17,8 @@ from streamlit.testing.v1 import AppTest
 
 from core import jobs, limits, storage
 from core.data.samples import sample_path
-from core.jobs import kinds, race, targets, usage
+from core.experiments import race
+from core.jobs import analysis, kinds, uploads, usage
 from core.jobs.estimate import estimate
 from core.jobs.run import RunState
 from core.limits import GIB, MIB, LimitExceeded, Limits
@@ -150,7 +151,7 @@ def test_every_kind_of_job_counts_against_the_persons_limit_and_the_instances(
     said = r"^you have 2 jobs queued or running, and the limit here is 2 per person"
     try:
         with pytest.raises(LimitExceeded, match=said):
-            targets.submit_analysis(FACES, "faces", owner="ann", limits=ceiling)
+            analysis.submit_analysis(FACES, "faces", owner="ann", limits=ceiling)
         with pytest.raises(LimitExceeded, match=said):
             estimate({"data": str(FACES)}, owner="ann", limits=ceiling)
         with pytest.raises(LimitExceeded, match=said):
@@ -160,7 +161,7 @@ def test_every_kind_of_job_counts_against_the_persons_limit_and_the_instances(
             LimitExceeded,
             match=r"^this server is already running 3 of the 3 jobs it runs at once besides training",
         ):
-            targets.accept_upload(make_zip(classes({"a": 2, "b": 2})), "pets.zip", owner="cy", limits=ceiling)
+            uploads.accept_upload(make_zip(classes({"a": 2, "b": 2})), "pets.zip", owner="cy", limits=ceiling)
         assert jobs.list_runs(kinds.VALIDATE) == []
     finally:
         for kind in (kinds.ANALYSE, kinds.ESTIMATE):
@@ -186,7 +187,7 @@ def test_over_quota_new_runs_and_uploads_are_refused_with_the_figures(lab_home: 
     with pytest.raises(
         LimitExceeded, match=r"take 3\.0 MiB and this needs [\d.]+ KiB more, over your disk quota of 2\.0 MiB"
     ):
-        targets.accept_upload(small, "pets.zip", owner="ann", limits=quota)
+        uploads.accept_upload(small, "pets.zip", owner="ann", limits=quota)
 
     assert usage.owner_bytes("ann") >= 3 * MIB and usage.owner_bytes("bob") == 0
     jobs.submit(
@@ -204,7 +205,7 @@ def test_uploads_at_the_same_moment_are_charged_to_the_quota_one_after_the_other
     def upload(data: bytes) -> None:
         start.wait()
         try:
-            accepted.append(targets.accept_upload(data, "pets.zip", owner="ann", limits=quota))
+            accepted.append(uploads.accept_upload(data, "pets.zip", owner="ann", limits=quota))
         except LimitExceeded as exc:
             refused.append(str(exc))
 
@@ -223,21 +224,21 @@ def test_uploads_at_the_same_moment_are_charged_to_the_quota_one_after_the_other
 def test_an_upload_over_the_size_limit_is_refused_and_nothing_is_kept(lab_home: Path) -> None:
     data = make_zip(classes({"a": 3, "b": 3}))
     with pytest.raises(LimitExceeded, match=r"^the zip is [\d.]+ KiB; uploads are limited to [\d.]+ KiB$"):
-        targets.accept_upload(data, "pets.zip", limits=Limits(max_upload_bytes=len(data) - 1))
+        uploads.accept_upload(data, "pets.zip", limits=Limits(max_upload_bytes=len(data) - 1))
     assert not storage.uploads_dir().exists() or list(storage.uploads_dir().iterdir()) == []
     assert jobs.list_runs(kinds.VALIDATE) == []
 
 
 def test_the_validation_applies_the_configured_images_per_zip(lab_home: Path) -> None:
-    digest = targets.accept_upload(
+    digest = uploads.accept_upload(
         make_zip(classes({"a": 3, "b": 3})), "pets.zip", limits=Limits(max_entries=4)
     )
 
     def refused() -> str | None:
-        state = targets.upload_state(digest)
+        state = uploads.upload_state(digest)
         if state.job_id:
             jobs.reconcile(state.job_id)
-        return targets.upload_state(digest).refusal
+        return uploads.upload_state(digest).refusal
 
     assert wait_for(refused) == "the zip has 6 entries; the limit is 4"
 

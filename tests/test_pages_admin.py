@@ -14,7 +14,8 @@ from helpers_stored import sha, stored_dataset, stored_run
 from streamlit.testing.v1 import AppTest
 
 from core import access, jobs, storage
-from core.jobs import Run, queue, retention
+from core.housekeeping import retention
+from core.jobs import Run, queue
 
 # Real workers in some tests: one run at a time, and none left behind.
 pytestmark = pytest.mark.usefixtures("home")

@@ -10,7 +10,7 @@ from streamlit.testing.v1 import AppTest
 
 from core import jobs
 from core.data.samples import sample_path
-from core.jobs import targets
+from core.jobs import analysis
 from core.jobs.run import RunState
 
 APP = str(Path(__file__).resolve().parents[1] / "app_shell.py")
@@ -54,7 +54,7 @@ def test_measuring_starts_a_job_shows_its_progress_then_the_numbers_and_carries_
     at.run()
     assert not at.exception, at.exception
     metrics = {m.label: m.value for m in at.metric}
-    result = targets.analysis_result(job_id)
+    result = analysis.analysis_result(job_id)
     case = result["advice"]["case"]
     # The faces sample: 25 x 25 grey crops, a shift of the look that the page names in words.
     assert metrics["Shift from ImageNet"] == "low-level look"
@@ -76,7 +76,7 @@ def test_measuring_starts_a_job_shows_its_progress_then_the_numbers_and_carries_
 
 
 def test_an_analysis_that_failed_says_why_in_one_line(lab_home: Path) -> None:
-    job_id = targets.submit_analysis(sample_path("faces"), "faces", {"backbones": ["resnet152"]})
+    job_id = analysis.submit_analysis(sample_path("faces"), "faces", {"backbones": ["resnet152"]})
     wait_final(job_id)
 
     at = open_advisor(analysis=job_id)

@@ -266,10 +266,10 @@ def test_a_crafted_run_link_shows_no_run_and_nothing_else(run_id: str, lab_home:
 def test_an_upload_link_finds_its_validated_data_after_a_reload(lab_home: Path) -> None:
     from fixtures.data.zips import classes, make_zip
 
-    from core.jobs import targets
+    from core.jobs import uploads
 
-    digest = targets.accept_upload(make_zip(classes({"cats": 5, "dogs": 5})), "pets.zip")
-    wait_until(lambda: targets.upload_state(digest).dataset is not None)
+    digest = uploads.accept_upload(make_zip(classes({"cats": 5, "dogs": 5})), "pets.zip")
+    wait_until(lambda: uploads.upload_state(digest).dataset is not None)
     at = open_page("pages/train.py", upload=digest)  # a new session: the uploader is empty
     assert at.segmented_control(key="train.data_source").value == "upload"
     metrics = {m.label: m.value for m in at.metric}

@@ -8,7 +8,7 @@ from helpers_jobs import wait_until
 from helpers_pages import APP, open_page
 from streamlit.testing.v1 import AppTest
 
-from core.jobs import targets
+from core.jobs import uploads
 
 
 def reason_line(at: AppTest) -> str:
@@ -20,8 +20,8 @@ def notices(at: AppTest) -> list:
 
 
 def test_an_upload_of_unknown_kind_says_why_and_asks() -> None:
-    digest = targets.accept_upload(make_zip(classes({"cats": 120, "dogs": 120})), "pets.zip")
-    wait_until(lambda: targets.upload_state(digest).dataset is not None)
+    digest = uploads.accept_upload(make_zip(classes({"cats": 120, "dogs": 120})), "pets.zip")
+    wait_until(lambda: uploads.upload_state(digest).dataset is not None)
     at = open_page("pages/train.py", upload=digest)
     assert at.radio(key="train.plan_similarity").value == "unsure"
     assert "Case 2" in reason_line(at) and "240 images is small" in reason_line(at)

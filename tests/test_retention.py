@@ -15,7 +15,8 @@ from helpers_stored import KEEP, NOW, sha, stored_dataset, stored_run
 
 from core import access, jobs, storage
 from core.cli import main as cli_main
-from core.jobs import queue, retention, usage
+from core.housekeeping import retention
+from core.jobs import queue, usage
 from core.jobs.run import Run, RunState, StatusKeeper
 from core.limits import DAY_S, Limits
 from core.storage import write_json

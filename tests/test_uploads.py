@@ -16,19 +16,19 @@ from PIL import Image, ImageFile
 from streamlit.testing.v1 import AppTest
 
 from core import jobs, storage
-from core.jobs import kinds, targets
+from core.jobs import kinds, uploads
 from core.jobs.run import Run, RunState
 from core.training.events import read_events
 
 SMALL = make_zip(classes({"cats": 4, "dogs": 4}))
 
 
-def settled(digest: str) -> targets.UploadState:
+def settled(digest: str) -> uploads.UploadState:
     """The upload's state once every validation job of it has ended (reconciled, as the page
     does). A data set is there a moment before its job has written its result and ended, and
     the zip goes last: the state alone can be read while the job still runs."""
 
-    def ended() -> targets.UploadState | None:
+    def ended() -> uploads.UploadState | None:
         validations = [
             row["run_id"]
             for row in jobs.list_runs(kinds.VALIDATE)
@@ -36,7 +36,7 @@ def settled(digest: str) -> targets.UploadState:
         ]
         if any(RunState(jobs.reconcile(job)["state"]).active for job in validations):
             return None
-        return targets.upload_state(digest)
+        return uploads.upload_state(digest)
 
     return wait_for(ended, what=f"validation of upload {digest[:12]} ended")
 
@@ -46,7 +46,7 @@ def big_upload(images: int = 3000) -> bytes:
 
 
 def test_an_upload_is_validated_by_a_job_and_becomes_a_data_set(lab_home: Path) -> None:
-    digest = targets.accept_upload(SMALL, "pets.zip")
+    digest = uploads.accept_upload(SMALL, "pets.zip")
     state = settled(digest)
     assert state.dataset == storage.datasets_dir() / digest and state.refusal is None
     [job] = jobs.list_runs(kinds.VALIDATE)
@@ -55,12 +55,12 @@ def test_an_upload_is_validated_by_a_job_and_becomes_a_data_set(lab_home: Path) 
     assert validating[-1].phase == "validating" and validating[-1].done == validating[-1].total == 8
     assert Run.open(job["run_id"]).record().dataset_name == "pets.zip"
     assert list(storage.uploads_dir().iterdir()) == []  # the zip went once unpacked
-    assert targets.accept_upload(SMALL, "again.zip") == digest  # known content: no second job
+    assert uploads.accept_upload(SMALL, "again.zip") == digest  # known content: no second job
     assert len(jobs.list_runs(kinds.VALIDATE)) == 1
 
 
 def test_a_refused_upload_says_why_and_leaves_nothing(lab_home: Path) -> None:
-    digest = targets.accept_upload(make_zip(classes({"only": 5})), "one.zip")
+    digest = uploads.accept_upload(make_zip(classes({"only": 5})), "one.zip")
     state = settled(digest)
     assert state.dataset is None and "only one class ('only')" in state.refusal
     assert not (storage.datasets_dir() / digest).exists()
@@ -79,8 +79,8 @@ def test_a_validation_past_its_time_limit_fails_and_leaves_nothing(lab_home: Pat
 
 @pytest.mark.parametrize("how", ["cancel", "kill"])
 def test_a_validation_stopped_half_way_leaves_no_data_set(lab_home: Path, how: str) -> None:
-    digest = targets.accept_upload(big_upload(), "big.zip")
-    job = targets.upload_state(digest).job_id
+    digest = uploads.accept_upload(big_upload(), "big.zip")
+    job = uploads.upload_state(digest).job_id
     wait_for(lambda: any(e.type == "progress" for e in read_events(Run.open(job).directory)))
     if how == "cancel":
         jobs.cancel(job)
@@ -92,8 +92,8 @@ def test_a_validation_stopped_half_way_leaves_no_data_set(lab_home: Path, how: s
 
 
 def test_a_made_up_upload_is_not_found(lab_home: Path) -> None:
-    assert targets.upload_state("x" * 64).refusal.startswith("no such upload")
-    assert targets.upload_state("../etc").refusal == "no such upload"
+    assert uploads.upload_state("x" * 64).refusal.startswith("no such upload")
+    assert uploads.upload_state("../etc").refusal == "no such upload"
 
 
 def test_the_validation_job_makes_small_previews_and_the_train_page_decodes_no_image(
@@ -105,7 +105,7 @@ def test_the_validation_job_makes_small_previews_and_the_train_page_decodes_no_i
             picture = io.BytesIO()
             Image.new("RGB", (400, 300), tuple(c + 10 * i for c in colour)).save(picture, "PNG")
             pictures[f"{label}/{i}.png"] = picture.getvalue()
-    digest = targets.accept_upload(make_zip(pictures), "colours.zip")
+    digest = uploads.accept_upload(make_zip(pictures), "colours.zip")
     assert settled(digest).dataset is not None
 
     previews = sorted((storage.datasets_dir() / digest / "previews").glob("*.jpg"))

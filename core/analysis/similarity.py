@@ -1,4 +1,4 @@
-"""How close the user's images are to ImageNet, as one number, a verdict and its evidence.
+"""How close the user's images are to ImageNet, as one number, an answer (similar, unsure, different) and its evidence.
 
 The number explains the advice; it does not decide it (the frozen options' held-out accuracy
 does, ``core.analysis.cut``): a shift of the look moves these statistics as far as one of content.
@@ -35,7 +35,7 @@ class Similarity:
     """The measured answer to "are these images like ImageNet's?"."""
 
     score: float  # 0 (nothing alike) .. 1 (ImageNet-like)
-    verdict: str  # similar | unsure | different: the words cases.recommend takes
+    answer: str  # similar | unsure | different: the words cases.recommend takes
     shift_by_depth: list[float]  # mean BatchNorm shift per quarter of the network, shallow to deep
     layer_shifts: list[float]  # per BatchNorm layer
     top1_probability: float | None  # mean ImageNet top-1 probability over the sample
@@ -46,7 +46,7 @@ class Similarity:
     def evidence(self) -> dict[str, Any]:
         return {
             "similarity": round(self.score, 3),
-            "verdict": self.verdict,
+            "verdict": self.answer,
             "shift_by_depth": [round(s, 4) for s in self.shift_by_depth],
             "deepest_shift": round(self.shift_by_depth[-1], 4),
             "top1_probability": _rounded(self.top1_probability),
@@ -67,7 +67,7 @@ def score_of(deepest_shift: float) -> float:
     return 1 / (1 + math.exp(STEEPNESS * (math.log(deepest_shift) - math.log(MIDPOINT))))
 
 
-def verdict_of(score: float) -> str:
+def answer_of(score: float) -> str:
     if score >= SIMILAR_AT:
         return "similar"
     if score <= DIFFERENT_AT:
@@ -85,7 +85,7 @@ def measure(layer_shifts: list[float], logits: torch.Tensor | None, backbone: st
     if logits is not None and logits.shape[1] == 1000:
         top1 = float(logits.float().softmax(dim=1).max(dim=1).values.mean())
         energy = float(logits.float().logsumexp(dim=1).mean())
-    return Similarity(score, verdict_of(score), profile, list(layer_shifts), top1, energy, backbone)
+    return Similarity(score, answer_of(score), profile, list(layer_shifts), top1, energy, backbone)
 
 
 def _rounded(value: float | None) -> float | None:

@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from core.artifacts.predict import Predictor
+from core.data.errors import IngestError
 from core.data.images import IMAGE_EXTENSIONS, decode_image, read_header
 from core.data.ingestion import pixel_budget
-from core.data.limits import IngestError
 from core.data.zipsafe import check_sizes, checked_entries, open_zip
 from core.inert import csv_cell
 from core.limits import Limits

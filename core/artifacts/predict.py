@@ -16,8 +16,8 @@ from PIL import Image
 from torch import nn
 
 from core.artifacts.export import load_model
+from core.data.errors import IngestError
 from core.data.images import RESAMPLING, decode_image, upright_rgb
-from core.data.limits import IngestError
 from core.errors import TransferLabError
 from core.models.preprocess import Preprocess
 from core.models.runtime import CPU_FP32, Engine

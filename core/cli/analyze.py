@@ -71,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
     finally:
         display.close()
     if args.race:
-        from core.jobs.race import run_race, start_race
+        from core.experiments.race import run_race, start_race
 
         race = start_race(
             dataset.root, recommended=result["recommended_case"], backbone=result["backbone"], cut=result["cut"],

@@ -14,10 +14,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from core.training.estimate import estimate
+    from core.training.estimate import time_plan_here
     from core.training.plan import Plan
 
-    result = estimate(Plan.from_dict(_plan_fields(args.plan)))
+    result = time_plan_here(Plan.from_dict(_plan_fields(args.plan)))
     if args.json:
         print(json.dumps(result.to_dict()))
     else:

@@ -14,7 +14,7 @@ from typing import Any
 
 from core import access, storage
 from core.cli import CliError, say
-from core.jobs import retention
+from core.housekeeping import retention
 from core.limits import human_bytes
 
 HELP = "delete finished runs past their keeping time and data sets nobody needs (retention)"

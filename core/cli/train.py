@@ -263,13 +263,13 @@ def _kept(run: Run) -> Iterator[StatusKeeper]:
 
 def _summary(result: dict, out: Path, args: argparse.Namespace) -> None:
     """The result in a few lines; the last says whether the run worked, and if not, what to try."""
-    from core.training import verdict
+    from core.training import outcome
 
-    judged = verdict.judge_metrics(result)
+    judged = outcome.judge_metrics(result)
     if "test" in result:
         say(f"test accuracy {result['test']['accuracy']:.1%}")
     say(f"run directory: {out}")
-    if judged.suggest == verdict.FROM_SCRATCH:
+    if judged.suggest == outcome.FROM_SCRATCH:
         say(
             f"to train from scratch: python -m core train {args.data} --case 4 --weights none "
             f"--backbone {result['plan']['backbone']} --epochs {args.epochs}"

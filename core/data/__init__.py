@@ -18,9 +18,9 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from core.data.cache import ImageCache
+    from core.data.errors import IngestError
     from core.data.images import decode_image
     from core.data.ingestion import Dataset, Sample, ingest, stored_dataset, stored_images
-    from core.data.limits import IngestError
     from core.data.report import DatasetReport
     from core.limits import Limits
 
@@ -29,7 +29,7 @@ _HOMES = {
     "Dataset": "core.data.ingestion",
     "DatasetReport": "core.data.report",
     "ImageCache": "core.data.cache",
-    "IngestError": "core.data.limits",
+    "IngestError": "core.data.errors",
     "Limits": "core.limits",
     "Sample": "core.data.ingestion",
     "decode_image": "core.data.images",

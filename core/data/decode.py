@@ -36,8 +36,8 @@ from typing import Any, ClassVar, Protocol, Self
 import numpy as np
 from PIL import Image
 
+from core.data.errors import IngestError
 from core.data.images import read_image
-from core.data.limits import IngestError
 
 WORKERS_ENV = "TRANSFER_LAB_DECODE_WORKERS"
 # Images per message: progress a few times a second, and little time idle between chunks.

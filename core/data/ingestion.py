@@ -24,9 +24,9 @@ from typing import BinaryIO, Self
 
 from core import storage
 from core.data import decode, zipsafe
+from core.data.errors import IngestError
 from core.data.images import ImageInfo, read_header
 from core.data.layout import Layout, Placed, place
-from core.data.limits import IngestError
 from core.data.manifest import Manifest, Record
 from core.data.preview import write_previews
 from core.data.report import DatasetReport, build_report
@@ -293,8 +293,8 @@ class _Admission:
         self.pixels = 0
         self._total, self._done, self._progress = total, 0, progress
         self._files: list[tuple[Placed, Path, Path, str] | tuple[str, str]] = []  # in order; pairs: skipped
-        # sha256 -> what the content is, why it is skipped, or None while it is decoding
-        self._verdicts: dict[str, ImageInfo | str | None] = {}
+        # sha256 -> the decision on that content: the image it is, why it is skipped, or None while decoding
+        self._decisions: dict[str, ImageInfo | str | None] = {}
         self._waiting: Counter[str] = Counter()  # files whose content is still decoding, by sha256
         self._decoding: list[str] = []  # the sha256 of each file handed to the pool, in that order
         check = decode.Check(limits.max_image_pixels, VALIDATION_DRAFT)
@@ -314,8 +314,8 @@ class _Admission:
     def consider(self, placed: Placed, file: Path, relative: Path, digest: str) -> None:
         """Read ``file``'s header now, charging its pixels; decode it (unless seen) in the pool."""
         self._files.append((placed, file, relative, digest))
-        if digest in self._verdicts:
-            if self._verdicts[digest] is None:
+        if digest in self._decisions:
+            if self._decisions[digest] is None:
                 self._waiting[digest] += 1
             else:
                 self._advance(1)
@@ -323,11 +323,11 @@ class _Admission:
         try:
             header = read_header(file, max_pixels=self.limits.max_image_pixels)
         except IngestError as exc:
-            self._verdicts[digest] = str(exc)
+            self._decisions[digest] = str(exc)
             self._advance(1)
             return
         self._charge(header.width * header.height, placed.name)
-        self._verdicts[digest], self._waiting[digest] = None, 1
+        self._decisions[digest], self._waiting[digest] = None, 1
         self._decoding.append(digest)
         self._pool.put(str(file))
 
@@ -340,21 +340,21 @@ class _Admission:
                 self.manifest.skipped.append(decided)
                 continue
             placed, file, relative, digest = decided
-            verdict = self._verdicts[digest]
-            if isinstance(verdict, ImageInfo):
+            decision = self._decisions[digest]
+            if isinstance(decision, ImageInfo):
                 where = (placed.name, relative.as_posix(), placed.label, placed.split, digest)
                 self.manifest.images.append(
-                    Record(*where, verdict.width, verdict.height, verdict.mode, verdict.format)
+                    Record(*where, decision.width, decision.height, decision.mode, decision.format)
                 )
             else:
-                self.manifest.skipped.append((placed.name, verdict))
+                self.manifest.skipped.append((placed.name, decision))
                 skipped.append(file)
         return skipped
 
     def _decoded(self, results: decode.Results) -> None:
         for index, result in results:
             digest = self._decoding[index]
-            self._verdicts[digest] = result if isinstance(result, str) else ImageInfo(*result)
+            self._decisions[digest] = result if isinstance(result, str) else ImageInfo(*result)
             self._advance(self._waiting.pop(digest))
 
     def _advance(self, files: int) -> None:

@@ -13,8 +13,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 
+from core.data.errors import IngestError
 from core.data.images import IMAGE_EXTENSIONS
-from core.data.limits import IngestError
 
 SPLIT_NAMES = {
     "train": "train",

@@ -14,8 +14,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from core.data.errors import IngestError
 from core.data.images import thumbnail
-from core.data.limits import IngestError
 from core.data.manifest import Record
 from core.storage import read_json, write_json
 

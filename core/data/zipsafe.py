@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from core.data.limits import IngestError
+from core.data.errors import IngestError
 from core.limits import Limits
 
 CHUNK = 1 << 20

@@ -45,11 +45,11 @@ def estimate(
 
 def time_plan(run_dir: Path, emit: Emit) -> dict[str, Any]:
     """The estimate job's target: time the run's plan here and write the estimate."""
-    from core.training.estimate import estimate as time_here
+    from core.training.estimate import time_plan_here
     from core.training.plan import Plan
 
     run = Run(Path(run_dir))
-    result = time_here(Plan.from_dict(run.plan_fields())).to_dict()
+    result = time_plan_here(Plan.from_dict(run.plan_fields())).to_dict()
     write_json(run.result_file, result)
     return result
 

@@ -1,7 +1,7 @@
 """A finished run scored on another labelled data set, in a job: the web server never does it.
 
 Results offers the check on a zip the user uploads. The zip is validated by its own job first
-(``core.jobs.targets.accept_upload``); this job then runs the exported model over every image
+(``core.jobs.uploads.accept_upload``); this job then runs the exported model over every image
 of the validated data set (a few minutes for a VGG on thousands of images), reporting each
 batch, and writes what ``core.training.evaluate.evaluate`` returns to ``result.json``. Torch is
 imported only where the scoring happens: the web server imports this module.

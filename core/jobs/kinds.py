@@ -36,16 +36,16 @@ TRAIN = JobKind(
 )  # fmt: skip
 # Validating 100,000 photos takes minutes; a job that takes longer is stopped and says so.
 VALIDATE = JobKind(
-    "validate", "core.jobs.targets:validate_upload", "validation",
+    "validate", "core.jobs.uploads:validate_upload", "validation",
     side=True, wants_gpu=False, time_limit_s=15 * 60,
 )  # fmt: skip
 # The analysis stops starting backbones after its own budget; this limit catches the rest.
 ANALYSE = JobKind(
-    "analysis", "core.jobs.targets:analyse_data", "analysis",
+    "analysis", "core.jobs.analysis:analyse_data", "analysis",
     side=True, wants_gpu=False, time_limit_s=20 * 60,
 )  # fmt: skip
 PREDICT = JobKind(
-    "predict", "core.jobs.targets:predict_batch", "batch prediction",
+    "predict", "core.jobs.predictions:predict_batch", "batch prediction",
     side=True, wants_gpu=False, time_limit_s=15 * 60,
 )  # fmt: skip
 ESTIMATE = JobKind(

@@ -9,7 +9,7 @@ Liveness is the run's ``worker.lock``: the worker holds it for as long as its pr
 whoever can take it knows the worker is gone, pid reuse or not, and is the only one allowed to
 record how the run ended. A worker that stopped answering, or ignores a cancel, is killed by
 whoever settles its run. The server reaps the workers it started, so that a worker killed
-outright (kill -9, the out-of-memory killer) still leaves its exit status for the verdict.
+outright (kill -9, the out-of-memory killer) still leaves its exit status for its final state.
 """
 
 from __future__ import annotations
@@ -116,7 +116,7 @@ class LocalBackend:
                 return current
         with keeper:
             if state_of(keeper.data).active:  # the worker may have finished meanwhile
-                _record_end(keeper, *_verdict(run, keeper.data, gone_state, kill_reason))
+                _record_end(keeper, *_final_state(run, keeper.data, gone_state, kill_reason))
                 queue.dequeue(run.id)
             return keeper.data
 
@@ -198,7 +198,7 @@ def _start_worker(run: Run, job: Job, lock_fd: int) -> None:
 
 def _reap(run: Run, worker: subprocess.Popen) -> None:
     """Wait for ``worker`` to end and write its exit status to ``exit.json``. Until that is
-    written (the disk may be full) the worker stays in ``_workers``, where ``_verdict`` asks it."""
+    written (the disk may be full) the worker stays in ``_workers``, where ``_final_state`` asks it."""
     returncode = worker.wait()
     with contextlib.suppress(OSError):  # the run's folder may be gone, or the disk full
         write_json(run.exit_file, {"pid": worker.pid, "returncode": returncode})
@@ -267,7 +267,7 @@ def _reason_to_kill(run: Run, current: Mapping[str, Any]) -> str | None:
     return None
 
 
-def _verdict(
+def _final_state(
     run: Run, current: Mapping[str, Any], gone_state: RunState, kill_reason: str | None
 ) -> tuple[RunState, str]:
     """The final state and message of a run whose worker is gone."""

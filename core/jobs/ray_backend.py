@@ -93,17 +93,17 @@ class RayBackend:
         failed. An unreachable cluster settles nothing."""
         current = run.status()
         try:
-            verdict = self._verdict(run, current, self._job(run.id), gone_state)
+            final = self._final_state(run, current, self._job(run.id), gone_state)
         except BackendError:
             return current  # no word from Ray: nothing can be told, and nothing is changed
-        if verdict is None:
+        if final is None:
             return current
         keeper = StatusKeeper.take(run, timeout_s=backend.LOCK_PATIENCE_S)
         if keeper is None:
             return run.status()  # another reader is recording this run's end
         with keeper:
             if state_of(keeper.data).active:  # the worker may have finished meanwhile
-                state, reason = verdict
+                state, reason = final
                 tail = run.log_tail()
                 keeper.set_state(
                     state, f"{reason}; last words: {tail}" if tail and state is RunState.FAILED else reason
@@ -181,7 +181,7 @@ class RayBackend:
                 return None
             raise BackendError(f"no answer from Ray at {self.address}: {one_line(exc)}") from exc
 
-    def _verdict(
+    def _final_state(
         self, run: Run, current: Mapping[str, Any], job: JobDetails | None, gone_state: RunState
     ) -> tuple[RunState, str] | None:
         """How the run ended, when Ray says its job has ended and the worker did not say so; None

@@ -1,6 +1,6 @@
 """Validating a shipped sample or a folder on the server, in a job: the web server never decodes.
 
-Uploads are validated by ``core.jobs.targets``. A sample or a server folder needs the same
+Uploads are validated by ``core.jobs.uploads``. A sample or a server folder needs the same
 work the first time it is picked (a folder may hold a hundred thousand photos), so it goes to a
 job of the same shape, with progress and cancel; the pages then read the validated data set's
 stored manifest (``core.data.stored_dataset``), which costs no decoding. Heavy imports wait

@@ -31,7 +31,7 @@ from core.training.setup import Setup
 from core.training.stages import stage_groups
 
 
-def estimate(plan: Plan, batches: int = 2) -> Estimate:
+def time_plan_here(plan: Plan, batches: int = 2) -> Estimate:
     """Time a plan's parts on its own data and device: the set-up, then up to ``batches`` real
     batches (the first warms up, the last counts), the new layer's fit (cases 1 and 2) on
     features of the real size, and a real export.

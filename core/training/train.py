@@ -32,7 +32,7 @@ from core.models import backbones
 from core.models.adapt import aux_weight
 from core.models.runtime import Choice, Engine
 from core.storage import RunFiles, read_json, write_json
-from core.training import head, metrics, setup, verdict
+from core.training import head, metrics, outcome, setup
 from core.training.batch_size import DEFAULT_BATCH_SIZE, BatchChoice, choose_batch_size, lr_scale
 from core.training.batches import FeatureSource
 from core.training.device import Accelerator, Ranks, accelerator, ranks_from_env
@@ -359,7 +359,7 @@ class Training:
             test_logits, test_labels = _logits(exported, self.test_samples, cpu_batch, engine)
             files = [_file(s) for s in self.test_samples]
             result["test"] = metrics.report(test_logits, test_labels, files, classes)
-        judged = verdict.judge(self.best_accuracy, majority, self.plan.to_dict())
+        judged = outcome.judge(self.best_accuracy, majority, self.plan.to_dict())
         if not judged.worked:
             self._warn(judged.advice, suggest=judged.suggest)
         if judged.suggest:

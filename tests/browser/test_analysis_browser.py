@@ -24,7 +24,9 @@ def test_measure_a_sample_and_carry_the_plan_to_train(
     page.get_by_role("button", name="Analyse my data").click()
 
     # The job runs in its own process; the page follows it, then shows the numbers.
-    page.get_by_text("Shift from ImageNet", exact=True).wait_for(timeout=2 * WAIT_MS)  # the analysis takes longest
+    page.get_by_text("Shift from ImageNet", exact=True).wait_for(
+        timeout=2 * WAIT_MS
+    )  # the analysis takes longest
     assert "?analysis=" in page.url
     page.locator(".js-plotly-plot").nth(4).wait_for()
     headline = page.locator("h3").filter(has_text="case").first.inner_text()

@@ -9,11 +9,11 @@ import pytest
 
 from core.artifacts.predict import Predictor
 from core.data import ingest
-from core.training import verdict
+from core.training import outcome
 
 
 def test_a_run_at_the_majority_rate_did_not_work_and_says_what_to_try() -> None:
-    judged = verdict.judge(0.52, 0.50, {"case": 3, "epochs": 5, "lr": 1e-3})
+    judged = outcome.judge(0.52, 0.50, {"case": 3, "epochs": 5, "lr": 1e-3})
     assert not judged.worked and judged.suggest is None
     assert judged.advice == (
         "This run did not work: best validation accuracy 52.0% against 50.0% for always answering "
@@ -22,21 +22,21 @@ def test_a_run_at_the_majority_rate_did_not_work_and_says_what_to_try() -> None:
 
 
 def test_case_four_from_imagenet_that_did_not_work_suggests_training_from_scratch() -> None:
-    judged = verdict.judge(0.5, 0.5, {"case": 4, "weights": "imagenet"})
-    assert judged.suggest == verdict.FROM_SCRATCH
+    judged = outcome.judge(0.5, 0.5, {"case": 4, "weights": "imagenet"})
+    assert judged.suggest == outcome.FROM_SCRATCH
     assert judged.remedies[0] == "training from scratch (weights 'none')"
-    assert verdict.judge(0.5, 0.5, {"case": 4, "weights": "none"}).suggest is None
+    assert outcome.judge(0.5, 0.5, {"case": 4, "weights": "none"}).suggest is None
 
 
 @pytest.mark.parametrize(("case", "other"), [(1, "case 2"), (2, "case 1")])
 def test_frozen_cases_suggest_the_other_case_not_a_learning_rate(case: int, other: str) -> None:
-    remedies = verdict.judge(0.3, 0.3, {"case": case}).remedies
+    remedies = outcome.judge(0.3, 0.3, {"case": case}).remedies
     assert remedies[0] == other and not any("learning rate" in r for r in remedies)
 
 
 def test_a_clear_win_worked() -> None:
-    assert verdict.judge(0.9, 0.5, {"case": 1}).worked
-    assert verdict.judge(0.5 + verdict.SUCCESS_MARGIN, 0.5, {"case": 1}).worked
+    assert outcome.judge(0.9, 0.5, {"case": 1}).worked
+    assert outcome.judge(0.5 + outcome.SUCCESS_MARGIN, 0.5, {"case": 1}).worked
 
 
 def test_results_and_predict_agree_on_every_validation_image(finished_run: Path) -> None:

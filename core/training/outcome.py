@@ -2,7 +2,7 @@
 
 A model "works" when its best validation accuracy clearly beats always answering the most
 common class (the majority rate): anything less is a model that learnt nothing usable, however
-high the number looks on imbalanced data. The verdict names what to try next. Like the events,
+high the number looks on imbalanced data. The outcome names what to try next. Like the events,
 it imports no torch: the web server judges runs too.
 """
 
@@ -20,7 +20,9 @@ ALTERNATIVE_CASE = {1: 2, 2: 1, 3: 4, 4: 3}
 
 
 @dataclass(frozen=True)
-class Verdict:
+class Outcome:
+    """Whether a run beat the majority-class baseline, and what to try when it did not."""
+
     worked: bool
     best_val_accuracy: float
     majority_rate: float
@@ -43,11 +45,11 @@ class Verdict:
         return f"{self.headline} What to try: {'; '.join(self.remedies)}."
 
 
-def judge(best_val_accuracy: float, majority_rate: float, plan: Mapping[str, Any]) -> Verdict:
-    """The verdict on a run's best accuracy, with remedies fitting its ``plan`` (a Plan's dict)."""
+def judge(best_val_accuracy: float, majority_rate: float, plan: Mapping[str, Any]) -> Outcome:
+    """The outcome of a run's best accuracy, with remedies fitting its ``plan`` (a Plan's dict)."""
     worked = best_val_accuracy >= majority_rate + SUCCESS_MARGIN
     if worked:
-        return Verdict(True, best_val_accuracy, majority_rate)
+        return Outcome(True, best_val_accuracy, majority_rate)
     case = int(plan.get("case", 1))
     from_scratch = case == 4 and plan.get("weights", "imagenet") != "none"
     remedies = ["training from scratch (weights 'none')"] if from_scratch else []
@@ -58,12 +60,12 @@ def judge(best_val_accuracy: float, majority_rate: float, plan: Mapping[str, Any
         epochs, lr = plan.get("epochs"), plan.get("lr")
         remedies.append(f"more epochs (now {epochs})" if epochs else "more epochs")
         remedies.append(f"a higher learning rate (now {lr:g})" if lr else "a higher learning rate")
-    return Verdict(
+    return Outcome(
         False, best_val_accuracy, majority_rate, tuple(remedies), FROM_SCRATCH if from_scratch else None
     )
 
 
-def judge_metrics(metrics: Mapping[str, Any]) -> Verdict:
-    """The verdict on a finished run, from its ``metrics.json``."""
+def judge_metrics(metrics: Mapping[str, Any]) -> Outcome:
+    """The outcome of a finished run, from its ``metrics.json``."""
     majority = metrics.get("majority_rate") or 0.0  # a run too old to have measured it
     return judge(metrics["best_val_accuracy"], majority, metrics.get("plan") or {})
