@@ -90,7 +90,7 @@ def test_damaged_runs_of_unknown_owners_break_nobody_s_pages(
 
 
 def test_a_damaged_sweep_record_breaks_no_page(lab_home: Path) -> None:
-    lab_home.mkdir(parents=True)
+    lab_home.mkdir(parents=True, exist_ok=True)  # it holds the shared backbone catalog already
     (lab_home / "retention.json").write_text('{"swept": 17')  # every page asks when it last swept
     at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
     assert not at.exception, at.exception
