@@ -67,7 +67,10 @@ def speed(images: int, backbones: tuple[str, ...]) -> None:
         chosen = ", ".join(f"{label}: {r['runtime']}" for label, r in found.runtimes.items())
         parts = " | ".join(f"{seconds:.1f} s" for seconds in found.seconds.values())
         print(f"| {name} | {total:.1f} s | {baseline / total:.1f}x | {parts} | {chosen} |")
-    print(f"verdict {result.similarity.answer} ({result.similarity.score:.2f}), case {result.advice.case}")
+    print(
+        f"BatchNorm similarity {result.similarity.score:.2f} ({result.similarity.answer}); "
+        f"plan: case {result.advice.case}, the matrix's column {result.advice.similarity}"
+    )
 
 
 def kendall_tau(first: list[str], second: list[str]) -> float:
