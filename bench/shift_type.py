@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import random
 import sys
-import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -31,15 +30,9 @@ from PIL import Image, ImageEnhance, ImageFilter, ImageOps
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from similarity import Maker, digits, photo_crops, write
+from similarity import Maker, digits, photo_crops, probed_sets
 
-from core.analysis.analyse import stratified_sample
-from core.analysis.probe import Candidate, probe
 from core.analysis.shift import depth_profile, shift_type
-from core.data import ImageCache, ingest
-from core.data.samples import sample_path
-from core.models.backbones import resolve
-from core.training.device import accelerator
 
 Change = Callable[[Image.Image, random.Random], Image.Image]
 
@@ -102,27 +95,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=32, help="images per data set (default 32)")
     args = parser.parse_args()
-    accel, candidate = accelerator(), Candidate(resolve("efficientnet_lite0"))
     print(
         f"{'set':<22} {'group':<6} {'tail shift by depth quarter':<30} {'spike':>6} {'trend':>6}  type     expected"
     )
-    with tempfile.TemporaryDirectory() as tmp:
-        sources = [(name, group, expected, lambda m=maker, n=name: write(m, args.images, Path(tmp) / n, 0))
-                   for group, table in (("fit", FIT), ("check", CHECK)) for name, (maker, expected) in table.items()]  # fmt: skip
-        sources += [
-            (name, "check", expected, lambda n=name: sample_path(n))
-            for name, expected in SAMPLES_CHECKED.items()
-        ]
-        for name, group, expected, source in sources:
-            dataset = ingest(source())
-            samples = stratified_sample(dataset.train + dataset.val, args.images, 0)
-            found = probe(candidate, ImageCache(samples, candidate.preprocess.resize), accel)
-            kind = shift_type(depth_profile(found.layer_tails))
-            shown = " ".join(f"{s:.2f}" for s in depth_profile(found.layer_tails))
-            print(
-                f"{name:<22} {group:<6} {shown:<30} {kind.spike:>6.1f} {kind.trend:>+6.2f}  {kind.kind:<8} {expected}",
-                flush=True,
-            )
+    for name, group, expected, found in probed_sets(FIT, CHECK, SAMPLES_CHECKED, args.images):
+        kind = shift_type(depth_profile(found.layer_tails))
+        shown = " ".join(f"{s:.2f}" for s in depth_profile(found.layer_tails))
+        print(
+            f"{name:<22} {group:<6} {shown:<30} {kind.spike:>6.1f} {kind.trend:>+6.2f}  {kind.kind:<8} {expected}",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -36,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from photos import crop, photos
 
 from core.analysis.analyse import stratified_sample
-from core.analysis.probe import Candidate, probe
+from core.analysis.probe import Candidate, Probe, probe
 from core.analysis.similarity import DIFFERENT_AT, MIDPOINT, SIMILAR_AT, measure
 from core.data import ImageCache, ingest
 from core.data.samples import sample_path
@@ -131,33 +131,47 @@ def write(maker: Maker, count: int, folder: Path, seed: int) -> Path:
     return folder
 
 
+def probed_sets(
+    fit: dict[str, tuple[Maker, str]],
+    check: dict[str, tuple[Maker, str]],
+    samples: dict[str, str],
+    images: int,
+) -> Iterator[tuple[str, str, str, Probe]]:
+    """Each calibration set (the ``fit`` ones, then the ``check`` ones and the bundled ``samples``)
+    generated, validated and probed by EfficientNet-Lite0: its name, group, expected reading and
+    probe, one at a time (a set's images are deleted once it is probed)."""
+    accel, candidate = accelerator(), Candidate(resolve("efficientnet_lite0"))
+    with tempfile.TemporaryDirectory() as tmp:
+        sources = [(name, group, expected, lambda m=maker, n=name: write(m, images, Path(tmp) / n, 0))
+                   for group, table in (("fit", fit), ("check", check)) for name, (maker, expected) in table.items()]  # fmt: skip
+        sources += [
+            (name, "check", expected, lambda n=name: sample_path(n)) for name, expected in samples.items()
+        ]
+        for name, group, expected, source in sources:
+            dataset = ingest(source())
+            sample = stratified_sample(dataset.train + dataset.val, images, 0)
+            yield (
+                name,
+                group,
+                expected,
+                probe(candidate, ImageCache(sample, candidate.preprocess.resize), accel),
+            )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=40, help="images per data set (default 40)")
     args = parser.parse_args()
-    accel, candidate = accelerator(), Candidate(resolve("efficientnet_lite0"))
     print(f"midpoint shift {MIDPOINT}; similar at score >= {SIMILAR_AT}, different at <= {DIFFERENT_AT}")
     print(
-        f"{'set':<16} {'group':<6} {'shift by depth quarter':<32} {'score':>6}  verdict    expected  margin"
+        f"{'set':<16} {'group':<6} {'shift by depth quarter':<32} {'score':>6}  answer     expected  margin"
     )
-    with tempfile.TemporaryDirectory() as tmp:
-        sources = [(name, group, expected, lambda m=maker, n=name: write(m, args.images, Path(tmp) / n, 0))
-                   for group, table in (("fit", FIT), ("check", CHECK)) for name, (maker, expected) in table.items()]  # fmt: skip
-        sources += [
-            (name, "check", expected, lambda n=name: sample_path(n))
-            for name, expected in SAMPLES_CHECKED.items()
-        ]
-        for name, group, expected, source in sources:
-            dataset = ingest(source())
-            samples = stratified_sample(dataset.train + dataset.val, args.images, 0)
-            found = probe(candidate, ImageCache(samples, candidate.preprocess.resize), accel)
-            similarity = measure(found.layer_shifts, found.logits, candidate.label)
-            margin = (
-                similarity.score - SIMILAR_AT if expected == "similar" else DIFFERENT_AT - similarity.score
-            )
-            profile = " ".join(f"{s:.3f}" for s in similarity.shift_by_depth)
-            print(f"{name:<16} {group:<6} {profile:<32} {similarity.score:>6.3f}  {similarity.answer:<10} "
-                  f"{expected:<9} {margin:+.3f}")  # fmt: skip
+    for name, group, expected, found in probed_sets(FIT, CHECK, SAMPLES_CHECKED, args.images):
+        similarity = measure(found.layer_shifts, found.logits, found.candidate.label)
+        margin = similarity.score - SIMILAR_AT if expected == "similar" else DIFFERENT_AT - similarity.score
+        profile = " ".join(f"{s:.3f}" for s in similarity.shift_by_depth)
+        print(f"{name:<16} {group:<6} {profile:<32} {similarity.score:>6.3f}  {similarity.answer:<10} "
+              f"{expected:<9} {margin:+.3f}", flush=True)  # fmt: skip
 
 
 if __name__ == "__main__":
