@@ -112,8 +112,11 @@ def probe(
         if progress:
             progress(start + len(indices), len(images))
     logits, features, *stages = (_unordered(torch.cat(parts), order) for parts in zip(*pooled, strict=True))
-    one_image = to_model_input(images.images[:1], backbone.preprocess, train=False)
-    layers = [model.get_submodule(name) for name in _reached(measured, one_image, accel)] if sums else []
+    layers = (
+        [model.get_submodule(name) for name in _reached(measured, images, backbone.preprocess, accel)]
+        if sums
+        else []
+    )
     moments = [
         Moments.of(layer, total, with_moments) for layer, total in zip(layers, sums or [], strict=True)
     ]
@@ -129,12 +132,13 @@ def probe(
     )
 
 
-def _reached(measured: Probed, one_image: torch.Tensor, accel: Accelerator) -> list[str]:
+def _reached(measured: Probed, images: ImageCache, preprocess: Preprocess, accel: Accelerator) -> list[str]:
     """The BatchNorm layers in the order the pass reached them, which pairs each with its
     moments. A runtime chosen on an earlier analysis runs the pass without torch, where the order
     is learnt: one image through torch tells it then."""
     if not measured.reached:
         with torch.inference_mode():
+            one_image = to_model_input(images.images[:1], preprocess, train=False)
             measured(accel.to_device(one_image))
     return measured.reached
 
