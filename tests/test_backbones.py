@@ -218,3 +218,15 @@ def test_a_catalog_that_cannot_be_written_names_the_command_and_its_error(
     assert "`python -m core backbones --write-no-such-thing` exited with 2" in str(refused.value)
     assert "unrecognized arguments: --write-no-such-thing" in str(refused.value)
     assert not catalog.catalog_file().exists()
+
+
+def test_storing_the_catalog_removes_the_catalogs_of_other_versions(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TRANSFER_LAB_HOME", str(tmp_path / "home"))
+    folder = catalog.catalog_file().parent
+    folder.mkdir(parents=True)
+    (folder / "catalog-0123456789abcdef.json").write_text("[]")  # left by an earlier version
+    (folder / "catalog-0123456789abcdef.lock").write_text("")
+    current = catalog.store([backbones.resolve("resnet18").card()])
+    assert sorted(p.name for p in folder.iterdir()) == [current.name]

@@ -231,9 +231,13 @@ def catalog_file() -> Path:
 
 
 def store(all_cards: list[BackboneCard]) -> Path:
-    """Store the catalog the torch side computed, whole or not at all."""
+    """Store the catalog the torch side computed, whole or not at all, and remove the catalogs of
+    other versions: each upgrade would otherwise leave one behind for good."""
     path = catalog_file()
     storage.write_json(path, [c.to_dict() for c in all_cards])
+    for stale in path.parent.glob("catalog-*"):
+        if stale.stem != path.stem:
+            stale.unlink(missing_ok=True)
     return path
 
 
