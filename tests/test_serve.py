@@ -45,7 +45,10 @@ def url(run_dir: Path) -> Iterator[str]:
     """``python -m core serve`` on a free port of 127.0.0.1, for the module's tests."""
     port = free_port()
     log = open(run_dir.parent / "serve.log", "a")  # noqa: SIM115 - closed by stop_server
-    env = {"TRANSFER_LAB_HOME": str(run_dir.parent / "home"), "TRANSFER_LAB_MAX_UPLOAD_MB": str(MAX_UPLOAD_MB)}
+    env = {
+        "TRANSFER_LAB_HOME": str(run_dir.parent / "home"),
+        "TRANSFER_LAB_MAX_UPLOAD_MB": str(MAX_UPLOAD_MB),
+    }
     process = subprocess.Popen(
         [sys.executable, "-m", "core", "serve", str(run_dir), "--port", str(port)],
         cwd=ROOT, env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT,
@@ -58,7 +61,9 @@ def url(run_dir: Path) -> Iterator[str]:
 
 
 def predict(url: str, *images: tuple[str, bytes], **params: object) -> httpx.Response:
-    return httpx.post(f"{url}/predict", files=[("images", image) for image in images], params=params, timeout=60)
+    return httpx.post(
+        f"{url}/predict", files=[("images", image) for image in images], params=params, timeout=60
+    )
 
 
 def test_each_image_gets_its_colour_most_probable_first(url: str) -> None:
@@ -83,7 +88,9 @@ def test_answers_equal_the_predict_command(url: str, run_dir: Path, tmp_path: Pa
     served = predict(url, *((p.name, p.read_bytes()) for p in paths), top=3).json()["predictions"]
     for row, wanted in zip(served, expected, strict=True):
         assert [t["label"] for t in row["top"]] == [t["label"] for t in wanted]
-        assert [t["probability"] for t in row["top"]] == pytest.approx([t["probability"] for t in wanted], abs=1e-5)
+        assert [t["probability"] for t in row["top"]] == pytest.approx(
+            [t["probability"] for t in wanted], abs=1e-5
+        )
 
 
 def test_metadata_says_the_labels_the_input_and_its_preparation(url: str) -> None:
