@@ -178,8 +178,3 @@ def test_serving_a_model_loads_no_training_code(run_dir: Path) -> None:
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() == "[]"
-
-
-def test_serving_a_folder_without_a_model_fails_in_one_line(tmp_path: Path, capsys) -> None:
-    assert main(["serve", str(tmp_path)]) == 1
-    assert "is it the model/ of a finished run?" in capsys.readouterr().err

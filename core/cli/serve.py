@@ -7,13 +7,16 @@ from pathlib import Path
 
 from core.cli import positive_int
 
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
 HELP = "serve a finished run's exported model over HTTP: POST /predict, GET /health, GET /metadata"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run_dir", type=Path, metavar="RUN", help="a finished run (or its model/ folder)")
     parser.add_argument(
-        "--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)"
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on (default 127.0.0.1: this machine only; the service has no sign-in)",
     )
     parser.add_argument("--port", type=int, default=8000, help="port to listen on (default 8000)")
     parser.add_argument(
@@ -49,5 +52,7 @@ def run(args: argparse.Namespace) -> int:
     )
     app = create_app(model_dir, config)
     say(f"serving {model_dir} on http://{args.host}:{args.port} (Ctrl+C stops it)")
+    if args.host not in LOOPBACK:
+        say("the service has no sign-in: anyone who can reach this address can use the model")
     uvicorn.run(app, host=args.host, port=args.port, log_level="info")
     return 0
