@@ -9,7 +9,7 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -17,10 +17,12 @@ import pytest
 import torch
 from helpers_exported import LABELS, PRE, colour_net
 from helpers_server import ROOT, free_port, stop_server, wait_healthy
+from helpers_serving import predict_in_process
 from PIL import Image
 
 from core.artifacts.export import export_model
 from core.cli import main
+from core.serving import app as app_module
 from core.serving.batcher import MicroBatcher
 
 COLOURS = {"red": (220, 30, 20), "green": (10, 200, 40), "blue": (20, 40, 230)}
@@ -117,7 +119,12 @@ def flat_png(side: int) -> bytes:
         ([("huge.bmp", b"BM" + bytes(2 << 20))], {}, 413, "requests are limited to 1.0 MiB"),
         ([("red.png", png(COLOURS["red"]))] * 33, {}, 413, "33 images in one request; the limit is 32"),
         ([], {}, 400, "no images"),
-        ([("red.png", png(COLOURS["red"]))], {"top": 0}, 422, "top"),
+        (
+            [("red.png", png(COLOURS["red"]))],
+            {"top": 0},
+            422,
+            "top: Input should be greater than or equal to 1",
+        ),
     ],
     ids=["not-an-image", "truncated", "empty", "pixel-bomb", "too-large", "too-many", "none", "top-0"],
 )
@@ -165,14 +172,31 @@ def test_waiting_requests_share_one_forward_pass_up_to_the_batch_size() -> None:
         assert answer.tolist() == [[2.0 * i]] * n  # each request gets its own rows back
 
 
+def test_a_failure_of_ours_is_a_500_in_json_without_its_traceback(
+    run_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(predictor: object) -> Callable[[torch.Tensor], torch.Tensor]:
+        def forward(inputs: torch.Tensor) -> torch.Tensor:
+            raise RuntimeError("the kernel fell over")
+
+        return forward
+
+    monkeypatch.setattr(app_module, "torch_forward", broken)
+    app = app_module.create_app(run_dir / "model")
+    response = asyncio.run(predict_in_process(app, {"images": ("red.png", png(COLOURS["red"]))}))
+    assert response.status_code == 500
+    assert response.json() == {"error": "the prediction failed; the server's log says why"}
+
+
 def test_serving_a_model_loads_no_training_code(run_dir: Path) -> None:
     code = (
-        "import sys\n"
-        "from fastapi.testclient import TestClient\n"
+        "import asyncio, sys\n"
+        "sys.path.insert(0, 'tests')\n"
+        "from helpers_serving import predict_in_process\n"
         "from core.serving.app import create_app\n"
-        f"with TestClient(create_app({str(run_dir / 'model')!r})) as client:\n"
-        f"    files = {{'images': ('red.png', {png(COLOURS['red'])!r})}}\n"
-        "    assert client.post('/predict', files=files).json()['predictions'][0]['top'][0]['label'] == 'red'\n"
+        f"app = create_app({str(run_dir / 'model')!r})\n"
+        f"response = asyncio.run(predict_in_process(app, {{'images': ('red.png', {png(COLOURS['red'])!r})}}))\n"
+        "assert response.json()['predictions'][0]['top'][0]['label'] == 'red', response.text\n"
         "print(sorted(m for m in sys.modules if m.startswith('core.training')))\n"
     )
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=False)
