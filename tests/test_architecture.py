@@ -26,6 +26,7 @@ LAYERS = (
     "data",
     "models",
     "artifacts",
+    "serving",
     "training",
     "analysis",
     "jobs",

@@ -73,7 +73,7 @@ def test_train_refuses_a_device_this_machine_lacks(capsys, tmp_path: Path) -> No
     assert line.startswith("python -m core train: training failed: device 'cuda' asked for")
 
 
-@pytest.mark.parametrize("command", ["predict", "export"])
+@pytest.mark.parametrize("command", ["predict", "export", "serve"])
 def test_a_folder_without_a_model_is_refused(capsys, tmp_path: Path, command: str) -> None:
     images = [str(sample_path("faces"))] if command == "predict" else []
     assert "is it the model/ of a finished run?" in refusal(capsys, command, str(tmp_path), *images)

@@ -34,3 +34,13 @@ class ModelCard:
                 raise FileNotFoundError(f"{model_dir / name} is missing: is it a finished run's model/?")
         labels = tuple(str(label) for label in read_json(model_dir / LABELS_FILE))
         return cls(labels, Preprocess.from_dict(read_json(model_dir / PREPROCESS_FILE)))
+
+    @property
+    def summary(self) -> str:
+        """What the model does, in a sentence for people: the classes it tells apart, and what
+        of an image it sees."""
+        return (
+            f"Classifies an image as one of {len(self.labels)} classes ({', '.join(self.labels)}), whatever "
+            f"the image shows. It sees the centre {self.pre.crop}x{self.pre.crop} px of the image "
+            f"resized to {self.pre.resize} px on its shorter side."
+        )

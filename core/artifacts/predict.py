@@ -103,16 +103,21 @@ class Predictor:
         engine: Engine | None = None,
     ) -> list[Prediction]:
         """The ``top_k`` classes of each image, most probable first."""
-        k = min(top_k, len(self.labels))
         engine = engine or self.engine(len(images))
         results = []
         for start in range(0, len(images), batch_size):
             chunk = images[start : start + batch_size]
-            probabilities, indices = self.probabilities(self._inputs(chunk), engine).topk(k, dim=1)
-            for image, p, i in zip(chunk, probabilities.tolist(), indices.tolist()):
-                top = tuple((self.labels[c], prob) for c, prob in zip(i, p))
-                results.append(Prediction(_name(image), top))
+            ranked = self.ranked(self.probabilities(self._inputs(chunk), engine), top_k)
+            results += [Prediction(_name(image), top) for image, top in zip(chunk, ranked, strict=True)]
         return results
+
+    def ranked(self, probabilities: torch.Tensor, top_k: int) -> list[tuple[tuple[str, float], ...]]:
+        """Each row's ``top_k`` (label, probability), most probable first."""
+        values, indices = probabilities.topk(min(top_k, len(self.labels)), dim=1)
+        return [
+            tuple((self.labels[c], p) for c, p in zip(row_indices, row_values))
+            for row_indices, row_values in zip(indices.tolist(), values.tolist())
+        ]
 
 
 def _open(image: ImageInput) -> Image.Image:

@@ -25,6 +25,7 @@ COMMANDS: dict[str, str] = {
     "estimate": "core.cli.estimate",
     "train": "core.cli.train",
     "predict": "core.cli.predict",
+    "serve": "core.cli.serve",
     "evaluate": "core.cli.evaluate",
     "export": "core.cli.export",
     "hash-password": "core.cli.hash_password",
