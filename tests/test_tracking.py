@@ -14,11 +14,11 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from helpers_jobs import digits_folder
+from helpers_jobs import DIGITS_PLAN, digits_folder, wait_for_state
 from helpers_pages import open_page
 from helpers_server import free_port, stop_server, wait_healthy
 
-from core import storage
+from core import jobs, storage
 from core.cli import main
 from core.jobs.run import Run, RunState
 from core.training.events import RunWarning, read_events
@@ -28,7 +28,7 @@ pytest.importorskip("tensorboard")
 
 
 @pytest.fixture(scope="module")
-def home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+def module_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """One storage home for the module's runs (the per-test home is function-scoped)."""
     with pytest.MonkeyPatch.context() as patch:
         folder = tmp_path_factory.mktemp("home")
@@ -84,13 +84,15 @@ def digits(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def tracked(
-    home: Path, digits: Path, mlflow_server: str, tmp_path_factory: pytest.TempPathFactory
+    module_home: Path, digits: Path, mlflow_server: str, tmp_path_factory: pytest.TempPathFactory
 ) -> SimpleNamespace:
     """One run mirrored to the MLflow server and to TensorBoard files, and MLflow's record of it."""
     from mlflow import MlflowClient
 
     board = tmp_path_factory.mktemp("tensorboard")
-    trained = train(digits, home / "runs" / "tracked", "--mlflow", mlflow_server, "--tensorboard", str(board))
+    trained = train(
+        digits, module_home / "runs" / "tracked", "--mlflow", mlflow_server, "--tensorboard", str(board)
+    )
     client = MlflowClient(tracking_uri=mlflow_server)
     (found,) = client.search_runs(
         [client.get_experiment_by_name("transfer-lab").experiment_id], "attributes.run_name = 'tracked'"
@@ -157,9 +159,9 @@ def test_tensorboard_files_hold_each_epochs_scalars(tracked: SimpleNamespace) ->
     assert best.value == pytest.approx(tracked.metrics["best_val_accuracy"], rel=1e-5)
 
 
-def test_a_tracker_that_is_down_costs_a_warning_not_the_run(home: Path, digits: Path) -> None:
+def test_a_tracker_that_is_down_costs_a_warning_not_the_run(tmp_path: Path, digits: Path) -> None:
     closed = f"http://127.0.0.1:{free_port()}"  # nothing listens there
-    trained = train(digits, home / "runs" / "untracked", "--mlflow", closed)
+    trained = train(digits, tmp_path / "untracked", "--mlflow", closed)
     warnings = [e.message for e in trained.events if isinstance(e, RunWarning)]
     assert any(message.startswith("MLflow stopped recording this run") for message in warnings)
     assert trained.run.state() is RunState.DONE and trained.metrics is not None
@@ -167,7 +169,7 @@ def test_a_tracker_that_is_down_costs_a_warning_not_the_run(home: Path, digits: 
     assert "warning: MLflow stopped recording this run" in trained.stderr
 
 
-def test_a_submitted_run_is_mirrored_by_its_worker_not_by_flags(home: Path, digits: Path) -> None:
+def test_a_submitted_run_is_mirrored_by_its_worker_not_by_flags(digits: Path) -> None:
     err = io.StringIO()
     with contextlib.redirect_stderr(err):
         code = main(["train", str(digits), "--submit", "--mlflow", "http://127.0.0.1:1"])
@@ -182,3 +184,22 @@ def test_results_links_a_mirrored_run_to_its_mlflow_page(tracked: SimpleNamespac
     (link,) = at.get("link_button")
     assert link.proto.label == "Open in MLflow"
     assert link.proto.url == tracked.run.record().provenance["tracking"]["mlflow"]["url"]
+
+
+def test_a_run_from_the_app_is_mirrored_by_its_worker(
+    home: Path, digits: Path, mlflow_server: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mlflow import MlflowClient
+
+    monkeypatch.setenv(
+        "MLFLOW_TRACKING_URI", mlflow_server
+    )  # the app's environment, which its workers inherit
+    run_id = jobs.submit({**DIGITS_PLAN, "data": str(digits), "device": "cpu"}, owner="alice")
+    wait_for_state(run_id, "done", timeout_s=600)
+    where = Run.open(run_id).record().provenance["tracking"]["mlflow"]
+    mirrored = MlflowClient(tracking_uri=mlflow_server).get_run(where["run_id"])
+    assert mirrored.info.status == "FINISHED" and mirrored.info.run_name == run_id
+    assert mirrored.data.tags["owner"] == "alice"
+    assert mirrored.data.metrics["best_val_accuracy"] == pytest.approx(
+        Run.open(run_id).metrics()["best_val_accuracy"]
+    )
