@@ -21,7 +21,8 @@ from helpers_server import free_port, stop_server, wait_healthy
 from core import jobs, storage
 from core.cli import main
 from core.jobs.run import Run, RunState
-from core.training.events import RunWarning, StatusChanged, read_events
+from core.tracking import Mirror, Outcome, TrackedRun, Tracking, mirrored
+from core.training.events import EpochEnd, Event, RunWarning, StatusChanged, Tracked, read_events
 
 pytest.importorskip("mlflow")
 pytest.importorskip("tensorboard")
@@ -205,3 +206,41 @@ def test_a_run_from_the_app_is_mirrored_by_its_worker(
     assert mirrored.data.metrics["best_val_accuracy"] == pytest.approx(
         Run.open(run_id).metrics()["best_val_accuracy"]
     )
+
+
+class Refusing(Mirror):
+    """A tracker that opens, then refuses the first epoch (a server that went away mid-run)."""
+
+    title = "Refusing"
+
+    def __init__(self) -> None:
+        self.asked: list[str] = []
+
+    def start(self, run: TrackedRun) -> Tracked:
+        return Tracked(tracker="refusing", run_id=run.name, url="")
+
+    def observe(self, event: Event) -> None:
+        self.asked.append(event.type)
+        if isinstance(event, EpochEnd):
+            raise ConnectionError("503 Service Unavailable")
+
+    def finish(self, run: TrackedRun, outcome: Outcome) -> None:
+        self.asked.append(outcome)
+
+
+def test_a_tracker_that_fails_mid_run_warns_once_and_is_not_asked_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    refusing = Refusing()
+    monkeypatch.setattr(Tracking, "mirrors", lambda self: [refusing])
+    written: list[Event] = []
+    epochs = [EpochEnd(epoch=n, epochs=2, train_loss=1.0, train_accuracy=0.5, val_loss=1.0,
+                       val_accuracy=0.5, lr=0.1, seconds=1.0) for n in (1, 2)]  # fmt: skip
+    with mirrored(Tracking(), TrackedRun(tmp_path / "run", "ann"), written.append) as emit:
+        for epoch in epochs:
+            emit(epoch)
+    assert [e.type for e in written] == ["tracked", "epoch", "warning", "epoch"]
+    assert (
+        written[2].message == "Refusing stopped recording this run: ConnectionError: 503 Service Unavailable"
+    )
+    assert refusing.asked == ["epoch"]  # neither the second epoch nor the end

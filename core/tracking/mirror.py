@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from enum import StrEnum
@@ -64,7 +65,7 @@ class TrackedRun:
         return final
 
 
-class Mirror:
+class Mirror(ABC):
     """One tracker's copy of one run. A subclass says how it opens, records and closes; any of
     them may raise, and ``mirrored`` turns that into a warning."""
 
@@ -74,16 +75,17 @@ class Mirror:
         """Variables the tracker's library reads, set while the run lasts unless already set."""
         return {}
 
+    @abstractmethod
     def start(self, run: TrackedRun) -> Tracked:
         """Open the tracker's record of ``run``; say where it is."""
-        raise NotImplementedError
 
+    @abstractmethod
     def observe(self, event: Event) -> None:
         """Record what ``event`` says, if this tracker keeps it."""
 
+    @abstractmethod
     def finish(self, run: TrackedRun, outcome: Outcome) -> None:
-        """Record the final metrics and files of a finished run, and close."""
-        raise NotImplementedError
+        """Record the final metrics and files of a finished run (``outcome`` FINISHED), and close."""
 
 
 @dataclass(frozen=True)
