@@ -7,8 +7,10 @@ from __future__ import annotations
 import contextlib
 import io
 import shutil
+import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -244,3 +246,19 @@ def test_a_tracker_that_fails_mid_run_warns_once_and_is_not_asked_again(
         written[2].message == "Refusing stopped recording this run: ConnectionError: 503 Service Unavailable"
     )
     assert refusing.asked == ["epoch"]  # neither the second epoch nor the end
+
+
+def test_a_tracker_that_never_answers_costs_seconds_not_minutes(tmp_path: Path) -> None:
+    run = TrackedRun(tmp_path / "run", "ann")
+    run.directory.mkdir()
+    storage.write_json(run.files.plan_file, {"backbone": "resnet18", "case": 1})
+    written: list[Event] = []
+    with socket.create_server(("127.0.0.1", 0)) as silent:  # connections wait in its backlog, unanswered
+        host, port = silent.getsockname()
+        started = time.monotonic()
+        with mirrored(Tracking(mlflow_uri=f"http://{host}:{port}"), run, written.append):
+            pass
+        waited = time.monotonic() - started
+    assert [e.type for e in written] == ["warning"]
+    assert written[0].message.startswith("MLflow stopped recording this run")
+    assert waited < 60  # MLflow's defaults: 120 s a request, 7 retries
