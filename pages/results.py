@@ -92,6 +92,9 @@ focus_run(chosen)
 run = Run.open(chosen, viewer())
 metrics = run.metrics()
 st.caption(f"{inert.markdown(plan_summary(run.plan_fields()))} · run id `{chosen}`")
+mlflow_page = run.record().provenance.get("tracking", {}).get("mlflow", {}).get("url")
+if mlflow_page:
+    st.link_button("Open in MLflow", mlflow_page, key="results.mlflow", icon=":material/open_in_new:")
 kept_until(run)
 if metrics is None:
     st.info(f"This run has no results ({table.set_index('run_id').loc[chosen, 'state']}).")

@@ -13,7 +13,16 @@ from typing import TextIO
 from tqdm import tqdm
 
 from core import inert
-from core.training.events import BatchEnd, EpochEnd, Event, PhaseStarted, Progress, RuntimeChosen, RunWarning
+from core.training.events import (
+    BatchEnd,
+    EpochEnd,
+    Event,
+    PhaseStarted,
+    Progress,
+    RuntimeChosen,
+    RunWarning,
+    Tracked,
+)
 
 PHASE_LABELS = {"decoding": "decoding images", "features": "computing features"}
 PHASE_LINES = {
@@ -59,6 +68,8 @@ class RunDisplay:
             self._line(f"warning: {event.message}")
         elif isinstance(event, RuntimeChosen):
             self._line(f"the {event.phase} pass ran on {event.summary()}")
+        elif isinstance(event, Tracked):
+            self._line(f"mirrored to {event.tracker}: {event.url or event.run_id}")
         elif isinstance(event, PhaseStarted) and event.phase in PHASE_LINES:
             self._close()
             self._line(PHASE_LINES[event.phase])

@@ -9,6 +9,9 @@ directory and prints.
 worker, or a Ray job under ``TRANSFER_LAB_BACKEND=ray``), and this command follows the run's
 events until it ends; Ctrl-C cancels it. ``--workers N`` (with ``--submit``) trains on N
 processes: torchrun on the local backend, Ray Train on Ray.
+
+``--mlflow URI`` (or ``MLFLOW_TRACKING_URI``) and ``--tensorboard DIR`` mirror the run to the
+team's trackers as it trains (``core.tracking``); a tracker that is down costs a warning line.
 """
 
 from __future__ import annotations
@@ -84,6 +87,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--workers", type=int, default=1, help="with --submit: processes training the run together"
     )
+    parser.add_argument(
+        "--mlflow",
+        metavar="URI",
+        help="mirror the run to this MLflow tracking server (default: $MLFLOW_TRACKING_URI)",
+    )
+    parser.add_argument(
+        "--tensorboard", type=Path, metavar="DIR", help="also write TensorBoard event files to DIR/<run id>"
+    )
     add_owner_argument(parser)
 
 
@@ -113,6 +124,7 @@ def run(args: argparse.Namespace) -> int:
     from core.errors import one_line
     from core.jobs.run import run_events
     from core.models import backbones
+    from core.tracking import TrackedRun, Tracking, mirrored
     from core.training.device import ranks_from_env
     from core.training.plan import Plan
     from core.training.train import fit
@@ -143,12 +155,15 @@ def run(args: argparse.Namespace) -> int:
     run = _run_folder(args.out)
     if ranks.is_main:
         _start(run, plan, args.owner)
-    display = RunDisplay(sys.stderr)
+    # Ranks other than 0 emit nothing, so they mirror nothing either.
+    tracking = Tracking.configured(args.mlflow, args.tensorboard) if ranks.is_main else Tracking()
+    tracked, display = TrackedRun(run.directory, args.owner), RunDisplay(sys.stderr)
     try:
-        with _kept(run) if ranks.is_main else contextlib.nullcontext() as keeper:
-            result = fit(
-                plan, run.directory, run_events(run, keeper, display)
-            )  # ranks other than 0 emit nothing
+        with (
+            _kept(run) if ranks.is_main else contextlib.nullcontext() as keeper,
+            mirrored(tracking, tracked, run_events(run, keeper, display)) as emit,
+        ):
+            result = fit(plan, run.directory, emit)
     except Exception as exc:  # a failed run: one line for people, the status for the app
         raise CliError(f"training failed: {one_line(exc)}") from exc
     finally:
@@ -173,6 +188,11 @@ def _submitted(plan: Plan, args: argparse.Namespace) -> int:
 
     if args.out is not None:
         raise CliError("--out and --submit do not go together: a submitted run lives under runs/")
+    if args.mlflow or args.tensorboard:
+        raise CliError(
+            "--mlflow and --tensorboard mirror a run trained here: a submitted run goes to the "
+            "MLflow server its worker's MLFLOW_TRACKING_URI names"
+        )
     try:
         run_id = jobs.submit(plan.to_dict())
     except TransferLabError as exc:

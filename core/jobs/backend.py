@@ -22,7 +22,7 @@ import os
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
-from core import storage
+from core import storage, tracking
 from core.errors import TransferLabError
 
 if TYPE_CHECKING:
@@ -131,7 +131,11 @@ def of_run(status: Mapping[str, Any]) -> Backend:
 
 
 def worker_environment() -> dict[str, str]:
-    """What every backend's worker is given: this home, this code first on its path, and an
-    unbuffered log, so that the log holds the last words of a worker that is killed."""
+    """What every backend's worker is given: this home, this code first on its path, an
+    unbuffered log, so that the log holds the last words of a worker that is killed, and the
+    MLflow server the app mirrors its runs to."""
     path = os.pathsep.join(filter(None, [str(storage.CODE_ROOT), os.environ.get("PYTHONPATH")]))
-    return {storage.HOME_ENV: str(storage.home()), "PYTHONPATH": path, "PYTHONUNBUFFERED": "1"}
+    given = {storage.HOME_ENV: str(storage.home()), "PYTHONPATH": path, "PYTHONUNBUFFERED": "1"}
+    if os.environ.get(tracking.MLFLOW_URI_ENV):  # a Ray node has its own environment
+        given[tracking.MLFLOW_URI_ENV] = os.environ[tracking.MLFLOW_URI_ENV]
+    return given

@@ -23,7 +23,8 @@ from typing import Any
 
 from core import storage
 from core.errors import TransferLabError
-from core.jobs.run import Run, note_dataset, run_events
+from core.jobs.run import Run, note_provenance, run_events
+from core.tracking import TrackedRun, Tracking, mirrored
 from core.training.events import Emit, Event
 
 # How long torchrun's ranks get to stop after SIGTERM before they are killed.
@@ -41,12 +42,18 @@ def train_rank(config: dict[str, Any]) -> None:
 
     storage.keep_caches_home()
     run = Run(Path(config["run_dir"]))
-    train_run(run.directory, rank_events(run) if ranks_from_env().is_main else _discard)
+    if not ranks_from_env().is_main:
+        train_run(run.directory, _discard)
+        return
+    tracked = TrackedRun(run.directory, run.record().owner)
+    with mirrored(Tracking.configured(), tracked, rank_events(run)) as emit:
+        train_run(run.directory, emit)
 
 
 def rank_events(run: Run) -> Emit:
-    """Rank 0's events: ``events.jsonl`` and the data set's identity in the run record."""
-    return run_events(run, None, functools.partial(note_dataset, run))
+    """Rank 0's events: ``events.jsonl``, and the data set's identity and the trackers' places
+    in the run record."""
+    return run_events(run, None, functools.partial(note_provenance, run))
 
 
 def with_torchrun(run: Run, workers: int) -> None:

@@ -48,6 +48,7 @@ from core.training.events import (
     Progress,
     RunFailed,
     StatusChanged,
+    Tracked,
 )
 
 # Every id the app makes (``20261129-120000-3fa2``) and every folder name ``train --out`` may
@@ -311,8 +312,9 @@ class StatusKeeper:
         self.set_state(RunState.RUNNING, started=time.time())
 
     def observe(self, event: Event) -> None:
-        """A subscriber to the run's events: the data set's identity goes into the record."""
-        note_dataset(self.run, event)
+        """A subscriber to the run's events: the data set's identity and the trackers' places
+        go into the record."""
+        note_provenance(self.run, event)
 
     @contextlib.contextmanager
     def beating(self) -> Iterator[None]:
@@ -390,13 +392,21 @@ def written_whole(run: Run) -> Iterator[None]:
         raise
 
 
-def note_dataset(run: Run, event: Event) -> None:
-    """Put the data set's identity into the run record once the data are ready: what the keeper
-    observes, and what rank 0 of a multi-process run does itself."""
+def note_provenance(run: Run, event: Event) -> None:
+    """Put the data set's identity into the run record once the data are ready, and where a
+    tracker mirrors the run (``tracking``: each tracker's run id and URL) once it does: what the
+    keeper observes, and what rank 0 of a multi-process run does itself."""
     if isinstance(event, DataReady):
-        record = run.record()
-        facts = {**record.provenance, "dataset_sha256": event.sha256}
-        run.write_record(RunRecord(**{**asdict(record), "provenance": facts}))
+        _add_provenance(run, dataset_sha256=event.sha256)
+    elif isinstance(event, Tracked):
+        tracking = run.record().provenance.get("tracking", {})
+        where = {"run_id": event.run_id, "url": event.url}
+        _add_provenance(run, tracking={**tracking, event.tracker: where})
+
+
+def _add_provenance(run: Run, **facts: Any) -> None:
+    record = run.record()
+    run.write_record(RunRecord(**{**asdict(record), "provenance": {**record.provenance, **facts}}))
 
 
 def run_events(run: Run, keeper: StatusKeeper | None, *subscribers: Emit) -> Emit:

@@ -43,6 +43,7 @@ from core.jobs.run import (
     run_events,
     state_of,
 )
+from core.tracking import TrackedRun, Tracking, mirrored
 
 # How long a job past its time limit has to clean up before its process is ended.
 TIME_LIMIT_GRACE_S = 10.0
@@ -109,12 +110,15 @@ def _traceback_logged() -> Iterator[None]:
 
 def _train(run: Run, keeper: StatusKeeper, target: str, runs_on: backend.Backend) -> None:
     """Call the target here, or for a training plan with several ``workers``, have the backend
-    train it on that many processes."""
-    workers = int(run.plan_fields().get("workers") or 1) if target == kinds.TRAIN.target else 1
+    train it on that many processes (whose rank 0 mirrors it to the trackers)."""
+    training = target == kinds.TRAIN.target
+    workers = int(run.plan_fields().get("workers") or 1) if training else 1
     if workers > 1:
         runs_on.launch_ranks(run, workers)
-    else:
-        _load_target(target)(run.directory, run_events(run, keeper))
+        return
+    tracking = Tracking.configured() if training else Tracking()
+    with mirrored(tracking, TrackedRun(run.directory, run.record().owner), run_events(run, keeper)) as emit:
+        _load_target(target)(run.directory, emit)
 
 
 def _load_target(spec: str) -> Callable[..., Any]:

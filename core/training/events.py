@@ -140,6 +140,17 @@ class RunDone(Event):
 
 
 @dataclass(frozen=True)
+class Tracked(Event):
+    """Where the run is mirrored as it happens (``core.tracking``), for Results to link: an MLflow
+    run (its id and page) or a TensorBoard log folder (``url`` is the folder)."""
+
+    type: ClassVar[str] = "tracked"
+    tracker: str
+    run_id: str
+    url: str
+
+
+@dataclass(frozen=True)
 class UnknownEvent(Event):
     """A line of a type this version does not know (written by a newer one): kept, not understood."""
 
@@ -161,6 +172,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         RunWarning,
         RunFailed,
         RunDone,
+        Tracked,
     )
 }
 
