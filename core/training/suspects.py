@@ -58,7 +58,9 @@ class Suspects:
     def from_dict(cls, data: dict[str, Any]) -> Suspects:
         """Tolerant: fields a later version adds are ignored."""
         known = {f.name for f in fields(Suspect)}
-        images = tuple(Suspect(**{k: v for k, v in row.items() if k in known}) for row in data.get("images", []))
+        images = tuple(
+            Suspect(**{k: v for k, v in row.items() if k in known}) for row in data.get("images", [])
+        )
         return cls(str(data.get("source", "")), int(data.get("checked", 0)), images)
 
     def write(self, run_dir: Path) -> None:
@@ -86,7 +88,7 @@ def find_suspects(
     rows = np.flatnonzero(seen)
     # cleanlab needs every class among the given labels, each with a few images to set its threshold.
     if len(rows) == 0 or len(np.unique(labels[rows])) < probabilities.shape[1]:
-        return Suspects(source, int(len(rows)))
+        return Suspects(source, len(rows))
     ranked = find_label_issues(
         labels[rows],
         probabilities[rows],
@@ -109,4 +111,4 @@ def find_suspects(
                 suggested_probability=round(float(probabilities[row, suggested]), 4),
             )
         )
-    return Suspects(source, int(len(rows)), tuple(images))
+    return Suspects(source, len(rows), tuple(images))

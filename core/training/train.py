@@ -25,6 +25,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from core.artifacts.export import export_model, portable_copy
+from core.artifacts.model_card import write_model_card
 from core.artifacts.predict import Predictor
 from core.data import Dataset, Sample, ingest
 from core.errors import TransferLabError
@@ -33,7 +34,6 @@ from core.models.adapt import aux_weight
 from core.models.runtime import Choice, Engine
 from core.storage import RunFiles, read_json, write_json
 from core.training import head, metrics, outcome, setup
-from core.training.suspects import OUT_OF_FOLD, VALIDATION, Suspects, find_suspects
 from core.training.batch_size import DEFAULT_BATCH_SIZE, BatchChoice, choose_batch_size, lr_scale
 from core.training.batches import FeatureSource
 from core.training.device import Accelerator, Ranks, accelerator, ranks_from_env
@@ -61,6 +61,7 @@ from core.training.loop import (
 from core.training.plan import AUTO, Plan
 from core.training.setup import Setup
 from core.training.stages import Stage, head_lr, optimizer_for, stage_groups, stages
+from core.training.suspects import OUT_OF_FOLD, VALIDATION, Suspects, find_suspects
 
 # A tie in validation accuracy counts as progress only if the loss falls by at least this much.
 LOSS_MIN_DELTA = 1e-4
@@ -112,6 +113,7 @@ class Training:
         self.history: list[dict[str, float]] = []
         self.best_accuracy, self.best_loss, self.best_epoch = -1.0, float("inf"), -1
         self.train_samples, self.val_samples, self.test_samples = dataset.train, dataset.val, dataset.test
+        self.data_report = dataset.report
         if not dataset.val:
             raise TrainingError("the validation split is empty: add images or raise val_fraction")
         feature_batch = self.batch_size
@@ -321,7 +323,8 @@ class Training:
     # -- the result ------------------------------------------------------------------------------
 
     def finish(self, run_dir: Path) -> dict[str, Any]:
-        """Restore the best state, export it, measure the exported model, write ``metrics.json``.
+        """Restore the best state, export it, measure the exported model, write ``metrics.json``,
+        the suspects and the model card (with the run record's provenance, where there is one).
 
         The final numbers come from the model as it is exported (float32 on the CPU, each image
         file prepared as Predict prepares it), so that Results and Predict agree on every image;
@@ -335,6 +338,8 @@ class Training:
         result = self._measure(Predictor.of(portable_copy(whole), self.setup.pre, self.setup.classes))
         write_json(files.metrics_file, result)
         self.suspects.write(files.directory)
+        provenance = read_json(files.record_file, {}).get("provenance", {})
+        write_model_card(files.model_dir, result, self.data_report.to_dict(), provenance)
         return result
 
     def _measure(self, exported: Predictor) -> dict[str, Any]:
@@ -354,6 +359,7 @@ class Training:
             "best_epoch": self.best_epoch,
             "epochs_run": len(self.history),
             "majority_rate": majority,
+            "val_interval": metrics.wilson_interval(int((logits.argmax(1) == labels).sum()), len(labels)),
             "labels": classes,
             **_without_accuracy(report),
             "history": self.history,
@@ -407,10 +413,14 @@ def _gathered_order(count: int, ranks: Ranks, seed: int) -> list[int]:
     return [i for rank in range(ranks.world) for i in shard(count, Ranks(rank, ranks.world), seed)]
 
 
-def _suspects(probabilities: torch.Tensor, samples: list[Sample], classes: list[str], source: str) -> Suspects:
+def _suspects(
+    probabilities: torch.Tensor, samples: list[Sample], classes: list[str], source: str
+) -> Suspects:
     """Confident learning on held-out ``probabilities``, one row per sample."""
     labels = [s.label for s in samples]
-    return find_suspects(probabilities.float().cpu().numpy(), labels, [_file(s) for s in samples], classes, source)
+    return find_suspects(
+        probabilities.float().cpu().numpy(), labels, [_file(s) for s in samples], classes, source
+    )
 
 
 def _file(sample: Sample) -> str:
