@@ -14,10 +14,11 @@ from helpers_jobs import colour_folders
 from torch import nn
 
 from core.artifacts import bundle
+from core.cli import main
 from core.data import ingest
 from core.training import head
 from core.training.plan import Plan, PlanError
-from core.training.suspects import OUT_OF_FOLD, Suspects, find_suspects
+from core.training.suspects import OUT_OF_FOLD, Suspect, Suspects, find_suspects
 
 FLIPPED_SHARE = 0.05
 
@@ -133,3 +134,17 @@ def test_the_downloaded_bundle_is_a_hub_repository_whose_readme_is_the_card(fini
 
     assert readme == card
     assert front_matter(readme)["pipeline_tag"] == "image-classification"
+
+
+def test_inspect_lists_a_runs_suspects_and_refuses_a_folder_without_them(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    written = Suspects(OUT_OF_FOLD, 40, (Suspect("cats/7.jpg", "cats", "dogs", 0.08, 0.9),))
+    written.write(tmp_path)
+
+    assert main(["inspect", str(tmp_path), "--suspects", "--json"]) == 0
+    assert Suspects.from_dict(json.loads(capsys.readouterr().out)) == written
+    assert main(["inspect", str(tmp_path), "--suspects"]) == 0
+    assert "cats/7.jpg: labelled cats (8%), looks like dogs (90%)" in capsys.readouterr().out
+    assert main(["inspect", str(tmp_path / "elsewhere"), "--suspects"]) == 1
+    assert "has no suspects.json" in capsys.readouterr().err
