@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
 import zipfile
 from pathlib import Path
 
@@ -11,11 +12,14 @@ import pytest
 import torch
 import yaml
 from helpers_jobs import colour_folders
+from helpers_pages import open_page
 from torch import nn
 
+from core import inert, jobs
 from core.artifacts import bundle
 from core.cli import main
 from core.data import ingest
+from core.data.samples import sample_path
 from core.training import head
 from core.training.plan import Plan, PlanError
 from core.training.suspects import OUT_OF_FOLD, Suspect, Suspects, find_suspects
@@ -148,3 +152,25 @@ def test_inspect_lists_a_runs_suspects_and_refuses_a_folder_without_them(
     assert "cats/7.jpg: labelled cats (8%), looks like dogs (90%)" in capsys.readouterr().out
     assert main(["inspect", str(tmp_path / "elsewhere"), "--suspects"]) == 1
     assert "has no suspects.json" in capsys.readouterr().err
+
+
+def test_results_shows_the_suspects_and_trains_the_next_run_without_them(
+    finished_run: Path, lab_home: Path
+) -> None:
+    shutil.copytree(finished_run, lab_home / "runs" / finished_run.name)
+    files = [s.name for s in ingest(sample_path("faces")).train[:2]]
+    rows = tuple(Suspect(name, "face", "not_face", 0.1, 0.9) for name in files)
+    Suspects(OUT_OF_FOLD, 160, rows).write(lab_home / "runs" / finished_run.name)
+
+    at = open_page("pages/results.py")
+    assert not at.exception
+    shown = f"looks like **not\\_face** (90%) · {inert.markdown(files[0])}"
+    assert any(shown in c.value for c in at.caption), [c.value for c in at.caption]
+    at.button(key="results.drop_suspects").click().run()
+    rerun = next(r for r in jobs.list_runs() if r["run_id"] != finished_run.name)
+    try:
+        plan = json.loads((lab_home / "runs" / rerun["run_id"] / "plan.json").read_text())
+        assert plan["exclude"] == sorted(files) and plan["data"] == str(sample_path("faces"))
+        assert at.title[0].value == "Train"
+    finally:
+        jobs.cancel(rerun["run_id"])

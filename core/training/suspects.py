@@ -9,13 +9,13 @@ model has learnt the wrong labels and vouches for them: cases 1 and 2 use the ou
 probabilities of the new layer's cross-validation on the training images, cases 3 and 4 the
 validation split's.
 
-The record is the run's ``suspects.json``, written and read back without torch (or cleanlab)
-by the pages and the command line; the user may exclude the files from the next run's plan.
+The record is the run's ``suspects.json``, read back without torch (or cleanlab)
+by the pages and the command line; ``plan_without`` gives the next run's plan without them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -50,6 +50,10 @@ class Suspects:
     def files(self) -> list[str]:
         """The suspects' file names, as a plan's ``exclude`` takes them."""
         return [suspect.file for suspect in self.images]
+
+    def plan_without(self, plan: Mapping[str, Any]) -> dict[str, Any]:
+        """``plan`` (a stored plan's fields) for a next run that leaves these images out too."""
+        return {**plan, "exclude": sorted({*plan.get("exclude", ()), *self.files})}
 
     def to_dict(self) -> dict[str, Any]:
         return {"source": self.source, "checked": self.checked, "images": [asdict(s) for s in self.images]}
