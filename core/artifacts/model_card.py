@@ -32,6 +32,7 @@ def write_model_card(
     """Write ``model_dir/MODEL_CARD.md`` from the run's ``metrics``, its data set's report
     (``DatasetReport.to_dict()``) and its ``provenance`` (the run record's); return its path."""
     path = Path(model_dir) / MODEL_CARD_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
     write_text_atomic(path, model_card(metrics, data, provenance))
     return path
 

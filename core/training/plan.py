@@ -133,7 +133,7 @@ class Plan:
             )
 
     def to_dict(self) -> dict[str, Any]:
-        return {"schema": PLAN_SCHEMA, **asdict(self)}
+        return {"schema": PLAN_SCHEMA, **asdict(self), "exclude": list(self.exclude)}  # as JSON reads it
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Plan:
