@@ -421,7 +421,9 @@ def _dataset(
     classes = sorted({r.label for r in manifest.images})
     splits, how, held_out = _assign(manifest.images, val_fraction, seed)
     if exclude:
-        splits, how = _without(splits, set(exclude)), f"{how}; {len(exclude)} file(s) excluded by the plan"
+        kept = _without(splits, set(exclude))
+        dropped = sum(map(len, splits.values())) - sum(map(len, kept.values()))
+        splits, how = kept, f"{how}; {dropped} file(s) excluded by the plan"
     report = build_report(manifest, splits, classes, how, held_out_val=held_out)
     write_text_atomic(work / REPORT_FILENAME, report.to_json())
     index = {label: i for i, label in enumerate(classes)}
