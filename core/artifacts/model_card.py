@@ -24,6 +24,7 @@ from core.artifacts.card import MODEL_CARD_FILE
 from core.storage import write_text_atomic
 
 WORST_CONFUSIONS = 3
+UNSHOWN = ("schema", "data", "exclude")  # plan fields the card shows elsewhere, or not at all
 
 
 def write_model_card(
@@ -96,7 +97,7 @@ def _purpose(plan: Mapping[str, Any], metrics: Mapping[str, Any]) -> str:
 def _data(plan: Mapping[str, Any], data: Mapping[str, Any]) -> str:
     counts = data.get("counts", {})
     rows = [
-        f"| {label} | "
+        f"| {_cell(label)} | "
         + " | ".join(str(counts.get(split, {}).get(label, 0)) for split in ("train", "val", "test"))
         + " |"
         for label in data.get("classes", [])
@@ -125,7 +126,7 @@ def _advice(plan: Mapping[str, Any], metrics: Mapping[str, Any]) -> str:
         f"Case {case.number}, {case.name}: {case.when} {case.reasoning}\n",
         "Plan: "
         + ", ".join(
-            f"{key} {value}" for key, value in plan.items() if key not in ("schema", "data", "exclude")
+            f"{key} {value}" for key, value in plan.items() if key not in UNSHOWN and value is not None
         )
         + ".",
     ]
@@ -153,7 +154,7 @@ def _evaluation(metrics: Mapping[str, Any]) -> str:
     lines += ["", "| class | precision | recall | f1 | images |", "|---|---|---|---|---|"]
     for label, row in metrics["per_class"].items():
         lines.append(
-            f"| {label} | {row['precision']:.2%} | {row['recall']:.2%} | {row['f1']:.2%} | {row['support']} |"
+            f"| {_cell(label)} | {row['precision']:.2%} | {row['recall']:.2%} | {row['f1']:.2%} | {row['support']} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -194,6 +195,11 @@ def _usage() -> str:
         "`preprocess.json` says how to prepare an image, `labels.json` names the outputs.\n\n"
         "```python\n" + SNIPPET + "```\n\n" + PREPARATION
     )
+
+
+def _cell(text: str) -> str:
+    """A class name as a table cell: a ``|`` in an upload's folder name would split the row."""
+    return text.replace("|", "\\|")
 
 
 def _yaml(value: Any, indent: str = "") -> str:
