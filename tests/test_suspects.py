@@ -172,5 +172,7 @@ def test_results_shows_the_suspects_and_trains_the_next_run_without_them(
         plan = json.loads((lab_home / "runs" / rerun["run_id"] / "plan.json").read_text())
         assert plan["exclude"] == sorted(files) and plan["data"] == str(sample_path("faces"))
         assert at.title[0].value == "Train"
+        shown = open_page("pages/results.py", run=rerun["run_id"])
+        assert any("2 images left out" in c.value for c in shown.caption), [c.value for c in shown.caption]
     finally:
         jobs.cancel(rerun["run_id"])
