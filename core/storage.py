@@ -128,6 +128,11 @@ class RunFiles:
         return self.directory / "result.json"
 
     @property
+    def suspects_file(self) -> Path:
+        """Training images that look mislabelled (``core.training.suspects``)."""
+        return self.directory / "suspects.json"
+
+    @property
     def model_dir(self) -> Path:
         """``model.pt2``, ``labels.json`` and ``preprocess.json``: what a user downloads."""
         return self.directory / "model"

@@ -129,4 +129,7 @@ def plan_summary(plan: Mapping[str, Any]) -> str:
         parts.append(f"{plan['image_size']} px")
     augment = plan.get("augment", "light")
     parts.append("no augmentation" if augment == "none" else f"{augment} augmentation")
+    if plan.get("exclude"):
+        left_out = len(plan["exclude"])
+        parts.append(f"{left_out} image{'s' * (left_out > 1)} left out")
     return " · ".join(p for p in parts if p)

@@ -13,6 +13,7 @@ from core.artifacts import bundle
 from core.data import stored_images
 from core.jobs import Run
 from core.training import outcome
+from core.training.suspects import Suspects
 from pages._access import limits, viewer
 from pages._charts import confusion_heatmap, curves_by_run
 from pages._check import check_on_labelled_zip
@@ -161,6 +162,41 @@ else:
                 f"**{inert.markdown(row['predicted'])}** ({row['confidence']:.0%}), "
                 f"truly {inert.markdown(row['true'])} · {inert.markdown(row['file'])}"
             )
+
+st.subheader("Images that look mislabelled")
+SHOWN_SUSPECTS = 12  # the button leaves out every suspect, shown or not
+suspects = Suspects.read(run.directory)
+if suspects is None:
+    st.caption("This run did not look for mislabelled images.")
+elif not suspects.images:
+    st.caption(f"None of the {suspects.checked} images checked looks mislabelled.")
+else:
+    st.caption(
+        f"{len(suspects.images)} of {suspects.checked} images, judged by {suspects.source} (a model that "
+        "did not train on them): each label is unlikely for its class while another class is likely"
+        + (f"; the {SHOWN_SUSPECTS} least likely shown." if len(suspects.images) > SHOWN_SUSPECTS else ".")
+    )
+    paths = image_paths(metrics["plan"]["data"])
+    columns = st.columns(6)
+    for i, suspect in enumerate(suspects.images[:SHOWN_SUSPECTS]):
+        with columns[i % 6]:
+            if suspect.file in paths:
+                st.image(str(paths[suspect.file]), width="stretch")
+            st.caption(
+                f"labelled **{inert.markdown(suspect.given)}** ({suspect.given_probability:.0%}), looks like "
+                f"**{inert.markdown(suspect.suggested)}** ({suspect.suggested_probability:.0%}) · "
+                f"{inert.markdown(suspect.file)}"
+            )
+    if st.button("Train again without them", key="results.drop_suspects", icon=":material/filter_alt_off:"):
+        try:
+            new_run = jobs.submit(
+                suspects.plan_without(run.plan_fields()), dataset_name=run.record().dataset_name,
+                owner=viewer().owner, limits=limits(),
+            )  # fmt: skip
+        except jobs.LimitExceeded as exc:
+            st.error(f"Not started: {exc}.", icon=":material/block:")
+        else:
+            st.switch_page("pages/train.py", query_params={"run": new_run})
 
 st.subheader("Check it on other labelled images")
 check_on_labelled_zip(chosen)

@@ -397,9 +397,11 @@ def test_the_run_directory_is_complete(case1: SimpleNamespace) -> None:
         "worker.lock",
         "events.jsonl",
         "metrics.json",
+        "suspects.json",
         "model/model.pt2",
         "model/labels.json",
         "model/preprocess.json",
+        "model/MODEL_CARD.md",
     }
     plan = json.loads((case1.run_dir / "plan.json").read_text())
     assert (plan["backbone"], plan["case"], plan["image_size"]) == ("efficientnet_lite0", 1, 64)

@@ -1,4 +1,8 @@
-"""The model bundle a user downloads: ``model/`` of a run plus a README that runs it."""
+"""The model bundle a user downloads: ``model/`` of a run plus a README that runs it.
+
+The README is the run's model card (``core.artifacts.model_card``), so that the bundle is a Hugging
+Face Hub repository as it is; a run from before the card gets the short README below.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,7 @@ import io
 import zipfile
 from pathlib import Path
 
+from core.artifacts.card import MODEL_CARD_FILE
 from core.storage import RunFiles, read_json
 
 # Five lines that need torch, torchvision and pillow, and none of Transfer Lab's code.
@@ -15,6 +20,14 @@ p, labels = (json.load(open(f)) for f in ("preprocess.json", "labels.json"))
 model = torch.export.load("model.pt2").module()
 x = T.Compose([T.Resize(p["resize"]), T.CenterCrop(p["crop"]), T.ToTensor(), T.Normalize(p["mean"], p["std"])])(PIL.Image.open("photo.jpg").convert("RGB"))
 print(labels[model(x[None]).argmax()])
+"""
+# What the snippet leaves out, and the model was trained with.
+PREPARATION = """\
+In training, photos were turned upright by their EXIF orientation, transparent pixels were
+composited on white and 16-bit images scaled to 8 bits (by their brightest pixel). The
+snippet's `.convert("RGB")` does none of this: for such images, apply
+`PIL.ImageOps.exif_transpose`, flatten alpha onto white and scale to 8 bits first, or the
+model will see different pixels.
 """
 
 
@@ -27,12 +40,7 @@ def readme(run_dir: Path) -> str:
         f"Classes: {', '.join(labels)}.\n\n"
         "`model.pt2` is a `torch.export` program: float32 images `[N, 3, crop, crop]` in, logits out.\n"
         "`preprocess.json` says how to prepare an image, `labels.json` names the outputs.\n\n"
-        "```python\n" + SNIPPET + "```\n\n"
-        "In training, photos were turned upright by their EXIF orientation, transparent pixels were\n"
-        "composited on white and 16-bit images scaled to 8 bits (by their brightest pixel). The\n"
-        'snippet\'s `.convert("RGB")` does none of this: for such images, apply\n'
-        "`PIL.ImageOps.exif_transpose`, flatten alpha onto white and scale to 8 bits first, or the\n"
-        "model will see different pixels.\n"
+        "```python\n" + SNIPPET + "```\n\n" + PREPARATION
     )
 
 
@@ -47,7 +55,10 @@ def model_bundle(run_dir: Path) -> bytes:
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
         for path in files:
             archive.write(path, f"{folder}/{path.name}")
-        archive.writestr(f"{folder}/README.md", readme(run_dir))
+        card = model_dir / MODEL_CARD_FILE
+        archive.writestr(
+            f"{folder}/README.md", card.read_text(encoding="utf-8") if card.is_file() else readme(run_dir)
+        )
     return buffer.getvalue()
 
 

@@ -15,6 +15,7 @@ from core.storage import read_json
 
 LABELS_FILE = "labels.json"
 PREPROCESS_FILE = "preprocess.json"
+MODEL_CARD_FILE = "MODEL_CARD.md"  # for people and the Hub (core.artifacts.model_card)
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,5 @@
-"""``python -m core inspect``: validate an image zip (or folder) and print its dataset report."""
+"""``python -m core inspect``: validate an image zip (or folder) and print its dataset report;
+with ``--suspects``, list a finished run's training images that look mislabelled."""
 
 from __future__ import annotations
 
@@ -7,17 +8,21 @@ import json
 from pathlib import Path
 
 from core import inert
-from core.cli import positive_int, say
+from core.cli import CliError, positive_int, say
 from core.data.samples import SAMPLES, sample_path
 from core.limits import MIB
 
-HELP = "validate a zip of class folders (or a folder) and print its dataset report"
+HELP = "print the dataset report of a zip of class folders (or a folder), or with --suspects a run's mislabelled-looking images"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "path",
-        help=f"a .zip of class folders, a folder on this machine, or a bundled sample ({', '.join(SAMPLES)})",
+        help=f"a .zip of class folders, a folder on this machine, or a bundled sample ({', '.join(SAMPLES)}); "
+        "with --suspects, a finished run's folder",
+    )
+    parser.add_argument(
+        "--suspects", action="store_true", help="list the run's images whose label the model finds unlikely"
     )
     parser.add_argument(
         "--val-fraction", type=_fraction, default=0.2, help="held out when there is no val/ (default 0.2)"
@@ -31,6 +36,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.suspects:
+        return _suspects(Path(args.path), args.json)
     from core.data import Limits, ingest
 
     source = Path(args.path)
@@ -63,6 +70,25 @@ def run(args: argparse.Namespace) -> int:
         lines.append("Ignored: " + ", ".join(f"{n} {reason}" for reason, n in report.ignored.items()))
     lines += [f"Warning: {warning}" for warning in report.warnings]
     lines.append(f"Stored in {dataset.root}")
+    say(*lines)
+    return 0
+
+
+def _suspects(run_dir: Path, as_json: bool) -> int:
+    from core.training.suspects import Suspects
+
+    suspects = Suspects.read(run_dir)
+    if suspects is None:
+        raise CliError(f"{run_dir} has no suspects.json: give a finished run's folder")
+    if as_json:
+        print(json.dumps(suspects.to_dict(), indent=2))  # ASCII: no name acts on the terminal
+        return 0
+    lines = [f"{len(suspects.images)} of {suspects.checked} images look mislabelled ({suspects.source})"]
+    lines += [
+        f"  {s.file}: labelled {s.given} ({s.given_probability:.0%}), looks like {s.suggested} "
+        f"({s.suggested_probability:.0%})"
+        for s in suspects.images
+    ]
     say(*lines)
     return 0
 

@@ -16,7 +16,7 @@ import shutil
 import tempfile
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,6 +69,7 @@ def ingest(
     seed: int = 0,
     name: str | None = None,
     progress: Progress | None = None,
+    exclude: Collection[str] = (),
 ) -> Dataset:
     """Validate ``source`` (a .zip path, a zip's bytes, or a folder on the server) as a dataset.
 
@@ -77,7 +78,9 @@ def ingest(
 
     Raises :class:`IngestError` with a one-line reason for anything refused. ``val_fraction`` and
     ``seed`` make the stratified validation split when the data has no ``val/`` folder; ``name``
-    labels an upload given as bytes in the report.
+    labels an upload given as bytes in the report. ``exclude`` names images (as the upload names
+    them) to leave out of every split, after splitting: the rest keep the split they had, so runs
+    with and without them compare on the same validation images less the excluded ones.
     """
     if not 0 < val_fraction < 1:
         raise ValueError(f"val_fraction must be between 0 and 1 (exclusive), got {val_fraction!r}")
@@ -99,7 +102,7 @@ def ingest(
                     root, work, manifest = _from_zip(fp, digest, name or path.name, limits, progress)
             else:
                 raise IngestError(f"no such file or folder: {str(path)!r}")
-        return _dataset(root, work, manifest, val_fraction, seed)
+        return _dataset(root, work, manifest, val_fraction, seed, exclude)
     except OSError as exc:
         if is_disk_full(exc):
             raise IngestError(disk_full(exc)) from None
@@ -412,9 +415,15 @@ def _check_classes(manifest: Manifest) -> None:
             )
 
 
-def _dataset(root: Path, work: Path, manifest: Manifest, val_fraction: float, seed: int) -> Dataset:
+def _dataset(
+    root: Path, work: Path, manifest: Manifest, val_fraction: float, seed: int, exclude: Collection[str] = ()
+) -> Dataset:
     classes = sorted({r.label for r in manifest.images})
     splits, how, held_out = _assign(manifest.images, val_fraction, seed)
+    if exclude:
+        kept = _without(splits, set(exclude))
+        dropped = sum(map(len, splits.values())) - sum(map(len, kept.values()))
+        splits, how = kept, f"{how}; {dropped} file(s) excluded by the plan"
     report = build_report(manifest, splits, classes, how, held_out_val=held_out)
     write_text_atomic(work / REPORT_FILENAME, report.to_json())
     index = {label: i for i, label in enumerate(classes)}
@@ -433,6 +442,10 @@ def _dataset(root: Path, work: Path, manifest: Manifest, val_fraction: float, se
         cache_dir=work / "cache",
         work=work,
     )
+
+
+def _without(splits: dict[str, list[Record]], excluded: set[str]) -> dict[str, list[Record]]:
+    return {split: [r for r in records if r.name not in excluded] for split, records in splits.items()}
 
 
 def _assign(

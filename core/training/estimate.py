@@ -43,7 +43,7 @@ def time_plan_here(plan: Plan, batches: int = 2) -> Estimate:
     """
     started = time.perf_counter()
     plan = plan.resolve(backbones.card)
-    dataset = ingest(plan.data, val_fraction=plan.val_fraction, seed=plan.seed)
+    dataset = ingest(plan.data, val_fraction=plan.val_fraction, seed=plan.seed, exclude=plan.exclude)
     built = setup.build(plan, dataset, accelerator(plan.device, plan.precision))
     setup_s = time.perf_counter() - started
     n_train, n_val = len(dataset.train), len(dataset.val) + len(dataset.test)

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -67,11 +67,15 @@ class Standardise(nn.Module):
 
 @dataclass(frozen=True)
 class Choice:
-    """The penalty that cross-validation chose, and what each candidate scored."""
+    """The penalty that cross-validation chose, what each candidate scored, and the chosen
+    penalty's out-of-fold probabilities: each training image's, from the fit that did not see it
+    (the evidence ``core.training.suspects`` weighs labels with; NaN rows for images outside
+    the cross-validated subsample, None when nothing could be folded)."""
 
     weight_decay: float
     folds: int
     accuracy: dict[float, float]  # mean held-out accuracy per candidate
+    held_out: torch.Tensor | None = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict:
         return {
@@ -150,11 +154,13 @@ def choose_weight_decay(
     """
     generator = torch.Generator().manual_seed(seed)
     chosen = torch.randperm(images, generator=generator)[:CV_MAX_IMAGES]
-    scores = _fold_accuracies(head, features, labels, chosen, images, class_weights, generator)
-    if scores is None:
+    folded = _fold_accuracies(head, features, labels, chosen, images, class_weights, generator)
+    if folded is None:
         return Choice(weight_decay=WEIGHT_DECAYS[len(WEIGHT_DECAYS) // 2], folds=0, accuracy={})
+    scores, probabilities = folded
     accuracy = {weight_decay: sum(values) / len(values) for weight_decay, values in scores.items()}
-    return Choice(weight_decay=_best(accuracy), folds=len(next(iter(scores.values()))), accuracy=accuracy)
+    best = _best(accuracy)
+    return Choice(best, len(scores[best]), accuracy, probabilities[best])
 
 
 @dataclass(frozen=True)
@@ -269,9 +275,10 @@ def _fold_accuracies(
     images: int,
     class_weights: torch.Tensor | None,
     generator: torch.Generator,
-) -> dict[float, list[float]] | None:
-    """Each candidate penalty's held-out accuracy per fold of the ``chosen`` images (None when
-    the smallest class is too small to fold)."""
+) -> tuple[dict[float, list[float]], dict[float, torch.Tensor]] | None:
+    """Each candidate penalty's held-out accuracy per fold of the ``chosen`` images, and its
+    held-out probabilities ``[images, classes]`` (NaN outside ``chosen``); None when the
+    smallest class is too small to fold."""
     views = len(features) // images
     image_labels = labels[:images]
     smallest = int(torch.bincount(image_labels[chosen]).min()) if len(chosen) else 0
@@ -280,6 +287,7 @@ def _fold_accuracies(
         return None
     fold_of = _stratified_folds(image_labels[chosen], folds, generator)
     scores: dict[float, list[float]] = {weight_decay: [] for weight_decay in WEIGHT_DECAYS}
+    probabilities: dict[float, torch.Tensor] = {}
     for fold in range(folds):
         held, kept = chosen[fold_of == fold], chosen[fold_of != fold]
         rows = torch.cat([kept + v * images for v in range(views)])  # every view of the kept images
@@ -291,9 +299,11 @@ def _fold_accuracies(
                 candidate, features[rows], labels[rows], weight_decay, class_weights, CV_ITERATIONS
             ).step()
             with torch.no_grad():
-                predicted = candidate.eval()(features[held]).argmax(1)  # view 0: the centre crop
-            scores[weight_decay].append(float((predicted == labels[held]).double().mean()))
-    return scores
+                logits = candidate.eval()(features[held]).float()  # view 0: the centre crop
+            table = probabilities.setdefault(weight_decay, torch.full((images, logits.shape[1]), math.nan))
+            table[held] = logits.softmax(1)
+            scores[weight_decay].append(float((logits.argmax(1) == labels[held]).double().mean()))
+    return scores, probabilities
 
 
 def _best(accuracy: dict[float, float]) -> float:

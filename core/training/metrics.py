@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -11,6 +12,9 @@ import torch.nn.functional as F
 TOP_LOSSES = 16
 # "Large" imbalance: the most common class has at least this many times the images of the rarest.
 IMBALANCE_RATIO = 3.0
+# The validation accuracy's interval: 95%, z = 1.96.
+WILSON_LEVEL = 0.95
+WILSON_Z = 1.959964
 
 
 def class_counts(labels: Sequence[int], num_classes: int) -> torch.Tensor:
@@ -33,6 +37,23 @@ def majority_rate(labels: Sequence[int], num_classes: int) -> float:
     """The accuracy of always answering the most common class: the bar a model must clear."""
     counts = class_counts(labels, num_classes)
     return float(counts.max() / counts.sum()) if counts.sum() else 0.0
+
+
+def wilson_interval(correct: int, images: int, z: float = WILSON_Z) -> dict[str, float]:
+    """The Wilson score interval of an accuracy of ``correct`` out of ``images``: how far the
+    accuracy on a validation set this size may stray from the model's true one. Unlike the
+    normal approximation it stays within [0, 1] and does not collapse to a point at 0% or 100%."""
+    if images == 0:
+        return {"low": 0.0, "high": 1.0, "level": WILSON_LEVEL, "images": 0}
+    rate = correct / images
+    centre = (rate + z * z / (2 * images)) / (1 + z * z / images)
+    half = z * math.sqrt(rate * (1 - rate) / images + z * z / (4 * images * images)) / (1 + z * z / images)
+    return {
+        "low": round(max(0.0, centre - half), 4),
+        "high": round(min(1.0, centre + half), 4),
+        "level": WILSON_LEVEL,
+        "images": images,
+    }
 
 
 def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:

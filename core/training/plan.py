@@ -39,6 +39,7 @@ MAX_IMAGE_SIZE = 2_048
 MAX_SEED = 2**32 - 1
 MAX_RATE = 10.0  # learning rates and weight decay: past this, the first step overflows
 MAX_WORKERS = 1_024
+SCALARS = {"str": str, "int": int, "float": float}
 
 
 class PlanError(TransferLabError, ValueError):
@@ -63,6 +64,9 @@ class Plan:
     Train under Ray; ``batch_size`` is each one's. ``batch_size`` ``"auto"`` is 32 on a CPU and,
     for cases 3 and 4 on a CUDA GPU, a size measured on the run's own steps; the learning rates
     are then meant for a batch of 32 and scale with the size chosen (``core.training.batch_size``).
+    ``exclude`` names images of ``data`` (as the upload names them) that ingestion leaves out,
+    typically an earlier run's suspects (``core.training.suspects``): the plan is the record of
+    what the model did not see.
     """
 
     data: str = ""
@@ -88,9 +92,11 @@ class Plan:
     class_weights: str = "auto"
     patience: int = 5
     workers: int = 1
+    exclude: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         _check_types(self)
+        _check_exclude(self)
         _choice("case", self.case, CASE_NUMBERS)
         _choice("optimizer", self.optimizer, OPTIMIZERS)
         _choice("schedule", self.schedule, SCHEDULES)
@@ -127,7 +133,7 @@ class Plan:
             )
 
     def to_dict(self) -> dict[str, Any]:
-        return {"schema": PLAN_SCHEMA, **asdict(self)}
+        return {"schema": PLAN_SCHEMA, **asdict(self), "exclude": list(self.exclude)}  # as JSON reads it
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Plan:
@@ -234,16 +240,26 @@ def _check_types(plan: Plan) -> None:
     for f in fields(plan):
         value = getattr(plan, f.name)
         kinds = [kind for kind in f.type.split(" | ") if kind != "None"]
+        if not set(kinds) <= SCALARS.keys():
+            continue  # a collection: checked by its own rule
         if value is None and "None" in f.type:
             continue
         if kinds == ["float"] and isinstance(value, int) and not isinstance(value, bool):
             value = float(value) if abs(value) < 2**1023 else math.inf  # JSON writes 1.0 as 1 in places
             object.__setattr__(plan, f.name, value)
-        expected = tuple({"str": str, "int": int, "float": float}[kind] for kind in kinds)
+        expected = tuple(SCALARS[kind] for kind in kinds)
         if isinstance(value, bool) or not isinstance(value, expected):
             raise PlanError(f"{f.name} must be {f.type}, not {value!r}"[:200])
         if kinds == ["float"] and not math.isfinite(value):
             raise PlanError(f"{f.name} must be a finite number, not {value!r}")
+
+
+def _check_exclude(plan: Plan) -> None:
+    """A list of file names (JSON has no tuples), kept as a tuple: the plan stays immutable."""
+    names = plan.exclude
+    if not isinstance(names, (list, tuple)) or not all(isinstance(n, str) and n for n in names):
+        raise PlanError(f"exclude must be a list of file names, not {names!r}"[:200])
+    object.__setattr__(plan, "exclude", tuple(names))
 
 
 def _check_batch_size(value: int | str) -> None:

@@ -25,6 +25,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from core.artifacts.export import export_model, portable_copy
+from core.artifacts.model_card import write_model_card
 from core.artifacts.predict import Predictor
 from core.data import Dataset, Sample, ingest
 from core.errors import TransferLabError
@@ -54,11 +55,13 @@ from core.training.loop import (
     evaluate,
     halve_batch_on_oom,
     lr_at,
+    shard,
     train_one_epoch,
 )
 from core.training.plan import AUTO, Plan
 from core.training.setup import Setup
 from core.training.stages import Stage, head_lr, optimizer_for, stage_groups, stages
+from core.training.suspects import OUT_OF_FOLD, VALIDATION, Suspects, find_suspects
 
 # A tie in validation accuracy counts as progress only if the loss falls by at least this much.
 LOSS_MIN_DELTA = 1e-4
@@ -109,7 +112,8 @@ class Training:
         self.warnings: list[str] = []
         self.history: list[dict[str, float]] = []
         self.best_accuracy, self.best_loss, self.best_epoch = -1.0, float("inf"), -1
-        self.val_samples, self.test_samples = dataset.val, dataset.test
+        self.train_samples, self.val_samples, self.test_samples = dataset.train, dataset.val, dataset.test
+        self.data_report = dataset.report
         if not dataset.val:
             raise TrainingError("the validation split is empty: add images or raise val_fraction")
         feature_batch = self.batch_size
@@ -123,6 +127,7 @@ class Training:
             self._ran("features", sources.features_runtime)
         self.best_state = copy.deepcopy(self.setup.trainable.state_dict())
         self.head_choice: head.Choice | None = None
+        self.suspects: Suspects | None = None
 
     # -- the epochs ------------------------------------------------------------------------------
 
@@ -165,6 +170,10 @@ class Training:
         self.head_choice = head.choose_weight_decay(
             self.setup.trainable, features, labels, images, weights, self.plan.seed
         )
+        if self.head_choice.held_out is not None:
+            order = _gathered_order(len(self.train_samples), self.ranks, self.plan.seed)
+            samples = [self.train_samples[i] for i in order]
+            self.suspects = _suspects(self.head_choice.held_out, samples, self.setup.classes, OUT_OF_FOLD)
         self.emit(PhaseStarted(phase="training"))
         fit = head.HeadFit(self.setup.trainable, features, labels, self.head_choice.weight_decay, weights)
         for epoch in range(self.plan.epochs):
@@ -314,7 +323,8 @@ class Training:
     # -- the result ------------------------------------------------------------------------------
 
     def finish(self, run_dir: Path) -> dict[str, Any]:
-        """Restore the best state, export it, measure the exported model, write ``metrics.json``.
+        """Restore the best state, export it, measure the exported model, write ``metrics.json``,
+        the suspects and the model card (with the run record's provenance, where there is one).
 
         The final numbers come from the model as it is exported (float32 on the CPU, each image
         file prepared as Predict prepares it), so that Results and Predict agree on every image;
@@ -327,6 +337,9 @@ class Training:
         export_model(whole, self.setup.pre, self.setup.classes, files.model_dir)
         result = self._measure(Predictor.of(portable_copy(whole), self.setup.pre, self.setup.classes))
         write_json(files.metrics_file, result)
+        self.suspects.write(files.directory)
+        provenance = read_json(files.record_file, {}).get("provenance", {})
+        write_model_card(files.model_dir, result, self.data_report.to_dict(), provenance)
         return result
 
     def _measure(self, exported: Predictor) -> dict[str, Any]:
@@ -337,6 +350,8 @@ class Training:
         logits, labels = _logits(exported, self.val_samples, cpu_batch, engine)
         report = metrics.report(logits, labels, [_file(s) for s in self.val_samples], classes)
         self.best_accuracy = report["accuracy"]
+        if self.suspects is None:  # cases 3 and 4: the validation images, which no step trained on
+            self.suspects = _suspects(logits.softmax(1), self.val_samples, classes, VALIDATION)
         majority = metrics.majority_rate(labels.tolist(), len(classes))
         result: dict[str, Any] = {
             "val_accuracy": self.history[-1]["val_accuracy"],
@@ -344,6 +359,7 @@ class Training:
             "best_epoch": self.best_epoch,
             "epochs_run": len(self.history),
             "majority_rate": majority,
+            "val_interval": metrics.wilson_interval(int((logits.argmax(1) == labels).sum()), len(labels)),
             "labels": classes,
             **_without_accuracy(report),
             "history": self.history,
@@ -391,6 +407,22 @@ def _all_ranks(source: FeatureSource, ranks: Ranks) -> tuple[torch.Tensor, torch
     return FeatureSource(views, labels, source.accel).stacked()
 
 
+def _gathered_order(count: int, ranks: Ranks, seed: int) -> list[int]:
+    """The training samples' indices in the order ``_all_ranks`` stacks their features: rank
+    after rank, each its own shard."""
+    return [i for rank in range(ranks.world) for i in shard(count, Ranks(rank, ranks.world), seed)]
+
+
+def _suspects(
+    probabilities: torch.Tensor, samples: list[Sample], classes: list[str], source: str
+) -> Suspects:
+    """Confident learning on held-out ``probabilities``, one row per sample."""
+    labels = [s.label for s in samples]
+    return find_suspects(
+        probabilities.float().cpu().numpy(), labels, [_file(s) for s in samples], classes, source
+    )
+
+
 def _file(sample: Sample) -> str:
     """The name people know the image by: its path inside the upload."""
     return sample.name or sample.path.name
@@ -419,11 +451,11 @@ def _data_ready(dataset: Dataset) -> DataReady:
 def _ingest(plan: Plan, ranks: Ranks) -> Dataset:
     """Rank 0 ingests first; the others then find the validated copy it left in the store."""
     if ranks.is_main:
-        dataset = ingest(plan.data, val_fraction=plan.val_fraction, seed=plan.seed)
+        dataset = ingest(plan.data, val_fraction=plan.val_fraction, seed=plan.seed, exclude=plan.exclude)
     if ranks.distributed:
         dist.barrier()
     if not ranks.is_main:
-        dataset = ingest(plan.data, val_fraction=plan.val_fraction, seed=plan.seed)
+        dataset = ingest(plan.data, val_fraction=plan.val_fraction, seed=plan.seed, exclude=plan.exclude)
     return dataset
 
 
