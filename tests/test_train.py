@@ -343,6 +343,9 @@ def case1(home: Path, digits: Path, tmp_path_factory: pytest.TempPathFactory) ->
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(setup, "split_frozen", counting_split)
         patch.setattr(train, "export_model", keeping_export)
+        # Torch runs every pass, so the spy sees each one: on a loaded machine the runtime choice
+        # would otherwise time torch on a few extra inputs (tests/test_inference.py covers it).
+        patch.setenv("TRANSFER_LAB_RUNTIMES", "torch")
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             code = main(
                 [
@@ -420,9 +423,10 @@ def test_the_run_record_says_what_produced_the_run(case1: SimpleNamespace) -> No
 def test_metrics_describe_the_kept_model(case1: SimpleNamespace) -> None:
     m = case1.metrics
     assert m["labels"] == list("0123456789")
-    assert (
-        m["val_accuracy"] == m["history"][-1]["val_accuracy"] and m["best_val_accuracy"] >= m["val_accuracy"]
-    )
+    # The kept model is measured again as exported (fp32), the epochs in the training precision:
+    # where that is bf16 a couple of the 100 images may fall the other way.
+    assert m["val_accuracy"] == m["history"][-1]["val_accuracy"]
+    assert m["best_val_accuracy"] >= m["val_accuracy"] - (0.03 if m["precision"] == "bf16" else 0.0)
     confusion = torch.tensor(m["confusion_matrix"])
     assert confusion.sum() == 100 and confusion.diag().sum() / 100 == pytest.approx(
         m["best_val_accuracy"], abs=0.011
