@@ -36,7 +36,7 @@ from core.storage import write_bytes_atomic, write_json
 
 INT8_FILE = "model.int8.onnx"
 # Calibration needs the range of each activation, not a pass over every image: a few hundred
-# cover it, and each costs a pass that records every intermediate tensor.
+# images cover it, each a forward pass that also takes every tensor's minimum and maximum.
 CALIBRATION_IMAGES = 256
 BATCH = 16
 LATENCY_RUNS = 30  # batch-1 passes timed per model, after warming up; the median is kept

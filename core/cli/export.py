@@ -6,10 +6,13 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from core.artifacts.card import INT8_MAX_DROP
-from core.cli import say
+from core.cli import CliError, say
+
+if TYPE_CHECKING:
+    from core.artifacts.quantize import Int8Check
 
 HELP = "list a finished run's exported model files; --onnx adds an ONNX copy, --int8 a quantised one"
 
@@ -47,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
     files = sorted(str(p) for p in model_dir.iterdir() if p.is_file() and not p.name.startswith("."))
     if args.json:
         listing = {"model_dir": str(model_dir), "files": files, "labels": labels, "preprocess": pre.to_dict()}
-        print(json.dumps(listing | ({"int8": int8} if int8 else {}), indent=2))
+        print(json.dumps(listing | ({"int8": int8.to_dict()} if int8 else {}), indent=2))
         return 0
     print(f"{len(labels)} classes; input {pre.crop}x{pre.crop} px after resizing to {pre.resize} px")
     if int8:
@@ -57,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _export_int8(run_dir: Path, model_dir: Path, max_drop: float) -> dict[str, Any]:
+def _export_int8(run_dir: Path, model_dir: Path, max_drop: float) -> Int8Check:
     """Quantise on the run's own data: the training split it was trained on calibrates, the
     validation split it was scored on checks."""
     from core.artifacts.quantize import export_int8
@@ -67,28 +70,35 @@ def _export_int8(run_dir: Path, model_dir: Path, max_drop: float) -> dict[str, A
     from core.training.events import phase_progress
     from core.training.plan import Plan
 
-    plan = Plan.from_stored(read_json(RunFiles(run_dir).plan_file, {}))
+    stored = read_json(RunFiles(run_dir).plan_file)
+    if not stored:
+        raise CliError(
+            f"--int8 needs the run's plan.json in {run_dir}: it names the images to calibrate and check on"
+        )
+    plan = Plan.from_stored(stored)
     dataset = ingest(plan.data, val_fraction=plan.val_fraction, seed=plan.seed)
     calibration = [sample.path for sample in dataset.train]
     validation = [(sample.path, dataset.classes[sample.label]) for sample in dataset.val]
     display = RunDisplay(sys.stderr)
     try:
-        check = export_int8(
+        return export_int8(
             model_dir, calibration, validation, max_drop, lambda phase: phase_progress(display, phase)
         )
     finally:
         display.close()
-    return check.to_dict()
 
 
-def _int8_lines(check: dict[str, Any]) -> list[str]:
-    return [
-        f"int8: validation accuracy {check['int8_accuracy']:.1%} against {check['fp32_accuracy']:.1%} in fp32 "
-        f"on {check['images']:,} images, the same class on {check['agreement']:.1%}",
-        f"int8: {check['int8_bytes'] / 1e6:.1f} MB against {check['fp32_bytes'] / 1e6:.1f} MB; "
-        f"{check['int8_latency_ms']:.1f} ms against {check['fp32_latency_ms']:.1f} ms per image "
-        f"on {check['cpu']} ({check['threads']} threads)",
-    ]
+def _int8_lines(check: Int8Check) -> list[str]:
+    accuracy = (
+        f"int8: validation accuracy {check.int8_accuracy:.1%} against {check.fp32_accuracy:.1%} in fp32 "
+        f"on {check.images:,} images, the same class on {check.agreement:.1%}"
+    )
+    cost = (
+        f"int8: {check.int8_bytes / 1e6:.1f} MB against {check.fp32_bytes / 1e6:.1f} MB; "
+        f"{check.int8_latency_ms:.1f} ms against {check.fp32_latency_ms:.1f} ms per image "
+        f"on {check.cpu} ({check.threads} threads)"
+    )
+    return [accuracy, cost]
 
 
 def _fraction(text: str) -> float:
