@@ -95,5 +95,6 @@ def export_onnx(model_dir: Path) -> Path:
         output_names=["logits"],
         dynamo=True,
         external_data=False,
+        verbose=False,  # its progress lines would land in the CLI's --json output
     )
     return path
