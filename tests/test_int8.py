@@ -45,6 +45,9 @@ def test_the_int8_model_runs_in_onnxruntime_alone_agrees_with_fp32_and_is_smalle
     assert check["agreement"] >= 0.9 and check["images"] > 0
     assert check["int8_bytes"] == (model / INT8_FILE).stat().st_size
     assert check["int8_bytes"] < check["fp32_bytes"] / 2 == (model / "model.onnx").stat().st_size / 2
+    card = (model / "MODEL_CARD.md").read_text()
+    assert card.count("## The int8 copy") == 1 and f"| {check['int8_accuracy']:.1%} |" in card
+    assert card.index("## The int8 copy") < card.index("## Provenance")
     ran = subprocess.run(
         [sys.executable, "-c", RUN_ALONE, str(model / INT8_FILE), str(model / "preprocess.json")],
         capture_output=True,

@@ -24,6 +24,8 @@ from core.artifacts.card import MODEL_CARD_FILE
 from core.storage import write_text_atomic
 
 WORST_CONFUSIONS = 3
+INT8_HEADING = "## The int8 copy"
+PROVENANCE_HEADING = "## Provenance"
 UNSHOWN = ("schema", "data", "exclude")  # plan fields the card shows elsewhere, or not at all
 
 
@@ -35,6 +37,25 @@ def write_model_card(
     path = Path(model_dir) / MODEL_CARD_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
     write_text_atomic(path, model_card(metrics, data, provenance))
+    return path
+
+
+def note_int8(model_dir: Path, check: Mapping[str, Any]) -> Path | None:
+    """Put the int8 copy's figures (``core.artifacts.quantize.Int8Check.to_dict()``) into the
+    card in ``model_dir``, in place of any earlier int8 section; ``None`` for a model exported
+    before cards existed. The card is written at the end of a run, the int8 copy only later, when
+    someone asks for it."""
+    path = Path(model_dir) / MODEL_CARD_FILE
+    if not path.is_file():
+        return None
+    text = path.read_text(encoding="utf-8")
+    start = text.find(INT8_HEADING)
+    if start >= 0:
+        end = text.find("\n## ", start + len(INT8_HEADING))
+        text = text[:start] + (text[end + 1 :] if end >= 0 else "")
+    at = text.find(PROVENANCE_HEADING)
+    at = len(text) if at < 0 else at
+    write_text_atomic(path, text[:at] + _int8(check) + "\n" + text[at:])
     return path
 
 
@@ -185,7 +206,21 @@ def _weaknesses(metrics: Mapping[str, Any]) -> str:
 def _provenance(plan: Mapping[str, Any], provenance: Mapping[str, Any]) -> str:
     facts = {"seed": plan.get("seed"), **provenance}
     lines = [f"- {key}: {value}" for key, value in facts.items() if value is not None]
-    return "## Provenance\n\n" + "\n".join(lines) + "\n"
+    return PROVENANCE_HEADING + "\n\n" + "\n".join(lines) + "\n"
+
+
+def _int8(check: Mapping[str, Any]) -> str:
+    return (
+        f"{INT8_HEADING}\n\n"
+        f"`model.int8.onnx` ({check['format']}, calibrated on {check['calibration_images']} training images): "
+        f"{check['int8_bytes'] / 2**20:.1f} MB against {check['fp32_bytes'] / 2**20:.1f} MB for `model.onnx`.\n\n"
+        "| | float32 | int8 |\n|---|---|---|\n"
+        f"| validation accuracy ({check['images']} images) | {check['fp32_accuracy']:.1%} | {check['int8_accuracy']:.1%} |\n"
+        f"| latency, one image, {check['threads']} threads of {_cell(check['cpu'])} | "
+        f"{check['fp32_latency_ms']:.1f} ms | {check['int8_latency_ms']:.1f} ms |\n\n"
+        f"The two agree on {check['agreement']:.1%} of the validation images; the export refuses a drop "
+        f"past {check['max_drop']:.1%}.\n"
+    )
 
 
 def _usage() -> str:

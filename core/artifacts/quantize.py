@@ -32,6 +32,7 @@ import torch
 from core import machine
 from core.artifacts.card import INT8_CHECK_FILE, INT8_MAX_DROP, ModelCard
 from core.artifacts.export import ONNX_FILE, ExportError, export_onnx
+from core.artifacts.model_card import note_int8
 from core.artifacts.predict import image_to_input
 from core.data.images import decode_image
 from core.storage import write_bytes_atomic, write_json
@@ -109,6 +110,7 @@ def export_int8(
             )
         write_bytes_atomic(model_dir / INT8_FILE, int8.read_bytes())
     write_json(model_dir / INT8_CHECK_FILE, check.to_dict())
+    note_int8(model_dir, check.to_dict())
     return check
 
 
