@@ -35,7 +35,9 @@ from core.access import LOCAL, LOCAL_OWNER, Viewer
 from core.jobs.admission import admitted
 from core.jobs.run import Run, RunState
 from core.limits import Limits
+from core.models.catalog import card
 from core.training.events import EpochEnd, read_events
+from core.training.plan import Plan
 
 REPEATS = 2
 INTERVAL_ERRORS = 2.0  # as the frozen options' intervals (core.training.head)
@@ -130,8 +132,6 @@ class Race:
 
 def contenders(analysis: Mapping[str, Any]) -> tuple[tuple[Contender, ...], str]:
     """The race's contenders for an analysis (``Analysis.to_dict()``), and the advised one's key."""
-    from core.models.catalog import card
-
     advised_case = int(analysis["recommended_case"])
     *_, whole = analysis["stage_scores"]
     cut = next(s for s in analysis["stage_scores"] if s["stage"] == analysis["cut"])
@@ -198,9 +198,6 @@ def start_race(
 
 def _lane_plan(fields: dict[str, Any], image_size: int | None, limits: Limits | None) -> dict[str, Any]:
     """One lane's plan, resolved (``PlanError`` before anything is queued), at the race's size."""
-    from core.models.catalog import card
-    from core.training.plan import Plan
-
     resolved = Plan.from_dict(fields).resolve()
     if image_size is None:
         min_size, exact = card(resolved.backbone).input_size_rule(resolved.case)
