@@ -115,14 +115,20 @@ def tau(epochs: int, image_size: int, samples: tuple[str, ...]) -> None:
     print(f"mean Kendall tau over {len(taus)} data sets: {sum(taus) / len(taus):+.2f}")
 
 
-CONTENDERS = ("case1", "case2", "case3", "surgical", "case4")
+CONTENDERS = {
+    "case1": "case 1",
+    "case2": "case 2",
+    "case3": "case 3",
+    "surgical": "case 3, surgical",
+    "case4": "case 4",
+}
 README_MARKERS = ("<!-- race:start -->", "<!-- race:end -->")
 
 
 def race(epochs: int, image_size: int | None, sets: tuple[str, ...], readme: bool) -> None:
     """Race each set's plans in a fresh home; print the table, and with ``readme`` write it there."""
     rows = [
-        "| data | advised | " + " | ".join(CONTENDERS) + " | advised plan |",
+        "| data | advised | " + " | ".join(CONTENDERS.values()) + " | advised plan |",
         "|---" * (len(CONTENDERS) + 3) + "|",
     ]
     held = 0
