@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/analysis.py speed [--images 500] [--backbones efficientnet_lite0]
     .venv/bin/python bench/analysis.py tau [--epochs 3] [--image-size 128] [--samples faces,textures]
-    .venv/bin/python bench/analysis.py race [--epochs 3] [--image-size 96]
+    .venv/bin/python bench/analysis.py race [--epochs 3] [--samples faces,digits,textures] [--readme]
 
 - ``speed``: the analysis with its default candidates (every backbone with weights here, or
   ``--backbones``) over N JPEG photo crops (bench/photos.py), each part timed: decoding, the
@@ -12,8 +12,10 @@
 - ``tau``: on each bundled sample, the analysis's ranking of every backbone with weights here
   (plus a random-init Lite0) against the accuracy each reaches fine-tuned (case 3) for a few
   epochs; Kendall's tau of the two orders. Reported, never asserted.
-- ``race``: ``python -m core analyze SAMPLE --race EPOCHS`` on the three bundled samples, and a
-  Markdown table of the recommended case against the race's winner.
+- ``race``: ``python -m core analyze SAMPLE --race EPOCHS`` on each set (the three bundled
+  samples by default, or any folder or zip), a Markdown table of every contender against the
+  advised plan, and on how many sets the advised plan won or tied (reported, never asserted).
+  ``--readme`` writes that table into README.md between its race markers.
 """
 
 from __future__ import annotations
@@ -113,31 +115,69 @@ def tau(epochs: int, image_size: int, samples: tuple[str, ...]) -> None:
     print(f"mean Kendall tau over {len(taus)} data sets: {sum(taus) / len(taus):+.2f}")
 
 
-def race(epochs: int, image_size: int) -> None:
+CONTENDERS = {
+    "case1": "case 1",
+    "case2": "case 2",
+    "case3": "case 3",
+    "surgical": "case 3, surgical",
+    "case4": "case 4",
+}
+README_MARKERS = ("<!-- race:start -->", "<!-- race:end -->")
+
+
+def race(epochs: int, image_size: int | None, sets: tuple[str, ...], readme: bool) -> None:
+    """Race each set's plans in a fresh home; print the table, and with ``readme`` write it there."""
     rows = [
-        "| sample | similarity | recommended | winner | case 1 | case 2 | case 3 |",
-        "|---|---|---|---|---|---|---|",
+        "| data | advised | " + " | ".join(CONTENDERS.values()) + " | advised plan |",
+        "|---" * (len(CONTENDERS) + 3) + "|",
     ]
+    held = 0
     with tempfile.TemporaryDirectory() as tmp:
         env = {**os.environ, "TRANSFER_LAB_HOME": tmp}
-        for name in SAMPLES:
-            command = [sys.executable, "-m", "core", "analyze", name, "--json", "--race", str(epochs),
-                       "--race-image-size", str(image_size)]  # fmt: skip
+        for name in sets:
+            command = [sys.executable, "-m", "core", "analyze", name, "--json", "--race", str(epochs)]
+            if image_size:
+                command += ["--race-image-size", str(image_size)]
             out = subprocess.run(
                 command, cwd=ROOT, env=env, capture_output=True, text=True, check=True
             ).stdout
             result = json.loads(out)
-            cells = [
-                f"{result['race'][c]['accuracy']:.1%} ({result['race'][c]['seconds']:.0f} s)"
-                if c in result["race"]
-                else "-"
-                for c in ("1", "2", "3")
-            ]
-            winner = result["race_winner"] or "tie"
-            rows.append(f"| {name} | {result['similarity']:.2f} {result['verdict']} | {result['recommended_case']} "
-                        f"| {winner} | " + " | ".join(cells) + " |")  # fmt: skip
+            held += result["race_outcome"] in ("won", "tied")
+            rows.append(_race_row(Path(name).stem, result))
             print(rows[-1], flush=True)
-    print("\n".join(rows))
+    verdict = f"The advised plan won or tied on {held} of {len(sets)} sets ({epochs} epoch(s) a fine-tune)."
+    table = "\n".join([*rows, "", verdict])
+    print(table)
+    if readme:
+        write_between_markers(ROOT / "README.md", table)
+
+
+def _race_row(name: str, result: dict) -> str:
+    entries = {entry["key"]: entry for entry in result["race_contenders"]}
+
+    def cell(key: str) -> str:
+        entry = entries.get(key)
+        if entry is None or entry["accuracy"] is None:
+            return "-"
+        fate = (
+            f"dropped after epoch {entry['dropped_after']}"
+            if entry["dropped_after"]
+            else entry["versus_advice"]
+        )
+        return f"{entry['accuracy']:.1%} ± {entry['spread']:.1%}, {entry['seconds'] or 0:.0f} s, {fate}"
+
+    advised = entries[result["race_advised"]]["label"]
+    return f"| {name} | {advised} | " + " | ".join(map(cell, CONTENDERS)) + f" | {result['race_outcome']} |"
+
+
+def write_between_markers(path: Path, text: str) -> None:
+    """Replace what lies between the race markers in ``path`` with ``text``, nothing else."""
+    start, end = README_MARKERS
+    before, found, rest = path.read_text().partition(start)
+    _, found_end, after = rest.partition(end)
+    if not (found and found_end):
+        raise SystemExit(f"{path.name} has no {start} ... {end} section to write the race into")
+    path.write_text(f"{before}{start}\n{text}\n{end}{after}")
 
 
 def main() -> None:
@@ -149,14 +189,17 @@ def main() -> None:
     )
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--image-size", type=int, default=None)
-    parser.add_argument("--samples", default=",".join(SAMPLES), help="comma-separated bundled samples (tau)")
+    parser.add_argument(
+        "--samples", default=",".join(SAMPLES), help="comma-separated bundled samples (tau), or sets to race"
+    )
+    parser.add_argument("--readme", action="store_true", help="write the race's table into README.md (race)")
     args = parser.parse_args()
     if args.what == "speed":
         speed(args.images, tuple(name for name in args.backbones.split(",") if name))
     elif args.what == "tau":
         tau(args.epochs, args.image_size or 128, tuple(args.samples.split(",")))
     else:
-        race(args.epochs, args.image_size or 96)
+        race(args.epochs, args.image_size, tuple(args.samples.split(",")), args.readme)
 
 
 if __name__ == "__main__":

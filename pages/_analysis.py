@@ -1,5 +1,5 @@
 """The Advisor's "Measure my data" part: analyse a data set in a job, show the numbers, carry the
-plan to Train, and race the cases to check the advice.
+plan to Train, and race the plans to check the advice.
 
 The analysis and the race are jobs (``core.jobs``), named in the URL (``?analysis=``,
 ``?race=``), so a reload or a shared link finds them again.
@@ -193,13 +193,11 @@ def _race_controls(result: dict[str, Any], column: Any) -> None:
     race = races.Race.load(race_id, viewer()) if race_id else None
     if race is None:
         epochs = column.number_input("Race epochs", 1, 50, 3, key="advisor.race_epochs")
-        if column.button("Race cases 1, 2 and 3", key="advisor.start_race", icon=":material/sports_score:"):
+        if column.button("Race the plans", key="advisor.start_race", icon=":material/sports_score:"):
             try:
                 started = races.start_race(
-                    result["data"], recommended=result["advice"]["case"], backbone=result["backbone"],
-                    cut=result["cut"], epochs=int(epochs), dataset_name=result["dataset"]["name"],
-                    owner=viewer().owner, limits=limits(),
-                )  # fmt: skip
+                    result, result["data"], epochs=int(epochs), owner=viewer().owner, limits=limits()
+                )
             except (LimitExceeded, PlanError) as exc:
                 column.error(f"Not started: {exc}.", icon=":material/block:")
                 return
@@ -211,19 +209,19 @@ def _race_controls(result: dict[str, Any], column: Any) -> None:
 
 @st.fragment(run_every=POLL_SECONDS * 2)
 def _follow_race(race: races.Race) -> None:
-    for lane in race.lanes:
-        jobs.reconcile(lane.run_id, viewer())
-    standing = races.standing(race)
+    standing = races.advance(race, viewer())
+    contenders = standing.to_dict()["race_contenders"]
     with st.container(border=True, key="advisor.race"):
-        st.markdown(f"**Race:** {standing.verdict}")
-        if standing.cases:
+        st.markdown(f"**Race:** {inert.markdown(standing.verdict)}")
+        if any(entry["accuracy"] is not None for entry in contenders):
             st.plotly_chart(
-                charts.race_chart(standing.to_dict()["race"], race.recommended), key="advisor.race_chart",
-                config={"displayModeBar": False},
-            )  # fmt: skip
+                charts.race_chart(contenders), key="advisor.race_chart", config={"displayModeBar": False}
+            )
         st.caption(
-            f"Each case trains {races.REPEATS} times (seeds {race.lanes[0].seed} and {race.lanes[-1].seed}) "
-            f"as ordinary runs, judged on {standing.judged_on} accuracy; a gap within the seeds' spread is a tie."
+            f"The frozen options score by their new layer's cross-validated fit on the analysis's features; "
+            f"each fine-tune trains {races.REPEATS} times as ordinary runs at a reduced image size, judged on "
+            f"{standing.judged_on} accuracy. A gap within the larger spread is a tie; after each epoch, a "
+            f"fine-tune the leader beats is dropped."
         )
 
 

@@ -117,25 +117,30 @@ def learning_curve(curve: dict[str, Any]) -> go.Figure:
     return _layout(fig, title=f"Learning curve ({shape})", showlegend=False)
 
 
-def race_chart(standing: dict[str, Any], recommended: int) -> go.Figure:
-    """Each case's accuracy per seed (dots) and mean (bar); the recommended case outlined."""
+def race_chart(contenders: list[dict[str, Any]]) -> go.Figure:
+    """Each contender's accuracy with its spread and time; the advised plan in blue, a dropped
+    fine-tune marked as such."""
+    shown = [c for c in contenders if c["accuracy"] is not None]
     fig = go.Figure()
-    cases = sorted(standing, key=int)
     fig.add_bar(
-        x=[f"case {c}" for c in cases], y=[standing[c]["accuracy"] for c in cases], name="mean",
-        marker={"color": [HIGHLIGHT if int(c) == recommended else MUTED for c in cases]},
-        text=[f"{standing[c]['accuracy']:.1%} · {standing[c]['seconds']:.0f} s" for c in cases],
-        textposition="outside",
+        x=[c["label"] for c in shown], y=[c["accuracy"] for c in shown], name="accuracy",
+        marker={"color": [HIGHLIGHT if c["advised"] else MUTED for c in shown]},
+        error_y={"type": "data", "array": [c["spread"] for c in shown], "visible": True},
+        text=[_race_text(c) for c in shown], textposition="outside",
     )  # fmt: skip
-    for c in cases:
-        seeds = standing[c]["accuracies"]
-        fig.add_scatter(
-            x=[f"case {c}"] * len(seeds), y=seeds, mode="markers", showlegend=False,
-            marker={"color": "#1F2937", "size": 8}, hovertemplate="one seed: %{y:.1%}<extra></extra>",
-        )  # fmt: skip
-    fig.update_yaxes(title="accuracy", tickformat=".0%", range=[0, 1.1])
+    fig.update_yaxes(title="accuracy", tickformat=".0%", range=[0, 1.15])
     fig.update_xaxes(type="category")
-    return _layout(fig, title="The race (blue: the advised case)", showlegend=False)
+    return _layout(fig, title="The race (blue: the advised plan)", showlegend=False)
+
+
+def _race_text(contender: dict[str, Any]) -> str:
+    seconds = f" · {contender['seconds']:.0f} s" if contender["seconds"] is not None else ""
+    fate = contender["versus_advice"] or ""
+    if contender["dropped_after"] is not None:
+        fate = f"dropped after epoch {contender['dropped_after']}"
+    return f"{contender['accuracy']:.1%}{seconds}" + (
+        f" · {fate}" if fate and not contender["advised"] else ""
+    )
 
 
 _NONE = {"value": 0.0, "low": 0.0, "high": 0.0}  # no interval where no score

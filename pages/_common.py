@@ -120,6 +120,8 @@ def plan_summary(plan: Mapping[str, Any]) -> str:
     parts = [f"case {case} ({name})", str(plan.get("backbone", "?"))]
     if case == 2 and plan.get("cut"):
         parts.append(f"cut after {plan['cut']}")
+    if plan.get("tune_through"):
+        parts.append(f"surgical: body trained through {plan['tune_through']}")
     if plan.get("weights") == "none":
         parts.append("from scratch")
     parts.append(f"{plan.get('epochs', '?')} epochs")

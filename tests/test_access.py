@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -24,7 +25,7 @@ from core.access import throttle as throttle_module
 from core.access.throttle import FailureThrottle, client_address
 from core.cli import build_parser
 from core.cli import main as cli_main
-from core.experiments.race import Lane, Race
+from core.experiments.race import Contender, Lane, Race
 from core.jobs import kinds, uploads, usage
 from core.jobs.run import Run, RunNotFound, RunRecord
 from core.storage import write_json
@@ -218,8 +219,15 @@ def test_an_upload_belongs_to_whoever_uploaded_it() -> None:
 
 
 def test_another_owners_race_is_none() -> None:
-    race = Race("r1", "/data/faces", 1, (Lane(1, 0, "x"),), owner="alice")
-    write_json(race.file, {**race.__dict__, "lanes": [lane.__dict__ for lane in race.lanes]})
+    race = Race(
+        "r1",
+        "/data/faces",
+        "case3",
+        (Contender("case3", "case 3", {"case": 3}),),
+        (Lane("case3", 0, "x"),),
+        owner="alice",
+    )
+    write_json(race.file, asdict(race))
     assert Race.load("r1", ALICE) == race
     assert Race.load("r1", BOB) is None
 

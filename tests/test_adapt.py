@@ -233,6 +233,24 @@ def test_frozen_body_statistics_split_and_round_trip(backbone: str, case: int) -
         assert torch.equal(clone.eval()(x), expected)
 
 
+def test_a_surgical_fine_tune_trains_the_first_stages_and_the_new_layer_only() -> None:
+    torch.manual_seed(0)
+    model = build_model(resolve("resnet18"), 3, 3, weights="none", tune_through="layer1").train()
+    later = stats(model.layer4)
+
+    model(torch.randn(4, 3, 32, 32)).sum().backward()
+
+    learning = {name.split(".")[0] for name, p in model.named_parameters() if p.grad is not None}
+    assert learning == {"conv1", "bn1", "layer1", "fc"}
+    groups = {g["name"]: g["params"] for g in adapt.param_groups(model, head_lr=1e-2, body_lr=1e-3)}
+    assert numel(groups["body"]) == numel(model.conv1.parameters()) + numel(model.bn1.parameters()) + numel(
+        model.layer1.parameters()
+    )
+    assert all(type(m) is FrozenBatchNorm2d for m in model.layer4.modules() if isinstance(m, _BatchNorm))
+    assert model.bn1.training and all(torch.equal(later[k], v) for k, v in stats(model.layer4).items())
+    assert model.surgery.tune_through == "layer1"
+
+
 # -- export --------------------------------------------------------------------------------------
 
 
@@ -268,6 +286,8 @@ def test_bad_arguments_name_the_valid_choices() -> None:
         build_model(resolve("resnet18"), 2, 3, weights="none", cut="layer9")
     with pytest.raises(ValueError, match="cut 'layer2' applies to case 2"):
         build_model(resolve("resnet18"), 3, 3, weights="none", cut="layer2")
+    with pytest.raises(ValueError, match="tune_through 'layer2' applies to case 3"):
+        build_model(resolve("resnet18"), 4, 3, weights="none", tune_through="layer2")
     with pytest.raises(ValueError, match="split_frozen is for cases 1 and 2"):
         split_frozen(on_meta("resnet18", 3, 3))
     with pytest.raises(TypeError, match="not built by core.models.adapt.build_model"):

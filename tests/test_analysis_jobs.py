@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
+from helpers_race import analysis_of
 
 from core import jobs
 from core.cli import main
 from core.data.samples import sample_path
-from core.experiments.race import CaseResult, Lane, LaneResult, Race, Standing
+from core.experiments import race
+from core.experiments.race import Lane, LaneResult, Race
 from core.jobs import analysis
 from core.jobs.run import RunState
 
@@ -56,13 +60,24 @@ def test_analyze_json_has_the_contract_keys_and_the_race_its_winner(
     assert [p["fraction"] for p in result["learning_curve"]["points"]] == [0.25, 0.5, 1.0]
     assert [entry["name"] for entry in result["backbone_ranking"]] == ["efficientnet_lite0"]
     assert result["evidence"]["shift_by_depth"][-1] == result["evidence"]["deepest_shift"]
-    # The race: three cases, two seeds each, as ordinary runs anyone can open on the Results page.
-    assert set(result["race"]) == {"1", "2", "3"} and result["race_judged_on"] == "validation"
-    assert all(len(entry["accuracies"]) == 2 for entry in result["race"].values())
-    assert result["race_winner"] in (None, 1, 2, 3) and result["race_verdict"]
+    # The race: the frozen options from the analysis's own fits, and the fine-tunes (a shift of the
+    # look brings the surgical one) two seeds each, as ordinary runs anyone can open on Results.
+    contenders = {entry["key"]: entry for entry in result["race_contenders"]}
+    assert list(contenders) == ["case1", "case2", "case3", "surgical"]
+    assert (
+        contenders["case1"]["accuracy"] == whole_body["head_accuracy"]["value"]
+        and contenders["case1"]["frozen"]
+    )
+    assert contenders[f"case{result['recommended_case']}"]["advised"]
+    assert result["race_outcome"] in ("won", "tied", "lost") and result["race_verdict"].startswith(
+        "the advised plan"
+    )
+    assert all(entry["versus_advice"] in ("won", "tied", "lost") for entry in contenders.values())
     runs = jobs.list_runs()
-    assert len(runs) == 6 and {run["state"] for run in runs} == {"done"}
-    assert sorted(run["case"] for run in runs) == [1, 1, 2, 2, 3, 3]
+    assert {run["state"] for run in runs} <= {"done", "cancelled"}
+    assert sorted(run["case"] for run in runs) == [3, 3, 3, 3]
+    surgical = [run for run in result["race_runs"] if run["contender"] == "surgical"]
+    assert {jobs.Run.open(run["run_id"]).plan_fields()["tune_through"] for run in surgical} == {"_blocks.0"}
 
 
 def test_analyze_says_in_words_what_it_measured(capsys: pytest.CaptureFixture[str]) -> None:
@@ -103,22 +118,63 @@ def test_the_analysis_job_runs_beside_a_training_run_and_leaves_its_result(
     wait_final(training)
 
 
-def standing(accuracies: dict[int, tuple[float, float]], recommended: int = 2) -> Standing:
-    lanes = tuple(Lane(case, seed, f"run-{case}-{seed}") for case in accuracies for seed in (0, 1))
-    results = tuple(LaneResult(lane, "done", accuracies[lane.case][lane.seed], 10.0) for lane in lanes)
-    cases = sorted(
-        (CaseResult(case, values, 10.0) for case, values in accuracies.items()), key=lambda c: -c.mean
+def lanes(curves: dict[str, tuple[tuple[float, ...], ...]], state: str = "done") -> tuple[LaneResult, ...]:
+    """One run per curve (validation accuracy after each epoch); a done run scored its last."""
+    return tuple(
+        LaneResult(
+            Lane(key, seed, f"run-{key}-{seed}"), state, curve[-1] if state == "done" else None, 10.0, curve
+        )
+        for key, per_seed in curves.items()
+        for seed, curve in enumerate(per_seed)
     )
-    return Standing(Race("r1", "data", recommended, lanes), results, tuple(cases), "validation")
 
 
-def test_a_race_names_its_winner_unless_the_gap_is_within_the_seeds_spread() -> None:
-    clear = standing({1: (0.70, 0.72), 2: (0.90, 0.91), 3: (0.60, 0.65)})
-    assert clear.winner == 2 and clear.verdict == "case 2 wins (as advised)"
+def a_race(**analysis: Any) -> Race:
+    entries, advised = race.contenders(analysis_of(**analysis))
+    return Race("r1", "data", advised, entries, ())
 
-    close = standing({1: (0.86, 0.92), 2: (0.90, 0.91), 3: (0.60, 0.65)})
-    assert close.winner is None and close.tied
-    assert close.verdict.startswith("a tie between case 2 and case 1")
 
-    against = standing({1: (0.95, 0.96), 2: (0.80, 0.81), 3: (0.60, 0.65)})
-    assert against.verdict == "case 1 wins (the advice was case 2)"
+def test_the_contenders_are_the_frozen_options_full_fine_tuning_and_for_the_look_surgery() -> None:
+    look = a_race(shift="input")
+    assert [c.key for c in look.contenders] == ["case1", "case2", "case3", "surgical"]
+    assert look.advised == "case2" and look.contenders[1].score == race.Score(0.90, pytest.approx(0.02))
+    assert look.contenders[3].fields == {"case": 3, "tune_through": "_blocks.0"}
+    large = a_race(shift="content", size="large")
+    assert [c.key for c in large.contenders] == ["case1", "case2", "case3", "case4"]
+
+
+def test_halving_drops_a_fine_tune_trailing_by_more_than_the_spread_and_keeps_one_within_it() -> None:
+    curves = {
+        "case3": ((0.50, 0.80), (0.55, 0.82)),
+        "surgical": ((0.52, 0.78), (0.50, 0.83)),  # within the spread of the leader's seeds
+        "case4": ((0.30, 0.40), (0.31, 0.42)),  # well behind
+    }
+    now = race.judged(a_race(size="large"), lanes(curves, state="running"))
+
+    assert race.to_drop(now) == ["case4"]
+    # Judged after the latest epoch that every fine-tune has reached: case 4 kept up in its first.
+    behind = lanes({**curves, "case4": ((0.52,), (0.50,))}, state="running")
+    assert race.to_drop(race.judged(a_race(size="large"), behind)) == []
+
+
+def test_the_verdict_says_whether_the_advised_plan_won_tied_or_lost() -> None:
+    def judged(case3: tuple[float, float]) -> race.Standing:
+        runs = lanes({"case3": ((case3[0],), (case3[1],)), "surgical": ((0.5,), (0.52,))})
+        dropped = tuple(
+            replace(lane, state="cancelled", accuracy=None) for lane in lanes({"case4": ((0.3,), (0.32,))})
+        )
+        return race.judged(a_race(size="large"), runs + dropped)
+
+    won = judged((0.70, 0.72))
+    versus = {e["key"]: e["versus_advice"] for e in won.to_dict()["race_contenders"]}
+    assert versus == {"case1": "lost", "case2": "won", "case3": "lost", "surgical": "lost", "case4": "lost"}
+    assert won.verdict == "the advised plan (case 2, cut after _blocks.4) won"
+    assert won.to_dict()["race_contenders"][4]["dropped_after"] == 1
+
+    tied = judged((0.87, 0.93))
+    assert tied.advised.versus_advice == "tied" and tied.to_dict()["race_outcome"] == "tied"
+    assert tied.verdict.endswith("tied with case 3, fine-tune all: the gap is within the spread")
+
+    lost = judged((0.97, 0.98))
+    assert lost.verdict == "the advised plan (case 2, cut after _blocks.4) lost to case 3, fine-tune all"
+    assert lost.entries[2].score == race.Score(0.975, pytest.approx(0.01))

@@ -1,7 +1,8 @@
 """The pages' figures stay readable from 2 to 50 classes and mark the user's place."""
 
 from core.advice import cases
-from pages._charts import confusion_heatmap, decision_matrix, network_diagram
+from pages._analysis_charts import MUTED, race_chart
+from pages._charts import HIGHLIGHT, confusion_heatmap, decision_matrix, network_diagram
 
 
 def test_confusion_matrix_writes_counts_for_few_classes_only() -> None:
@@ -78,3 +79,19 @@ def test_the_star_never_sits_on_a_case_label() -> None:
         for label in figure.layout.annotations:
             same_cell = abs(label.x - star_x) < 0.5
             assert not same_cell or abs(label.y - star_y) >= 0.8, (images, label.text)
+
+
+def test_the_race_chart_shows_each_contenders_spread_time_and_fate_with_the_advice_in_blue() -> None:
+    def entry(label: str, accuracy: float | None, **fields: object) -> dict:
+        return {"label": label, "accuracy": accuracy, "spread": 0.02, "seconds": 30.0, "advised": False,
+                "versus_advice": "lost", "dropped_after": None, **fields}  # fmt: skip
+
+    figure = race_chart([
+        entry("case 1", 0.70), entry("case 2", 0.90, advised=True, versus_advice="won"),
+        entry("case 3", 0.60, dropped_after=1), entry("case 4", None),
+    ])  # fmt: skip
+
+    bars = figure.data[0]
+    assert list(bars.x) == ["case 1", "case 2", "case 3"]  # a contender with no score yet waits
+    assert list(bars.marker.color) == [MUTED, HIGHLIGHT, MUTED] and list(bars.error_y.array) == [0.02] * 3
+    assert list(bars.text) == ["70.0% · 30 s · lost", "90.0% · 30 s", "60.0% · 30 s · dropped after epoch 1"]

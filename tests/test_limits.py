@@ -12,6 +12,7 @@ import pytest
 from fixtures.data.zips import classes, make_zip
 from helpers_jobs import FOREVER, SLEEPY, wait_for
 from helpers_pages import APP, TIMEOUT
+from helpers_race import analysis_of
 from helpers_stored import sha, stored_dataset
 from streamlit.testing.v1 import AppTest
 
@@ -23,7 +24,7 @@ from core.jobs.estimate import estimate
 from core.jobs.run import RunState
 from core.limits import GIB, MIB, LimitExceeded, Limits
 
-FACES, LITE = sample_path("faces"), "efficientnet_lite0"
+FACES = sample_path("faces")
 
 
 # ---------------------------------------------------------------------------- configuration
@@ -122,9 +123,10 @@ def test_a_run_over_the_epochs_or_image_size_limit_is_refused_before_anything_is
 
 
 def test_a_race_is_admitted_whole_or_not_at_all(lab_home: Path) -> None:
-    with pytest.raises(LimitExceeded, match=r"^you have 0 jobs queued or running; this asks for 6 more"):
-        race.start_race(FACES, recommended=1, backbone=LITE, cut=None, epochs=1, owner="ann",
-                        limits=Limits(max_active_runs=4))  # fmt: skip
+    with pytest.raises(LimitExceeded, match=r"^you have 0 jobs queued or running; this asks for 4 more"):
+        race.start_race(
+            analysis_of(shift="input"), FACES, epochs=1, owner="ann", limits=Limits(max_active_runs=3)
+        )
     assert not storage.runs_dir().exists() or list(storage.runs_dir().iterdir()) == []
 
 
@@ -132,13 +134,12 @@ def test_a_race_trains_every_lane_within_the_instance_image_size(
     lab_home: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("TRANSFER_LAB_MAX_RUNS", "1")
-    started = race.start_race(FACES, recommended=1, backbone=LITE, cut=None, epochs=1, owner="ann",
-                              limits=Limits(max_image_size=128))  # fmt: skip
+    started = race.start_race(analysis_of(), FACES, epochs=1, owner="ann", limits=Limits(max_image_size=96))
     for lane in started.lanes:
         jobs.cancel(lane.run_id)
 
     sizes = {jobs.Run.open(lane.run_id).plan_fields()["image_size"] for lane in started.lanes}
-    assert sizes == {128}  # the backbone's own 224 px is over the instance's cap
+    assert sizes == {96}  # the race's own, half the backbone's 224 px, is over the instance's cap
 
 
 def test_every_kind_of_job_counts_against_the_persons_limit_and_the_instances(

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -10,11 +12,16 @@ from streamlit.testing.v1 import AppTest
 
 from core import jobs
 from core.data.samples import sample_path
+from core.experiments import race as races
+from core.experiments.race import Lane, LaneResult
+from core.housekeeping import retention
 from core.jobs import analysis
 from core.jobs.run import RunState
+from core.storage import write_json
 
 APP = str(Path(__file__).resolve().parents[1] / "app_shell.py")
 TIMEOUT = 180
+FACES_ANALYSIS = Path(__file__).parent / "fixtures" / "analysis" / "faces.json"  # analyze faces --sample 24
 
 
 def open_advisor(**query: str) -> AppTest:
@@ -93,3 +100,36 @@ def test_an_analysis_link_to_nothing_says_so(made_up: str) -> None:
 
     [warning] = at.warning
     assert warning.value.startswith("No such analysis")
+
+
+def test_the_advisor_shows_the_race_its_contenders_and_how_the_advice_fared(
+    lab_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The faces sample's analysis as the job left it (advice: case 1; a shift of the look), with a
+    race whose case 3 finished behind and whose surgical fine-tune halving dropped."""
+    result = json.loads(FACES_ANALYSIS.read_text()) | {"data": str(sample_path("faces"))}
+    monkeypatch.setattr(jobs, "status", lambda job_id, viewer=None: {"state": "done"})
+    monkeypatch.setattr(analysis, "analysis_result", lambda job_id, viewer=None: result)
+    contenders, advised = races.contenders(result)
+    lanes = tuple(Lane(key, seed, f"run-{key}-{seed}") for key in ("case3", "surgical") for seed in (0, 1))
+    race = races.Race("r1", result["data"], advised, contenders, lanes)
+    write_json(race.file, asdict(race))
+    ended = tuple(
+        LaneResult(lane, "done", 0.6, 80.0, (0.6,)) if lane.contender == "case3" else
+        LaneResult(lane, "cancelled", None, 40.0, (0.5,))
+        for lane in lanes
+    )  # fmt: skip
+    monkeypatch.setattr(races, "advance", lambda race, viewer=None: races.judged(race, ended))
+    monkeypatch.setattr(retention, "is_due", lambda every_s: False)  # its runs are made up: no sweep
+
+    at = open_advisor(analysis="20990101-000000-0000", race="r1")
+
+    verdict = next(m.value for m in at.markdown if m.value.startswith("**Race:**")).replace("\\", "")
+    # Both frozen options score 100% on faces: a tie, and the fine-tunes behind lost.
+    assert (
+        verdict
+        == "**Race:** the advised plan (case 1, the whole body) tied with case 2, cut after _blocks.10: the gap is within the spread"
+    )
+    [bars] = json.loads(at.get("plotly_chart")[-1].proto.spec)["data"]
+    assert bars["x"] == [c.label for c in contenders]
+    assert bars["text"][2:] == ["60.0% · 80 s · lost", "50.0% · 40 s · dropped after epoch 1"]

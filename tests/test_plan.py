@@ -69,6 +69,17 @@ def test_a_cut_outside_case_2_is_refused() -> None:
         Plan(case=1, cut="layer3")
 
 
+def test_a_surgical_fine_tune_is_case_3_through_a_stage_of_the_backbone(data: str) -> None:
+    with pytest.raises(PlanError, match=r"tune_through 'layer1' applies to case 3"):
+        Plan(case=1, tune_through="layer1")
+    with pytest.raises(
+        PlanError, match=r"tune_through 'layer9' is not a stage of resnet18; choose one of: layer1"
+    ):
+        Plan(data=data, backbone="resnet18", weights="none", case=3, tune_through="layer9").resolve()
+    plan = Plan(data=data, backbone="resnet18", weights="none", case=3, tune_through="layer1").resolve()
+    assert Plan.from_stored(plan.to_dict()).tune_through == "layer1"
+
+
 def test_case_3_trains_the_head_alone_first_as_fine_tune_does() -> None:
     assert Plan(case=3, epochs=5).head_only_epochs == 1
     assert Plan(case=3, epochs=1).head_only_epochs == 0

@@ -848,6 +848,19 @@ def test_train_command_refuses_bad_plans_in_one_line(
     assert "already holds a run; choose another --out" in capsys.readouterr().err
 
 
+def test_a_surgical_fine_tune_trains_from_the_command_line_and_its_plan_says_so(
+    five_digits: Path, tmp_path: Path
+) -> None:
+    argv = ["train", str(five_digits), "--backbone", "efficientnet_lite0", "--case", "3", "--epochs", "1"]
+    run_dir = tmp_path / "surgical"
+
+    code = main([*argv, "--tune-through", "_blocks.0", "--image-size", "32", "--out", str(run_dir)])
+
+    assert code == 0
+    assert json.loads((run_dir / "plan.json").read_text())["tune_through"] == "_blocks.0"
+    assert json.loads((run_dir / "metrics.json").read_text())["epochs_run"] == 1
+
+
 def test_a_command_line_run_is_listed_with_the_app_s_runs(
     five_digits: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

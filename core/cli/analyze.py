@@ -2,8 +2,8 @@
 
 The plan the evidence picks (the new layer cross-validated on every frozen option's features, a
 learning curve for the size), the shift from ImageNet named (BatchNorm shift by depth), the
-backbones ranked on frozen features (LogME, k-NN, ImageNet top-1); ``--race`` then trains cases
-1, 2 and 3 briefly to check the advice.
+backbones ranked on frozen features (LogME, k-NN, ImageNet top-1); ``--race`` then races the
+advised plan against the others (``core.experiments.race``) to check the advice.
 """
 
 from __future__ import annotations
@@ -37,13 +37,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     parser.add_argument(
-        "--race", type=positive_int, metavar="EPOCHS", help="also train cases 1, 2 and 3 for EPOCHS each"
+        "--race",
+        type=positive_int,
+        metavar="EPOCHS",
+        help="also race the plans, fine-tunes for EPOCHS at most",
     )
     parser.add_argument(
         "--race-image-size",
         type=positive_int,
         metavar="PX",
-        help="the race's input size (default: the backbone's)",
+        help="the fine-tunes' input size (default: half the backbone's)",
     )
     parser.add_argument("--json", action="store_true", help="print the result as one JSON object")
     add_owner_argument(parser)  # the race's runs
@@ -71,15 +74,15 @@ def run(args: argparse.Namespace) -> int:
     finally:
         display.close()
     if args.race:
-        from core.experiments.race import run_race, start_race
+        from core.experiments.race import REPEATS, run_race, start_race
 
         race = start_race(
-            dataset.root, recommended=result["recommended_case"], backbone=result["backbone"], cut=result["cut"],
-            epochs=args.race, seed=args.seed, dataset_name=result["dataset"]["name"],
-            plan={"image_size": args.race_image_size} if args.race_image_size else None, owner=args.owner,
+            result, dataset.root, epochs=args.race, seed=args.seed, image_size=args.race_image_size,
+            owner=args.owner,
         )  # fmt: skip
+        names = ", ".join(c.label for c in race.contenders)
         say(
-            f"racing cases 1, 2 and 3 for {args.race} epoch(s), twice each: race {race.race_id}",
+            f"racing {names}; fine-tunes for {args.race} epoch(s), {REPEATS} seeds each: race {race.race_id}",
             file=sys.stderr,
         )
         result |= run_race(race, say=lambda line: say(line, file=sys.stderr)).to_dict()
@@ -118,10 +121,14 @@ def _summary(result: dict) -> list[str]:
         )
         lines.append(f"  {where:<34} new layer {held_out}  k-NN {stage['knn']['value']:.1%}")
     lines.append(f"case 2 would cut at {result['cut']}")
-    if "race" in result:
-        for case, entry in result["race"].items():
-            lines.append(
-                f"  case {case}: {entry['accuracy']:.1%} on {result['race_judged_on']}, {entry['seconds']:.0f} s"
-            )
+    for entry in result.get("race_contenders", []):
+        shown = "-" if entry["accuracy"] is None else f"{entry['accuracy']:.1%} ± {entry['spread']:.1%}"
+        dropped = (
+            f", dropped after epoch {entry['dropped_after']}" if entry["dropped_after"] is not None else ""
+        )
+        lines.append(
+            f"  {entry['label']:<34} {shown}  {entry['seconds'] or 0:.0f} s  {entry['versus_advice'] or '-'}{dropped}"
+        )
+    if "race_verdict" in result:
         lines.append(f"race: {result['race_verdict']}")
     return lines

@@ -54,6 +54,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--weights", default="imagenet", help="imagenet, none (random init) or a state_dict path"
     )
     parser.add_argument("--cut", help="case 2: the stage after which to cut (default: the family's)")
+    parser.add_argument(
+        "--tune-through", metavar="STAGE", help="case 3: train the body only through this stage (surgical)"
+    )
     parser.add_argument("--image-size", type=int, help="input side in pixels (default: the backbone's)")
     parser.add_argument(
         "--batch-size",
@@ -134,6 +137,7 @@ def run(args: argparse.Namespace) -> int:
         backbone=args.backbone or "",
         case=args.case,
         cut=args.cut,
+        tune_through=args.tune_through,
         weights=args.weights,
         epochs=args.epochs,
         batch_size=args.batch_size,

@@ -1,20 +1,31 @@
-"""A race of the cases, to check the advice on the user's own data.
+"""A race of the plans, to check the advice on the user's own data, fast.
 
-Cases 1, 2 (at the suggested cut) and 3 train for a few epochs each as ordinary queued runs, on
-the same data and the same seeds. Each case runs ``REPEATS`` times with consecutive seeds; where
-the data brings no ``val/`` folder the seed also draws the validation split, so the repeats are
-a repeated hold-out estimate. A case's score is its mean accuracy, on the test split when the
-data has one, else on validation; the leader wins unless the gap to the runner-up is within the
-spread of either one's repeats, which is called a tie. A race is a small record under
-``races/`` naming its runs, so a page can follow it after a reload.
+The contenders: both frozen options (case 1, and case 2 at the analysis's cut), full fine-tuning
+(case 3), the surgical fine-tune (case 3 through the first stage only) when the shift is in the
+images' look, and training from scratch (case 4) when the data is large or advised. A frozen
+option costs no run: the analysis already fitted its new layer on cached features, and its
+cross-validated accuracy (the interval over the folds) is its score. The fine-tunes are
+ordinary queued runs, ``REPEATS`` seeds each, at a reduced image size; where the data has no
+``val/`` folder the seed also draws the validation split, so the repeats are a repeated hold-out
+estimate. A fine-tune's score is its mean accuracy, on the test split when the data has one,
+else on validation, and its spread ``INTERVAL_ERRORS`` standard errors of that mean.
+
+One rule decides everything: a score beats another when the gap exceeds the larger of their
+spreads; otherwise they tie. It drops fine-tunes early (successive halving: after an epoch that
+every fine-tune still racing has reached in at least one run, one that the leader beats is
+cancelled) and it judges each contender against the advised plan: won, tied or lost.
+
+A race is a small record under ``races/`` naming its contenders and runs, so a page can follow
+it after a reload; dropping is read back from the runs (a dropped contender's runs are cancelled).
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -24,15 +35,69 @@ from core.access import LOCAL, LOCAL_OWNER, Viewer
 from core.jobs.admission import admitted
 from core.jobs.run import Run, RunState
 from core.limits import Limits
+from core.models.catalog import card
+from core.training.events import EpochEnd, read_events
+from core.training.plan import Plan
 
-RACE_CASES = (1, 2, 3)
 REPEATS = 2
+INTERVAL_ERRORS = 2.0  # as the frozen options' intervals (core.training.head)
+SIZE_FACTOR = 2  # the fine-tunes train at the backbone's image size divided by this
 POLL_S = 1.0
+OUTCOMES = ("won", "tied", "lost")
+
+
+@dataclass(frozen=True)
+class Score:
+    """An accuracy and its spread: half the width of its interval."""
+
+    accuracy: float
+    spread: float
+
+    @classmethod
+    def of(cls, values: tuple[float, ...]) -> Score:
+        """The mean of repeated measurements, ``INTERVAL_ERRORS`` standard errors either side."""
+        mean = sum(values) / len(values)
+        if len(values) < 2:
+            return cls(mean, 0.0)
+        variance = sum((v - mean) ** 2 for v in values) / (len(values) - 1)
+        return cls(mean, INTERVAL_ERRORS * math.sqrt(variance / len(values)))
+
+    def beats(self, other: Score) -> bool:
+        """Ahead by more than the larger spread: the race's one rule."""
+        return self.accuracy - other.accuracy > max(self.spread, other.spread)
+
+
+def outcome(score: Score, rivals: list[Score]) -> str:
+    """``won`` when ``score`` beats every rival, ``lost`` when any beats it, else ``tied``."""
+    if any(rival.beats(score) for rival in rivals):
+        return "lost"
+    return "won" if all(score.beats(rival) for rival in rivals) else "tied"
+
+
+@dataclass(frozen=True)
+class Contender:
+    """One plan in the race: ``fields`` are its plan's own (case, cut, tune_through); a frozen
+    option carries its ``score`` and ``seconds`` from the analysis and runs nothing."""
+
+    key: str
+    label: str
+    fields: dict[str, Any]
+    score: Score | None = None
+    seconds: float | None = None
+
+    @property
+    def frozen(self) -> bool:
+        return self.score is not None
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Contender:
+        score = Score(**data["score"]) if data.get("score") else None
+        return cls(data["key"], data["label"], dict(data["fields"]), score, data.get("seconds"))
 
 
 @dataclass(frozen=True)
 class Lane:
-    case: int
+    contender: str
     seed: int
     run_id: str
 
@@ -41,7 +106,8 @@ class Lane:
 class Race:
     race_id: str
     data: str
-    recommended: int
+    advised: str  # the key of the contender the analysis advised
+    contenders: tuple[Contender, ...]
     lanes: tuple[Lane, ...]
     owner: str = LOCAL_OWNER
 
@@ -57,10 +123,88 @@ class Race:
             return None
         data = storage.read_json(storage.races_dir() / f"{race_id}.json")
         owner = (data or {}).get("owner", LOCAL_OWNER)
-        if not data or not viewer.may_see(owner):
-            return None
+        if not data or not viewer.may_see(owner) or "contenders" not in data:
+            return None  # nor a race of the cases from before contenders (it cannot be judged)
+        contenders = tuple(Contender.from_dict(c) for c in data["contenders"])
         lanes = tuple(Lane(**lane) for lane in data["lanes"])
-        return cls(data["race_id"], data["data"], int(data["recommended"]), lanes, owner)
+        return cls(data["race_id"], data["data"], data["advised"], contenders, lanes, owner)
+
+
+def contenders(analysis: Mapping[str, Any]) -> tuple[tuple[Contender, ...], str]:
+    """The race's contenders for an analysis (``Analysis.to_dict()``), and the advised one's key."""
+    advised_case = int(analysis["recommended_case"])
+    *_, whole = analysis["stage_scores"]
+    cut = next(s for s in analysis["stage_scores"] if s["stage"] == analysis["cut"])
+    each_fit = analysis["seconds"].get("cut", 0.0) / len(analysis["stage_scores"])
+    entries = [
+        _frozen("case1", "case 1, the whole body", {"case": 1}, whole, each_fit),
+        _frozen(
+            "case2", f"case 2, cut after {cut['stage']}", {"case": 2, "cut": cut["stage"]}, cut, each_fit
+        ),
+        Contender("case3", "case 3, fine-tune all", {"case": 3}),
+    ]
+    if analysis["shift_type"]["kind"] == "input":
+        first = card(analysis["backbone"]).stages[0]
+        entries.append(
+            Contender("surgical", f"case 3, tune through {first}", {"case": 3, "tune_through": first})
+        )
+    if analysis["size"]["size"] == "large" or advised_case == 4:
+        entries.append(Contender("case4", "case 4, train everything", {"case": 4}))
+    return tuple(entries), f"case{advised_case}"
+
+
+def _frozen(key: str, label: str, fields: dict, stage: Mapping[str, Any], seconds: float) -> Contender:
+    head = stage["head_accuracy"] or {"value": 0.0, "low": 0.0, "high": 0.0}
+    spread = max(head["high"] - head["value"], head["value"] - head["low"])
+    return Contender(key, label, fields, Score(head["value"], spread), seconds)
+
+
+def start_race(
+    analysis: Mapping[str, Any],
+    data: str | Path,
+    *,
+    epochs: int,
+    seed: int = 0,
+    image_size: int | None = None,
+    owner: str = LOCAL_OWNER,
+    limits: Limits | None = None,
+) -> Race:
+    """Queue the fine-tunes' runs for ``owner`` and record the race of ``analysis``'s plans.
+
+    Each lane's plan is resolved before anything is queued, at ``image_size`` or else the
+    backbone's own reduced by ``SIZE_FACTOR`` (within the instance's ``max_image_size``), and
+    checked like any run's. Seeds go round by round, so that a lone worker finishes every
+    fine-tune's first run before any second and halving can drop a contender's later runs. With
+    ``limits``, the race is admitted whole or refused (``LimitExceeded``)."""
+    entries, advised = contenders(analysis)
+    common = {"data": str(data), "backbone": analysis["backbone"], "epochs": epochs}
+    lane_plans = [
+        (c.key, _lane_plan({**common, **c.fields, "seed": seed + repeat}, image_size, limits))
+        for repeat in range(REPEATS) for c in entries if not c.frozen
+    ]  # fmt: skip
+    if limits is not None:
+        for _, fields in lane_plans:
+            limits.check_plan(fields["epochs"], fields["image_size"])
+    lanes = []
+    name = analysis["dataset"].get("name")
+    with admitted(owner, limits, runs=len(lane_plans)) if limits else contextlib.nullcontext():
+        for key, fields in lane_plans:
+            lanes.append(Lane(key, fields["seed"], jobs.submit(fields, dataset_name=name, owner=owner)))
+    race_id = time.strftime("%Y%m%d%H%M%S") + secrets.token_hex(3)
+    race = Race(race_id, str(data), advised, entries, tuple(lanes), owner)
+    storage.write_json(race.file, asdict(race))
+    return race
+
+
+def _lane_plan(fields: dict[str, Any], image_size: int | None, limits: Limits | None) -> dict[str, Any]:
+    """One lane's plan, resolved (``PlanError`` before anything is queued), at the race's size."""
+    resolved = Plan.from_dict(fields).resolve()
+    if image_size is None:
+        min_size, exact = card(resolved.backbone).input_size_rule(resolved.case)
+        image_size = exact or max(min_size, resolved.image_size // SIZE_FACTOR)
+        if limits is not None and limits.max_image_size is not None:
+            image_size = min(image_size, limits.max_image_size)
+    return replace(resolved, image_size=image_size).resolve().to_dict()  # a size refused says so
 
 
 @dataclass(frozen=True)
@@ -69,169 +213,179 @@ class LaneResult:
     state: str
     accuracy: float | None  # on the split the race is judged on, once the run is done
     seconds: float | None
+    val_by_epoch: tuple[float, ...] = ()  # validation accuracy after each epoch so far
 
 
 @dataclass(frozen=True)
-class CaseResult:
-    case: int
-    accuracies: tuple[float, ...]
-    seconds: float
+class Entry:
+    """Where one contender stands: its score (None until a run finishes), the time one of its
+    runs took (or its head fit's), whether halving dropped it, and how it fares against the
+    advice once the race is over."""
 
-    @property
-    def mean(self) -> float:
-        return sum(self.accuracies) / len(self.accuracies)
+    contender: Contender
+    score: Score | None
+    seconds: float | None
+    dropped_after: int | None = None  # the epoch after which halving dropped it
+    versus_advice: str | None = None  # won, tied or lost; None while racing
 
-    @property
-    def spread(self) -> float:
-        return max(self.accuracies) - min(self.accuracies)
+    def to_dict(self, advised: str) -> dict[str, Any]:
+        c, s = self.contender, self.score
+        return {
+            "key": c.key,
+            "label": c.label,
+            "plan": c.fields,
+            "advised": c.key == advised,
+            "frozen": c.frozen,
+            "accuracy": None if s is None else round(s.accuracy, 4),
+            "spread": None if s is None else round(s.spread, 4),
+            "seconds": None if self.seconds is None else round(self.seconds, 1),
+            "dropped_after": self.dropped_after,
+            "versus_advice": self.versus_advice,
+        }
 
 
 @dataclass(frozen=True)
 class Standing:
-    """Where a race stands: every lane, and once all are done, the winner (None for a tie)."""
+    """Where a race stands: every lane, every contender, and once all runs are final, how the
+    advised plan fared."""
 
     race: Race
     lanes: tuple[LaneResult, ...]
-    cases: tuple[CaseResult, ...]  # best first, cases with a finished lane only
-    judged_on: str  # "test" or "validation"
+    entries: tuple[Entry, ...]
+    judged_on: str  # the fine-tunes': "test" or "validation"
 
     @property
     def finished(self) -> bool:
         return all(RunState(lane.state).final for lane in self.lanes)
 
     @property
-    def tied(self) -> bool:
-        if len(self.cases) < 2:
-            return False
-        leader, runner_up = self.cases[0], self.cases[1]
-        return leader.mean - runner_up.mean <= max(leader.spread, runner_up.spread)
-
-    @property
-    def winner(self) -> int | None:
-        if not self.finished or not self.cases or self.tied:
-            return None
-        return self.cases[0].case
+    def advised(self) -> Entry:
+        return next(e for e in self.entries if e.contender.key == self.race.advised)
 
     @property
     def verdict(self) -> str:
         if not self.finished:
             done = sum(RunState(lane.state).final for lane in self.lanes)
             return f"{done} of {len(self.lanes)} runs finished"
-        if not self.cases:
-            return "no run finished: nothing to judge"
-        if self.winner is None:
-            tied = " and ".join(f"case {c.case}" for c in self.cases[:2])
-            return f"a tie between {tied}: the gap is within the spread of {REPEATS} seeds"
-        agrees = (
-            "as advised"
-            if self.winner == self.race.recommended
-            else f"the advice was case {self.race.recommended}"
-        )
-        return f"case {self.winner} wins ({agrees})"
+        advised = self.advised
+        if advised.dropped_after is not None:
+            return f"the advised plan ({advised.contender.label}) was dropped after epoch {advised.dropped_after}"
+        if advised.score is None:
+            return f"the advised plan ({advised.contender.label}) has no finished run: nothing to judge"
+        others = [e for e in self.entries if e is not advised and e.score is not None]
+        if advised.versus_advice == "lost":
+            beaten_by = ", ".join(e.contender.label for e in others if e.versus_advice == "won")
+            return f"the advised plan ({advised.contender.label}) lost to {beaten_by}"
+        if advised.versus_advice == "tied":
+            tied = ", ".join(e.contender.label for e in others if e.versus_advice == "tied")
+            return (
+                f"the advised plan ({advised.contender.label}) tied with {tied}: the gap is within the spread"
+            )
+        return f"the advised plan ({advised.contender.label}) won"
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "race": {
-                str(c.case): {
-                    "accuracy": round(c.mean, 4),
-                    "accuracies": [round(a, 4) for a in c.accuracies],
-                    "seconds": round(c.seconds, 1),
-                }
-                for c in self.cases
-            },
-            "race_winner": self.winner,
-            "race_tie": self.tied,
+            "race_contenders": [e.to_dict(self.race.advised) for e in self.entries],
+            "race_advised": self.race.advised,
+            "race_outcome": self.advised.versus_advice if self.finished else None,
             "race_judged_on": self.judged_on,
             "race_verdict": self.verdict,
             "race_runs": [asdict(lane.lane) | {"state": lane.state} for lane in self.lanes],
         }
 
 
-def start_race(
-    data: str | Path,
-    *,
-    recommended: int,
-    backbone: str,
-    cut: str | None,
-    epochs: int,
-    seed: int = 0,
-    dataset_name: str | None = None,
-    plan: dict[str, Any] | None = None,
-    owner: str = LOCAL_OWNER,
-    limits: Limits | None = None,
-) -> Race:
-    """Queue the race's runs (``plan`` adds fields to each, such as an image size) for ``owner``
-    and record it. Each lane's plan is resolved before anything is queued: the image size the
-    lanes train at is decided here, once (the backbone's own, brought down to the instance's
-    ``max_image_size``), and checked like any run's. With ``limits``, the race is admitted whole
-    or refused (``LimitExceeded``): its runs count against ``owner``'s jobs like any others."""
-    lane_plans = [
-        _lane_plan(plan or {}, data=str(data), case=case, backbone=backbone, cut=cut if case == 2 else None,
-                   epochs=epochs, seed=seed + repeat, limits=limits)
-        for repeat in range(REPEATS) for case in RACE_CASES
-    ]  # fmt: skip
-    if limits is not None:
-        for fields in lane_plans:
-            limits.check_plan(fields["epochs"], fields["image_size"])
-    lanes = []
-    with admitted(owner, limits, runs=len(lane_plans)) if limits else contextlib.nullcontext():
-        for fields in lane_plans:
-            run_id = jobs.submit(fields, dataset_name=dataset_name, owner=owner)
-            lanes.append(Lane(fields["case"], fields["seed"], run_id))
-    race_id = time.strftime("%Y%m%d%H%M%S") + secrets.token_hex(3)
-    race = Race(race_id, str(data), recommended, tuple(lanes), owner)
-    storage.write_json(race.file, asdict(race))
-    return race
+def judged(race: Race, lanes: tuple[LaneResult, ...], judged_on: str = "validation") -> Standing:
+    """The standing of ``lanes``: each contender scored, and once all are final, judged against
+    the advised plan by the race's one rule (a dropped contender lost)."""
+    entries = [_entry(c, [r for r in lanes if r.lane.contender == c.key]) for c in race.contenders]
+    if all(RunState(r.state).final for r in lanes):
+        advised = next(e for e in entries if e.contender.key == race.advised)
+        entries = [_versus(e, advised, entries) for e in entries]
+    return Standing(race, lanes, tuple(entries), judged_on)
 
 
-def _lane_plan(extra: dict[str, Any], *, limits: Limits | None, **fields: Any) -> dict[str, Any]:
-    """One lane's plan, resolved (``PlanError`` before anything is queued), at an image size
-    within ``limits``: a race has no image size field of its own to clamp."""
-    from core.training.plan import Plan
+def _entry(contender: Contender, lanes: list[LaneResult]) -> Entry:
+    if contender.frozen:
+        return Entry(contender, contender.score, contender.seconds)
+    spent = [r.seconds for r in lanes if r.seconds is not None]
+    seconds = sum(spent) / len(spent) if spent else None
+    if any(r.state == RunState.CANCELLED for r in lanes):
+        epoch = min((len(r.val_by_epoch) for r in lanes if r.val_by_epoch), default=0)
+        reached = tuple(r.val_by_epoch[epoch - 1] for r in lanes if epoch and len(r.val_by_epoch) >= epoch)
+        return Entry(contender, Score.of(reached) if reached else None, seconds, dropped_after=epoch)
+    done = tuple(r.accuracy for r in lanes if r.accuracy is not None)
+    return Entry(contender, Score.of(done) if done else None, seconds)
 
-    resolved = Plan.from_dict({**extra, **fields}).resolve()
-    cap = limits.max_image_size if limits is not None else None
-    if cap is not None and not extra.get("image_size") and resolved.image_size > cap:
-        resolved = replace(resolved, image_size=cap).resolve()  # a size the backbone refuses says so
-    return resolved.to_dict()
+
+def _versus(entry: Entry, advised: Entry, entries: list[Entry]) -> Entry:
+    if entry.dropped_after is not None:
+        return replace(entry, versus_advice="lost")
+    if entry.score is None or advised.score is None:
+        return entry
+    if entry is advised:
+        rivals = [
+            e.score for e in entries if e is not advised and e.score is not None and e.dropped_after is None
+        ]
+        return replace(entry, versus_advice=outcome(entry.score, rivals))
+    return replace(entry, versus_advice=outcome(entry.score, [advised.score]))
+
+
+def to_drop(standing: Standing) -> list[str]:
+    """Successive halving: the fine-tunes still racing that the leader beats after the latest
+    epoch every one of them has reached in at least one run (their keys)."""
+    racing = [e.contender.key for e in standing.entries if not e.contender.frozen and e.dropped_after is None]
+    curves = {key: [r.val_by_epoch for r in standing.lanes if r.lane.contender == key] for key in racing}
+    reached = {key: max((len(c) for c in curves[key]), default=0) for key in racing}
+    epoch = min(reached.values(), default=0)
+    if len(racing) < 2 or epoch == 0:
+        return []
+    scores = {key: Score.of(tuple(c[epoch - 1] for c in curves[key] if len(c) >= epoch)) for key in racing}
+    leader = max(scores.values(), key=lambda s: s.accuracy)
+    return [key for key, score in scores.items() if leader.beats(score)]
 
 
 def standing(race: Race) -> Standing:
-    """Read every lane's state and result from its run."""
+    """Read every lane's state, curve and result from its run."""
     results, test_seen = [], False
     for lane in race.lanes:
         run = Run(storage.runs_dir() / lane.run_id)
         status = run.status()
         metrics = run.metrics() if status.get("state") == RunState.DONE else None
-        accuracy = seconds = None
+        curve = tuple(e.val_accuracy for e in read_events(run.directory) if isinstance(e, EpochEnd))
+        accuracy = None
         if metrics:
             test = metrics.get("test") or {}
             test_seen |= "accuracy" in test
             accuracy = float(test.get("accuracy", metrics.get("best_val_accuracy", 0.0)))
-            seconds = float(status.get("finished", 0) - status.get("started", 0))
-        results.append(LaneResult(lane, status.get("state", RunState.QUEUED), accuracy, seconds))
-    cases = []
-    for case in RACE_CASES:
-        done = [r for r in results if r.lane.case == case and r.accuracy is not None]
-        if done:
-            seconds = sum(r.seconds or 0.0 for r in done) / len(done)
-            cases.append(CaseResult(case, tuple(r.accuracy for r in done), seconds))
-    cases.sort(key=lambda c: (-c.mean, c.seconds))
-    return Standing(race, tuple(results), tuple(cases), "test" if test_seen else "validation")
+        seconds = None
+        if status.get("started") and status.get("finished"):
+            seconds = float(status["finished"] - status["started"])
+        results.append(LaneResult(lane, status.get("state", RunState.QUEUED), accuracy, seconds, curve))
+    return judged(race, tuple(results), "test" if test_seen else "validation")
+
+
+def advance(race: Race, viewer: Viewer = LOCAL) -> Standing:
+    """Reconcile the race's runs, cancel the contenders halving drops, and say where it stands."""
+    for lane in race.lanes:
+        jobs.reconcile(lane.run_id, viewer)
+    now = standing(race)
+    dropped = set(to_drop(now))
+    for lane in now.lanes:
+        if lane.lane.contender in dropped and not RunState(lane.state).final:
+            jobs.cancel(lane.lane.run_id, viewer)
+    return standing(race) if dropped else now
 
 
 def run_race(race: Race, say: Callable[[str], None] = print) -> Standing:
-    """Wait for every run of ``race`` (saying each one's end) and return the final standing."""
+    """Follow ``race`` to its end (saying each run's end and each drop) and return the standing."""
     told: set[str] = set()
     while True:
-        for lane in race.lanes:
-            jobs.reconcile(lane.run_id)
-        now = standing(race)
+        now = advance(race)
         for result in now.lanes:
             if RunState(result.state).final and result.lane.run_id not in told:
                 told.add(result.lane.run_id)
                 shown = "-" if result.accuracy is None else f"{result.accuracy:.1%}"
-                say(f"case {result.lane.case}, seed {result.lane.seed}: {result.state}, accuracy {shown}")
+                say(f"{result.lane.contender}, seed {result.lane.seed}: {result.state}, accuracy {shown}")
         if now.finished:
             return now
         time.sleep(POLL_S)

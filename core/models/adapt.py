@@ -4,6 +4,8 @@
 2. Truncated feature extraction: the network up to a stage (``cut``), global average pooling
    and a new linear layer; the kept stages frozen.
 3. Fine-tuning: a new last layer; everything trains, the new layer at a higher learning rate.
+   Surgical (``tune_through``): only the body from its input through that stage trains with the
+   new layer; the later stages are frozen.
 4. Fine-tuning or training from scratch: like 3, from pre-trained weights by default and from
    random ones with ``weights="none"``.
 
@@ -43,6 +45,8 @@ class Surgery:
     cut: str | None  # case 2 only
     new_layers: tuple[str, ...]  # dotted paths of the freshly initialised layers, the head first
     aux_weight: float = 0.0  # > 0 when auxiliary heads are kept and trained
+    tune_through: str | None = None  # case 3 only: the last stage of the body that trains
+    tuned: frozenset[str] = frozenset()  # then the names of the body's parameters that train
 
     @property
     def frozen_body(self) -> bool:
@@ -87,7 +91,13 @@ class Truncated(nn.Module):
 
 
 def build_model(
-    backbone: Backbone, case: int, num_classes: int, weights: str = "imagenet", cut: str | None = None
+    backbone: Backbone,
+    case: int,
+    num_classes: int,
+    weights: str = "imagenet",
+    cut: str | None = None,
+    *,
+    tune_through: str | None = None,
 ) -> nn.Module:
     """``backbone`` adapted to ``case`` with a new ``num_classes``-way head.
 
@@ -95,22 +105,24 @@ def build_model(
     torch hub cache, downloaded there if missing, ``core.models.weights.WeightsUnavailable`` offline;
     packaged ones from their package), ``"none"`` (random init) or the path of a state_dict file
     for the whole backbone (its head may differ). ``cut``: case 2 only, one of its stages
-    (default: ``backbone.default_cut``).
+    (default: ``backbone.default_cut``). ``tune_through``: case 3 only, the stage after which the
+    body stays frozen.
     """
-    _check_arguments(backbone, case, num_classes, cut)
+    _check_arguments(backbone, case, num_classes, cut, tune_through)
     family = backbone.family
     model = initialised(backbone, weights, keep_aux=case in (3, 4))
     if case == 2:
         return _truncated(model, backbone, cut or backbone.default_cut, num_classes)
     if case == 1:
         _freeze(model)
+    tuned = _freeze_after(model, tune_through) if tune_through is not None else frozenset()
     new_layers = (family.head,)
     if family.aux is not None and case in (3, 4):
         new_layers += family.aux.layers
     for path in new_layers:
         _replace_layer(model, path, num_classes)
     aux = family.aux.weight if family.aux is not None and case in (3, 4) else 0.0
-    model.surgery = Surgery(backbone, case, num_classes, None, new_layers, aux)
+    model.surgery = Surgery(backbone, case, num_classes, None, new_layers, aux, tune_through, tuned)
     return model
 
 
@@ -140,7 +152,10 @@ def param_groups(model: nn.Module, head_lr: float, body_lr: float) -> list[dict]
     surgery = _surgery(model)
     new = {id(p) for path in surgery.new_layers for p in model.get_submodule(path).parameters()}
     head = [p for p in model.parameters() if id(p) in new]
-    body = [] if surgery.frozen_body else [p for p in model.parameters() if id(p) not in new]
+    body = [] if surgery.frozen_body else [
+        p for name, p in model.named_parameters()
+        if id(p) not in new and (surgery.tune_through is None or name in surgery.tuned)
+    ]  # fmt: skip
     groups = [
         {"name": "head", "params": head, "lr": head_lr},
         {"name": "body", "params": body, "lr": body_lr},
@@ -158,7 +173,9 @@ def aux_weight(model: nn.Module) -> float:
 # -- building --------------------------------------------------------------------------------
 
 
-def _check_arguments(backbone: Backbone, case: int, num_classes: int, cut: str | None) -> None:
+def _check_arguments(
+    backbone: Backbone, case: int, num_classes: int, cut: str | None, tune_through: str | None
+) -> None:
     if case not in CASE_NUMBERS:
         raise ValueError(f"unknown case {case!r}; choose one of: {', '.join(map(str, CASE_NUMBERS))}")
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
@@ -170,6 +187,15 @@ def _check_arguments(backbone: Backbone, case: int, num_classes: int, cut: str |
     if cut is not None and cut not in backbone.stages:
         raise ValueError(
             f"cut {cut!r} is not a stage of {backbone.name}; choose one of: {', '.join(backbone.stages)}"
+        )
+    if tune_through is not None and case != 3:
+        raise ValueError(
+            f"tune_through {tune_through!r} applies to case 3 (fine-tuning) only, not case {case}"
+        )
+    if tune_through is not None and tune_through not in backbone.stages:
+        raise ValueError(
+            f"tune_through {tune_through!r} is not a stage of {backbone.name}; "
+            f"choose one of: {', '.join(backbone.stages)}"
         )
 
 
@@ -302,6 +328,20 @@ def _feature_width(trunk: nn.Module, pool: nn.Module, backbone: Backbone) -> int
     with torch.no_grad():
         features = torch.func.functional_call(trunk, meta, (torch.empty(1, 3, size, size, device="meta"),))
     return pool(features).shape[-1]
+
+
+def _freeze_after(model: nn.Module, stage: str) -> frozenset[str]:
+    """Freeze everything the forward runs after ``stage``, BatchNorm statistics included, and
+    return the names of the parameters that still train: those of case 2's trunk at that stage,
+    the very modules that run from the input through it."""
+    tuned = {id(p) for p in _trunk(model, stage).parameters()}
+    for layer in model.modules():
+        own = list(layer.parameters(recurse=False))
+        if type(layer) is nn.BatchNorm2d and own and not any(id(p) in tuned for p in own):
+            layer.__class__ = FrozenBatchNorm2d
+    for p in model.parameters():
+        p.requires_grad_(id(p) in tuned)
+    return frozenset(name for name, p in model.named_parameters() if id(p) in tuned)
 
 
 def _freeze(module: nn.Module) -> None:

@@ -53,7 +53,10 @@ class Plan:
     ``lr`` is the learning rate of the new head; ``body_lr`` that of the pre-trained layers when
     they train (case 3: ``lr / 10`` unless given; case 4: ``lr``). ``freeze_epochs`` (case 3)
     trains only the head for that many epochs before unfreezing everything, as fastai's
-    ``fine_tune`` does; ``None`` means one epoch when there are at least two. ``feature_views``
+    ``fine_tune`` does; ``None`` means one epoch when there are at least two. ``tune_through``
+    (case 3 only) makes the fine-tune surgical (Lee et al., 2023): the body trains from its input
+    through that stage, the later stages stay frozen, for a shift in the images' look that the
+    first layers can absorb while the deep features still fit. ``feature_views``
     is how many views of each training image cases 1 and 2 compute features for: the centre
     crop, and with augmentation on, ``feature_views - 1`` augmented ones. Cases 1 and 2 fit
     their new layer by L-BFGS with a cross-validated penalty, so ``lr``, ``optimizer``,
@@ -73,6 +76,7 @@ class Plan:
     backbone: str = ""  # empty: the catalog's default, one that can be built on this machine
     case: int = 1
     cut: str | None = None
+    tune_through: str | None = None
     weights: str = "imagenet"
     epochs: int = 10
     batch_size: int | str = AUTO
@@ -130,6 +134,11 @@ class Plan:
             raise PlanError(
                 f"cut {self.cut!r} applies to case 2 (truncated feature extraction) only; "
                 f"remove it or choose case 2"
+            )
+        if self.tune_through is not None and self.case != 3:
+            raise PlanError(
+                f"tune_through {self.tune_through!r} applies to case 3 (fine-tuning) only; "
+                f"remove it or choose case 3"
             )
 
     def to_dict(self) -> dict[str, Any]:
@@ -217,6 +226,11 @@ class Plan:
         if cut is not None and cut not in backbone.stages:
             raise PlanError(
                 f"cut {cut!r} is not a stage of {self.backbone}; choose one of: {', '.join(backbone.stages)}"
+            )
+        if self.tune_through is not None and self.tune_through not in backbone.stages:
+            raise PlanError(
+                f"tune_through {self.tune_through!r} is not a stage of {self.backbone}; "
+                f"choose one of: {', '.join(backbone.stages)}"
             )
         if self.weights not in ("imagenet", "none") and not Path(self.weights).is_file():
             raise PlanError(f"weights {self.weights!r} is neither 'imagenet', 'none' nor a state_dict file")

@@ -125,7 +125,9 @@ def build(plan: Plan, dataset: Dataset, accel: Accelerator, ranks: Ranks | None 
     """The set-up of a resolved ``plan`` on ``dataset``: the one place a plan's backbone is resolved."""
     backbone = resolve(plan.backbone)
     classes = list(dataset.classes)
-    model = build_model(backbone, plan.case, len(classes), plan.weights, plan.cut)
+    model = build_model(
+        backbone, plan.case, len(classes), plan.weights, plan.cut, tune_through=plan.tune_through
+    )
     if plan.trains_body:
         model = accel.prepare(model)
         _quicken_batch_norm(model)
