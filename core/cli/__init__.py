@@ -26,6 +26,7 @@ COMMANDS: dict[str, str] = {
     "train": "core.cli.train",
     "predict": "core.cli.predict",
     "evaluate": "core.cli.evaluate",
+    "explain": "core.cli.explain",
     "export": "core.cli.export",
     "hash-password": "core.cli.hash_password",
     "unlock-sign-in": "core.cli.unlock_sign_in",
