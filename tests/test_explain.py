@@ -1,4 +1,5 @@
-"""Heatmaps: Grad-CAM finds what carries the class, for every family, from the command line.
+"""Heatmaps: Grad-CAM finds what carries the class, for every family, from the command line and
+in a job whose overlays Results shows.
 
 The corner task trains a small ResNet for a few steps on generated images whose only clue is one
 corner's colour: a heatmap that is right must lie in that corner.
@@ -6,23 +7,32 @@ corner's colour: a heatmap that is right must lie in that corner.
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from helpers_jobs import wait_for
 from helpers_models import REPRESENTATIVES, input_for, materialise, on_meta
+from helpers_pages import open_page
 from PIL import Image
 
+from core import jobs
+from core.artifacts.card import ModelCard
 from core.artifacts.export import export_model
 from core.artifacts.predict import image_to_input
 from core.cli import main
 from core.explain.heatmap import Explainer, ExplainError
 from core.explain.layer import explained_layer
+from core.jobs.explanations import CLASS_SAMPLE, EXPLAINING, explanations
+from core.jobs.run import Run, RunState
 from core.models.adapt import build_model
 from core.models.backbones import card, resolve
 from core.models.preprocess import Preprocess
 from core.storage import write_json
+from core.training.events import read_events
+from pages._heatmaps import PER_CLASS, RESULTS_JOBS
 
 SIDE = 64  # pixels: ResNet-18's last stage is a 2 x 2 map, one cell per quadrant
 CORNER = 20  # pixels of the top-left corner that carry the class
@@ -116,3 +126,26 @@ def test_the_cli_writes_an_overlay_of_the_input_size(corner_run: Path, tmp_path:
     assert Image.open(out).size == (SIDE, SIDE)
     said = capsys.readouterr().out
     assert "Grad-CAM at layer4" in said and "for blue" in said and "the model answers red" in said
+
+
+def test_results_asks_a_job_for_heatmaps_of_its_mistakes_and_classes_and_shows_them(
+    finished_run: Path, lab_home: Path
+) -> None:
+    shutil.copytree(finished_run, lab_home / "runs" / finished_run.name)
+    # Its validated data set too: the job finds the images it explains there.
+    shutil.copytree(finished_run.parents[1] / "datasets", lab_home / "datasets")
+    at = open_page("pages/results.py", run=finished_run.name)
+    at.button(key="results.heatmaps").click().run()
+    [job_id] = at.session_state[RESULTS_JOBS].values()
+    assert wait_for(lambda: RunState(jobs.reconcile(job_id)["state"]).final, timeout_s=300)
+    drawn = explanations(job_id)
+    card = ModelCard.read(finished_run / "model")
+    classes = [row.truth for row, _ in drawn if row.source == CLASS_SAMPLE]
+    assert classes == [label for label in card.labels for _ in range(PER_CLASS)]
+    assert all(Image.open(overlay).size == (card.pre.crop, card.pre.crop) for _, overlay in drawn)
+    last = [e for e in read_events(Run.open(job_id).directory) if e.type == "progress"][-1]
+    assert last.phase == EXPLAINING and last.done == last.total == len(drawn)
+    at.run()
+    assert not at.exception
+    captions = [c.value for c in at.caption if CLASS_SAMPLE in c.value]
+    assert len(captions) == len(classes) and all("truly" in c for c in captions)
