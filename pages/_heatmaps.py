@@ -1,5 +1,6 @@
 """Heatmaps on Results and Predict: Grad-CAM overlays drawn by a job (``core.jobs.explanations``),
-never by the web server; the pages ask for them, follow the job and show its PNGs."""
+never by the web server; the pages ask for them, follow the job and show its PNGs. Each page
+passes the key its widgets here are named after, so that no two pages share one."""
 
 from __future__ import annotations
 
@@ -24,28 +25,26 @@ PREDICT_REQUEST = "predict.heatmap_request"  # (run, uploads, class) last handed
 PREDICT_JOB = "predict.heatmap_job"
 
 
-def results_heatmaps(run_id: str, mistakes: Sequence[str]) -> None:
+def results_heatmaps(run_id: str, mistakes: Sequence[str], key: str) -> None:
     """Heatmaps of the run's confident mistakes and of a few validation images of each class,
-    drawn when asked (a job of seconds per image)."""
+    drawn when asked (a job of seconds per image); ``key`` names the button."""
     asked = st.session_state.setdefault(RESULTS_JOBS, {})
-    if st.button(
-        "Show where the model looked", key="results.heatmaps", icon=":material/local_fire_department:"
-    ):
+    if st.button("Show where the model looked", key=key, icon=":material/local_fire_department:"):
         asked[run_id] = _submitted(
             lambda: submit_explanations(
                 run_id, mistakes=mistakes, per_class=PER_CLASS, viewer=viewer(), limits=limits()
             )
         )
     if asked.get(run_id):
-        _show(asked[run_id], key="results.heatmap")
+        _show(asked[run_id], key=key)
 
 
-def predict_heatmaps(run_id: str, uploads: Sequence[UploadedFile], labels: Sequence[str]) -> None:
+def predict_heatmaps(run_id: str, uploads: Sequence[UploadedFile], labels: Sequence[str], key: str) -> None:
     """Heatmaps of every upload, for the predicted class or the class chosen, redrawn when the
-    uploads or the class change."""
+    uploads or the class change; ``key`` names the class's selectbox."""
     if not uploads:
         return
-    label = st.selectbox("Class to explain", [PREDICTED, *labels], key="predict.heatmap_class")
+    label = st.selectbox("Class to explain", [PREDICTED, *labels], key=key)
     chosen = None if label == PREDICTED else label
     request = (run_id, tuple(u.file_id for u in uploads), chosen)
     if st.session_state.get(PREDICT_REQUEST) != request:
@@ -60,7 +59,7 @@ def predict_heatmaps(run_id: str, uploads: Sequence[UploadedFile], labels: Seque
             )
         )
     if st.session_state.get(PREDICT_JOB):
-        _show(st.session_state[PREDICT_JOB], key="predict.heatmap")
+        _show(st.session_state[PREDICT_JOB], key=key)
 
 
 def _submitted(submit: Callable[[], str]) -> str | None:

@@ -106,7 +106,7 @@ for upload in [*(uploads or []), *shots]:
 
 if uploads or shots:
     st.subheader("Where the model looked")
-    predict_heatmaps(run_id, [*(uploads or []), *shots], card.labels)
+    predict_heatmaps(run_id, [*(uploads or []), *shots], card.labels, key="predict.heatmap_class")
 
 st.subheader("Many images at once")
 batch_predictions(run_id)

@@ -162,7 +162,7 @@ else:
 
 st.subheader("Where the model looked")
 st.caption("Grad-CAM heatmaps of the mistakes above and of a few validation images of each class.")
-results_heatmaps(chosen, [row["file"] for row in wrong[:12]])
+results_heatmaps(chosen, [row["file"] for row in wrong[:12]], key="results.heatmaps")
 
 st.subheader("Check it on other labelled images")
 check_on_labelled_zip(chosen)

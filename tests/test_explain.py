@@ -99,9 +99,27 @@ def quadrant_shares(heat: np.ndarray) -> dict[str, float]:
     return {name: float(q.sum() / heat.sum()) for name, q in quarters.items()}
 
 
-def test_a_class_the_model_lacks_is_refused_naming_the_classes(corner_run: Path) -> None:
+def refusal(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
+    """The one line ``python -m core ARGV`` prints when it refuses (and asserts that it does)."""
+    assert main(list(argv)) == 1
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    return err.strip()
+
+
+def test_a_class_the_model_lacks_is_refused_naming_the_classes(
+    corner_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    image, out = str(corner_run / "red.png"), str(tmp_path / "heat.png")
+    line = refusal(capsys, "explain", str(corner_run), image, "--class", "green", "--out", out)
+    assert line.endswith("no class 'green' in this model; choose one of: blue, red")
     with pytest.raises(ExplainError, match="choose one of: blue, red"):
-        Explainer.of_run(corner_run).explain([corner_run / "red.png"], label="green")
+        Explainer.of_run(corner_run).explain([image], label="green")
+
+
+def test_a_folder_without_a_run_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    line = refusal(capsys, "explain", str(tmp_path), "photo.png", "--out", str(tmp_path / "heat.png"))
+    assert "is it a finished run's folder?" in line
 
 
 @pytest.mark.parametrize("backbone", REPRESENTATIVES)
@@ -117,7 +135,9 @@ def test_every_family_yields_a_heatmap_of_the_input_size(backbone: str) -> None:
     assert probabilities.shape == (1, 3)
 
 
-def test_the_cli_writes_an_overlay_of_the_input_size(corner_run: Path, tmp_path: Path, capsys) -> None:
+def test_the_cli_writes_an_overlay_of_the_input_size(
+    corner_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "heat.png"
     assert (
         main(["explain", str(corner_run), str(corner_run / "red.png"), "--class", "blue", "--out", str(out)])
