@@ -33,6 +33,16 @@ MISTAKE, CLASS_SAMPLE, UPLOAD = "mistake", "class sample", "upload"  # where an 
 
 
 @dataclass(frozen=True)
+class _Image:
+    """An image the job explains: its name, where it came from and, in a data set, its class."""
+
+    name: str
+    source: str
+    path: Path
+    truth: str = ""
+
+
+@dataclass(frozen=True)
 class Explained:
     """One image's heatmap as ``result.json`` lists it; ``error`` says why there is none."""
 
@@ -104,7 +114,7 @@ def explain_images(run_dir: Path, emit: Emit) -> dict[str, Any]:
         explainer = Explainer.of_run(model_run.directory)
         images = [
             *_from_data_set(model_run.plan_fields(), plan["mistakes"], plan["per_class"]),
-            *((name, "", UPLOAD, path) for name, path in zip(plan["uploads"], uploads)),
+            *(_Image(name, UPLOAD, path) for name, path in zip(plan["uploads"], uploads)),
         ]
         progress = phase_progress(emit, EXPLAINING)
         rows = []
@@ -118,16 +128,16 @@ def explain_images(run_dir: Path, emit: Emit) -> dict[str, Any]:
     return {"images": len(rows)}
 
 
-def _from_data_set(plan: Mapping[str, Any], mistakes: Sequence[str], per_class: int) -> list[tuple]:
-    """``(name, true class, source, path)`` of the named mistakes and of ``per_class`` validation
-    images per class, from the model run's own data set as training split it."""
+def _from_data_set(stored: Mapping[str, Any], mistakes: Sequence[str], per_class: int) -> list[_Image]:
+    """The named mistakes and ``per_class`` validation images per class, from the model run's own
+    data set (its plan ``stored``) split as training split it."""
     from core.data import stored_dataset
+    from core.training.plan import Plan
 
     if not mistakes and not per_class:
         return []
-    dataset = stored_dataset(
-        plan["data"], val_fraction=plan.get("val_fraction", 0.2), seed=plan.get("seed", 0)
-    )
+    plan = Plan.from_stored(stored)
+    dataset = stored_dataset(plan.data, val_fraction=plan.val_fraction, seed=plan.seed)
     if dataset is None:
         return []
     by_name = {sample.name: sample for sample in dataset.val}
@@ -135,20 +145,25 @@ def _from_data_set(plan: Mapping[str, Any], mistakes: Sequence[str], per_class: 
     for label in range(len(dataset.classes)):
         of_class = sorted((s for s in dataset.val if s.label == label), key=lambda s: s.name)
         chosen += [(sample, CLASS_SAMPLE) for sample in of_class[:per_class]]
-    return [(s.name, dataset.classes[s.label], source, s.path) for s, source in chosen]
+    return [_Image(s.name, source, s.path, dataset.classes[s.label]) for s, source in chosen]
 
 
-def _explain(explainer: Explainer, image: tuple, label: str | None, folder: Path, index: int) -> Explained:
+def _explain(explainer: Explainer, image: _Image, label: str | None, folder: Path, index: int) -> Explained:
     from core.artifacts.predict import PredictError
 
-    name, truth, source, path = image
     try:
-        [heatmap] = explainer.explain([path], label)
+        [heatmap] = explainer.explain([image.path], label)
     except PredictError as exc:
-        return Explained(name, source, truth=truth, error=str(exc))
+        return Explained(image.name, image.source, truth=image.truth, error=str(exc))
     overlay = f"{HEATMAPS_DIR}/{index:04d}.png"
     (folder / HEATMAPS_DIR).mkdir(exist_ok=True)
     heatmap.overlay.save(folder / overlay)
     return Explained(
-        name, source, heatmap.label, round(heatmap.probability, 4), heatmap.predicted, truth, overlay
+        image.name,
+        image.source,
+        heatmap.label,
+        round(heatmap.probability, 4),
+        heatmap.predicted,
+        image.truth,
+        overlay,
     )
