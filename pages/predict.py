@@ -15,6 +15,7 @@ from pages._access import viewer
 from pages._batch import batch_predictions
 from pages._charts import top_classes_chart
 from pages._common import data_name, focus_run, run_label
+from pages._heatmaps import predict_heatmaps
 
 if TYPE_CHECKING:
     from core.artifacts.predict import Predictor
@@ -102,6 +103,10 @@ for upload in [*(uploads or []), *shots]:
             key=f"predict.bars_{upload.file_id}",
             config={"displayModeBar": False},
         )
+
+if uploads or shots:
+    st.subheader("Where the model looked")
+    predict_heatmaps(run_id, [*(uploads or []), *shots], card.labels, key="predict.heatmap_class")
 
 st.subheader("Many images at once")
 batch_predictions(run_id)

@@ -18,6 +18,7 @@ from pages._access import limits, viewer
 from pages._charts import confusion_heatmap, curves_by_run
 from pages._check import check_on_labelled_zip
 from pages._common import data_name, focus_run, plan_summary, run_label
+from pages._heatmaps import results_heatmaps
 from pages._retention import kept_until
 
 
@@ -162,6 +163,10 @@ else:
                 f"**{inert.markdown(row['predicted'])}** ({row['confidence']:.0%}), "
                 f"truly {inert.markdown(row['true'])} · {inert.markdown(row['file'])}"
             )
+
+st.subheader("Where the model looked")
+st.caption("Grad-CAM heatmaps of the mistakes above and of a few validation images of each class.")
+results_heatmaps(chosen, [row["file"] for row in wrong[:12]], key="results.heatmaps")
 
 st.subheader("Images that look mislabelled")
 SHOWN_SUSPECTS = 12  # the button leaves out every suspect, shown or not

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers_models import input_for, on_meta
+from helpers_models import REPRESENTATIVES, input_for, on_meta
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
@@ -24,29 +24,6 @@ from core.models.adapt import FrozenBatchNorm2d, Truncated, build_model, split_f
 from core.models.backbones import Backbone, names, resolve, torchvision_names
 from core.models.families import FAMILIES
 from core.models.packaged import PACKAGED
-
-# The smallest model of every family.
-REPRESENTATIVES = (
-    "resnet18",
-    "vgg11_bn",
-    "alexnet",
-    "googlenet",
-    "inception_v3",
-    "mobilenet_v2",
-    "mobilenet_v3_small",
-    "efficientnet_b0",
-    "efficientnet_v2_s",
-    "mnasnet0_5",
-    "shufflenet_v2_x0_5",
-    "squeezenet1_1",
-    "densenet121",
-    "regnet_x_400mf",
-    "convnext_tiny",
-    "vit_b_32",
-    "swin_t",
-    "maxvit_t",
-    "efficientnet_lite0",
-)
 
 
 @pytest.fixture(autouse=True)

@@ -26,6 +26,7 @@ LAYERS = (
     "data",
     "models",
     "artifacts",
+    "explain",
     "serving",
     "training",
     "tracking",

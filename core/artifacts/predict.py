@@ -93,7 +93,7 @@ class Predictor:
         return torch.cat(chunks).float() if chunks else torch.zeros(0, len(self.labels))
 
     def _inputs(self, images: Sequence[ImageInput]) -> torch.Tensor:
-        return torch.stack([image_to_input(_open(image), self.pre) for image in images])
+        return torch.stack([image_to_input(open_image(image), self.pre) for image in images])
 
     def predict(
         self,
@@ -120,7 +120,7 @@ class Predictor:
         ]
 
 
-def _open(image: ImageInput) -> Image.Image:
+def open_image(image: ImageInput) -> Image.Image:
     """A path or the file's bytes decoded as training decoded its images; a picture as is."""
     if isinstance(image, Image.Image):
         return image

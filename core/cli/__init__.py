@@ -27,6 +27,7 @@ COMMANDS: dict[str, str] = {
     "predict": "core.cli.predict",
     "serve": "core.cli.serve",
     "evaluate": "core.cli.evaluate",
+    "explain": "core.cli.explain",
     "export": "core.cli.export",
     "hash-password": "core.cli.hash_password",
     "unlock-sign-in": "core.cli.unlock_sign_in",

@@ -62,7 +62,12 @@ EVALUATE = JobKind(
     "evaluate", "core.jobs.evaluation:score_run", "evaluation",
     side=True, wants_gpu=False, time_limit_s=15 * 60,
 )  # fmt: skip
-KINDS = (TRAIN, VALIDATE, ANALYSE, PREDICT, ESTIMATE, VALIDATE_SOURCE, EVALUATE)
+# Heatmaps of a finished run's model (Results, Predict): a backward pass per image.
+EXPLAIN = JobKind(
+    "explain", "core.jobs.explanations:explain_images", "heatmaps",
+    side=True, wants_gpu=False, time_limit_s=15 * 60,
+)  # fmt: skip
+KINDS = (TRAIN, VALIDATE, ANALYSE, PREDICT, ESTIMATE, VALIDATE_SOURCE, EVALUATE, EXPLAIN)
 
 
 def kind_of(name: str | None) -> JobKind:
