@@ -9,6 +9,7 @@ import torch
 from core.models.preprocess import Preprocess
 from core.training.batches import ImageSource, ResizingSource
 from core.training.device import accelerator
+from core.training.loop import fresh_batch_norm_statistics
 from core.training.plan import Plan, PlanError
 from core.training.resizing import size_schedule
 from pages._common import plan_summary
@@ -98,3 +99,19 @@ def test_training_batches_come_at_each_epoch_s_size_and_validation_s_at_the_full
     assert train.centred().load(indices, epoch=0)[0].shape[-1] == 64
     small = train.resized(32).load(indices, epoch=0)[0]
     assert small.shape == (4, 3, 32, 32) and torch.isfinite(small).all()
+
+
+def test_batch_norm_statistics_restart_at_a_new_size_and_frozen_layers_keep_theirs() -> None:
+    trained, frozen = torch.nn.BatchNorm2d(3), torch.nn.BatchNorm2d(3)
+    frozen.requires_grad_(False)
+    for norm in (trained, frozen):
+        norm.running_mean.fill_(5.0)
+    batches = [torch.randn(4, 3, 8, 8) + shift for shift in (1.0, 3.0)]
+    with fresh_batch_norm_statistics(torch.nn.ModuleList([trained, frozen])):
+        trained.train()
+        for batch in batches:
+            trained(batch)
+    expected = torch.stack([batch.mean(dim=(0, 2, 3)) for batch in batches]).mean(0)
+    assert torch.allclose(trained.running_mean, expected, atol=1e-6)  # the old size's 5.0 is gone
+    assert trained.momentum == 0.1
+    assert torch.equal(frozen.running_mean, torch.full((3,), 5.0))
