@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/compare.py            # the full comparison (about 40 minutes on 2 cores)
     .venv/bin/python bench/compare.py --quick    # a check of the script and its JSON (< 2 minutes)
+    .venv/bin/python bench/compare.py --cases 3 --precision fp32    # case 3 alone, like with like
 
 For cases 1, 2 and 3 and each seed, it runs ``python -m core train`` and ``bench/baseline.py``
 (the PyTorch tutorial's loop) as separate processes, alternating which goes first, and measures
@@ -58,7 +59,7 @@ def engine(data: Path, case: int, seed: int, args: argparse.Namespace, home: Pat
     out = home / "runs" / f"engine-{case}-{seed}-{time.time_ns()}"
     command = [sys.executable, "-m", "core", "train", str(data), "--backbone", args.backbone, "--case", str(case),
                "--epochs", str(args.epochs), "--seed", str(seed), "--out", str(out), "--precision", args.precision,
-               "--json"]  # fmt: skip
+               "--progressive-resizing", args.progressive_resizing, "--json"]  # fmt: skip
     if args.size:
         command += ["--image-size", str(args.size)]
     run = spawn(command, home)
@@ -149,6 +150,12 @@ def main() -> None:
         default="auto",
         help="the engine's (the baseline runs fp32): fp32 compares like with like",
     )
+    parser.add_argument(
+        "--progressive-resizing",
+        choices=("on", "off"),
+        default="on",
+        help="the engine's, in case 3 (the baseline trains every epoch at one size)",
+    )
     parser.add_argument("--seeds", default="0,1,2", help="comma-separated (the full comparison's)")
     args = parser.parse_args()
     full_seeds = tuple(int(seed) for seed in args.seeds.split(","))
@@ -204,7 +211,8 @@ HEADER = (
 
 def table(summary: dict, efficiency: dict, args: argparse.Namespace) -> str:
     lines = [
-        f"{args.backbone}, {args.epochs} epochs, engine precision {args.precision}, {hostinfo.describe()}",
+        f"{args.backbone}, {args.epochs} epochs, engine precision {args.precision}, "
+        + f"progressive resizing {args.progressive_resizing}, {hostinfo.describe()}",
         HEADER,
         "|---|---|---|---|---|---|---|---|",
     ]
@@ -241,6 +249,7 @@ def verdict(summary: dict, efficiency: dict, args: argparse.Namespace) -> dict:
         "baseline_case3_accuracy": row(3, "baseline_accuracy"),
         "feature_extraction_efficiency": round(efficiency["efficiency"], 4),
         "gpu_bf16_utilisation": None,  # reported on CUDA only
+        "progressive_resizing": args.progressive_resizing,
         "quick": args.quick,
         "summary": {str(case): _rounded(values) for case, values in summary.items()},
     }

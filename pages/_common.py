@@ -18,7 +18,10 @@ import streamlit as st
 
 from core import inert
 from core.advice import cases
+from core.models import catalog
 from core.storage import read_json
+from core.training.plan import Plan
+from core.training.resizing import size_schedule
 
 DRAFT_PLAN = "handoff.draft_plan"  # the plan put together across pages (Advisor, Backbones)
 DRAFT_CHANGES = "handoff.draft_changes"  # its fields set since the Train page last took them
@@ -128,10 +131,19 @@ def plan_summary(plan: Mapping[str, Any]) -> str:
     if case in (3, 4):
         parts.append(f"learning rate {plan.get('lr', '?'):g}" if plan.get("lr") else "")
     if plan.get("image_size"):
-        parts.append(f"{plan['image_size']} px")
+        parts.append(_image_sizes(plan))
     augment = plan.get("augment", "light")
     parts.append("no augmentation" if augment == "none" else f"{augment} augmentation")
     if plan.get("exclude"):
         left_out = len(plan["exclude"])
         parts.append(f"{left_out} image{'s' * (left_out > 1)} left out")
     return " · ".join(p for p in parts if p)
+
+
+def _image_sizes(plan: Mapping[str, Any]) -> str:
+    """The size in words ("224 px"), or each epoch's where the early ones train smaller (progressive resizing)."""
+    try:
+        schedule = size_schedule(Plan.from_stored(plan), catalog.card(str(plan.get("backbone"))))
+    except (TypeError, ValueError):  # a plan this version cannot read, an unknown backbone
+        return f"{plan['image_size']} px"
+    return schedule.describe() if schedule.progressive else f"{schedule.full} px"

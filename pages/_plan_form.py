@@ -9,7 +9,8 @@ from core.advice.cases import SizeReading
 from core.data import Dataset
 from core.data.samples import sample_for_digest
 from core.models import catalog
-from core.training.plan import AUGMENTATIONS, AUTO, Plan, PlanError
+from core.training.plan import AUGMENTATIONS, AUTO, SWITCH, Plan, PlanError
+from core.training.resizing import size_schedule
 from pages._access import limits
 from pages._charts import backbone_diagram
 from pages._common import advisor_answers, draft_plan, measurement, take_draft_changes
@@ -39,6 +40,8 @@ HELP = {
     "(L-BFGS, its weight decay chosen by cross-validation).",
     "image_size": "Pixels per side fed to the network. Smaller is faster; the weights were trained at the default.",
     "augment": "Random crops, flips and colour changes against over-fitting. Strong for small data sets.",
+    "progressive_resizing": "Cases 3 and 4: the first epochs train on smaller images, which is faster, "
+    "and the last ones at the full size; accuracy is always measured at the full size.",
     "val_fraction": "Share of images held out to measure accuracy, when the data has no val/ folder.",
 }
 
@@ -129,6 +132,13 @@ def plan_form(dataset: Dataset) -> Plan | None:
             help=HELP["augment"],
             **_state(f"{PLAN}augment", draft.get("augment", "light")),
         )
+        progressive = left.selectbox(
+            "Progressive resizing",
+            SWITCH,
+            help=HELP["progressive_resizing"],
+            disabled=case <= 2,  # a frozen body computes its features once, at the full size
+            **_state(f"{PLAN}progressive_resizing", draft.get("progressive_resizing", "on")),
+        )
         val_fraction = right.slider(
             "Validation share",
             0.1,
@@ -147,7 +157,7 @@ def plan_form(dataset: Dataset) -> Plan | None:
             )
             st.caption(f"{backbone} cut after stage {facts[cut].index}: the kept stages stay frozen.")
     try:
-        return Plan(
+        plan = Plan(
             data=str(dataset.root),
             backbone=backbone,
             case=case,
@@ -158,11 +168,16 @@ def plan_form(dataset: Dataset) -> Plan | None:
             lr=float(lr),
             image_size=int(image_size),
             augment=augment,
+            progressive_resizing=progressive,
             val_fraction=float(val_fraction),
         ).resolve()
     except PlanError as exc:
         st.error(str(exc), icon=":material/error:")
         return None
+    schedule = size_schedule(plan, catalog.card(plan.backbone))
+    if schedule.progressive:
+        st.caption(f"Image sizes: {schedule.describe()}.")
+    return plan
 
 
 def validation_share() -> float:

@@ -33,6 +33,16 @@ def test_train_page_shows_the_sample_report_and_a_prefilled_plan() -> None:
     assert at.selectbox(key="train.plan_backbone").value == "efficientnet_lite0"
 
 
+def test_fine_tuning_says_each_epoch_s_image_size_until_progressive_resizing_is_off() -> None:
+    at = open_page("pages/train.py")
+    at.radio(key="train.plan_case").set_value(3).run()
+    sizes = [c.value for c in at.caption if c.value.startswith("Image sizes:")]
+    assert sizes and "at 224 px" in sizes[0] and "at 128 px" in sizes[0]
+    at.selectbox(key="train.plan_progressive_resizing").set_value("off").run()
+    assert not at.exception
+    assert not [c.value for c in at.caption if c.value.startswith("Image sizes:")]
+
+
 def test_plan_from_the_advisor_is_prefilled() -> None:
     at = take_the_advisors_plan("different")
     assert at.radio(key="train.plan_case").value == 2

@@ -523,7 +523,8 @@ def test_bf16_on_cpu_lands_within_6_points_of_fp32(
 def test_cases_2_3_and_4_beat_chance_clearly(
     case: int, home: Path, five_digits: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Also: case 3 trains the new head alone for its first epoch (fastai's fine_tune); case 4 does not."""
+    """Also: case 3 trains the new head alone for its first epoch (fastai's fine_tune); case 4 does
+    not; both train their first epochs at a smaller image size (progressive resizing)."""
 
     models, body, head = [], [], []
 
@@ -566,6 +567,8 @@ def test_cases_2_3_and_4_beat_chance_clearly(
     if case == 3:
         assert torch.equal(body[1], body[0]) and not torch.equal(head[1], head[0])
         assert not torch.equal(body[2], body[1])
+    if case in (3, 4):  # progressive resizing: the early epochs smaller, the last at the full size
+        assert [epoch["image_size"] for epoch in result["history"]] == [32, 32, 48]
     if case == 4:
         assert not torch.equal(body[1], body[0])
 

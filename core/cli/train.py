@@ -73,6 +73,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--augment", choices=("none", "light", "strong"), default="light", help="random crops, flips, colour"
     )
+    parser.add_argument(
+        "--progressive-resizing",
+        choices=("on", "off"),
+        default="on",
+        help="cases 3, 4: early epochs at a smaller image size, the last ones at the full size",
+    )
     parser.add_argument("--seed", type=int, default=0, help="for the split, the init and the batches")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     parser.add_argument(
@@ -145,6 +151,7 @@ def run(args: argparse.Namespace) -> int:
         body_lr=args.body_lr,
         image_size=args.image_size,
         augment=args.augment,
+        progressive_resizing=args.progressive_resizing,
         seed=args.seed,
         device=args.device,
         precision=args.precision,

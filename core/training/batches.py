@@ -16,7 +16,8 @@ from core.models.preprocess import Preprocess
 from core.models.runtime import Engine
 from core.training.device import Accelerator
 from core.training.loop import Batch
-from core.training.transforms import to_model_input
+from core.training.resizing import SizeSchedule
+from core.training.transforms import resize_images, to_model_input
 
 
 class ImageSource:
@@ -69,6 +70,17 @@ class ImageSource:
         """The same images as validation sees them: the centre crop, no augmentation."""
         return ImageSource(self.cache, self.pre, self.accel, train=False, placed=(self.pixels, self.labels))
 
+    def resized(self, crop: int) -> ImageSource:
+        """The same images at another crop size: the cache resized once, where it lives, with the
+        resize/crop margin kept; augmentation goes on drawing from the same generator."""
+        pre = self.pre.scaled_to(crop)
+        pixels = resize_images(self.pixels, pre.resize, pre.interpolation)
+        source = ImageSource(
+            self.cache, pre, self.accel, train=self.train, augment=self.augment, placed=(pixels, self.labels)
+        )
+        source.generator = self.generator
+        return source
+
     def load(self, indices: torch.Tensor, epoch: int) -> Batch:
         device, pinned = self.accel.device, self.accel.pin_memory
         if self.pixels.device == device:  # on the GPU already, or training on the CPU
@@ -86,6 +98,28 @@ class ImageSource:
             pixels, self.pre, train=self.train, augment=self.augment, generator=self.generator
         )
         return self.accel.to_device(inputs), labels
+
+
+class ResizingSource:
+    """Training batches at each epoch's image size (progressive resizing, ``SizeSchedule``).
+
+    The first epoch at a smaller size resizes the decoded cache once, a second cache level: that
+    costs what resizing each batch of one epoch would, and nothing in the epochs after. Only the
+    current size is kept besides the full-size cache.
+    """
+
+    def __init__(self, source: ImageSource, schedule: SizeSchedule) -> None:
+        self.full, self.schedule = source, schedule
+        self.current = source
+
+    def __len__(self) -> int:
+        return len(self.full)
+
+    def load(self, indices: torch.Tensor, epoch: int) -> Batch:
+        size = self.schedule.at(epoch)
+        if self.current.pre.crop != size:
+            self.current = self.full if size == self.full.pre.crop else self.full.resized(size)
+        return self.current.load(indices, epoch)
 
 
 class FeatureSource:

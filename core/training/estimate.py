@@ -68,6 +68,7 @@ def time_plan_here(plan: Plan, batches: int = 2) -> Estimate:
             _train_step_seconds(built, source, chunks[0], chunks[-1], head_only=True) if head_only else whole
         )
         per_image = (head_only * first + (plan.epochs - head_only) * whole) / plan.epochs
+        per_image *= built.schedule.pixel_share()  # timed at the full size
         epoch = per_image * trained + eval_per_image * n_val
         prepare = setup_s + decode + choose_s
     else:

@@ -115,6 +115,7 @@ class EpochEnd(Event):
     val_accuracy: float
     lr: float
     seconds: float
+    image_size: int | None = None  # the training images' size (progressive resizing); None: cases 1, 2
 
 
 @dataclass(frozen=True)

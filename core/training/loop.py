@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
 
@@ -182,6 +182,33 @@ class Optimisation:
         self.scaler.update()
         correct = (logits.argmax(1) == labels).sum()
         return loss.detach() * len(labels), correct
+
+
+@contextlib.contextmanager
+def fresh_batch_norm_statistics(model: nn.Module) -> Iterator[None]:
+    """For one epoch, BatchNorm's running statistics forgotten and averaged afresh over its
+    batches (``momentum=None``: a cumulative average), then the usual momentum back.
+
+    After a change of image size (progressive resizing) the old size's statistics describe
+    inputs the network no longer sees (Touvron et al. 2019), and at a momentum of 0.1 a short
+    epoch would leave much of them in. Layers whose parameters are frozen keep theirs.
+    """
+    norms = [
+        module
+        for module in model.modules()
+        if isinstance(module, nn.modules.batchnorm._BatchNorm)
+        and module.track_running_stats
+        and any(p.requires_grad for p in module.parameters(recurse=False))
+    ]
+    momenta = [module.momentum for module in norms]
+    for module in norms:
+        module.reset_running_stats()
+        module.momentum = None
+    try:
+        yield
+    finally:
+        for module, momentum in zip(norms, momenta, strict=True):
+            module.momentum = momentum
 
 
 def train_one_epoch(

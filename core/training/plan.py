@@ -25,12 +25,13 @@ SCHEDULES = ("cosine", "constant")
 AUGMENTATIONS: tuple[str, ...] = ("none", "light", "strong")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 CLASS_WEIGHTING = ("auto", "on", "off")
+SWITCH = ("on", "off")
 DEVICES = ("auto", "cpu", "cuda", "mps")  # plus "cuda:N"
 AUTO = "auto"  # a batch size chosen for the device (core.training.batch_size)
 # The version of the plan's JSON shape, stored as "schema" in plan.json. A plan written by an
 # older version is migrated on read (``Plan.from_stored``), never refused: every stored run must
 # stay readable after an upgrade.
-PLAN_SCHEMA = 2
+PLAN_SCHEMA = 3
 # Past these, a plan is a typo or an attack on a shared server, not a training run.
 MAX_EPOCHS = 1_000
 MAX_BATCH_SIZE = 4_096
@@ -61,7 +62,8 @@ class Plan:
     crop, and with augmentation on, ``feature_views - 1`` augmented ones. Cases 1 and 2 fit
     their new layer by L-BFGS with a cross-validated penalty, so ``lr``, ``optimizer``,
     ``schedule``, ``weight_decay`` and ``batch_size`` (but for the feature pass) are for cases 3
-    and 4. ``patience`` stops a run after that many epochs
+    and 4. ``progressive_resizing`` (cases 3 and 4) trains the early epochs at a smaller image
+    size and the last ones at ``image_size`` (``core.training.resizing``). ``patience`` stops a run after that many epochs
     without a better validation accuracy (0: never). ``workers`` is how many processes train
     the run together (DistributedDataParallel): ``torchrun`` on the local jobs backend, Ray
     Train under Ray; ``batch_size`` is each one's. ``batch_size`` ``"auto"`` is 32 on a CPU and,
@@ -88,6 +90,7 @@ class Plan:
     weight_decay: float = 1e-4
     image_size: int | None = None
     augment: str = "light"
+    progressive_resizing: str = "on"
     feature_views: int = 1
     val_fraction: float = 0.2
     seed: int = 0
@@ -107,6 +110,7 @@ class Plan:
         _choice("augment", self.augment, AUGMENTATIONS)
         _choice("precision", self.precision, PRECISIONS)
         _choice("class_weights", self.class_weights, CLASS_WEIGHTING)
+        _choice("progressive_resizing", self.progressive_resizing, SWITCH)
         if self.device not in DEVICES and not _is_cuda_index(self.device):
             raise PlanError(f"device {self.device!r} is not one of: {', '.join(DEVICES)}, cuda:N")
         _between("epochs", self.epochs, 1, MAX_EPOCHS)
@@ -246,8 +250,13 @@ def _from_first_release(data: dict[str, Any]) -> dict[str, Any]:
     return data
 
 
+def _before_progressive_resizing(data: dict[str, Any]) -> dict[str, Any]:
+    """Schema 2 to 3: runs before progressive resizing trained every epoch at one size."""
+    return {**data, "progressive_resizing": "off"}
+
+
 # _MIGRATIONS[v] turns a plan of schema v into one of schema v + 1.
-_MIGRATIONS = {1: _from_first_release}
+_MIGRATIONS = {1: _from_first_release, 2: _before_progressive_resizing}
 
 
 def _check_types(plan: Plan) -> None:

@@ -29,6 +29,7 @@ from core.training.events import Emit, PhaseMeter
 from core.training.head import Standardise
 from core.training.loop import BatchSource, shard
 from core.training.plan import Plan
+from core.training.resizing import SizeSchedule, size_schedule
 
 # Weights ported from TensorFlow (EfficientNet-Lite, MobileNetV3) move BatchNorm's running
 # statistics by 1 % a step; fine-tuned on a new data set they would still describe ImageNet
@@ -45,6 +46,7 @@ class Setup:
     backbone: Backbone
     classes: list[str]
     pre: Preprocess  # the backbone's preprocessing at the plan's image size
+    schedule: SizeSchedule  # each training epoch's image size (progressive resizing)
     model: nn.Module  # the adapted model, on the device
     trainable: nn.Module  # what training updates: standardisation and new layer (cases 1, 2), or the model
     frozen: nn.Module | None  # the frozen body whose features are computed once (cases 1, 2)
@@ -141,6 +143,7 @@ def build(plan: Plan, dataset: Dataset, accel: Accelerator, ranks: Ranks | None 
         backbone=backbone,
         classes=classes,
         pre=backbone.preprocess.scaled_to(plan.image_size),
+        schedule=size_schedule(plan, backbone),
         model=model,
         trainable=trainable,
         frozen=frozen,

@@ -35,7 +35,7 @@ from core.models.runtime import Choice, Engine
 from core.storage import RunFiles, read_json, write_json
 from core.training import head, metrics, outcome, setup
 from core.training.batch_size import DEFAULT_BATCH_SIZE, BatchChoice, choose_batch_size, lr_scale
-from core.training.batches import FeatureSource
+from core.training.batches import FeatureSource, ResizingSource
 from core.training.device import Accelerator, Ranks, accelerator, ranks_from_env
 from core.training.events import (
     BatchEnd,
@@ -53,6 +53,7 @@ from core.training.loop import (
     Optimisation,
     epoch_batches,
     evaluate,
+    fresh_batch_norm_statistics,
     halve_batch_on_oom,
     lr_at,
     shard,
@@ -122,6 +123,8 @@ class Training:
         self.batch = self._choose_batch()
         if self.batch_size == feature_batch:  # else the feature pass ran out of memory: keep its halving
             self.batch_size = self.batch.size
+        if setup.schedule.progressive:  # after choosing the batch, which must fit at the full size
+            self.train_source = ResizingSource(self.train_source, setup.schedule)
         self.runtimes: dict[str, dict[str, Any]] = {}
         if sources.features_runtime is not None:
             self._ran("features", sources.features_runtime)
@@ -150,6 +153,7 @@ class Training:
                     "train_loss": train_loss,
                     "train_accuracy": train_accuracy,
                     "lr": head_lr(opt),
+                    "image_size": self.setup.schedule.at(epoch),
                 }
                 stop = self._validate(record, time.perf_counter() - started) if self.ranks.is_main else False
                 if self._agree(stop and not stage.head_only):
@@ -203,17 +207,21 @@ class Training:
         def on_batch(step: int, of: int, loss: float, images_per_s: float) -> None:
             self.emit(BatchEnd(epoch=epoch + 1, step=step, steps=of, loss=loss, images_per_s=images_per_s))
 
+        schedule = self.setup.schedule
+        resized = epoch > 0 and schedule.at(epoch) != schedule.at(epoch - 1)
+        statistics = fresh_batch_norm_statistics(opt.model) if resized else contextlib.nullcontext()
         try:
-            return train_one_epoch(
-                opt,
-                self.train_source,
-                batches,
-                epoch,
-                lambda step: lr_at(first + step, steps, self.plan.schedule),
-                on_batch,
-                self.ranks,
-                report_every_s=BATCH_EVENT_INTERVAL_S,
-            )
+            with statistics:
+                return train_one_epoch(
+                    opt,
+                    self.train_source,
+                    batches,
+                    epoch,
+                    lambda step: lr_at(first + step, steps, self.plan.schedule),
+                    on_batch,
+                    self.ranks,
+                    report_every_s=BATCH_EVENT_INTERVAL_S,
+                )
         except Diverged as exc:
             raise TrainingError(
                 f"training diverged at epoch {epoch + 1}, step {exc.step} (loss is {exc.loss}): "

@@ -21,6 +21,8 @@ STRONG_AREA = (0.25, 1.0)
 STRONG_RATIO = (3 / 4, 4 / 3)
 STRONG_JITTER = 0.4  # brightness, contrast and saturation factors drawn from 1 +/- this
 GRID_MODES = ("bilinear", "bicubic", "nearest")
+ANTIALIAS_MODES = ("bilinear", "bicubic")
+RESIZE_CHUNK = 256  # images resized at once: bounds the float copy a large cache would need
 
 
 def to_model_input(
@@ -49,6 +51,18 @@ def to_model_input(
     else:
         pixels = _random_crop(images, pre.crop, flip=augment == "light", generator=generator).float() / 255
     return normalise(pixels, pre)
+
+
+def resize_images(images: torch.Tensor, size: int, interpolation: str = "bilinear") -> torch.Tensor:
+    """uint8 ``[N, 3, S, S]`` to uint8 ``[N, 3, size, size]``, antialiased as decoding resizes,
+    a chunk at a time."""
+    mode = interpolation if interpolation in ANTIALIAS_MODES else "bilinear"
+    resized = torch.empty((len(images), 3, size, size), dtype=torch.uint8, device=images.device)
+    for start in range(0, len(images), RESIZE_CHUNK):
+        chunk = images[start : start + RESIZE_CHUNK].float()
+        chunk = F.interpolate(chunk, size=(size, size), mode=mode, antialias=True, align_corners=False)
+        resized[start : start + RESIZE_CHUNK] = chunk.round_().clamp_(0, 255)
+    return resized
 
 
 def normalise(pixels: torch.Tensor, pre: Preprocess) -> torch.Tensor:
