@@ -13,7 +13,6 @@ from core.cli import main
 from core.data.samples import sample_path
 from core.experiments.race import CaseResult, Lane, LaneResult, Race, Standing
 from core.jobs import analysis
-from core.jobs.run import RunState
 
 CONTRACT_KEYS = {
     "similarity", "verdict", "evidence", "recommended_case", "backbone", "cut", "backbone_ranking", "stage_scores",
@@ -25,7 +24,7 @@ def wait_final(run_id: str, timeout: float = 240) -> dict:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         status = jobs.reconcile(run_id)
-        if RunState(status["state"]).final:
+        if status.state.final:
             return status
         time.sleep(0.3)
     raise AssertionError(f"{run_id} still {status['state']} after {timeout} s")
@@ -61,8 +60,8 @@ def test_analyze_json_has_the_contract_keys_and_the_race_its_winner(
     assert all(len(entry["accuracies"]) == 2 for entry in result["race"].values())
     assert result["race_winner"] in (None, 1, 2, 3) and result["race_verdict"]
     runs = jobs.list_runs()
-    assert len(runs) == 6 and {run["state"] for run in runs} == {"done"}
-    assert sorted(run["case"] for run in runs) == [1, 1, 2, 2, 3, 3]
+    assert len(runs) == 6 and {run.state for run in runs} == {"done"}
+    assert sorted(run.case for run in runs) == [1, 1, 2, 2, 3, 3]
 
 
 def test_analyze_says_in_words_what_it_measured(capsys: pytest.CaptureFixture[str]) -> None:
@@ -94,9 +93,9 @@ def test_the_analysis_job_runs_beside_a_training_run_and_leaves_its_result(
 
     final = wait_final(job)
 
-    assert final["state"] == "done", final["message"]
-    assert jobs.status(training)["state"] == "running"
-    assert [run["run_id"] for run in jobs.list_runs()] == [training]  # jobs stay out of the runs table
+    assert final.state == "done", final.message
+    assert jobs.status(training).state == "running"
+    assert [run.run_id for run in jobs.list_runs()] == [training]  # jobs stay out of the runs table
     result = analysis.analysis_result(job)
     assert CONTRACT_KEYS <= result.keys() and result["dataset"]["name"] == "faces"
     jobs.cancel(training)

@@ -11,7 +11,6 @@ from streamlit.testing.v1 import AppTest
 from core import jobs
 from core.data.samples import sample_path
 from core.jobs import analysis
-from core.jobs.run import RunState
 
 APP = str(Path(__file__).resolve().parents[1] / "app_shell.py")
 TIMEOUT = 180
@@ -28,7 +27,7 @@ def open_advisor(**query: str) -> AppTest:
 
 def wait_final(job_id: str, timeout: float = 240) -> None:
     deadline = time.monotonic() + timeout
-    while not RunState(jobs.reconcile(job_id)["state"]).final:
+    while not jobs.reconcile(job_id).state.final:
         assert time.monotonic() < deadline, f"analysis {job_id} did not finish"
         time.sleep(0.3)
 
@@ -47,7 +46,7 @@ def test_measuring_starts_a_job_shows_its_progress_then_the_numbers_and_carries_
         if isinstance(at.query_params["analysis"], list)
         else at.query_params["analysis"]
     )
-    assert jobs.status(job_id)["state"] in ("queued", "running")
+    assert jobs.status(job_id).state in ("queued", "running")
     assert at.get("button") and any(b.label == "Cancel" for b in at.button)  # the progress card, with cancel
 
     wait_final(job_id)

@@ -40,7 +40,7 @@ def test_one_keeper_at_a_time_and_it_writes_status_and_events(lab_home: Path) ->
         keeper.set_state(RunState.QUEUED, submitted=1.0)
         keeper.set_state(RunState.FAILED, "boom")
     assert StatusKeeper.take(run) is not None  # released on exit
-    assert run.status()["state"] == "failed" and run.status()["finished"] >= 1.0
+    assert run.status().state == "failed" and run.status().finished >= 1.0
     events = [json.loads(line)["type"] for line in run.events_file.read_text().splitlines()]
     assert events == ["status", "error", "status"]
 

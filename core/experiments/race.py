@@ -66,7 +66,7 @@ class Race:
 @dataclass(frozen=True)
 class LaneResult:
     lane: Lane
-    state: str
+    state: RunState
     accuracy: float | None  # on the split the race is judged on, once the run is done
     seconds: float | None
 
@@ -202,14 +202,14 @@ def standing(race: Race) -> Standing:
     for lane in race.lanes:
         run = Run(storage.runs_dir() / lane.run_id)
         status = run.status()
-        metrics = run.metrics() if status.get("state") == RunState.DONE else None
+        metrics = run.metrics() if status.state is RunState.DONE else None
         accuracy = seconds = None
         if metrics:
             test = metrics.get("test") or {}
             test_seen |= "accuracy" in test
             accuracy = float(test.get("accuracy", metrics.get("best_val_accuracy", 0.0)))
-            seconds = float(status.get("finished", 0) - status.get("started", 0))
-        results.append(LaneResult(lane, status.get("state", RunState.QUEUED), accuracy, seconds))
+            seconds = (status.finished or 0.0) - (status.started or 0.0)
+        results.append(LaneResult(lane, status.state, accuracy, seconds))
     cases = []
     for case in RACE_CASES:
         done = [r for r in results if r.lane.case == case and r.accuracy is not None]
