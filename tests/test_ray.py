@@ -318,7 +318,7 @@ def test_a_run_written_by_a_worker_under_another_uid_is_readable_by_the_app(
     code = (
         "import json, sys; from core import jobs; from core.training.events import read_events; "
         f"run = jobs.Run.open({run_id!r}); "
-        "print(json.dumps([run.status()['state'], run.metrics()['best_val_accuracy'], run.record().backend, "
+        "print(json.dumps([run.status().state, run.metrics()['best_val_accuracy'], run.record().backend, "
         "[e.type for e in read_events(run.directory)][-2:]]))"
     )
     app = [SETPRIV, "--bounding-set=-all", "--inh-caps=-all", sys.executable, "-c", code]

@@ -20,7 +20,7 @@ from __future__ import annotations
 import importlib.util
 import os
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from core import storage
 from core.errors import TransferLabError
@@ -63,7 +63,7 @@ class Backend(Protocol):
 
     name: str
 
-    def status_fields(self) -> dict[str, Any]:
+    def status_fields(self) -> dict[str, str]:
         """What ``status.json`` records about where a run runs: enough for ``of_run``."""
         ...
 

@@ -23,7 +23,6 @@ import threading
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
 
 from core.errors import is_disk_full, one_line
 from core.jobs import backend, hardware, queue
@@ -82,7 +81,7 @@ class LocalBackend:
 
     name: str = backend.LOCAL
 
-    def status_fields(self) -> dict[str, Any]:
+    def status_fields(self) -> dict[str, str]:
         return {"backend": self.name}
 
     def submit(self, run: Run, keeper: StatusKeeper, job: Job) -> None:

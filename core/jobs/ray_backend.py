@@ -66,7 +66,7 @@ class RayBackend:
     address: str
     name: str = RAY
 
-    def status_fields(self) -> dict[str, Any]:
+    def status_fields(self) -> dict[str, str]:
         return {"backend": self.name, "address": self.address}
 
     def submit(self, run: Run, keeper: StatusKeeper, job: Job) -> None:
