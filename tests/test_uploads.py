@@ -32,7 +32,7 @@ def settled(digest: str) -> uploads.UploadState:
         validations = [
             row.run_id
             for row in jobs.list_runs(kinds.VALIDATE)
-            if Path(str(row.get("data") or "")).stem == digest
+            if Path(row.data or "").stem == digest
         ]
         if any(jobs.reconcile(job).state.active for job in validations):
             return None
