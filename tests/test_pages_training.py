@@ -140,7 +140,7 @@ def test_case_four_that_failed_offers_a_from_scratch_rerun(trained: str, lab_hom
     at.button(key="results.rerun_scratch").click().run()
     rerun = next(r for r in jobs.list_runs() if r.run_id != trained)
     try:
-        plan = json.loads((lab_home / "runs" / rerun["run_id"] / "plan.json").read_text())
+        plan = json.loads((lab_home / "runs" / rerun.run_id / "plan.json").read_text())
         assert plan["weights"] == "none" and plan["backbone"] == "efficientnet_lite0"
         assert at.title[0].value == "Train"
     finally:

@@ -868,8 +868,8 @@ def test_a_command_line_run_is_listed_with_the_app_s_runs(
     [row] = jobs.list_runs()
     assert row.run_id == running.run_id and row.state == "done"
     assert row.started <= row.finished and row.message == ""
-    metrics_ = json.loads((storage.runs_dir() / row["run_id"] / "metrics.json").read_text())
-    assert row["best_val_accuracy"] == metrics_["best_val_accuracy"] > 0.2  # chance: 0.2
+    metrics_ = json.loads((storage.runs_dir() / row.run_id / "metrics.json").read_text())
+    assert row.best_val_accuracy == metrics_["best_val_accuracy"] > 0.2  # chance: 0.2
     assert [e.state for e in read_events(storage.runs_dir() / row.run_id) if e.type == "status"] == [
         "running",
         "done",
