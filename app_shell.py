@@ -65,9 +65,7 @@ with st.sidebar:
     active = jobs.active_runs(viewer)
     for run in active:
         label = inert.markdown(f"{run_label(run)} · {run.state}")
-        st.page_link(
-            "pages/train.py", label=label, icon=":material/sync:", query_params={"run": run.run_id}
-        )
+        st.page_link("pages/train.py", label=label, icon=":material/sync:", query_params={"run": run.run_id})
     if not active:
         st.caption("No active runs.")
     _access.show_share(viewer)

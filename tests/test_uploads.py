@@ -30,9 +30,7 @@ def settled(digest: str) -> uploads.UploadState:
 
     def ended() -> uploads.UploadState | None:
         validations = [
-            row.run_id
-            for row in jobs.list_runs(kinds.VALIDATE)
-            if Path(row.data or "").stem == digest
+            row.run_id for row in jobs.list_runs(kinds.VALIDATE) if Path(row.data or "").stem == digest
         ]
         if any(jobs.reconcile(job).state.active for job in validations):
             return None

@@ -49,7 +49,7 @@ from core.limits import LimitExceeded, Limits
 _TARGET_PATTERN = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 
 # What callers of this module use from the layers below, by name.
-__all__ = ["LimitExceeded", "Run", "RunNotFound", "RunRow", "RunState", "waiting_runs"]
+__all__ = ["LimitExceeded", "Run", "RunNotFound", "RunRow", "RunState", "RunStatus", "waiting_runs"]
 
 
 def submit(
