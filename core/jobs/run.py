@@ -152,7 +152,10 @@ class RunStatus:
         return cls(**values, extra={key: value for key, value in data.items() if key not in known})
 
     def to_dict(self) -> dict[str, Any]:
-        return {**self.extra, **{name: getattr(self, name) for name in _status_names(RunStatus)}}
+        """As ``status.json`` holds it: a field not known yet (None) is left out, which every
+        reader takes for None; a status is rewritten every heartbeat, and counts to its owner's quota."""
+        known = {name: getattr(self, name) for name in _status_names(RunStatus)}
+        return {**self.extra, **{name: value for name, value in known.items() if value is not None}}
 
 
 def _status_names(cls: type[RunStatus]) -> set[str]:
