@@ -64,10 +64,8 @@ with st.sidebar:
     st.caption(f":material/memory: {hardware.describe()}")
     active = jobs.active_runs(viewer)
     for run in active:
-        label = inert.markdown(f"{run_label(run)} · {run['state']}")
-        st.page_link(
-            "pages/train.py", label=label, icon=":material/sync:", query_params={"run": run["run_id"]}
-        )
+        label = inert.markdown(f"{run_label(run)} · {run.state}")
+        st.page_link("pages/train.py", label=label, icon=":material/sync:", query_params={"run": run.run_id})
     if not active:
         st.caption("No active runs.")
     _access.show_share(viewer)

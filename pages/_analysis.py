@@ -15,7 +15,7 @@ from core import inert, jobs
 from core.advice import cases
 from core.experiments import race as races
 from core.jobs import analysis
-from core.jobs.run import RunNotFound, RunState
+from core.jobs.run import RunNotFound
 from core.limits import LimitExceeded
 from core.models.catalog import cards
 from core.training.plan import PlanError
@@ -75,13 +75,12 @@ def _show_job(job_id: str) -> None:
         st.warning("No such analysis: it may have been deleted. Start a new one.", icon=":material/help:")
         _new_analysis_button()
         return
-    state = RunState(status["state"])
-    if state.active:
+    if status.state.active:
         _follow(job_id)
         return
     result = analysis.analysis_result(job_id, viewer())
     if result is None:
-        message = status.get("message") or f"the analysis {state}"
+        message = status.message or f"the analysis {status.state}"
         st.error(f"The analysis did not finish: {inert.markdown(message)}", icon=":material/block:")
         _new_analysis_button()
         return
@@ -91,7 +90,7 @@ def _show_job(job_id: str) -> None:
 @st.fragment(run_every=POLL_SECONDS)
 def _follow(job_id: str) -> None:
     """The job's progress, polled; the page reruns once it has ended."""
-    if RunState(jobs.reconcile(job_id, viewer())["state"]).final:
+    if jobs.reconcile(job_id, viewer()).state.final:
         st.rerun()
     progress_card(job_id, key="advisor.analysis_progress", phases=PHASES, waiting="Starting")
 

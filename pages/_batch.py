@@ -9,7 +9,7 @@ import streamlit as st
 
 from core import inert, jobs
 from core.jobs import Run, predictions
-from core.jobs.run import RunNotFound, RunState
+from core.jobs.run import RunNotFound
 from core.limits import LimitExceeded
 from pages._access import limits, viewer
 from pages._jobs import progress_card
@@ -22,7 +22,7 @@ POLL_SECONDS = 1.0
 @st.fragment(run_every=POLL_SECONDS)
 def _follow_batch(job_id: str) -> None:
     """The batch job's progress, polled; the whole page reruns once it has ended."""
-    if RunState(jobs.reconcile(job_id, viewer())["state"]).final:
+    if jobs.reconcile(job_id, viewer()).state.final:
         st.rerun()
     progress_card(
         job_id, key="predict.batch_progress", phases={"predicting": "Classifying images"},
@@ -38,12 +38,12 @@ def show_batch(job_id: str) -> None:
     except RunNotFound:
         st.warning("No such batch of predictions: upload the zip again.", icon=":material/help:")
         return
-    if RunState(status["state"]).active:
+    if status.state.active:
         _follow_batch(job_id)
         return
     result = predictions.batch_result(job_id, viewer())
     if result is None:
-        message = status.get("message") or f"the batch {status['state']}"
+        message = status.message or f"the batch {status.state}"
         st.error(f"The images were not classified: {inert.markdown(message)}", icon=":material/block:")
         return
     _batch_table(result, Run.open(job_id, viewer()).record().dataset_name or "images.zip")

@@ -12,7 +12,6 @@ from core import inert, jobs
 from core.errors import TransferLabError
 from core.jobs import uploads
 from core.jobs.evaluation import SCORING, evaluation_result, submit_evaluation
-from core.jobs.run import RunState
 from pages._access import limits, viewer
 from pages._charts import confusion_heatmap
 from pages._jobs import progress_card
@@ -39,12 +38,12 @@ def check_on_labelled_zip(run_id: str) -> None:
     if job_id is None:
         return
     status = jobs.status(job_id, viewer())
-    if RunState(status["state"]).active:
+    if status.state.active:
         _follow(job_id, "check_scoring", {SCORING: "Scoring images"}, "Loading the model")
         return
     scores = evaluation_result(job_id, viewer())
     if scores is None:
-        message = status.get("message") or f"the check {status['state']}"
+        message = status.message or f"the check {status.state}"
         st.error(f"{inert.markdown(upload.name)}: {inert.markdown(message)}", icon=":material/block:")
         return
     _show_scores(scores, upload.name)
@@ -75,7 +74,7 @@ def _scoring_job(run_id: str, upload: UploadedFile) -> str | None:
 @st.fragment(run_every=POLL_SECONDS)
 def _follow(job_id: str, key: str, phases: dict[str, str], waiting: str) -> None:
     """A job's progress, polled; the whole page reruns once it has ended."""
-    if RunState(jobs.reconcile(job_id, viewer())["state"]).final:
+    if jobs.reconcile(job_id, viewer()).state.final:
         st.rerun()
     progress_card(job_id, key=key, phases=phases, waiting=waiting)
 

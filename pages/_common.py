@@ -12,7 +12,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import streamlit as st
 
@@ -22,6 +22,9 @@ from core.models import catalog
 from core.storage import read_json
 from core.training.plan import Plan
 from core.training.resizing import size_schedule
+
+if TYPE_CHECKING:
+    from core.jobs import RunRow
 
 DRAFT_PLAN = "handoff.draft_plan"  # the plan put together across pages (Advisor, Backbones)
 DRAFT_CHANGES = "handoff.draft_changes"  # its fields set since the Train page last took them
@@ -81,31 +84,30 @@ def measurement(sha256: str) -> dict[str, Any] | None:
     return st.session_state.get(MEASURED, {}).get(sha256)
 
 
-def data_name(row: Mapping[str, Any]) -> str:
+def data_name(row: RunRow) -> str:
     """What people call a run's data: the name recorded when it started (an upload's file
     name); for older runs the data's folder or zip name, or an upload's name from its manifest.
     Plain text with nothing a screen acts on (``inert.terminal``): Markdown must escape it again."""
     return inert.terminal(_data_name(row))
 
 
-def _data_name(row: Mapping[str, Any]) -> str:
-    if row.get("dataset_name") and not _SHA256.fullmatch(row["dataset_name"]):
-        return row["dataset_name"]
-    data = Path(str(row.get("data") or "").rstrip("/"))
+def _data_name(row: RunRow) -> str:
+    if row.dataset_name and not _SHA256.fullmatch(row.dataset_name):
+        return row.dataset_name
+    data = Path((row.data or "").rstrip("/"))
     if _SHA256.fullmatch(data.name):  # datasets/<sha256>/: the upload names itself in its manifest
         return (read_json(data / "manifest.json", {}) or {}).get("source", {}).get("name") or "an upload"
     return data.name or "?"
 
 
-def run_label(row: Mapping[str, Any]) -> str:
+def run_label(row: RunRow) -> str:
     """A run as people tell runs apart: its data, case, backbone, accuracy and start time, not
     its id. ``row`` is a runs-table row (``jobs.list_runs``). Plain text, as ``data_name``."""
-    parts = [_data_name(row), f"case {row.get('case', '?')}", str(row.get("backbone") or "?")]
-    accuracy = row.get("best_val_accuracy")
-    if accuracy is not None:
-        parts.append(f"{accuracy:.0%}")
-    if row.get("submitted"):
-        parts.append(time.strftime("%d %b %H:%M", time.localtime(row["submitted"])))
+    parts = [_data_name(row), f"case {row.case or '?'}", row.backbone or "?"]
+    if row.best_val_accuracy is not None:
+        parts.append(f"{row.best_val_accuracy:.0%}")
+    if row.submitted:
+        parts.append(time.strftime("%d %b %H:%M", time.localtime(row.submitted)))
     return inert.terminal(" · ".join(p for p in parts if p))
 
 

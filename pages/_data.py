@@ -181,10 +181,7 @@ def _validation_job(source: Path, label: str) -> str:
     refused, else a new one (never checked, changed since it passed, or its job deleted)."""
     started = st.session_state.setdefault(VALIDATIONS, {})
     with contextlib.suppress(RunNotFound):
-        if (
-            str(source) in started
-            and RunState(jobs.status(started[str(source)], viewer())["state"]) != RunState.DONE
-        ):
+        if str(source) in started and jobs.status(started[str(source)], viewer()).state is not RunState.DONE:
             return started[str(source)]
     started[str(source)] = sources.submit_validation(source, label, viewer().owner, limits())
     return started[str(source)]
@@ -193,6 +190,6 @@ def _validation_job(source: Path, label: str) -> str:
 @st.fragment(run_every=POLL_SECONDS)
 def _follow(page: str, job_id: str, waiting: str) -> None:
     """A validation job's progress, polled; the whole page reruns once it has ended."""
-    if job_id is None or RunState(jobs.reconcile(job_id, viewer())["state"]).final:
+    if job_id is None or jobs.reconcile(job_id, viewer()).state.final:
         st.rerun()
     progress_card(job_id, key=f"{page}.validation", phases=PHASES, waiting=waiting)

@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any
 
 import plotly.graph_objects as go
 import streamlit as st
 
 from core import inert, jobs
-from core.jobs import Run, RunState, backend
+from core.jobs import Run, RunRow, RunState, backend
 from core.training import outcome
 from core.training.events import EpochEnd, EventReader, read_events
 from core.training.progress import RunProgress, duration, queue_wait
@@ -34,13 +33,13 @@ PHASE_CAPTIONS = {
 # that a killed worker shows as failed within two seconds, rarely enough to cost nothing.
 RECONCILE_SECONDS = 2.0
 STATE_ICONS = {
-    "queued": ":material/schedule:",
-    "running": ":material/sync:",
-    "done": ":material/check_circle:",
-    "failed": ":material/error:",
-    "cancelled": ":material/cancel:",
-    "interrupted": ":material/pause_circle:",
-    "damaged": ":material/broken_image:",
+    RunState.QUEUED: ":material/schedule:",
+    RunState.RUNNING: ":material/sync:",
+    RunState.DONE: ":material/check_circle:",
+    RunState.FAILED: ":material/error:",
+    RunState.CANCELLED: ":material/cancel:",
+    RunState.INTERRUPTED: ":material/pause_circle:",
+    RunState.DAMAGED: ":material/broken_image:",
 }
 
 
@@ -64,7 +63,7 @@ def show_run(run_id: str) -> None:
         st.error(f"No run {inert.markdown(repr(run_id)[:60])} here. It may have been deleted.")
         _new_run_button()
         return
-    if RunState(status["state"]).final:
+    if status.state.final:
         _render(run_id, _view(run_id), status)
     else:
         _live(run_id)
@@ -75,11 +74,11 @@ def show_run(run_id: str) -> None:
 def _live(run_id: str) -> None:
     status = _settled_status(run_id)
     _render(run_id, _view(run_id), status)
-    if RunState(status["state"]).final:
+    if status.state.final:
         st.rerun()  # once, to leave the polling fragment for the finished view
 
 
-def _settled_status(run_id: str) -> dict[str, Any]:
+def _settled_status(run_id: str) -> RunRow:
     """The run's status, reconciled with its worker at most every ``RECONCILE_SECONDS``."""
     last = st.session_state.setdefault("train.reconciled_at", {})
     if time.monotonic() - last.get(run_id, 0.0) < RECONCILE_SECONDS:
@@ -97,27 +96,28 @@ def _view(run_id: str) -> RunProgress:
     return views[run_id].update()
 
 
-def _render(run_id: str, view: RunProgress, status: dict[str, Any]) -> None:
-    state = status["state"]
+def _render(run_id: str, view: RunProgress, status: RunRow) -> None:
+    state = status.state
     run = Run.open(run_id, viewer())
-    row = {**status, **run.plan_fields(), "dataset_name": run.record().dataset_name}
     focus_run(run_id)
     with st.container(border=True, key="train.run_status"):
-        st.subheader(inert.markdown(run_label(row)))
+        st.subheader(inert.markdown(run_label(status)))
         runs_on = backend.of_run(status).name
-        host = f" on {inert.markdown(status['host'])}" if status.get("host") else ""
-        st.caption(f"{inert.markdown(plan_summary(row))} · run id `{run_id}` · {runs_on} backend{host}")
-        line = f"**{state}**" + (f": {inert.markdown(status['message'])}" if status.get("message") else "")
-        if state == "queued" and status.get("queue_position"):
-            line = f"**queued**: place {status['queue_position']} in the queue · {_estimated_wait(run_id)}"
-        st.markdown(f"{STATE_ICONS.get(state, '')} {line}")
-        if state == "running":
+        host = f" on {inert.markdown(status.host)}" if status.host else ""
+        st.caption(
+            f"{inert.markdown(plan_summary(run.plan_fields()))} · run id `{run_id}` · {runs_on} backend{host}"
+        )
+        line = f"**{state}**" + (f": {inert.markdown(status.message)}" if status.message else "")
+        if state is RunState.QUEUED and status.queue_position:
+            line = f"**queued**: place {status.queue_position} in the queue · {_estimated_wait(run_id)}"
+        st.markdown(f"{STATE_ICONS[state]} {line}")
+        if state is RunState.RUNNING:
             _progress(view)
-        if state in ("queued", "running"):
+        if state.active:
             _cancel(run_id, status)
-        if state == "done":
+        if state is RunState.DONE:
             _outcome(run, status)
-        if RunState(state).final:
+        if state.final:
             kept_until(run, status)
     for warning in view.warnings:
         st.warning(inert.markdown(warning.message), icon=":material/warning:")
@@ -132,14 +132,10 @@ def _render(run_id: str, view: RunProgress, status: dict[str, Any]) -> None:
         )
 
 
-def _outcome(run: Run, status: dict[str, Any]) -> None:
+def _outcome(run: Run, status: RunRow) -> None:
     """The finished run in a line: its final accuracy against the majority rate, and how long."""
     metrics = run.metrics() or {}
-    took = (
-        duration((status.get("finished") or 0) - (status.get("started") or 0))
-        if status.get("started")
-        else "-"
-    )
+    took = duration((status.finished or 0) - status.started) if status.started else "-"
     if "best_val_accuracy" in metrics:
         judged = outcome.judge_metrics(metrics)
         columns = st.columns(3)
@@ -164,9 +160,9 @@ def _outcome(run: Run, status: dict[str, Any]) -> None:
     )
 
 
-def _cancel(run_id: str, status: dict[str, Any]) -> None:
+def _cancel(run_id: str, status: RunRow) -> None:
     """A cancel button; past a minute of training it asks first, since the work would be lost."""
-    trained_s = time.time() - status["started"] if status.get("started") else 0.0
+    trained_s = time.time() - status.started if status.started else 0.0
     asking = st.session_state.get("train.confirm_cancel") == run_id
     if not asking and st.button("Cancel", key="train.cancel", icon=":material/stop:"):
         if trained_s <= CONFIRM_CANCEL_AFTER_S:
@@ -192,9 +188,9 @@ def _estimated_wait(run_id: str) -> str:
     rows = jobs.list_runs()
     line = jobs.waiting_runs()
     ahead = line.index(run_id) if run_id in line else len(line)
-    lengths = sorted(r["finished"] - r["started"] for r in rows if r["state"] == "done" and r["started"])
+    lengths = sorted((r.finished or 0.0) - r.started for r in rows if r.state is RunState.DONE and r.started)
     now = time.time()
-    running = [_time_left(row["run_id"], now) for row in rows if row["state"] == "running"]
+    running = [_time_left(row.run_id, now) for row in rows if row.state is RunState.RUNNING]
     wait = queue_wait(running, ahead, lengths[len(lengths) // 2] if lengths else None)
     return "wait not known yet" if wait is None else f"starts in about {duration(wait)}"
 

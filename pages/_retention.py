@@ -3,24 +3,23 @@
 from __future__ import annotations
 
 import time
-from typing import Any
 
 import streamlit as st
 
 from core.housekeeping import retention
-from core.jobs import Run
+from core.jobs import Run, RunStatus
 from core.limits import Limits
 from pages._access import limits
 
 
-def kept_until(run: Run, status: dict[str, Any] | None = None) -> None:
+def kept_until(run: Run, status: RunStatus | None = None) -> None:
     """Under a finished run: until when it is kept, or that it is pinned; nothing without a limit."""
     line = kept_line(run, limits(), status)
     if line:
         st.caption(f":material/auto_delete: {line}")
 
 
-def kept_line(run: Run, limits_: Limits, status: dict[str, Any] | None = None) -> str:
+def kept_line(run: Run, limits_: Limits, status: RunStatus | None = None) -> str:
     """ "Kept until 29 Dec 2026: finished runs are deleted after 30 days. An admin can pin it.";
     "Pinned: kept until unpinned."; "" when runs are kept forever or the run is still active."""
     when = kept_when(run, limits_, status)
@@ -30,7 +29,7 @@ def kept_line(run: Run, limits_: Limits, status: dict[str, Any] | None = None) -
     return f"{when}: finished runs are deleted after {days:g} day{'' if days == 1 else 's'}. An admin can pin it."
 
 
-def kept_when(run: Run, limits_: Limits, status: dict[str, Any] | None = None) -> str | None:
+def kept_when(run: Run, limits_: Limits, status: RunStatus | None = None) -> str | None:
     """Until when a finished run is kept, in a few words; None when it is not to be deleted."""
     if limits_.keep_runs_days is None:
         return None

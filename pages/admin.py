@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass
 
 import pandas as pd
 import plotly.graph_objects as go
@@ -13,8 +13,8 @@ import streamlit as st
 
 from core import inert, jobs
 from core.housekeeping import retention
-from core.jobs import Run, RunState, backend, usage
-from core.jobs.kinds import KINDS, TRAIN
+from core.jobs import Run, RunRow, RunState, backend, usage
+from core.jobs.kinds import KINDS, TRAIN, JobKind
 from core.limits import SIZE_UNITS, human_bytes, size_unit
 from pages._access import limits, viewer
 from pages._common import data_name, run_label
@@ -24,15 +24,24 @@ CONFIRM_DELETE = "admin.confirm_delete"
 DONE_MESSAGE = "admin.done"
 
 
-def all_rows() -> list[dict[str, Any]]:
-    """Every job of every kind and owner, newest first, each with its kind, its full status and
-    its run handle (``"run"``), opened once here for every section of the page."""
-    rows = []
-    for kind in KINDS:
-        for row in jobs.list_runs(kind, viewer()):
-            run = Run.open(row["run_id"], viewer())
-            rows.append({**run.status(), **row, "kind": kind.label, "run": run})
-    return sorted(rows, key=lambda row: row.get("submitted") or 0.0, reverse=True)
+@dataclass(frozen=True)
+class Listed:
+    """A job as this page lists it: its row, its kind, and its run handle, opened once here for
+    every section of the page."""
+
+    row: RunRow
+    kind: JobKind
+    run: Run
+
+
+def all_rows() -> list[Listed]:
+    """Every job of every kind and owner, newest first."""
+    listed = [
+        Listed(row, kind, Run.open(row.run_id, viewer()))
+        for kind in KINDS
+        for row in jobs.list_runs(kind, viewer())
+    ]
+    return sorted(listed, key=lambda job: job.row.submitted or 0.0, reverse=True)
 
 
 def disk() -> None:
@@ -95,42 +104,42 @@ def disk_chart(owners: list[usage.OwnerUsage]) -> go.Figure:
     return fig
 
 
-def queue(rows: list[dict[str, Any]]) -> None:
+def queue(rows: list[Listed]) -> None:
     """The queued and running jobs, with their place in line and their workers."""
     now = time.time()
     _jobs_table(
         "Queue and workers",
-        [row for row in rows if RunState(row["state"]).active],
+        [job for job in rows if job.row.state.active],
         "No job is queued or running.",
         {
-            "Place in queue": lambda row: row.get("queue_position"),
-            "Submitted": lambda row: _when(row.get("submitted")),
-            "Worker": _worker,
-            "Heartbeat": lambda row: f"{now - row['heartbeat']:.0f} s ago" if row.get("heartbeat") else "-",
-            "Slot / GPU": _slot,
-            "Backend": lambda row: backend.of_run(row).name,
+            "Place in queue": lambda job: job.row.queue_position,
+            "Submitted": lambda job: _when(job.row.submitted),
+            "Worker": lambda job: _worker(job.row),
+            "Heartbeat": lambda job: f"{now - job.row.heartbeat:.0f} s ago" if job.row.heartbeat else "-",
+            "Slot / GPU": lambda job: _slot(job.row),
+            "Backend": lambda job: backend.of_run(job.row).name,
         },
     )
 
 
-def finished(rows: list[dict[str, Any]]) -> None:
+def finished(rows: list[Listed]) -> None:
     """The finished jobs, and until when retention keeps each."""
     rule = limits()
     _jobs_table(
         "Finished runs",
-        [row for row in rows if RunState(row["state"]).final],
+        [job for job in rows if job.row.state.final],
         "No finished run.",
         {
-            "Finished": lambda row: _when(row.get("finished")),
-            "Size": lambda row: human_bytes(usage.run_bytes(row["run"])),
-            "Kept": lambda row: kept_when(row["run"], rule, row) or "forever",
-            "Damage": lambda row: row.get("message") if row["state"] == RunState.DAMAGED else "",
+            "Finished": lambda job: _when(job.row.finished),
+            "Size": lambda job: human_bytes(usage.run_bytes(job.run)),
+            "Kept": lambda job: kept_when(job.run, rule, job.row) or "forever",
+            "Damage": lambda job: job.row.message if job.row.state is RunState.DAMAGED else "",
         },
     )
 
 
 def _jobs_table(
-    title: str, rows: list[dict[str, Any]], empty: str, columns: dict[str, Callable[[dict[str, Any]], object]]
+    title: str, rows: list[Listed], empty: str, columns: dict[str, Callable[[Listed], object]]
 ) -> None:
     """A section listing jobs: who, what and in which state, then ``columns``, each computed
     from a row; ``empty`` when there are none."""
@@ -139,31 +148,31 @@ def _jobs_table(
         st.caption(empty)
         return
     every = {
-        "Run": lambda row: row["run_id"],
-        "Owner": lambda row: row.get("owner") or "local",
-        "Kind": lambda row: row["kind"],
-        "State": lambda row: row["state"],
+        "Run": lambda job: job.row.run_id,
+        "Owner": lambda job: job.row.owner or "local",
+        "Kind": lambda job: job.kind.label,
+        "State": lambda job: str(job.row.state),
         **columns,
     }
     frame = pd.DataFrame({name: [value(row) for row in rows] for name, value in every.items()})
     st.dataframe(frame, hide_index=True, width="stretch")
 
 
-def actions(rows: list[dict[str, Any]]) -> None:
+def actions(rows: list[Listed]) -> None:
     """Pin or unpin, delete (asking first) a finished run; cancel an active one."""
     st.subheader("Act on a run")
     if not rows:
         st.caption("No runs.")
         return
-    by_id = {row["run_id"]: row for row in rows}
+    by_id = {job.row.run_id: job for job in rows}
     chosen = st.selectbox(
         "Run",
         list(by_id),
         format_func=lambda run_id: _choice(by_id[run_id]),
         key="admin.run",
     )
-    row, run = by_id[chosen], by_id[chosen]["run"]
-    if RunState(row["state"]).active:
+    run = by_id[chosen].run
+    if by_id[chosen].row.state.active:
         if st.button("Cancel", key="admin.cancel", icon=":material/stop:"):
             jobs.cancel(chosen, viewer())
             _done(f"Cancelled {chosen}.")
@@ -182,10 +191,11 @@ def actions(rows: list[dict[str, Any]]) -> None:
         _confirm_delete(run)
 
 
-def _choice(row: dict[str, Any]) -> str:
+def _choice(job: Listed) -> str:
     """A run in the chooser: its id, kind, state and owner, then what it ran on."""
-    what = run_label(row) if row["kind"] == TRAIN.label else data_name(row)
-    return f"{row['run_id']} · {row['kind']} · {row['state']} · {row.get('owner') or 'local'} · {what}"
+    row = job.row
+    what = run_label(row) if job.kind is TRAIN else data_name(row)
+    return f"{row.run_id} · {job.kind.label} · {row.state} · {row.owner or 'local'} · {what}"
 
 
 def _confirm_delete(run: Run) -> None:
@@ -213,14 +223,14 @@ def _when(stamp: float | None) -> str:
     return time.strftime("%d %b %Y %H:%M", time.localtime(stamp)) if stamp else "-"
 
 
-def _worker(row: dict[str, Any]) -> str:
-    return f"pid {row['pid']} on {row.get('host') or '?'}" if row.get("pid") else "-"
+def _worker(row: RunRow) -> str:
+    return f"pid {row.pid} on {row.host or '?'}" if row.pid else "-"
 
 
-def _slot(row: dict[str, Any]) -> str:
-    if row.get("slot") is None:
+def _slot(row: RunRow) -> str:
+    if row.slot is None:
         return "-"
-    return f"slot {row['slot']}" + (f" · GPU {row['gpu']}" if row.get("gpu") is not None else " · CPU")
+    return f"slot {row.slot}" + (f" · GPU {row.gpu}" if row.gpu is not None else " · CPU")
 
 
 st.title("Admin")

@@ -10,7 +10,7 @@ from PIL import Image
 from core import inert, jobs
 from core.artifacts.card import ModelCard
 from core.data import IngestError, decode_image
-from core.jobs import Run
+from core.jobs import Run, RunState
 from pages._access import viewer
 from pages._batch import batch_predictions
 from pages._charts import top_classes_chart
@@ -46,12 +46,12 @@ def classify(run_id: str, file_id: str, _data: bytes) -> tuple[tuple[tuple[str, 
 
 
 st.title("Predict")
-done = [r for r in jobs.list_runs(viewer=viewer()) if r["state"] == "done"]
+done = [r for r in jobs.list_runs(viewer=viewer()) if r.state is RunState.DONE]
 if not done:
     st.info("No finished run yet: train one on the **Train** page.")
     st.stop()
 
-runs = {r["run_id"]: r for r in done}
+runs = {r.run_id: r for r in done}
 wanted = st.query_params.get("run") or focus_run()
 ids = list(runs)
 run_id = st.selectbox(

@@ -11,7 +11,7 @@ import streamlit as st
 from core import inert, jobs
 from core.artifacts import bundle
 from core.data import stored_images
-from core.jobs import Run
+from core.jobs import Run, RunState
 from core.training import outcome
 from core.training.suspects import Suspects
 from pages._access import limits, viewer
@@ -37,14 +37,14 @@ if not runs:
     st.page_link("pages/train.py", label="Go to Train", icon=":material/model_training:")
     st.stop()
 
-labels = {r["run_id"]: run_label(r) for r in runs}
+labels = {r.run_id: run_label(r) for r in runs}
 table = pd.DataFrame(runs)
 table["data"] = [data_name(r) for r in runs]
 table["minutes"] = ((table["finished"] - table["started"]) / 60).round(1)
 table["worked"] = [
     None
-    if r["best_val_accuracy"] is None
-    else outcome.judge(r["best_val_accuracy"], r["majority_rate"] or 0, r).worked
+    if r.best_val_accuracy is None
+    else outcome.judge(r.best_val_accuracy, r.majority_rate or 0, {"case": r.case or 1}).worked
     for r in runs
 ]
 st.dataframe(
@@ -69,7 +69,7 @@ st.dataframe(
 )
 
 ids = table["run_id"].tolist()
-finished = [r["run_id"] for r in runs if r["state"] == "done"]
+finished = [r.run_id for r in runs if r.state is RunState.DONE]
 compare = st.multiselect(
     "Compare runs", ids, default=finished[:3], format_func=labels.get, key="results.compare"
 )

@@ -100,7 +100,7 @@ def wait_until(condition: Callable[[], Any], what: str = "the condition", timeou
 def wait_for_state(run_id: str, state: str, timeout_s: float = 20.0) -> dict[str, Any]:
     """The run's status once ``jobs.reconcile`` reports it in ``state``."""
     return wait_until(
-        lambda: (s := jobs.reconcile(run_id))["state"] == state and s, f"{run_id} {state}", timeout_s
+        lambda: (s := jobs.reconcile(run_id)).state == state and s, f"{run_id} {state}", timeout_s
     )
 
 

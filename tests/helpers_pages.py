@@ -16,7 +16,6 @@ from streamlit.testing.v1 import AppTest
 
 from core import jobs
 from core.jobs.kinds import VALIDATE_SOURCE
-from core.jobs.run import RunState
 
 APP = str(Path(__file__).resolve().parents[1] / "app_shell.py")
 TIMEOUT = 180
@@ -74,7 +73,7 @@ def after_validation(at: AppTest) -> AppTest:
     """The page again once the folder it asked for has been checked: a server folder is
     validated by a job, and the page shows its progress until then."""
     wait_for(
-        lambda: not any(RunState(r["state"]).active for r in jobs.list_runs(kind=VALIDATE_SOURCE)),
+        lambda: not any(r.state.active for r in jobs.list_runs(kind=VALIDATE_SOURCE)),
         timeout_s=120,
         what="end of the folder's validation job",
     )

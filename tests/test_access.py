@@ -185,21 +185,21 @@ def test_another_owners_run_is_not_found_exactly_like_a_made_up_id() -> None:
     for call in (jobs.status, jobs.reconcile, jobs.cancel):
         with pytest.raises(RunNotFound):
             call("alice-run", BOB)
-    assert jobs.status("alice-run", ALICE)["state"] == "done"
+    assert jobs.status("alice-run", ALICE).state == "done"
 
 
 def test_each_owner_lists_their_own_runs_and_admins_all() -> None:
     stored_run("alice-run", "alice")
     stored_run("bob-run", "bob", state="queued")
     stored_run("cli-run", "local")
-    assert [r["run_id"] for r in jobs.list_runs(viewer=ALICE)] == ["alice-run"]
-    assert [r["run_id"] for r in jobs.list_runs(viewer=BOB)] == ["bob-run"]
-    assert {r["run_id"] for r in jobs.list_runs(viewer=Viewer("boss", sees_all=True))} == {
+    assert [r.run_id for r in jobs.list_runs(viewer=ALICE)] == ["alice-run"]
+    assert [r.run_id for r in jobs.list_runs(viewer=BOB)] == ["bob-run"]
+    assert {r.run_id for r in jobs.list_runs(viewer=Viewer("boss", sees_all=True))} == {
         "alice-run",
         "bob-run",
         "cli-run",
     }
-    assert {r["run_id"] for r in jobs.list_runs()} == {"alice-run", "bob-run", "cli-run"}  # access off
+    assert {r.run_id for r in jobs.list_runs()} == {"alice-run", "bob-run", "cli-run"}  # access off
     assert jobs.active_runs(ALICE) == []
 
 
@@ -255,8 +255,8 @@ def test_a_command_line_run_belongs_to_its_owner(tmp_path: Path, capsys: pytest.
     # The run fails on its data (one class), after it was recorded: what the app lists.
     assert cli_main(["train", str(only.parent), "--backbone", "efficientnet_lite0", "--owner", "Ann"]) == 1
     [row] = jobs.list_runs(viewer=Viewer("ann", sees_all=False))
-    assert row["state"] == "failed" and jobs.list_runs(viewer=BOB) == []
-    assert Run.open(row["run_id"]).record().owner == "ann"
+    assert row.state == "failed" and jobs.list_runs(viewer=BOB) == []
+    assert Run.open(row.run_id).record().owner == "ann"
 
 
 # ------------------------------------------------------------------ the pages, signed in

@@ -18,6 +18,7 @@ from core.experiments import race
 from core.experiments.race import Lane, LaneResult, Race
 from core.jobs import analysis
 from core.jobs.run import RunState
+from core.jobs.table import RunRow
 
 CONTRACT_KEYS = {
     "similarity", "verdict", "evidence", "recommended_case", "backbone", "cut", "backbone_ranking", "stage_scores",
@@ -25,14 +26,14 @@ CONTRACT_KEYS = {
 }  # fmt: skip
 
 
-def wait_final(run_id: str, timeout: float = 240) -> dict:
+def wait_final(run_id: str, timeout: float = 240) -> RunRow:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         status = jobs.reconcile(run_id)
-        if RunState(status["state"]).final:
+        if status.state.final:
             return status
         time.sleep(0.3)
-    raise AssertionError(f"{run_id} still {status['state']} after {timeout} s")
+    raise AssertionError(f"{run_id} still {status.state} after {timeout} s")
 
 
 def test_analyze_json_has_the_contract_keys_and_the_race_its_winner(
@@ -74,8 +75,8 @@ def test_analyze_json_has_the_contract_keys_and_the_race_its_winner(
     )
     assert all(entry["versus_advice"] in ("won", "tied", "lost") for entry in contenders.values())
     runs = jobs.list_runs()
-    assert {run["state"] for run in runs} <= {"done", "cancelled"}
-    assert sorted(run["case"] for run in runs) == [3, 3, 3, 3]
+    assert {run.state for run in runs} <= {RunState.DONE, RunState.CANCELLED}
+    assert sorted(run.case for run in runs) == [3, 3, 3, 3]
     surgical = [run for run in result["race_runs"] if run["contender"] == "surgical"]
     assert {jobs.Run.open(run["run_id"]).plan_fields()["tune_through"] for run in surgical} == {"_blocks.0"}
 
@@ -109,20 +110,26 @@ def test_the_analysis_job_runs_beside_a_training_run_and_leaves_its_result(
 
     final = wait_final(job)
 
-    assert final["state"] == "done", final["message"]
-    assert jobs.status(training)["state"] == "running"
-    assert [run["run_id"] for run in jobs.list_runs()] == [training]  # jobs stay out of the runs table
+    assert final.state is RunState.DONE, final.message
+    assert jobs.status(training).state is RunState.RUNNING
+    assert [run.run_id for run in jobs.list_runs()] == [training]  # jobs stay out of the runs table
     result = analysis.analysis_result(job)
     assert CONTRACT_KEYS <= result.keys() and result["dataset"]["name"] == "faces"
     jobs.cancel(training)
     wait_final(training)
 
 
-def lanes(curves: dict[str, tuple[tuple[float, ...], ...]], state: str = "done") -> tuple[LaneResult, ...]:
+def lanes(
+    curves: dict[str, tuple[tuple[float, ...], ...]], state: RunState = RunState.DONE
+) -> tuple[LaneResult, ...]:
     """One run per curve (validation accuracy after each epoch); a done run scored its last."""
     return tuple(
         LaneResult(
-            Lane(key, seed, f"run-{key}-{seed}"), state, curve[-1] if state == "done" else None, 10.0, curve
+            Lane(key, seed, f"run-{key}-{seed}"),
+            state,
+            curve[-1] if state is RunState.DONE else None,
+            10.0,
+            curve,
         )
         for key, per_seed in curves.items()
         for seed, curve in enumerate(per_seed)
@@ -149,11 +156,11 @@ def test_halving_drops_a_fine_tune_trailing_by_more_than_the_spread_and_keeps_on
         "surgical": ((0.52, 0.78), (0.50, 0.83)),  # within the spread of the leader's seeds
         "case4": ((0.30, 0.40), (0.31, 0.42)),  # well behind
     }
-    now = race.judged(a_race(size="large"), lanes(curves, state="running"))
+    now = race.judged(a_race(size="large"), lanes(curves, state=RunState.RUNNING))
 
     assert race.to_drop(now) == ["case4"]
     # Judged after the latest epoch that every fine-tune has reached: case 4 kept up in its first.
-    behind = lanes({**curves, "case4": ((0.52,), (0.50,))}, state="running")
+    behind = lanes({**curves, "case4": ((0.52,), (0.50,))}, state=RunState.RUNNING)
     assert race.to_drop(race.judged(a_race(size="large"), behind)) == []
 
 
@@ -161,7 +168,8 @@ def test_the_verdict_says_whether_the_advised_plan_won_tied_or_lost() -> None:
     def judged(case3: tuple[float, float]) -> race.Standing:
         runs = lanes({"case3": ((case3[0],), (case3[1],)), "surgical": ((0.5,), (0.52,))})
         dropped = tuple(
-            replace(lane, state="cancelled", accuracy=None) for lane in lanes({"case4": ((0.3,), (0.32,))})
+            replace(lane, state=RunState.CANCELLED, accuracy=None)
+            for lane in lanes({"case4": ((0.3,), (0.32,))})
         )
         return race.judged(a_race(size="large"), runs + dropped)
 

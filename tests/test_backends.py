@@ -27,7 +27,7 @@ from helpers_jobs import (
 
 from core import jobs
 from core.jobs import backend
-from core.jobs.run import CANCELLED_MESSAGE, RunState
+from core.jobs.run import CANCELLED_MESSAGE
 from core.training.events import EventReader, read_events
 
 # Bounds for a busy machine, where a Ray job's worker takes seconds to start.
@@ -45,9 +45,9 @@ def jobs_on(request: pytest.FixtureRequest, lab_home: Path, monkeypatch: pytest.
     else:
         monkeypatch.setenv(backend.BACKEND_ENV, backend.LOCAL)
     yield request.param
-    for run_id in [row["run_id"] for row in jobs.active_runs()]:
+    for run_id in [row.run_id for row in jobs.active_runs()]:
         jobs.cancel(run_id)
-        wait_until(lambda run_id=run_id: not RunState(jobs.reconcile(run_id)["state"]).active, "its end")
+        wait_until(lambda run_id=run_id: not jobs.reconcile(run_id).state.active, "its end")
 
 
 def test_a_run_trains_in_its_worker_and_ends_done(jobs_on: str) -> None:
@@ -55,11 +55,11 @@ def test_a_run_trains_in_its_worker_and_ends_done(jobs_on: str) -> None:
 
     final = wait_for_state(run_id, "done", timeout_s=START_S)
 
-    assert final["backend"] == jobs_on and final["pid"] != os.getpid()
-    assert final["submitted"] <= final["started"] <= final["finished"]
-    assert final["message"] == "" and final["queue_position"] is None
+    assert final.backend == jobs_on and final.pid != os.getpid()
+    assert final.submitted <= final.started <= final.finished
+    assert final.message == "" and final.queue_position is None
     assert event_types(run_id) == ["queued", "running", "batch", "batch", "done", "done"]
-    assert jobs.list_runs()[0]["best_val_accuracy"] == 0.75
+    assert jobs.list_runs()[0].best_val_accuracy == 0.75
 
 
 def test_progress_arrives_while_a_run_runs_and_a_restart_leaves_it_alone(jobs_on: str) -> None:
@@ -68,17 +68,17 @@ def test_progress_arrives_while_a_run_runs_and_a_restart_leaves_it_alone(jobs_on
 
     seen = wait_until(
         lambda: (
-            jobs.reconcile(run_id)["state"] == "running"
+            jobs.reconcile(run_id).state == "running"
             and [e for e in reader.new_events() if e.type == "batch"]
         ),
         "a batch event while running",
         timeout_s=START_S,
     )
 
-    assert jobs.status(run_id)["state"] == "running" and seen[0].step >= 1
+    assert jobs.status(run_id).state == "running" and seen[0].step >= 1
     assert jobs.recover() == []  # an app restarting leaves a run whose worker lives alone
-    assert wait_for_state(run_id, "done", timeout_s=END_S)["heartbeat"]
-    assert jobs.list_runs()[0]["best_val_accuracy"] == 0.8
+    assert wait_for_state(run_id, "done", timeout_s=END_S).heartbeat
+    assert jobs.list_runs()[0].best_val_accuracy == 0.8
 
 
 def test_a_failing_run_records_a_one_line_message_and_the_traceback(jobs_on: str) -> None:
@@ -86,21 +86,21 @@ def test_a_failing_run_records_a_one_line_message_and_the_traceback(jobs_on: str
 
     final = wait_for_state(run_id, "failed", timeout_s=START_S)
 
-    assert final["message"] == "ValueError: learning rate 'fast' is not a number; expected a float"
+    assert final.message == "ValueError: learning rate 'fast' is not a number; expected a float"
     log = (run_dir(run_id) / "worker.log").read_text()
     assert "Traceback" in log and "helpers_jobs.py" in log
     errors = [e for e in read_events(run_dir(run_id)) if e.type == "error"]
-    assert [e.message for e in errors] == [final["message"]]
+    assert [e.message for e in errors] == [final.message]
 
 
 def test_cancel_stops_a_running_run_within_seconds(jobs_on: str) -> None:
     run_id = jobs.submit({}, target=FOREVER)
-    pid = wait_for_state(run_id, "running", timeout_s=START_S)["pid"]
+    pid = wait_for_state(run_id, "running", timeout_s=START_S).pid
 
     jobs.cancel(run_id)
     final = wait_for_state(run_id, "cancelled", timeout_s=15)
 
-    assert final["message"] == CANCELLED_MESSAGE
+    assert final.message == CANCELLED_MESSAGE
     assert event_types(run_id)[-1] == "cancelled"
     wait_until(lambda: process_gone(pid), "the worker's exit", timeout_s=15)
 
@@ -109,11 +109,11 @@ def test_a_frozen_worker_is_stopped_and_failed_by_its_heartbeat(
     jobs_on: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     run_id = jobs.submit({}, target=FOREVER)
-    pid = wait_for_state(run_id, "running", timeout_s=START_S)["pid"]
+    pid = wait_for_state(run_id, "running", timeout_s=START_S).pid
 
     os.kill(pid, signal.SIGSTOP)  # the same machine here: on a cluster, any node
     monkeypatch.setattr(backend, "HEARTBEAT_TIMEOUT_S", 1.0)
     final = wait_for_state(run_id, "failed", timeout_s=END_S)
 
-    assert "stopped responding (no heartbeat for " in final["message"]
+    assert "stopped responding (no heartbeat for " in final.message
     wait_until(lambda: process_gone(pid), "the frozen worker stopped", timeout_s=15)

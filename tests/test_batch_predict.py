@@ -23,7 +23,6 @@ from core.data import IngestError
 from core.data.samples import sample_path
 from core.jobs import Run, predictions, uploads
 from core.jobs.evaluation import SCORING, evaluation_result, submit_evaluation
-from core.jobs.run import RunState
 from core.training.events import read_events
 
 
@@ -107,20 +106,20 @@ def test_a_tiny_zip_of_huge_flat_images_is_refused_before_any_is_decoded(finishe
 
 
 def settled(job_id: str) -> dict:
-    return wait_for(lambda: RunState((s := jobs.reconcile(job_id))["state"]).final and s, timeout_s=120)
+    return wait_for(lambda: (s := jobs.reconcile(job_id)).state.final and s, timeout_s=120)
 
 
 def test_a_batch_is_classified_by_a_job_and_the_page_only_reads_its_results(
     trained: str, tmp_path: Path
 ) -> None:
     job_id = predictions.submit_predictions(trained, unlabelled_zip(tmp_path).read_bytes(), "new.zip")
-    assert settled(job_id)["state"] == "done"
+    assert settled(job_id).state == "done"
     result = predictions.batch_result(job_id)
     assert len(result.rows) == 7 and result.csv.startswith("file,predicted,confidence")
     assert not (Run.open(job_id).directory / predictions.BATCH_ZIP).exists()  # the zip goes once read
 
     refused = predictions.submit_predictions(trained, flat_giants(10), "giants.zip")
-    assert "pixels" in settled(refused)["message"]
+    assert "pixels" in settled(refused).message
 
     at = AppTest.from_file(APP, default_timeout=TIMEOUT)
     at.query_params["batch"] = job_id
@@ -135,7 +134,7 @@ def test_a_run_is_scored_on_a_labelled_zip_by_a_job_with_progress(trained: str) 
     digest = uploads.accept_upload(sample_path("faces").read_bytes(), "faces.zip")
     validated = wait_for(lambda: uploads.upload_state(digest).dataset, timeout_s=120)
     job_id = submit_evaluation(trained, validated, "faces.zip")
-    assert settled(job_id)["state"] == "done"
+    assert settled(job_id).state == "done"
     scores = evaluation_result(job_id)
     assert scores["images"] == 200 and sum(map(sum, scores["confusion_matrix"])) == 200
     progress = [e for e in read_events(Run.open(job_id).directory) if e.type == "progress"]
@@ -144,5 +143,5 @@ def test_a_run_is_scored_on_a_labelled_zip_by_a_job_with_progress(trained: str) 
     unknown = uploads.accept_upload(sample_path("textures").read_bytes(), "textures.zip")
     other = wait_for(lambda: uploads.upload_state(unknown).dataset, timeout_s=120)
     refused = settled(submit_evaluation(trained, other, "textures.zip"))
-    assert "does not know the classes 'brick'" in refused["message"]
-    assert evaluation_result(refused["run_id"]) is None
+    assert "does not know the classes 'brick'" in refused.message
+    assert evaluation_result(refused.run_id) is None

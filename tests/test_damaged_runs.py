@@ -37,10 +37,10 @@ def damaged(finished_run: Path, lab_home: Path) -> str:
 
 
 def test_damaged_runs_are_listed_as_such_and_every_page_works(damaged: str) -> None:
-    rows = {row["run_id"]: row for row in jobs.list_runs()}
-    assert rows[damaged]["state"] == "done"
+    rows = {row.run_id: row for row in jobs.list_runs()}
+    assert rows[damaged].state == "done"
     for run_id, (_, _, problem) in DAMAGES.items():
-        assert rows[run_id]["state"] == "damaged" and problem in rows[run_id]["message"], run_id
+        assert rows[run_id].state == "damaged" and problem in rows[run_id].message, run_id
 
     at = AppTest.from_file(APP, default_timeout=TIMEOUT)
     at.query_params["run"] = damaged

@@ -112,7 +112,7 @@ def test_a_plan_with_two_workers_trains_under_torchrun_inside_its_worker(
     final = wait_for_state(run_id, "done", timeout_s=240)
 
     run_dir = lab_home / "runs" / run_id
-    assert final["message"] == "" and final["backend"] == "local"
+    assert final.message == "" and final.backend == "local"
     events = read_events(run_dir)
     data = next(e for e in events if e.type == "data")
     embedded = [e.total for e in events if e.type == "progress" and e.phase == "features"]

@@ -83,27 +83,27 @@ def test_a_worker_killed_mid_epoch_fails_saying_so_and_the_next_run_trains(
     data = colour_folders(tmp_path / "colours")
     monkeypatch.setenv(STEP_DELAY_ENV, "1")  # a second per batch: time to kill it mid-epoch
     run_id = jobs.submit({**TINY_TRAINING, "data": str(data)})
-    pid = wait_for_state(run_id, "running", timeout_s=60)["pid"]
+    pid = wait_for_state(run_id, "running", timeout_s=60).pid
     wait_until(lambda: batch_seen(run_id), "a batch trained", timeout_s=60)
 
     os.kill(pid, signal.SIGKILL)  # what the out-of-memory killer does
     final = wait_for_state(run_id, "failed", timeout_s=10)
 
-    assert final["message"].startswith(
+    assert final.message.startswith(
         f"the worker (pid {pid}) was killed by SIGKILL (the system's out-of-memory killer does this"
     )
     assert not Run.open(run_id).model_dir.exists() and leftovers(home) == []
     monkeypatch.delenv(STEP_DELAY_ENV)
     after = jobs.submit({**TINY_TRAINING, "data": str(data)})  # its slot was given back
-    assert wait_for_state(after, "done", timeout_s=120)["message"] == ""
+    assert wait_for_state(after, "done", timeout_s=120).message == ""
     assert {p.name for p in Run.open(after).model_dir.iterdir()} == MODEL_FILES
 
 
 def test_a_worker_that_exits_without_reporting_fails_with_its_exit_code(home: Path) -> None:
     run_id = jobs.submit({}, target="tests.helpers_jobs:vanishing")
     final = wait_for_state(run_id, "failed")
-    pid = final["pid"]
-    assert final["message"] == (
+    pid = final.pid
+    assert final.message == (
         f"the worker (pid {pid}) exited with code 3; last words: calling the native library"
     )
     assert storage.read_json(Run.open(run_id).exit_file) == {"pid": pid, "returncode": 3}
@@ -112,8 +112,8 @@ def test_a_worker_that_exits_without_reporting_fails_with_its_exit_code(home: Pa
 def test_a_run_out_of_memory_fails_with_one_line(home: Path) -> None:
     run_id = jobs.submit({}, target="tests.helpers_jobs:greedy")
     final = wait_for_state(run_id, "failed")
-    assert final["message"] == "MemoryError: out of memory; a smaller batch or image size needs less"
-    assert jobs.list_runs()[0]["state"] == "failed"  # the app goes on listing runs
+    assert final.message == "MemoryError: out of memory; a smaller batch or image size needs less"
+    assert jobs.list_runs()[0].state == "failed"  # the app goes on listing runs
 
 
 # ------------------------------------------------------------------------------------ a full disk
@@ -128,7 +128,7 @@ def test_a_training_that_fills_the_disk_fails_saying_so_and_leaves_no_half_model
     final = wait_for_state(run_id, "failed", timeout_s=120)
 
     run = Run.open(run_id)
-    assert final["message"] == (
+    assert final.message == (
         f"the disk is full: could not write {run.model_dir}/model.pt2; free some space there and try again"
     )
     assert not run.model_dir.exists() and leftovers(small_disk) == []
@@ -143,12 +143,12 @@ def test_a_disk_full_to_the_last_byte_still_says_how_the_run_ended(
     filler = fill(small_disk)  # not even status.json can be written now
 
     seen = wait_for_state(run_id, "failed", timeout_s=30)  # the page's reconcile: no traceback
-    assert seen["message"].startswith(f"the disk is full: could not write {small_disk}/runs/{run_id}/")
-    assert Run.open(run_id).status()["state"] == "running"  # what it could not write
+    assert seen.message.startswith(f"the disk is full: could not write {small_disk}/runs/{run_id}/")
+    assert Run.open(run_id).status().state == "running"  # what it could not write
     filler.unlink()
     recorded = jobs.reconcile(run_id)  # once there is room, the end is recorded
-    assert Run.open(run_id).status()["state"] == "failed"
-    assert "stopped because the disk was full" in recorded["message"]
+    assert Run.open(run_id).status().state == "failed"
+    assert "stopped because the disk was full" in recorded.message
     assert leftovers(small_disk) == []
 
 
@@ -191,9 +191,9 @@ def test_an_upload_whose_data_set_does_not_fit_fails_saying_so_and_leaves_nothin
     fill(small_disk, leave=len(zipped) + 256 * 1024)  # room for the zip, not for its images too
     digest = uploads.accept_upload(zipped, "big.zip")
     job = uploads.upload_state(digest).job_id
-    final = wait_until(lambda: (s := jobs.reconcile(job))["state"] == "failed" and s, "failed", timeout_s=60)
+    final = wait_until(lambda: (s := jobs.reconcile(job)).state == "failed" and s, "failed", timeout_s=60)
 
-    assert final["message"].startswith("the disk is full: could not write ")
+    assert final.message.startswith("the disk is full: could not write ")
     assert uploads.upload_state(digest).refusal.startswith("the disk is full")
     assert not (storage.datasets_dir() / digest).exists() and list(storage.uploads_dir().iterdir()) == []
     assert leftovers(small_disk) == []

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import os
 import signal
 import subprocess
@@ -12,6 +11,7 @@ import sys
 import time
 from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -123,18 +123,18 @@ def test_a_missing_training_entry_point_fails_the_run_readably(home: Path) -> No
 
     final = wait_for_state(run_id, "failed")
 
-    assert final["message"] == "ModuleNotFoundError: No module named 'tests.no_such_module'"
+    assert final.message == "ModuleNotFoundError: No module named 'tests.no_such_module'"
 
 
 def test_cancel_kills_a_worker_that_ignores_it(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(local, "CANCEL_GRACE_S", 0.5)
     run_id = jobs.submit({}, target="tests.helpers_jobs:stubborn")
-    pid = wait_for_state(run_id, "running")["pid"]
+    pid = wait_for_state(run_id, "running").pid
     wait_until(lambda: "still training" in Run.open(run_id).log_tail(), "training output")
 
     jobs.cancel(run_id)
 
-    assert wait_for_state(run_id, "cancelled", timeout_s=10)["message"] == CANCELLED_MESSAGE
+    assert wait_for_state(run_id, "cancelled", timeout_s=10).message == CANCELLED_MESSAGE
     wait_until(lambda: process_gone(pid), "worker exit", timeout_s=5)
 
 
@@ -145,7 +145,7 @@ def test_a_job_past_its_time_limit_says_so_even_if_the_limit_kills_it(home: Path
 
     final = wait_for_state(run_id, "failed", timeout_s=15)
 
-    assert final["message"] == "stopped after 0.5 s, the time limit for this job"
+    assert final.message == "stopped after 0.5 s, the time limit for this job"
     assert event_types(run_id)[-1] == "failed"
 
 
@@ -156,10 +156,10 @@ def test_a_second_run_waits_in_line_and_starts_after_the_first(home: Path) -> No
     second = jobs.submit({"seconds": 0.1}, target=SLEEPY)
     queued = jobs.status(second)
 
-    assert queued["state"] == "queued"
-    assert queued["queue_position"] == jobs.queue_position(second) == 1
+    assert queued.state == "queued"
+    assert queued.queue_position == jobs.queue_position(second) == 1
     done_second = wait_for_state(second, "done", timeout_s=15)
-    assert done_second["started"] >= jobs.status(first)["finished"]
+    assert done_second.started >= jobs.status(first).finished
 
 
 def test_at_most_max_concurrent_runs_train_at_once(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -169,8 +169,8 @@ def test_at_most_max_concurrent_runs_train_at_once(home: Path, monkeypatch: pyte
     running = [wait_for_state(run_id, "running") for run_id in runs[:2]]
     time.sleep(0.5)  # ample time for a third worker to take a slot, were one free
 
-    assert sorted(s["slot"] for s in running) == [0, 1]
-    assert jobs.status(runs[2])["state"] == "queued"
+    assert sorted(s.slot for s in running) == [0, 1]
+    assert jobs.status(runs[2]).state == "queued"
     assert jobs.queue_position(runs[2]) == 1
     jobs.cancel(runs[0])
     wait_for_state(runs[2], "running")
@@ -180,7 +180,7 @@ def test_simultaneous_submissions_each_get_their_own_place_in_line(home: Path) -
     with ThreadPoolExecutor(max_workers=4) as pool:
         runs = list(pool.map(lambda _: jobs.submit({}, target=FOREVER), range(4)))
 
-    wait_until(lambda: any(jobs.status(r)["state"] == "running" for r in runs), "a running run")
+    wait_until(lambda: any(jobs.status(r).state == "running" for r in runs), "a running run")
     places = sorted(jobs.queue_position(r) or 0 for r in runs)
 
     assert places == [0, 1, 2, 3]
@@ -196,16 +196,16 @@ def test_cancel_takes_a_queued_run_out_of_the_line(home: Path) -> None:
 
     jobs.cancel(second)
 
-    assert wait_for_state(second, "cancelled", timeout_s=5)["queue_position"] is None
+    assert wait_for_state(second, "cancelled", timeout_s=5).queue_position is None
     assert jobs.queue_position(third) == 1
-    assert jobs.status(first)["state"] == "running"
+    assert jobs.status(first).state == "running"
 
 
 def test_a_worker_holds_its_run_s_lock_until_its_process_has_ended(home: Path) -> None:
     """A reader that finds the lock free takes the worker for ended and asks for its exit status
     (what a run that could not record its end, on a full disk, is judged by)."""
     run_id = jobs.submit({}, target="tests.helpers_jobs:lingering")
-    pid = wait_for_state(run_id, "done")["pid"]
+    pid = wait_for_state(run_id, "done").pid
     run = Run.open(run_id)
     assert not process_gone(pid) and StatusKeeper.take(run) is None  # still ending: still held
     (run.directory / "let_go").touch()
@@ -217,18 +217,16 @@ def test_a_worker_holds_its_run_s_lock_until_its_process_has_ended(home: Path) -
 
 def test_a_killed_worker_leaves_its_run_failed_with_its_last_words(home: Path) -> None:
     run_id = jobs.submit({}, target=FOREVER)
-    pid = wait_for_state(run_id, "running")["pid"]
+    pid = wait_for_state(run_id, "running").pid
     wait_until(lambda: "still training" in Run.open(run_id).log_tail(), "training output")
 
     os.kill(pid, signal.SIGKILL)
     wait_until(lambda: process_gone(pid), "worker exit", timeout_s=5)
-    assert jobs.status(run_id)["state"] == "running"  # status only reads; reconcile looks
+    assert jobs.status(run_id).state == "running"  # status only reads; reconcile looks
     final = wait_for_state(run_id, "failed", timeout_s=5)
 
-    assert (
-        f"the worker (pid {pid}) was killed by SIGKILL (the system's out-of-memory killer" in final["message"]
-    )
-    assert "last words: still training, step" in final["message"]
+    assert f"the worker (pid {pid}) was killed by SIGKILL (the system's out-of-memory killer" in final.message
+    assert "last words: still training, step" in final.message
     assert event_types(run_id)[-2:] == ["error", "failed"]
     # Its slot went with it: the next run still gets to train.
     assert wait_for_state(jobs.submit({"seconds": 0.1}, target=SLEEPY), "done")
@@ -258,13 +256,13 @@ def test_a_stale_run_never_gets_a_stranger_with_its_old_pid_killed(
     orphan = orphan_run(stranger.pid)
     held = queue.try_lock(orphan / "worker.lock")  # another page, recording the run's end
 
-    assert jobs.reconcile(orphan.name)["state"] == "running"
+    assert jobs.reconcile(orphan.name).state == "running"
     os.close(held)
     final = jobs.reconcile(orphan.name)
 
     assert stranger.poll() is None
-    assert final["state"] == "failed"
-    assert f"the worker (pid {stranger.pid}) died without reporting" in final["message"]
+    assert final.state == "failed"
+    assert f"the worker (pid {stranger.pid}) died without reporting" in final.message
 
 
 def test_cancelling_a_run_whose_worker_is_gone_signals_no_stranger(
@@ -277,7 +275,7 @@ def test_cancelling_a_run_whose_worker_is_gone_signals_no_stranger(
     os.close(held)
 
     assert stranger.poll() is None
-    assert jobs.reconcile(orphan.name)["state"] == "cancelled"
+    assert jobs.reconcile(orphan.name).state == "cancelled"
 
 
 def test_status_outlives_the_process_that_submitted(home: Path) -> None:
@@ -288,11 +286,11 @@ def test_status_outlives_the_process_that_submitted(home: Path) -> None:
         return done.stdout.strip()
 
     run_id = python(f"from core import jobs; print(jobs.submit({{'seconds': 1.5}}, target={SLEEPY!r}))")
-    read_status = f"import json; from core import jobs; print(json.dumps(jobs.status({run_id!r})))"
+    read_state = f"from core import jobs; print(jobs.status({run_id!r}).state)"
 
-    assert json.loads(python(read_status))["state"] in ("queued", "running")
+    assert python(read_state) in ("queued", "running")
     wait_for_state(run_id, "done", timeout_s=15)
-    assert json.loads(python(read_status))["state"] == "done"
+    assert python(read_state) == "done"
 
 
 def test_recover_marks_runs_left_running_as_interrupted(home: Path) -> None:
@@ -307,10 +305,10 @@ def test_recover_marks_runs_left_running_as_interrupted(home: Path) -> None:
     assert jobs.recover() == [orphan.name]
 
     interrupted = jobs.status(orphan.name)
-    assert interrupted["state"] == "interrupted"
-    assert "last words: epoch 3/10" in interrupted["message"]
+    assert interrupted.state == "interrupted"
+    assert "last words: epoch 3/10" in interrupted.message
     assert event_types(orphan.name) == ["interrupted"]
-    assert jobs.status(alive)["state"] == "running"
+    assert jobs.status(alive).state == "running"
     assert jobs.recover() == []
 
 
@@ -322,23 +320,19 @@ def test_list_runs_shows_the_newest_first_with_its_plan(home: Path) -> None:
 
     rows = jobs.list_runs()
 
-    assert [r["run_id"] for r in rows] == [newer, older]
-    assert rows[0] | {"run_id": None, "submitted": None, "started": None, "finished": None} == {
-        "run_id": None,
-        "state": "done",
-        "message": "",
-        "submitted": None,
-        "started": None,
-        "finished": None,
-        "queue_position": None,
-        "backbone": "vgg16",
-        "case": 1,
-        "data": "flowers",
-        "dataset_name": "flowers",  # what the pages name the run by
-        "owner": "local",  # whose run it is (an admin's table shows it)
-        "best_val_accuracy": 0.9,
-        "majority_rate": None,
-    }
+    assert [r.run_id for r in rows] == [newer, older]
+    volatile = {"submitted": None, "started": None, "finished": None, "heartbeat": None}
+    where = {"pid": None, "host": None, "slot": None, "gpu": None}
+    assert replace(rows[0], **volatile, **where) == jobs.RunRow(
+        run_id=newer,
+        state=RunState.DONE,
+        backbone="vgg16",
+        case=1,
+        data="flowers",
+        dataset_name="flowers",  # what the pages name the run by
+        owner="local",  # whose run it is (an admin's table shows it)
+        best_val_accuracy=0.9,
+    )
 
 
 def finished_run(run_id: str, accuracy: float) -> Path:
@@ -373,10 +367,8 @@ def test_active_runs_lists_the_running_run_and_reads_nothing_of_finished_ones(
 
     active = jobs.active_runs()
 
-    assert [(r["run_id"], r["state"], r["backbone"], r["case"]) for r in active] == [
-        (running, "running", "vgg16", 1)
-    ]
-    assert "best_val_accuracy" not in active[0]
+    assert [(r.run_id, r.state, r.backbone, r.case) for r in active] == [(running, "running", "vgg16", 1)]
+    assert active[0].best_val_accuracy is None  # a running run has measured nothing yet
     assert f"{finished}/status.json" in files_read
     others = [name for name in files_read if not name.endswith("/status.json")]
     assert set(others) <= {f"{running}/plan.json", f"{running}/run.json"}  # parsed once, maybe earlier
@@ -391,8 +383,8 @@ def test_list_runs_parses_a_finished_run_once_until_its_files_change(
     write_json(run / "metrics.json", {"best_val_accuracy": 0.8})
     third = jobs.list_runs()
 
-    assert [rows[0]["best_val_accuracy"] for rows in (first, second, third)] == [0.75, 0.75, 0.8]
-    assert first == second and (first[0]["backbone"], first[0]["case"]) == ("resnet18", 2)
+    assert [rows[0].best_val_accuracy for rows in (first, second, third)] == [0.75, 0.75, 0.8]
+    assert first == second and (first[0].backbone, first[0].case) == ("resnet18", 2)
     assert files_read.count(f"{run.name}/metrics.json") == 2
     assert files_read.count(f"{run.name}/plan.json") == 1
 
@@ -470,13 +462,13 @@ def test_a_real_tiny_training_runs_end_to_end_through_the_queue(home: Path, tmp_
     run_id = jobs.submit(plan)
     final = wait_for_state(run_id, "done", timeout_s=120)
 
-    assert final["message"] == ""
+    assert final.message == ""
     directory = run_dir(run_id)
     assert (directory / "model" / "model.pt2").is_file()
     assert {"batch", "epoch", "done"} <= set(event_types(run_id))
     row = jobs.list_runs()[0]
-    assert (row["backbone"], row["case"]) == ("mobilenet_v3_small", 4)
-    assert 0.0 <= row["best_val_accuracy"] <= 1.0
+    assert (row.backbone, row.case) == ("mobilenet_v3_small", 4)
+    assert 0.0 <= row.best_val_accuracy <= 1.0
 
 
 def test_a_relative_data_path_is_made_absolute_at_submission(

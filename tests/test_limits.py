@@ -21,7 +21,6 @@ from core.data.samples import sample_path
 from core.experiments import race
 from core.jobs import analysis, kinds, uploads, usage
 from core.jobs.estimate import estimate
-from core.jobs.run import RunState
 from core.limits import GIB, MIB, LimitExceeded, Limits
 
 FACES = sample_path("faces")
@@ -71,7 +70,7 @@ def test_five_people_submitting_at_once_are_each_held_to_their_limit_and_nothing
     monkeypatch.setenv("TRANSFER_LAB_MAX_RUNS", "1")
     ceiling = Limits(max_active_runs=2)
     blocker = jobs.submit({}, target=FOREVER, owner="admin")  # holds the one slot while all submit
-    wait_for(lambda: jobs.status(blocker)["state"] == "running")
+    wait_for(lambda: jobs.status(blocker).state == "running")
     accepted: list[tuple[str, str]] = []
     refused: list[tuple[str, str]] = []
     start = threading.Barrier(15)
@@ -99,15 +98,11 @@ def test_five_people_submitting_at_once_are_each_held_to_their_limit_and_nothing
     assert sorted(owner for owner, _ in accepted) == sorted(people * 2)
     jobs.cancel(blocker)
     finals = [
-        wait_for(lambda r=run_id: (s := jobs.reconcile(r))["state"] == "done" and s) for _, run_id in accepted
+        wait_for(lambda r=run_id: (s := jobs.reconcile(r)).state == "done" and s) for _, run_id in accepted
     ]
-    by_submission = sorted(finals, key=lambda s: s["submitted"])
-    assert [s["run_id"] for s in by_submission] == [
-        s["run_id"] for s in sorted(finals, key=lambda s: s["started"])
-    ]
-    assert all(
-        earlier["finished"] <= later["started"] for earlier, later in itertools.pairwise(by_submission)
-    )
+    by_submission = sorted(finals, key=lambda s: s.submitted)
+    assert [s.run_id for s in by_submission] == [s.run_id for s in sorted(finals, key=lambda s: s.started)]
+    assert all(earlier.finished <= later.started for earlier, later in itertools.pairwise(by_submission))
     assert len(jobs.list_runs(viewer=jobs.LOCAL)) == 10 + 1  # every accepted run, and the blocker
 
 
@@ -167,7 +162,7 @@ def test_every_kind_of_job_counts_against_the_persons_limit_and_the_instances(
     finally:
         for kind in (kinds.ANALYSE, kinds.ESTIMATE):
             for row in jobs.list_runs(kind):
-                jobs.cancel(row["run_id"])
+                jobs.cancel(row.run_id)
 
 
 # ---------------------------------------------------------------------------- disk and uploads
@@ -175,7 +170,7 @@ def test_every_kind_of_job_counts_against_the_persons_limit_and_the_instances(
 
 def test_over_quota_new_runs_and_uploads_are_refused_with_the_figures(lab_home: Path) -> None:
     ann_run = jobs.submit({"seconds": 0.1}, target=SLEEPY, owner="ann")
-    wait_for(lambda: jobs.reconcile(ann_run)["state"] == "done")
+    wait_for(lambda: jobs.reconcile(ann_run).state == "done")
     (storage.runs_dir() / ann_run / "model.bin").write_bytes(b"x" * (3 * MIB))
     quota = Limits(disk_quota_bytes=2 * MIB)
 
@@ -219,7 +214,7 @@ def test_uploads_at_the_same_moment_are_charged_to_the_quota_one_after_the_other
     assert len(accepted) == 2 and len(refused) == 3
     assert all("over your disk quota" in message for message in refused)
     for row in jobs.list_runs(kinds.VALIDATE):
-        wait_for(lambda r=row["run_id"]: not RunState(jobs.reconcile(r)["state"]).active)
+        wait_for(lambda r=row.run_id: not jobs.reconcile(r).state.active)
 
 
 def test_an_upload_over_the_size_limit_is_refused_and_nothing_is_kept(lab_home: Path) -> None:

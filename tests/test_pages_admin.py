@@ -58,7 +58,7 @@ def test_an_admin_sees_disk_queue_and_workers_and_pins_deletes_and_cancels(team:
     )
     stored_run("bob-done", finished_days_ago=1, owner="bob")
     running = jobs.submit({}, target=FOREVER, queued=False, owner="carol")
-    wait_until(lambda: jobs.status(running).get("heartbeat"), "a running worker")
+    wait_until(lambda: jobs.status(running).heartbeat, "a running worker")
 
     at = sign_in("boss")
     at.switch_page("pages/admin.py").run()
@@ -69,7 +69,7 @@ def test_an_admin_sees_disk_queue_and_workers_and_pins_deletes_and_cancels(team:
     assert disk["alice"]["Data sets"] == 1 and disk["alice"]["In data sets"].endswith("KiB")
     assert at.get("plotly_chart") and {m.label for m in at.metric} >= {"Free on its disk", "Disk size"}
     [active] = table(at, "Heartbeat")
-    pid = jobs.status(running)["pid"]
+    pid = jobs.status(running).pid
     assert (active["Run"], active["Owner"], active["State"]) == (running, "carol", "running")
     assert active["Worker"].startswith(f"pid {pid} on ") and active["Heartbeat"].endswith("s ago")
     finished = {row["Run"]: row for row in table(at, "Kept")}

@@ -17,6 +17,7 @@ from core.experiments.race import Lane, LaneResult
 from core.housekeeping import retention
 from core.jobs import analysis
 from core.jobs.run import RunState
+from core.jobs.table import RunRow
 from core.storage import write_json
 
 APP = str(Path(__file__).resolve().parents[1] / "app_shell.py")
@@ -35,7 +36,7 @@ def open_advisor(**query: str) -> AppTest:
 
 def wait_final(job_id: str, timeout: float = 240) -> None:
     deadline = time.monotonic() + timeout
-    while not RunState(jobs.reconcile(job_id)["state"]).final:
+    while not jobs.reconcile(job_id).state.final:
         assert time.monotonic() < deadline, f"analysis {job_id} did not finish"
         time.sleep(0.3)
 
@@ -54,7 +55,7 @@ def test_measuring_starts_a_job_shows_its_progress_then_the_numbers_and_carries_
         if isinstance(at.query_params["analysis"], list)
         else at.query_params["analysis"]
     )
-    assert jobs.status(job_id)["state"] in ("queued", "running")
+    assert jobs.status(job_id).state.active
     assert at.get("button") and any(b.label == "Cancel" for b in at.button)  # the progress card, with cancel
 
     wait_final(job_id)
@@ -108,15 +109,17 @@ def test_the_advisor_shows_the_race_its_contenders_and_how_the_advice_fared(
     """The faces sample's analysis as the job left it (advice: case 1; a shift of the look), with a
     race whose case 3 finished behind and whose surgical fine-tune halving dropped."""
     result = json.loads(FACES_ANALYSIS.read_text()) | {"data": str(sample_path("faces"))}
-    monkeypatch.setattr(jobs, "status", lambda job_id, viewer=None: {"state": "done"})
+    monkeypatch.setattr(
+        jobs, "status", lambda job_id, viewer=None: RunRow(state=RunState.DONE, run_id=job_id)
+    )
     monkeypatch.setattr(analysis, "analysis_result", lambda job_id, viewer=None: result)
     contenders, advised = races.contenders(result)
     lanes = tuple(Lane(key, seed, f"run-{key}-{seed}") for key in ("case3", "surgical") for seed in (0, 1))
     race = races.Race("r1", result["data"], advised, contenders, lanes)
     write_json(race.file, asdict(race))
     ended = tuple(
-        LaneResult(lane, "done", 0.6, 80.0, (0.6,)) if lane.contender == "case3" else
-        LaneResult(lane, "cancelled", None, 40.0, (0.5,))
+        LaneResult(lane, RunState.DONE, 0.6, 80.0, (0.6,)) if lane.contender == "case3" else
+        LaneResult(lane, RunState.CANCELLED, None, 40.0, (0.5,))
         for lane in lanes
     )  # fmt: skip
     monkeypatch.setattr(races, "advance", lambda race, viewer=None: races.judged(race, ended))

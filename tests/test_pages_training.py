@@ -148,13 +148,13 @@ def test_case_four_that_failed_offers_a_from_scratch_rerun(trained: str, lab_hom
     assert at.error[0].value.startswith("This run did not work: best validation accuracy 50.0%")
     assert "training from scratch (weights 'none')" in at.error[0].value
     at.button(key="results.rerun_scratch").click().run()
-    rerun = next(r for r in jobs.list_runs() if r["run_id"] != trained)
+    rerun = next(r for r in jobs.list_runs() if r.run_id != trained)
     try:
-        plan = json.loads((lab_home / "runs" / rerun["run_id"] / "plan.json").read_text())
+        plan = json.loads((lab_home / "runs" / rerun.run_id / "plan.json").read_text())
         assert plan["weights"] == "none" and plan["backbone"] == "efficientnet_lite0"
         assert at.title[0].value == "Train"
     finally:
-        jobs.cancel(rerun["run_id"])
+        jobs.cancel(rerun.run_id)
 
 
 def test_a_running_run_shows_progress_and_cancels() -> None:
@@ -166,7 +166,7 @@ def test_a_running_run_shows_progress_and_cancels() -> None:
         assert "Epoch 1" in at.get("progress")[0].proto.text
         at.button(key="train.cancel").click().run()
         wait_until(lambda: _final(run))
-        assert jobs.status(run)["state"] == "cancelled"
+        assert jobs.status(run).state == "cancelled"
     finally:
         jobs.cancel(run)
 
@@ -180,14 +180,14 @@ def test_cancelling_a_run_that_has_trained_a_while_asks_first(monkeypatch: pytes
         wait_until(lambda: any(e.type == "batch" for e in read_events(runs_dir() / run)))
         at = open_page("pages/train.py", run=run)
         at.button(key="train.cancel").click().run()
-        assert jobs.status(run)["state"] == "running"
+        assert jobs.status(run).state == "running"
         assert "Cancel this run? It has trained for" in at.warning[0].value
         at.button(key="train.confirm_cancel_no").click().run()
-        assert jobs.status(run)["state"] == "running" and not at.warning
+        assert jobs.status(run).state == "running" and not at.warning
         at.button(key="train.cancel").click().run()
         at.button(key="train.confirm_cancel_yes").click().run()
         wait_until(lambda: _final(run))
-        assert jobs.status(run)["state"] == "cancelled"
+        assert jobs.status(run).state == "cancelled"
     finally:
         jobs.cancel(run)
 
@@ -206,7 +206,7 @@ def test_a_frozen_case_shows_its_feature_pass_before_any_epoch() -> None:
 
 
 def _final(run: str) -> bool:
-    return jobs.status(run)["state"] in ("done", "failed", "cancelled")
+    return jobs.status(run).state in ("done", "failed", "cancelled")
 
 
 def test_the_plan_survives_a_visit_to_another_page() -> None:

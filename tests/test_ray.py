@@ -74,14 +74,14 @@ def test_a_run_on_ray_trains_and_leaves_the_run_directory_a_local_run_leaves(
     here = jobs.submit(plan)
     wait_for_state(here, "done", timeout_s=120)
 
-    assert (final["backend"], final["address"]) == ("ray", on_ray.address_for_jobs)
-    assert final["host"] == platform.node() and final["message"] == ""
+    assert (final.backend, final.address) == ("ray", on_ray.address_for_jobs)
+    assert final.host == platform.node() and final.message == ""
     wait_until(lambda: str(ray_job(on_cluster).status) == "SUCCEEDED", "Ray's job succeeded", timeout_s=15)
     assert contents(run_dir(on_cluster)) == contents(run_dir(here))
     assert Run.open(on_cluster).record().backend == "ray" and Run.open(here).record().backend == "local"
     assert set(Run.open(on_cluster).metrics()) == set(Run.open(here).metrics())
     assert {"batch", "epoch", "done"} <= set(event_types(on_cluster))
-    assert jobs.list_runs()[1]["run_id"] == on_cluster
+    assert jobs.list_runs()[1].run_id == on_cluster
 
 
 def test_a_run_whose_node_dies_is_failed_with_rays_reason(
@@ -96,7 +96,7 @@ def test_a_run_whose_node_dies_is_failed_with_rays_reason(
     on_ray.remove_node(doomed, allow_graceful=False)
     final = wait_for_state(run_id, "failed", timeout_s=90)
 
-    assert final["message"].startswith("Ray reports the job failed: ")
+    assert final.message.startswith("Ray reports the job failed: ")
     assert event_types(run_id)[-2:] == ["error", "failed"]
 
 
@@ -109,14 +109,13 @@ def test_two_runs_on_a_one_slot_cluster_wait_their_turn_and_both_finish(
     second = jobs.submit({"seconds": 0.2}, target=SLEEPY)
     third = jobs.submit({"seconds": 0.2}, target=SLEEPY)
 
-    assert jobs.status(second)["message"] == "waiting for cluster resources"
+    assert jobs.status(second).message == "waiting for cluster resources"
     assert (
-        jobs.status(third)["message"]
-        == "waiting for cluster resources; 1 earlier run of this app still waits"
+        jobs.status(third).message == "waiting for cluster resources; 1 earlier run of this app still waits"
     )
-    assert jobs.status(third)["queue_position"] is None
+    assert jobs.status(third).queue_position is None
     finals = [wait_for_state(run_id, "done", timeout_s=60) for run_id in (first, second, third)]
-    spans = sorted((f["started"], f["finished"]) for f in finals)
+    spans = sorted((f.started, f.finished) for f in finals)
     assert all(later[0] >= earlier[1] for earlier, later in itertools.pairwise(spans))
 
 
@@ -137,7 +136,7 @@ def test_a_run_ray_has_no_job_for_cancels_quietly_and_fails_saying_the_cluster_l
     jobs.cancel(run_id)
 
     final = jobs.status(run_id)
-    assert (final["state"], final["message"]) == (
+    assert (final.state, final.message) == (
         "failed",
         f"Ray at {address} has no job {run_id} (was the cluster restarted?)",
     )
@@ -152,7 +151,7 @@ def test_a_node_with_other_versions_refuses_the_run_in_one_line(
     run_id = jobs.submit({"seconds": 0.1}, target=SLEEPY)
     final = wait_for_state(run_id, "failed", timeout_s=60)
 
-    assert final["message"] == (
+    assert final.message == (
         f"versions differ on node {platform.node()}: torch {real['torch']} here, 1.0.0 on the app server; "
         "install the same Transfer Lab, torch and Ray on every node"
     )
@@ -189,7 +188,7 @@ def test_a_two_worker_run_trains_under_torchtrainer_with_the_metrics_of_one(
     # 180 s beside two CPU burners on 2 cores, over 240 s with more load: the bound is generous.
     final = wait_for_state(run_id, "done", timeout_s=480)
 
-    assert final["message"] == ""
+    assert final.message == ""
     assert set(Run.open(run_id).metrics()) == set(json.loads((finished_run / "metrics.json").read_text()))
     assert Run.open(run_id).metrics()["best_val_accuracy"] > 0.5  # chance: 0.25
     events = read_events(run_dir(run_id))
@@ -221,7 +220,7 @@ def test_the_ray_backend_is_refused_in_one_line_when_misconfigured(
     monkeypatch.setenv(backend.RAY_ADDRESS_ENV, f"http://127.0.0.1:{free_port()}")  # nobody there
     with pytest.raises(backend.BackendError, match="^no Ray cluster answers at http://127.0.0.1:"):
         jobs.submit({}, target=SLEEPY)
-    assert [(row["state"], row["message"][:24]) for row in jobs.list_runs()] == [
+    assert [(row.state, row.message[:24]) for row in jobs.list_runs()] == [
         ("failed", "no Ray cluster answers a")
     ]
 
@@ -319,7 +318,7 @@ def test_a_run_written_by_a_worker_under_another_uid_is_readable_by_the_app(
     code = (
         "import json, sys; from core import jobs; from core.training.events import read_events; "
         f"run = jobs.Run.open({run_id!r}); "
-        "print(json.dumps([run.status()['state'], run.metrics()['best_val_accuracy'], run.record().backend, "
+        "print(json.dumps([run.status().state, run.metrics()['best_val_accuracy'], run.record().backend, "
         "[e.type for e in read_events(run.directory)][-2:]]))"
     )
     app = [SETPRIV, "--bounding-set=-all", "--inh-caps=-all", sys.executable, "-c", code]
@@ -338,9 +337,9 @@ def test_the_estimate_is_a_short_ray_job_under_ray(on_ray: Any, tmp_path: Path) 
     assert (guess.device, guess.epochs, guess.train_images + guess.val_images) == ("cpu", 3, 16)
     assert 0 < guess.epoch_s < guess.total_s
     jobs_run = jobs.list_runs(ESTIMATE)
-    assert [(row["state"], jobs.status(row["run_id"])["backend"]) for row in jobs_run] == [("done", "ray")]
+    assert [(row.state, jobs.status(row.run_id).backend) for row in jobs_run] == [("done", "ray")]
     assert jobs.list_runs() == []  # the runs table lists training alone
-    wait_until(lambda: str(ray_job(jobs_run[0]["run_id"]).status) == "SUCCEEDED", "Ray's job", timeout_s=15)
+    wait_until(lambda: str(ray_job(jobs_run[0].run_id).status) == "SUCCEEDED", "Ray's job", timeout_s=15)
 
 
 def test_versions_compare_without_a_torch_builds_flavour_and_with_a_commit_both_sides_know() -> None:

@@ -182,13 +182,13 @@ def test_runs_of_the_real_worker_go_when_finished_and_stay_while_running() -> No
     done = jobs.submit({"seconds": 0.1}, target=SLEEPY, owner="alice")
     wait_for_state(done, "done")
     running = jobs.submit({}, target=FOREVER, queued=False, owner="bob")
-    wait_until(lambda: jobs.status(running)["state"] == "running", "a running run")
+    wait_until(lambda: jobs.status(running).state == "running", "a running run")
     later = time.time() + 31 * DAY_S
 
     swept = retention.sweep(KEEP, now=later)
 
     assert swept.run_ids == [done]
-    assert [row["run_id"] for row in jobs.list_runs()] == [running]
+    assert [row.run_id for row in jobs.list_runs()] == [running]
     with pytest.raises(retention.CannotDelete):
         retention.delete(Run.open(running))
     jobs.cancel(running)

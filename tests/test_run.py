@@ -40,9 +40,39 @@ def test_one_keeper_at_a_time_and_it_writes_status_and_events(lab_home: Path) ->
         keeper.set_state(RunState.QUEUED, submitted=1.0)
         keeper.set_state(RunState.FAILED, "boom")
     assert StatusKeeper.take(run) is not None  # released on exit
-    assert run.status()["state"] == "failed" and run.status()["finished"] >= 1.0
+    assert run.status().state == "failed" and run.status().finished >= 1.0
     events = [json.loads(line)["type"] for line in run.events_file.read_text().splitlines()]
     assert events == ["status", "error", "status"]
+
+
+def test_an_old_status_reads_as_a_record_keeping_what_a_newer_version_added(lab_home: Path) -> None:
+    run = Run(storage.runs_dir() / "old")
+    # As the first release wrote it, less its backend and kind, plus a field from a later version.
+    storage.write_json(run.status_file, {"state": "running", "pid": 7, "submitted": 1.0, "gpu_memory": 0.5})
+    status = run.status()
+    assert status.state is RunState.RUNNING and status.state.active  # the stored string, as the enum
+    assert (status.kind, status.backend, status.finished) == ("train", "local", None)  # defaults
+    with StatusKeeper.take(run) as keeper:
+        keeper.set_state(RunState.DONE)
+    stored = json.loads(run.status_file.read_text())
+    assert stored["state"] == "done" and stored["gpu_memory"] == 0.5 and stored["pid"] == 7  # passed on
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [('{"state": "exploded"}', "state 'exploded' is none of queued"), ('{"state": "do', "not valid JSON")],
+)
+def test_a_damaged_status_reads_as_the_damaged_state_saying_why(
+    lab_home: Path, content: str, problem: str
+) -> None:
+    run = Run(storage.runs_dir() / "broken")
+    run.directory.mkdir(parents=True)
+    run.status_file.write_text(content)
+    assert run.status().state is RunState.DAMAGED and problem in run.status().message
+
+
+def test_a_status_never_written_reads_as_queued(lab_home: Path) -> None:
+    assert Run(storage.runs_dir() / "new").status().state is RunState.QUEUED
 
 
 def test_a_run_without_a_record_is_named_after_its_data(lab_home: Path) -> None:

@@ -31,9 +31,9 @@ def stored(lab_home: Path) -> str:
 
 def test_an_old_run_lists_as_done_with_its_summary(stored: str) -> None:
     [row] = jobs.list_runs()
-    assert (row["run_id"], row["state"], row["backbone"], row["case"]) == (stored, "done", "squeezenet1_1", 4)
-    assert row["best_val_accuracy"] == 0.5
-    assert jobs.status(stored)["state"] == "done"
+    assert (row.run_id, row.state, row.backbone, row.case) == (stored, "done", "squeezenet1_1", 4)
+    assert row.best_val_accuracy == 0.5
+    assert jobs.status(stored).state == "done"
 
 
 def test_an_old_runs_events_read_back_with_the_suggestion(stored: str, lab_home: Path) -> None:

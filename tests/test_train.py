@@ -885,14 +885,14 @@ def test_a_command_line_run_is_listed_with_the_app_s_runs(
     argv = ["train", str(five_digits), "--backbone", "efficientnet_lite0", "--image-size", "64"]
     assert main([*argv, "--epochs", "1", "--augment", "none"]) == 0, capsys.readouterr().err
     running, after_training = seen_while_training
-    assert running["state"] == "running" and running["backbone"] == "efficientnet_lite0"
+    assert running.state == "running" and running.backbone == "efficientnet_lite0"
     assert after_training["heartbeat"] > after_training["started"]  # what tells the app it lives
     [row] = jobs.list_runs()
-    assert row["run_id"] == running["run_id"] and row["state"] == "done"
-    assert row["started"] <= row["finished"] and row["message"] == ""
-    metrics_ = json.loads((storage.runs_dir() / row["run_id"] / "metrics.json").read_text())
-    assert row["best_val_accuracy"] == metrics_["best_val_accuracy"] > 0.2  # chance: 0.2
-    assert [e.state for e in read_events(storage.runs_dir() / row["run_id"]) if e.type == "status"] == [
+    assert row.run_id == running.run_id and row.state == "done"
+    assert row.started <= row.finished and row.message == ""
+    metrics_ = json.loads((storage.runs_dir() / row.run_id / "metrics.json").read_text())
+    assert row.best_val_accuracy == metrics_["best_val_accuracy"] > 0.2  # chance: 0.2
+    assert [e.state for e in read_events(storage.runs_dir() / row.run_id) if e.type == "status"] == [
         "running",
         "done",
     ]
@@ -906,9 +906,9 @@ def test_train_command_records_a_failed_run(capsys: pytest.CaptureFixture[str], 
     error = capsys.readouterr().err
     assert error.startswith("python -m core train: training failed: only one class ('7')")
     [row] = jobs.list_runs()
-    assert row["state"] == "failed" and error.strip().endswith(row["message"])
-    assert row["message"].startswith("only one class ('7')")
-    events = read_events(storage.runs_dir() / row["run_id"])
+    assert row.state == "failed" and error.strip().endswith(row.message)
+    assert row.message.startswith("only one class ('7')")
+    events = read_events(storage.runs_dir() / row.run_id)
     assert [e.type for e in events][-2:] == ["error", "status"]
 
 

@@ -17,7 +17,7 @@ from streamlit.testing.v1 import AppTest
 
 from core import jobs, storage
 from core.jobs import kinds, uploads
-from core.jobs.run import Run, RunState
+from core.jobs.run import Run
 from core.training.events import read_events
 
 SMALL = make_zip(classes({"cats": 4, "dogs": 4}))
@@ -30,11 +30,9 @@ def settled(digest: str) -> uploads.UploadState:
 
     def ended() -> uploads.UploadState | None:
         validations = [
-            row["run_id"]
-            for row in jobs.list_runs(kinds.VALIDATE)
-            if Path(str(row.get("data") or "")).stem == digest
+            row.run_id for row in jobs.list_runs(kinds.VALIDATE) if Path(row.data or "").stem == digest
         ]
-        if any(RunState(jobs.reconcile(job)["state"]).active for job in validations):
+        if any(jobs.reconcile(job).state.active for job in validations):
             return None
         return uploads.upload_state(digest)
 
@@ -50,10 +48,10 @@ def test_an_upload_is_validated_by_a_job_and_becomes_a_data_set(lab_home: Path) 
     state = settled(digest)
     assert state.dataset == storage.datasets_dir() / digest and state.refusal is None
     [job] = jobs.list_runs(kinds.VALIDATE)
-    assert job["state"] == "done" and jobs.list_runs() == []  # not a training run
-    validating = [e for e in read_events(Run.open(job["run_id"]).directory) if e.type == "progress"]
+    assert job.state == "done" and jobs.list_runs() == []  # not a training run
+    validating = [e for e in read_events(Run.open(job.run_id).directory) if e.type == "progress"]
     assert validating[-1].phase == "validating" and validating[-1].done == validating[-1].total == 8
-    assert Run.open(job["run_id"]).record().dataset_name == "pets.zip"
+    assert Run.open(job.run_id).record().dataset_name == "pets.zip"
     assert list(storage.uploads_dir().iterdir()) == []  # the zip went once unpacked
     assert uploads.accept_upload(SMALL, "again.zip") == digest  # known content: no second job
     assert len(jobs.list_runs(kinds.VALIDATE)) == 1
@@ -70,10 +68,8 @@ def test_a_validation_past_its_time_limit_fails_and_leaves_nothing(lab_home: Pat
     path = tmp_path / "big.zip"
     path.write_bytes(big_upload())
     job = jobs.submit({"data": str(path)}, kinds.VALIDATE, time_limit_s=0.5)
-    final = wait_for(lambda: (s := jobs.reconcile(job))["state"] in ("done", "failed") and s)
-    assert (
-        final["state"] == "failed" and final["message"] == "stopped after 0.5 s, the time limit for this job"
-    )
+    final = wait_for(lambda: (s := jobs.reconcile(job)).state in ("done", "failed") and s)
+    assert final.state == "failed" and final.message == "stopped after 0.5 s, the time limit for this job"
     assert not [p for p in storage.datasets_dir().glob("*") if not p.name.startswith(".")]
 
 
@@ -85,7 +81,7 @@ def test_a_validation_stopped_half_way_leaves_no_data_set(lab_home: Path, how: s
     if how == "cancel":
         jobs.cancel(job)
     else:
-        os.kill(jobs.status(job)["pid"], signal.SIGKILL)
+        os.kill(jobs.status(job).pid, signal.SIGKILL)
     state = settled(digest)
     assert state.dataset is None and state.refusal
     assert not (storage.datasets_dir() / digest).exists()  # staging, if any, never became the data set

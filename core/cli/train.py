@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from core.cli.display import RunDisplay
     from core.jobs.run import Run, StatusKeeper
+    from core.jobs.table import RunRow
     from core.training.events import EventReader
     from core.training.plan import Plan
 
@@ -218,8 +219,8 @@ def _submitted(plan: Plan, args: argparse.Namespace) -> int:
         raise CliError(f"run {run_id} cancelled") from None
     finally:
         display.close()
-    if final["state"] != "done":
-        raise CliError(f"run {run_id} {final['state']}: {final['message']}")
+    if final.state is not jobs.RunState.DONE:
+        raise CliError(f"run {run_id} {final.state}: {final.message}")
     result = run.metrics() or {}
     if args.json:
         print(json.dumps(result, indent=2, allow_nan=False))
@@ -228,7 +229,7 @@ def _submitted(plan: Plan, args: argparse.Namespace) -> int:
     return 0
 
 
-def _follow(run_id: str, reader: EventReader, display: RunDisplay, poll_s: float = 1.0) -> dict:
+def _follow(run_id: str, reader: EventReader, display: RunDisplay, poll_s: float = 1.0) -> RunRow:
     """Draw the run's new events until its status is final; the status is settled with its
     backend at each poll, so a worker that died ends the wait."""
     from core import jobs
@@ -237,7 +238,7 @@ def _follow(run_id: str, reader: EventReader, display: RunDisplay, poll_s: float
         current = jobs.reconcile(run_id)
         for event in reader.new_events():
             display(event)
-        if current["state"] not in ("queued", "running"):
+        if current.state.final:
             return current
         time.sleep(poll_s)
 

@@ -210,7 +210,7 @@ def _lane_plan(fields: dict[str, Any], image_size: int | None, limits: Limits | 
 @dataclass(frozen=True)
 class LaneResult:
     lane: Lane
-    state: str
+    state: RunState
     accuracy: float | None  # on the split the race is judged on, once the run is done
     seconds: float | None
     val_by_epoch: tuple[float, ...] = ()  # validation accuracy after each epoch so far
@@ -256,7 +256,7 @@ class Standing:
 
     @property
     def finished(self) -> bool:
-        return all(RunState(lane.state).final for lane in self.lanes)
+        return all(lane.state.final for lane in self.lanes)
 
     @property
     def advised(self) -> Entry:
@@ -265,7 +265,7 @@ class Standing:
     @property
     def verdict(self) -> str:
         if not self.finished:
-            done = sum(RunState(lane.state).final for lane in self.lanes)
+            done = sum(lane.state.final for lane in self.lanes)
             return f"{done} of {len(self.lanes)} runs finished"
         advised = self.advised
         if advised.dropped_after is not None:
@@ -298,7 +298,7 @@ def judged(race: Race, lanes: tuple[LaneResult, ...], judged_on: str = "validati
     """The standing of ``lanes``: each contender scored, and once all are final, judged against
     the advised plan by the race's one rule (a dropped contender lost)."""
     entries = [_entry(c, [r for r in lanes if r.lane.contender == c.key]) for c in race.contenders]
-    if all(RunState(r.state).final for r in lanes):
+    if all(r.state.final for r in lanes):
         advised = next(e for e in entries if e.contender.key == race.advised)
         entries = [_versus(e, advised, entries) for e in entries]
     return Standing(race, lanes, tuple(entries), judged_on)
@@ -309,7 +309,7 @@ def _entry(contender: Contender, lanes: list[LaneResult]) -> Entry:
         return Entry(contender, contender.score, contender.seconds)
     spent = [r.seconds for r in lanes if r.seconds is not None]
     seconds = sum(spent) / len(spent) if spent else None
-    if any(r.state == RunState.CANCELLED for r in lanes):
+    if any(r.state is RunState.CANCELLED for r in lanes):
         epoch = min((len(r.val_by_epoch) for r in lanes if r.val_by_epoch), default=0)
         reached = tuple(r.val_by_epoch[epoch - 1] for r in lanes if epoch and len(r.val_by_epoch) >= epoch)
         return Entry(contender, Score.of(reached) if reached else None, seconds, dropped_after=epoch)
@@ -350,7 +350,7 @@ def standing(race: Race) -> Standing:
     for lane in race.lanes:
         run = Run(storage.runs_dir() / lane.run_id)
         status = run.status()
-        metrics = run.metrics() if status.get("state") == RunState.DONE else None
+        metrics = run.metrics() if status.state is RunState.DONE else None
         curve = tuple(e.val_accuracy for e in read_events(run.directory) if isinstance(e, EpochEnd))
         accuracy = None
         if metrics:
@@ -358,9 +358,9 @@ def standing(race: Race) -> Standing:
             test_seen |= "accuracy" in test
             accuracy = float(test.get("accuracy", metrics.get("best_val_accuracy", 0.0)))
         seconds = None
-        if status.get("started") and status.get("finished"):
-            seconds = float(status["finished"] - status["started"])
-        results.append(LaneResult(lane, status.get("state", RunState.QUEUED), accuracy, seconds, curve))
+        if status.started and status.finished:
+            seconds = float(status.finished - status.started)
+        results.append(LaneResult(lane, status.state, accuracy, seconds, curve))
     return judged(race, tuple(results), "test" if test_seen else "validation")
 
 
@@ -371,7 +371,7 @@ def advance(race: Race, viewer: Viewer = LOCAL) -> Standing:
     now = standing(race)
     dropped = set(to_drop(now))
     for lane in now.lanes:
-        if lane.lane.contender in dropped and not RunState(lane.state).final:
+        if lane.lane.contender in dropped and not lane.state.final:
             jobs.cancel(lane.lane.run_id, viewer)
     return standing(race) if dropped else now
 
@@ -382,7 +382,7 @@ def run_race(race: Race, say: Callable[[str], None] = print) -> Standing:
     while True:
         now = advance(race)
         for result in now.lanes:
-            if RunState(result.state).final and result.lane.run_id not in told:
+            if result.state.final and result.lane.run_id not in told:
                 told.add(result.lane.run_id)
                 shown = "-" if result.accuracy is None else f"{result.accuracy:.1%}"
                 say(f"{result.lane.contender}, seed {result.lane.seed}: {result.state}, accuracy {shown}")

@@ -30,16 +30,15 @@ import os
 import secrets
 import shutil
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from core import access, storage
 from core.errors import TransferLabError
 from core.jobs import queue, usage
 from core.jobs.kinds import kind_of
-from core.jobs.run import Run, StatusKeeper, all_runs, state_of
+from core.jobs.run import Run, RunStatus, StatusKeeper, all_runs
 from core.limits import DAY_S, Limits
 
 TRASH_PREFIX = ".trash-"
@@ -113,19 +112,19 @@ def is_pinned(run: Run) -> bool:
     return run.pin_file.exists()
 
 
-def expires_at(run: Run, limits: Limits, current: Mapping[str, Any] | None = None) -> float | None:
+def expires_at(run: Run, limits: Limits, current: RunStatus | None = None) -> float | None:
     """When retention deletes ``run`` (epoch seconds): its finish plus ``keep_runs_days``; None
     when it is kept (no limit, pinned, or still queued or running). ``current`` is its status,
     when the caller has read it."""
     current = run.status() if current is None else current
-    if limits.keep_runs_days is None or is_pinned(run) or state_of(current).active:
+    if limits.keep_runs_days is None or is_pinned(run) or current.state.active:
         return None
     return finished_at(run, current) + limits.keep_runs_days * DAY_S
 
 
-def finished_at(run: Run, current: Mapping[str, Any]) -> float:
+def finished_at(run: Run, current: RunStatus) -> float:
     """When the run finished; a status without the time counts from its last change."""
-    return float(current.get("finished") or run.status_file.stat().st_mtime)
+    return float(current.finished or run.status_file.stat().st_mtime)
 
 
 # ---------------------------------------------------------------------------- deleting
@@ -136,7 +135,7 @@ def delete(run: Run) -> int:
     ``CannotDelete`` for a queued or running run: it must be cancelled first."""
     size = usage.folder_bytes(run.directory)
     with _kept(run) as keeper:
-        if keeper is None or state_of(keeper.data).active:
+        if keeper is None or keeper.status.state.active:
             raise CannotDelete(f"run {run.id} is queued or running: cancel it first")
         trash = _to_trash(run.directory)
     shutil.rmtree(trash, ignore_errors=True)
@@ -217,7 +216,7 @@ def _kept(run: Run) -> Iterator[StatusKeeper | None]:
 def _delete_expired(run: Run, limits: Limits, now: float) -> bool:
     """Delete ``run`` if it is still expired once we hold it (a pin or a worker may have come)."""
     with _kept(run) as keeper:
-        expiry = None if keeper is None else expires_at(run, limits, keeper.data)
+        expiry = None if keeper is None else expires_at(run, limits, keeper.status)
         if expiry is None or expiry > now:
             return False
         try:
@@ -259,7 +258,7 @@ def _remove(path: Path) -> None:
 def _run_detail(run: Run) -> str:
     current = run.status()
     finished = time.strftime("%d %b %Y", time.localtime(finished_at(run, current)))
-    return f"{kind_of(current.get('kind')).name} · {run.record().owner} · finished {finished}"
+    return f"{kind_of(current.kind).name} · {run.record().owner} · finished {finished}"
 
 
 def _unneeded_datasets(kept: list[Run], limits: Limits, now: float) -> Iterator[tuple[Gone, list[Path]]]:
@@ -291,7 +290,7 @@ def _uses(run: Run) -> set[str] | None:
     data = _normal(run.plan_fields().get("data"))
     digest = run.record().provenance.get("dataset_sha256")
     inside = data is not None and _inside(data, str(storage.datasets_dir()))
-    if not digest and not inside and state_of(run.status()).active:
+    if not digest and not inside and run.status().state.active:
         return None
     return {value for value in (data, digest) if value}
 
@@ -339,7 +338,7 @@ def _ended_uploads(kept: list[Run], now: float) -> Iterator[tuple[Gone, list[Pat
         data = _normal(run.plan_fields().get("data"))
         if data and data.endswith(".zip"):
             current = run.status()
-            end = None if state_of(current).active else finished_at(run, current)
+            end = None if current.state.active else finished_at(run, current)
             before = ended.get(data, 0.0)
             ended[data] = None if end is None or before is None else max(before, end)
     for path in storage.uploads_dir().glob("*.zip"):

@@ -22,6 +22,7 @@ import json
 import re
 import time
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -36,18 +37,19 @@ from core.jobs.run import (
     RunNotFound,
     RunRecord,
     RunState,
+    RunStatus,
     all_runs,
     create_run,
     is_run_id,
-    state_of,
     written_whole,
 )
+from core.jobs.table import RunRow
 from core.limits import LimitExceeded, Limits
 
 _TARGET_PATTERN = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 
 # What callers of this module use from the layers below, by name.
-__all__ = ["LimitExceeded", "Run", "RunNotFound", "RunState", "waiting_runs"]
+__all__ = ["LimitExceeded", "Run", "RunNotFound", "RunRow", "RunState", "RunStatus", "waiting_runs"]
 
 
 def submit(
@@ -98,9 +100,9 @@ def submit(
         return _start(plan, job, runs_on, run_id, dataset_name, owner, files)
 
 
-def status(run_id: str, viewer: Viewer = LOCAL) -> dict[str, Any]:
-    """The run's ``status.json`` plus ``run_id`` and ``queue_position``, as last recorded;
-    ``RunNotFound`` for a run ``viewer`` may not see.
+def status(run_id: str, viewer: Viewer = LOCAL) -> RunRow:
+    """The run as last recorded, with its place in line; ``RunNotFound`` for a run ``viewer``
+    may not see.
 
     It only reads: a run whose worker died still says ``running`` here until ``reconcile``.
     """
@@ -108,7 +110,7 @@ def status(run_id: str, viewer: Viewer = LOCAL) -> dict[str, Any]:
     return _shown(run, run.status())
 
 
-def reconcile(run_id: str, viewer: Viewer = LOCAL) -> dict[str, Any]:
+def reconcile(run_id: str, viewer: Viewer = LOCAL) -> RunRow:
     """``status`` after settling the run with its worker: a gone worker's run is finished, a
     frozen or cancel-ignoring worker is stopped first."""
     run = Run.open(run_id, viewer)
@@ -129,7 +131,7 @@ def cancel(run_id: str, viewer: Viewer = LOCAL) -> None:
     """
     run = Run.open(run_id, viewer)
     current = run.status()
-    if not state_of(current).active:
+    if not current.state.active:
         return
     with contextlib.suppress(FileExistsError):
         # The request's time is the file's: a second click must not restart the grace period.
@@ -138,7 +140,7 @@ def cancel(run_id: str, viewer: Viewer = LOCAL) -> None:
     _settled(run)
 
 
-def list_runs(kind: JobKind = TRAIN, viewer: Viewer = LOCAL) -> list[dict[str, Any]]:
+def list_runs(kind: JobKind = TRAIN, viewer: Viewer = LOCAL) -> list[RunRow]:
     """Every job of ``kind`` that ``viewer`` may see, newest first, with what a runs table
     shows: state, plan summary, best accuracy. A run with a damaged record is ``damaged``, its
     message saying what is wrong.
@@ -150,16 +152,16 @@ def list_runs(kind: JobKind = TRAIN, viewer: Viewer = LOCAL) -> list[dict[str, A
     rows = []
     for run in all_runs():
         current = run.status()
-        if current.get("kind", TRAIN.name) != kind.name or not table.visible(run, viewer):
+        if current.kind != kind.name or not table.visible(run, viewer):
             continue
-        current = _settled(run) if state_of(current).active else current
-        rows.append(table.row(run, current, line) | table.summary(run.metrics_file))
+        current = _settled(run) if current.state.active else current
+        rows.append(table.row(run, current, table.place_in(line, run)))
     return table.newest_first(rows)
 
 
-def active_runs(viewer: Viewer = LOCAL) -> list[dict[str, Any]]:
-    """The queued and running training runs ``viewer`` may see, newest first: ``list_runs``
-    rows without ``best_val_accuracy``.
+def active_runs(viewer: Viewer = LOCAL) -> list[RunRow]:
+    """The queued and running training runs ``viewer`` may see, newest first, as ``list_runs``
+    shows them.
 
     Cheap enough for every rerun of every page: besides each ``status.json``, it reads only the
     plans of active runs, and checks only their workers.
@@ -167,15 +169,15 @@ def active_runs(viewer: Viewer = LOCAL) -> list[dict[str, Any]]:
     active = [
         run
         for run in all_runs()
-        if state_of(current := run.status()).active
-        and current.get("kind", TRAIN.name) == TRAIN.name
+        if (current := run.status()).state.active
+        and current.kind == TRAIN.name
         and table.visible(run, viewer)
     ]
     if not active:
         return []
     line = waiting_runs()
-    rows = [table.row(run, _settled(run), line) for run in active]
-    return table.newest_first([row for row in rows if state_of(row).active])
+    rows = [table.row(run, _settled(run), table.place_in(line, run)) for run in active]
+    return table.newest_first([row for row in rows if row.state.active])
 
 
 def recover() -> list[str]:
@@ -187,8 +189,8 @@ def recover() -> list[str]:
     marked = [
         run.id
         for run in all_runs()
-        if state_of(run.status()).active
-        and _settled(run, gone_state=RunState.INTERRUPTED).get("state") == RunState.INTERRUPTED
+        if run.status().state.active
+        and _settled(run, gone_state=RunState.INTERRUPTED).state is RunState.INTERRUPTED
     ]
     waiting_runs()  # clears tickets whose run folder is gone
     return marked
@@ -230,20 +232,20 @@ def _start(
     return run.id
 
 
-def _settled(run: Run, gone_state: RunState = RunState.FAILED) -> dict[str, Any]:
+def _settled(run: Run, gone_state: RunState = RunState.FAILED) -> RunStatus:
     """The run's status after its backend has looked behind it at its worker."""
     current = run.status()
-    if not state_of(current).active:
+    if not current.state.active:
         return current
     return backend.of_run(current).settle(run, gone_state)
 
 
-def _shown(run: Run, current: Mapping[str, Any]) -> dict[str, Any]:
-    """``current`` as the app shows it, with the run's id and, while it waits, what its backend
-    says of its wait."""
-    waiting = state_of(current) is RunState.QUEUED
-    wait = backend.of_run(current).waiting(run, current) if waiting else {"queue_position": None}
-    return {**table.judged(run, {**current, **wait}), "run_id": run.id}
+def _shown(run: Run, current: RunStatus) -> RunRow:
+    """``current`` as the app shows it: its row, with what its backend says of its wait."""
+    if current.state is not RunState.QUEUED:
+        return table.row(run, current, None)
+    wait = backend.of_run(current).waiting(run, current)
+    return table.row(run, replace(current, message=wait.message or current.message), wait.queue_position)
 
 
 def _absolute_paths(plan: dict[str, Any]) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from core import storage
 from core.jobs import usage
 from core.jobs.kinds import TRAIN, JobKind, kind_of
-from core.jobs.run import all_runs, state_of
+from core.jobs.run import all_runs
 from core.jobs.table import owner_of
 from core.limits import LimitExceeded, Limits, human_bytes
 
@@ -37,7 +37,7 @@ def admitted(
 def active_jobs(owner: str) -> int:
     """How many of ``owner``'s jobs, of every kind, are queued or running: what
     ``max_active_runs`` counts."""
-    return sum(1 for run in all_runs() if state_of(run.status()).active and owner_of(run) == owner)
+    return sum(1 for run in all_runs() if run.status().state.active and owner_of(run) == owner)
 
 
 def _check_active_jobs(owner: str, limits: Limits, runs: int) -> None:
@@ -56,9 +56,7 @@ def _check_side_jobs(limits: Limits, runs: int) -> None:
     if limits.max_side_jobs is None:
         return
     running = sum(
-        1
-        for run in all_runs()
-        if state_of(status := run.status()).active and kind_of(status.get("kind")).side
+        1 for run in all_runs() if (status := run.status()).state.active and kind_of(status.kind).side
     )
     if running + runs > limits.max_side_jobs:
         raise LimitExceeded(

@@ -19,15 +19,15 @@ from __future__ import annotations
 
 import importlib.util
 import os
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, Protocol
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
 
 from core import storage, tracking
 from core.errors import TransferLabError
 
 if TYPE_CHECKING:
     from core.jobs.kinds import Job
-    from core.jobs.run import Run, RunState, StatusKeeper
+    from core.jobs.run import Run, RunState, RunStatus, StatusKeeper
 
 BACKEND_ENV = "TRANSFER_LAB_BACKEND"
 RAY_ADDRESS_ENV = "RAY_ADDRESS"
@@ -47,6 +47,15 @@ class BackendError(TransferLabError, RuntimeError):
     """A jobs backend that is misconfigured, not installed, or out of reach."""
 
 
+@dataclass(frozen=True)
+class Waiting:
+    """What a backend says of a queued run's wait: its place in line (None where the backend
+    keeps no line), and a message where it has more to say than the status does."""
+
+    queue_position: int | None = None
+    message: str | None = None
+
+
 class Backend(Protocol):
     """What runs jobs. The server side (``submit``, ``settle``, ``cancel``, ``waiting``) is
     called by ``core.jobs``; the worker side (``keeper``, ``prepare``, ``launch_ranks``) by the
@@ -54,7 +63,7 @@ class Backend(Protocol):
 
     name: str
 
-    def status_fields(self) -> dict[str, Any]:
+    def status_fields(self) -> dict[str, str]:
         """What ``status.json`` records about where a run runs: enough for ``of_run``."""
         ...
 
@@ -63,7 +72,7 @@ class Backend(Protocol):
         returns); a refusal fails the run, saying why, and is raised."""
         ...
 
-    def settle(self, run: Run, gone_state: RunState) -> dict[str, Any]:
+    def settle(self, run: Run, gone_state: RunState) -> RunStatus:
         """The active ``run``'s status after looking behind it at its worker: a gone worker's run
         is finished (``gone_state`` unless its end is known), a frozen one is stopped and failed."""
         ...
@@ -72,9 +81,8 @@ class Backend(Protocol):
         """Ask the run's worker to stop; ``settle`` records the end."""
         ...
 
-    def waiting(self, run: Run, current: Mapping[str, Any]) -> dict[str, Any]:
-        """For a queued run: its ``queue_position`` (None where the backend keeps no line), and
-        a ``message`` where the backend has more to say than the status does."""
+    def waiting(self, run: Run, current: RunStatus) -> Waiting:
+        """For a queued run: what the backend says of its wait."""
         ...
 
     def keeper(self, run: Run, lock_fd: int | None) -> StatusKeeper | None:
@@ -119,14 +127,14 @@ def configured() -> Backend:
     return RayBackend(address)
 
 
-def of_run(status: Mapping[str, Any]) -> Backend:
+def of_run(status: RunStatus) -> Backend:
     """The backend that runs a run, as its ``status.json`` records it (runs from before the
     backends existed ran locally)."""
     from core.jobs.local import LocalBackend
     from core.jobs.ray_backend import RayBackend
 
-    if status.get("backend") == RAY:
-        return RayBackend(status.get("address") or "")
+    if status.backend == RAY:
+        return RayBackend(status.address or "")
     return LocalBackend()
 
 

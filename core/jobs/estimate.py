@@ -38,8 +38,8 @@ def estimate(
     limit_s = timeout_s or ESTIMATE.time_limit_s or 0.0
     run_id = jobs.submit(plan, ESTIMATE, time_limit_s=limit_s, owner=owner, limits=limits)
     final = _ended(run_id, deadline=time.monotonic() + limit_s + 60)
-    if final["state"] != RunState.DONE:
-        raise RuntimeError(final["message"] or f"the estimate job {final['state']}")
+    if final.state is not RunState.DONE:
+        raise RuntimeError(final.message or f"the estimate job {final.state}")
     return Estimate.from_dict(read_json(Run.open(run_id).result_file))
 
 
@@ -54,9 +54,9 @@ def time_plan(run_dir: Path, emit: Emit) -> dict[str, Any]:
     return result
 
 
-def _ended(run_id: str, deadline: float) -> dict[str, Any]:
+def _ended(run_id: str, deadline: float) -> jobs.RunRow:
     """The job's final status; a job still going at ``deadline`` is cancelled and says so."""
-    while (current := jobs.reconcile(run_id))["state"] in (RunState.QUEUED, RunState.RUNNING):
+    while (current := jobs.reconcile(run_id)).state.active:
         if time.monotonic() > deadline:
             jobs.cancel(run_id)
             raise RuntimeError("the estimate job did not finish in time (is the cluster busy?)")

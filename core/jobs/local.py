@@ -21,10 +21,8 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
 
 from core.errors import is_disk_full, one_line
 from core.jobs import backend, hardware, queue
@@ -35,8 +33,8 @@ from core.jobs.run import (
     Cancelled,
     Run,
     RunState,
+    RunStatus,
     StatusKeeper,
-    state_of,
 )
 from core.storage import read_record, write_json
 
@@ -83,7 +81,7 @@ class LocalBackend:
 
     name: str = backend.LOCAL
 
-    def status_fields(self) -> dict[str, Any]:
+    def status_fields(self) -> dict[str, str]:
         return {"backend": self.name}
 
     def submit(self, run: Run, keeper: StatusKeeper, job: Job) -> None:
@@ -96,7 +94,7 @@ class LocalBackend:
             keeper.set_state(RunState.FAILED, f"could not start the worker: {exc}")
             raise
 
-    def settle(self, run: Run, gone_state: RunState) -> dict[str, Any]:
+    def settle(self, run: Run, gone_state: RunState) -> RunStatus:
         current = run.status()
         keeper = StatusKeeper.take(run)
         kill_reason = None
@@ -107,7 +105,7 @@ class LocalBackend:
             # The holder may be another reader recording this run's end, its worker long dead.
             keeper = StatusKeeper.take(run, timeout_s=backend.LOCK_PATIENCE_S)
         if keeper is None:
-            pid = current.get("pid")
+            pid = current.pid
             if not pid or not queue.is_worker_of(pid, run.directory):
                 return current  # whoever holds the lock, that pid is no longer ours to kill
             queue.kill_group(pid)
@@ -115,20 +113,20 @@ class LocalBackend:
             if keeper is None:
                 return current
         with keeper:
-            if state_of(keeper.data).active:  # the worker may have finished meanwhile
-                _record_end(keeper, *_final_state(run, keeper.data, gone_state, kill_reason))
+            if keeper.status.state.active:  # the worker may have finished meanwhile
+                _record_end(keeper, *_final_state(run, keeper.status, gone_state, kill_reason))
                 queue.dequeue(run.id)
-            return keeper.data
+            return keeper.status
 
     def cancel(self, run: Run) -> None:
-        pid = run.status().get("pid")
+        pid = run.status().pid
         if pid and queue.is_worker_of(pid, run.directory):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
 
-    def waiting(self, run: Run, current: Mapping[str, Any]) -> dict[str, Any]:
+    def waiting(self, run: Run, current: RunStatus) -> backend.Waiting:
         line = waiting_runs()
-        return {"queue_position": line.index(run.id) + 1 if run.id in line else None}
+        return backend.Waiting(queue_position=line.index(run.id) + 1 if run.id in line else None)
 
     def keeper(self, run: Run, lock_fd: int | None) -> StatusKeeper | None:
         return StatusKeeper(run, lock_fd) if lock_fd is not None else StatusKeeper.take(run)
@@ -246,29 +244,29 @@ def _record_end(keeper: StatusKeeper, state: RunState, message: str) -> None:
     except OSError as exc:
         if not is_disk_full(exc):
             raise
-        keeper.data = {**keeper.data, "state": state, "message": f"{one_line(exc)}; {message}"}
+        keeper.status = replace(keeper.status, state=state, message=f"{one_line(exc)}; {message}")
 
 
 def _settle_orphan(directory: Path) -> None:
     """A ticket outlived its worker: record how its run ended, if the run's folder is still there."""
     run = Run(directory)
-    if run.status_file.exists() and state_of(run.status()).active:
+    if run.status_file.exists() and run.status().state.active:
         LocalBackend().settle(run, RunState.FAILED)
 
 
-def _reason_to_kill(run: Run, current: Mapping[str, Any]) -> str | None:
+def _reason_to_kill(run: Run, current: RunStatus) -> str | None:
     now = time.time()
     with contextlib.suppress(FileNotFoundError):
         if now - run.cancel_file.stat().st_mtime > CANCEL_GRACE_S:
             return f"the worker ignored the cancel for {CANCEL_GRACE_S:.0f} s"
-    beat = current.get("heartbeat") or current.get("submitted")
+    beat = current.heartbeat or current.submitted
     if beat and now - beat > backend.HEARTBEAT_TIMEOUT_S:
         return f"the worker stopped responding (no heartbeat for {now - beat:.0f} s) and was killed"
     return None
 
 
 def _final_state(
-    run: Run, current: Mapping[str, Any], gone_state: RunState, kill_reason: str | None
+    run: Run, current: RunStatus, gone_state: RunState, kill_reason: str | None
 ) -> tuple[RunState, str]:
     """The final state and message of a run whose worker is gone."""
     if run.cancel_requested():
@@ -277,9 +275,9 @@ def _final_state(
         state, reason = RunState.FAILED, kill_reason
     elif gone_state is RunState.INTERRUPTED:
         state = RunState.INTERRUPTED
-        reason = f"its worker was gone when the app started (the run was {current['state']})"
+        reason = f"its worker was gone when the app started (the run was {current.state})"
     else:
-        pid = current.get("pid")
+        pid = current.pid
         returncode = _exit_status(run, pid)
         ended = "died without reporting" if returncode is None else _how_it_ended(returncode)
         state, reason = RunState.FAILED, f"the worker (pid {pid}) {ended}"

@@ -23,7 +23,6 @@ import platform
 import shlex
 import sys
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -35,11 +34,11 @@ from core.jobs.run import (
     CANCELLED_MESSAGE,
     Run,
     RunState,
+    RunStatus,
     StatusKeeper,
     all_runs,
     app_version,
     installed,
-    state_of,
 )
 
 if TYPE_CHECKING:
@@ -67,7 +66,7 @@ class RayBackend:
     address: str
     name: str = RAY
 
-    def status_fields(self) -> dict[str, Any]:
+    def status_fields(self) -> dict[str, str]:
         return {"backend": self.name, "address": self.address}
 
     def submit(self, run: Run, keeper: StatusKeeper, job: Job) -> None:
@@ -87,7 +86,7 @@ class RayBackend:
             keeper.set_state(RunState.FAILED, str(exc))
             raise
 
-    def settle(self, run: Run, gone_state: RunState) -> dict[str, Any]:
+    def settle(self, run: Run, gone_state: RunState) -> RunStatus:
         """A job Ray reports ended (failed, stopped, its node lost) whose worker recorded nothing
         is finished with Ray's reason; a running job whose heartbeat stopped is stopped and
         failed. An unreachable cluster settles nothing."""
@@ -102,13 +101,13 @@ class RayBackend:
         if keeper is None:
             return run.status()  # another reader is recording this run's end
         with keeper:
-            if state_of(keeper.data).active:  # the worker may have finished meanwhile
+            if keeper.status.state.active:  # the worker may have finished meanwhile
                 state, reason = final
                 tail = run.log_tail()
                 keeper.set_state(
                     state, f"{reason}; last words: {tail}" if tail and state is RunState.FAILED else reason
                 )
-            return keeper.data
+            return keeper.status
 
     def cancel(self, run: Run) -> None:
         """Ask Ray to stop the run's job: its worker gets SIGTERM and records ``cancelled``; a job
@@ -121,22 +120,22 @@ class RayBackend:
                     f"could not stop job {run.id} on Ray at {self.address}: {one_line(exc)}"
                 ) from exc
 
-    def waiting(self, run: Run, current: Mapping[str, Any]) -> dict[str, Any]:
+    def waiting(self, run: Run, current: RunStatus) -> backend.Waiting:
         """Ray neither queues jobs first-in-first-out nor tells a place in line, so the message
         counts this app's earlier runs that still wait."""
-        submitted = current.get("submitted") or 0.0
+        submitted = current.submitted or 0.0
         earlier = sum(
             1
             for other in all_runs()
             if other.id != run.id
-            and (status := other.status()).get("backend") == RAY
-            and state_of(status) is RunState.QUEUED
-            and (status.get("submitted") or 0.0) < submitted
+            and (status := other.status()).backend == RAY
+            and status.state is RunState.QUEUED
+            and (status.submitted or 0.0) < submitted
         )
         message = WAITING_MESSAGE
         if earlier:
             message += f"; {earlier} earlier run{'s' if earlier > 1 else ''} of this app still wait{'s' if earlier == 1 else ''}"
-        return {"queue_position": None, "message": message}
+        return backend.Waiting(message=message)
 
     def keeper(self, run: Run, lock_fd: int | None) -> StatusKeeper | None:
         """No ``worker.lock``: it means nothing across hosts, where liveness is Ray's job status."""
@@ -182,7 +181,7 @@ class RayBackend:
             raise BackendError(f"no answer from Ray at {self.address}: {one_line(exc)}") from exc
 
     def _final_state(
-        self, run: Run, current: Mapping[str, Any], job: JobDetails | None, gone_state: RunState
+        self, run: Run, current: RunStatus, job: JobDetails | None, gone_state: RunState
     ) -> tuple[RunState, str] | None:
         """How the run ended, when Ray says its job has ended and the worker did not say so; None
         while it waits or runs."""
@@ -190,14 +189,14 @@ class RayBackend:
 
         now = time.time()
         if job is None:
-            if now - (current.get("submitted") or 0.0) < SUBMIT_GRACE_S:
+            if now - (current.submitted or 0.0) < SUBMIT_GRACE_S:
                 return None
             return gone_state, f"Ray at {self.address} has no job {run.id} (was the cluster restarted?)"
         if job.status is JobStatus.PENDING:
             return None
         if job.status is JobStatus.RUNNING:
-            beat = current.get("heartbeat")
-            if current.get("state") == RunState.RUNNING and beat and now - beat > backend.HEARTBEAT_TIMEOUT_S:
+            beat = current.heartbeat
+            if current.state is RunState.RUNNING and beat and now - beat > backend.HEARTBEAT_TIMEOUT_S:
                 self.cancel(run)
                 return (
                     RunState.FAILED,

@@ -26,7 +26,7 @@ import threading
 import time
 import tomllib
 from collections.abc import Iterator, Mapping
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from enum import StrEnum
 from functools import cache
 from importlib import metadata
@@ -65,8 +65,9 @@ EXIT_DISK_FULL = errno.ENOSPC
 UNKNOWN_OWNER = "(unknown)"
 # What the readers of each record rely on, field by field: a file that breaks it is damaged.
 STATUS_FIELDS = {
-    "state": str, "message": str, "kind": str, "backend": str, "host": OPTIONAL_STR,
-    "pid": (int, type(None)), "heartbeat": OPTIONAL_NUMBER, "submitted": OPTIONAL_NUMBER,
+    "state": str, "message": str, "kind": str, "backend": str, "address": OPTIONAL_STR,
+    "host": OPTIONAL_STR, "pid": (int, type(None)), "slot": (int, type(None)), "gpu": OPTIONAL_STR,
+    "heartbeat": OPTIONAL_NUMBER, "submitted": OPTIONAL_NUMBER,
     "started": OPTIONAL_NUMBER, "finished": OPTIONAL_NUMBER,
 }  # fmt: skip
 RECORD_FIELDS = {
@@ -119,26 +120,64 @@ class TimeLimit(BaseException):
     """Raised in a worker's main thread when its job's time is up (a BaseException, as above)."""
 
 
-def read_status(path: Path) -> dict[str, Any] | Damaged:
-    """A ``status.json``: ``{}`` before anything was written; ``Damaged`` when it is not a status."""
+@dataclass(frozen=True)
+class RunStatus:
+    """``status.json`` read back into the record its keeper writes.
+
+    Tolerant, like ``parse_event``: fields this version does not know are kept in ``extra`` (the
+    keeper writes them back), missing ones take their defaults, so a status of every version
+    reads. A status not yet written is ``queued``: its submitter is at work.
+    """
+
+    state: RunState = RunState.QUEUED
+    message: str = ""
+    kind: str = "train"  # the job's kind, by the name ``core.jobs.kinds`` gives it
+    backend: str = "local"  # which jobs backend runs it, and where (``core.jobs.backend.of_run``)
+    address: str | None = None
+    host: str | None = None
+    pid: int | None = None
+    slot: int | None = None
+    gpu: str | None = None
+    heartbeat: float | None = None
+    submitted: float | None = None
+    started: float | None = None
+    finished: float | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Self:
+        """The record of a stored status whose fields ``STATUS_FIELDS`` has checked."""
+        known = _status_names(cls)
+        values = {key: value for key, value in data.items() if key in known}
+        values["state"] = RunState(values.get("state", RunState.QUEUED))
+        return cls(**values, extra={key: value for key, value in data.items() if key not in known})
+
+    def to_dict(self) -> dict[str, Any]:
+        """As ``status.json`` holds it: a field not known yet (None) is left out, which every
+        reader takes for None; a status is rewritten every heartbeat, and counts to its owner's quota."""
+        known = {name: getattr(self, name) for name in _status_names(RunStatus)}
+        return {**self.extra, **{name: value for name, value in known.items() if value is not None}}
+
+
+def _status_names(cls: type[RunStatus]) -> set[str]:
+    return {f.name for f in fields(cls)} - {"extra"}
+
+
+def read_status(path: Path) -> RunStatus | Damaged:
+    """A ``status.json``: a queued ``RunStatus`` before anything was written; ``Damaged`` when it
+    is not a status."""
     stored = read_record(path, {}, STATUS_FIELDS)
-    if isinstance(stored, dict) and stored.get("state", RunState.QUEUED) not in RunState.__members__.values():
+    if isinstance(stored, Damaged):
+        return stored
+    if stored.get("state", RunState.QUEUED) not in RunState.__members__.values():
         return Damaged(path, f"state {stored['state']!r} is none of {', '.join(RunState)}")
-    return stored
+    return RunStatus.from_dict(stored)
 
 
 def read_run_file(path: Path) -> dict[str, Any] | Damaged | None:
-    """One of a run's JSON records (status, record, plan, metrics) as stored, checked against
-    what its readers rely on: None when it is missing, ``Damaged`` saying what is wrong with it."""
-    if path.name == "status.json":
-        return read_status(path)
+    """One of a run's JSON records (record, plan, metrics) as stored, checked against what its
+    readers rely on: None when it is missing, ``Damaged`` saying what is wrong with it."""
     return read_record(path, None, FILE_FIELDS[path.name])
-
-
-def state_of(current: Mapping[str, Any]) -> RunState:
-    """A status's state; a status not yet written counts as queued (its submitter is at work)."""
-    value = current.get("state")
-    return RunState(value) if value in RunState.__members__.values() else RunState.QUEUED
 
 
 def all_runs() -> Iterator[Run]:
@@ -203,17 +242,13 @@ class Run(RunFiles):
     def id(self) -> str:
         return self.directory.name
 
-    def status(self) -> dict[str, Any]:
-        """``status.json`` as last written; ``{}`` before anything was; for a damaged one, the
+    def status(self) -> RunStatus:
+        """``status.json`` as last written (queued before anything was); for a damaged one, the
         state ``damaged`` and what is wrong as its message."""
         stored = read_status(self.status_file)
         if isinstance(stored, Damaged):
-            return {"state": RunState.DAMAGED, "message": str(stored)}
+            return RunStatus(state=RunState.DAMAGED, message=str(stored))
         return stored
-
-    def state(self) -> RunState | None:
-        state = self.status().get("state")
-        return RunState(state) if state in RunState.__members__.values() else None
 
     def plan_fields(self) -> dict[str, Any]:
         """``plan.json`` as stored, whatever version wrote it; ``{}`` when missing or damaged."""
@@ -263,7 +298,7 @@ class StatusKeeper:
 
     def __init__(self, run: Run, lock_fd: int) -> None:
         self.run, self.lock_fd = run, lock_fd
-        self.data: dict[str, Any] = run.status()
+        self.status = run.status()
         self._lock = threading.RLock()  # finish() sets the state under it
         self._events = EventLog(run.directory)
 
@@ -286,22 +321,23 @@ class StatusKeeper:
             self.lock_fd = -1
 
     def update(self, **values: Any) -> None:
+        """Write ``values`` (fields of ``RunStatus``) into the status."""
         with self._lock:
-            self.data.update(values)
-            write_json(self.run.status_file, self.data)
+            self.status = replace(self.status, **values)
+            write_json(self.run.status_file, self.status.to_dict())
 
     def set_state(self, state: RunState, message: str = "", **values: Any) -> None:
         """Write a state change to ``status.json`` and append the events that live views follow."""
         with self._lock:
-            self.data = {**self.data, **values, "state": state, "message": message}
             if state.final:
-                self.data["finished"] = time.time()
+                values["finished"] = time.time()
+            self.status = replace(self.status, **values, state=state, message=message)
             # The events first: whoever sees the new state in status.json finds every event up to
             # it in the log (the failure's message included).
             if state is RunState.FAILED:
                 self._events(RunFailed(message=message))
             self._events(StatusChanged(state=state, message=message))
-            write_json(self.run.status_file, self.data)
+            write_json(self.run.status_file, self.status.to_dict())
 
     def begin(self) -> None:
         """The run starts training here: say so, and record where and with what it runs."""
@@ -340,7 +376,7 @@ class StatusKeeper:
         """Record ``state`` as the run's outcome unless one is recorded already: the first
         outcome wins (a time limit's watchdog and the run itself may both decide one)."""
         with self._lock:
-            if state_of(self.data).final:
+            if self.status.state.final:
                 return False
             self.set_state(state, message)
             return True

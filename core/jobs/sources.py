@@ -38,10 +38,9 @@ def refusal(job_id: str, viewer: Viewer = LOCAL) -> str | None:
     """Why the validation job refused its data (or ended without validating it), else ``None``
     while it runs or once it has passed."""
     status = jobs.status(job_id, viewer)
-    state = RunState(status["state"])
-    if state.active or state == RunState.DONE:
+    if status.state.active or status.state is RunState.DONE:
         return None
-    return status.get("message") or f"validation {state}"
+    return status.message or f"validation {status.state}"
 
 
 def validate_source(run_dir: Path, emit: Emit) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""The runs table's reading of run folders: each run's row, its owner, and what is damaged.
+"""The runs table's reading of run folders: each run's ``RunRow``, its owner, and what is damaged.
 
 A runs table is read on every rerun of every page, and a long history of finished runs must
 cost a ``stat`` each: a plan, record or metrics file is parsed again only when it changes (its
@@ -7,12 +7,12 @@ inode, size or time), and only the fields a table shows are kept.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
 from core.access import Viewer
-from core.jobs.run import UNKNOWN_OWNER, Run, RunState, read_run_file, state_of
+from core.jobs.run import UNKNOWN_OWNER, Run, RunState, RunStatus, read_run_file
 from core.storage import Damaged
 
 # What a runs table shows from each run's files; only these fields are kept in _summaries.
@@ -26,6 +26,23 @@ _SUMMARY_FIELDS = {
 _summaries: dict[Path, tuple[tuple[int, int, int] | None, dict[str, Any], str | None]] = {}
 
 
+@dataclass(frozen=True)
+class RunRow(RunStatus):
+    """A run as the app shows it: its status, judged (see ``judged``), with its id, its place in
+    line, and what a runs table shows of its plan, record and metrics (None where a file is
+    missing or damaged)."""
+
+    run_id: str = ""
+    queue_position: int | None = None
+    owner: str | None = None
+    dataset_name: str | None = None
+    backbone: str | None = None
+    case: int | None = None
+    data: str | None = None
+    best_val_accuracy: float | None = None
+    majority_rate: float | None = None
+
+
 def visible(run: Run, viewer: Viewer) -> bool:
     """Whether ``viewer`` may see ``run``; its owner is read once until ``run.json`` changes."""
     return viewer.sees_all or viewer.may_see(owner_of(run))
@@ -36,32 +53,37 @@ def owner_of(run: Run) -> str | None:
     return UNKNOWN_OWNER if _damage(run.record_file) else summary(run.record_file)["owner"]
 
 
-def judged(run: Run, current: Mapping[str, Any]) -> dict[str, Any]:
+def judged(run: Run, current: RunStatus) -> RunStatus:
     """``current`` as the app shows it: ``damaged``, saying what is wrong, when one of the run's
     records cannot be read (a damaged status already says so itself)."""
     damage = [
         problem for path in (run.record_file, run.plan_file, run.metrics_file) if (problem := _damage(path))
     ]
-    if not damage or state_of(current) is RunState.DAMAGED:
-        return dict(current)
-    return {**current, "state": RunState.DAMAGED, "message": "; ".join(damage)}
+    if not damage or current.state is RunState.DAMAGED:
+        return current
+    return replace(current, state=RunState.DAMAGED, message="; ".join(damage))
 
 
-def row(run: Run, current: Mapping[str, Any], line: list[str]) -> dict[str, Any]:
-    """A runs table's row, from the run's status, its place in ``line``, its plan and record."""
-    current = judged(run, current)
-    return (
-        {"run_id": run.id}
-        | {key: current.get(key) for key in ("state", "message", "submitted", "started", "finished")}
-        | {"queue_position": line.index(run.id) + 1 if run.id in line else None}
-        | summary(run.plan_file)
-        | summary(run.record_file)
-        | {"owner": owner_of(run)}
+def row(run: Run, current: RunStatus, queue_position: int | None) -> RunRow:
+    """A runs table's row, from the run's status, its place in line, its plan, record and metrics."""
+    status = judged(run, current)
+    files = (run.plan_file, run.record_file, run.metrics_file)
+    shown = {key: value for path in files for key, value in summary(path).items()} | {"owner": owner_of(run)}
+    return RunRow(
+        **{f.name: getattr(status, f.name) for f in fields(RunStatus)},
+        run_id=run.id,
+        queue_position=queue_position,
+        **shown,
     )
 
 
-def newest_first(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return sorted(rows, key=lambda row: (row["submitted"] or 0.0, row["run_id"]), reverse=True)
+def place_in(line: list[str], run: Run) -> int | None:
+    """1 for the run next in ``line``, 2 for the one after it...; None when it is not waiting."""
+    return line.index(run.id) + 1 if run.id in line else None
+
+
+def newest_first(rows: list[RunRow]) -> list[RunRow]:
+    return sorted(rows, key=lambda row: (row.submitted or 0.0, row.run_id), reverse=True)
 
 
 def summary(path: Path) -> dict[str, Any]:

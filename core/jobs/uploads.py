@@ -21,7 +21,7 @@ from core.access import LOCAL, Viewer
 from core.jobs import usage
 from core.jobs.admission import admitted
 from core.jobs.kinds import VALIDATE
-from core.jobs.run import Run, RunState
+from core.jobs.run import Run
 from core.limits import Limits
 from core.storage import write_json
 from core.training.events import Emit, phase_progress
@@ -89,11 +89,10 @@ def upload_state(digest: str, viewer: Viewer = LOCAL) -> UploadState:
     if (folder / "manifest.json").is_file():
         return UploadState(digest, dataset=folder)
     for row in jobs.list_runs(VALIDATE, viewer):  # newest first
-        if Path(str(row.get("data") or "")).stem == digest:
-            state = RunState(row["state"])
-            if state.active:
-                return UploadState(digest, job_id=row["run_id"])
-            return UploadState(digest, job_id=row["run_id"], refusal=row["message"] or f"validation {state}")
+        if Path(row.data or "").stem == digest:
+            if row.state.active:
+                return UploadState(digest, job_id=row.run_id)
+            return UploadState(digest, job_id=row.run_id, refusal=row.message or f"validation {row.state}")
     return UploadState(digest, refusal="no such upload: upload the zip again")
 
 

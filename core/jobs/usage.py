@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from core import access, storage
-from core.jobs.run import Run, all_runs, state_of
+from core.jobs.run import Run, all_runs
 
 # folder -> (the stamp it was measured at, its bytes)
 _measured: dict[Path, tuple[object, int]] = {}
@@ -88,7 +88,7 @@ def owner_bytes(owner: str) -> int:
 def run_bytes(run: Run) -> int:
     """A run's folder; measured again while it runs, once when it has finished."""
     current = run.status()
-    stamp = (current.get("state"), current.get("finished")) if state_of(current).final else None
+    stamp = (current.state, current.finished) if current.state.final else None
     return _measure(run.directory, stamp)
 
 

@@ -41,7 +41,6 @@ from core.jobs.run import (
     StatusKeeper,
     TimeLimit,
     run_events,
-    state_of,
 )
 from core.tracking import TrackedRun, Tracking, mirrored
 
@@ -69,11 +68,10 @@ def main(argv: list[str] | None = None, *, lock_held_until_exit: bool = False) -
             os.dup(keeper.lock_fd)
     signal.signal(signal.SIGTERM, _cancel_until_ended(keeper))
     with keeper:
-        state = keeper.data.get("state")
-        if state not in (None, RunState.QUEUED):
-            print(f"run {run.id} is already {state}; submit a new run", file=sys.stderr)
+        if keeper.status.state is not RunState.QUEUED:
+            print(f"run {run.id} is already {keeper.status.state}; submit a new run", file=sys.stderr)
             return 2
-        if state is None:
+        if keeper.status.submitted is None:  # no submitter wrote its status: a folder made by hand
             keeper.set_state(RunState.QUEUED, submitted=time.time())
         keeper.update(pid=os.getpid(), host=platform.node())
         try:
@@ -159,7 +157,7 @@ def _cancel_until_ended(keeper: StatusKeeper) -> Callable[[int, Any], None]:
     while the worker finishes up and exits."""
 
     def on_sigterm(signum: int, frame: Any) -> None:
-        if state_of(keeper.data).final:
+        if keeper.status.state.final:
             return
         signal.signal(signal.SIGTERM, signal.SIG_IGN)  # one cancel is enough: record it in peace
         raise Cancelled

@@ -32,13 +32,13 @@ def test_a_server_killed_mid_run_loses_no_run(home: Path, browser, monkeypatch: 
     survivor = jobs.submit({"seconds": 12}, target="tests.helpers_jobs:sleepy", run_id="survivor")
     victim = jobs.submit({}, target="tests.helpers_jobs:forever", run_id="victim")
     wait_until(
-        lambda: all(Run.open(r).status().get("state") == "running" for r in (survivor, victim)),
+        lambda: all(Run.open(r).status().state == "running" for r in (survivor, victim)),
         "both running",
     )
     first.process.send_signal(signal.SIGKILL)
     first.process.wait()
     first.log.close()
-    victim_pid = Run.open(victim).status()["pid"]
+    victim_pid = Run.open(victim).status().pid
     os.kill(victim_pid, signal.SIGKILL)  # its worker dies while no server is up
     wait_until(lambda: process_gone(victim_pid), "victim's worker gone")
 
@@ -48,12 +48,12 @@ def test_a_server_killed_mid_run_loses_no_run(home: Path, browser, monkeypatch: 
         tab.goto(second.url)
         sidebar = tab.locator("[data-testid='stSidebar']")
         sidebar.get_by_text("· running").wait_for()  # recovered, then listed
-        assert Run.open(survivor).status()["state"] == "running"
-        assert process_gone(Run.open(survivor).status()["pid"]) is False
+        assert Run.open(survivor).status().state == "running"
+        assert process_gone(Run.open(survivor).status().pid) is False
         interrupted = Run.open(victim).status()
-        assert interrupted["state"] == "interrupted"
-        assert interrupted["message"].startswith("its worker was gone when the app started")
-        assert wait_for_state(survivor, "done", timeout_s=30)["message"] == ""
+        assert interrupted.state == "interrupted"
+        assert interrupted.message.startswith("its worker was gone when the app started")
+        assert wait_for_state(survivor, "done", timeout_s=30).message == ""
         tab.context.close()
     finally:
         stop_server(second.process, second.log)
