@@ -12,7 +12,7 @@ from streamlit.runtime.uploaded_file_manager import UploadedFile
 from core import inert, jobs
 from core.errors import TransferLabError
 from core.jobs.explanations import EXPLAINING, explanations, submit_explanations
-from core.jobs.run import RunNotFound, RunState
+from core.jobs.run import RunNotFound
 from pages._access import limits, viewer
 from pages._jobs import progress_card
 
@@ -74,7 +74,7 @@ def _submitted(submit: Callable[[], str]) -> str | None:
 @st.fragment(run_every=POLL_SECONDS)
 def _follow(job_id: str, key: str) -> None:
     """The job's progress, polled; the whole page reruns once it has ended."""
-    if RunState(jobs.reconcile(job_id, viewer())["state"]).final:
+    if jobs.reconcile(job_id, viewer()).state.final:
         st.rerun()
     progress_card(
         job_id, key=f"{key}_progress", phases={EXPLAINING: "Drawing heatmaps"}, waiting="Loading the model"
@@ -87,12 +87,12 @@ def _show(job_id: str, key: str) -> None:
         status = jobs.status(job_id, viewer())
     except RunNotFound:
         return
-    if RunState(status["state"]).active:
+    if status.state.active:
         _follow(job_id, key)
         return
     drawn = explanations(job_id, viewer())
     if drawn is None:
-        message = status.get("message") or f"the job {status['state']}"
+        message = status.message or f"the job {status.state}"
         st.error(f"No heatmaps: {inert.markdown(message)}", icon=":material/block:")
         return
     if not drawn:

@@ -26,7 +26,7 @@ from core.cli import main
 from core.explain.heatmap import Explainer, ExplainError
 from core.explain.layer import explained_layer
 from core.jobs.explanations import CLASS_SAMPLE, EXPLAINING, explanations
-from core.jobs.run import Run, RunState
+from core.jobs.run import Run
 from core.models.adapt import build_model
 from core.models.backbones import card, resolve
 from core.models.preprocess import Preprocess
@@ -157,7 +157,7 @@ def test_results_asks_a_job_for_heatmaps_of_its_mistakes_and_classes_and_shows_t
     at = open_page("pages/results.py", run=finished_run.name)
     at.button(key="results.heatmaps").click().run()
     [job_id] = at.session_state[RESULTS_JOBS].values()
-    assert wait_for(lambda: RunState(jobs.reconcile(job_id)["state"]).final, timeout_s=300)
+    assert wait_for(lambda: jobs.reconcile(job_id).state.final, timeout_s=300)
     drawn = explanations(job_id)
     card = ModelCard.read(finished_run / "model")
     classes = [row.truth for row, _ in drawn if row.source == CLASS_SAMPLE]

@@ -167,12 +167,12 @@ def test_results_shows_the_suspects_and_trains_the_next_run_without_them(
     shown = f"looks like **not\\_face** (90%) · {inert.markdown(files[0])}"
     assert any(shown in c.value for c in at.caption), [c.value for c in at.caption]
     at.button(key="results.drop_suspects").click().run()
-    rerun = next(r for r in jobs.list_runs() if r["run_id"] != finished_run.name)
+    rerun = next(r.run_id for r in jobs.list_runs() if r.run_id != finished_run.name)
     try:
-        plan = json.loads((lab_home / "runs" / rerun["run_id"] / "plan.json").read_text())
+        plan = json.loads((lab_home / "runs" / rerun / "plan.json").read_text())
         assert plan["exclude"] == sorted(files) and plan["data"] == str(sample_path("faces"))
         assert at.title[0].value == "Train"
-        shown = open_page("pages/results.py", run=rerun["run_id"])
+        shown = open_page("pages/results.py", run=rerun)
         assert any("2 images left out" in c.value for c in shown.caption), [c.value for c in shown.caption]
     finally:
-        jobs.cancel(rerun["run_id"])
+        jobs.cancel(rerun)
