@@ -16,6 +16,7 @@ def analysis_of(
 
     return {
         "dataset": {"name": "faces"},
+        "sample": 200,
         "backbone": "efficientnet_lite0",
         "recommended_case": advised,
         "cut": "_blocks.4",
