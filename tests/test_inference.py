@@ -62,6 +62,18 @@ def test_a_short_pass_stays_in_torch_without_converting(monkeypatch: pytest.Monk
     assert engine.choice.runtime == "torch" and engine.choice.reason == "too few images left to convert"
 
 
+def test_a_pass_of_one_batch_neither_reads_its_weights_nor_times_anything(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Predict's single image: hashing a large model's weights to look up a choice cost more than
+    the image."""
+    monkeypatch.setattr(runtime, "content_key", lambda *args: pytest.fail("hashed the weights"))
+    engine = Engine(small_net(), CPU_FP32, 1)
+
+    assert engine(torch.randn(1, 3, 24, 24))[0].shape[0] == 1
+    assert engine.choice.runtime == "torch" and engine.choice.images_per_s == {}
+
+
 class Noisy(nn.Module):
     """Outputs that no other runtime can reproduce: its random numbers are its own."""
 

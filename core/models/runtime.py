@@ -180,6 +180,9 @@ class Engine:
         if not self.runtimes:
             self.choice = Choice("torch", "no other runtime allowed", threads=threads)
             return self._torch(batch)
+        if remaining <= len(batch):  # the whole pass is this batch: no later one to be faster
+            self.choice = Choice("torch", "one batch: nothing left to run faster", threads=threads)
+            return self._torch(batch)
         key = content_key(self.module, batch.shape[1:])
         choices = RememberedChoices(runtimes_cache_dir() / f"{key}.choices.json")
         settings = self._settings(tuple(batch.shape), threads)
