@@ -23,6 +23,18 @@ from pages._retention import kept_until
 
 
 @st.cache_resource(max_entries=8)
+def train_again(run: Run, fields: dict) -> None:
+    """Queue a run of ``run``'s data with ``fields`` as its plan, and follow it on Train."""
+    try:
+        new_run = jobs.submit(
+            fields, dataset_name=run.record().dataset_name, owner=viewer().owner, limits=limits()
+        )
+    except jobs.LimitExceeded as exc:
+        st.error(f"Not started: {exc}.", icon=":material/block:")
+    else:
+        st.switch_page("pages/train.py", query_params={"run": new_run})
+
+
 def image_paths(data: str) -> dict[str, Path]:
     """Where each image of a run's data set lives, by the name metrics.json gives it: read from
     the data set's stored manifest once per server (hashing a sample zip, listing a folder)."""
@@ -113,15 +125,7 @@ if not judged.worked:
 if judged.suggest == outcome.FROM_SCRATCH and st.button(
     "Re-run from scratch", key="results.rerun_scratch", type="primary"
 ):
-    try:
-        new_run = jobs.submit(
-            {**run.plan_fields(), "weights": "none"}, dataset_name=run.record().dataset_name,
-            owner=viewer().owner, limits=limits(),
-        )  # fmt: skip
-    except jobs.LimitExceeded as exc:
-        st.error(f"Not started: {exc}.", icon=":material/block:")
-    else:
-        st.switch_page("pages/train.py", query_params={"run": new_run})
+    train_again(run, {**run.plan_fields(), "weights": "none"})
 if st.button("Try this model", key="results.try_model", icon=":material/image_search:"):
     st.switch_page("pages/predict.py", query_params={"run": chosen})
 
@@ -193,15 +197,7 @@ else:
                 f"{inert.markdown(suspect.file)}"
             )
     if st.button("Train again without them", key="results.drop_suspects", icon=":material/filter_alt_off:"):
-        try:
-            new_run = jobs.submit(
-                suspects.plan_without(run.plan_fields()), dataset_name=run.record().dataset_name,
-                owner=viewer().owner, limits=limits(),
-            )  # fmt: skip
-        except jobs.LimitExceeded as exc:
-            st.error(f"Not started: {exc}.", icon=":material/block:")
-        else:
-            st.switch_page("pages/train.py", query_params={"run": new_run})
+        train_again(run, suspects.plan_without(run.plan_fields()))
 
 st.subheader("Check it on other labelled images")
 check_on_labelled_zip(chosen)
