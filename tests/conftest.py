@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -28,7 +26,7 @@ from typing import Any
 import pytest
 from helpers_browser import new_tab
 from helpers_jobs import kill_workers, ray_head, ray_job
-from helpers_server import free_port, serve_app, stop_server, wait_healthy
+from helpers_server import module_server, serve_app
 
 BROWSER = os.environ.get("TRANSFER_LAB_BROWSER", "/usr/bin/chromium")
 BROWSER_ARGS = [
@@ -221,16 +219,9 @@ def app_server():
 def identity_provider(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real OpenID Connect provider for tests (``oidc-provider-mock``) on 127.0.0.1: it signs
     in whoever is typed on its page, with that text as the e-mail address. Yields its issuer URL."""
-    port = free_port()
-    log = open(tmp_path_factory.mktemp("identity_provider") / "provider.log", "w")  # noqa: SIM115
-    process = subprocess.Popen(
-        [sys.executable, "-m", "oidc_provider_mock", "--host", "127.0.0.1", "--port", str(port)],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_healthy(url, process, timeout=60, path="/.well-known/openid-configuration")
+    with module_server(
+        ["oidc_provider_mock", "--host", "127.0.0.1", "--port", "{port}"],
+        tmp_path_factory.mktemp("identity_provider"),
+        health_path="/.well-known/openid-configuration",
+    ) as url:
         yield url
-    finally:
-        stop_server(process, log)

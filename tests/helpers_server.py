@@ -62,6 +62,25 @@ class App:
     log: IO[str]
 
 
+@contextlib.contextmanager
+def module_server(
+    module_args: list[str], folder: Path, health_path: str, timeout: float = 60
+) -> Iterator[str]:
+    """``python -m MODULE ARGS`` on a free port of 127.0.0.1 (``{port}`` in ``module_args`` is
+    replaced by it), logging to ``folder/server.log``; yields its URL once ``health_path``
+    answers, and stops it after."""
+    port = free_port()
+    log = open(folder / "server.log", "w")  # noqa: SIM115 - open for the server's life, closed by stop_server
+    args = [arg.replace("{port}", str(port)) for arg in module_args]
+    process = subprocess.Popen([sys.executable, "-m", *args], stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_healthy(url, process, timeout=timeout, path=health_path)
+        yield url
+    finally:
+        stop_server(process, log)
+
+
 def start_app(
     home: Path,
     env: dict[str, str] | None = None,

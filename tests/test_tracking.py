@@ -8,8 +8,6 @@ import contextlib
 import io
 import shutil
 import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +16,7 @@ from types import SimpleNamespace
 import pytest
 from helpers_jobs import DIGITS_PLAN, digits_folder, wait_for_state
 from helpers_pages import open_page
-from helpers_server import free_port, stop_server, wait_healthy
+from helpers_server import free_port, module_server
 
 from core import jobs, storage
 from core.cli import main
@@ -45,23 +43,17 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real MLflow tracking server on 127.0.0.1 with its own store, for every test here: it
     takes a while to start."""
     folder = tmp_path_factory.mktemp("mlflow")
-    port = free_port()
-    log = open(folder / "server.log", "w")  # noqa: SIM115
-    process = subprocess.Popen(
+    with module_server(
         [
-            *(sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port)),
-            *("--workers", "1", "--backend-store-uri", f"sqlite:///{folder / 'mlflow.db'}"),
+            *("mlflow", "server", "--host", "127.0.0.1", "--port", "{port}", "--workers", "1"),
+            *("--backend-store-uri", f"sqlite:///{folder / 'mlflow.db'}"),
             *("--artifacts-destination", str(folder / "artifacts")),
         ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_healthy(url, process, timeout=180, path="/health")
+        folder,
+        health_path="/health",
+        timeout=180,
+    ) as url:
         yield url
-    finally:
-        stop_server(process, log)
 
 
 def train(data: Path, out: Path, *options: str) -> SimpleNamespace:
