@@ -3,8 +3,22 @@ part of it, or that count what serving loads (this module imports nothing of Tra
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Coroutine
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
 import httpx
 from fastapi import FastAPI
+
+T = TypeVar("T")
+
+
+def run_apart(coroutine: Coroutine[Any, Any, T]) -> T:
+    """``asyncio.run`` in a thread of its own: an earlier test may leave an event loop running in
+    this one (Playwright's synchronous API keeps one), where ``asyncio.run`` refuses to start."""
+    with ThreadPoolExecutor(max_workers=1) as apart:
+        return apart.submit(asyncio.run, coroutine).result()
 
 
 async def predict_in_process(app: FastAPI, files: dict[str, tuple[str, bytes]]) -> httpx.Response:

@@ -25,7 +25,7 @@ from core.jobs import uploads
 from core.jobs.run import STEP_DELAY_ENV, Run
 from core.training.events import read_events
 
-MODEL_FILES = {"model.pt2", "labels.json", "preprocess.json"}
+MODEL_FILES = {"model.pt2", "labels.json", "preprocess.json", "MODEL_CARD.md"}
 
 
 @pytest.fixture

@@ -38,7 +38,9 @@ def run_dir(finished_run: Path, lab_home: Path) -> Path:
 def test_the_int8_model_runs_in_onnxruntime_alone_agrees_with_fp32_and_is_smaller(
     run_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert main(["export", str(run_dir), "--int8", "--json"]) == 0
+    # The session's tiny run has 40 validation images: one image is 2.5 points, past the default
+    # tolerance, and whether int8 flips one depends on the run. The refusal has its own test.
+    assert main(["export", str(run_dir), "--int8", "--max-drop", "0.2", "--json"]) == 0
     check = json.loads(capsys.readouterr().out)["int8"]
     model = run_dir / "model"
     assert check == read_json(model / "int8.json")
@@ -66,17 +68,16 @@ def test_an_int8_model_that_loses_accuracy_is_refused_in_one_line_and_leaves_not
     dataset = ingest(read_json(run_dir / "plan.json")["data"])
     validation = [(sample.path, dataset.classes[sample.label]) for sample in dataset.val]
     model = run_dir / "model"
+    before = {p.name for p in model.iterdir()}
+    card = (model / "MODEL_CARD.md").read_text()
     with pytest.raises(
         QuantizeError, match=r"^int8 refused: validation accuracy .* past the 2\.0% allowed"
     ) as refused:
         export_int8(model, [blank], validation)
     assert "\n" not in str(refused.value)
-    assert sorted(p.name for p in model.iterdir()) == [
-        "labels.json",
-        "model.onnx",
-        "model.pt2",
-        "preprocess.json",
-    ]
+    # Only the float ONNX file it quantises from is new; the card is as it was.
+    assert {p.name for p in model.iterdir()} == before | {"model.onnx"}
+    assert (model / "MODEL_CARD.md").read_text() == card
     kept = export_int8(model, [blank], validation, max_drop=1.0)
     assert kept.drop > 0.02 and (model / INT8_FILE).is_file()
 

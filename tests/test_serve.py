@@ -17,7 +17,7 @@ import pytest
 import torch
 from helpers_exported import LABELS, PRE, colour_net
 from helpers_server import ROOT, free_port, stop_server, wait_healthy
-from helpers_serving import predict_in_process
+from helpers_serving import predict_in_process, run_apart
 from PIL import Image
 
 from core.artifacts.export import export_model
@@ -147,7 +147,7 @@ def test_twenty_concurrent_requests_are_all_answered(url: str) -> None:
                 *(client.post("/predict", files={"images": (f"{c}.png", png(COLOURS[c]))}) for c in colours)
             )
 
-    responses = asyncio.run(all_at_once())
+    responses = run_apart(all_at_once())
     assert [r.status_code for r in responses] == [200] * 20
     assert [r.json()["predictions"][0]["top"][0]["label"] for r in responses] == colours
     after = httpx.get(f"{url}/health").json()
@@ -166,7 +166,7 @@ def test_waiting_requests_share_one_forward_pass_up_to_the_batch_size() -> None:
         async with batcher.running():
             return await asyncio.gather(*(batcher(torch.full((n, 1), float(i))) for i, n in enumerate(sizes)))
 
-    answers = asyncio.run(requests([1, 1, 1, 3, 6]))
+    answers = run_apart(requests([1, 1, 1, 3, 6]))
     assert passes == [3, 3, 6]  # 1+1+1 together, 3 would overflow them, 6 runs whole and alone
     for i, (n, answer) in enumerate(zip([1, 1, 1, 3, 6], answers, strict=True)):
         assert answer.tolist() == [[2.0 * i]] * n  # each request gets its own rows back
@@ -183,7 +183,7 @@ def test_a_failure_of_ours_is_a_500_in_json_without_its_traceback(
 
     monkeypatch.setattr(app_module, "torch_forward", broken)
     app = app_module.create_app(run_dir / "model")
-    response = asyncio.run(predict_in_process(app, {"images": ("red.png", png(COLOURS["red"]))}))
+    response = run_apart(predict_in_process(app, {"images": ("red.png", png(COLOURS["red"]))}))
     assert response.status_code == 500
     assert response.json() == {"error": "the prediction failed; the server's log says why"}
 
