@@ -85,7 +85,10 @@ def test_upload_train_watch_inspect_download_predict(
     assert any("of 4 epochs" in text for text in seen), seen  # the plan as the user set it
 
     settle(page)  # the live fragment's last drawing gives way to the finished page
-    card = page.locator(".st-key-train-run_status").inner_text()
+    # On a loaded machine the finished page may still be drawing its card: wait for its outcome.
+    finished = page.locator(".st-key-train-run_status", has_text="Total time")
+    finished.wait_for(timeout=WAIT_MS)
+    card = finished.inner_text()
     assert "faces.zip · case 3 · efficientnet_lite0" in card and "Total time" in card  # named, timed
     page.get_by_text("Open Results").click()
     page.get_by_text("Confusion matrix").wait_for()
