@@ -146,7 +146,8 @@ def _show_result(result: dict[str, Any]) -> None:
     _race_controls(result, buttons[1])
 
 
-_SHIFT_NAMES = {"none": "none stands out", "input": "low-level look", "content": "what they show"}
+# Short enough for a metric's width; the sentence above the metrics says it in full.
+_SHIFT_NAMES = {"none": "none", "input": "the look", "content": "content"}
 _SHIFT_HELP = (
     "Read off how far your images move the BatchNorm statistics of EfficientNet-Lite0, layer by "
     "layer: a shift that stands out in the first layers is one of the look (colour, contrast, grey "

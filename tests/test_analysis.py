@@ -207,6 +207,8 @@ def test_the_plan_is_case_2_at_the_middle_stage_only_when_it_beats_the_whole_bod
 
     assert deepest.case == 1 and deepest.best.path == "stage2"  # case 2's cut, should anyone race it
     assert "so keep them all" in deepest.note
+    # Every fold at 100%: the interval that rounds to the value itself is not repeated.
+    assert deepest.whole_body.head.low > 0.995 and "scores 100% on the whole body" in deepest.note
 
 
 def test_the_plan_never_cuts_at_the_last_stage() -> None:

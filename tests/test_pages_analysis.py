@@ -65,7 +65,7 @@ def test_measuring_starts_a_job_shows_its_progress_then_the_numbers_and_carries_
     result = analysis.analysis_result(job_id)
     case = result["advice"]["case"]
     # The faces sample: 25 x 25 grey crops, a shift of the look that the page names in words.
-    assert metrics["Shift from ImageNet"] == "low-level look"
+    assert metrics["Shift from ImageNet"] == "the look"
     assert metrics["Plan"] == f"case {case}" and metrics["Backbone"] == "efficientnet_lite0"
     plan = next(m.value for m in at.markdown if m.value.startswith("**Plan.**"))
     assert f"Case {case} " in plan and "the new layer scores" in plan

@@ -127,4 +127,7 @@ def _accuracy(score: StageScore) -> float:
 
 
 def _percent(score: HeadScore) -> str:
-    return f"{score.accuracy:.0%} ({score.low:.0%}-{score.high:.0%})"
+    """The accuracy and its interval, which is left out where it rounds to the accuracy itself
+    (every fold at 100% read "100% (100%-100%)")."""
+    low, value, high = (f"{x:.0%}" for x in (score.low, score.accuracy, score.high))
+    return value if low == value == high else f"{value} ({low}-{high})"
