@@ -161,7 +161,7 @@ def test_a_tracker_that_is_down_costs_a_warning_not_the_run(tmp_path: Path, digi
     (warning,) = [e for e in trained.events if isinstance(e, RunWarning) and e.message.startswith("MLflow")]
     assert warning.message.startswith("MLflow stopped recording this run")
     assert warning.time - running.time < 60  # MLflow's own retries would take minutes
-    assert trained.run.state() is RunState.DONE and trained.metrics is not None
+    assert trained.run.status().state is RunState.DONE and trained.metrics is not None
     assert "tracking" not in trained.run.record().provenance
     assert "warning: MLflow stopped recording this run" in trained.stderr
 
