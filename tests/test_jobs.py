@@ -479,3 +479,15 @@ def test_a_relative_data_path_is_made_absolute_at_submission(
     run_id = jobs.submit({"data": "photos", "seconds": 0.1}, target=SLEEPY)
     wait_for_state(run_id, "done")
     assert Run.open(run_id).plan_fields()["data"] == str(tmp_path / "photos")  # the worker runs elsewhere
+
+
+def test_a_side_job_cancelled_before_its_worker_starts_never_runs(home: Path) -> None:
+    """Cancel right after Start: no pid to signal yet, so the worker itself must see the request.
+    Status is only read, never reconciled, so the grace period's kill cannot stand in for it."""
+    from core.jobs import kinds
+
+    run_id = jobs.submit({}, kinds.ANALYSE, target=FOREVER)
+    jobs.cancel(run_id)
+    ended = wait_until(lambda: (s := jobs.status(run_id)).state.final and s, "the worker ends it", 60)
+    assert ended.state is RunState.CANCELLED
+    assert "batch" not in event_types(run_id)  # its target never ran

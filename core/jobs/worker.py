@@ -76,6 +76,8 @@ def main(argv: list[str] | None = None, *, lock_held_until_exit: bool = False) -
         keeper.update(pid=os.getpid(), host=platform.node())
         try:
             with keeper.beating(), keeper.outcome(), _traceback_logged():
+                if run.cancel_requested():  # cancelled before this process wrote its pid to signal
+                    raise Cancelled
                 runs_on.prepare(run, keeper, queued=not args.unqueued)
                 if args.time_limit:
                     _stop_after(args.time_limit, keeper)
