@@ -180,22 +180,21 @@ def _check_arguments(
         raise ValueError(f"unknown case {case!r}; choose one of: {', '.join(map(str, CASE_NUMBERS))}")
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
         raise ValueError(f"num_classes must be an integer >= 2, not {num_classes!r}")
-    if cut is not None and case != 2:
+    _check_stage(backbone, case, "cut", cut, 2, "truncated feature extraction")
+    _check_stage(backbone, case, "tune_through", tune_through, 3, "fine-tuning")
+
+
+def _check_stage(
+    backbone: Backbone, case: int, field: str, stage: str | None, applies_to: int, name: str
+) -> None:
+    """A plan field that names a stage: set only in the case it belongs to, and a real stage."""
+    if stage is None:
+        return
+    if case != applies_to:
+        raise ValueError(f"{field} {stage!r} applies to case {applies_to} ({name}) only, not case {case}")
+    if stage not in backbone.stages:
         raise ValueError(
-            f"cut {cut!r} applies to case 2 (truncated feature extraction) only, not case {case}"
-        )
-    if cut is not None and cut not in backbone.stages:
-        raise ValueError(
-            f"cut {cut!r} is not a stage of {backbone.name}; choose one of: {', '.join(backbone.stages)}"
-        )
-    if tune_through is not None and case != 3:
-        raise ValueError(
-            f"tune_through {tune_through!r} applies to case 3 (fine-tuning) only, not case {case}"
-        )
-    if tune_through is not None and tune_through not in backbone.stages:
-        raise ValueError(
-            f"tune_through {tune_through!r} is not a stage of {backbone.name}; "
-            f"choose one of: {', '.join(backbone.stages)}"
+            f"{field} {stage!r} is not a stage of {backbone.name}; choose one of: {', '.join(backbone.stages)}"
         )
 
 
