@@ -43,7 +43,7 @@ def speed(images: int, backbones: tuple[str, ...]) -> None:
     import hostinfo
     from photos import build
 
-    from core.analysis import AnalysisPlan, analyse
+    from core.analysis.analyse import AnalysisPlan, analyse
     from core.data import ingest
     from core.models.runtime import RUNTIMES_ENV
 
@@ -84,7 +84,7 @@ def kendall_tau(first: list[str], second: list[str]) -> float:
 
 
 def tau(epochs: int, image_size: int, samples: tuple[str, ...]) -> None:
-    from core.analysis import AnalysisPlan, analyse
+    from core.analysis.analyse import AnalysisPlan, analyse
     from core.data import ingest
     from core.data.samples import sample_path
     from core.training import train

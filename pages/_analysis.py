@@ -13,11 +13,13 @@ import streamlit as st
 
 from core import inert, jobs
 from core.advice import cases
+from core.analysis.record import AnalysisRecord
 from core.experiments import race as races
 from core.jobs import analysis
 from core.jobs.run import RunNotFound
 from core.limits import LimitExceeded
 from core.models.catalog import cards
+from core.storage import Damaged
 from core.training.plan import PlanError
 from pages import _analysis_charts as charts
 from pages._access import limits, viewer
@@ -79,6 +81,12 @@ def _show_job(job_id: str) -> None:
         _follow(job_id)
         return
     result = analysis.analysis_result(job_id, viewer())
+    if isinstance(result, Damaged):
+        st.error(
+            f"The analysis's result cannot be read: {inert.markdown(str(result))}", icon=":material/block:"
+        )
+        _new_analysis_button()
+        return
     if result is None:
         message = status.message or f"the analysis {status.state}"
         st.error(f"The analysis did not finish: {inert.markdown(message)}", icon=":material/block:")
@@ -95,48 +103,49 @@ def _follow(job_id: str) -> None:
     progress_card(job_id, key="advisor.analysis_progress", phases=PHASES, waiting="Starting")
 
 
-def _show_result(result: dict[str, Any]) -> None:
-    advice, evidence, data = result["advice"], result["evidence"], result["dataset"]
-    shift, curve = result["shift_type"], result["learning_curve"]
-    st.subheader(f"{inert.markdown(data['name'])}: case {advice['case']}, {advice['name']}")
-    st.markdown(f"**Plan.** {inert.markdown(result['plan'])}")
-    words = inert.markdown(shift["words"])
+def _show_result(result: AnalysisRecord) -> None:
+    advice, data, shift = result.advice, result.dataset, result.shift_type
+    st.subheader(f"{inert.markdown(data.name)}: case {advice.case}, {advice.name}")
+    st.markdown(f"**Plan.** {inert.markdown(result.plan)}")
+    words = inert.markdown(shift.words)
     st.markdown(f"**Shift.** {words[0].upper()}{words[1:]}.")
     figures = st.columns([1, 1, 1, 2])
-    figures[0].metric("Plan", f"case {advice['case']}", help=_planned_help(result))
-    figures[1].metric("Shift from ImageNet", _SHIFT_NAMES[shift["kind"]], help=_SHIFT_HELP)
+    figures[0].metric("Plan", f"case {advice.case}", help=_planned_help(result))
+    figures[1].metric("Shift from ImageNet", _SHIFT_NAMES[shift.kind], help=_SHIFT_HELP)
     figures[2].metric(
-        "Images", f"{data['images']:,}", help=f"{data['images_per_class']:,.0f} per class; measured {result['size']['size']}"
+        "Images", f"{data.images:,}", help=f"{data.images_per_class:,.0f} per class; measured {result.size.size}"
     )  # fmt: skip
-    figures[3].metric("Backbone", result["backbone"])
+    figures[3].metric("Backbone", result.backbone)
     notes = _uncertainty(result)
     if notes:
         st.info(" ".join(notes), icon=":material/balance:")
     left, right = st.columns(2)
     left.plotly_chart(
-        decision_matrix(data["images"], result["verdict"], advice["case"], advice["thresholds"]["dividing_line"]),
+        decision_matrix(data.images, result.verdict, advice.case, advice.thresholds["dividing_line"]),
         key="advisor.measured_matrix", config={"displayModeBar": False},
     )  # fmt: skip
     right.plotly_chart(
-        charts.stage_curve(result["stage_scores"], _planned_option(result)),
+        charts.stage_curve(result.stage_scores, result.planned_stage.stage),
         key="advisor.stage_chart",
         config={"displayModeBar": False},
     )
     left.plotly_chart(
-        charts.learning_curve(curve), key="advisor.curve_chart", config={"displayModeBar": False}
+        charts.learning_curve(result.learning_curve),
+        key="advisor.curve_chart",
+        config={"displayModeBar": False},
     )
     right.plotly_chart(
-        charts.shift_by_depth(evidence), key="advisor.shift_chart", config={"displayModeBar": False}
+        charts.shift_by_depth(result.evidence), key="advisor.shift_chart", config={"displayModeBar": False}
     )
     left.plotly_chart(
-        charts.backbone_ranking(result["backbone_ranking"]),
+        charts.backbone_ranking(result.backbone_ranking),
         key="advisor.ranking_chart",
         config={"displayModeBar": False},
     )
-    left.caption(f"{inert.markdown(result['ranking_note'])}. Images/s on this machine: " + ", ".join(
-        f"{e['name']} {e['images_per_s']:,.0f}" for e in result["backbone_ranking"]))  # fmt: skip
-    st.markdown(f"**Why this case.** {inert.markdown(advice['rationale'])}")
-    for skipped in result.get("skipped", []):
+    left.caption(f"{inert.markdown(result.ranking_note)}. Images/s on this machine: " + ", ".join(
+        f"{e.name} {e.images_per_s:,.0f}" for e in result.backbone_ranking))  # fmt: skip
+    st.markdown(f"**Why this case.** {inert.markdown(advice.rationale)}")
+    for skipped in result.skipped:
         st.caption(f":material/timer_off: {inert.markdown(skipped)}")
     buttons = st.columns([1, 1, 2])
     if buttons[0].button(
@@ -156,39 +165,34 @@ _SHIFT_HELP = (
 )
 
 
-def _planned_option(result: dict[str, Any]) -> str:
-    """The frozen option the plan takes: case 2's cut, else the whole body."""
-    return result["cut"] if result["advice"]["case"] == 2 else result["stage_scores"][-1]["stage"]
-
-
-def _planned_help(result: dict[str, Any]) -> str:
-    chosen = next(s for s in result["stage_scores"] if s["stage"] == _planned_option(result))
-    head = chosen["head_accuracy"]
+def _planned_help(result: AnalysisRecord) -> str:
+    head = result.planned_stage.head_accuracy
     if head is None:
         return "Too few images per class to cross-validate the new layer."
-    return f"The new layer scores {head['value']:.0%} ({head['low']:.0%}-{head['high']:.0%}) held out on these features."
+    return (
+        f"The new layer scores {head.value:.0%} ({head.low:.0%}-{head.high:.0%}) held out on these features."
+    )
 
 
-def _uncertainty(result: dict[str, Any]) -> list[str]:
-    advice = result["advice"]
+def _uncertainty(result: AnalysisRecord) -> list[str]:
+    advice = result.advice
     notes = []
-    if advice["alternatives"]:
-        names = "; ".join(f"case {n} ({cases.CASES[n].name})" for n in advice["alternatives"])
+    if advice.alternatives:
+        names = "; ".join(f"case {n} ({cases.CASES[n].name})" for n in advice.alternatives)
         notes.append(f"The numbers leave room: also worth a try, {names}.")
-    if not result["ranked_by_evidence"]:
-        notes.append(f"Backbones: {inert.markdown(result['ranking_note'])}.")
+    if not result.ranked_by_evidence:
+        notes.append(f"Backbones: {inert.markdown(result.ranking_note)}.")
     return notes
 
 
-def _use_plan(result: dict[str, Any]) -> None:
+def _use_plan(result: AnalysisRecord) -> None:
     """Carry case, backbone and cut to the Train page, with the measured verdict."""
-    backbone, cut = result["backbone"], result["cut"]
-    update_draft_plan(case=result["advice"]["case"], backbone=backbone, cut=cut)
-    record_measurement(result["dataset"]["sha256"], result)
+    update_draft_plan(case=result.advice.case, backbone=result.backbone, cut=result.cut)
+    record_measurement(result.dataset.sha256, result)
     st.switch_page("pages/train.py")
 
 
-def _race_controls(result: dict[str, Any], column: Any) -> None:
+def _race_controls(result: AnalysisRecord, column: Any) -> None:
     race_id = st.query_params.get(RACE_PARAM)
     race = races.Race.load(race_id, viewer()) if race_id else None
     if race is None:
@@ -196,7 +200,7 @@ def _race_controls(result: dict[str, Any], column: Any) -> None:
         if column.button("Race the plans", key="advisor.start_race", icon=":material/sports_score:"):
             try:
                 started = races.start_race(
-                    result, result["data"], epochs=int(epochs), owner=viewer().owner, limits=limits()
+                    result, result.data, epochs=int(epochs), owner=viewer().owner, limits=limits()
                 )
             except (LimitExceeded, PlanError) as exc:
                 column.error(f"Not started: {exc}.", icon=":material/block:")
@@ -210,10 +214,10 @@ def _race_controls(result: dict[str, Any], column: Any) -> None:
 @st.fragment(run_every=POLL_SECONDS * 2)
 def _follow_race(race: races.Race) -> None:
     standing = races.advance(race, viewer())
-    contenders = standing.to_dict()["race_contenders"]
+    contenders = standing.to_record().contenders
     with st.container(border=True, key="advisor.race"):
         st.markdown(f"**Race:** {inert.markdown(standing.verdict)}")
-        if any(entry["accuracy"] is not None for entry in contenders):
+        if any(entry.accuracy is not None for entry in contenders):
             st.plotly_chart(
                 charts.race_chart(contenders), key="advisor.race_chart", config={"displayModeBar": False}
             )

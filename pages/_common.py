@@ -18,6 +18,7 @@ import streamlit as st
 
 from core import inert
 from core.advice import cases
+from core.analysis.record import AnalysisRecord
 from core.models import catalog
 from core.storage import read_json
 from core.training.plan import Plan
@@ -69,18 +70,14 @@ def advisor_answers() -> AdvisorAnswers | None:
     return st.session_state.get(ADVISOR_ANSWERS)
 
 
-def record_measurement(sha256: str, analysis: dict[str, Any]) -> None:
-    """Keep an analysis's verdict, measured size and the numbers behind them for the session, so
-    that Train's reason line says what the Advisor said."""
-    st.session_state.setdefault(MEASURED, {})[sha256] = {
-        "verdict": analysis["verdict"],
-        "size": analysis["size"],
-        "evidence": analysis["cut_note"],
-    }
+def record_measurement(sha256: str, analysis: AnalysisRecord) -> None:
+    """Keep an analysis (its verdict, measured size and the numbers behind them) for the session,
+    so that Train's reason line says what the Advisor said."""
+    st.session_state.setdefault(MEASURED, {})[sha256] = analysis
 
 
-def measurement(sha256: str) -> dict[str, Any] | None:
-    """The verdict measured for this data set in this session, if any."""
+def measurement(sha256: str) -> AnalysisRecord | None:
+    """The analysis measured for this data set in this session, if any."""
     return st.session_state.get(MEASURED, {}).get(sha256)
 
 

@@ -241,7 +241,7 @@ def _why_this_case(dataset: Dataset, draft: dict) -> None:
 def _measured_size(dataset: Dataset, source: str) -> SizeReading | None:
     """The size the Advisor's analysis measured for this data set, while its answer stands."""
     measured = measurement(dataset.report.source.get("sha256", ""))
-    return SizeReading(**measured["size"]) if measured and source == why.MEASURED else None
+    return measured.size if measured and source == why.MEASURED else None
 
 
 def similarity_input(dataset: Dataset, draft: dict) -> tuple[str, str, str | None]:
@@ -259,8 +259,8 @@ def similarity_input(dataset: Dataset, draft: dict) -> tuple[str, str, str | Non
     sample = sample_for_digest(digest)
     evidence = None
     if measured:
-        start, source = measured["verdict"], why.MEASURED
-        evidence = measured["evidence"]
+        start, source = measured.verdict, why.MEASURED
+        evidence = measured.cut_note
     elif advisor:
         start, source = advisor, why.ADVISOR
     elif sample is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import random
 from pathlib import Path
@@ -11,13 +12,13 @@ import torch
 from PIL import Image
 from torch import nn
 
-from core.analysis import AnalysisPlan, analyse
-from core.analysis.analyse import stratified_sample
+from core.analysis.analyse import AnalysisPlan, analyse, stratified_sample
 from core.analysis.curve import CurvePoint, LearningCurve, learning_curve, measured_size
 from core.analysis.cut import choose_cut
 from core.analysis.logme import Spectrum, fit, log_evidence, logme
 from core.analysis.probe import Candidate, Probe, probe
 from core.analysis.ranking import Ranked, rank
+from core.analysis.record import AnalysisRecord
 from core.analysis.scores import Score, Separability, separability
 from core.analysis.shift import Moments, ShiftType, depth_profile, grid_moments, shift_type
 from core.analysis.similarity import Similarity, measure
@@ -141,8 +142,11 @@ def test_a_random_init_network_scores_and_ranks_below_its_pretrained_twin(tmp_pa
     dataset = ingest(photo_crops(tmp_path / "photos"))
     plan = AnalysisPlan(backbones=("efficientnet_lite0",), controls=("efficientnet_lite0",), sample=16)
 
-    result = analyse(dataset, plan).to_dict()
+    analysis = analyse(dataset, plan)
+    result = analysis.to_dict()
 
+    # The stored JSON reads back into the very record the writer built.
+    assert AnalysisRecord.from_dict(json.loads(json.dumps(result))) == analysis.to_record()
     pretrained, control = result["backbone_ranking"]
     assert (pretrained["name"], control["name"]) == ("efficientnet_lite0", "efficientnet_lite0 (random init)")
     assert pretrained["logme"]["value"] > control["logme"]["value"]

@@ -113,8 +113,9 @@ def test_the_analysis_job_runs_beside_a_training_run_and_leaves_its_result(
     assert final.state is RunState.DONE, final.message
     assert jobs.status(training).state is RunState.RUNNING
     assert [run.run_id for run in jobs.list_runs()] == [training]  # jobs stay out of the runs table
-    result = analysis.analysis_result(job)
-    assert CONTRACT_KEYS <= result.keys() and result["dataset"]["name"] == "faces"
+    stored = json.loads(jobs.Run.open(job).result_file.read_text())
+    assert CONTRACT_KEYS | {"data"} <= stored.keys()  # the folder a race trains on
+    assert analysis.analysis_result(job).dataset.name == "faces"
     jobs.cancel(training)
     wait_final(training)
 
@@ -190,13 +191,13 @@ def test_the_verdict_says_whether_the_advised_plan_won_tied_or_lost() -> None:
         return race.judged(a_race(size="large"), runs + dropped)
 
     won = judged((0.70, 0.72))
-    versus = {e["key"]: e["versus_advice"] for e in won.to_dict()["race_contenders"]}
+    versus = {e.key: e.versus_advice for e in won.to_record().contenders}
     assert versus == {"case1": "lost", "case2": "won", "case3": "lost", "surgical": "lost", "case4": "lost"}
     assert won.verdict == "the advised plan (case 2, cut after _blocks.4) won"
-    assert won.to_dict()["race_contenders"][4]["dropped_after"] == 1
+    assert won.to_record().contenders[4].dropped_after == 1
 
     tied = judged((0.87, 0.93))
-    assert tied.advised.versus_advice == "tied" and tied.to_dict()["race_outcome"] == "tied"
+    assert tied.advised.versus_advice == "tied" and tied.to_record().outcome == "tied"
     assert tied.verdict.endswith("tied with case 3, fine-tune all: the gap is within the spread")
 
     lost = judged((0.97, 0.98))

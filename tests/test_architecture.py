@@ -48,6 +48,7 @@ TORCH_FREE = (
     "core.access",
     "core.advice",
     "core.models.catalog",
+    "core.analysis.record",
     "core.tracking",
     "core.jobs",
     "core.experiments",

@@ -1,6 +1,7 @@
 """The pages' figures stay readable from 2 to 50 classes and mark the user's place."""
 
 from core.advice import cases
+from core.analysis.record import RaceContender
 from pages._analysis_charts import MUTED, race_chart
 from pages._charts import HIGHLIGHT, confusion_heatmap, decision_matrix, network_diagram
 
@@ -82,9 +83,9 @@ def test_the_star_never_sits_on_a_case_label() -> None:
 
 
 def test_the_race_chart_shows_each_contenders_spread_time_and_fate_with_the_advice_in_blue() -> None:
-    def entry(label: str, accuracy: float | None, **fields: object) -> dict:
-        return {"label": label, "accuracy": accuracy, "spread": 0.02, "seconds": 30.0, "advised": False,
-                "versus_advice": "lost", "dropped_after": None, **fields}  # fmt: skip
+    def entry(label: str, accuracy: float | None, **fields: object) -> RaceContender:
+        shown = {"spread": 0.02, "seconds": 30.0, "versus_advice": "lost", **fields}
+        return RaceContender(label=label, accuracy=accuracy, **shown)
 
     figure = race_chart([
         entry("case 1", 0.70), entry("case 2", 0.90, advised=True, versus_advice="won"),

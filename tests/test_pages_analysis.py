@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
 
 from core import jobs
+from core.analysis.record import read_analysis
 from core.data.samples import sample_path
 from core.experiments import race as races
 from core.experiments.race import Lane, LaneResult
@@ -63,7 +64,7 @@ def test_measuring_starts_a_job_shows_its_progress_then_the_numbers_and_carries_
     assert not at.exception, at.exception
     metrics = {m.label: m.value for m in at.metric}
     result = analysis.analysis_result(job_id)
-    case = result["advice"]["case"]
+    case = result.advice.case
     # The faces sample: 25 x 25 grey crops, a shift of the look that the page names in words.
     assert metrics["Shift from ImageNet"] == "the look"
     assert metrics["Plan"] == f"case {case}" and metrics["Backbone"] == "efficientnet_lite0"
@@ -76,10 +77,10 @@ def test_measuring_starts_a_job_shows_its_progress_then_the_numbers_and_carries_
     assert not at.exception, at.exception
     assert at.radio(key="train.plan_case").value == case
     reason = next(m.value for m in at.markdown if "because" in m.value)
-    assert f"Case {case} " in reason and f"200 images measure as {result['size']['size']}" in reason
+    assert f"Case {case} " in reason and f"200 images measure as {result.size.size}" in reason
     assert "your images measure as" in reason and "the new layer scores" in reason
     cuts = [box.value for box in at.selectbox if box.key == "train.plan_cut_efficientnet_lite0"]
-    assert cuts == ([result["cut"]] if case == 2 else [])  # the measured cut, where the plan cuts
+    assert cuts == ([result.cut] if case == 2 else [])  # the measured cut, where the plan cuts
     assert at.selectbox(key="train.plan_backbone").value == "efficientnet_lite0"
 
 
@@ -95,6 +96,24 @@ def test_an_analysis_that_failed_says_why_in_one_line(lab_home: Path) -> None:
     assert "Traceback" not in error.value
 
 
+def test_an_analysis_whose_result_is_damaged_says_so_and_offers_a_new_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stored = tmp_path / "result.json"
+    stored.write_text('{"dataset": {"name": "faces"')  # cut short
+    monkeypatch.setattr(
+        jobs, "status", lambda job_id, viewer=None: RunRow(state=RunState.DONE, run_id=job_id)
+    )
+    monkeypatch.setattr(analysis, "analysis_result", lambda job_id, viewer=None: read_analysis(stored))
+
+    at = open_advisor(analysis="20990101-000000-0000")
+
+    [error] = at.error
+    shown = error.value.replace("\\", "")  # as drawn, Markdown escapes undone
+    assert shown.startswith("The analysis's result cannot be read: result.json: not valid JSON")
+    assert at.button(key="advisor.new_analysis")
+
+
 @pytest.mark.parametrize("made_up", ["20990101-000000-0000", "../../etc"])
 def test_an_analysis_link_to_nothing_says_so(made_up: str) -> None:
     at = open_advisor(analysis=made_up)
@@ -108,14 +127,14 @@ def test_the_advisor_shows_the_race_its_contenders_and_how_the_advice_fared(
 ) -> None:
     """The faces sample's analysis as the job left it (advice: case 1; a shift of the look), with a
     race whose case 3 finished behind and whose surgical fine-tune halving dropped."""
-    result = json.loads(FACES_ANALYSIS.read_text()) | {"data": str(sample_path("faces"))}
+    result = replace(read_analysis(FACES_ANALYSIS), data=str(sample_path("faces")))
     monkeypatch.setattr(
         jobs, "status", lambda job_id, viewer=None: RunRow(state=RunState.DONE, run_id=job_id)
     )
     monkeypatch.setattr(analysis, "analysis_result", lambda job_id, viewer=None: result)
     contenders, advised = races.contenders(result)
     lanes = tuple(Lane(key, seed, f"run-{key}-{seed}") for key in ("case3", "surgical") for seed in (0, 1))
-    race = races.Race("r1", result["data"], advised, contenders, lanes)
+    race = races.Race("r1", result.data, advised, contenders, lanes)
     write_json(race.file, asdict(race))
     ended = tuple(
         LaneResult(lane, RunState.DONE, 0.6, 80.0, (0.6,)) if lane.contender == "case3" else

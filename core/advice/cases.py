@@ -7,7 +7,8 @@ keep them)? This module imports no torch: the Advisor page must answer instantly
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from core.errors import TransferLabError
@@ -172,6 +173,14 @@ class Advice:
             "evidence": dict(self.evidence),
         }
 
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Advice:
+        """Advice as ``to_dict`` stored it, whatever version wrote it: keys this version does not
+        know are ignored, missing ones read as no advice (case 1, no steps)."""
+        known = {f.name for f in fields(cls)}
+        stored = {key: value for key, value in data.items() if key in known}
+        return cls(**{"case": 1, "name": "", "steps": [], "rationale": "", "thresholds": {}, **stored})
+
 
 @dataclass(frozen=True)
 class SizeReading:
@@ -182,6 +191,11 @@ class SizeReading:
 
     def to_dict(self) -> dict[str, str]:
         return {"size": self.size, "reason": self.reason}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> SizeReading:
+        """Tolerant, as ``Advice.from_dict``: a reading without a size is small, for no reason given."""
+        return cls(size=data.get("size", "small"), reason=data.get("reason", ""))
 
 
 def case_for(size: str, similarity: str) -> Case:

@@ -27,6 +27,7 @@ from core.analysis.curve import LearningCurve, learning_curve, measured_size
 from core.analysis.cut import CutChoice, choose_cut
 from core.analysis.probe import Candidate, Probe, probe
 from core.analysis.ranking import Ranked, Ranking, rank
+from core.analysis.record import AnalysisRecord, DatasetSummary, RuntimeReading, Seconds
 from core.analysis.scores import separability
 from core.analysis.shift import ShiftType, depth_profile, shift_type
 from core.analysis.similarity import REFERENCE_BACKBONE, Similarity, measure
@@ -61,7 +62,7 @@ class AnalysisPlan:
 class Analysis:
     """The measured advice and every number behind it."""
 
-    dataset: dict[str, Any]
+    dataset: DatasetSummary
     sample_size: int
     similarity: Similarity
     shift: ShiftType
@@ -71,33 +72,37 @@ class Analysis:
     size: SizeReading
     advice: Advice
     skipped: tuple[str, ...]
-    seconds: dict[str, float] = field(default_factory=dict)
-    runtimes: dict[str, dict[str, Any]] = field(default_factory=dict)  # what ran each backbone's pass
+    seconds: dict[str, float] = field(default_factory=dict)  # by phase: Seconds' fields
+    runtimes: dict[str, RuntimeReading] = field(default_factory=dict)  # what ran each backbone's pass
+
+    def to_record(self) -> AnalysisRecord:
+        """The result as stored and read back (``core.analysis.record``)."""
+        return AnalysisRecord(
+            dataset=self.dataset,
+            sample=self.sample_size,
+            similarity=round(self.similarity.score, 3),
+            verdict=self.advice.similarity,
+            evidence=self.similarity.evidence,
+            shift_type=self.shift.to_record(),
+            recommended_case=self.advice.case,
+            advice=self.advice,
+            backbone=self.ranking.best.backbone,
+            cut=self.cut.best.path,
+            cut_note=self.cut.note,
+            plan=self.plan_line,
+            learning_curve=self.curve.to_record(),
+            size=self.size,
+            backbone_ranking=tuple(entry.to_record() for entry in self.ranking.entries),
+            ranking_note=self.ranking.note,
+            ranked_by_evidence=self.ranking.by_evidence,
+            stage_scores=tuple(stage.to_record() for stage in self.cut.stages),
+            skipped=self.skipped,
+            seconds=Seconds(**{phase: round(s, 2) for phase, s in self.seconds.items()}),
+            runtimes=self.runtimes,
+        )
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "dataset": self.dataset,
-            "sample": self.sample_size,
-            "similarity": round(self.similarity.score, 3),
-            "verdict": self.advice.similarity,
-            "evidence": self.similarity.evidence,
-            "shift_type": self.shift.to_dict(),
-            "recommended_case": self.advice.case,
-            "advice": self.advice.to_dict(),
-            "backbone": self.ranking.best.backbone,
-            "cut": self.cut.best.path,
-            "cut_note": self.cut.note,
-            "plan": self.plan_line,
-            "learning_curve": self.curve.to_dict(),
-            "size": self.size.to_dict(),
-            "backbone_ranking": [entry.to_dict() for entry in self.ranking.entries],
-            "ranking_note": self.ranking.note,
-            "ranked_by_evidence": self.ranking.by_evidence,
-            "stage_scores": [stage.to_dict() for stage in self.cut.stages],
-            "skipped": list(self.skipped),
-            "seconds": {k: round(v, 2) for k, v in self.seconds.items()},
-            "runtimes": self.runtimes,
-        }
+        return self.to_record().to_dict()
 
     @property
     def plan_line(self) -> str:
@@ -157,7 +162,11 @@ def analyse(dataset: Dataset, plan: AnalysisPlan, emit: Emit = lambda event: Non
         advice=measured_advice(dataset, cut, size, shift, similarity),
         skipped=tuple(skipped),
         seconds=clock.laps,
-        runtimes={p.candidate.label: p.runtime.to_dict() for p in passes if p.runtime is not None},
+        runtimes={
+            p.candidate.label: RuntimeReading.from_dict(p.runtime.to_dict())
+            for p in passes
+            if p.runtime is not None
+        },
     )
 
 
@@ -173,8 +182,8 @@ def measured_advice(
     if cut.case == 1 and cut.gain > 0:  # an earlier stage scored higher, within the spread
         alternatives.add(case_for(advice.size, "different").number)
     evidence = {
-        **similarity.evidence,
-        "shift_type": shift.to_dict(),
+        **similarity.evidence.to_dict(),
+        "shift_type": shift.to_record().to_dict(),
         "size": size.to_dict(),
         "plan": cut.note,
     }
@@ -279,15 +288,15 @@ def _passes(
     return passes, skipped
 
 
-def _summary(dataset: Dataset) -> dict[str, Any]:
+def _summary(dataset: Dataset) -> DatasetSummary:
     report = dataset.report
-    return {
-        "name": report.source.get("name", ""),
-        "sha256": report.source.get("sha256", ""),
-        "images": report.num_images,
-        "classes": len(dataset.classes),
-        "images_per_class": round(report.num_images / max(len(dataset.classes), 1), 1),
-    }
+    return DatasetSummary(
+        name=report.source.get("name", ""),
+        sha256=report.source.get("sha256", ""),
+        images=report.num_images,
+        classes=len(dataset.classes),
+        images_per_class=round(report.num_images / max(len(dataset.classes), 1), 1),
+    )
 
 
 class _Clock:

@@ -16,11 +16,11 @@ features already have what there is. The size rule, first match wins:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 
 from core.advice.cases import FEW_PER_CLASS, SizeReading, size_of
+from core.analysis import record
 from core.training.head import HeadScore, head_accuracy
 
 FRACTIONS = (0.25, 0.5, 1.0)
@@ -36,8 +36,8 @@ class CurvePoint:
     images: int
     head: HeadScore
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"fraction": self.fraction, "images": self.images, "head_accuracy": self.head.to_dict()}
+    def to_record(self) -> record.CurvePoint:
+        return record.CurvePoint(self.fraction, self.images, record.HeldOut.of(self.head))
 
 
 @dataclass(frozen=True)
@@ -63,13 +63,13 @@ class LearningCurve:
             return "flat"
         return "rising" if self.per_doubling >= STEEP else "between"
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "points": [p.to_dict() for p in self.points],
-            "per_doubling": round(self.per_doubling, 4),
-            "shape": self.shape,
-            "thresholds": {"steep": STEEP, "flat": FLAT, "ceiling": CEILING},
-        }
+    def to_record(self) -> record.CurveReading:
+        return record.CurveReading(
+            points=tuple(p.to_record() for p in self.points),
+            per_doubling=round(self.per_doubling, 4),
+            shape=self.shape,
+            thresholds={"steep": STEEP, "flat": FLAT, "ceiling": CEILING},
+        )
 
 
 def learning_curve(

@@ -18,10 +18,10 @@ Case 2 never cuts at the last stage: that is case 1 less its final layer.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 
+from core.analysis.record import HeldOut, StageReading
 from core.analysis.scores import Separability, separability
 from core.models.backbones import StageFact
 from core.training.head import HeadScore, head_accuracy
@@ -42,20 +42,24 @@ class StageScore:
     def label(self) -> str:
         return WHOLE_BODY if self.stage is None else f"stage {self.stage.index}"
 
-    def to_dict(self) -> dict[str, Any]:
-        head = {"head_accuracy": self.head.to_dict() if self.head else None, **self.scores.to_dict()}
-        if self.stage is None:
-            return {"stage": WHOLE_BODY, "index": None, "case": 1, **head}
-        fact = self.stage
-        return {
-            "stage": fact.path,
-            "index": fact.index,
-            "case": 2,
-            "channels": fact.channels,
-            "side": fact.side,
-            "params_kept": fact.params_kept,
-            **head,
+    def to_record(self) -> StageReading:
+        scores = {
+            "head_accuracy": HeldOut.of(self.head) if self.head else None,
+            "logme": self.scores.logme.to_record(),
+            "knn": self.scores.knn.to_record(),
         }
+        if self.stage is None:
+            return StageReading(stage=WHOLE_BODY, index=None, case=1, **scores)
+        fact = self.stage
+        return StageReading(
+            stage=fact.path,
+            index=fact.index,
+            case=2,
+            channels=fact.channels,
+            side=fact.side,
+            params_kept=fact.params_kept,
+            **scores,
+        )
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from core.analysis.record import RankedBackbone
 from core.analysis.scores import Separability
 
 MIN_CANDIDATES = 4
@@ -33,15 +34,16 @@ class Ranked:
     scores: Separability
     images_per_s: float
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.label,
-            "backbone": self.backbone,
-            "pretrained": self.pretrained,
-            "imagenet_top1": self.top1,
-            **self.scores.to_dict(),
-            "images_per_s": round(self.images_per_s, 1),
-        }
+    def to_record(self) -> RankedBackbone:
+        return RankedBackbone(
+            name=self.label,
+            backbone=self.backbone,
+            pretrained=self.pretrained,
+            imagenet_top1=self.top1,
+            logme=self.scores.logme.to_record(),
+            knn=self.scores.knn.to_record(),
+            images_per_s=round(self.images_per_s, 1),
+        )
 
 
 @dataclass(frozen=True)

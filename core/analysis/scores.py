@@ -11,11 +11,12 @@ median, placed on the whole sample's score.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 
 from core.analysis.logme import logme
+from core.analysis.record import Interval
 
 NEIGHBOURS = 5
 RESAMPLES = 20
@@ -34,8 +35,8 @@ class Score:
     def overlaps(self, other: Score) -> bool:
         return self.low <= other.high and other.low <= self.high
 
-    def to_dict(self) -> dict[str, float]:
-        return {k: round(v, 4) for k, v in asdict(self).items()}
+    def to_record(self) -> Interval:
+        return Interval(round(self.value, 4), round(self.low, 4), round(self.high, 4))
 
 
 @dataclass(frozen=True)
@@ -44,9 +45,6 @@ class Separability:
 
     logme: Score
     knn: Score
-
-    def to_dict(self) -> dict[str, dict[str, float]]:
-        return {"logme": self.logme.to_dict(), "knn": self.knn.to_dict()}
 
 
 def separability(

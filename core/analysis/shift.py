@@ -14,10 +14,11 @@ from __future__ import annotations
 import itertools
 import math
 from dataclasses import dataclass, replace
-from typing import Any
 
 import torch
 from torch import nn
+
+from core.analysis.record import ShiftReading
 
 GRID = 16  # positions per side sampled from each feature map
 DEPTH_PARTS = 4  # the profile is averaged per quarter of the network's BatchNorm layers
@@ -120,17 +121,17 @@ class ShiftType:
         )
         return f"{SHIFT_WORDS[self.kind]} ({numbers})"
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "kind": self.kind,
-            "first": round(self.first, 4),
-            "second": round(self.second, 4),
-            "deepest": round(self.deepest, 4),
-            "spike": round(self.spike, 3),
-            "trend": round(self.trend, 3),
-            "words": self.words,
-            "thresholds": {"tail": TAIL, "spike_at": SPIKE_AT, "content_trend": CONTENT_TREND},
-        }
+    def to_record(self) -> ShiftReading:
+        return ShiftReading(
+            kind=self.kind,
+            first=round(self.first, 4),
+            second=round(self.second, 4),
+            deepest=round(self.deepest, 4),
+            spike=round(self.spike, 3),
+            trend=round(self.trend, 3),
+            words=self.words,
+            thresholds={"tail": TAIL, "spike_at": SPIKE_AT, "content_trend": CONTENT_TREND},
+        )
 
 
 def shift_type(tails: list[float]) -> ShiftType:

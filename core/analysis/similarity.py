@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 
+from core.analysis.record import SimilarityEvidence
 from core.analysis.shift import depth_profile
 
 REFERENCE_BACKBONE = "efficientnet_lite0"  # the thresholds below are this network's
@@ -43,21 +43,17 @@ class Similarity:
     backbone: str
 
     @property
-    def evidence(self) -> dict[str, Any]:
-        return {
-            "similarity": round(self.score, 3),
-            "verdict": self.answer,
-            "shift_by_depth": [round(s, 4) for s in self.shift_by_depth],
-            "deepest_shift": round(self.shift_by_depth[-1], 4),
-            "top1_probability": _rounded(self.top1_probability),
-            "energy": _rounded(self.energy),
-            "backbone": self.backbone,
-            "thresholds": {
-                "midpoint_shift": MIDPOINT,
-                "similar_at": SIMILAR_AT,
-                "different_at": DIFFERENT_AT,
-            },
-        }
+    def evidence(self) -> SimilarityEvidence:
+        return SimilarityEvidence(
+            similarity=round(self.score, 3),
+            verdict=self.answer,
+            shift_by_depth=tuple(round(s, 4) for s in self.shift_by_depth),
+            deepest_shift=round(self.shift_by_depth[-1], 4),
+            top1_probability=_rounded(self.top1_probability),
+            energy=_rounded(self.energy),
+            backbone=self.backbone,
+            thresholds={"midpoint_shift": MIDPOINT, "similar_at": SIMILAR_AT, "different_at": DIFFERENT_AT},
+        )
 
 
 def score_of(deepest_shift: float) -> float:

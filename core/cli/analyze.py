@@ -11,8 +11,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
+from core.analysis.record import AnalysisRecord, RaceReading
 from core.cli import add_owner_argument, positive_int, say
 from core.data.samples import SAMPLES, sample_path
 
@@ -53,7 +55,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from core.analysis import AnalysisPlan, analyse
+    from core.analysis.analyse import AnalysisPlan, analyse
     from core.cli.display import RunDisplay
     from core.data import ingest
 
@@ -70,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
     dataset = ingest(source, seed=args.seed)
     display = RunDisplay(sys.stderr)
     try:
-        result = analyse(dataset, plan, display).to_dict()
+        result = analyse(dataset, plan, display).to_record()
     finally:
         display.close()
     if args.race:
@@ -85,50 +87,53 @@ def run(args: argparse.Namespace) -> int:
             f"racing {names}; fine-tunes for {args.race} epoch(s), {REPEATS} seeds each: race {race.race_id}",
             file=sys.stderr,
         )
-        result |= run_race(race, say=lambda line: say(line, file=sys.stderr)).to_dict()
+        standing = run_race(race, say=lambda line: say(line, file=sys.stderr))
+        result = replace(result, race=standing.to_record())
     if args.json:
-        print(json.dumps(result, indent=2))
+        print(json.dumps(result.to_dict(), indent=2))
     else:
         say(*_summary(result))
     return 0
 
 
-def _summary(result: dict) -> list[str]:
+def _summary(result: AnalysisRecord) -> list[str]:
     """The advice in a few lines, for people: the plan and its numbers first, then the rest."""
-    evidence, curve = result["evidence"], result["learning_curve"]
-    points = ", ".join(f"{p['images']} images {p['head_accuracy']['value']:.0%}" for p in curve["points"])
+    evidence, curve = result.evidence, result.learning_curve
+    points = ", ".join(f"{p.images} images {p.head_accuracy.value:.0%}" for p in curve.points)
     lines = [
-        f"plan: {result['plan']}",
-        f"shift: {result['shift_type']['words']}",
-        f"learning curve: {points or 'too few images'} ({curve['shape']}, {curve['per_doubling']:+.1%} per doubling)",
+        f"plan: {result.plan}",
+        f"shift: {result.shift_type.words}",
+        f"learning curve: {points or 'too few images'} ({curve.shape}, {curve.per_doubling:+.1%} per doubling)",
         (
-            f"similarity {result['similarity']:.2f} (deepest BatchNorm shift {evidence['deepest_shift']:.3f}; "
-            f"ImageNet top-1 probability {evidence['top1_probability']:.2f})"
+            f"similarity {result.similarity:.2f} (deepest BatchNorm shift {evidence.deepest_shift:.3f}; "
+            f"ImageNet top-1 probability {evidence.top1_probability:.2f})"
         ),
-        f"case {result['recommended_case']}: {result['advice']['name']} — {result['advice']['rationale']}",
-        f"backbone {result['backbone']} ({result['ranking_note']})",
+        f"case {result.recommended_case}: {result.advice.name} — {result.advice.rationale}",
+        f"backbone {result.backbone} ({result.ranking_note})",
     ]
-    for entry in result["backbone_ranking"]:
+    for entry in result.backbone_ranking:
         lines.append(
-            f"  {entry['name']:<34} LogME {entry['logme']['value']:+.3f}  k-NN {entry['knn']['value']:.1%}  "
-            f"top-1 {entry['imagenet_top1'] or '-'}  {entry['images_per_s']:.0f} img/s"
+            f"  {entry.name:<34} LogME {entry.logme.value:+.3f}  k-NN {entry.knn.value:.1%}  "
+            f"top-1 {entry.imagenet_top1 or '-'}  {entry.images_per_s:.0f} img/s"
         )
-    for stage in result["stage_scores"]:
-        head = stage["head_accuracy"]
-        held_out = f"{head['value']:.1%} [{head['low']:.0%}, {head['high']:.0%}]" if head else "-"
-        where = (
-            "whole body (case 1)" if stage["index"] is None else f"stage {stage['index']} {stage['stage']}"
-        )
-        lines.append(f"  {where:<34} new layer {held_out}  k-NN {stage['knn']['value']:.1%}")
-    lines.append(f"case 2 would cut at {result['cut']}")
-    for entry in result.get("race_contenders", []):
-        shown = "-" if entry["accuracy"] is None else f"{entry['accuracy']:.1%} ± {entry['spread']:.1%}"
-        dropped = (
-            f", dropped after epoch {entry['dropped_after']}" if entry["dropped_after"] is not None else ""
-        )
-        lines.append(
-            f"  {entry['label']:<34} {shown}  {entry['seconds'] or 0:.0f} s  {entry['versus_advice'] or '-'}{dropped}"
-        )
-    if "race_verdict" in result:
-        lines.append(f"race: {result['race_verdict']}")
+    for stage in result.stage_scores:
+        head = stage.head_accuracy
+        held_out = f"{head.value:.1%} [{head.low:.0%}, {head.high:.0%}]" if head else "-"
+        where = "whole body (case 1)" if stage.whole_body else f"stage {stage.index} {stage.stage}"
+        lines.append(f"  {where:<34} new layer {held_out}  k-NN {stage.knn.value:.1%}")
+    lines.append(f"case 2 would cut at {result.cut}")
+    if result.race:
+        lines += _race_lines(result.race)
     return lines
+
+
+def _race_lines(race: RaceReading) -> list[str]:
+    """Each contender's score, time and fate against the advice, then the verdict."""
+    lines = []
+    for entry in race.contenders:
+        shown = "-" if entry.accuracy is None else f"{entry.accuracy:.1%} ± {entry.spread:.1%}"
+        dropped = f", dropped after epoch {entry.dropped_after}" if entry.dropped_after is not None else ""
+        lines.append(
+            f"  {entry.label:<34} {shown}  {entry.seconds or 0:.0f} s  {entry.versus_advice or '-'}{dropped}"
+        )
+    return [*lines, f"race: {race.verdict}"]

@@ -33,6 +33,7 @@ from typing import Any
 
 from core import jobs, storage
 from core.access import LOCAL, LOCAL_OWNER, Viewer
+from core.analysis.record import AnalysisRecord, HeldOut, RaceContender, RaceLane, RaceReading, StageReading
 from core.jobs.admission import admitted
 from core.jobs.run import Run, RunState
 from core.limits import Limits
@@ -144,45 +145,45 @@ class Race:
         return cls(data["race_id"], data["data"], data["advised"], contenders, lanes, owner)
 
 
-def contenders(analysis: Mapping[str, Any]) -> tuple[tuple[Contender, ...], str]:
-    """The race's contenders for an analysis (``Analysis.to_dict()``), and the advised one's key."""
-    advised_case = int(analysis["recommended_case"])
-    *_, whole = analysis["stage_scores"]
-    cut = next(s for s in analysis["stage_scores"] if s["stage"] == analysis["cut"])
-    each_fit = analysis["seconds"].get("cut", 0.0) / len(analysis["stage_scores"])
+def contenders(analysis: AnalysisRecord) -> tuple[tuple[Contender, ...], str]:
+    """The race's contenders for an analysis, and the advised one's key."""
+    advised_case = analysis.recommended_case
+    *_, whole = analysis.stage_scores
+    cut = next(s for s in analysis.stage_scores if s.stage == analysis.cut)
+    each_fit = analysis.seconds.cut / len(analysis.stage_scores)
     entries = [
-        _frozen("case1", "case 1, the whole body", {"case": 1}, whole, each_fit, analysis["sample"]),
+        _frozen("case1", "case 1, the whole body", {"case": 1}, whole, each_fit, analysis.sample),
         _frozen(
             "case2",
-            f"case 2, cut after {cut['stage']}",
-            {"case": 2, "cut": cut["stage"]},
+            f"case 2, cut after {cut.stage}",
+            {"case": 2, "cut": cut.stage},
             cut,
             each_fit,
-            analysis["sample"],
+            analysis.sample,
         ),
         Contender("case3", "case 3, fine-tune all", {"case": 3}),
     ]
-    if analysis["shift_type"]["kind"] == "input":
-        first = card(analysis["backbone"]).stages[0]
+    if analysis.shift_type.kind == "input":
+        first = card(analysis.backbone).stages[0]
         entries.append(
             Contender("surgical", f"case 3, tune through {first}", {"case": 3, "tune_through": first})
         )
-    if analysis["size"]["size"] == "large" or advised_case == 4:
+    if analysis.size.size == "large" or advised_case == 4:
         entries.append(Contender("case4", "case 4, train everything", {"case": 4}))
     return tuple(entries), f"case{advised_case}"
 
 
 def _frozen(
-    key: str, label: str, fields: dict, stage: Mapping[str, Any], seconds: float, images: int
+    key: str, label: str, fields: dict, stage: StageReading, seconds: float, images: int
 ) -> Contender:
     """A frozen option scored by the analysis's cross-validated fit on its ``images`` images."""
-    head = stage["head_accuracy"] or {"value": 0.0, "low": 0.0, "high": 0.0}
-    spread = max(head["high"] - head["value"], head["value"] - head["low"], resolution(head["value"], images))
-    return Contender(key, label, fields, Score(head["value"], spread), seconds)
+    head = stage.head_accuracy or HeldOut()
+    spread = max(head.high - head.value, head.value - head.low, resolution(head.value, images))
+    return Contender(key, label, fields, Score(head.value, spread), seconds)
 
 
 def start_race(
-    analysis: Mapping[str, Any],
+    analysis: AnalysisRecord,
     data: str | Path,
     *,
     epochs: int,
@@ -199,7 +200,7 @@ def start_race(
     fine-tune's first run before any second and halving can drop a contender's later runs. With
     ``limits``, the race is admitted whole or refused (``LimitExceeded``)."""
     entries, advised = contenders(analysis)
-    common = {"data": str(data), "backbone": analysis["backbone"], "epochs": epochs}
+    common = {"data": str(data), "backbone": analysis.backbone, "epochs": epochs}
     lane_plans = [
         (c.key, _lane_plan({**common, **c.fields, "seed": seed + repeat}, image_size, limits))
         for repeat in range(REPEATS) for c in entries if not c.frozen
@@ -208,7 +209,7 @@ def start_race(
         for _, fields in lane_plans:
             limits.check_plan(fields["epochs"], fields["image_size"])
     lanes = []
-    name = analysis["dataset"].get("name")
+    name = analysis.dataset.name
     with admitted(owner, limits, runs=len(lane_plans)) if limits else contextlib.nullcontext():
         for key, fields in lane_plans:
             lanes.append(Lane(key, fields["seed"], jobs.submit(fields, dataset_name=name, owner=owner)))
@@ -252,20 +253,20 @@ class Entry:
     dropped_after: int | None = None  # the epoch after which halving dropped it
     versus_advice: str | None = None  # won, tied or lost; None while racing
 
-    def to_dict(self, advised: str) -> dict[str, Any]:
+    def to_record(self, advised: str) -> RaceContender:
         c, s = self.contender, self.score
-        return {
-            "key": c.key,
-            "label": c.label,
-            "plan": c.fields,
-            "advised": c.key == advised,
-            "frozen": c.frozen,
-            "accuracy": None if s is None else round(s.accuracy, 4),
-            "spread": None if s is None else round(s.spread, 4),
-            "seconds": None if self.seconds is None else round(self.seconds, 1),
-            "dropped_after": self.dropped_after,
-            "versus_advice": self.versus_advice,
-        }
+        return RaceContender(
+            key=c.key,
+            label=c.label,
+            plan=c.fields,
+            advised=c.key == advised,
+            frozen=c.frozen,
+            accuracy=None if s is None else round(s.accuracy, 4),
+            spread=None if s is None else round(s.spread, 4),
+            seconds=None if self.seconds is None else round(self.seconds, 1),
+            dropped_after=self.dropped_after,
+            versus_advice=self.versus_advice,
+        )
 
 
 @dataclass(frozen=True)
@@ -307,15 +308,16 @@ class Standing:
             )
         return f"the advised plan ({advised.contender.label}) won"
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "race_contenders": [e.to_dict(self.race.advised) for e in self.entries],
-            "race_advised": self.race.advised,
-            "race_outcome": self.advised.versus_advice if self.finished else None,
-            "race_judged_on": self.judged_on,
-            "race_verdict": self.verdict,
-            "race_runs": [asdict(lane.lane) | {"state": lane.state} for lane in self.lanes],
-        }
+    def to_record(self) -> RaceReading:
+        """The standing as an analysis result stores it (``AnalysisRecord.race``)."""
+        return RaceReading(
+            contenders=tuple(e.to_record(self.race.advised) for e in self.entries),
+            advised=self.race.advised,
+            outcome=self.advised.versus_advice if self.finished else None,
+            judged_on=self.judged_on,
+            verdict=self.verdict,
+            runs=tuple(RaceLane(**asdict(lane.lane), state=lane.state) for lane in self.lanes),
+        )
 
 
 def judged(race: Race, lanes: tuple[LaneResult, ...], judged_on: str = "validation") -> Standing:

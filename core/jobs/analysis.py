@@ -5,15 +5,17 @@ Heavy imports wait until the job runs: the server imports this package.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from core import access, jobs, storage
+from core import access, jobs
 from core.access import LOCAL, Viewer
+from core.analysis.record import AnalysisRecord, read_analysis
 from core.jobs.kinds import ANALYSE
 from core.jobs.run import Run
 from core.limits import Limits
-from core.storage import write_json
+from core.storage import Damaged, write_json
 from core.training.events import Emit
 
 
@@ -31,15 +33,16 @@ def submit_analysis(
     return jobs.submit(plan, ANALYSE, dataset_name=name, owner=owner, limits=limits)
 
 
-def analysis_result(job_id: str, viewer: Viewer = LOCAL) -> dict[str, Any] | None:
-    """A finished analysis's result (``python -m core analyze --json``'s object), else None;
-    ``RunNotFound`` for an id that names no job ``viewer`` may see."""
-    return storage.read_json(Run.open(job_id, viewer).result_file)
+def analysis_result(job_id: str, viewer: Viewer = LOCAL) -> AnalysisRecord | Damaged | None:
+    """A finished analysis's result (``python -m core analyze --json``'s object), None until there
+    is one, ``Damaged`` when it cannot be read; ``RunNotFound`` for an id that names no job
+    ``viewer`` may see."""
+    return read_analysis(Run.open(job_id, viewer).result_file)
 
 
-def analyse_data(run_dir: Path, emit: Emit) -> dict[str, Any]:
+def analyse_data(run_dir: Path, emit: Emit) -> AnalysisRecord:
     """Analyse the data set the job's plan names and write the result to ``result.json``."""
-    from core.analysis import AnalysisPlan, analyse
+    from core.analysis.analyse import AnalysisPlan, analyse
     from core.data import ingest
 
     run = Run(Path(run_dir))
@@ -47,7 +50,6 @@ def analyse_data(run_dir: Path, emit: Emit) -> dict[str, Any]:
     options = {key: fields[key] for key in ("sample", "seed", "budget_s") if key in fields}
     plan = AnalysisPlan(backbones=tuple(fields.get("backbones") or ()), **options)
     dataset = ingest(Path(fields["data"]), name=fields.get("name"), seed=plan.seed)
-    result = analyse(dataset, plan, emit).to_dict()
-    result["data"] = str(dataset.root)
-    write_json(run.result_file, result)
+    result = replace(analyse(dataset, plan, emit).to_record(), data=str(dataset.root))
+    write_json(run.result_file, result.to_dict())
     return result

@@ -185,14 +185,6 @@ class HeadScore:
     def high(self) -> float:
         return min(1.0, self.accuracy + INTERVAL_ERRORS * self.spread)
 
-    def to_dict(self) -> dict[str, float]:
-        return {
-            "value": round(self.accuracy, 4),
-            "low": round(self.low, 4),
-            "high": round(self.high, 4),
-            "folds": len(self.per_fold),
-        }
-
 
 def head_accuracy(
     features: torch.Tensor,
