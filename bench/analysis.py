@@ -29,6 +29,10 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from core.analysis.record import RaceReading
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -127,6 +131,8 @@ README_MARKERS = ("<!-- race:start -->", "<!-- race:end -->")
 
 def race(epochs: int, image_size: int | None, sets: tuple[str, ...], readme: bool) -> None:
     """Race each set's plans in a fresh home; print the table, and with ``readme`` write it there."""
+    from core.analysis.record import AnalysisRecord
+
     rows = [
         "| data | advised | " + " | ".join(CONTENDERS.values()) + " | advised plan |",
         "|---" * (len(CONTENDERS) + 3) + "|",
@@ -141,9 +147,9 @@ def race(epochs: int, image_size: int | None, sets: tuple[str, ...], readme: boo
             out = subprocess.run(
                 command, cwd=ROOT, env=env, capture_output=True, text=True, check=True
             ).stdout
-            result = json.loads(out)
-            held += result["race_outcome"] in ("won", "tied")
-            rows.append(_race_row(Path(name).stem, result))
+            standing = AnalysisRecord.from_dict(json.loads(out)).race
+            held += standing.outcome in ("won", "tied")
+            rows.append(_race_row(Path(name).stem, standing))
             print(rows[-1], flush=True)
     verdict = f"The advised plan won or tied on {held} of {len(sets)} sets ({epochs} epoch(s) a fine-tune)."
     table = "\n".join([*rows, "", verdict])
@@ -152,22 +158,18 @@ def race(epochs: int, image_size: int | None, sets: tuple[str, ...], readme: boo
         write_between_markers(ROOT / "README.md", table)
 
 
-def _race_row(name: str, result: dict) -> str:
-    entries = {entry["key"]: entry for entry in result["race_contenders"]}
+def _race_row(name: str, standing: RaceReading) -> str:
+    entries = {entry.key: entry for entry in standing.contenders}
 
     def cell(key: str) -> str:
         entry = entries.get(key)
-        if entry is None or entry["accuracy"] is None:
+        if entry is None or entry.accuracy is None:
             return "-"
-        fate = (
-            f"dropped after epoch {entry['dropped_after']}"
-            if entry["dropped_after"]
-            else entry["versus_advice"]
-        )
-        return f"{entry['accuracy']:.1%} ± {entry['spread']:.1%}, {entry['seconds'] or 0:.0f} s, {fate}"
+        fate = f"dropped after epoch {entry.dropped_after}" if entry.dropped_after else entry.versus_advice
+        return f"{entry.accuracy:.1%} ± {entry.spread:.1%}, {entry.seconds or 0:.0f} s, {fate}"
 
-    advised = entries[result["race_advised"]]["label"]
-    return f"| {name} | {advised} | " + " | ".join(map(cell, CONTENDERS)) + f" | {result['race_outcome']} |"
+    advised = entries[standing.advised].label
+    return f"| {name} | {advised} | " + " | ".join(map(cell, CONTENDERS)) + f" | {standing.outcome} |"
 
 
 def write_between_markers(path: Path, text: str) -> None:
