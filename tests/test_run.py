@@ -10,6 +10,7 @@ import pytest
 from core import storage
 from core.cli import main
 from core.data.samples import sample_path
+from core.jobs.kinds import TRAIN
 from core.jobs.run import RUN_ID, Run, RunNotFound, RunRecord, RunState, StatusKeeper, new_run_id
 from core.training.plan import PLAN_SCHEMA, Plan, PlanError
 
@@ -51,11 +52,12 @@ def test_an_old_status_reads_as_a_record_keeping_what_a_newer_version_added(lab_
     storage.write_json(run.status_file, {"state": "running", "pid": 7, "submitted": 1.0, "gpu_memory": 0.5})
     status = run.status()
     assert status.state is RunState.RUNNING and status.state.active  # the stored string, as the enum
-    assert (status.kind, status.backend, status.finished) == ("train", "local", None)  # defaults
+    assert (status.kind, status.backend, status.finished) == (TRAIN, "local", None)  # defaults
     with StatusKeeper.take(run) as keeper:
         keeper.set_state(RunState.DONE)
     stored = json.loads(run.status_file.read_text())
     assert stored["state"] == "done" and stored["gpu_memory"] == 0.5 and stored["pid"] == 7  # passed on
+    assert stored["kind"] == "train"  # the kind by its name, as every version stored it
 
 
 @pytest.mark.parametrize(

@@ -176,7 +176,7 @@ def _first_free_slot(run: Run) -> int:
 
 
 def _start_worker(run: Run, job: Job, lock_fd: int) -> None:
-    command = [sys.executable, *job.worker_arguments(run), "--lock-fd", str(lock_fd)]
+    command = [sys.executable, *job.worker_arguments(run.directory), "--lock-fd", str(lock_fd)]
     with open(run.log_file, "ab") as log:
         worker = subprocess.Popen(
             command,

@@ -73,7 +73,7 @@ class RayBackend:
         """Submit ``run`` as a Ray job whose entrypoint is the worker; a refusal fails the run."""
         python = shlex.split(os.environ.get(PYTHON_ENV, "")) or [sys.executable]
         folder = shlex.quote(str(run.directory.resolve()))
-        command = shlex.join([*python, *job.worker_arguments(run)])
+        command = shlex.join([*python, *job.worker_arguments(run.directory)])
         entrypoint = f"cd {folder} && exec {command} >> {shlex.quote(str(run.log_file))} 2>&1"
         env = (
             backend.worker_environment()
