@@ -81,6 +81,15 @@ class LocalBackend:
 
     name: str = backend.LOCAL
 
+    @classmethod
+    def configured(cls) -> LocalBackend:
+        max_concurrent()  # a bad TRANSFER_LAB_MAX_RUNS is refused here, not in the worker
+        return cls()
+
+    @classmethod
+    def of_status(cls, status: RunStatus) -> LocalBackend:
+        return cls()
+
     def status_fields(self) -> dict[str, str]:
         return {"backend": self.name}
 
