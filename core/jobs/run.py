@@ -26,7 +26,7 @@ import threading
 import time
 import tomllib
 from collections.abc import Iterator, Mapping
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from enum import StrEnum
 from functools import cache
 from importlib import metadata
@@ -217,6 +217,8 @@ class RunRecord:
     """Who started a run, on what, where, and with which versions: ``run.json``.
 
     Runs written before the record existed have none; ``Run.record`` then fills what it can.
+    Tolerant, like ``RunStatus``: fields this version does not know are kept in ``extra`` and
+    written back, missing ones take their defaults.
     """
 
     owner: str = "local"
@@ -225,17 +227,24 @@ class RunRecord:
     backend: str = "local"  # which jobs backend runs it
     created: float | None = None
     provenance: dict[str, Any] = field(default_factory=dict)
+    extra: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"schema": RECORD_SCHEMA, **asdict(self), "kind": self.kind.name}
+        known = {name: getattr(self, name) for name in _record_names()} | {"kind": self.kind.name}
+        return {**self.extra, "schema": RECORD_SCHEMA, **known}
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> RunRecord:
-        """The record of a stored ``run.json`` that ``read_run_file`` has checked. Tolerant: fields
-        a later version added are ignored, missing ones take defaults."""
-        known = {f.name for f in fields(cls)}
+    def from_dict(cls, data: Mapping[str, Any]) -> RunRecord:
+        """The record of a stored ``run.json`` that ``read_run_file`` has checked."""
+        known = _record_names()
         values = {key: value for key, value in data.items() if key in known}
-        return cls(**values | {"kind": kind_of(values.get("kind", TRAIN.name))})
+        values["kind"] = kind_of(values.get("kind", TRAIN.name))
+        extra = {key: value for key, value in data.items() if key not in known and key != "schema"}
+        return cls(**values, extra=extra)
+
+
+def _record_names() -> set[str]:
+    return {f.name for f in fields(RunRecord)} - {"extra"}
 
 
 class Run(RunFiles):
