@@ -147,14 +147,14 @@ class RayBackend:
 
     def waiting(self, run: Run, current: RunStatus) -> backend.Waiting:
         """Ray neither queues jobs first-in-first-out nor tells a place in line, so the message
-        counts this app's earlier runs that still wait."""
+        counts this app's earlier runs that still wait on the same cluster."""
         submitted = current.submitted or 0.0
         earlier = sum(
             1
             for other in all_runs()
             if other.id != run.id
-            and (status := other.status()).backend == RAY
-            and status.state is RunState.QUEUED
+            and (status := other.status()).state is RunState.QUEUED
+            and backend.of_run(status) == self
             and (status.submitted or 0.0) < submitted
         )
         message = WAITING_MESSAGE
