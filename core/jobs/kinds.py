@@ -3,8 +3,8 @@
 A kind's ``name`` is what ``status.json`` and ``run.json`` record, so stored runs of every
 version keep theirs. The run's records resolve that name here once, when they are read, and
 carry the ``JobKind`` itself from then on: callers compare kinds with ``is`` and read everything
-else about one from its row, never from its name. A job being submitted is resolved once into a ``Job`` (its kind,
-target, place in the queue and time limit), which the backend then runs.
+else about one from its row, never from its name. A job being submitted is resolved once into a
+``Job`` (its kind, target, place in the queue and time limit), which the backend then runs.
 
 A race is no kind of its own: its lanes are training runs, and its record lives under ``races/``.
 """
@@ -69,8 +69,6 @@ EXPLAIN = JobKind(
     side=True, wants_gpu=False, time_limit_s=15 * 60,
 )  # fmt: skip
 KINDS = (TRAIN, VALIDATE, ANALYSE, PREDICT, ESTIMATE, VALIDATE_SOURCE, EVALUATE, EXPLAIN)
-
-
 KIND_NAMES = tuple(kind.name for kind in KINDS)
 
 
