@@ -14,7 +14,7 @@ import streamlit as st
 from core import inert, jobs
 from core.housekeeping import retention
 from core.jobs import Run, RunRow, RunState, backend, usage
-from core.jobs.kinds import KINDS, TRAIN, JobKind
+from core.jobs.kinds import KINDS, TRAIN
 from core.limits import SIZE_UNITS, human_bytes, size_unit
 from pages._access import limits, viewer
 from pages._common import data_name, run_label
@@ -26,18 +26,17 @@ DONE_MESSAGE = "admin.done"
 
 @dataclass(frozen=True)
 class Listed:
-    """A job as this page lists it: its row, its kind, and its run handle, opened once here for
-    every section of the page."""
+    """A job as this page lists it: its row and its run handle, opened once here for every
+    section of the page."""
 
     row: RunRow
-    kind: JobKind
     run: Run
 
 
 def all_rows() -> list[Listed]:
     """Every job of every kind and owner, newest first."""
     listed = [
-        Listed(row, kind, Run.open(row.run_id, viewer()))
+        Listed(row, Run.open(row.run_id, viewer()))
         for kind in KINDS
         for row in jobs.list_runs(kind, viewer())
     ]
@@ -150,7 +149,7 @@ def _jobs_table(
     every = {
         "Run": lambda job: job.row.run_id,
         "Owner": lambda job: job.row.owner or "local",
-        "Kind": lambda job: job.kind.label,
+        "Kind": lambda job: job.row.kind.label,
         "State": lambda job: str(job.row.state),
         **columns,
     }
@@ -194,8 +193,8 @@ def actions(rows: list[Listed]) -> None:
 def _choice(job: Listed) -> str:
     """A run in the chooser: its id, kind, state and owner, then what it ran on."""
     row = job.row
-    what = run_label(row) if job.kind is TRAIN else data_name(row)
-    return f"{row.run_id} · {job.kind.label} · {row.state} · {row.owner or 'local'} · {what}"
+    what = run_label(row) if row.kind is TRAIN else data_name(row)
+    return f"{row.run_id} · {row.kind.label} · {row.state} · {row.owner or 'local'} · {what}"
 
 
 def _confirm_delete(run: Run) -> None:

@@ -111,7 +111,7 @@ def on_ray(lab_home: Path, ray_cluster: Any, monkeypatch: pytest.MonkeyPatch) ->
     from core.jobs import backend, ray_backend
 
     monkeypatch.setenv(backend.BACKEND_ENV, "ray")
-    monkeypatch.setenv(backend.RAY_ADDRESS_ENV, ray_cluster.address_for_jobs)
+    monkeypatch.setenv(ray_backend.ADDRESS_ENV, ray_cluster.address_for_jobs)
     monkeypatch.delenv(ray_backend.RESOURCES_ENV, raising=False)
     yield ray_cluster
     for run in lab_home.glob("runs/*/status.json"):

@@ -208,9 +208,9 @@ def ray_job(run_id: str, stop: bool = False) -> Any:
     """Ray's own record of a run's job (stopped first when asked)."""
     from ray.job_submission import JobSubmissionClient
 
-    from core.jobs import backend
+    from core.jobs import ray_backend
 
-    client = JobSubmissionClient(os.environ[backend.RAY_ADDRESS_ENV])
+    client = JobSubmissionClient(os.environ[ray_backend.ADDRESS_ENV])
     if stop:
         client.stop_job(run_id)
     return client.get_job_info(run_id)

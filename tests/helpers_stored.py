@@ -8,6 +8,7 @@ from pathlib import Path
 
 from core import storage
 from core.jobs import usage
+from core.jobs.kinds import TRAIN, JobKind
 from core.jobs.run import Run, RunRecord, RunState, StatusKeeper
 from core.limits import DAY_S, Limits
 from core.storage import write_json
@@ -21,7 +22,7 @@ def stored_run(
     finished_days_ago: float | None = 40.0,
     data: str = "/data/faces",
     owner: str = "alice",
-    kind: str = "train",
+    kind: JobKind = TRAIN,
 ) -> Run:
     """A run on disk as its worker leaves it: finished ``finished_days_ago`` days before ``NOW``
     (None: still queued), kept through its ``StatusKeeper`` as every run is."""

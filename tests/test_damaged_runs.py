@@ -20,6 +20,16 @@ DAMAGES = {
     "list-status": ("status.json", "[]", "status.json: a JSON list, not an object"),
     "cut-record": ("run.json", '{"owner": "lo', "run.json: not valid JSON"),
     "list-owner": ("run.json", '{"owner": ["local"]}', "run.json: owner is a list, expected str"),
+    "odd-kind": (
+        "status.json",
+        '{"state": "done", "kind": "paint"}',
+        "status.json: kind 'paint' is none of train",
+    ),
+    "odd-record-kind": (
+        "run.json",
+        '{"owner": "local", "kind": "paint"}',
+        "run.json: kind 'paint' is none of",
+    ),
     "cut-plan": ("plan.json", '{"backbone": "res', "plan.json: not valid JSON"),
     "cut-metrics": ("metrics.json", '{"best_val_', "metrics.json: not valid JSON"),
 }

@@ -16,6 +16,7 @@ from streamlit.testing.v1 import AppTest
 from core import access, jobs, storage
 from core.housekeeping import retention
 from core.jobs import Run, queue
+from core.jobs.kinds import KINDS
 
 # Real workers in some tests: one run at a time, and none left behind.
 pytestmark = pytest.mark.usefixtures("home")
@@ -50,6 +51,17 @@ def test_with_access_off_the_local_viewer_runs_the_instance() -> None:
     assert [s.value for s in at.subheader] == ["Disk", "Queue and workers", "Finished runs", "Act on a run"]
     assert not at.dataframe  # nothing stored yet, no run at all
     assert "Nothing stored yet." in [c.value for c in at.caption]
+
+
+def test_a_stored_run_of_each_kind_lists_with_its_kinds_label() -> None:
+    for kind in KINDS:
+        stored_run(f"old-{kind.name}", finished_days_ago=1, kind=kind)
+    at = AppTest.from_file(APP, default_timeout=120).run()
+    at.switch_page("pages/admin.py").run()
+    assert not at.exception, at.exception
+    listed = {row["Run"]: row["Kind"] for row in table(at, "Kept")}
+    assert listed == {f"old-{kind.name}": kind.label for kind in KINDS}
+    assert listed["old-validate"] == "validation" and listed["old-train"] == "training"
 
 
 def test_an_admin_sees_disk_queue_and_workers_and_pins_deletes_and_cancels(team: Path) -> None:

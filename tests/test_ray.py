@@ -209,15 +209,15 @@ def test_the_ray_backend_is_refused_in_one_line_when_misconfigured(
     with pytest.raises(backend.BackendError, match="^TRANSFER_LAB_BACKEND='slurm': expected 'local'"):
         jobs.submit({}, target=SLEEPY)
     monkeypatch.setenv(backend.BACKEND_ENV, "ray")
-    monkeypatch.delenv(backend.RAY_ADDRESS_ENV, raising=False)
+    monkeypatch.delenv(ray_backend.ADDRESS_ENV, raising=False)
     with pytest.raises(backend.BackendError, match="needs RAY_ADDRESS, the Ray dashboard's address"):
         jobs.submit({}, target=SLEEPY)
-    monkeypatch.setenv(backend.RAY_ADDRESS_ENV, "127.0.0.1:6379")
+    monkeypatch.setenv(ray_backend.ADDRESS_ENV, "127.0.0.1:6379")
     with pytest.raises(
         backend.BackendError, match="give the Ray dashboard's address, such as http://HEAD:8265"
     ):
         jobs.submit({}, target=SLEEPY)
-    monkeypatch.setenv(backend.RAY_ADDRESS_ENV, f"http://127.0.0.1:{free_port()}")  # nobody there
+    monkeypatch.setenv(ray_backend.ADDRESS_ENV, f"http://127.0.0.1:{free_port()}")  # nobody there
     with pytest.raises(backend.BackendError, match="^no Ray cluster answers at http://127.0.0.1:"):
         jobs.submit({}, target=SLEEPY)
     assert [(row.state, row.message[:24]) for row in jobs.list_runs()] == [

@@ -17,6 +17,7 @@ from core import access, jobs, storage
 from core.cli import main as cli_main
 from core.housekeeping import retention
 from core.jobs import queue, usage
+from core.jobs.kinds import ANALYSE, VALIDATE
 from core.jobs.run import Run, RunState, StatusKeeper
 from core.limits import DAY_S, Limits
 from core.storage import write_json
@@ -28,8 +29,8 @@ def test_only_finished_runs_past_their_time_go() -> None:
     stored_run("queued", finished_days_ago=None)
     pinned = stored_run("pinned", finished_days_ago=400)
     retention.pin(pinned)
-    stored_run("old-validation", finished_days_ago=31, kind="validate", data="/x/uploads/a.zip")
-    stored_run("old-analysis", finished_days_ago=31, kind="analysis")
+    stored_run("old-validation", finished_days_ago=31, kind=VALIDATE, data="/x/uploads/a.zip")
+    stored_run("old-analysis", finished_days_ago=31, kind=ANALYSE)
     held = stored_run("held", finished_days_ago=40)
 
     with StatusKeeper.take(held):  # its worker still holds it, whatever its status says
@@ -118,13 +119,13 @@ def test_leftovers_of_interrupted_work_go_and_recent_work_stays() -> None:
     ended = uploads / f"{sha('a')}.zip"  # its validation failed, its worker killed before cleaning up
     ended.write_bytes(b"z" * 100)
     os.utime(ended, (NOW - 2 * DAY_S, NOW - 2 * DAY_S))
-    stored_run("val-a", finished_days_ago=1, kind="validate", data=str(ended))
+    stored_run("val-a", finished_days_ago=1, kind=VALIDATE, data=str(ended))
     again = uploads / f"{sha('d')}.zip"  # uploaded again after its validation failed: a new job comes
     again.write_bytes(b"z")
-    stored_run("val-d", finished_days_ago=1, kind="validate", data=str(again))
+    stored_run("val-d", finished_days_ago=1, kind=VALIDATE, data=str(again))
     validating = uploads / f"{sha('b')}.zip"
     validating.write_bytes(b"z")
-    stored_run("val-b", finished_days_ago=None, kind="validate", data=str(validating))
+    stored_run("val-b", finished_days_ago=None, kind=VALIDATE, data=str(validating))
     just_written = uploads / f"{sha('c')}.zip"  # its job not submitted yet
     just_written.write_bytes(b"z")
     (storage.runs_dir() / ".trash-gone-abc123").mkdir()  # a deletion interrupted half-way

@@ -10,7 +10,18 @@ import pytest
 from core import storage
 from core.cli import main
 from core.data.samples import sample_path
-from core.jobs.run import RUN_ID, Run, RunNotFound, RunRecord, RunState, StatusKeeper, new_run_id
+from core.jobs.kinds import TRAIN, VALIDATE
+from core.jobs.run import (
+    RUN_ID,
+    Run,
+    RunNotFound,
+    RunRecord,
+    RunState,
+    StatusKeeper,
+    new_run_id,
+    note_provenance,
+)
+from core.training.events import Tracked
 from core.training.plan import PLAN_SCHEMA, Plan, PlanError
 
 FIXTURE_PLAN = Path(__file__).resolve().parent / "fixtures" / "runs" / "20261129-120000-f1x7" / "plan.json"
@@ -51,11 +62,23 @@ def test_an_old_status_reads_as_a_record_keeping_what_a_newer_version_added(lab_
     storage.write_json(run.status_file, {"state": "running", "pid": 7, "submitted": 1.0, "gpu_memory": 0.5})
     status = run.status()
     assert status.state is RunState.RUNNING and status.state.active  # the stored string, as the enum
-    assert (status.kind, status.backend, status.finished) == ("train", "local", None)  # defaults
+    assert (status.kind, status.backend, status.finished) == (TRAIN, "local", None)  # defaults
     with StatusKeeper.take(run) as keeper:
         keeper.set_state(RunState.DONE)
     stored = json.loads(run.status_file.read_text())
     assert stored["state"] == "done" and stored["gpu_memory"] == 0.5 and stored["pid"] == 7  # passed on
+    assert stored["kind"] == "train"  # the kind by its name, as every version stored it
+
+
+def test_a_record_keeps_what_a_newer_version_added_when_this_one_writes_to_it(lab_home: Path) -> None:
+    run = Run(storage.runs_dir() / "newer")
+    run.directory.mkdir(parents=True)
+    newer = {"schema": 1, "owner": "ada", "kind": "validate", "labels_file": "labels.csv"}
+    storage.write_json(run.record_file, newer)
+    note_provenance(run, Tracked(tracker="mlflow", run_id="r1", url="http://mlflow/r1"))
+    assert run.record().kind is VALIDATE and run.record().provenance["tracking"]["mlflow"]["run_id"] == "r1"
+    stored = json.loads(run.record_file.read_text())
+    assert (stored["labels_file"], stored["kind"], stored["owner"]) == ("labels.csv", "validate", "ada")
 
 
 @pytest.mark.parametrize(

@@ -37,7 +37,6 @@ from pathlib import Path
 from core import access, storage
 from core.errors import TransferLabError
 from core.jobs import queue, usage
-from core.jobs.kinds import kind_of
 from core.jobs.run import Run, RunStatus, StatusKeeper, all_runs
 from core.limits import DAY_S, Limits
 
@@ -59,7 +58,7 @@ class Gone:
 
     name: str  # a run id, a data set's sha256, a file or folder name
     size: int  # bytes
-    detail: str = ""  # what it was: "train · alice · finished 29 Oct 2026"
+    detail: str = ""  # what it was: "training · alice · finished 29 Oct 2026"
 
 
 @dataclass
@@ -258,7 +257,7 @@ def _remove(path: Path) -> None:
 def _run_detail(run: Run) -> str:
     current = run.status()
     finished = time.strftime("%d %b %Y", time.localtime(finished_at(run, current)))
-    return f"{kind_of(current.kind).name} · {run.record().owner} · finished {finished}"
+    return f"{current.kind.label} · {run.record().owner} · finished {finished}"
 
 
 def _unneeded_datasets(kept: list[Run], limits: Limits, now: float) -> Iterator[tuple[Gone, list[Path]]]:

@@ -152,7 +152,7 @@ def list_runs(kind: JobKind = TRAIN, viewer: Viewer = LOCAL) -> list[RunRow]:
     rows = []
     for run in all_runs():
         current = run.status()
-        if current.kind != kind.name or not table.visible(run, viewer):
+        if current.kind is not kind or not table.visible(run, viewer):
             continue
         current = _settled(run) if current.state.active else current
         rows.append(table.row(run, current, table.place_in(line, run)))
@@ -169,9 +169,7 @@ def active_runs(viewer: Viewer = LOCAL) -> list[RunRow]:
     active = [
         run
         for run in all_runs()
-        if (current := run.status()).state.active
-        and current.kind == TRAIN.name
-        and table.visible(run, viewer)
+        if (current := run.status()).state.active and current.kind is TRAIN and table.visible(run, viewer)
     ]
     if not active:
         return []
@@ -217,7 +215,7 @@ def _start(
                 storage.write_bytes_atomic(run.directory / file_name, content)
             name = dataset_name or Path(str(plan.get("data", "")).rstrip("/")).name
             record = RunRecord(
-                owner=owner, kind=job.kind.name, dataset_name=name, backend=runs_on.name, created=time.time()
+                owner=owner, kind=job.kind, dataset_name=name, backend=runs_on.name, created=time.time()
             )
             run.write_record(record)
             keeper.set_state(
@@ -225,7 +223,7 @@ def _start(
                 pid=None,
                 heartbeat=None,
                 submitted=time.time(),
-                kind=job.kind.name,
+                kind=job.kind,
                 **runs_on.status_fields(),
             )
         runs_on.submit(run, keeper, job)

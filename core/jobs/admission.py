@@ -14,7 +14,7 @@ from collections.abc import Iterator
 
 from core import storage
 from core.jobs import usage
-from core.jobs.kinds import TRAIN, JobKind, kind_of
+from core.jobs.kinds import TRAIN, JobKind
 from core.jobs.run import all_runs
 from core.jobs.table import owner_of
 from core.limits import LimitExceeded, Limits, human_bytes
@@ -55,9 +55,7 @@ def _check_active_jobs(owner: str, limits: Limits, runs: int) -> None:
 def _check_side_jobs(limits: Limits, runs: int) -> None:
     if limits.max_side_jobs is None:
         return
-    running = sum(
-        1 for run in all_runs() if (status := run.status()).state.active and kind_of(status.kind).side
-    )
+    running = sum(1 for run in all_runs() if (status := run.status()).state.active and status.kind.side)
     if running + runs > limits.max_side_jobs:
         raise LimitExceeded(
             f"this server is already running {running} of the {limits.max_side_jobs} jobs it runs at once besides "

@@ -9,15 +9,15 @@ and what a waiting run says, which is what ``Backend`` names.
 
 ``configured()`` says where new jobs go. Every run records in its ``status.json`` the backend
 (and address) that runs it, so that a server switched from one to the other still settles the
-runs it started before: ``of_run`` reads that, never the configuration. Both return the backend
-object; callers dispatch through it and never ask which one it is.
+runs it started before: ``of_run`` reads that, never the configuration. Both look the backend up
+by name in one table, and return the backend object; callers dispatch through it and never ask
+which one it is. A third backend is one module implementing ``Backend`` and one row in that table.
 
-This module never imports Ray: it only checks that it could be imported.
+This module never imports Ray.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
@@ -30,10 +30,8 @@ if TYPE_CHECKING:
     from core.jobs.run import Run, RunState, RunStatus, StatusKeeper
 
 BACKEND_ENV = "TRANSFER_LAB_BACKEND"
-RAY_ADDRESS_ENV = "RAY_ADDRESS"
 LOCAL = "local"
 RAY = "ray"
-RAY_INSTALL = "pip install -r requirements-ray.txt"
 
 # A worker's heartbeat comes from a thread of its own, so only a frozen process misses it for
 # this long; a busy training step does not.
@@ -62,6 +60,17 @@ class Backend(Protocol):
     worker process the backend started. None of it may import torch or initialise CUDA."""
 
     name: str
+
+    @classmethod
+    def configured(cls) -> Backend:
+        """This backend for new jobs, set up as the environment says, checked: a bad setting is
+        a ``BackendError`` naming the remedy, raised before any run folder is made."""
+        ...
+
+    @classmethod
+    def of_status(cls, status: RunStatus) -> Backend:
+        """This backend as ``status`` records it (``status_fields``): the one that runs that run."""
+        ...
 
     def status_fields(self) -> dict[str, str]:
         """What ``status.json`` records about where a run runs: enough for ``of_run``."""
@@ -99,43 +108,31 @@ class Backend(Protocol):
         ...
 
 
-def configured() -> Backend:
-    """``TRANSFER_LAB_BACKEND`` (``local`` by default, or ``ray`` with ``RAY_ADDRESS``), checked:
-    a bad value, a missing address or Ray not installed is one line naming the remedy."""
-    # The backends import this module for its error and timings: they are imported when chosen.
-    from core.jobs.local import LocalBackend, max_concurrent
+def backends() -> dict[str, type[Backend]]:
+    """Every backend, by the name ``TRANSFER_LAB_BACKEND`` and a run's status give it."""
+    # The backends import this module for its error and timings: they are imported when asked for.
+    from core.jobs.local import LocalBackend
     from core.jobs.ray_backend import RayBackend
 
+    return {LOCAL: LocalBackend, RAY: RayBackend}
+
+
+def configured() -> Backend:
+    """The backend ``TRANSFER_LAB_BACKEND`` names (``local`` by default), as it configures itself:
+    a name no backend has, or a bad setting of the one named, is one line naming the remedy."""
     name = os.environ.get(BACKEND_ENV, "").strip().lower() or LOCAL
-    if name == LOCAL:
-        max_concurrent()  # a bad TRANSFER_LAB_MAX_RUNS is refused here, not in the worker
-        return LocalBackend()
-    if name != RAY:
-        raise BackendError(f"{BACKEND_ENV}={name!r}: expected {LOCAL!r} (the default) or {RAY!r}")
-    if importlib.util.find_spec("ray") is None:
-        raise BackendError(f"{BACKEND_ENV}=ray needs Ray, which is not installed here: {RAY_INSTALL}")
-    address = os.environ.get(RAY_ADDRESS_ENV, "").strip()
-    if not address:
-        raise BackendError(
-            f"{BACKEND_ENV}=ray needs {RAY_ADDRESS_ENV}, the Ray dashboard's address (http://HEAD:8265)"
-        )
-    if not address.startswith(("http://", "https://")):
-        # Ray itself reads RAY_ADDRESS, and takes a bare host:port for its internal (GCS) address.
-        raise BackendError(
-            f"{RAY_ADDRESS_ENV}={address!r}: give the Ray dashboard's address, such as http://HEAD:8265"
-        )
-    return RayBackend(address)
+    named = backends()
+    if name not in named:
+        others = " or ".join(repr(other) for other in named if other != LOCAL)
+        raise BackendError(f"{BACKEND_ENV}={name!r}: expected {LOCAL!r} (the default) or {others}")
+    return named[name].configured()
 
 
 def of_run(status: RunStatus) -> Backend:
     """The backend that runs a run, as its ``status.json`` records it (runs from before the
     backends existed ran locally)."""
-    from core.jobs.local import LocalBackend
-    from core.jobs.ray_backend import RayBackend
-
-    if status.backend == RAY:
-        return RayBackend(status.address or "")
-    return LocalBackend()
+    named = backends()
+    return named.get(status.backend, named[LOCAL]).of_status(status)
 
 
 def worker_environment() -> dict[str, str]:

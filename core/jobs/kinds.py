@@ -1,9 +1,10 @@
 """The kinds of job, in one table: what each one's worker calls, and how it is run and counted.
 
 A kind's ``name`` is what ``status.json`` and ``run.json`` record, so stored runs of every
-version keep theirs; everything else about a kind is read from its row here, never from a
-string compared elsewhere. A job being submitted is resolved once into a ``Job`` (its kind,
-target, place in the queue and time limit), which the backend then runs.
+version keep theirs. The run's records resolve that name here once, when they are read, and
+carry the ``JobKind`` itself from then on: callers compare kinds with ``is`` and read everything
+else about one from its row, never from its name. A job being submitted is resolved once into a
+``Job`` (its kind, target, place in the queue and time limit), which the backend then runs.
 
 A race is no kind of its own: its lanes are training runs, and its record lives under ``races/``.
 """
@@ -11,9 +12,9 @@ A race is no kind of its own: its lanes are training runs, and its record lives 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from core.jobs.queue import WORKER_MODULE
-from core.jobs.run import Run
 
 
 @dataclass(frozen=True)
@@ -68,15 +69,15 @@ EXPLAIN = JobKind(
     side=True, wants_gpu=False, time_limit_s=15 * 60,
 )  # fmt: skip
 KINDS = (TRAIN, VALIDATE, ANALYSE, PREDICT, ESTIMATE, VALIDATE_SOURCE, EVALUATE, EXPLAIN)
+KIND_NAMES = tuple(kind.name for kind in KINDS)
 
 
-def kind_of(name: str | None) -> JobKind:
-    """The kind a run records by name (runs from before kinds were recorded are training);
-    ``ValueError`` for a name no version wrote."""
+def kind_of(name: str) -> JobKind:
+    """The kind a run records by ``name``; ``ValueError`` for a name no version wrote."""
     for kind in KINDS:
-        if kind.name == (name or TRAIN.name):
+        if kind.name == name:
             return kind
-    raise ValueError(f"no job kind {name!r}: expected one of {', '.join(kind.name for kind in KINDS)}")
+    raise ValueError(f"kind {name!r} is none of {', '.join(KIND_NAMES)}")
 
 
 @dataclass(frozen=True)
@@ -90,10 +91,11 @@ class Job:
     time_limit_s: float | None
     workers: int = 1
 
-    def worker_arguments(self, run: Run) -> list[str]:
-        """What follows the interpreter to start this job's worker on ``run``: the run folder is
-        absolute, which is also how a reader tells the worker from a stranger with its old pid."""
-        arguments = ["-m", WORKER_MODULE, str(run.directory.resolve()), "--target", self.target]
+    def worker_arguments(self, run_dir: Path) -> list[str]:
+        """What follows the interpreter to start this job's worker on the run in ``run_dir``: the
+        folder is made absolute, which is also how a reader tells the worker from a stranger with
+        its old pid."""
+        arguments = ["-m", WORKER_MODULE, str(run_dir.resolve()), "--target", self.target]
         if not self.queued:
             arguments.append("--unqueued")
         if self.time_limit_s:

@@ -81,6 +81,15 @@ class LocalBackend:
 
     name: str = backend.LOCAL
 
+    @classmethod
+    def configured(cls) -> LocalBackend:
+        max_concurrent()  # a bad TRANSFER_LAB_MAX_RUNS is refused here, not in the worker
+        return cls()
+
+    @classmethod
+    def of_status(cls, status: RunStatus) -> LocalBackend:
+        return cls()
+
     def status_fields(self) -> dict[str, str]:
         return {"backend": self.name}
 
@@ -176,7 +185,7 @@ def _first_free_slot(run: Run) -> int:
 
 
 def _start_worker(run: Run, job: Job, lock_fd: int) -> None:
-    command = [sys.executable, *job.worker_arguments(run), "--lock-fd", str(lock_fd)]
+    command = [sys.executable, *job.worker_arguments(run.directory), "--lock-fd", str(lock_fd)]
     with open(run.log_file, "ab") as log:
         worker = subprocess.Popen(
             command,

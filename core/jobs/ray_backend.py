@@ -17,6 +17,7 @@ talk to it: the web server imports this package whatever its backend.
 from __future__ import annotations
 
 import functools
+import importlib.util
 import json
 import os
 import platform
@@ -44,6 +45,8 @@ from core.jobs.run import (
 if TYPE_CHECKING:
     from ray.job_submission import JobDetails, JobSubmissionClient
 
+ADDRESS_ENV = "RAY_ADDRESS"
+INSTALL = "pip install -r requirements-ray.txt"
 CPUS_ENV = "TRANSFER_LAB_RAY_CPUS"
 RESOURCES_ENV = "TRANSFER_LAB_RAY_RESOURCES"
 # The interpreter on the nodes (a command: it may start with a wrapper), when not this server's.
@@ -66,6 +69,28 @@ class RayBackend:
     address: str
     name: str = RAY
 
+    @classmethod
+    def configured(cls) -> RayBackend:
+        """Ray installed here, and ``RAY_ADDRESS`` the dashboard's address."""
+        chosen = f"{backend.BACKEND_ENV}={RAY}"
+        if importlib.util.find_spec("ray") is None:
+            raise BackendError(f"{chosen} needs Ray, which is not installed here: {INSTALL}")
+        address = os.environ.get(ADDRESS_ENV, "").strip()
+        if not address:
+            raise BackendError(
+                f"{chosen} needs {ADDRESS_ENV}, the Ray dashboard's address (http://HEAD:8265)"
+            )
+        if not address.startswith(("http://", "https://")):
+            # Ray itself reads RAY_ADDRESS, and takes a bare host:port for its internal (GCS) address.
+            raise BackendError(
+                f"{ADDRESS_ENV}={address!r}: give the Ray dashboard's address, such as http://HEAD:8265"
+            )
+        return cls(address)
+
+    @classmethod
+    def of_status(cls, status: RunStatus) -> RayBackend:
+        return cls(status.address or "")
+
     def status_fields(self) -> dict[str, str]:
         return {"backend": self.name, "address": self.address}
 
@@ -73,7 +98,7 @@ class RayBackend:
         """Submit ``run`` as a Ray job whose entrypoint is the worker; a refusal fails the run."""
         python = shlex.split(os.environ.get(PYTHON_ENV, "")) or [sys.executable]
         folder = shlex.quote(str(run.directory.resolve()))
-        command = shlex.join([*python, *job.worker_arguments(run)])
+        command = shlex.join([*python, *job.worker_arguments(run.directory)])
         entrypoint = f"cd {folder} && exec {command} >> {shlex.quote(str(run.log_file))} 2>&1"
         env = (
             backend.worker_environment()
@@ -122,14 +147,14 @@ class RayBackend:
 
     def waiting(self, run: Run, current: RunStatus) -> backend.Waiting:
         """Ray neither queues jobs first-in-first-out nor tells a place in line, so the message
-        counts this app's earlier runs that still wait."""
+        counts this app's earlier runs that still wait on the same cluster."""
         submitted = current.submitted or 0.0
         earlier = sum(
             1
             for other in all_runs()
             if other.id != run.id
-            and (status := other.status()).backend == RAY
-            and status.state is RunState.QUEUED
+            and (status := other.status()).state is RunState.QUEUED
+            and backend.of_run(status) == self
             and (status.submitted or 0.0) < submitted
         )
         message = WAITING_MESSAGE

@@ -26,7 +26,7 @@ import threading
 import time
 import tomllib
 from collections.abc import Iterator, Mapping
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from enum import StrEnum
 from functools import cache
 from importlib import metadata
@@ -37,6 +37,7 @@ from core import storage
 from core.access import LOCAL, Viewer
 from core.errors import TransferLabError, one_line
 from core.jobs import queue
+from core.jobs.kinds import KIND_NAMES, TRAIN, JobKind, kind_of
 from core.storage import NUMBER, OPTIONAL_NUMBER, OPTIONAL_STR, Damaged, RunFiles, read_record, write_json
 from core.training.events import (
     BatchEnd,
@@ -104,6 +105,10 @@ class RunState(StrEnum):
         return not self.active
 
 
+# The stored fields that hold a name, and the names every version wrote in them.
+_NAMED_FIELDS = {"state": tuple(RunState), "kind": KIND_NAMES}
+
+
 class RunNotFound(TransferLabError, LookupError):
     """No run with that id, or an id no run can have (the two look the same from outside)."""
 
@@ -131,7 +136,7 @@ class RunStatus:
 
     state: RunState = RunState.QUEUED
     message: str = ""
-    kind: str = "train"  # the job's kind, by the name ``core.jobs.kinds`` gives it
+    kind: JobKind = TRAIN  # stored by its name; a status from before kinds were recorded is training
     backend: str = "local"  # which jobs backend runs it, and where (``core.jobs.backend.of_run``)
     address: str | None = None
     host: str | None = None
@@ -146,16 +151,17 @@ class RunStatus:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Self:
-        """The record of a stored status whose fields ``STATUS_FIELDS`` has checked."""
+        """The record of a stored status that ``read_status`` has checked."""
         known = _status_names(cls)
         values = {key: value for key, value in data.items() if key in known}
         values["state"] = RunState(values.get("state", RunState.QUEUED))
+        values["kind"] = kind_of(values.get("kind", TRAIN.name))
         return cls(**values, extra={key: value for key, value in data.items() if key not in known})
 
     def to_dict(self) -> dict[str, Any]:
         """As ``status.json`` holds it: a field not known yet (None) is left out, which every
         reader takes for None; a status is rewritten every heartbeat, and counts to its owner's quota."""
-        known = {name: getattr(self, name) for name in _status_names(RunStatus)}
+        known = {name: getattr(self, name) for name in _status_names(RunStatus)} | {"kind": self.kind.name}
         return {**self.extra, **{name: value for name, value in known.items() if value is not None}}
 
 
@@ -166,18 +172,26 @@ def _status_names(cls: type[RunStatus]) -> set[str]:
 def read_status(path: Path) -> RunStatus | Damaged:
     """A ``status.json``: a queued ``RunStatus`` before anything was written; ``Damaged`` when it
     is not a status."""
-    stored = read_record(path, {}, STATUS_FIELDS)
-    if isinstance(stored, Damaged):
-        return stored
-    if stored.get("state", RunState.QUEUED) not in RunState.__members__.values():
-        return Damaged(path, f"state {stored['state']!r} is none of {', '.join(RunState)}")
-    return RunStatus.from_dict(stored)
+    stored = _read_checked(path, {}, STATUS_FIELDS)
+    return stored if isinstance(stored, Damaged) else RunStatus.from_dict(stored)
 
 
 def read_run_file(path: Path) -> dict[str, Any] | Damaged | None:
     """One of a run's JSON records (record, plan, metrics) as stored, checked against what its
     readers rely on: None when it is missing, ``Damaged`` saying what is wrong with it."""
-    return read_record(path, None, FILE_FIELDS[path.name])
+    return _read_checked(path, None, FILE_FIELDS[path.name])
+
+
+def _read_checked(path: Path, default: Any, checked: Mapping[str, type | tuple[type, ...]]) -> Any:
+    """``read_record``, and a record that names a state or a job kind no version wrote is damaged:
+    its readers resolve those names into records, and a run must still list, saying what is wrong."""
+    stored = read_record(path, default, checked)
+    if not isinstance(stored, dict):
+        return stored  # missing (the default), or damaged already
+    for name, known in _NAMED_FIELDS.items():
+        if name in checked and name in stored and stored[name] not in known:
+            return Damaged(path, f"{name} {stored[name]!r} is none of {', '.join(known)}")
+    return stored
 
 
 def all_runs() -> Iterator[Run]:
@@ -203,23 +217,34 @@ class RunRecord:
     """Who started a run, on what, where, and with which versions: ``run.json``.
 
     Runs written before the record existed have none; ``Run.record`` then fills what it can.
+    Tolerant, like ``RunStatus``: fields this version does not know are kept in ``extra`` and
+    written back, missing ones take their defaults.
     """
 
     owner: str = "local"
-    kind: str = "train"  # what the job does: "train", or "validate" an upload
+    kind: JobKind = TRAIN  # what the job does, stored by its name
     dataset_name: str = ""  # what people call the data set (an upload's file name)
     backend: str = "local"  # which jobs backend runs it
     created: float | None = None
     provenance: dict[str, Any] = field(default_factory=dict)
+    extra: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"schema": RECORD_SCHEMA, **asdict(self)}
+        known = {name: getattr(self, name) for name in _record_names()} | {"kind": self.kind.name}
+        return {**self.extra, "schema": RECORD_SCHEMA, **known}
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> RunRecord:
-        """Tolerant: fields a later version added are ignored, missing ones take defaults."""
-        known = {f.name for f in fields(cls)}
-        return cls(**{key: value for key, value in data.items() if key in known})
+    def from_dict(cls, data: Mapping[str, Any]) -> RunRecord:
+        """The record of a stored ``run.json`` that ``read_run_file`` has checked."""
+        known = _record_names()
+        values = {key: value for key, value in data.items() if key in known}
+        values["kind"] = kind_of(values.get("kind", TRAIN.name))
+        extra = {key: value for key, value in data.items() if key not in known and key != "schema"}
+        return cls(**values, extra=extra)
+
+
+def _record_names() -> set[str]:
+    return {f.name for f in fields(RunRecord)} - {"extra"}
 
 
 class Run(RunFiles):
@@ -342,9 +367,7 @@ class StatusKeeper:
     def begin(self) -> None:
         """The run starts training here: say so, and record where and with what it runs."""
         record = self.run.record()
-        self.run.write_record(
-            RunRecord(**{**asdict(record), "provenance": {**record.provenance, **provenance(self.run)}})
-        )
+        self.run.write_record(replace(record, provenance={**record.provenance, **provenance(self.run)}))
         self.set_state(RunState.RUNNING, started=time.time())
 
     def observe(self, event: Event) -> None:
@@ -442,7 +465,7 @@ def note_provenance(run: Run, event: Event) -> None:
 
 def _add_provenance(run: Run, **facts: Any) -> None:
     record = run.record()
-    run.write_record(RunRecord(**{**asdict(record), "provenance": {**record.provenance, **facts}}))
+    run.write_record(replace(record, provenance={**record.provenance, **facts}))
 
 
 def run_events(run: Run, keeper: StatusKeeper | None, *subscribers: Emit) -> Emit:
