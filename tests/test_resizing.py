@@ -30,9 +30,10 @@ def schedule(rule: Rule | None = None, **fields: object) -> tuple[int, ...]:
     return size_schedule(plan, rule or Rule()).sizes
 
 
-def test_fine_tuning_trains_its_first_half_small_and_its_last_epochs_at_the_full_size() -> None:
-    assert schedule() == (128,) * 5 + (192,) * 2 + (224,) * 3
-    assert schedule(case=4, epochs=5) == (128, 128, 192, 224, 224)
+def test_fine_tuning_trains_most_epochs_small_and_one_in_ten_at_the_full_size() -> None:
+    assert schedule() == (128,) * 6 + (160,) * 3 + (224,)
+    assert schedule(epochs=20) == (128,) * 12 + (160,) * 6 + (224,) * 2
+    assert schedule(case=4, epochs=5) == (128, 128, 128, 160, 224)
     assert schedule(epochs=2) == (128, 224)
 
 
@@ -72,7 +73,7 @@ def test_the_plan_line_names_each_epoch_s_size() -> None:
         "epochs": 10,
         "image_size": 224,
     }
-    assert "epochs 1-5 at 128 px, 6-7 at 192 px, 8-10 at 224 px" in plan_summary(plan)
+    assert "epochs 1-6 at 128 px, 7-9 at 160 px, 10 at 224 px" in plan_summary(plan)
     assert "· 224 px ·" in plan_summary({**plan, "progressive_resizing": "off"})
 
 
@@ -95,7 +96,7 @@ def test_training_batches_come_at_each_epoch_s_size_and_validation_s_at_the_full
     batches = ResizingSource(train, size_schedule(plan, Rule()))
     indices = torch.arange(4)
     sizes = [batches.load(indices, epoch)[0].shape[-1] for epoch in range(4)]
-    assert sizes == [32, 32, 64, 64]
+    assert sizes == [32, 32, 32, 64]
     assert train.centred().load(indices, epoch=0)[0].shape[-1] == 64
     small = train.resized(32).load(indices, epoch=0)[0]
     assert small.shape == (4, 3, 32, 32) and torch.isfinite(small).all()
