@@ -151,8 +151,8 @@ def race(epochs: int, image_size: int | None, sets: tuple[str, ...], readme: boo
             held += standing.outcome in ("won", "tied")
             rows.append(_race_row(Path(name).stem, standing))
             print(rows[-1], flush=True)
-    verdict = f"The advised plan won or tied on {held} of {len(sets)} sets ({epochs} epoch(s) a fine-tune)."
-    table = "\n".join([*rows, "", verdict])
+    finding = f"The advised plan won or tied on {held} of {len(sets)} sets ({epochs} epoch(s) a fine-tune)."
+    table = "\n".join([*rows, "", finding])
     print(table)
     if readme:
         write_between_markers(ROOT / "README.md", table)

@@ -177,7 +177,7 @@ def main() -> None:
         efficiency = feature_efficiency(data, args)
     summary = summarise(runs, cases)
     print(table(summary, efficiency, args), file=sys.stderr)
-    print(json.dumps(verdict(summary, efficiency, args)))
+    print(json.dumps(headline(summary, efficiency, args)))
 
 
 def summarise(runs: dict, cases: list[int]) -> dict:
@@ -232,7 +232,7 @@ def table(summary: dict, efficiency: dict, args: argparse.Namespace) -> str:
     return "\n".join(lines)
 
 
-def verdict(summary: dict, efficiency: dict, args: argparse.Namespace) -> dict:
+def headline(summary: dict, efficiency: dict, args: argparse.Namespace) -> dict:
     def row(case: int, key: str) -> float | None:
         return round(summary[case][key], 4) if case in summary and summary[case][key] is not None else None
 

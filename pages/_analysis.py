@@ -216,7 +216,7 @@ def _follow_race(race: races.Race) -> None:
     standing = races.advance(race, viewer())
     contenders = standing.to_record().contenders
     with st.container(border=True, key="advisor.race"):
-        st.markdown(f"**Race:** {inert.markdown(standing.verdict)}")
+        st.markdown(f"**Race:** {inert.markdown(standing.summary)}")
         if any(entry.accuracy is not None for entry in contenders):
             st.plotly_chart(
                 charts.race_chart(contenders), key="advisor.race_chart", config={"displayModeBar": False}

@@ -70,7 +70,7 @@ def test_analyze_json_has_the_contract_keys_and_the_race_its_winner(
         and contenders["case1"]["frozen"]
     )
     assert contenders[f"case{result['recommended_case']}"]["advised"]
-    assert result["race_outcome"] in ("won", "tied", "lost") and result["race_verdict"].startswith(
+    assert result["race_outcome"] in ("won", "tied", "lost") and result["race_summary"].startswith(
         "the advised plan"
     )
     assert all(entry["versus_advice"] in ("won", "tied", "lost") for entry in contenders.values())
@@ -193,13 +193,13 @@ def test_the_verdict_says_whether_the_advised_plan_won_tied_or_lost() -> None:
     won = judged((0.70, 0.72))
     versus = {e.key: e.versus_advice for e in won.to_record().contenders}
     assert versus == {"case1": "lost", "case2": "won", "case3": "lost", "surgical": "lost", "case4": "lost"}
-    assert won.verdict == "the advised plan (case 2, cut after _blocks.4) won"
+    assert won.summary == "the advised plan (case 2, cut after _blocks.4) won"
     assert won.to_record().contenders[4].dropped_after == 1
 
     tied = judged((0.87, 0.93))
     assert tied.advised.versus_advice == "tied" and tied.to_record().outcome == "tied"
-    assert tied.verdict.endswith("tied with case 3, fine-tune all: the gap is within the spread")
+    assert tied.summary.endswith("tied with case 3, fine-tune all: the gap is within the spread")
 
     lost = judged((0.97, 0.98))
-    assert lost.verdict == "the advised plan (case 2, cut after _blocks.4) lost to case 3, fine-tune all"
+    assert lost.summary == "the advised plan (case 2, cut after _blocks.4) lost to case 3, fine-tune all"
     assert lost.entries[2].score == race.Score(0.975, pytest.approx(0.01))

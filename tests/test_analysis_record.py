@@ -57,12 +57,12 @@ def test_a_result_of_the_race_reads_its_standing_from_the_race_keys() -> None:
     stored = json.loads(FIXTURES[0].read_text()) | {
         "race_contenders": [{"key": "case1", "label": "case 1, the whole body", "accuracy": 1.0}],
         "race_advised": "case1",
-        "race_verdict": "the advised plan (case 1, the whole body) won",
+        "race_summary": "the advised plan (case 1, the whole body) won",
     }
 
     race = AnalysisRecord.from_dict(stored).race
 
-    assert race is not None and race.advised == "case1" and race.verdict.endswith("won")
+    assert race is not None and race.advised == "case1" and race.summary.endswith("won")
     assert race.contenders[0].accuracy == 1.0 and race.contenders[0].dropped_after is None
     assert race.runs == () and race.outcome is None
 

@@ -339,7 +339,7 @@ class RaceReading:
     advised: str = ""
     outcome: str | None = None  # the advised plan's: won | tied | lost, once the race is over
     judged_on: str = "validation"
-    verdict: str = ""
+    summary: str = ""  # in words, how the advised plan fared (or how far the race is)
     runs: tuple[RaceLane, ...] = ()
 
     @classmethod
@@ -358,7 +358,7 @@ class RaceReading:
             "race_advised": self.advised,
             "race_outcome": self.outcome,
             "race_judged_on": self.judged_on,
-            "race_verdict": self.verdict,
+            "race_summary": self.summary,
             "race_runs": [lane.to_dict() for lane in self.runs],
         }
 

@@ -136,4 +136,4 @@ def _race_lines(race: RaceReading) -> list[str]:
         lines.append(
             f"  {entry.label:<34} {shown}  {entry.seconds or 0:.0f} s  {entry.versus_advice or '-'}{dropped}"
         )
-    return [*lines, f"race: {race.verdict}"]
+    return [*lines, f"race: {race.summary}"]

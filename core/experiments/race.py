@@ -288,7 +288,7 @@ class Standing:
         return next(e for e in self.entries if e.contender.key == self.race.advised)
 
     @property
-    def verdict(self) -> str:
+    def summary(self) -> str:
         if not self.finished:
             done = sum(lane.state.final for lane in self.lanes)
             return f"{done} of {len(self.lanes)} runs finished"
@@ -315,7 +315,7 @@ class Standing:
             advised=self.race.advised,
             outcome=self.advised.versus_advice if self.finished else None,
             judged_on=self.judged_on,
-            verdict=self.verdict,
+            summary=self.summary,
             runs=tuple(RaceLane(**asdict(lane.lane), state=lane.state) for lane in self.lanes),
         )
 
