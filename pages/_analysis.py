@@ -107,8 +107,9 @@ def _show_result(result: AnalysisRecord) -> None:
     advice, data, shift = result.advice, result.dataset, result.shift_type
     st.subheader(f"{inert.markdown(data.name)}: case {advice.case}, {advice.name}")
     st.markdown(f"**Plan.** {inert.markdown(result.plan)}")
-    words = inert.markdown(shift.words)
-    st.markdown(f"**Shift.** {words[0].upper()}{words[1:]}.")
+    if shift.words:  # results stored before the shift was read have none
+        words = inert.markdown(shift.words)
+        st.markdown(f"**Shift.** {words[0].upper()}{words[1:]}.")
     figures = st.columns([1, 1, 1, 2])
     figures[0].metric("Plan", f"case {advice.case}", help=_planned_help(result))
     figures[1].metric("Shift from ImageNet", _SHIFT_NAMES[shift.kind], help=_SHIFT_HELP)
@@ -124,11 +125,12 @@ def _show_result(result: AnalysisRecord) -> None:
         decision_matrix(data.images, result.verdict, advice.case, advice.thresholds["dividing_line"]),
         key="advisor.measured_matrix", config={"displayModeBar": False},
     )  # fmt: skip
-    right.plotly_chart(
-        charts.stage_curve(result.stage_scores, result.planned_stage.stage),
-        key="advisor.stage_chart",
-        config={"displayModeBar": False},
-    )
+    if (planned := result.planned_stage) is not None:
+        right.plotly_chart(
+            charts.stage_curve(result.stage_scores, planned.stage),
+            key="advisor.stage_chart",
+            config={"displayModeBar": False},
+        )
     left.plotly_chart(
         charts.learning_curve(result.learning_curve),
         key="advisor.curve_chart",
@@ -166,7 +168,8 @@ _SHIFT_HELP = (
 
 
 def _planned_help(result: AnalysisRecord) -> str:
-    head = result.planned_stage.head_accuracy
+    planned = result.planned_stage
+    head = None if planned is None else planned.head_accuracy
     if head is None:
         return "Too few images per class to cross-validate the new layer."
     return (

@@ -114,6 +114,26 @@ def test_an_analysis_whose_result_is_damaged_says_so_and_offers_a_new_one(
     assert at.button(key="advisor.new_analysis")
 
 
+def test_an_analysis_stored_before_the_shift_and_the_options_were_measured_still_shows_its_plan(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stored = json.loads(FACES_ANALYSIS.read_text())
+    for newer in ("shift_type", "stage_scores", "learning_curve", "size"):
+        del stored[newer]
+    (tmp_path / "result.json").write_text(json.dumps(stored))
+    monkeypatch.setattr(
+        jobs, "status", lambda job_id, viewer=None: RunRow(state=RunState.DONE, run_id=job_id)
+    )
+    monkeypatch.setattr(
+        analysis, "analysis_result", lambda job_id, viewer=None: read_analysis(tmp_path / "result.json")
+    )
+
+    at = open_advisor(analysis="20990101-000000-0000")
+
+    assert at.subheader[0].value.endswith(f"case {stored['recommended_case']}, {stored['advice']['name']}")
+    assert not any(text.value.startswith("**Shift.**") for text in at.markdown)
+
+
 @pytest.mark.parametrize("made_up", ["20990101-000000-0000", "../../etc"])
 def test_an_analysis_link_to_nothing_says_so(made_up: str) -> None:
     at = open_advisor(analysis=made_up)

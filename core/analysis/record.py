@@ -392,10 +392,13 @@ class AnalysisRecord:
     race: RaceReading | None = None  # the race of the plans, where one checked the advice
 
     @property
-    def planned_stage(self) -> StageReading:
-        """The frozen option the plan takes: case 2's cut, else the whole body."""
+    def planned_stage(self) -> StageReading | None:
+        """The frozen option the plan takes: case 2's cut, else the whole body; None for a
+        result stored before the options were scored."""
+        if not self.stage_scores:
+            return None
         wanted = self.cut if self.advice.case == 2 else self.stage_scores[-1].stage
-        return next(stage for stage in self.stage_scores if stage.stage == wanted)
+        return next((stage for stage in self.stage_scores if stage.stage == wanted), None)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> AnalysisRecord:
