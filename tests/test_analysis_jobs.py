@@ -103,21 +103,24 @@ def test_the_analysis_job_runs_beside_a_training_run_and_leaves_its_result(
     lab_home: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("TRANSFER_LAB_MAX_RUNS", "1")
-    training = jobs.submit({"seconds": 60}, target="tests.helpers_jobs:sleepy")  # holds the one slot
-    job = analysis.submit_analysis(
-        sample_path("faces"), "faces", {"sample": 16, "backbones": ["efficientnet_lite0"]}
-    )
+    # holds the one slot until it is cancelled, however long the analysis takes on a busy machine
+    training = jobs.submit({"seconds": 600}, target="tests.helpers_jobs:sleepy")
+    try:
+        job = analysis.submit_analysis(
+            sample_path("faces"), "faces", {"sample": 16, "backbones": ["efficientnet_lite0"]}
+        )
 
-    final = wait_final(job)
+        final = wait_final(job)
 
-    assert final.state is RunState.DONE, final.message
-    assert jobs.status(training).state is RunState.RUNNING
-    assert [run.run_id for run in jobs.list_runs()] == [training]  # jobs stay out of the runs table
-    stored = json.loads(jobs.Run.open(job).result_file.read_text())
-    assert CONTRACT_KEYS | {"data"} <= stored.keys()  # the folder a race trains on
-    assert analysis.analysis_result(job).dataset.name == "faces"
-    jobs.cancel(training)
-    wait_final(training)
+        assert final.state is RunState.DONE, final.message
+        assert jobs.status(training).state is RunState.RUNNING
+        assert [run.run_id for run in jobs.list_runs()] == [training]  # jobs stay out of the runs table
+        stored = json.loads(jobs.Run.open(job).result_file.read_text())
+        assert CONTRACT_KEYS | {"data"} <= stored.keys()  # the folder a race trains on
+        assert analysis.analysis_result(job).dataset.name == "faces"
+    finally:
+        jobs.cancel(training)
+        wait_final(training)
 
 
 def lanes(
