@@ -7,13 +7,16 @@ import json
 import streamlit as st
 
 from core import inert, jobs
-from core.jobs.estimate import estimate
+from core.jobs.estimate import estimate_result, submit_estimate
 from core.training.estimated import Estimate
 from core.training.progress import duration
 from pages import _live, _plan_form
 from pages._access import limits, viewer
 from pages._data import choose_dataset
+from pages._jobs import progress_card
 from pages._report import show_report
+
+POLL_SECONDS = 1.0
 
 
 def _estimate_text(guess: Estimate, case: int) -> str:
@@ -29,6 +32,25 @@ def _estimate_text(guess: Estimate, case: int) -> str:
         f"{duration(guess.prepare_s)} to prepare ({prepared}), {epochs}, "
         f"{duration(guess.export_s)} to export the model."
     )
+
+
+def _show_estimate(job_id: str, case: int) -> None:
+    """The estimate once its job has timed the plan, its progress until then, or why there is none."""
+    result = estimate_result(job_id, viewer())
+    if result is None:
+        _follow_estimate(job_id)
+    elif isinstance(result, Estimate):
+        st.info(_estimate_text(result, case), icon=":material/timer:")
+    else:
+        st.warning(f"Could not estimate: {inert.markdown(result)}")
+
+
+@st.fragment(run_every=POLL_SECONDS)
+def _follow_estimate(job_id: str) -> None:
+    """The estimate job's progress, polled, with a Cancel button; the page reruns once it has ended."""
+    if jobs.reconcile(job_id, viewer()).state.final:
+        st.rerun()
+    progress_card(job_id, key="train.estimate_progress", phases={}, waiting="Timing two batches")
 
 
 st.title("Train")
@@ -47,8 +69,8 @@ plan = _plan_form.plan_form(dataset)
 if plan is None:
     st.stop()
 estimate_col, start_col = st.columns([3, 1])
-# plan -> its estimate, or why there is none: it stays on screen while the plan does
-estimates: dict[str, Estimate | str] = st.session_state.setdefault("train.estimates", {})
+# plan -> its estimate's job: the estimate stays on screen while the plan does
+estimates: dict[str, str] = st.session_state.setdefault("train.estimates", {})
 plan_key = json.dumps(plan.to_dict(), sort_keys=True)
 if estimate_col.button(
     "Estimate time",
@@ -56,16 +78,13 @@ if estimate_col.button(
     icon=":material/timer:",
     help="Times two real batches of your data, in a job, where the run would train (here, or a Ray node).",
 ):
-    with st.spinner("Timing two batches..."):
-        try:
-            estimates[plan_key] = estimate(plan.to_dict(), owner=viewer().owner, limits=limits())
-        except (RuntimeError, jobs.LimitExceeded) as exc:
-            estimates[plan_key] = str(exc)
-said = estimates.get(plan_key)
-if isinstance(said, Estimate):
-    estimate_col.info(_estimate_text(said, plan.case), icon=":material/timer:")
-elif said is not None:
-    estimate_col.warning(f"Could not estimate: {inert.markdown(said)}")
+    try:
+        estimates[plan_key] = submit_estimate(plan.to_dict(), owner=viewer().owner, limits=limits())
+    except jobs.LimitExceeded as exc:
+        estimate_col.warning(f"Could not estimate: {inert.markdown(str(exc))}.")
+if (job_id := estimates.get(plan_key)) is not None:
+    with estimate_col:
+        _show_estimate(job_id, plan.case)
 if start_col.button("Start training", type="primary", key="train.start", icon=":material/play_arrow:"):
     try:
         new_run = jobs.submit(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -120,11 +121,19 @@ def test_predict_without_runs_and_with_one(trained: str) -> None:
     assert "trained on **faces\\.zip**" in notice and "knows 2 classes: face, not\\_face" in notice
 
 
-def test_estimate_button_times_real_batches(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_estimate_button_times_real_batches_in_a_job_the_page_follows() -> None:
     at = open_page("pages/train.py")
     at.number_input(key="train.plan_image_size_efficientnet_lite0").set_value(64).run()
     at.button(key="train.estimate").click().run()
     assert not at.exception
+    [job_id] = at.session_state["train.estimates"].values()
+    assert any(c.value == "Timing two batches..." for c in at.caption)  # the page is free meanwhile
+    assert at.button(key="train.estimate_progress.cancel")
+    deadline = time.monotonic() + 120
+    while not jobs.reconcile(job_id).state.final:
+        assert time.monotonic() < deadline, "the estimate job did not finish"
+        time.sleep(0.3)
+    at.run()
     assert (
         "to prepare" in at.info[0].value
         and "in all on cpu" in at.info[0].value

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from core import access, jobs
+from core.access import Viewer
 from core.jobs.kinds import ESTIMATE
 from core.jobs.run import Run, RunState
 from core.limits import Limits
@@ -25,6 +26,24 @@ from core.training.events import Emit
 POLL_S = 0.5
 
 
+def submit_estimate(
+    plan: Mapping[str, Any], *, owner: str = access.LOCAL_OWNER, limits: Limits | None = None
+) -> str:
+    """Start timing ``plan`` in a job of ``owner``'s where its runs would train (admitted within
+    ``limits`` as every job is: ``LimitExceeded``); the job's id, for ``estimate_result``."""
+    return jobs.submit(plan, ESTIMATE, time_limit_s=ESTIMATE.time_limit_s, owner=owner, limits=limits)
+
+
+def estimate_result(job_id: str, viewer: Viewer = access.LOCAL) -> Estimate | str | None:
+    """None while the job is queued or timing; then its estimate, or in one line why there is none."""
+    current = jobs.reconcile(job_id, viewer)
+    if current.state.active:
+        return None
+    if current.state is not RunState.DONE:
+        return current.message or f"the estimate job {current.state}"
+    return Estimate.from_dict(read_json(Run.open(job_id, viewer).result_file))
+
+
 def estimate(
     plan: Mapping[str, Any],
     timeout_s: float | None = None,
@@ -32,15 +51,20 @@ def estimate(
     owner: str = access.LOCAL_OWNER,
     limits: Limits | None = None,
 ) -> Estimate:
-    """The plan's estimate, timed by a job of ``owner``'s where its runs would train (admitted
-    within ``limits`` as every job is: ``LimitExceeded``), within ``timeout_s`` (by default the
-    kind's time limit); raises ``RuntimeError`` with a one-line message when it cannot be had."""
+    """The plan's estimate, waited for: ``submit_estimate``, then the result within ``timeout_s``
+    (by default the kind's time limit); raises ``RuntimeError`` with a one-line message when it
+    cannot be had."""
     limit_s = timeout_s or ESTIMATE.time_limit_s or 0.0
     run_id = jobs.submit(plan, ESTIMATE, time_limit_s=limit_s, owner=owner, limits=limits)
-    final = _ended(run_id, deadline=time.monotonic() + limit_s + 60)
-    if final.state is not RunState.DONE:
-        raise RuntimeError(final.message or f"the estimate job {final.state}")
-    return Estimate.from_dict(read_json(Run.open(run_id).result_file))
+    deadline = time.monotonic() + limit_s + 60
+    while (result := estimate_result(run_id)) is None:
+        if time.monotonic() > deadline:
+            jobs.cancel(run_id)
+            raise RuntimeError("the estimate job did not finish in time (is the cluster busy?)")
+        time.sleep(POLL_S)
+    if isinstance(result, Estimate):
+        return result
+    raise RuntimeError(result)
 
 
 def time_plan(run_dir: Path, emit: Emit) -> dict[str, Any]:
@@ -52,13 +76,3 @@ def time_plan(run_dir: Path, emit: Emit) -> dict[str, Any]:
     result = time_plan_here(Plan.from_dict(run.plan_fields())).to_dict()
     write_json(run.result_file, result)
     return result
-
-
-def _ended(run_id: str, deadline: float) -> jobs.RunRow:
-    """The job's final status; a job still going at ``deadline`` is cancelled and says so."""
-    while (current := jobs.reconcile(run_id)).state.active:
-        if time.monotonic() > deadline:
-            jobs.cancel(run_id)
-            raise RuntimeError("the estimate job did not finish in time (is the cluster busy?)")
-        time.sleep(POLL_S)
-    return current
