@@ -83,7 +83,7 @@ def submit(
     if run_id is not None and not is_run_id(run_id):
         raise ValueError(f"run id {run_id!r} must be letters, digits, '.', '_' or '-' (at most 100)")
     plan = _absolute_paths(json.loads(json.dumps(dict(plan), allow_nan=False)))  # JSON-safe, now
-    workers = int(plan.get("workers") or 1) if target == TRAIN.target else 1
+    workers = int(plan.get("workers") or 1) if kind is TRAIN else 1
     job = Job(
         kind,
         target,

@@ -111,7 +111,7 @@ def _traceback_logged() -> Iterator[None]:
 def _train(run: Run, keeper: StatusKeeper, target: str, runs_on: backend.Backend) -> None:
     """Call the target here, or for a training plan with several ``workers``, have the backend
     train it on that many processes (whose rank 0 mirrors it to the trackers)."""
-    training = target == kinds.TRAIN.target
+    training = keeper.status.kind is kinds.TRAIN
     workers = int(run.plan_fields().get("workers") or 1) if training else 1
     if workers > 1:
         runs_on.launch_ranks(run, workers)
