@@ -26,7 +26,7 @@ from helpers_jobs import (
 )
 
 from core import jobs
-from core.jobs import backend
+from core.jobs import backend, kinds
 from core.jobs.run import CANCELLED_MESSAGE
 from core.training.events import EventReader, read_events
 
@@ -117,3 +117,12 @@ def test_a_frozen_worker_is_stopped_and_failed_by_its_heartbeat(
 
     assert "stopped responding (no heartbeat for " in final.message
     wait_until(lambda: process_gone(pid), "the frozen worker stopped", timeout_s=15)
+
+
+def test_a_job_past_its_time_limit_is_failed_saying_so(jobs_on: str) -> None:
+    run_id = jobs.submit({}, kinds.ANALYSE, target=FOREVER, time_limit_s=2.0)
+
+    final = wait_for_state(run_id, "failed", timeout_s=START_S)
+
+    assert final.message == "stopped after 2 s, the time limit for this job"
+    assert "batch" in event_types(run_id) and event_types(run_id)[-1] == "failed"  # it ran, then was stopped
