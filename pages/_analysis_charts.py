@@ -103,7 +103,15 @@ def stage_curve(stages: Sequence[StageReading], planned: str) -> go.Figure:
     fig.update_layout(
         yaxis={"title": "accuracy", "tickformat": ".0%", "range": [0, 1.05]},
         xaxis={"type": "category", "title": "case 2 cuts, shallow → deep; then case 1"},
-        legend={"orientation": "h", "y": -0.3},
+        # Inside the plot, low on the left, where scores rarely fall: below it, the legend
+        # covered the axis's title under the slanted stage names.
+        legend={
+            "x": 0.01,
+            "xanchor": "left",
+            "y": 0.02,
+            "yanchor": "bottom",
+            "bgcolor": "rgba(255,255,255,0.8)",
+        },
     )
     return _layout(fig, title="Each frozen option on your classes")
 
