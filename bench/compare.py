@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/compare.py            # the full comparison (about 40 minutes on 2 cores)
     .venv/bin/python bench/compare.py --quick    # a check of the script and its JSON (< 2 minutes)
+    .venv/bin/python bench/compare.py --quick --cases 1,3    # the check the test suite makes
     .venv/bin/python bench/compare.py --cases 3 --precision fp32    # case 3 alone, like with like
 
 For cases 1, 2 and 3 and each seed, it runs ``python -m core train`` and ``bench/baseline.py``
@@ -142,7 +143,9 @@ def feature_efficiency(data: Path, args: argparse.Namespace) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="tiny data, 2 epochs, 1 seed: checks the script")
+    parser.add_argument(
+        "--quick", action="store_true", help="tiny data at 64 px, 2 epochs, 1 seed: checks the script"
+    )
     parser.add_argument("--backbone", default="efficientnet_lite0")
     parser.add_argument("--cases", default="1,2,3")
     parser.add_argument(
@@ -159,7 +162,7 @@ def main() -> None:
     parser.add_argument("--seeds", default="0,1,2", help="comma-separated (the full comparison's)")
     args = parser.parse_args()
     full_seeds = tuple(int(seed) for seed in args.seeds.split(","))
-    args.epochs, seeds, per_class, args.size = (2, (0,), 1, 96) if args.quick else (10, full_seeds, 5, None)
+    args.epochs, seeds, per_class, args.size = (2, (0,), 1, 64) if args.quick else (10, full_seeds, 5, None)
     args.repeats = 1 if args.quick else 3
     cases = [int(c) for c in args.cases.split(",")]
     with tempfile.TemporaryDirectory() as folder:
