@@ -54,14 +54,6 @@ def pytest_report_header() -> list[str]:
     ]
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    """One torch thread in this process and in every process the tests start (workers, servers,
-    commands), unless ``OMP_NUM_THREADS`` says otherwise: they share the machine's cores, and
-    torch's threads waiting on each other over tiny tensors cost more than they bring (a tiny
-    case-1 run beside other work: 26 s with two threads on 2 cores, 9 s with one)."""
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
-
-
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """The tests on the Ray cluster run last, together: its head (a dozen processes that take
     about 7% of a core while idle) then lives beside those tests only, not the whole suite."""
