@@ -93,6 +93,19 @@ def lab_home(tmp_path: Path, shared_catalog: Path, monkeypatch: pytest.MonkeyPat
     return home
 
 
+@pytest.fixture
+def one_torch_thread() -> Iterator[None]:
+    """torch on one thread in this process for the test, then as it was: for modules of many
+    small passes, where a second thread costs more than it brings. Left at one, every later test
+    in the session would run on one thread (12% slower for test_head and test_train, quiet)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 TINY_PLAN = {
     "backbone": "efficientnet_lite0",
     "case": 1,

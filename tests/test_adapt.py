@@ -25,11 +25,7 @@ from core.models.backbones import Backbone, names, resolve, torchvision_names
 from core.models.families import FAMILIES
 from core.models.packaged import PACKAGED
 
-
-@pytest.fixture(autouse=True)
-def one_thread() -> None:
-    """The CPU is shared: one thread each is faster than two threads fighting for it."""
-    torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def numel(parameters: Iterable[torch.Tensor]) -> int:

@@ -17,9 +17,7 @@ from core.models.backbones import names
 TOO_COSTLY_FOR_CPU = {"vit_h_14"}
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> None:
-    torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.mark.parametrize("backbone", [b for b in names() if b not in TOO_COSTLY_FOR_CPU])

@@ -39,10 +39,7 @@ CORNER = 20  # pixels of the top-left corner that carry the class
 CLASSES = ("blue", "red")
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> None:
-    """The CPU is shared: one thread each is faster than two threads fighting for it."""
-    torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def corner_image(label: int, generator: np.random.Generator) -> Image.Image:
