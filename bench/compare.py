@@ -144,7 +144,7 @@ def feature_efficiency(data: Path, args: argparse.Namespace) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--quick", action="store_true", help="tiny data at 64 px, 2 epochs, 1 seed: checks the script"
+        "--quick", action="store_true", help="tiny data at 64 px, 1 epoch, 1 seed: checks the script"
     )
     parser.add_argument("--backbone", default="efficientnet_lite0")
     parser.add_argument("--cases", default="1,2,3")
@@ -162,7 +162,7 @@ def main() -> None:
     parser.add_argument("--seeds", default="0,1,2", help="comma-separated (the full comparison's)")
     args = parser.parse_args()
     full_seeds = tuple(int(seed) for seed in args.seeds.split(","))
-    args.epochs, seeds, per_class, args.size = (2, (0,), 1, 64) if args.quick else (10, full_seeds, 5, None)
+    args.epochs, seeds, per_class, args.size = (1, (0,), 1, 64) if args.quick else (10, full_seeds, 5, None)
     args.repeats = 1 if args.quick else 3
     cases = [int(c) for c in args.cases.split(",")]
     with tempfile.TemporaryDirectory() as folder:

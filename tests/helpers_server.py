@@ -11,7 +11,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -64,15 +64,21 @@ class App:
 
 @contextlib.contextmanager
 def module_server(
-    module_args: list[str], folder: Path, health_path: str, timeout: float = 60
+    module_args: list[str],
+    folder: Path,
+    health_path: str,
+    timeout: float = 60,
+    env: Mapping[str, str] | None = None,
 ) -> Iterator[str]:
     """``python -m MODULE ARGS`` on a free port of 127.0.0.1 (``{port}`` in ``module_args`` is
-    replaced by it), logging to ``folder/server.log``; yields its URL once ``health_path``
-    answers, and stops it after."""
+    replaced by it), with ``env`` added to the environment, logging to ``folder/server.log``;
+    yields its URL once ``health_path`` answers, and stops it after."""
     port = free_port()
     log = open(folder / "server.log", "w")  # noqa: SIM115 - open for the server's life, closed by stop_server
     args = [arg.replace("{port}", str(port)) for arg in module_args]
-    process = subprocess.Popen([sys.executable, "-m", *args], stdout=log, stderr=subprocess.STDOUT)
+    process = subprocess.Popen(
+        [sys.executable, "-m", *args], stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         wait_healthy(url, process, timeout=timeout, path=health_path)
