@@ -36,7 +36,10 @@ def _estimate_text(guess: Estimate, case: int) -> str:
 
 def _show_estimate(job_id: str, case: int) -> None:
     """The estimate once its job has timed the plan, its progress until then, or why there is none."""
-    result = estimate_result(job_id, viewer())
+    try:
+        result = estimate_result(job_id, viewer())
+    except jobs.RunNotFound:  # swept with old jobs since: a new one is a click away
+        return
     if result is None:
         _follow_estimate(job_id)
     elif isinstance(result, Estimate):

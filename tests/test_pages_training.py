@@ -145,6 +145,10 @@ def test_estimate_button_times_real_batches_in_a_job_the_page_follows() -> None:
     assert not any("in all on" in i.value for i in at.info)
     at.number_input(key="train.plan_epochs").set_value(10).run()
     assert at.info[0].value == said  # the estimate stays on screen for its plan
+    shutil.rmtree(jobs.Run.open(job_id).directory)  # swept with old jobs
+    at.run()
+    assert not at.exception and not any("in all on" in i.value for i in at.info)
+    assert at.button(key="train.estimate")  # a new estimate is a click away
 
 
 def test_case_four_that_failed_offers_a_from_scratch_rerun(trained: str, lab_home: Path) -> None:
