@@ -87,7 +87,11 @@ def test_upload_train_watch_inspect_download_predict(
     settle(page)  # the live fragment's last drawing gives way to the finished page
     # On a loaded machine the finished page may still be drawing its card: wait for its outcome.
     finished = page.locator(".st-key-train-run_status", has_text="Total time")
-    finished.wait_for(timeout=WAIT_MS)
+    finished.first.wait_for(timeout=WAIT_MS)
+    # The live fragment's last card and the finished page's may both stand for a moment.
+    page.wait_for_function(
+        "document.querySelectorAll('.st-key-train-run_status').length === 1", timeout=WAIT_MS
+    )
     card = finished.inner_text()
     assert "faces.zip · case 3 · efficientnet_lite0" in card and "Total time" in card  # named, timed
     page.get_by_text("Open Results").click()
