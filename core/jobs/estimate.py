@@ -27,11 +27,16 @@ POLL_S = 0.5
 
 
 def submit_estimate(
-    plan: Mapping[str, Any], *, owner: str = access.LOCAL_OWNER, limits: Limits | None = None
+    plan: Mapping[str, Any],
+    time_limit_s: float | None = None,
+    *,
+    owner: str = access.LOCAL_OWNER,
+    limits: Limits | None = None,
 ) -> str:
     """Start timing ``plan`` in a job of ``owner``'s where its runs would train (admitted within
-    ``limits`` as every job is: ``LimitExceeded``); the job's id, for ``estimate_result``."""
-    return jobs.submit(plan, ESTIMATE, time_limit_s=ESTIMATE.time_limit_s, owner=owner, limits=limits)
+    ``limits`` as every job is: ``LimitExceeded``), stopped after ``time_limit_s`` (by default
+    the kind's); the job's id, for ``estimate_result``."""
+    return jobs.submit(plan, ESTIMATE, time_limit_s=time_limit_s, owner=owner, limits=limits)
 
 
 def estimate_result(job_id: str, viewer: Viewer = access.LOCAL) -> Estimate | str | None:
@@ -55,7 +60,7 @@ def estimate(
     (by default the kind's time limit); raises ``RuntimeError`` with a one-line message when it
     cannot be had."""
     limit_s = timeout_s or ESTIMATE.time_limit_s or 0.0
-    run_id = jobs.submit(plan, ESTIMATE, time_limit_s=limit_s, owner=owner, limits=limits)
+    run_id = submit_estimate(plan, limit_s, owner=owner, limits=limits)
     deadline = time.monotonic() + limit_s + 60
     while (result := estimate_result(run_id)) is None:
         if time.monotonic() > deadline:
