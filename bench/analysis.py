@@ -70,7 +70,7 @@ def speed(images: int, backbones: tuple[str, ...]) -> None:
     print("| run | end to end | against torch | " + " | ".join(result.seconds) + " | runtimes |")
     print("|---" * (len(result.seconds) + 4) + "|")
     for name, (total, found) in runs.items():
-        chosen = ", ".join(f"{label}: {r['runtime']}" for label, r in found.runtimes.items())
+        chosen = ", ".join(f"{label}: {r.runtime}" for label, r in found.runtimes.items())
         parts = " | ".join(f"{seconds:.1f} s" for seconds in found.seconds.values())
         print(f"| {name} | {total:.1f} s | {baseline / total:.1f}x | {parts} | {chosen} |")
     print(

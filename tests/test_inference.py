@@ -3,6 +3,7 @@ outputs either way, one batch shape where cuDNN would retune, and the graphs cac
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -33,6 +34,7 @@ def small_net() -> nn.Module:
 def always_convert(monkeypatch: pytest.MonkeyPatch) -> None:
     """However short the pass, the runtimes are tried: what a long pass on a slow CPU gets."""
     monkeypatch.setattr(runtime, "MIN_SAVING_S", 0.0)
+    monkeypatch.setattr(runtime, "MIN_BUILD_SAVING_S", 0.0)
 
 
 def run(engine: Engine, inputs: torch.Tensor, batch: int) -> torch.Tensor:
@@ -72,6 +74,81 @@ def test_a_pass_of_one_batch_neither_reads_its_weights_nor_times_anything(
 
     assert engine(torch.randn(1, 3, 24, 24))[0].shape[0] == 1
     assert engine.choice.runtime == "torch" and engine.choice.images_per_s == {}
+
+
+def listen(net: nn.Module, torch_ran: list[int]) -> None:
+    """Appends the size of each batch torch runs ``net`` on (the ONNX exporter's trace aside)."""
+
+    def heard(module: nn.Module, args: tuple[torch.Tensor, ...], out: torch.Tensor) -> None:
+        if not torch.onnx.is_in_onnx_export():
+            torch_ran.append(len(args[0]))
+
+    net.register_forward_hook(heard)
+
+
+class Counted:
+    """Counts the inputs each runtime's calls carry, as the Engine calls them."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.inputs: dict[str, int] = {}
+        for name, kind in (("onnxruntime", runtime.OnnxRuntime), ("openvino", runtime.OpenVino)):
+            monkeypatch.setattr(kind, "__call__", self._counting(name, kind.__call__))
+
+    def _counting(self, name: str, call: Callable) -> Callable:
+        def counted(runner: object, batch: torch.Tensor) -> runtime.Outputs:
+            self.inputs[name] = self.inputs.get(name, 0) + len(batch)
+            return call(runner, batch)
+
+        return counted
+
+
+def test_timing_the_runtimes_costs_one_first_call_each_and_a_few_inputs_in_torch(
+    always_convert: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every batch a contender is timed on is one of the pass's own: before, torch ran the whole
+    first batch and each runtime three more batches whose outputs were thrown away, about 7 s of
+    a first analysis of 500 photos on 2 cores."""
+    monkeypatch.setattr(runtime, "TORCH_CONTENDS", float("inf"))  # torch only runs the reference
+    counted, net, torch_ran = Counted(monkeypatch), small_net(), []
+    listen(net, torch_ran)
+    inputs = torch.randn(96, 3, 24, 24)
+    engine = Engine(net, CPU_FP32, len(inputs))
+
+    outputs = run(engine, inputs, 16)
+
+    assert torch_ran == [runtime.CHECKED_INPUTS]
+    assert sum(counted.inputs.values()) == len(inputs) + 16  # the second runtime's first call
+    assert engine.choice.reason == "the fastest on this machine's own batches"
+    with torch.no_grad():
+        torch.testing.assert_close(outputs, small_net()(inputs), atol=1e-4, rtol=1e-4)
+
+
+def test_torch_contends_on_whole_batches_where_its_first_inputs_came_close(
+    always_convert: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(runtime, "TORCH_CONTENDS", 0.0)
+    net, torch_ran = small_net(), []
+    listen(net, torch_ran)
+    engine = Engine(net, CPU_FP32, 160)
+
+    run(engine, torch.randn(160, 3, 24, 24), 16)
+
+    assert torch_ran[:3] == [runtime.CHECKED_INPUTS, 16, 16]
+    assert len(torch_ran) == 3 or engine.choice.runtime == "torch"
+    assert engine.choice.runtime == max(engine.choice.images_per_s, key=engine.choice.images_per_s.get)
+
+
+def test_a_pass_that_ends_before_every_runtime_is_timed_chooses_but_is_measured_again_next_time(
+    always_convert: None, lab_home: Path
+) -> None:
+    inputs = torch.randn(16, 3, 24, 24)  # two batches: one for the first calls, one timed
+    first = Engine(small_net(), CPU_FP32, len(inputs))
+    run(first, inputs, 8)
+    second = Engine(small_net(), CPU_FP32, len(inputs))
+    run(second, inputs, 8)
+
+    assert first.choice.runtime in RUNTIMES
+    assert second.choice.reason == "the fastest on this machine's own batches"
 
 
 class Noisy(nn.Module):
@@ -129,6 +206,27 @@ def test_a_second_pass_of_the_same_network_takes_the_runtime_measured_before(
     assert torch_ran == ([] if first.choice.runtime != "torch" else [8] * 4)
     with torch.no_grad():
         torch.testing.assert_close(outputs, small_net()(inputs), atol=1e-4, rtol=1e-4)
+
+
+def test_a_remembered_runtime_is_built_again_where_it_saves_more_than_a_build_costs(
+    always_convert: None, lab_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What a second pass pays for a remembered runtime is its build alone, not an export and a
+    trial: the analysis's BatchNorm pass (128 images, 3x faster in OpenVINO) fell back to torch
+    on every analysis after the first, under the threshold for converting afresh."""
+    monkeypatch.setattr(runtime, "TORCH_CONTENDS", float("inf"))  # a runtime wins the first pass
+    inputs = torch.randn(32, 3, 24, 24)
+    first = Engine(small_net(), CPU_FP32, len(inputs))
+    run(first, inputs, 8)
+    monkeypatch.setattr(runtime, "MIN_SAVING_S", float("inf"))  # converting afresh never pays
+    taken = Engine(small_net(), CPU_FP32, len(inputs))
+    run(taken, inputs, 8)
+    monkeypatch.setattr(runtime, "MIN_BUILD_SAVING_S", float("inf"))  # nor does a build
+    not_built = Engine(small_net(), CPU_FP32, len(inputs))
+    run(not_built, inputs, 8)
+
+    assert first.choice.runtime in RUNTIMES and taken.choice.runtime == first.choice.runtime
+    assert not_built.choice.runtime == "torch" and not_built.choice.reason == "too few images left to convert"
 
 
 def test_a_choice_is_measured_again_for_another_batch_size_or_a_damaged_record(
@@ -257,9 +355,10 @@ def test_a_second_analysis_pass_in_a_remembered_runtime_measures_the_same_shift(
     candidate, cache = digits_cache
     monkeypatch.setattr(probing, "MOMENT_IMAGES", 16)
 
-    first = probe(candidate, cache, CPU_FP32, batch_size=16)
-    second = probe(candidate, cache, CPU_FP32, batch_size=16)
+    first = probe(candidate, cache, CPU_FP32, batch_size=8)
+    second = probe(candidate, cache, CPU_FP32, batch_size=8)
 
+    assert second.runtime.reason.startswith("measured fastest for this network here before")
     assert len(first.layer_shifts) > 40
     assert second.layer_shifts == pytest.approx(first.layer_shifts, rel=1e-3, abs=1e-4)
 

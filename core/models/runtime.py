@@ -6,14 +6,16 @@ and torch's eager CPU kernels are slow at what most of these networks are made o
 pointwise convolutions): on 2 cores EfficientNet-Lite0's body ran several times faster in
 OpenVINO or ONNX Runtime than in torch, in fp32 as in bf16 (bench/README.md has the figures).
 Which runtime wins depends on the CPU (AVX2 only, AVX-512, AMX), the network and the threads,
-so an ``Engine`` measures instead of guessing: on its first batch it times torch on a few
-inputs, and once it knows torch's rate and how many images remain, it converts the module
-(through ONNX, cached on disk by content) only if the time that can be saved exceeds what
-converting costs, times every candidate on the same real batch, checks that each one's outputs
-match torch's, and keeps the fastest. The choice is remembered beside the graph, for that batch
-shape, thread count, precision, CPU and runtime versions: the next pass of the same network
-(the next analysis of another data set, say) builds only the runtime that won, without timing
-torch or the others again. ``Engine.choice`` says what it chose and why, for the run's provenance.
+so an ``Engine`` measures instead of guessing, on the pass's own batches and keeping every
+output it times. On its first batch torch runs the first few inputs: their outputs are the
+reference every runtime must match, and their rate tells whether what is left of the pass
+would repay converting. If it would, the module is converted (through ONNX, cached on disk by
+content), each runtime runs the first batch (its outputs checked against torch's), and the
+runtimes that agree, with torch where it came close, take the next batches in turn until each
+is timed on two; the fastest runs the rest. The choice is remembered beside the graph, for that
+batch shape, thread count, precision, CPU and runtime versions: the next pass of the same
+network (the next analysis of another data set, say) builds only the runtime that won, without
+timing anything. ``Engine.choice`` says what it chose and why, for the run's provenance.
 
 On a GPU torch runs every pass; batches are then padded to one shape, since cuDNN's autotuner
 (``cudnn.benchmark``) tunes every convolution again for each new input shape.
@@ -45,11 +47,27 @@ from core import machine, storage
 
 PRECISION_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 # A runtime is worth converting to only when torch would need at least this long for what is
-# left of the pass: converting and timing the candidates costs one to a few seconds.
-MIN_SAVING_S = 3.0
-# Runtimes' outputs are checked against torch's float32 ones on this many inputs of the batch
-# they are timed on: where torch runs in bf16, its float32 outputs cost one more small pass.
+# left of the pass: exporting (0.5-1.4 s), building (0.05-0.7 s) and a first call of each runtime
+# cost one to two seconds on 2 cores, and what they measure is remembered, so that later passes
+# of the network gain without paying them again. torch's rate on a pass's first inputs is
+# optimistic: the analysis's BatchNorm pass of 128 images read 45-59 images/s there against 25
+# on whole batches, and stayed in torch at 3 s, where OpenVINO ran it at 110.
+MIN_SAVING_S = 2.0
+# A remembered runtime is built again (from its cached graph) only where, at the rates measured,
+# it would save this long over torch on what is left of the pass: a build costs 0.05 s (ONNX
+# Runtime) to 0.7 s (OpenVINO), measured on 2 cores.
+MIN_BUILD_SAVING_S = 1.0
+# torch runs this many inputs of a pass's first batch: the reference every runtime's outputs are
+# checked against, and torch's rate. Where torch runs in bf16, its float32 outputs for them cost
+# one more small pass.
 CHECKED_INPUTS = 8
+# Whole batches each contender is timed on, the fastest of them counting: on a busy machine one
+# batch can be slowed by another process, and the choice made from them is remembered.
+TIMED_BATCHES = 2
+# torch is timed on whole batches too only where its rate on the first inputs came within this
+# fraction of a runtime's first call; elsewhere (4 to 8 times slower on 2 AVX2 cores, measured)
+# a whole batch of it would only cost time.
+TORCH_CONTENDS = 0.5
 # A runtime's outputs must match torch's float32 outputs on the same batch to within this
 # fraction of their largest magnitude (float32 runtimes agree to about 1e-5, measured), or, in a
 # pass that torch runs in reduced precision, to within twice torch's own distance from them.
@@ -125,6 +143,30 @@ class Choice:
         }
 
 
+@dataclass
+class _Trial:
+    """The contenders for a pass (runtimes that agreed with torch, and torch where it came
+    close) taking its whole batches in turn, each timed on TIMED_BATCHES of them: every output
+    timed is kept, so measuring costs no pass of its own."""
+
+    runners: dict[str, Callable[[torch.Tensor], Outputs]]
+    rates: dict[str, list[float]]  # images/s of each call, the cold first one included
+    rejected: dict[str, str]
+    size: int  # a whole batch
+    threads: int
+    remember: Callable[[Choice], None] = lambda choice: None
+
+    def next(self) -> str:
+        return min(self.runners, key=lambda name: len(self.rates[name]))
+
+    def leader(self) -> str:
+        return max(self.runners, key=lambda name: max(self.rates[name]))
+
+    def timed(self) -> int:
+        """Whole batches every contender has been timed on since its first call."""
+        return min(len(self.rates[name]) - 1 for name in self.runners)
+
+
 class Engine:
     """Runs ``module`` (in eval mode, returning a tensor or a tuple of tensors) over the batches
     of one or more passes that hold ``images`` inputs in all; call it with each batch in turn.
@@ -146,8 +188,17 @@ class Engine:
         runtimes = configured_runtimes() if runtimes is None else tuple(runtimes)
         self.runtimes = runtimes if accel.device.type == "cpu" else ()
         self.done = 0
-        self.choice: Choice | None = None
+        self._choice: Choice | None = None
         self._chosen: Callable[[torch.Tensor], Outputs] | None = None
+        self._trial: _Trial | None = None
+
+    @property
+    def choice(self) -> Choice | None:
+        """What runs the pass, and why (None before its first batch). A pass that ended while
+        its contenders were still being timed chooses from the batches they were timed on."""
+        if self._trial is not None:
+            self._settle()
+        return self._choice
 
     @torch.inference_mode()
     def __call__(self, batch: torch.Tensor, pad_to: int | None = None) -> Outputs:
@@ -158,11 +209,13 @@ class Engine:
         self.done += len(batch)
         size = pad_to or len(batch)
         if self.accel.fixed_shapes:
-            if self.choice is None:
-                self.choice = Choice("torch", f"on {self.accel.device.type} torch runs every pass")
+            if self._choice is None:
+                self._choice = Choice("torch", f"on {self.accel.device.type} torch runs every pass")
             return _padded(self._torch, batch, size)
         if self._chosen is None:
             return self._choose(batch, remaining)
+        if self._trial is not None:
+            return self._contend(batch)
         return self._chosen(batch)
 
     def _torch(self, batch: torch.Tensor) -> Outputs:
@@ -172,16 +225,15 @@ class Engine:
     def _choose(self, batch: torch.Tensor, remaining: int) -> Outputs:
         """``batch``'s outputs, having chosen what runs the pass: torch, or the fastest runtime
         whose outputs match torch's. That is the one measured here before for the same network,
-        batch and settings, or else measured now on ``batch`` (torch on it, and warm on its first
-        inputs; each runtime on the whole batch, for which it is compiled), with ``remaining``
-        images (this batch's included) left in the pass."""
+        batch and settings, or else one measured from this batch on, with ``remaining`` images
+        (this batch's included) left in the pass."""
         threads = torch.get_num_threads()
         self._chosen = self._torch
         if not self.runtimes:
-            self.choice = Choice("torch", "no other runtime allowed", threads=threads)
+            self._choice = Choice("torch", "no other runtime allowed", threads=threads)
             return self._torch(batch)
         if remaining <= len(batch):  # the whole pass is this batch: no later one to be faster
-            self.choice = Choice("torch", "one batch: nothing left to run faster", threads=threads)
+            self._choice = Choice("torch", "one batch: nothing left to run faster", threads=threads)
             return self._torch(batch)
         key = content_key(self.module, batch.shape[1:])
         choices = RememberedChoices(runtimes_cache_dir() / f"{key}.choices.json")
@@ -189,28 +241,28 @@ class Engine:
         remembered = choices.get(settings)
         if remembered is not None and self._take(remembered, batch, key, remaining):
             return self._chosen(batch)
+        first, rest = batch[:CHECKED_INPUTS], batch[CHECKED_INPUTS:]
         started = time.perf_counter()
-        outputs = self._torch(batch)  # cold: torch builds its kernels for this shape
-        rates = {"torch": len(batch) / max(time.perf_counter() - started, 1e-9)}
-        left = remaining - len(batch)
-        if left / rates["torch"] >= MIN_SAVING_S:  # a cold rate says little: time it warm
-            rates["torch"] = _best_rate(self._torch, batch[:CHECKED_INPUTS])
-        if left / rates["torch"] < MIN_SAVING_S:
-            self.choice = Choice("torch", "too few images left to convert", rates, threads=threads)
-            return outputs
-        self._measure(batch, key, tuple(output[:CHECKED_INPUTS] for output in outputs), rates)
-        choices.put(settings, self.choice)
-        return outputs
+        reference = self._torch(first)  # cold, as every contender's first call is
+        rate = len(first) / max(time.perf_counter() - started, 1e-9)
+        if (remaining - len(first)) / rate < MIN_SAVING_S:
+            self._choice = Choice("torch", "too few images left to convert", {"torch": rate}, threads=threads)
+        else:
+            outputs = self._start_trial(batch, key, reference, rate)
+            if outputs is not None:
+                self._trial.remember = functools.partial(choices.put, settings)
+                return outputs
+        return _joined(reference, self._torch(rest)) if len(rest) else reference
 
     def _take(self, remembered: Choice, batch: torch.Tensor, key: str, remaining: int) -> bool:
         """Run on the choice measured here before, where its runtime still builds: measuring
         again would cost torch batches and a build of every runtime, seconds for each network
-        of an analysis. A pass too short to repay a build stays in torch."""
+        of an analysis. A pass too short to repay the build, at the rates measured, stays in
+        torch."""
         before = f"measured fastest for this network here before ({remembered.reason})"
-        torch_rate = remembered.images_per_s.get("torch", 0.0)
-        if remembered.runtime == "torch" or (remaining - len(batch)) / max(torch_rate, 1e-9) < MIN_SAVING_S:
+        if remembered.runtime == "torch" or _saving(remembered, remaining) < MIN_BUILD_SAVING_S:
             why = before if remembered.runtime == "torch" else "too few images left to convert"
-            self.choice = replace(remembered, runtime="torch", reason=why)
+            self._choice = replace(remembered, runtime="torch", reason=why)
             return True
         try:
             graph = onnx_graph(self.module, batch, key)
@@ -218,31 +270,73 @@ class Engine:
         except Exception:  # noqa: BLE001 - gone, or no longer building here: measure again
             return False
         self._chosen = functools.partial(_padded, runner, size=len(batch))
-        self.choice = replace(remembered, reason=before)
+        self._choice = replace(remembered, reason=before)
         return True
 
-    def _measure(self, batch: torch.Tensor, key: str, reference: Outputs, rates: dict[str, float]) -> None:
-        """Time every runtime on ``batch``, check its outputs against torch's on the inputs that
-        gave ``reference``, and keep the fastest."""
+    def _start_trial(
+        self, batch: torch.Tensor, key: str, reference: Outputs, torch_rate: float
+    ) -> Outputs | None:
+        """``batch``'s outputs from the first runtime whose outputs match torch's ``reference``
+        (for its first inputs), every runtime having run once and been checked; the ones that
+        agree (with torch, where ``torch_rate`` came close to theirs) then contend for the next
+        batches. None where no runtime could run it: torch runs the pass."""
         threads = torch.get_num_threads()
+        rates, rejected = {"torch": [torch_rate]}, {}
         try:
             graph = onnx_graph(self.module, batch, key)
         except Exception as exc:  # noqa: BLE001 - a module the exporter cannot trace stays with torch
-            self.choice = Choice("torch", f"the ONNX export failed ({_line(exc)})", rates, threads=threads)
-            return
+            self._choice = Choice(
+                "torch", f"the ONNX export failed ({_line(exc)})", {"torch": torch_rate}, threads=threads
+            )
+            return None
         exact, allowed = self._allowed_gaps(batch[: len(reference[0])], reference)
-        runners: dict[str, Callable[[torch.Tensor], Outputs]] = {"torch": self._torch}
-        rejected = {}
+        runners: dict[str, Callable[[torch.Tensor], Outputs]] = {}
+        outputs = None
         for name, build in self._builders(graph, tuple(batch.shape), threads).items():
             try:
-                runner = build()
-                rates[name] = _measured_rate(runner, batch, exact, allowed)
-                runners[name] = functools.partial(_padded, runner, size=len(batch))
+                runner = functools.partial(_padded, build(), size=len(batch))
+                rate, got = _timed(runner, batch)  # its first call: runtimes allocate and tune on it
+                _check_agreement(got, exact, allowed)
             except Exception as exc:  # noqa: BLE001 - not installed, not convertible, or disagreeing
                 rejected[name] = _line(exc)
-        best = max(rates, key=rates.__getitem__)
-        self._chosen = runners[best]
-        self.choice = Choice(best, "the fastest on this machine's own batches", rates, rejected, threads)
+                continue
+            runners[name], rates[name] = runner, [rate]
+            outputs = got if outputs is None else outputs
+        if outputs is None:
+            self._choice = Choice(
+                "torch", "no runtime ran it as torch does", {"torch": torch_rate}, rejected, threads
+            )
+            return None
+        if torch_rate >= TORCH_CONTENDS * max(rates[name][0] for name in runners):
+            runners["torch"] = self._torch
+        self._trial = _Trial(runners, rates, rejected, len(batch), threads)
+        return outputs
+
+    def _contend(self, batch: torch.Tensor) -> Outputs:
+        """``batch``'s outputs from the contender timed on the fewest batches so far (from the
+        one leading, for a smaller last batch); once each is timed on TIMED_BATCHES, or the
+        pass is over, the fastest is chosen."""
+        trial = self._trial
+        if len(batch) == trial.size:
+            name = trial.next()
+            rate, outputs = _timed(trial.runners[name], batch)
+            trial.rates[name].append(rate)
+        else:  # padded or not, a smaller batch says nothing of a rate
+            outputs = trial.runners[trial.leader()](batch)
+        if trial.timed() >= TIMED_BATCHES or self.done >= self.images:
+            self._settle()
+        return outputs
+
+    def _settle(self) -> None:
+        trial, self._trial = self._trial, None
+        best = trial.leader()
+        self._chosen = trial.runners[best]
+        rates = {name: max(samples) for name, samples in trial.rates.items()}
+        self._choice = Choice(
+            best, "the fastest on this machine's own batches", rates, trial.rejected, trial.threads
+        )
+        if trial.timed():  # a choice from first calls alone is not kept for later passes
+            trial.remember(self._choice)
 
     def _settings(self, shape: tuple[int, ...], threads: int) -> dict[str, Any]:
         """What a remembered choice holds for besides the graph: the batch, the threads, the
@@ -441,14 +535,24 @@ def _export(module: nn.Module, example: torch.Tensor) -> bytes:
     return buffer.getvalue()
 
 
-def _measured_rate(
-    runner: Callable[[torch.Tensor], Outputs], batch: torch.Tensor, exact: Outputs, allowed: list[float]
-) -> float:
-    """Images per second of ``runner`` on ``batch`` (after a warm-up call), once each of its
-    outputs is shown to lie within ``allowed`` of torch's float32 ones (``exact``, for the first
-    rows of the batch)."""
-    outputs = runner(batch)  # warm-up: runtimes allocate and tune on their first call
-    rate = _best_rate(runner, batch)
+def _saving(choice: Choice, images: int) -> float:
+    """Seconds ``choice``'s runtime would save over torch on ``images``, at the rates it measured."""
+    rates = choice.images_per_s
+    if not rates.get("torch") or not rates.get(choice.runtime):
+        return 0.0
+    return images * (1 / rates["torch"] - 1 / rates[choice.runtime])
+
+
+def _timed(run: Callable[[torch.Tensor], Outputs], batch: torch.Tensor) -> tuple[float, Outputs]:
+    """Images per second of ``run`` on ``batch``, and its outputs."""
+    started = time.perf_counter()
+    outputs = run(batch)
+    return len(batch) / max(time.perf_counter() - started, 1e-9), outputs
+
+
+def _check_agreement(outputs: Outputs, exact: Outputs, allowed: list[float]) -> None:
+    """Raises unless each of a runtime's ``outputs`` lies within ``allowed`` of torch's float32
+    ones (``exact``, for the first rows of the batch)."""
     if len(outputs) != len(exact):
         raise ValueError(f"{len(outputs)} outputs where torch gives {len(exact)}")
     for index, (got, want, gap) in enumerate(zip(outputs, exact, allowed, strict=True)):
@@ -458,18 +562,10 @@ def _measured_rate(
         distance = float((got - want).abs().max()) if want.numel() else 0.0
         if not distance <= gap:
             raise ValueError(f"output {index} differs from torch's by {distance:.3g} (allowed {gap:.3g})")
-    return rate
 
 
-def _best_rate(run: Callable[[torch.Tensor], Outputs], batch: torch.Tensor, calls: int = 2) -> float:
-    """Images per second of ``run`` on ``batch``, the best of ``calls`` timed calls: on a busy
-    machine one call can be slowed by another process, and the choice made from it is kept."""
-    fastest = float("inf")
-    for _ in range(calls):
-        started = time.perf_counter()
-        run(batch)
-        fastest = min(fastest, time.perf_counter() - started)
-    return len(batch) / max(fastest, 1e-9)
+def _joined(first: Outputs, rest: Outputs) -> Outputs:
+    return tuple(torch.cat(parts) for parts in zip(first, rest, strict=True))
 
 
 def _padded(run: Callable[[torch.Tensor], Outputs], batch: torch.Tensor, size: int) -> Outputs:
