@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 import math
+import textwrap
 from collections.abc import Sequence
 from typing import Any
 
@@ -31,6 +32,9 @@ LOG_TICKS = tuple(n * 10.0**e for e in range(-2, 4) for n in (1, 2, 5))  # 0.01,
 FAMILY_ORDER = tuple(family.name for family in FAMILIES)
 FAMILY_COLOURS = plotly.colors.qualitative.Dark24 + plotly.colors.qualitative.Light24
 MIN_LOG, MAX_LOG = 1.0, 7.0
+# A case's name is wrapped to lines this long: in a half-width column a cell holds about 22
+# characters at the labels' size, and "fine-tuning or training from scratch" ran off its cell.
+CELL_CHARACTERS = 21
 LABEL_CLEARANCE = 0.8  # in decades on the size axis: a two-line label and the star, apart  # 10 to 10 million images on the matrix's size axis
 
 
@@ -63,7 +67,7 @@ def decision_matrix(num_images: int, similarity: str, chosen_case: int, dividing
         fig.add_annotation(
             x=(x0 + x1) / 2,
             y=_label_height(y0, y1, y if x0 < x < x1 else None),
-            text=f"<b>Case {case.number}</b><br>{case.name}",
+            text="<br>".join([f"<b>Case {case.number}</b>", *textwrap.wrap(case.name, CELL_CHARACTERS)]),
             showarrow=False,
             font={"size": 15, "color": "#FFFFFF" if chosen else "#1B2333"},
         )

@@ -18,9 +18,15 @@ def test_confusion_matrix_writes_counts_for_few_classes_only() -> None:
 def test_decision_matrix_highlights_the_chosen_case_and_places_the_user() -> None:
     figure = decision_matrix(500_000, "different", chosen_case=4, dividing_line=10_000)
     highlighted = [a.text for a in figure.layout.annotations if a.font.color == "#FFFFFF"]
-    assert highlighted == ["<b>Case 4</b><br>fine-tuning or training from scratch"]
+    assert highlighted == ["<b>Case 4</b><br>fine-tuning or<br>training from scratch"]
     star = figure.data[0]
     assert star.x == (1.5,) and 5 < star.y[0] < 6
+
+
+def test_every_case_name_fits_its_cell_in_a_half_width_column() -> None:
+    figure = decision_matrix(500, "different", chosen_case=2, dividing_line=10_000)
+    lines = [line for label in figure.layout.annotations for line in label.text.split("<br>")]
+    assert "truncated feature" in lines and max(map(len, lines)) <= 22
 
 
 def test_network_diagram_draws_one_box_per_layer_in_the_case_colours() -> None:
