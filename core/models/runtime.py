@@ -154,7 +154,7 @@ class _Trial:
     rejected: dict[str, str]
     size: int  # a whole batch
     threads: int
-    remember: Callable[[Choice], None] = lambda choice: None
+    remember: Callable[[Choice], None]  # keeps the choice for later passes of the network
 
     def next(self) -> str:
         return min(self.runners, key=lambda name: len(self.rates[name]))
@@ -248,9 +248,8 @@ class Engine:
         if (remaining - len(first)) / rate < MIN_SAVING_S:
             self._choice = Choice("torch", "too few images left to convert", {"torch": rate}, threads=threads)
         else:
-            outputs = self._start_trial(batch, key, reference, rate)
+            outputs = self._start_trial(batch, key, reference, rate, functools.partial(choices.put, settings))
             if outputs is not None:
-                self._trial.remember = functools.partial(choices.put, settings)
                 return outputs
         return _joined(reference, self._torch(rest)) if len(rest) else reference
 
@@ -274,12 +273,18 @@ class Engine:
         return True
 
     def _start_trial(
-        self, batch: torch.Tensor, key: str, reference: Outputs, torch_rate: float
+        self,
+        batch: torch.Tensor,
+        key: str,
+        reference: Outputs,
+        torch_rate: float,
+        remember: Callable[[Choice], None],
     ) -> Outputs | None:
         """``batch``'s outputs from the first runtime whose outputs match torch's ``reference``
         (for its first inputs), every runtime having run once and been checked; the ones that
         agree (with torch, where ``torch_rate`` came close to theirs) then contend for the next
-        batches. None where no runtime could run it: torch runs the pass."""
+        batches, and the choice they lead to is passed to ``remember``. None where no runtime
+        could run it: torch runs the pass."""
         threads = torch.get_num_threads()
         rates, rejected = {"torch": [torch_rate]}, {}
         try:
@@ -309,7 +314,7 @@ class Engine:
             return None
         if torch_rate >= TORCH_CONTENDS * max(rates[name][0] for name in runners):
             runners["torch"] = self._torch
-        self._trial = _Trial(runners, rates, rejected, len(batch), threads)
+        self._trial = _Trial(runners, rates, rejected, len(batch), threads, remember)
         return outputs
 
     def _contend(self, batch: torch.Tensor) -> Outputs:
